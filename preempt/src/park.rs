@@ -1,0 +1,163 @@
+//! Parking: the one handshake every route to a stop goes through.
+//!
+//! A thread that stops publishes how it stopped, the lowest stack address to
+//! scan and its registers, sets `PARKED`, acknowledges the requested epoch
+//! (which wakes the coordinator if it sleeps), and sleeps on the registry's
+//! `world` futex word until the coordinator restarts the world. The routes
+//! differ only in where the registers come from.
+
+use std::sync::atomic::Ordering;
+
+use crate::registry::{current, Mode, Strategy, ThreadRecord, CURRENT};
+use crate::state::{self, StopKind};
+use crate::sys;
+
+/// Publishes, acknowledges and sleeps until the world restarts.
+fn park(rec: &ThreadRecord, e: u64, kind: StopKind, scan_lo: usize, xsave: (usize, usize)) {
+    let reg = rec.registry();
+    let w = reg.world.load(Ordering::SeqCst);
+    if w & 1 == 0 {
+        // The stop this request belonged to has already ended (it timed out).
+        rec.state.store(state::RUNNING, Ordering::SeqCst);
+        return;
+    }
+    rec.park_kind.store(kind as u32, Ordering::Relaxed);
+    rec.scan_lo.store(scan_lo, Ordering::Relaxed);
+    rec.xsave_ptr.store(xsave.0, Ordering::Relaxed);
+    rec.xsave_len.store(xsave.1, Ordering::Relaxed);
+    rec.poll_flag.store(0, Ordering::Relaxed);
+    rec.state.store(state::PARKED, Ordering::SeqCst);
+    rec.count_park(kind);
+    rec.ack(e);
+    while reg.world.load(Ordering::SeqCst) == w {
+        sys::futex_wait(&reg.world, w, None);
+    }
+    rec.xsave_ptr.store(0, Ordering::Relaxed);
+    rec.state.store(state::RUNNING, Ordering::SeqCst);
+}
+
+/// The signal handler's decision. Returns whether the signal was ours (sent
+/// by a coordinator, or arriving while a request is pending); a signal that is
+/// not ours is passed on to the previously installed handler.
+///
+/// # Safety
+/// Must be called from the preemption signal handler with its live ucontext.
+pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> bool {
+    let p = CURRENT.with(|c| c.get());
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: CURRENT is non-null only while the record is live, and the
+    // record is freed on this thread, which is busy running this handler.
+    let rec = unsafe { &*p };
+    let reg = rec.registry();
+    if reg.config.signal != sig {
+        return false;
+    }
+    let was_sent = rec.signal_pending.swap(0, Ordering::SeqCst) == 1;
+    let Some(e) = rec.request_pending() else {
+        return was_sent;
+    };
+    rec.signals_received.fetch_add(1, Ordering::Relaxed);
+    let Mode::Signal(strategy) = reg.config.mode else {
+        return true;
+    };
+    if rec.state.load(Ordering::SeqCst) != state::RUNNING {
+        // Already injected, or in a safe region: nothing more to do.
+        return true;
+    }
+    if rec.no_preempt.load(Ordering::SeqCst) != 0 {
+        // An unsafe point: the thread parks itself when it leaves the region
+        // (poll_flag is set); the coordinator re-signals meanwhile.
+        rec.deferred.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    // SAFETY: caller contract: `uc` is the live ucontext.
+    let sp = unsafe { sys::interrupted_sp(uc) };
+    let here = sys::approx_sp();
+    match strategy {
+        Strategy::Inject => {
+            let scratch = (here - 512) & !15;
+            let need = sys::injection_stack_need();
+            if sp < rec.stack_lo + need || sp > rec.stack_hi || scratch < rec.stack_lo + need {
+                // Not on our stack (foreign code on an alternate stack) or not
+                // enough room below it: leave the thread alone.
+                rec.deferred.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            if rec
+                .state
+                .compare_exchange(
+                    state::RUNNING,
+                    state::PREEMPTING,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_err()
+            {
+                return true;
+            }
+            // SAFETY: `scratch` is 512 bytes below this handler's frame, on
+            // this thread's stack with `need` bytes to spare below it, and all
+            // signals are blocked until sigreturn.
+            unsafe { sys::inject_call(uc, scratch) };
+        }
+        Strategy::InHandler => {
+            if here < rec.stack_lo + 4096 || here > rec.stack_hi {
+                rec.deferred.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            // SAFETY: `uc` is live for the whole handler, which outlives the park.
+            let gprs = unsafe { sys::gprs_from_ucontext(uc) };
+            // SAFETY: only the owner thread writes `gprs`, and the coordinator
+            // reads it only after our acknowledgement.
+            unsafe { *rec.gprs.get() = gprs };
+            // SAFETY: as above, `uc` is live.
+            let xsave = unsafe { sys::xsave_from_ucontext(uc) };
+            // Everything from the handler's frame up is scanned: the kernel's
+            // signal frame (registers, XSAVE image) and the red zone lie there.
+            park(rec, e, StopKind::InHandler, here & !7, xsave);
+        }
+    }
+    true
+}
+
+/// Called from the trampoline with every register saved on this stack.
+///
+/// # Safety
+/// `frame` and `xsave` must be the trampoline's frame and XSAVE image.
+pub(crate) unsafe fn park_injected(frame: &sys::TrampolineFrame, xsave: usize) {
+    let Some(rec) = current() else { return };
+    // SAFETY: owner-only write before acknowledgement (see ThreadRecord).
+    unsafe { *rec.gprs.get() = frame.to_gprs() };
+    match rec.request_pending() {
+        Some(e) => park(
+            rec,
+            e,
+            StopKind::Injected,
+            xsave,
+            (xsave, sys::xsave_layout().size as usize),
+        ),
+        None => rec.state.store(state::RUNNING, Ordering::SeqCst),
+    }
+}
+
+/// The slow path of a poll, and of leaving a no-preempt region with a request
+/// pending: spill the callee-saved registers and park.
+#[cold]
+#[inline(never)]
+pub(crate) fn poll_slow(rec: &ThreadRecord) {
+    if rec.no_preempt.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let Some(e) = rec.request_pending() else {
+        rec.poll_flag.store(0, Ordering::Relaxed);
+        return;
+    };
+    let mut regs = [0u64; sys::NGPRS];
+    sys::spill_callee_saved(&mut regs);
+    // SAFETY: owner-only write before acknowledgement.
+    unsafe { *rec.gprs.get() = regs };
+    let scan_lo = regs[7] as usize;
+    park(rec, e, StopKind::Poll, scan_lo, (0, 0));
+}

@@ -1,0 +1,183 @@
+//! Cooperative stops: polls, no-preempt regions, safe regions, and the poll
+//! strategies loop code takes as a type parameter.
+
+use std::sync::atomic::Ordering;
+
+use crate::park::poll_slow;
+use crate::registry::{Attached, ThreadRecord};
+use crate::safe;
+
+impl Attached {
+    /// A safepoint poll: one load and a well-predicted branch; parks the thread
+    /// if a stop is waiting for it.
+    #[inline(always)]
+    pub fn poll(&self) {
+        let rec = self.record();
+        if rec.poll_flag.load(Ordering::Relaxed) != 0 {
+            poll_slow(rec);
+        }
+    }
+
+    /// Enters a no-preempt region: signals that arrive inside it are turned
+    /// into a deferred request, and the thread parks when the outermost region
+    /// ends. For the library's own critical sections (allocation slow paths,
+    /// frame linking). Regions nest.
+    #[inline(always)]
+    pub fn no_preempt(&self) -> NoPreempt<'_> {
+        let rec = self.record();
+        rec.no_preempt.fetch_add(1, Ordering::Relaxed);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        NoPreempt { rec }
+    }
+
+    /// Runs `f` inside a safe region: the thread counts as stopped while `f`
+    /// runs (it must not touch the managed heap) and is never signalled. Use
+    /// around blocking system calls. If a stop is in progress when `f`
+    /// returns, the thread waits for the restart.
+    pub fn safe_region<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.enter_safe_region();
+        f()
+    }
+
+    /// Enters a safe region until the guard is dropped. See
+    /// [`Attached::safe_region`].
+    pub fn enter_safe_region(&self) -> SafeRegion<'_> {
+        let rec = self.record();
+        assert_eq!(
+            rec.no_preempt.load(Ordering::Relaxed),
+            0,
+            "a safe region cannot be entered inside a no-preempt region"
+        );
+        safe::enter_safe_region(rec);
+        SafeRegion { rec }
+    }
+
+    /// A poller for loop code, bound to this thread.
+    pub fn poller(&self) -> Poller<'_> {
+        Poller { rec: self.record() }
+    }
+}
+
+/// A no-preempt region; see [`Attached::no_preempt`].
+#[must_use = "the region ends when the guard is dropped"]
+pub struct NoPreempt<'a> {
+    rec: &'a ThreadRecord,
+}
+
+impl Drop for NoPreempt<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let prev = self.rec.no_preempt.fetch_sub(1, Ordering::Relaxed);
+        if prev == 1 && self.rec.poll_flag.load(Ordering::Relaxed) != 0 {
+            poll_slow(self.rec);
+        }
+    }
+}
+
+/// A safe region; see [`Attached::enter_safe_region`].
+#[must_use = "the region ends when the guard is dropped"]
+pub struct SafeRegion<'a> {
+    rec: &'a ThreadRecord,
+}
+
+impl Drop for SafeRegion<'_> {
+    fn drop(&mut self) {
+        safe::exit_safe_region(self.rec);
+    }
+}
+
+/// A thread's poll, detached from the `Attached` borrow so loop code can hold
+/// it in a register. `Copy`.
+#[derive(Clone, Copy)]
+pub struct Poller<'a> {
+    rec: &'a ThreadRecord,
+}
+
+impl Poller<'_> {
+    /// See [`Attached::poll`].
+    #[inline(always)]
+    pub fn poll(&self) {
+        if self.rec.poll_flag.load(Ordering::Relaxed) != 0 {
+            poll_slow(self.rec);
+        }
+    }
+}
+
+/// How a loop polls. Loop code is generic over it, so [`NoPoll`] compiles to
+/// nothing and [`StripMined`] polls every N iterations.
+pub trait PollStrategy {
+    /// Called once per loop iteration (per back edge).
+    fn tick(&mut self);
+    /// Called between kernel calls (the only poll of the cooperative-only
+    /// baseline).
+    fn between_calls(&mut self);
+}
+
+/// Never polls: signal preemption, or a reference run with no runtime.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPoll;
+
+impl PollStrategy for NoPoll {
+    #[inline(always)]
+    fn tick(&mut self) {}
+    #[inline(always)]
+    fn between_calls(&mut self) {}
+}
+
+/// Polls on every back edge.
+#[derive(Clone, Copy)]
+pub struct EveryIteration<'a>(pub Poller<'a>);
+
+impl PollStrategy for EveryIteration<'_> {
+    #[inline(always)]
+    fn tick(&mut self) {
+        self.0.poll();
+    }
+    #[inline(always)]
+    fn between_calls(&mut self) {
+        self.0.poll();
+    }
+}
+
+/// Polls every `N` back edges (HotSpot's loop strip mining).
+#[derive(Clone, Copy)]
+pub struct StripMined<'a, const N: u32> {
+    poller: Poller<'a>,
+    left: u32,
+}
+
+impl<'a, const N: u32> StripMined<'a, N> {
+    /// A strip-mined poller.
+    pub fn new(poller: Poller<'a>) -> Self {
+        StripMined { poller, left: N }
+    }
+}
+
+impl<const N: u32> PollStrategy for StripMined<'_, N> {
+    #[inline(always)]
+    fn tick(&mut self) {
+        self.left -= 1;
+        if self.left == 0 {
+            self.left = N;
+            self.poller.poll();
+        }
+    }
+    #[inline(always)]
+    fn between_calls(&mut self) {
+        self.poller.poll();
+    }
+}
+
+/// Polls only between kernel calls, never inside a loop (Go ≤ 1.13).
+#[derive(Clone, Copy)]
+pub struct BetweenCalls<'a>(pub Poller<'a>);
+
+impl PollStrategy for BetweenCalls<'_> {
+    #[inline(always)]
+    fn tick(&mut self) {}
+    #[inline(always)]
+    fn between_calls(&mut self) {
+        self.0.poll();
+    }
+}

@@ -1,0 +1,505 @@
+//! The registry of attached threads and the per-thread record the signal
+//! handler reaches without locks.
+
+use std::cell::{Cell, UnsafeCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::state::{self, StopKind};
+use crate::sys;
+
+/// How a stopped thread's registers are captured when a signal stops it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Rewrite the ucontext to call an assembly trampoline that saves every
+    /// register on the thread's stack and parks there (Go's `asyncPreempt`).
+    Inject,
+    /// Park inside the signal handler; the kernel's signal frame holds the
+    /// registers (Boehm GC's way).
+    InHandler,
+}
+
+/// How threads are stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Signal each running thread; polls are still honoured.
+    Signal(Strategy),
+    /// Never signal: a thread stops only at a poll, at the end of a no-preempt
+    /// region, or in a safe region. Both the back-edge-polling baseline and the
+    /// cooperative-only (Go 1.13) behaviour.
+    PollOnly,
+}
+
+/// Registry settings. `Config::default()` is signal mode with call injection
+/// on SIGURG.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How threads are stopped.
+    pub mode: Mode,
+    /// The preemption signal (SIGURG by default).
+    pub signal: i32,
+    /// How long the coordinator spins for acknowledgements before sleeping.
+    pub spin: Duration,
+    /// The first re-signal interval; doubles after each unproductive round.
+    pub resend_initial: Duration,
+    /// The largest re-signal interval.
+    pub resend_max: Duration,
+    /// A stop that has not completed after this long fails with a report of
+    /// the threads that did not answer, and the world is restarted.
+    pub stop_timeout: Duration,
+    /// Test hook: drop (do not send) one preemption signal in this many;
+    /// 0 disables. Exercises the lost-signal path.
+    pub drop_signal_every: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Signal(Strategy::Inject),
+            signal: libc::SIGURG,
+            spin: Duration::from_micros(3),
+            resend_initial: Duration::from_micros(200),
+            resend_max: Duration::from_millis(20),
+            stop_timeout: Duration::from_secs(30),
+            drop_signal_every: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings, naming the field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.signal <= 0 || self.signal >= 65 {
+            return Err(ConfigError(format!(
+                "signal: {} is not a valid signal number (1..=64)",
+                self.signal
+            )));
+        }
+        if [
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+        ]
+        .contains(&self.signal)
+        {
+            return Err(ConfigError(format!(
+                "signal: {} cannot be used for preemption (it is uncatchable or a fault signal)",
+                self.signal
+            )));
+        }
+        if self.resend_initial.is_zero() || self.resend_max < self.resend_initial {
+            return Err(ConfigError(
+                "resend_initial/resend_max: need 0 < resend_initial <= resend_max".into(),
+            ));
+        }
+        if self.stop_timeout < self.resend_initial {
+            return Err(ConfigError(
+                "stop_timeout: must be at least resend_initial".into(),
+            ));
+        }
+        if let Mode::Signal(Strategy::Inject) = self.mode {
+            if !sys::xsave_layout().has_xsave {
+                return Err(ConfigError(
+                    "mode: call injection needs XSAVE, which this CPU or OS does not enable; \
+                     use Strategy::InHandler"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `Config` field holds a value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid preempt config: {}", self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+/// Why `attach` failed.
+#[derive(Debug)]
+pub enum AttachError {
+    /// This thread is already attached to a registry.
+    AlreadyAttached,
+    /// The stack bounds could not be read.
+    StackBounds(std::io::Error),
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachError::AlreadyAttached => {
+                write!(f, "this thread is already attached to a registry")
+            }
+            AttachError::StackBounds(e) => write!(f, "cannot read this thread's stack bounds: {e}"),
+        }
+    }
+}
+impl std::error::Error for AttachError {}
+
+/// Per-thread record, allocated at attach and reachable from the signal
+/// handler through a const-initialised thread-local pointer. Every field the
+/// handler or a coordinator touches is atomic; `gprs` is written by the owner
+/// only while it is not yet acknowledged and read by the coordinator only
+/// after the acknowledgement (release/acquire through `acked`).
+#[repr(C, align(64))]
+pub(crate) struct ThreadRecord {
+    /// Non-zero when a stop wants this thread: the one word a poll loads.
+    pub poll_flag: AtomicU32,
+    /// Nesting depth of no-preempt regions. Touched by the owner thread and by
+    /// the handler on the same thread.
+    pub no_preempt: AtomicU32,
+    /// The state word (see `state`).
+    pub state: AtomicU32,
+    /// 1 while a signal sent by a coordinator has not been handled yet.
+    pub signal_pending: AtomicU32,
+    /// The stop epoch a coordinator asks this thread to acknowledge.
+    pub request: AtomicU64,
+    /// The last epoch this thread acknowledged (or was acknowledged for).
+    pub acked: AtomicU64,
+    /// The registry this record belongs to.
+    pub registry: *const RegistryInner,
+    pub tid: i32,
+    pub stack_lo: usize,
+    pub stack_hi: usize,
+    /// The opaque word the stack scanner keeps its frame chain in.
+    pub frame_chain: AtomicUsize,
+    /// How the thread stopped, as a `StopKind`.
+    pub park_kind: AtomicU32,
+    /// Lowest stack address to scan while stopped.
+    pub scan_lo: AtomicUsize,
+    /// General registers published at park.
+    pub gprs: UnsafeCell<sys::Gprs>,
+    /// The XSAVE image published at park, or 0.
+    pub xsave_ptr: AtomicUsize,
+    pub xsave_len: AtomicUsize,
+    /// Counters, for tests and statistics.
+    pub signals_received: AtomicU64,
+    pub parks: [AtomicU64; 6],
+    pub deferred: AtomicU64,
+}
+
+// SAFETY: all shared mutable fields are atomics; `gprs` is only written by the
+// owner before its release-acknowledgement and only read by a coordinator
+// after acquiring it, so there is no concurrent access.
+unsafe impl Sync for ThreadRecord {}
+// SAFETY: as above; the raw registry pointer is to a `RegistryInner` kept
+// alive by an `Arc` in the owning `Attached`.
+unsafe impl Send for ThreadRecord {}
+
+impl ThreadRecord {
+    pub(crate) fn registry(&self) -> &RegistryInner {
+        // SAFETY: the `Attached` that owns this record holds an Arc to it.
+        unsafe { &*self.registry }
+    }
+
+    /// Whether a stop has asked for this thread and it has not answered yet.
+    #[inline]
+    pub(crate) fn request_pending(&self) -> Option<u64> {
+        let r = self.request.load(Ordering::SeqCst);
+        (r > self.acked.load(Ordering::SeqCst)).then_some(r)
+    }
+
+    /// Acknowledges epoch `e` once: by this thread or on its behalf. Returns
+    /// whether this call was the one that acknowledged.
+    pub(crate) fn ack(&self, e: u64) -> bool {
+        let mut cur = self.acked.load(Ordering::SeqCst);
+        while cur < e {
+            match self
+                .acked
+                .compare_exchange(cur, e, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    let reg = self.registry();
+                    reg.acks.fetch_add(1, Ordering::SeqCst);
+                    if reg.coordinator_sleeping.load(Ordering::SeqCst) != 0 {
+                        sys::futex_wake(&reg.acks, 1);
+                    }
+                    return true;
+                }
+                Err(v) => cur = v,
+            }
+        }
+        false
+    }
+
+    pub(crate) fn count_park(&self, kind: StopKind) {
+        self.parks[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// This thread's record, or null. Const-initialised and without a
+    /// destructor, so reading it from a signal handler never runs lazy
+    /// initialisation or allocates.
+    pub(crate) static CURRENT: Cell<*const ThreadRecord> = const { Cell::new(std::ptr::null()) };
+    /// Detaches at thread exit if the `Attached` handle was leaked.
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
+
+struct ExitGuard;
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let rec = CURRENT.with(|c| c.get());
+        if !rec.is_null() {
+            // SAFETY: the record is live until detach frees it, and only the
+            // owner thread (this one) detaches.
+            unsafe { detach_record(rec) };
+        }
+    }
+}
+
+/// The record of the calling thread, if it is attached.
+#[inline]
+pub(crate) fn current() -> Option<&'static ThreadRecord> {
+    let p = CURRENT.with(|c| c.get());
+    // SAFETY: a non-null CURRENT points to a live record: detach clears it
+    // before freeing the record, on this same thread.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Shared registry state.
+pub(crate) struct RegistryInner {
+    pub config: Config,
+    /// Attached threads. Held by a coordinator for the whole stop; taken by
+    /// attach and detach. No thread that can be stopped holds it (see `stop`).
+    pub threads: Mutex<Vec<*const ThreadRecord>>,
+    /// Serialises coordinators.
+    pub coordinator: Mutex<()>,
+    /// Futex word: odd while the world is stopped.
+    pub world: AtomicU32,
+    /// Stop epochs; the current one is the one being acknowledged.
+    pub epoch: AtomicU64,
+    /// Futex word bumped by each acknowledgement.
+    pub acks: AtomicU32,
+    pub coordinator_sleeping: AtomicU32,
+    /// Signals sent, for the drop-one-in-N hook and statistics.
+    pub signals_sent: AtomicU64,
+}
+
+// SAFETY: the raw record pointers in `threads` are only dereferenced under the
+// `threads` lock, while the records are guaranteed live (detach removes a
+// record under the same lock before freeing it).
+unsafe impl Send for RegistryInner {}
+// SAFETY: as above.
+unsafe impl Sync for RegistryInner {}
+
+/// The thread registry: attach threads to it, then stop and restart them.
+/// Cheap to clone; all clones are the same registry.
+#[derive(Clone)]
+pub struct Registry {
+    pub(crate) inner: Arc<RegistryInner>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("mode", &self.inner.config.mode)
+            .field("threads", &self.thread_count())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Creates a registry, installing the signal handler in signal mode.
+    pub fn new(config: Config) -> Result<Registry, ConfigError> {
+        config.validate()?;
+        if let Mode::Signal(_) = config.mode {
+            sys::install(config.signal)
+                .map_err(|e| ConfigError(format!("signal: cannot install handler: {e}")))?;
+        }
+        Ok(Registry {
+            inner: Arc::new(RegistryInner {
+                config,
+                threads: Mutex::new(Vec::new()),
+                coordinator: Mutex::new(()),
+                world: AtomicU32::new(0),
+                epoch: AtomicU64::new(0),
+                acks: AtomicU32::new(0),
+                coordinator_sleeping: AtomicU32::new(0),
+                signals_sent: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Number of attached threads.
+    pub fn thread_count(&self) -> usize {
+        lock(&self.inner.threads).len()
+    }
+
+    /// Total preemption signals sent so far.
+    pub fn signals_sent(&self) -> u64 {
+        self.inner.signals_sent.load(Ordering::Relaxed)
+    }
+
+    /// Attaches the calling thread. The returned handle detaches on drop, and
+    /// the thread is detached at exit even if the handle is leaked.
+    pub fn attach(&self) -> Result<Attached, AttachError> {
+        if current().is_some() {
+            return Err(AttachError::AlreadyAttached);
+        }
+        let (stack_lo, stack_hi) = sys::current_stack_bounds().map_err(AttachError::StackBounds)?;
+        let rec = Box::new(ThreadRecord {
+            poll_flag: AtomicU32::new(0),
+            no_preempt: AtomicU32::new(0),
+            state: AtomicU32::new(state::RUNNING),
+            signal_pending: AtomicU32::new(0),
+            request: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            registry: Arc::as_ptr(&self.inner),
+            tid: sys::gettid(),
+            stack_lo,
+            stack_hi,
+            frame_chain: AtomicUsize::new(0),
+            park_kind: AtomicU32::new(0),
+            scan_lo: AtomicUsize::new(0),
+            gprs: UnsafeCell::new([0; sys::NGPRS]),
+            xsave_ptr: AtomicUsize::new(0),
+            xsave_len: AtomicUsize::new(0),
+            signals_received: AtomicU64::new(0),
+            parks: Default::default(),
+            deferred: AtomicU64::new(0),
+        });
+        let ptr: *const ThreadRecord = Box::into_raw(rec);
+        {
+            let mut threads = lock(&self.inner.threads);
+            // A stop cannot be in progress while we hold the lock, so the new
+            // thread starts with nothing to acknowledge: mark every epoch so far
+            // as seen.
+            let e = self.inner.epoch.load(Ordering::SeqCst);
+            // SAFETY: `ptr` came from Box::into_raw just above.
+            unsafe { (*ptr).acked.store(e, Ordering::SeqCst) };
+            threads.push(ptr);
+        }
+        // Touch the exit guard so its destructor is registered now, outside
+        // any signal handler.
+        EXIT_GUARD.with(|_| {});
+        CURRENT.with(|c| c.set(ptr));
+        Ok(Attached {
+            rec: ptr,
+            _registry: self.inner.clone(),
+            _not_send: PhantomData,
+        })
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A thread's attachment to a registry. Not `Send`: it must be dropped on the
+/// thread it belongs to. Dropping it detaches the thread.
+pub struct Attached {
+    pub(crate) rec: *const ThreadRecord,
+    _registry: Arc<RegistryInner>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for Attached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attached")
+            .field("tid", &self.record().tid)
+            .finish()
+    }
+}
+
+impl Attached {
+    #[inline(always)]
+    pub(crate) fn record(&self) -> &ThreadRecord {
+        // SAFETY: the record lives until this handle's drop (or the exit
+        // guard) detaches it; both run on this thread, after our last use.
+        unsafe { &*self.rec }
+    }
+
+    /// The kernel thread id.
+    pub fn tid(&self) -> i32 {
+        self.record().tid
+    }
+
+    /// The opaque word a stack scanner keeps its frame chain in. Preempt
+    /// never interprets it; a coordinator reads it from each stopped thread.
+    pub fn frame_chain(&self) -> &AtomicUsize {
+        &self.record().frame_chain
+    }
+
+    /// The thread's stack bounds `(lo, hi)`, read once at attach.
+    pub fn stack_bounds(&self) -> (usize, usize) {
+        (self.record().stack_lo, self.record().stack_hi)
+    }
+
+    /// Preemption signals this thread's handler has received.
+    pub fn signals_received(&self) -> u64 {
+        self.record().signals_received.load(Ordering::Relaxed)
+    }
+
+    /// How many times this thread parked by `kind`.
+    pub fn parks(&self, kind: StopKind) -> u64 {
+        self.record().parks[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Signals that found the thread at an unsafe point (a no-preempt region
+    /// or too little stack) and were turned into a deferred request.
+    pub fn deferred(&self) -> u64 {
+        self.record().deferred.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if CURRENT.with(|c| c.get()) == self.rec {
+            // SAFETY: we are on the owner thread and the record is live.
+            unsafe { detach_record(self.rec) };
+        }
+    }
+}
+
+/// Detaches and frees a record.
+///
+/// # Safety
+/// Must run on the record's owner thread, with `rec` live and current.
+pub(crate) unsafe fn detach_record(rec: *const ThreadRecord) {
+    // SAFETY: caller contract.
+    let r = unsafe { &*rec };
+    // Leave any safe region first (waiting out a stop that holds us in it).
+    if matches!(
+        r.state.load(Ordering::SeqCst),
+        state::SAFE | state::SAFE_STOPPED
+    ) {
+        crate::safe::exit_safe_region(r);
+    }
+    // From here on we report no roots and count as stopped.
+    r.state.store(state::EXITING, Ordering::SeqCst);
+    if let Some(e) = r.request_pending() {
+        r.poll_flag.store(0, Ordering::Relaxed);
+        r.ack(e);
+    }
+    let reg = r.registry();
+    {
+        // Blocks while a stop is in progress; the coordinator has counted us.
+        let mut threads = lock(&reg.threads);
+        threads.retain(|&p| p != rec);
+    }
+    CURRENT.with(|c| c.set(std::ptr::null()));
+    // Let an in-flight signal land while CURRENT is null (it will be passed on
+    // as not ours) rather than after the record is freed; a signal cannot find
+    // the record once CURRENT is null, so freeing is safe either way.
+    // SAFETY: `rec` came from Box::into_raw in attach; no one else frees it,
+    // and no coordinator can reach it any more (removed under the lock).
+    drop(unsafe { Box::from_raw(rec as *mut ThreadRecord) });
+}

@@ -1,0 +1,70 @@
+//! Safe regions (Boehm's `GC_do_blocking`): a thread about to block in a
+//! system call says so, counts as stopped for the whole time, and is never
+//! signalled. It cannot leave the region while a stop holds it.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::registry::ThreadRecord;
+use crate::state::{self, StopKind};
+use crate::sys;
+
+/// Enters a safe region: publishes the callee-saved registers and stack
+/// pointer, then `RUNNING -> SAFE`.
+#[inline(never)]
+pub(crate) fn enter_safe_region(rec: &ThreadRecord) {
+    let mut regs = [0u64; sys::NGPRS];
+    sys::spill_callee_saved(&mut regs);
+    // SAFETY: owner-only write; a coordinator reads `gprs` of a SAFE thread
+    // only after the SeqCst state store below.
+    unsafe { *rec.gprs.get() = regs };
+    rec.scan_lo.store(regs[7] as usize, Ordering::Relaxed);
+    rec.park_kind
+        .store(StopKind::SafeRegion as u32, Ordering::Relaxed);
+    rec.xsave_ptr.store(0, Ordering::Relaxed);
+    rec.state.store(state::SAFE, Ordering::SeqCst);
+    // A coordinator may have decided to signal us just before we switched to
+    // SAFE. Let that signal land now rather than inside the blocking call; a
+    // signal that was dropped (lost) is not waited on for long.
+    let start = Instant::now();
+    while rec.signal_pending.load(Ordering::SeqCst) != 0 {
+        if start.elapsed() > Duration::from_millis(1) {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    if let Some(e) = rec.request_pending() {
+        // A stop is waiting for us: we are stopped now, and held.
+        let _ = rec.state.compare_exchange(
+            state::SAFE,
+            state::SAFE_STOPPED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        rec.poll_flag.store(0, Ordering::Relaxed);
+        rec.count_park(StopKind::SafeRegion);
+        rec.ack(e);
+    }
+}
+
+/// Leaves a safe region, sleeping while a stop holds the thread in it, then
+/// honours a request that arrived meanwhile.
+pub(crate) fn exit_safe_region(rec: &ThreadRecord) {
+    let reg = rec.registry();
+    loop {
+        let w = reg.world.load(Ordering::SeqCst);
+        match rec.state.compare_exchange(
+            state::SAFE,
+            state::RUNNING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => break,
+            Err(state::SAFE_STOPPED) => sys::futex_wait(&reg.world, w, None),
+            Err(_) => break,
+        }
+    }
+    if rec.poll_flag.load(Ordering::Relaxed) != 0 {
+        crate::park::poll_slow(rec);
+    }
+}

@@ -1,0 +1,456 @@
+//! Stopping and restarting the world.
+//!
+//! The coordinator:
+//! 1. takes the coordinator lock (serialising coordinators; an attached caller
+//!    waits in a safe region so that another coordinator can stop it), then
+//!    the thread-list lock, which it keeps until the restart, so no thread can
+//!    attach or finish detaching mid-stop;
+//! 2. opens a new epoch and makes `world` odd;
+//! 3. for each other thread, stores the epoch in `request` and raises
+//!    `poll_flag`, then looks at its state: a thread in a safe region is
+//!    claimed (`SAFE -> SAFE_STOPPED`) and acknowledged on its behalf, an
+//!    exiting thread is acknowledged, a running one is signalled once
+//!    (`signal_pending` 0 -> 1; at most one signal outstanding per thread);
+//! 4. waits: spins for `Config::spin`, then sleeps on the `acks` futex with a
+//!    timeout; at each timeout it re-signals threads that have not answered,
+//!    doubling the interval up to `resend_max`, until `stop_timeout`.
+//!
+//! Nothing on this path allocates or takes a lock a mutator may hold: the
+//! thread list's lock is only taken by attach and detach, neither of which
+//! can be stopped while holding it.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+use crate::registry::{current, lock, Mode, Registry, ThreadRecord};
+use crate::state::{self, StopKind};
+use crate::sys;
+
+/// Figures for one stop.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopStats {
+    /// Time from the request to the last acknowledgement (time to safepoint).
+    pub ttsp: Duration,
+    /// Threads that had to be stopped (excluding the coordinator).
+    pub threads: usize,
+    /// Signals sent, first sends and re-sends.
+    pub signals: u32,
+    /// Re-sends among them.
+    pub resends: u32,
+}
+
+/// A thread that did not answer a stop in time.
+#[derive(Clone, Debug)]
+pub struct Laggard {
+    /// Kernel thread id.
+    pub tid: i32,
+    /// Its state word, by name.
+    pub state: &'static str,
+    /// Whether a signal was still outstanding.
+    pub signal_pending: bool,
+    /// Depth of its no-preempt region.
+    pub no_preempt: u32,
+}
+
+/// Why a stop failed.
+#[derive(Clone, Debug)]
+pub enum StopError {
+    /// Some threads did not acknowledge within `Config::stop_timeout`; the
+    /// world has been restarted.
+    Timeout {
+        /// How long the coordinator waited.
+        waited: Duration,
+        /// The threads that did not answer.
+        laggards: Vec<Laggard>,
+    },
+}
+
+impl fmt::Display for StopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopError::Timeout { waited, laggards } => {
+                write!(f, "stop timed out after {waited:?}; not stopped:")?;
+                for l in laggards {
+                    write!(
+                        f,
+                        " [tid {} {} signal_pending={} no_preempt={}]",
+                        l.tid, l.state, l.signal_pending, l.no_preempt
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+impl std::error::Error for StopError {}
+
+/// The stopped world. Every attached thread other than the coordinator is
+/// parked, in a safe region, or exiting, until this guard is dropped (or
+/// [`StoppedWorld::resume`] is called). Not `Send`: the coordinator restarts.
+pub struct StoppedWorld<'r> {
+    reg: &'r Registry,
+    threads: Option<MutexGuard<'r, Vec<*const ThreadRecord>>>,
+    _coord: Option<MutexGuard<'r, ()>>,
+    me: Option<&'r ThreadRecord>,
+    stats: StopStats,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// One stopped thread, as the collector needs it.
+#[derive(Clone, Copy)]
+pub struct StoppedThread<'w> {
+    rec: &'w ThreadRecord,
+}
+
+impl fmt::Debug for StoppedThread<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoppedThread")
+            .field("tid", &self.tid())
+            .field("kind", &self.kind())
+            .field("scan_lo", &format_args!("{:#x}", self.scan_lo()))
+            .finish()
+    }
+}
+
+impl<'w> StoppedThread<'w> {
+    /// Kernel thread id.
+    pub fn tid(&self) -> i32 {
+        self.rec.tid
+    }
+    /// How it stopped.
+    pub fn kind(&self) -> StopKind {
+        StopKind::from_u32(self.rec.park_kind.load(Ordering::Relaxed))
+    }
+    /// The lowest stack address to scan: it covers the saved registers, the
+    /// extended state and the red zone.
+    pub fn scan_lo(&self) -> usize {
+        self.rec.scan_lo.load(Ordering::Relaxed)
+    }
+    /// The stack bounds `(lo, hi)`.
+    pub fn stack_bounds(&self) -> (usize, usize) {
+        (self.rec.stack_lo, self.rec.stack_hi)
+    }
+    /// The general registers (in [`crate::GPR_NAMES`] order). For a thread
+    /// stopped at a poll or in a safe region only the callee-saved ones and
+    /// RSP are captured; the rest read as zero.
+    pub fn gprs(&self) -> &'w crate::Gprs {
+        // SAFETY: the thread published them before acknowledging, and does not
+        // write them again until the world restarts, which needs `&mut` of the
+        // StoppedWorld this borrow comes from.
+        unsafe { &*self.rec.gprs.get() }
+    }
+    /// Calls `f` with every 64-bit word of saved vector state (XMM, and the
+    /// YMM, opmask and ZMM components the CPU has enabled), for threads
+    /// stopped by a signal.
+    pub fn for_each_vector_word(&self, f: impl FnMut(u64)) {
+        let ptr = self.rec.xsave_ptr.load(Ordering::Relaxed);
+        let len = self.rec.xsave_len.load(Ordering::Relaxed);
+        // SAFETY: a non-zero xsave_ptr points at the image the parked thread
+        // saved on its own stack (or the kernel's signal frame), valid until it
+        // resumes, which cannot happen while this StoppedWorld is alive.
+        unsafe { sys::for_each_vector_word(ptr, len, f) }
+    }
+    /// The opaque frame-chain word.
+    pub fn frame_chain(&self) -> usize {
+        self.rec.frame_chain.load(Ordering::Acquire)
+    }
+}
+
+impl StoppedWorld<'_> {
+    /// Figures for this stop.
+    pub fn stats(&self) -> StopStats {
+        self.stats
+    }
+
+    /// The stopped threads (exiting ones, which report no roots, excluded).
+    /// The coordinator is included, as [`StopKind::Coordinator`], if attached.
+    pub fn threads(&self) -> impl Iterator<Item = StoppedThread<'_>> + '_ {
+        self.threads
+            .as_ref()
+            .into_iter()
+            .flat_map(|v| v.iter())
+            .map(|&p| {
+                // SAFETY: records in the list are live while we hold its lock.
+                unsafe { &*p }
+            })
+            .filter(|r| r.state.load(Ordering::SeqCst) != state::EXITING)
+            .map(|rec| StoppedThread { rec })
+    }
+
+    /// Restarts the world (same as dropping the guard).
+    pub fn resume(self) {}
+
+    fn restart(&mut self) {
+        let Some(threads) = self.threads.take() else {
+            return;
+        };
+        let inner = &self.reg.inner;
+        for &p in threads.iter() {
+            // SAFETY: live while the lock is held.
+            let r = unsafe { &*p };
+            let _ = r.state.compare_exchange(
+                state::SAFE_STOPPED,
+                state::SAFE,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+        inner.world.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(&inner.world, i32::MAX);
+        if let Some(me) = self.me {
+            me.state.store(state::RUNNING, Ordering::SeqCst);
+        }
+        drop(threads);
+    }
+}
+
+impl Drop for StoppedWorld<'_> {
+    fn drop(&mut self) {
+        self.restart();
+    }
+}
+
+impl Registry {
+    /// Stops every attached thread except the caller and returns a guard over
+    /// the stopped world. The caller may be attached (it is reported as the
+    /// coordinator) or not. Concurrent callers serialise.
+    pub fn stop_the_world(&self) -> Result<StoppedWorld<'_>, StopError> {
+        let inner = &*self.inner;
+        let me = current().filter(|r| std::ptr::eq(r.registry, inner));
+        // Another coordinator may stop us while we wait for the lock: wait in
+        // a safe region.
+        let coord = match me {
+            Some(r) => {
+                crate::safe::enter_safe_region(r);
+                let g = lock(&inner.coordinator);
+                crate::safe::exit_safe_region(r);
+                g
+            }
+            None => lock(&inner.coordinator),
+        };
+        let threads = lock(&inner.threads);
+        if let Some(r) = me {
+            let mut regs = [0u64; sys::NGPRS];
+            sys::spill_callee_saved(&mut regs);
+            // SAFETY: owner-only write (we are the owner and the coordinator).
+            unsafe { *r.gprs.get() = regs };
+            r.scan_lo.store(regs[7] as usize, Ordering::Relaxed);
+            r.park_kind
+                .store(StopKind::Coordinator as u32, Ordering::Relaxed);
+            r.xsave_ptr.store(0, Ordering::Relaxed);
+            r.state.store(state::COORDINATING, Ordering::SeqCst);
+        }
+        let start = Instant::now();
+        let e = inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.world.fetch_add(1, Ordering::SeqCst);
+        let signal_mode = matches!(inner.config.mode, Mode::Signal(_));
+        let mut stats = StopStats::default();
+        for &p in threads.iter() {
+            // SAFETY: live while the lock is held.
+            let r = unsafe { &*p };
+            if me.is_some_and(|m| std::ptr::eq(m, r)) {
+                continue;
+            }
+            stats.threads += 1;
+            r.request.store(e, Ordering::SeqCst);
+            r.poll_flag.store(1, Ordering::SeqCst);
+            self.nudge(r, e, signal_mode, &mut stats, false);
+        }
+        let mut world = StoppedWorld {
+            reg: self,
+            threads: Some(threads),
+            _coord: Some(coord),
+            me,
+            stats,
+            _not_send: PhantomData,
+        };
+        match self.wait_acks(&mut world, e, start) {
+            Ok(()) => {
+                world.stats.ttsp = start.elapsed();
+                Ok(world)
+            }
+            Err(waited) => {
+                // Collect the laggards (the world is still half stopped, but
+                // this is the failure path: allocate only after restarting).
+                let mut raw: Vec<(i32, u32, bool, u32)> = Vec::new();
+                let threads = world.threads.as_ref().expect("threads held");
+                let n = threads.len();
+                let mut buf = [(0i32, 0u32, false, 0u32); 64];
+                let mut k = 0;
+                for &p in threads.iter() {
+                    // SAFETY: live while the lock is held.
+                    let r = unsafe { &*p };
+                    if r.acked.load(Ordering::SeqCst) < e {
+                        if k < buf.len() {
+                            buf[k] = (
+                                r.tid,
+                                r.state.load(Ordering::SeqCst),
+                                r.signal_pending.load(Ordering::SeqCst) != 0,
+                                r.no_preempt.load(Ordering::SeqCst),
+                            );
+                            k += 1;
+                        }
+                        // Withdraw the request so that a late signal does nothing.
+                        r.ack(e);
+                        r.poll_flag.store(0, Ordering::SeqCst);
+                    }
+                }
+                let _ = n;
+                drop(world);
+                raw.extend_from_slice(&buf[..k]);
+                Err(StopError::Timeout {
+                    waited,
+                    laggards: raw
+                        .into_iter()
+                        .map(|(tid, s, sp, np)| Laggard {
+                            tid,
+                            state: state::state_name(s),
+                            signal_pending: sp,
+                            no_preempt: np,
+                        })
+                        .collect(),
+                })
+            }
+        }
+    }
+
+    /// Makes sure thread `r` is on its way to stopping for epoch `e`: claims it
+    /// if it is in a safe region, acknowledges it if it is exiting, otherwise
+    /// signals it (in signal mode) unless a signal is already outstanding.
+    fn nudge(
+        &self,
+        r: &ThreadRecord,
+        e: u64,
+        signal_mode: bool,
+        stats: &mut StopStats,
+        resend: bool,
+    ) {
+        let inner = &*self.inner;
+        loop {
+            match r.state.load(Ordering::SeqCst) {
+                state::SAFE => {
+                    if r.state
+                        .compare_exchange(
+                            state::SAFE,
+                            state::SAFE_STOPPED,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        )
+                        .is_ok()
+                    {
+                        if r.ack(e) {
+                            r.poll_flag.store(0, Ordering::SeqCst);
+                            r.count_park(StopKind::SafeRegion);
+                        }
+                        return;
+                    }
+                }
+                state::SAFE_STOPPED | state::EXITING | state::COORDINATING => {
+                    r.ack(e);
+                    return;
+                }
+                _ => break,
+            }
+        }
+        if !signal_mode || r.acked.load(Ordering::SeqCst) >= e {
+            return;
+        }
+        if r.signal_pending
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            if !resend {
+                return;
+            }
+            // A signal has been outstanding for a whole resend interval: treat
+            // it as lost and send another.
+        }
+        if r.state.load(Ordering::SeqCst) != state::RUNNING {
+            // It parked or entered a safe region meanwhile; no signal needed.
+            r.signal_pending.store(0, Ordering::SeqCst);
+            return;
+        }
+        let n = inner.signals_sent.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.signals += 1;
+        if resend {
+            stats.resends += 1;
+        }
+        let every = inner.config.drop_signal_every as u64;
+        if every != 0 && n % every == 0 {
+            return; // test hook: this signal is "lost"
+        }
+        if !sys::send_signal(r.tid, inner.config.signal) {
+            r.signal_pending.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits until every thread acknowledged `e`; Err(waited) on timeout.
+    fn wait_acks(
+        &self,
+        world: &mut StoppedWorld<'_>,
+        e: u64,
+        start: Instant,
+    ) -> Result<(), Duration> {
+        let inner = &*self.inner;
+        let cfg = &inner.config;
+        let signal_mode = matches!(cfg.mode, Mode::Signal(_));
+        let threads: &[*const ThreadRecord] = world.threads.as_ref().expect("held");
+        let me = world.me;
+        let remaining = || {
+            threads
+                .iter()
+                .filter(|&&p| {
+                    // SAFETY: live while the lock is held.
+                    let r = unsafe { &*p };
+                    !me.is_some_and(|m| std::ptr::eq(m, r)) && r.acked.load(Ordering::SeqCst) < e
+                })
+                .count()
+        };
+        let spin_until = start + cfg.spin;
+        loop {
+            if remaining() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let mut interval = cfg.resend_initial;
+        let mut next_resend = Instant::now() + interval;
+        loop {
+            let seen = inner.acks.load(Ordering::SeqCst);
+            if remaining() == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let waited = now - start;
+            if waited >= cfg.stop_timeout {
+                return Err(waited);
+            }
+            if now >= next_resend {
+                for &p in threads {
+                    // SAFETY: live while the lock is held.
+                    let r = unsafe { &*p };
+                    if me.is_some_and(|m| std::ptr::eq(m, r)) || r.acked.load(Ordering::SeqCst) >= e
+                    {
+                        continue;
+                    }
+                    self.nudge(r, e, signal_mode, &mut world.stats, true);
+                }
+                interval = (interval * 2).min(cfg.resend_max);
+                next_resend = Instant::now() + interval;
+                continue;
+            }
+            let sleep = (next_resend - now).min(cfg.stop_timeout - waited);
+            inner.coordinator_sleeping.store(1, Ordering::SeqCst);
+            if inner.acks.load(Ordering::SeqCst) == seen && remaining() != 0 {
+                sys::futex_wait(&inner.acks, seen, Some(sleep));
+            }
+            inner.coordinator_sleeping.store(0, Ordering::SeqCst);
+        }
+    }
+}

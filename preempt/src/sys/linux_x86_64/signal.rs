@@ -1,0 +1,152 @@
+//! Installing the preemption signal handler, chaining to the handler that was
+//! there before, and rewriting a ucontext to inject the trampoline call.
+//!
+//! Flags, and why:
+//! - `SA_SIGINFO`: we need the `ucontext` for the interrupted registers.
+//! - `SA_RESTART`: a mutator blocked in `read()` outside a safe region must not
+//!   see `EINTR` because the collector wanted to look at it (Go 1.14's most
+//!   reported regression).
+//! - no `SA_ONSTACK`: the handler runs on the thread's own stack, so the
+//!   kernel's copy of the registers lies inside the range the stack scan
+//!   covers, and the injected call lands on the same stack (see
+//!   `trampoline.rs`). The interrupted SP is nevertheless always read from the
+//!   ucontext, never guessed from the handler's frame.
+//! - no `SA_NODEFER`, and a full `sa_mask`: a second preemption signal while
+//!   the handler runs is held back (POSIX then merges it), and no other handler
+//!   can nest below ours while the handler has left words below its frame for
+//!   the trampoline.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
+
+use super::regs::RSP;
+use super::trampoline::pardon_async_preempt;
+
+const NSIG: usize = 65;
+
+/// The action that was installed before ours, per signal; null until ours is
+/// installed. Leaked on purpose: a handler may read it at any time.
+static PREVIOUS: [AtomicPtr<libc::sigaction>; NSIG] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; NSIG];
+static INSTALL_LOCK: Mutex<()> = Mutex::new(());
+
+/// Installs our handler for `sig` once per process; later calls are no-ops.
+pub(crate) fn install(sig: i32) -> std::io::Result<()> {
+    if sig <= 0 || sig as usize >= NSIG {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("signal number {sig} is out of range 1..{NSIG}"),
+        ));
+    }
+    super::regs::xsave_layout();
+    let _g = INSTALL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !PREVIOUS[sig as usize].load(Ordering::Acquire).is_null() {
+        return Ok(());
+    }
+    // SAFETY: sigaction structs are plain data; we pass valid pointers, and the
+    // handler we install is async-signal-safe (see `on_signal`).
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let old = Box::into_raw(Box::new(old));
+        // Publish the previous action before our handler can run.
+        PREVIOUS[sig as usize].store(old, Ordering::Release);
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigfillset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            let e = std::io::Error::last_os_error();
+            PREVIOUS[sig as usize].store(std::ptr::null_mut(), Ordering::Release);
+            drop(Box::from_raw(old));
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The handler. Async-signal-safe: it reads a const-initialised thread-local
+/// pointer (no lazy initialisation, no destructor registration), touches only
+/// atomics in a record allocated at attach, makes raw syscalls, and saves and
+/// restores `errno`.
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno slot, always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    let uc = ctx as *mut libc::ucontext_t;
+    // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler.
+    let ours = unsafe { crate::park::on_preempt_signal(sig, uc) };
+    if !ours {
+        // SAFETY: forwarding the kernel's own arguments to the previous handler.
+        unsafe { chain(sig, info, ctx) };
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Passes a signal that is not ours to whatever was installed before us.
+///
+/// # Safety
+/// Must be called from our handler with the kernel's arguments.
+unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let prev = PREVIOUS[sig as usize].load(Ordering::Acquire);
+    if prev.is_null() {
+        return;
+    }
+    // SAFETY: `prev` was leaked at install and is never freed.
+    let prev = unsafe { &*prev };
+    let h = prev.sa_sigaction;
+    if h == libc::SIG_DFL || h == libc::SIG_IGN {
+        // SIGURG's default action is to ignore it; for a user-configured
+        // signal whose default is to terminate, swallowing is the safe choice
+        // in a library: document it rather than kill the process here.
+        return;
+    }
+    if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was installed as an SA_SIGINFO handler
+        // with this exact signature.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(h) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the previous handler was installed as a plain handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
+        f(sig);
+    }
+}
+
+/// The interrupted stack pointer, from the ucontext.
+///
+/// # Safety
+/// `uc` must be the live ucontext of a handler on this thread.
+pub(crate) unsafe fn interrupted_sp(uc: *const libc::ucontext_t) -> usize {
+    // SAFETY: caller contract.
+    unsafe { (*uc).uc_mcontext.gregs[RSP_INDEX] as usize }
+}
+
+const RSP_INDEX: usize = libc::REG_RSP as usize;
+const RIP_INDEX: usize = libc::REG_RIP as usize;
+const _: () = assert!(RSP == 7);
+
+/// Rewrites the ucontext so that, on return from the handler, the thread calls
+/// the trampoline as if from the interrupted instruction. `scratch` is an
+/// address below every live word of the handler's frame, 16-byte aligned,
+/// with at least 16 writable bytes above it on this thread's stack.
+///
+/// # Safety
+/// `uc` must be the live ucontext of a handler on this thread and `scratch`
+/// must satisfy the above; no other handler may run on this thread before
+/// `sigreturn` (our `sa_mask` blocks all signals).
+pub(crate) unsafe fn inject_call(uc: *mut libc::ucontext_t, scratch: usize) {
+    // SAFETY: caller contract: gregs is live, scratch..scratch+16 is unused stack.
+    unsafe {
+        let g = &mut (*uc).uc_mcontext.gregs;
+        let rip = g[RIP_INDEX];
+        let rsp = g[RSP_INDEX];
+        std::ptr::write_volatile(scratch as *mut i64, rip);
+        std::ptr::write_volatile((scratch + 8) as *mut i64, rsp);
+        g[RSP_INDEX] = scratch as i64;
+        g[RIP_INDEX] = pardon_async_preempt as *const () as usize as i64;
+    }
+}

@@ -1,0 +1,188 @@
+//! Go's TestAsyncPreempt shapes: call-free loops stopped and restarted many
+//! times, by signal with both strategies, on 1, 2 and 4 threads.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{spawn_attached, wait_progress};
+use pardon_preempt::{Attached, Config, Mode, Registry, StopKind, Strategy};
+
+#[inline(never)]
+fn empty() {
+    black_box(());
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// A loop with arithmetic only; progress published every 2^16 iterations.
+    CallFree,
+    /// A leaf loop with no frame: the body is inline asm that never touches memory.
+    Frameless,
+    /// `loop {}` with an atomic store.
+    AtomicStore,
+    /// A loop calling an empty non-inlined function.
+    EmptyCall,
+}
+
+fn run(me: &Attached, shape: Shape, stop: &AtomicBool, progress: &AtomicU64) -> u64 {
+    let _ = me;
+    let mut x: u64 = 1;
+    while !stop.load(Ordering::Relaxed) {
+        match shape {
+            Shape::CallFree => {
+                for _ in 0..(1 << 16) {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                }
+            }
+            Shape::Frameless => {
+                // SAFETY: pure register arithmetic on a scratch register.
+                unsafe {
+                    std::arch::asm!(
+                        "mov ecx, 65536",
+                        "2:",
+                        "imul {x}, {x}, 3",
+                        "add {x}, 7",
+                        "dec ecx",
+                        "jnz 2b",
+                        x = inout(reg) x,
+                        out("ecx") _,
+                        options(nomem, nostack),
+                    );
+                }
+            }
+            Shape::AtomicStore => {
+                for i in 0..(1 << 16) {
+                    progress.store(i | 1, Ordering::Relaxed);
+                }
+            }
+            Shape::EmptyCall => {
+                for _ in 0..(1 << 12) {
+                    empty();
+                }
+            }
+        }
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+    x
+}
+
+fn stop_many(mode: Mode, shape: Shape, threads: usize, rounds: usize) {
+    let reg = Registry::new(Config {
+        mode,
+        stop_timeout: Duration::from_secs(20),
+        ..Config::default()
+    })
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hs, progress) = spawn_attached(&reg, threads, &stop, move |me, stop, p| {
+        run(me, shape, stop, p)
+    });
+    wait_progress(&progress);
+    let mut stopped_by_signal = 0;
+    for _ in 0..rounds {
+        let w = reg.stop_the_world().expect("stop");
+        let mut n = 0;
+        for t in w.threads() {
+            n += 1;
+            match t.kind() {
+                StopKind::Injected | StopKind::InHandler => stopped_by_signal += 1,
+                k => panic!("unexpected stop kind {k:?}"),
+            }
+            let (lo, hi) = t.stack_bounds();
+            assert!(
+                lo <= t.scan_lo() && t.scan_lo() < hi,
+                "scan_lo outside the stack"
+            );
+        }
+        assert_eq!(n, threads);
+        drop(w);
+    }
+    assert_eq!(stopped_by_signal, threads * rounds);
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+const ROUNDS: usize = 1000;
+
+macro_rules! shape_tests {
+    ($($name:ident: $shape:expr, $strategy:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            for threads in [1, 2, 4] {
+                stop_many(Mode::Signal($strategy), $shape, threads, ROUNDS);
+            }
+        }
+    )*};
+}
+
+shape_tests! {
+    call_free_inject: Shape::CallFree, Strategy::Inject;
+    call_free_handler: Shape::CallFree, Strategy::InHandler;
+    frameless_inject: Shape::Frameless, Strategy::Inject;
+    frameless_handler: Shape::Frameless, Strategy::InHandler;
+    atomic_store_inject: Shape::AtomicStore, Strategy::Inject;
+    atomic_store_handler: Shape::AtomicStore, Strategy::InHandler;
+    empty_call_inject: Shape::EmptyCall, Strategy::Inject;
+    empty_call_handler: Shape::EmptyCall, Strategy::InHandler;
+}
+
+/// In polls-only mode a call-free loop is not stopped until it polls.
+#[test]
+fn polls_only_waits_for_the_poll() {
+    let reg = Registry::new(Config {
+        mode: Mode::PollOnly,
+        ..Config::default()
+    })
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let may_poll = Arc::new(AtomicBool::new(false));
+    let mp = may_poll.clone();
+    let (hs, progress) = spawn_attached(&reg, 1, &stop, move |me, stop, p| {
+        let mut x = 1u64;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..1000 {
+                x = black_box(x.wrapping_mul(3).wrapping_add(1));
+            }
+            p.fetch_add(1, Ordering::Relaxed);
+            if mp.load(Ordering::Relaxed) {
+                me.poll();
+            }
+        }
+        x
+    });
+    wait_progress(&progress);
+    let reg2 = reg.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let coord = std::thread::spawn(move || {
+        let w = reg2.stop_the_world().expect("stop");
+        d2.store(true, Ordering::SeqCst);
+        let kinds: Vec<StopKind> = w.threads().map(|t| t.kind()).collect();
+        drop(w);
+        kinds
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!done.load(Ordering::SeqCst), "stopped without polling");
+    let before = progress[0].load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        progress[0].load(Ordering::Relaxed) > before,
+        "loop should still run"
+    );
+    may_poll.store(true, Ordering::SeqCst);
+    let kinds = coord.join().unwrap();
+    assert_eq!(kinds, vec![StopKind::Poll]);
+    assert_eq!(reg.signals_sent(), 0);
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+}
