@@ -277,13 +277,13 @@ impl Registry {
                 // this is the failure path: allocate only after restarting).
                 let mut raw: Vec<(i32, u32, bool, u32)> = Vec::new();
                 let threads = world.threads.as_ref().expect("threads held");
-                let n = threads.len();
                 let mut buf = [(0i32, 0u32, false, 0u32); 64];
                 let mut k = 0;
                 for &p in threads.iter() {
                     // SAFETY: live while the lock is held.
                     let r = unsafe { &*p };
-                    if r.acked.load(Ordering::SeqCst) < e {
+                    let is_me = world.me.is_some_and(|m| std::ptr::eq(m, r));
+                    if !is_me && r.acked.load(Ordering::SeqCst) < e {
                         if k < buf.len() {
                             buf[k] = (
                                 r.tid,
@@ -298,7 +298,6 @@ impl Registry {
                         r.poll_flag.store(0, Ordering::SeqCst);
                     }
                 }
-                let _ = n;
                 drop(world);
                 raw.extend_from_slice(&buf[..k]);
                 Err(StopError::Timeout {

@@ -1,0 +1,393 @@
+//! Coalescing, spurious and chained signals, safe regions around blocking
+//! reads, an allocation-free stop path, attach/detach churn during stops,
+//! panics, and lost signals.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{spawn_attached, wait_progress};
+use pardon_preempt::{Config, Mode, Registry, StopKind, Strategy};
+
+/// Counts allocations made by a thread while its `COUNTING` flag is set.
+struct CountingAlloc;
+static COUNTED: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+// SAFETY: forwards to the system allocator unchanged; only adds a counter.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            COUNTED.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Serialises the tests that install or depend on a process-wide SIGURG
+/// handler chain or count signals.
+static SIGNAL_TESTS: Mutex<()> = Mutex::new(());
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SIGNAL_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn spinner(reg: &Registry, n: usize) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<u64>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hs, progress) = spawn_attached(reg, n, &stop, |_, stop, p| {
+        let mut x = 1u64;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+        x
+    });
+    wait_progress(&progress);
+    (stop, hs)
+}
+
+fn finish(stop: Arc<AtomicBool>, hs: Vec<std::thread::JoinHandle<u64>>) {
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+/// Many stop requests to one thread park it once per generation.
+#[test]
+fn coalescing_one_park_per_generation() {
+    let _s = serial();
+    let reg = Registry::new(Config::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let parks = Arc::new(AtomicU64::new(0));
+    let p2 = parks.clone();
+    let (hs, progress) = spawn_attached(&reg, 1, &stop, move |me, stop, p| {
+        let mut x = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            x = black_box(x + 1);
+            if x % 4096 == 0 {
+                p.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        p2.store(me.parks(StopKind::Injected), Ordering::SeqCst);
+        x
+    });
+    wait_progress(&progress);
+    // Four coordinators hammer the same thread.
+    let rounds = 300;
+    let coords: Vec<_> = (0..4)
+        .map(|_| {
+            let reg = reg.clone();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    drop(reg.stop_the_world().unwrap());
+                }
+            })
+        })
+        .collect();
+    for c in coords {
+        c.join().unwrap();
+    }
+    finish(stop, hs);
+    assert_eq!(parks.load(Ordering::SeqCst), 4 * rounds);
+}
+
+/// A thread blocked in read() inside a safe region gets no signal and counts
+/// as stopped; one blocked outside a safe region sees no EINTR.
+#[test]
+fn blocking_reads() {
+    let _s = serial();
+    for strategy in [Strategy::Inject, Strategy::InHandler] {
+        let reg = Registry::new(Config {
+            mode: Mode::Signal(strategy),
+            ..Config::default()
+        })
+        .unwrap();
+        for in_safe_region in [true, false] {
+            let mut fds = [0i32; 2];
+            // SAFETY: valid out-array of two fds.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            let (rfd, wfd) = (fds[0], fds[1]);
+            let reg2 = reg.clone();
+            let entered = Arc::new(AtomicBool::new(false));
+            let e2 = entered.clone();
+            let reader = std::thread::spawn(move || {
+                let me = reg2.attach().unwrap();
+                let mut buf = [0u8; 1];
+                let mut read = || {
+                    e2.store(true, Ordering::SeqCst);
+                    // SAFETY: reading one byte into a live buffer.
+                    let n = unsafe { libc::read(rfd, buf.as_mut_ptr().cast(), 1) };
+                    (n, std::io::Error::last_os_error())
+                };
+                let (n, err) = if in_safe_region {
+                    me.safe_region(read)
+                } else {
+                    read()
+                };
+                (n, err.raw_os_error(), me.signals_received())
+            });
+            while !entered.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            let t0 = Instant::now();
+            let mut kinds = Vec::new();
+            for _ in 0..20 {
+                if in_safe_region {
+                    let w = reg.stop_the_world().unwrap();
+                    kinds.extend(w.threads().map(|t| t.kind()));
+                    drop(w);
+                } else {
+                    // The blocked thread cannot answer a stop (it is in the
+                    // kernel, not in a safe region); only signal it.
+                    // SAFETY: signals with no request pending are passed on;
+                    // here we only check the read is not interrupted.
+                    let _ = t0;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            // SAFETY: writing one byte to our own pipe.
+            assert_eq!(unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) }, 1);
+            let (n, errno, signals) = reader.join().unwrap();
+            assert_eq!(n, 1, "read interrupted: errno {errno:?}");
+            if in_safe_region {
+                assert_eq!(signals, 0, "a thread in a safe region was signalled");
+                assert!(kinds.iter().all(|k| *k == StopKind::SafeRegion));
+                assert_eq!(kinds.len(), 20);
+            }
+            // SAFETY: closing our own fds.
+            unsafe {
+                libc::close(rfd);
+                libc::close(wfd);
+            }
+        }
+    }
+}
+
+/// A stop sent to a thread blocked in read() outside a safe region: the signal
+/// interrupts the read, SA_RESTART restarts it, and the thread parks from the
+/// handler meanwhile. No EINTR reaches the caller.
+#[test]
+fn no_eintr_outside_safe_region() {
+    let _s = serial();
+    for strategy in [Strategy::Inject, Strategy::InHandler] {
+        let reg = Registry::new(Config {
+            mode: Mode::Signal(strategy),
+            ..Config::default()
+        })
+        .unwrap();
+        let mut fds = [0i32; 2];
+        // SAFETY: valid out-array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (rfd, wfd) = (fds[0], fds[1]);
+        let reg2 = reg.clone();
+        let reader = std::thread::spawn(move || {
+            let me = reg2.attach().unwrap();
+            let mut buf = [0u8; 1];
+            // SAFETY: reading into a live buffer.
+            let n = unsafe { libc::read(rfd, buf.as_mut_ptr().cast(), 1) };
+            (
+                n,
+                std::io::Error::last_os_error().raw_os_error(),
+                me.signals_received(),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        for _ in 0..20 {
+            drop(reg.stop_the_world().unwrap());
+        }
+        // SAFETY: writing to our own pipe.
+        assert_eq!(unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) }, 1);
+        let (n, errno, signals) = reader.join().unwrap();
+        assert_eq!(n, 1, "read failed with errno {errno:?}");
+        assert!(signals >= 20, "each stop signalled the blocked thread");
+        // SAFETY: closing our own fds.
+        unsafe {
+            libc::close(rfd);
+            libc::close(wfd);
+        }
+    }
+}
+
+/// Mutators looping on Vec allocation never deadlock a stop, and the stop and
+/// restart path allocates nothing.
+#[test]
+fn stop_path_allocates_nothing() {
+    let _s = serial();
+    for strategy in [Strategy::Inject, Strategy::InHandler] {
+        let reg = Registry::new(Config {
+            mode: Mode::Signal(strategy),
+            ..Config::default()
+        })
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (hs, progress) = spawn_attached(&reg, 2, &stop, |_, stop, p| {
+            let mut total = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let v: Vec<u64> = (0..(total % 97 + 1)).collect();
+                total += black_box(v).len() as u64;
+                p.fetch_add(1, Ordering::Relaxed);
+            }
+            total
+        });
+        wait_progress(&progress);
+        COUNTED.store(0, Ordering::SeqCst);
+        for _ in 0..500 {
+            COUNTING.with(|c| c.set(true));
+            let w = reg.stop_the_world().unwrap();
+            let n = w.threads().count();
+            drop(w);
+            COUNTING.with(|c| c.set(false));
+            assert_eq!(n, 2);
+        }
+        assert_eq!(COUNTED.load(Ordering::SeqCst), 0, "the stop path allocated");
+        finish(stop, hs);
+    }
+}
+
+/// Threads attach, detach and exit while stops are in flight; a panic unwinds
+/// out of a running mutator (detaching it).
+#[test]
+fn churn_and_panics_during_stops() {
+    let _s = serial();
+    let reg = Registry::new(Config::default()).unwrap();
+    let (stop, hs) = spinner(&reg, 1);
+    let churn_stop = Arc::new(AtomicBool::new(false));
+    let churners: Vec<_> = (0..3)
+        .map(|i| {
+            let reg = reg.clone();
+            let cs = churn_stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !cs.load(Ordering::Relaxed) {
+                    let reg2 = reg.clone();
+                    let r = std::thread::spawn(move || {
+                        let me = reg2.attach().unwrap();
+                        let mut x = 0u64;
+                        for _ in 0..(20_000 * (i + 1)) {
+                            x = black_box(x + 1);
+                        }
+                        if x % 3 == 0 && i == 2 {
+                            panic!("mutator panics while attached");
+                        }
+                        if i == 1 {
+                            std::mem::forget(me); // detached by the exit guard
+                        }
+                        x
+                    })
+                    .join();
+                    assert!(r.is_ok() || i == 2);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut stops = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        let w = reg.stop_the_world().unwrap();
+        assert!(w.threads().count() >= 1);
+        drop(w);
+        stops += 1;
+    }
+    churn_stop.store(true, Ordering::Relaxed);
+    let spawned: u64 = churners.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(
+        spawned > 10 && stops > 10,
+        "spawned {spawned}, stops {stops}"
+    );
+    finish(stop, hs);
+    assert_eq!(reg.thread_count(), 0, "every thread detached");
+}
+
+/// With one signal in 7 dropped, stops still converge (by re-sending).
+#[test]
+fn lost_signals_are_resent() {
+    let _s = serial();
+    let reg = Registry::new(Config {
+        drop_signal_every: 7,
+        resend_initial: Duration::from_micros(100),
+        ..Config::default()
+    })
+    .unwrap();
+    let (stop, hs) = spinner(&reg, 2);
+    let mut resends = 0;
+    for _ in 0..300 {
+        let w = reg.stop_the_world().unwrap();
+        resends += w.stats().resends;
+        drop(w);
+    }
+    assert!(
+        resends > 0,
+        "some signals were dropped, so some were re-sent"
+    );
+    finish(stop, hs);
+}
+
+/// A thread that never answers (polls-only mode, a loop with no poll) is
+/// reported with its state after the timeout, and the world restarts.
+#[test]
+fn unresponsive_thread_is_reported() {
+    let reg = Registry::new(Config {
+        mode: Mode::PollOnly,
+        stop_timeout: Duration::from_millis(300),
+        resend_initial: Duration::from_millis(10),
+        resend_max: Duration::from_millis(50),
+        ..Config::default()
+    })
+    .unwrap();
+    let (stop, hs) = spinner(&reg, 1);
+    let err = reg.stop_the_world().err().expect("must time out");
+    let msg = err.to_string();
+    assert!(msg.contains("running"), "{msg}");
+    let pardon_preempt::StopError::Timeout { laggards, .. } = err;
+    assert_eq!(laggards.len(), 1);
+    finish(stop, hs);
+}
+
+/// A no-preempt region defers the stop until it ends; the thread then parks
+/// by the poll route.
+#[test]
+fn no_preempt_region_defers() {
+    let _s = serial();
+    let reg = Registry::new(Config::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hs, progress) = spawn_attached(&reg, 1, &stop, |me, stop, p| {
+        let mut x = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let _np = me.no_preempt();
+            for _ in 0..200_000 {
+                x = black_box(x + 1);
+            }
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+        me.deferred()
+    });
+    wait_progress(&progress);
+    let mut kinds = Vec::new();
+    for _ in 0..50 {
+        let w = reg.stop_the_world().unwrap();
+        kinds.extend(w.threads().map(|t| t.kind()));
+        drop(w);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let deferred: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(deferred > 0);
+    assert!(kinds.contains(&StopKind::Poll));
+}

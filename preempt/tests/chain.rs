@@ -1,0 +1,81 @@
+//! A user's SIGURG handler installed before the registry keeps receiving
+//! external SIGURGs. Its own test binary: a handler installed *after* ours
+//! would replace ours process-wide, so it must come first, as in a real
+//! program that has its own SIGURG handling.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::{spawn_attached, wait_progress};
+use pardon_preempt::{Config, Registry};
+
+static USER_SIGURG: AtomicU64 = AtomicU64::new(0);
+extern "C" fn user_handler(_: libc::c_int) {
+    USER_SIGURG.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A user's SIGURG handler installed before the registry keeps receiving
+/// external SIGURGs, which do no harm to an attached thread with no request
+/// pending; and stops still work alongside.
+#[test]
+fn external_sigurg_reaches_chained_handler() {
+    // SAFETY: installs a trivial async-signal-safe handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = user_handler as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut());
+    }
+    let reg = Registry::new(Config::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hs, progress) = spawn_attached(&reg, 1, &stop, |_, stop, p| {
+        let mut x = 1u64;
+        while !stop.load(Ordering::Relaxed) {
+            x = std::hint::black_box(x.wrapping_mul(3));
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+        x
+    });
+    wait_progress(&progress);
+    let me = reg.attach().unwrap();
+    let tid = me.tid();
+    let before = USER_SIGURG.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        // SAFETY: tgkill with valid ids.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGURG) };
+        drop(reg.stop_the_world().unwrap());
+    }
+    let got = USER_SIGURG.load(Ordering::SeqCst) - before;
+    assert_eq!(
+        got, 50,
+        "external SIGURGs to an attached thread reach the user"
+    );
+    assert_eq!(
+        me.signals_received(),
+        0,
+        "no request was pending for this thread"
+    );
+    drop(me);
+    // An unattached thread too.
+    let h = std::thread::spawn(|| {
+        let tid = std::thread::current();
+        let _ = tid;
+        // SAFETY: signals this very thread.
+        unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                libc::getpid(),
+                libc::gettid(),
+                libc::SIGURG,
+            )
+        };
+    });
+    h.join().unwrap();
+    assert_eq!(USER_SIGURG.load(Ordering::SeqCst) - before, 51);
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+}
