@@ -1,0 +1,93 @@
+//! Heap configuration, validated with messages that name the field.
+
+use std::fmt;
+
+/// Heap settings. `Config::default()` reserves 64 GiB of address space
+/// (nothing is committed until used) with no heap limit below that.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bytes of address space to reserve for the arena (a multiple of 8 KiB).
+    pub arena_size: usize,
+    /// Most bytes of spans in use at once; allocation beyond it fails with
+    /// [`AllocError::HeapExhausted`](crate::AllocError) after a collection.
+    /// Capped at `arena_size`.
+    pub heap_limit: usize,
+    /// Collect when the heap reaches live × (1 + gc_percent/100); `None`
+    /// turns pacing off (collections only on demand or at the limit).
+    pub gc_percent: Option<u32>,
+    /// Never trigger a paced collection below this many bytes.
+    pub min_heap: usize,
+    /// Verification: poison freed slots, check zombies, re-mark and compare.
+    pub verify: bool,
+    /// Gray-stack capacity in entries; overflow is handled by rescanning the
+    /// heap, so a small value is slow but correct.
+    pub gray_capacity: usize,
+    /// Free pages are decommitted after staying free this many collections.
+    pub scavenge_after: u64,
+    /// Mark worker threads (1 = the coordinator marks alone).
+    pub mark_workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            arena_size: 64 << 30,
+            heap_limit: usize::MAX,
+            gc_percent: Some(100),
+            min_heap: 4 << 20,
+            verify: false,
+            gray_capacity: 1 << 26,
+            scavenge_after: 2,
+            mark_workers: 1,
+        }
+    }
+}
+
+/// A `Config` field holds a value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid heap config: {}", self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The heap limit in force: `heap_limit` capped at `arena_size`.
+    pub fn effective_heap_limit(&self) -> usize {
+        self.heap_limit.min(self.arena_size)
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use crate::sizeclass::PAGE_SIZE;
+        let e = |s: String| Err(ConfigError(s));
+        if self.arena_size == 0 || self.arena_size % PAGE_SIZE != 0 {
+            return e(format!(
+                "arena_size: {} is not a positive multiple of the 8 KiB page",
+                self.arena_size
+            ));
+        }
+        if self.arena_size > 1 << 46 {
+            return e(format!("arena_size: {} exceeds 64 TiB", self.arena_size));
+        }
+        if self.heap_limit < PAGE_SIZE {
+            return e(format!("heap_limit: {} is below one page", self.heap_limit));
+        }
+        if self.gray_capacity < 16 {
+            return e(format!(
+                "gray_capacity: {} is below 16 entries",
+                self.gray_capacity
+            ));
+        }
+        if self.mark_workers == 0 || self.mark_workers > 256 {
+            return e(format!(
+                "mark_workers: {} is not in 1..=256",
+                self.mark_workers
+            ));
+        }
+        Ok(())
+    }
+}

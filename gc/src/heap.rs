@@ -1,0 +1,841 @@
+//! The raw heap: allocation through thread caches, central lists and the page
+//! heap; exact object lookup; sweeping. Marking is in `mark`.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::Mutex;
+
+use crate::arena::Arena;
+use crate::config::{Config, ConfigError};
+use crate::mark::{MarkStats, Marker};
+use crate::pageheap::{Exhausted, PageHeap};
+use crate::sizeclass::{
+    size_to_class, span_class, CLASSES, MAX_SMALL_SIZE, NUM_SPAN_CLASSES, PAGE_SIZE,
+};
+use crate::span::{Span, BITMAP_WORDS, FREE, IN_USE, MANUAL};
+use crate::types::{Type, TypeDesc, TypeError};
+
+/// Byte written over freed slots in verify mode.
+pub const POISON: u8 = 0xDB;
+
+/// Allocation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllocError {
+    /// The heap limit (or the arena) has no room, even after collecting.
+    HeapExhausted {
+        /// Bytes requested.
+        requested: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request cannot be represented (its size overflows).
+    TooLarge {
+        /// The element count or size that overflowed.
+        requested: usize,
+    },
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllocError::HeapExhausted { requested, limit } => write!(
+                f,
+                "heap exhausted: cannot allocate {requested} bytes within the {limit}-byte limit"
+            ),
+            AllocError::TooLarge { requested } => {
+                write!(f, "allocation of {requested} elements/bytes overflows")
+            }
+        }
+    }
+}
+impl std::error::Error for AllocError {}
+
+/// Central lists of one span class: partial and full, swept and unswept.
+/// Which index is "swept" flips every collection (`sweepgen / 2 % 2`).
+struct Central {
+    partial: [*mut Span; 2],
+    full: [*mut Span; 2],
+}
+
+// SAFETY: span pointers point into the page heap's pool (live as long as the
+// heap) and are only followed under the owning mutex.
+unsafe impl Send for Central {}
+
+fn link_next(s: *mut Span) -> &'static mut *mut Span {
+    // SAFETY: the caller holds the lock of the list `s` is (being put) on,
+    // which owns its links.
+    unsafe { &mut (*(*s).link.get()).next }
+}
+
+fn push(head: &mut *mut Span, s: *mut Span) {
+    *link_next(s) = *head;
+    *head = s;
+}
+
+fn pop(head: &mut *mut Span) -> Option<*mut Span> {
+    let s = *head;
+    if s.is_null() {
+        return None;
+    }
+    *head = *link_next(s);
+    Some(s)
+}
+
+pub(crate) fn sp<'a>(s: *mut Span) -> &'a Span {
+    // SAFETY: every span pointer handled here came from the page heap's pool,
+    // which lives as long as the heap.
+    unsafe { &*s }
+}
+
+/// The outcome of sweeping one span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Swept {
+    pub freed_objects: usize,
+    pub freed_bytes: usize,
+    pub span_freed: bool,
+}
+
+/// Heap statistics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapStats {
+    /// Bytes in spans that are in use (objects, free slots and tail waste).
+    pub span_bytes: usize,
+    /// Bytes of free spans still committed.
+    pub free_committed: usize,
+    /// Bytes handed to allocation (approximate between collections).
+    pub allocated: usize,
+    /// Bytes marked by the last collection.
+    pub live_after_last: usize,
+    /// Completed collections.
+    pub collections: u64,
+}
+
+/// The heap, without threads: allocation through [`ThreadCache`]s, lookup,
+/// marking from a root set and lazy sweeping. The collector (`Heap`) adds the
+/// stop-the-world and per-thread roots on top.
+pub struct RawHeap {
+    pub(crate) arena: Arena,
+    pub(crate) pages: PageHeap,
+    central: Box<[Mutex<Central>]>,
+    /// Large-object spans: [swept, unswept] by the same flip as `central`.
+    large: Mutex<[*mut Span; 2]>,
+    pub(crate) sweepgen: AtomicU32,
+    pub(crate) gc_count: AtomicU64,
+    pub(crate) config: Config,
+    /// Bytes given out to caches and large objects, minus what sweeping freed.
+    pub(crate) allocated: AtomicUsize,
+    pub(crate) live_after_last: AtomicUsize,
+    pub(crate) gray: Mutex<crate::mark::GrayStack>,
+}
+
+// SAFETY: the large lists' span pointers follow the same rules as Central's.
+unsafe impl Send for RawHeap {}
+// SAFETY: all shared state is atomics or behind mutexes; see each field.
+unsafe impl Sync for RawHeap {}
+
+impl fmt::Debug for RawHeap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawHeap")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+static EMPTY_SPAN: Span = Span::empty();
+
+impl RawHeap {
+    /// Reserves the arena and side tables.
+    pub fn new(config: Config) -> Result<RawHeap, ConfigError> {
+        config.validate()?;
+        let arena = Arena::new(config.arena_size).map_err(|e| {
+            ConfigError(format!(
+                "arena_size: cannot reserve {} bytes: {e}",
+                config.arena_size
+            ))
+        })?;
+        let gray = crate::mark::GrayStack::new(config.gray_capacity).map_err(|e| {
+            ConfigError(format!("gray_capacity: cannot reserve the gray stack: {e}"))
+        })?;
+        Ok(RawHeap {
+            arena,
+            pages: PageHeap::new(),
+            central: (0..NUM_SPAN_CLASSES)
+                .map(|_| {
+                    Mutex::new(Central {
+                        partial: [std::ptr::null_mut(); 2],
+                        full: [std::ptr::null_mut(); 2],
+                    })
+                })
+                .collect(),
+            large: Mutex::new([std::ptr::null_mut(); 2]),
+            sweepgen: AtomicU32::new(2),
+            gc_count: AtomicU64::new(0),
+            config,
+            allocated: AtomicUsize::new(0),
+            live_after_last: AtomicUsize::new(0),
+            gray: Mutex::new(gray),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Registers a type.
+    pub fn register_type(&self, desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
+        crate::types::register(desc)
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> HeapStats {
+        let p = self.pages.stats();
+        HeapStats {
+            span_bytes: p.in_use,
+            free_committed: p.free_committed,
+            allocated: self.allocated.load(Relaxed),
+            live_after_last: self.live_after_last.load(Relaxed),
+            collections: self.gc_count.load(Relaxed),
+        }
+    }
+
+    /// The arena's address range `[lo, hi)`.
+    pub fn arena_range(&self) -> (usize, usize) {
+        (self.arena.base, self.arena.end())
+    }
+
+    /// The exact lookup: the base of the allocated object containing `addr`
+    /// (interior pointers and the last byte included), or `None` for anything
+    /// else — outside the arena, free pages, spans being set up, tail waste,
+    /// free slots and slots freed by the last sweep. Never faults on any
+    /// input. Exact while no thread allocates or sweeps concurrently (during a
+    /// collection); otherwise a racing answer may be stale, never unsafe.
+    #[inline]
+    pub fn find_object(&self, addr: usize) -> Option<usize> {
+        self.find(addr).map(|(base, _, _)| base)
+    }
+
+    /// As [`RawHeap::find_object`], also returning the span and index.
+    #[inline(always)]
+    pub(crate) fn find(&self, addr: usize) -> Option<(usize, &Span, usize)> {
+        let s = self.arena.span_of(addr);
+        if s.is_null() {
+            return None;
+        }
+        let s = sp(s);
+        if s.state.load(Acquire) != IN_USE {
+            return None;
+        }
+        let base = s.base();
+        let off = addr.wrapping_sub(base);
+        if off >= s.bytes() {
+            return None;
+        }
+        let idx = s.obj_index(off);
+        if idx >= s.nelems() || !s.is_allocated(idx) {
+            return None;
+        }
+        Some((base + idx * s.elemsize(), s, idx))
+    }
+
+    /// The size of the slot of the allocated object at `base` (its class size,
+    /// or the span size for a large object), or `None` if `base` is not the
+    /// base of an allocated object.
+    pub fn object_size(&self, base: usize) -> Option<usize> {
+        match self.find(base) {
+            Some((b, s, _)) if b == base => Some(s.elemsize()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn swept_index(sg: u32) -> usize {
+        (sg / 2 % 2) as usize
+    }
+
+    /// Takes a span with free slots for span class `spc`: from the swept
+    /// partial list, else by sweeping unswept spans, else a new span.
+    fn cache_span(&self, spc: usize) -> Result<*mut Span, Exhausted> {
+        let sg = self.sweepgen.load(Acquire);
+        let (sw, unsw) = (Self::swept_index(sg), 1 - Self::swept_index(sg));
+        let mut budget = 100;
+        loop {
+            let mut c = lock(&self.central[spc]);
+            if let Some(s) = pop(&mut c.partial[sw]) {
+                return Ok(s);
+            }
+            if budget == 0 {
+                break;
+            }
+            let Some(s) = pop(&mut c.partial[unsw]).or_else(|| pop(&mut c.full[unsw])) else {
+                break;
+            };
+            drop(c);
+            budget -= 1;
+            let r = self.sweep_span(s, sg);
+            if r.span_freed {
+                continue;
+            }
+            if sp(s).has_free() {
+                return Ok(s);
+            }
+            push(&mut lock(&self.central[spc]).full[sw], s);
+        }
+        let class = CLASSES[spc >> 1];
+        let s = self.pages.alloc(
+            &self.arena,
+            class.npages as usize,
+            self.config.effective_heap_limit(),
+        )?;
+        let span = sp(s);
+        span.spc.store(spc as u32, Relaxed);
+        span.elemsize.store(class.size as usize, Relaxed);
+        span.nelems.store(class.nelems, Relaxed);
+        span.div_mul.store(class.div_mul, Relaxed);
+        self.init_span_bits(span, 0);
+        span.sweepgen.store(sg, Relaxed);
+        span.state.store(IN_USE, Release);
+        Ok(s)
+    }
+
+    fn init_span_bits(&self, span: &Span, freeindex: u32) {
+        for w in 0..BITMAP_WORDS {
+            span.alloc_bits[w].store(0, Relaxed);
+            span.mark_bits[w].store(0, Relaxed);
+        }
+        span.freeindex.store(freeindex, Relaxed);
+        span.alloc_count.store(freeindex, Relaxed);
+        span.refill_alloc_cache(0);
+    }
+
+    /// Gives a cached span back to its central list.
+    fn uncache_span(&self, s: *mut Span) {
+        let span = sp(s);
+        let spc = span.spc.load(Relaxed) as usize;
+        let sw = Self::swept_index(self.sweepgen.load(Acquire));
+        let mut c = lock(&self.central[spc]);
+        if span.has_free() {
+            push(&mut c.partial[sw], s);
+        } else {
+            push(&mut c.full[sw], s);
+        }
+    }
+
+    /// Sweeps span `s`, which the caller has taken off an unswept list. The
+    /// alloc bits take the mark bits; a marked object in a free slot (a
+    /// zombie) panics with a diagnostic; in verify mode freed slots are
+    /// poisoned; a span left empty goes back to the page heap. Allocates
+    /// nothing.
+    pub(crate) fn sweep_span(&self, s: *mut Span, sg: u32) -> Swept {
+        let span = sp(s);
+        span.sweepgen.store(sg.wrapping_sub(1), Relaxed);
+        let nelems = span.nelems();
+        let elemsize = span.elemsize();
+        let words = nelems.div_ceil(64);
+        let fi = span.freeindex.load(Relaxed) as usize;
+        let mut live = 0usize;
+        let mut freed = 0usize;
+        for w in 0..words {
+            let lo = w * 64;
+            let valid = if nelems - lo >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << (nelems - lo)) - 1
+            };
+            // Objects allocated: below freeindex, or alloc bit set.
+            let below_fi = if fi >= lo + 64 {
+                u64::MAX
+            } else if fi > lo {
+                (1u64 << (fi - lo)) - 1
+            } else {
+                0
+            };
+            let alloc = (span.alloc_bits[w].load(Relaxed) | below_fi) & valid;
+            let mark = span.mark_bits[w].load(Relaxed) & valid;
+            let zombies = mark & !alloc;
+            if zombies != 0 {
+                let idx = lo + zombies.trailing_zeros() as usize;
+                panic!(
+                    "pardon: found a pointer to a free object (zombie): object {idx} at {:#x} \
+                     in span {:#x} (class {}, {} bytes per object); heap corruption or a \
+                     reference kept outside the collector's view",
+                    span.base() + idx * elemsize,
+                    span.base(),
+                    span.spc.load(Relaxed) >> 1,
+                    elemsize
+                );
+            }
+            let dead = alloc & !mark;
+            freed += dead.count_ones() as usize;
+            live += mark.count_ones() as usize;
+            if self.config.verify && dead != 0 {
+                let mut d = dead;
+                while d != 0 {
+                    let idx = lo + d.trailing_zeros() as usize;
+                    d &= d - 1;
+                    // SAFETY: `idx < nelems`, so the slot lies inside this
+                    // span's committed pages, and it is free: no reference to
+                    // it may be used any more.
+                    unsafe {
+                        std::ptr::write_bytes(
+                            (span.base() + idx * elemsize) as *mut u8,
+                            POISON,
+                            elemsize,
+                        )
+                    };
+                }
+            }
+            span.alloc_bits[w].store(mark, Relaxed);
+            span.mark_bits[w].store(0, Relaxed);
+        }
+        span.freeindex.store(0, Relaxed);
+        span.alloc_count.store(live as u32, Relaxed);
+        span.refill_alloc_cache(0);
+        span.needzero.store(true, Relaxed);
+        let freed_bytes = freed * elemsize;
+        self.allocated
+            .fetch_sub(freed_bytes.min(self.allocated.load(Relaxed)), Relaxed);
+        let span_freed = live == 0;
+        if span_freed {
+            span.state.store(MANUAL, Release);
+            self.pages.free(&self.arena, s, self.gc_count.load(Relaxed));
+        } else {
+            span.sweepgen.store(sg, Release);
+        }
+        Swept {
+            freed_objects: freed,
+            freed_bytes,
+            span_freed,
+        }
+    }
+
+    /// Sweeps every unswept span (all of them are swept before the next mark).
+    /// Returns the spans swept.
+    pub fn finish_sweep(&self) -> usize {
+        let sg = self.sweepgen.load(Acquire);
+        let (sw, unsw) = (Self::swept_index(sg), 1 - Self::swept_index(sg));
+        let mut n = 0;
+        for spc in 0..NUM_SPAN_CLASSES {
+            loop {
+                let mut c = lock(&self.central[spc]);
+                let Some(s) = pop(&mut c.partial[unsw]).or_else(|| pop(&mut c.full[unsw])) else {
+                    break;
+                };
+                drop(c);
+                n += 1;
+                if !self.sweep_span(s, sg).span_freed {
+                    let mut c = lock(&self.central[spc]);
+                    if sp(s).has_free() {
+                        push(&mut c.partial[sw], s);
+                    } else {
+                        push(&mut c.full[sw], s);
+                    }
+                }
+            }
+        }
+        loop {
+            let mut l = lock(&self.large);
+            let Some(s) = pop(&mut l[unsw]) else { break };
+            drop(l);
+            n += 1;
+            if !self.sweep_span(s, sg).span_freed {
+                push(&mut lock(&self.large)[sw], s);
+            }
+        }
+        n
+    }
+
+    /// Ends a collection: every span now needs sweeping again. Call with the
+    /// world stopped, after marking.
+    pub(crate) fn flip_sweepgen(&self, live_bytes: usize) {
+        self.sweepgen.fetch_add(2, Release);
+        self.gc_count.fetch_add(1, Relaxed);
+        self.live_after_last.store(live_bytes, Relaxed);
+    }
+
+    /// A whole collection for a heap whose mutators are all stopped or which
+    /// one thread owns: flushes `caches`, finishes sweeping, marks from the
+    /// words `roots` offers, and starts a new sweep cycle. Objects only
+    /// referenced from words not offered are freed by the next sweep.
+    pub fn collect_with(
+        &self,
+        caches: &mut [&mut ThreadCache],
+        roots: impl FnOnce(&mut Marker<'_>),
+    ) -> MarkStats {
+        for c in caches.iter_mut() {
+            c.flush(self);
+        }
+        self.finish_sweep();
+        let mut m = self.marker();
+        roots(&mut m);
+        let st = m.finish();
+        self.flip_sweepgen(st.bytes);
+        st
+    }
+
+    /// Walks every span and checks the heap's invariants: page-table entries,
+    /// span states and ranges, object counts against the bitmaps, sweep
+    /// generations, free-list adjacency. For tests and debugging; run it only
+    /// while no other thread uses the heap.
+    pub fn check_integrity(&self) -> Result<(), String> {
+        let sg = self.sweepgen.load(Acquire);
+        let used = self.pages.stats().used_pages;
+        let mut p = 0;
+        let mut in_use_bytes = 0;
+        while p < used {
+            let s = self.arena.span_slot(p).load(Acquire);
+            if s.is_null() {
+                return Err(format!("page {p} has no span"));
+            }
+            let span = sp(s);
+            if span.base() != self.arena.page_addr(p) || span.npages() == 0 {
+                return Err(format!(
+                    "page {p} starts no span (span base {:#x})",
+                    span.base()
+                ));
+            }
+            let n = span.npages();
+            let st = span.state.load(Acquire);
+            match st {
+                IN_USE => {
+                    in_use_bytes += span.bytes();
+                    for q in p..p + n {
+                        if self.arena.span_slot(q).load(Acquire) != s {
+                            return Err(format!(
+                                "page {q} of in-use span at page {p} maps elsewhere"
+                            ));
+                        }
+                    }
+                    let nelems = span.nelems();
+                    if nelems == 0 || nelems * span.elemsize() > span.bytes() {
+                        return Err(format!(
+                            "span at page {p}: {nelems} x {} bytes overflow",
+                            span.elemsize()
+                        ));
+                    }
+                    let fi = span.freeindex.load(Relaxed) as usize;
+                    if fi > nelems {
+                        return Err(format!(
+                            "span at page {p}: freeindex {fi} > nelems {nelems}"
+                        ));
+                    }
+                    let count = (0..nelems).filter(|&i| span.is_allocated(i)).count();
+                    if count != span.alloc_count.load(Relaxed) as usize {
+                        return Err(format!(
+                            "span at page {p}: alloc_count {} but {count} allocated",
+                            span.alloc_count.load(Relaxed)
+                        ));
+                    }
+                    let g = span.sweepgen.load(Relaxed);
+                    if g != sg && g != sg.wrapping_sub(2) {
+                        return Err(format!("span at page {p}: sweepgen {g} with heap at {sg}"));
+                    }
+                    if span.count_marked() != 0 {
+                        return Err(format!(
+                            "span at page {p}: mark bits set outside a collection"
+                        ));
+                    }
+                }
+                FREE => {
+                    let last = self.arena.span_slot(p + n - 1).load(Acquire);
+                    if last != s {
+                        return Err(format!("free run at page {p}: last page does not map back"));
+                    }
+                    if p + n < used {
+                        let next = sp(self.arena.span_slot(p + n).load(Acquire));
+                        if next.state.load(Acquire) == FREE
+                            && next.base() == span.base() + span.bytes()
+                        {
+                            return Err(format!(
+                                "free runs at pages {p} and {} were not coalesced",
+                                p + n
+                            ));
+                        }
+                    }
+                }
+                _ => return Err(format!("span at page {p} left in state {st}")),
+            }
+            p += n;
+        }
+        let ph = self.pages.stats().in_use;
+        if ph != in_use_bytes {
+            return Err(format!(
+                "page heap counts {ph} in-use bytes, walk found {in_use_bytes}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decommits free spans that stayed free for `scavenge_after` collections.
+    pub fn scavenge(&self) -> usize {
+        let gc = self.gc_count.load(Relaxed);
+        if gc < self.config.scavenge_after {
+            return 0;
+        }
+        self.pages
+            .scavenge(&self.arena, gc + 1 - self.config.scavenge_after)
+    }
+
+    fn alloc_large(&self, size: usize, ty: Type) -> Result<usize, AllocError> {
+        let npages = size.div_ceil(PAGE_SIZE).max(1);
+        let s = self
+            .pages
+            .alloc(&self.arena, npages, self.config.effective_heap_limit())
+            .map_err(|_| AllocError::HeapExhausted {
+                requested: size,
+                limit: self.config.effective_heap_limit(),
+            })?;
+        let span = sp(s);
+        span.spc
+            .store(span_class(0, ty.is_noscan()) as u32, Relaxed);
+        span.elemsize.store(npages * PAGE_SIZE, Relaxed);
+        span.nelems.store(1, Relaxed);
+        span.div_mul.store(0, Relaxed);
+        self.init_span_bits(span, 1);
+        let sg = self.sweepgen.load(Acquire);
+        span.sweepgen.store(sg, Relaxed);
+        let base = span.base();
+        if span.needzero.load(Relaxed) {
+            // SAFETY: the span's pages are ours and not yet visible as IN_USE.
+            unsafe { std::ptr::write_bytes(base as *mut u8, 0, npages * PAGE_SIZE) };
+        }
+        if !ty.is_noscan() {
+            self.write_heap_bits(base, npages * PAGE_SIZE, ty, size / ty.size().max(1));
+        }
+        self.allocated.fetch_add(npages * PAGE_SIZE, Relaxed);
+        span.state.store(IN_USE, Release);
+        push(&mut lock(&self.large)[Self::swept_index(sg)], s);
+        Ok(base)
+    }
+
+    /// Writes the heap bits of a slot: `count` copies of the type's pointer
+    /// bitmap, then zeros to the end of the slot.
+    #[inline]
+    pub(crate) fn write_heap_bits(&self, addr: usize, slot: usize, ty: Type, count: usize) {
+        let w0 = (addr - self.arena.base) / 8;
+        let tw = ty.size() / 8;
+        let nwords = slot / 8;
+        let bits = &ty.0.ptr_bits;
+        let mut i = 0;
+        while i < nwords {
+            let w = w0 + i;
+            let off = w % 64;
+            // Within one element of the pattern, take at most up to its end.
+            let (elem, in_elem) = if tw == 0 {
+                (usize::MAX, 0)
+            } else {
+                (i / tw, i % tw)
+            };
+            let mut take = (64 - off).min(nwords - i);
+            let src = if elem < count {
+                take = take.min(tw - in_elem);
+                extract_bits(bits, in_elem, take)
+            } else {
+                0
+            };
+            let mask = if take == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << take) - 1) << off
+            };
+            let word = self.arena.bits_word(w);
+            word.store((word.load(Relaxed) & !mask) | (src << off), Relaxed);
+            i += take;
+        }
+    }
+}
+
+fn extract_bits(bits: &[u64], i: usize, take: usize) -> u64 {
+    let lo = bits.get(i / 64).copied().unwrap_or(0) >> (i % 64);
+    let hi = if i % 64 != 0 {
+        bits.get(i / 64 + 1).copied().unwrap_or(0) << (64 - i % 64)
+    } else {
+        0
+    };
+    let v = lo | hi;
+    if take >= 64 {
+        v
+    } else {
+        v & ((1u64 << take) - 1)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A per-thread allocation cache: one current span per span class, no lock on
+/// the fast path. Not `Send`-restricted itself, but each cache must be used
+/// by one thread at a time; flush it into the heap before dropping.
+pub struct ThreadCache {
+    spans: [*mut Span; NUM_SPAN_CLASSES],
+}
+
+// SAFETY: the cache only holds spans it owns exclusively (taken from central
+// lists under their locks); moving it to another thread moves that ownership.
+unsafe impl Send for ThreadCache {}
+
+impl Default for ThreadCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ThreadCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self
+            .spans
+            .iter()
+            .filter(|&&s| !std::ptr::eq(s, &EMPTY_SPAN))
+            .count();
+        write!(f, "ThreadCache({n} spans)")
+    }
+}
+
+impl ThreadCache {
+    /// An empty cache.
+    pub fn new() -> ThreadCache {
+        ThreadCache {
+            spans: [&EMPTY_SPAN as *const Span as *mut Span; NUM_SPAN_CLASSES],
+        }
+    }
+
+    /// Allocates one zeroed object of type `ty`.
+    #[inline]
+    pub fn alloc(&mut self, heap: &RawHeap, ty: Type) -> Result<NonNull<u8>, AllocError> {
+        let size = ty.size();
+        if size <= MAX_SMALL_SIZE && ty.align() <= 16 {
+            let rounded = if ty.align() == 16 {
+                size.next_multiple_of(16)
+            } else {
+                size
+            };
+            let spc = span_class(size_to_class(rounded), ty.is_noscan());
+            self.alloc_small(heap, spc, ty, 1)
+        } else {
+            self.alloc_large_or_aligned(heap, size, ty, 1)
+        }
+    }
+
+    /// Allocates a zeroed array of `n` objects of type `ty`.
+    pub fn alloc_array(
+        &mut self,
+        heap: &RawHeap,
+        ty: Type,
+        n: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let size = ty
+            .size()
+            .checked_mul(n)
+            .filter(|&s| s <= heap.config.arena_size)
+            .ok_or(AllocError::TooLarge { requested: n })?;
+        if size <= MAX_SMALL_SIZE && ty.align() <= 16 {
+            let rounded = if ty.align() == 16 {
+                size.next_multiple_of(16)
+            } else {
+                size
+            };
+            let spc = span_class(size_to_class(rounded), ty.is_noscan());
+            self.alloc_small(heap, spc, ty, n)
+        } else {
+            self.alloc_large_or_aligned(heap, size, ty, n)
+        }
+    }
+
+    #[inline(always)]
+    fn alloc_small(
+        &mut self,
+        heap: &RawHeap,
+        spc: usize,
+        ty: Type,
+        count: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let mut s = sp(self.spans[spc]);
+        let idx = match s.next_free_fast() {
+            Some(i) => i,
+            None => {
+                let (ns, i) = self.refill(heap, spc)?;
+                s = ns;
+                i
+            }
+        };
+        let elemsize = s.elemsize();
+        let addr = s.base() + idx * elemsize;
+        if s.needzero.load(Relaxed) {
+            // SAFETY: slot `idx` of a span this cache owns, free until now.
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, elemsize) };
+        }
+        if spc & 1 == 0 {
+            heap.write_heap_bits(addr, elemsize, ty, count);
+        }
+        // SAFETY: span bases are non-zero arena addresses.
+        Ok(unsafe { NonNull::new_unchecked(addr as *mut u8) })
+    }
+
+    #[cold]
+    fn refill(&mut self, heap: &RawHeap, spc: usize) -> Result<(&'static Span, usize), AllocError> {
+        let cur = self.spans[spc];
+        if !std::ptr::eq(cur, &EMPTY_SPAN) {
+            if let Some(i) = sp(cur).next_free() {
+                return Ok((sp(cur), i));
+            }
+            heap.uncache_span(cur);
+            self.spans[spc] = &EMPTY_SPAN as *const Span as *mut Span;
+        }
+        let s = heap
+            .cache_span(spc)
+            .map_err(|_| AllocError::HeapExhausted {
+                requested: CLASSES[spc >> 1].size as usize,
+                limit: heap.config.effective_heap_limit(),
+            })?;
+        let span = sp(s);
+        heap.allocated.fetch_add(
+            (span.nelems() - span.alloc_count.load(Relaxed) as usize) * span.elemsize(),
+            Relaxed,
+        );
+        self.spans[spc] = s;
+        let i = span.next_free().expect("a cached span has a free slot");
+        Ok((span, i))
+    }
+
+    #[cold]
+    fn alloc_large_or_aligned(
+        &mut self,
+        heap: &RawHeap,
+        size: usize,
+        ty: Type,
+        count: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let _ = count;
+        let base = heap.alloc_large(size.max(1), ty)?;
+        // SAFETY: span bases are non-zero arena addresses.
+        Ok(unsafe { NonNull::new_unchecked(base as *mut u8) })
+    }
+
+    /// Returns every cached span to the central lists (before a collection,
+    /// and when the cache's thread detaches). Allocates nothing.
+    pub fn flush(&mut self, heap: &RawHeap) {
+        for slot in self.spans.iter_mut() {
+            if !std::ptr::eq(*slot, &EMPTY_SPAN) {
+                heap.uncache_span(*slot);
+                *slot = &EMPTY_SPAN as *const Span as *mut Span;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extract_bits_across_words() {
+        let b = [0xF000_0000_0000_000Fu64, 0x3];
+        assert_eq!(extract_bits(&b, 0, 4), 0xF);
+        assert_eq!(extract_bits(&b, 60, 6), 0b11_1111);
+        assert_eq!(extract_bits(&b, 62, 4), 0b1111);
+        assert_eq!(extract_bits(&b, 64, 64), 0x3);
+        assert_eq!(extract_bits(&b, 200, 10), 0);
+    }
+}

@@ -1,0 +1,350 @@
+//! The page heap: runs of free pages, handed out as spans and coalesced when
+//! they come back (Go's `mheap`, in its older binned form).
+//!
+//! Free runs are kept in intrusive doubly-linked lists: one per length from 1
+//! to 128 pages, and one for longer runs searched best-fit. A free run's first
+//! and last pages point at its span in the page table, so a run being freed
+//! finds its neighbours in O(1) and merges with any that are free. Span
+//! structures come from a pool that only grows, in chunks, and only on the
+//! allocation path: freeing and coalescing (which the stopped-world sweep may
+//! do) never allocate.
+//!
+//! Pages that stay free for [`Config::scavenge_after`](crate::Config) collections
+//! are decommitted (`MADV_DONTNEED`) so resident memory follows the live heap;
+//! they read as zero when reused, so they need no zeroing.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::Mutex;
+
+use crate::arena::Arena;
+use crate::sizeclass::PAGE_SIZE;
+use crate::span::{Span, FREE, MANUAL};
+
+const BINS: usize = 129;
+const POOL_CHUNK: usize = 256;
+
+pub(crate) struct PageHeap {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    bins: [*mut Span; BINS],
+    large: *mut Span,
+    pool: *mut Span,
+    chunks: Vec<Box<[Span]>>,
+    /// Pages handed out from the arena so far (the high-water mark).
+    used_pages: usize,
+    /// Bytes in spans that are not free.
+    in_use: usize,
+    /// Bytes of free spans that are committed (touched and not decommitted).
+    free_committed: usize,
+}
+
+// SAFETY: the raw span pointers point into `chunks`, owned here; they are only
+// followed under the mutex.
+unsafe impl Send for Inner {}
+
+/// The heap has no room for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Exhausted;
+
+/// Page-heap figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PageStats {
+    pub in_use: usize,
+    pub free_committed: usize,
+    pub used_pages: usize,
+}
+
+fn links(s: *mut Span) -> &'static mut crate::span::Links {
+    // SAFETY: callers hold the page-heap lock, which owns the links of every
+    // span on its lists and in its pool; spans live as long as the heap.
+    unsafe { &mut *(*s).link.get() }
+}
+
+fn span<'a>(s: *mut Span) -> &'a Span {
+    // SAFETY: every span pointer the page heap holds points into its chunks.
+    unsafe { &*s }
+}
+
+impl Inner {
+    fn bin_of(&mut self, npages: usize) -> &mut *mut Span {
+        if npages < BINS {
+            &mut self.bins[npages]
+        } else {
+            &mut self.large
+        }
+    }
+
+    fn push(&mut self, s: *mut Span) {
+        let head = self.bin_of(span(s).npages());
+        let old = *head;
+        *head = s;
+        *links(s) = crate::span::Links {
+            next: old,
+            prev: std::ptr::null_mut(),
+        };
+        if !old.is_null() {
+            links(old).prev = s;
+        }
+    }
+
+    fn unlink(&mut self, s: *mut Span) {
+        let crate::span::Links { next, prev } = *links(s);
+        if prev.is_null() {
+            *self.bin_of(span(s).npages()) = next;
+        } else {
+            links(prev).next = next;
+        }
+        if !next.is_null() {
+            links(next).prev = prev;
+        }
+    }
+
+    fn new_span_struct(&mut self) -> *mut Span {
+        if self.pool.is_null() {
+            let chunk: Box<[Span]> = (0..POOL_CHUNK).map(|_| Span::default()).collect();
+            for s in chunk.iter() {
+                let p = s as *const Span as *mut Span;
+                links(p).next = self.pool;
+                self.pool = p;
+            }
+            self.chunks.push(chunk);
+        }
+        let s = self.pool;
+        self.pool = links(s).next;
+        s
+    }
+
+    fn release_span_struct(&mut self, s: *mut Span) {
+        span(s).npages.store(0, Relaxed);
+        links(s).next = self.pool;
+        self.pool = s;
+    }
+}
+
+impl PageHeap {
+    pub fn new() -> PageHeap {
+        PageHeap {
+            inner: Mutex::new(Inner {
+                bins: [std::ptr::null_mut(); BINS],
+                large: std::ptr::null_mut(),
+                pool: std::ptr::null_mut(),
+                chunks: Vec::new(),
+                used_pages: 0,
+                in_use: 0,
+                free_committed: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> PageStats {
+        let g = self.lock();
+        PageStats {
+            in_use: g.in_use,
+            free_committed: g.free_committed,
+            used_pages: g.used_pages,
+        }
+    }
+
+    /// Allocates a span of `npages` pages, in the `MANUAL` state, with its
+    /// pages mapped in the page table and `needzero` telling whether its
+    /// memory may hold old data. Fails if the arena or `limit` (bytes of
+    /// in-use spans) would be exceeded.
+    pub fn alloc(
+        &self,
+        arena: &Arena,
+        npages: usize,
+        limit: usize,
+    ) -> Result<*mut Span, Exhausted> {
+        assert!(npages > 0);
+        let mut g = self.lock();
+        if g.in_use + npages * PAGE_SIZE > limit {
+            return Err(Exhausted);
+        }
+        // Best fit: exact bins upward, then the large list.
+        let mut found: *mut Span = std::ptr::null_mut();
+        for b in npages.min(BINS)..BINS {
+            if !g.bins[b].is_null() {
+                found = g.bins[b];
+                break;
+            }
+        }
+        if found.is_null() {
+            let mut s = g.large;
+            while !s.is_null() {
+                let n = span(s).npages();
+                if n >= npages && (found.is_null() || n < span(found).npages()) {
+                    found = s;
+                }
+                s = links(s).next;
+            }
+        }
+        let s = if !found.is_null() {
+            g.unlink(found);
+            let f = span(found);
+            let have = f.npages();
+            if f.committed.load(Relaxed) {
+                g.free_committed -= have * PAGE_SIZE;
+            }
+            if have > npages {
+                // Split: the tail stays free.
+                let rest = g.new_span_struct();
+                let r = span(rest);
+                r.base.store(f.base() + npages * PAGE_SIZE, Relaxed);
+                r.npages.store(have - npages, Relaxed);
+                r.needzero.store(f.needzero.load(Relaxed), Relaxed);
+                r.committed.store(f.committed.load(Relaxed), Relaxed);
+                r.free_since_gc
+                    .store(f.free_since_gc.load(Relaxed), Relaxed);
+                r.state.store(FREE, Release);
+                if r.committed.load(Relaxed) {
+                    g.free_committed += r.bytes();
+                }
+                Self::map_ends(arena, rest);
+                g.push(rest);
+                f.npages.store(npages, Relaxed);
+            }
+            found
+        } else {
+            if g.used_pages + npages > arena.npages {
+                return Err(Exhausted);
+            }
+            let s = g.new_span_struct();
+            let sp = span(s);
+            sp.base.store(arena.page_addr(g.used_pages), Relaxed);
+            sp.npages.store(npages, Relaxed);
+            sp.needzero.store(false, Relaxed);
+            g.used_pages += npages;
+            s
+        };
+        let sp = span(s);
+        sp.committed.store(true, Relaxed);
+        sp.state.store(MANUAL, Release);
+        g.in_use += npages * PAGE_SIZE;
+        drop(g);
+        let first = arena.page_of(sp.base());
+        for p in first..first + npages {
+            arena.span_slot(p).store(s, Release);
+        }
+        Ok(s)
+    }
+
+    fn map_ends(arena: &Arena, s: *mut Span) {
+        let sp = span(s);
+        let first = arena.page_of(sp.base());
+        arena.span_slot(first).store(s, Release);
+        arena.span_slot(first + sp.npages() - 1).store(s, Release);
+    }
+
+    /// Returns a span's pages, merging with free neighbours. Allocates
+    /// nothing and may run while the world is stopped.
+    pub fn free(&self, arena: &Arena, s: *mut Span, gc_count: u64) {
+        let mut g = self.lock();
+        let sp = span(s);
+        g.in_use -= sp.bytes();
+        sp.state.store(FREE, Release);
+        sp.needzero.store(true, Relaxed);
+        sp.free_since_gc.store(gc_count, Relaxed);
+        g.free_committed += sp.bytes();
+        let mut s = s;
+        // Merge with the run before.
+        let first = arena.page_of(span(s).base());
+        if first > 0 {
+            let prev = arena.span_slot(first - 1).load(Acquire);
+            if !prev.is_null()
+                && prev != s
+                && span(prev).state.load(Acquire) == FREE
+                && span(prev).npages() > 0
+                && span(prev).base() + span(prev).bytes() == span(s).base()
+            {
+                g.unlink(prev);
+                let (a, b) = (span(prev), span(s));
+                a.npages.store(a.npages() + b.npages(), Relaxed);
+                a.needzero
+                    .store(a.needzero.load(Relaxed) | b.needzero.load(Relaxed), Relaxed);
+                if !a.committed.load(Relaxed) {
+                    // Part of the merged run was decommitted: count it committed
+                    // from now on (a later scavenge re-advises harmlessly).
+                    g.free_committed += a.bytes() - b.bytes();
+                    a.committed.store(true, Relaxed);
+                }
+                a.free_since_gc.store(gc_count, Relaxed);
+                g.release_span_struct(s);
+                s = prev;
+            }
+        }
+        // Merge with the run after.
+        let end_page = arena.page_of(span(s).base()) + span(s).npages();
+        if end_page < g.used_pages {
+            let next = arena.span_slot(end_page).load(Acquire);
+            if !next.is_null()
+                && next != s
+                && span(next).state.load(Acquire) == FREE
+                && span(next).npages() > 0
+                && span(next).base() == span(s).base() + span(s).bytes()
+            {
+                g.unlink(next);
+                let (a, b) = (span(s), span(next));
+                if !b.committed.load(Relaxed) {
+                    g.free_committed += b.bytes();
+                }
+                a.npages.store(a.npages() + b.npages(), Relaxed);
+                a.needzero
+                    .store(a.needzero.load(Relaxed) | b.needzero.load(Relaxed), Relaxed);
+                g.release_span_struct(next);
+            }
+        }
+        Self::map_ends(arena, s);
+        g.push(s);
+    }
+
+    /// Decommits free runs that have been free since before collection
+    /// `before_gc`. Returns the bytes released.
+    pub fn scavenge(&self, arena: &Arena, before_gc: u64) -> usize {
+        let mut g = self.lock();
+        let mut released = 0;
+        let heads: Vec<*mut Span> = g.bins.iter().copied().chain([g.large]).collect();
+        for mut s in heads {
+            while !s.is_null() {
+                let sp = span(s);
+                if sp.committed.load(Relaxed) && sp.free_since_gc.load(Relaxed) < before_gc {
+                    arena.decommit(sp.base(), sp.bytes());
+                    sp.committed.store(false, Relaxed);
+                    sp.needzero.store(false, Relaxed);
+                    released += sp.bytes();
+                }
+                s = links(s).next;
+            }
+        }
+        g.free_committed -= released;
+        released
+    }
+
+    /// Calls `f` for every span that is not free (for heap walks while the
+    /// world is stopped; allocates nothing).
+    pub fn for_each_in_use(&self, arena: &Arena, mut f: impl FnMut(&Span)) {
+        let used = self.lock().used_pages;
+        let mut p = 0;
+        while p < used {
+            let s = arena.span_slot(p).load(Acquire);
+            if s.is_null() {
+                p += 1;
+                continue;
+            }
+            let sp = span(s);
+            if sp.npages() == 0 || sp.base() != arena.page_addr(p) {
+                p += 1;
+                continue;
+            }
+            if sp.state.load(Acquire) != FREE {
+                f(sp);
+            }
+            p += sp.npages();
+        }
+    }
+}

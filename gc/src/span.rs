@@ -1,0 +1,260 @@
+//! Spans: runs of pages holding objects of one span class.
+//!
+//! Per span (Go's `mspan`):
+//! - `alloc_bits`: one bit per object, set if the object survived the last
+//!   sweep. An object is *allocated* iff its index is below `freeindex` or its
+//!   alloc bit is set: allocation never writes alloc bits, it only advances
+//!   `freeindex`.
+//! - `alloc_cache`: 64 inverted alloc bits starting at `freeindex`'s word, so
+//!   the next free slot is a trailing-zeros count away.
+//! - `mark_bits`: set by marking (atomic fetch-or, so parallel markers may
+//!   race). Sweeping makes the mark bits the new alloc bits and clears the
+//!   mark bits.
+//! - `sweepgen` relative to the heap's `sweepgen` `h`: `h - 2` needs sweeping,
+//!   `h - 1` is being swept, `h` is swept. Caches are flushed at every
+//!   collection, so Go's "+1/+3: cached" states are not needed here.
+//! - `state`: `FREE` (in the page heap), `MANUAL` (being set up or torn down:
+//!   the lookup must not trust it), `IN_USE`.
+//!
+//! Every field a conservative lookup reads is atomic, so a lookup that races
+//! with allocation returns a possibly stale answer but never reads a torn or
+//! uninitialised value. During a collection the world is stopped and no span
+//! is in a transitional state (span setup and sweeping run in no-preempt
+//! regions), so the lookup is exact then.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crate::sizeclass::{MAX_OBJS_PER_SPAN, PAGE_SHIFT};
+
+pub(crate) const BITMAP_WORDS: usize = MAX_OBJS_PER_SPAN / 64;
+
+/// In the page heap.
+pub(crate) const FREE: u32 = 0;
+/// Being set up or torn down.
+pub(crate) const MANUAL: u32 = 1;
+/// Holding objects.
+pub(crate) const IN_USE: u32 = 2;
+
+/// Span metadata. Lives in a pool owned by the page heap and is never freed
+/// while the heap lives, so a stale page-table pointer always points at a
+/// valid `Span` (whose `state` and range then reject the address).
+pub(crate) struct Span {
+    pub base: AtomicUsize,
+    pub npages: AtomicUsize,
+    pub state: AtomicU32,
+    /// Span class (size class << 1 | noscan); 0 or 1 for large objects.
+    pub spc: AtomicU32,
+    pub elemsize: AtomicUsize,
+    pub nelems: AtomicU32,
+    pub div_mul: AtomicU32,
+    pub freeindex: AtomicU32,
+    pub alloc_cache: AtomicU64,
+    pub alloc_count: AtomicU32,
+    pub sweepgen: AtomicU32,
+    pub needzero: AtomicBool,
+    pub alloc_bits: [AtomicU64; BITMAP_WORDS],
+    pub mark_bits: [AtomicU64; BITMAP_WORDS],
+    /// Page heap bookkeeping for free spans.
+    pub committed: AtomicBool,
+    pub free_since_gc: AtomicU64,
+    /// Intrusive list links, owned by whichever list holds the span (under
+    /// that list's lock) or by the span pool.
+    pub link: UnsafeCell<Links>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Links {
+    pub next: *mut Span,
+    pub prev: *mut Span,
+}
+
+// SAFETY: all shared fields are atomics; `link` is only touched by the holder
+// of the lock that owns the list the span is on.
+unsafe impl Sync for Span {}
+// SAFETY: as above.
+unsafe impl Send for Span {}
+
+impl Default for Span {
+    fn default() -> Self {
+        Span::empty()
+    }
+}
+
+impl Span {
+    /// A span with no pages and no objects; also the sentinel every empty
+    /// thread-cache slot points at, so the fast path needs no null check.
+    pub const fn empty() -> Span {
+        Span {
+            base: AtomicUsize::new(0),
+            npages: AtomicUsize::new(0),
+            state: AtomicU32::new(FREE),
+            spc: AtomicU32::new(0),
+            elemsize: AtomicUsize::new(0),
+            nelems: AtomicU32::new(0),
+            div_mul: AtomicU32::new(0),
+            freeindex: AtomicU32::new(0),
+            alloc_cache: AtomicU64::new(0),
+            alloc_count: AtomicU32::new(0),
+            sweepgen: AtomicU32::new(0),
+            needzero: AtomicBool::new(false),
+            alloc_bits: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            mark_bits: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            committed: AtomicBool::new(false),
+            free_since_gc: AtomicU64::new(0),
+            link: UnsafeCell::new(Links {
+                next: std::ptr::null_mut(),
+                prev: std::ptr::null_mut(),
+            }),
+        }
+    }
+
+    #[inline(always)]
+    pub fn base(&self) -> usize {
+        self.base.load(Relaxed)
+    }
+    #[inline(always)]
+    pub fn npages(&self) -> usize {
+        self.npages.load(Relaxed)
+    }
+    #[inline(always)]
+    pub fn bytes(&self) -> usize {
+        self.npages() << PAGE_SHIFT
+    }
+    #[inline(always)]
+    pub fn elemsize(&self) -> usize {
+        self.elemsize.load(Relaxed)
+    }
+    #[inline(always)]
+    pub fn nelems(&self) -> usize {
+        self.nelems.load(Relaxed) as usize
+    }
+    #[inline(always)]
+    pub fn noscan(&self) -> bool {
+        self.spc.load(Relaxed) & 1 != 0
+    }
+    #[inline(always)]
+    pub fn is_large(&self) -> bool {
+        self.spc.load(Relaxed) >> 1 == 0
+    }
+
+    /// Object index of an offset into the span (exact: see `sizeclass`).
+    #[inline(always)]
+    pub fn obj_index(&self, off: usize) -> usize {
+        if self.is_large() {
+            0
+        } else {
+            ((off as u64 * self.div_mul.load(Relaxed) as u64) >> 32) as usize
+        }
+    }
+
+    /// Whether object `idx` is allocated.
+    #[inline(always)]
+    pub fn is_allocated(&self, idx: usize) -> bool {
+        idx < self.freeindex.load(Relaxed) as usize
+            || self.alloc_bits[idx / 64].load(Relaxed) & (1 << (idx % 64)) != 0
+    }
+
+    /// Whether object `idx` is marked.
+    #[inline(always)]
+    pub fn is_marked(&self, idx: usize) -> bool {
+        self.mark_bits[idx / 64].load(Relaxed) & (1 << (idx % 64)) != 0
+    }
+
+    /// Sets the mark bit of object `idx`; returns whether it was clear.
+    #[inline(always)]
+    pub fn try_mark(&self, idx: usize) -> bool {
+        let bit = 1u64 << (idx % 64);
+        let w = &self.mark_bits[idx / 64];
+        // Test first: most marks of an already-marked object stop here without
+        // a locked instruction.
+        w.load(Relaxed) & bit == 0 && w.fetch_or(bit, Relaxed) & bit == 0
+    }
+
+    /// Refills `alloc_cache` for the 64 objects starting at `whole` (a
+    /// multiple of 64).
+    #[inline]
+    pub fn refill_alloc_cache(&self, whole: usize) {
+        let w = if whole / 64 < BITMAP_WORDS {
+            self.alloc_bits[whole / 64].load(Relaxed)
+        } else {
+            u64::MAX
+        };
+        self.alloc_cache.store(!w, Relaxed);
+    }
+
+    /// Go's `nextFreeFast`: the next free slot from the cache word, if the
+    /// answer is in it. Owner-only.
+    #[inline(always)]
+    pub fn next_free_fast(&self) -> Option<usize> {
+        let cache = self.alloc_cache.load(Relaxed);
+        let bit = cache.trailing_zeros() as usize;
+        if bit < 64 {
+            let fi = self.freeindex.load(Relaxed) as usize;
+            let result = fi + bit;
+            if result < self.nelems() {
+                let next = result + 1;
+                if next % 64 == 0 && next != self.nelems() {
+                    return None; // crosses a cache word: slow path refills
+                }
+                self.alloc_cache.store(cache >> (bit + 1), Relaxed);
+                self.freeindex.store(next as u32, Relaxed);
+                self.alloc_count.fetch_add(1, Relaxed);
+                return Some(result);
+            }
+        }
+        None
+    }
+
+    /// Go's `nextFreeIndex`: the next free slot at or after `freeindex`,
+    /// advancing `freeindex` past it, or `None` when the span is full.
+    /// Owner-only.
+    pub fn next_free(&self) -> Option<usize> {
+        let nelems = self.nelems();
+        let mut fi = self.freeindex.load(Relaxed) as usize;
+        if fi >= nelems {
+            return None;
+        }
+        let mut cache = self.alloc_cache.load(Relaxed);
+        let mut bit = cache.trailing_zeros() as usize;
+        while bit == 64 {
+            // Move to the next cache word.
+            fi = (fi + 64) & !63;
+            if fi >= nelems {
+                self.freeindex.store(nelems as u32, Relaxed);
+                return None;
+            }
+            self.refill_alloc_cache(fi);
+            cache = self.alloc_cache.load(Relaxed);
+            bit = cache.trailing_zeros() as usize;
+        }
+        let result = fi + bit;
+        if result >= nelems {
+            self.freeindex.store(nelems as u32, Relaxed);
+            return None;
+        }
+        let next = result + 1;
+        if next % 64 == 0 {
+            self.refill_alloc_cache(next);
+        } else {
+            self.alloc_cache.store(cache >> (bit + 1), Relaxed);
+        }
+        self.freeindex.store(next as u32, Relaxed);
+        self.alloc_count.fetch_add(1, Relaxed);
+        Some(result)
+    }
+
+    /// Whether a free slot remains.
+    pub fn has_free(&self) -> bool {
+        (self.alloc_count.load(Relaxed) as usize) < self.nelems()
+    }
+
+    /// Marked objects.
+    pub fn count_marked(&self) -> usize {
+        let words = self.nelems().div_ceil(64);
+        self.mark_bits[..words]
+            .iter()
+            .map(|w| w.load(Relaxed).count_ones() as usize)
+            .sum()
+    }
+}

@@ -1,0 +1,140 @@
+//! Type layouts: what marking needs to know about an object.
+//!
+//! An embedder describes a type once ([`TypeDesc`]): its size, alignment,
+//! which 8-byte words hold heap references, and a name for diagnostics. The
+//! heap turns it into a [`Type`]: a `Copy` handle to an immutable layout that
+//! lives as long as the process (types are few and permanent, like classes in
+//! a language runtime).
+//!
+//! **How marking finds an object's layout.** At allocation the type's pointer
+//! bitmap is copied into the *heap bits* (one bit per arena word, see
+//! `arena`), and objects without pointers go to no-scan spans that marking
+//! never scans. No header word: for binary-trees' 16-byte two-pointer node a
+//! header would cost 50% more memory (it would need the 24-byte class), and
+//! the bits cost 1/64 of the scanned heap. `docs/design.md` has the
+//! measurements behind the choice.
+
+use std::fmt;
+
+/// The most pointer words a single type may describe.
+pub const MAX_TYPE_WORDS: usize = 1 << 32;
+
+/// An embedder's description of a type.
+#[derive(Clone, Debug)]
+pub struct TypeDesc<'a> {
+    /// Name, for diagnostics.
+    pub name: &'a str,
+    /// Size in bytes (0 is allowed: such objects take the smallest slot).
+    pub size: usize,
+    /// Alignment: a power of two, at most 4096.
+    pub align: usize,
+    /// Offsets (in 8-byte words) of the fields that hold heap references.
+    pub pointer_words: &'a [usize],
+}
+
+/// A registered type. Cheap to copy.
+#[derive(Clone, Copy)]
+pub struct Type(pub(crate) &'static TypeInfo);
+
+pub(crate) struct TypeInfo {
+    pub name: String,
+    pub size: usize,
+    pub align: usize,
+    /// One bit per word of the object, set for reference words.
+    pub ptr_bits: Vec<u64>,
+    pub noscan: bool,
+}
+
+impl Type {
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.0.size
+    }
+    /// Alignment in bytes.
+    pub fn align(&self) -> usize {
+        self.0.align
+    }
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Whether the type holds no references (its objects are never scanned).
+    pub fn is_noscan(&self) -> bool {
+        self.0.noscan
+    }
+    /// Whether word `w` of the object holds a reference.
+    pub fn is_pointer_word(&self, w: usize) -> bool {
+        self.0
+            .ptr_bits
+            .get(w / 64)
+            .is_some_and(|b| b & (1 << (w % 64)) != 0)
+    }
+}
+
+impl fmt::Debug for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Type({}, {} bytes)", self.0.name, self.0.size)
+    }
+}
+
+/// A type description that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError(pub String);
+
+impl fmt::Display for TypeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid type: {}", self.0)
+    }
+}
+impl std::error::Error for TypeError {}
+
+/// Validates a description and leaks an immutable layout for it.
+pub(crate) fn register(desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
+    let name = desc.name;
+    if !desc.align.is_power_of_two() || desc.align > 4096 {
+        return Err(TypeError(format!(
+            "{name}: align {} is not a power of two up to 4096",
+            desc.align
+        )));
+    }
+    if desc.size % desc.align != 0 {
+        return Err(TypeError(format!(
+            "{name}: size {} is not a multiple of align {}",
+            desc.size, desc.align
+        )));
+    }
+    let words = desc.size.div_ceil(8);
+    if words > MAX_TYPE_WORDS {
+        return Err(TypeError(format!(
+            "{name}: size {} is too large",
+            desc.size
+        )));
+    }
+    let mut bits = vec![0u64; words.div_ceil(64).max(1)];
+    for &w in desc.pointer_words {
+        if (w + 1) * 8 > desc.size {
+            return Err(TypeError(format!(
+                "{name}: pointer word {w} lies outside the {}-byte object",
+                desc.size
+            )));
+        }
+        if bits[w / 64] & (1 << (w % 64)) != 0 {
+            return Err(TypeError(format!("{name}: pointer word {w} listed twice")));
+        }
+        bits[w / 64] |= 1 << (w % 64);
+    }
+    if desc.align < 8 && !desc.pointer_words.is_empty() {
+        return Err(TypeError(format!(
+            "{name}: a type with references needs 8-byte alignment (got {})",
+            desc.align
+        )));
+    }
+    let info = TypeInfo {
+        name: name.to_string(),
+        size: desc.size,
+        align: desc.align,
+        noscan: desc.pointer_words.is_empty(),
+        ptr_bits: bits,
+    };
+    Ok(Type(Box::leak(Box::new(info))))
+}
