@@ -77,9 +77,8 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
     let here = sys::approx_sp();
     match strategy {
         Strategy::Inject => {
-            let scratch = (here - 512) & !15;
             let need = sys::injection_stack_need();
-            if sp < rec.stack_lo + need || sp > rec.stack_hi || scratch < rec.stack_lo + need {
+            if sp < rec.stack_lo + need || sp > rec.stack_hi || here > rec.stack_hi {
                 // Not on our stack (foreign code on an alternate stack) or not
                 // enough room below it: leave the thread alone.
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
@@ -97,10 +96,13 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
             {
                 return true;
             }
-            // SAFETY: `scratch` is 512 bytes below this handler's frame, on
-            // this thread's stack with `need` bytes to spare below it, and all
+            // SAFETY: `uc` is live, the floor is inside this thread's stack
+            // with room for the trampoline below the scratch words, and all
             // signals are blocked until sigreturn.
-            unsafe { sys::inject_call(uc, scratch) };
+            if !unsafe { sys::inject_call(uc, rec.stack_lo + need) } {
+                rec.state.store(state::RUNNING, Ordering::SeqCst);
+                rec.deferred.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Strategy::InHandler => {
             if here < rec.stack_lo + 4096 || here > rec.stack_hi {

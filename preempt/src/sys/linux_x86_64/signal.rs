@@ -129,24 +129,55 @@ const RSP_INDEX: usize = libc::REG_RSP as usize;
 const RIP_INDEX: usize = libc::REG_RIP as usize;
 const _: () = assert!(RSP == 7);
 
+/// How far below the live stack pointer of the handler the resume words are
+/// left. Everything the handler does after writing them (returning through
+/// its callers, restoring errno) runs in frames above the writing point, and
+/// even unoptimised builds stay far inside this margin.
+const SCRATCH_GAP: usize = 4096;
+
 /// Rewrites the ucontext so that, on return from the handler, the thread calls
-/// the trampoline as if from the interrupted instruction. `scratch` is an
-/// address below every live word of the handler's frame, 16-byte aligned,
-/// with at least 16 writable bytes above it on this thread's stack.
+/// the trampoline as if from the interrupted instruction. The resume RIP and
+/// interrupted RSP are written `SCRATCH_GAP` bytes below the current stack
+/// pointer, in the same asm block that reads it, so no frame of this handler
+/// can overlap them. Returns false, changing nothing, if that would go below
+/// `floor`.
 ///
 /// # Safety
-/// `uc` must be the live ucontext of a handler on this thread and `scratch`
-/// must satisfy the above; no other handler may run on this thread before
-/// `sigreturn` (our `sa_mask` blocks all signals).
-pub(crate) unsafe fn inject_call(uc: *mut libc::ucontext_t, scratch: usize) {
-    // SAFETY: caller contract: gregs is live, scratch..scratch+16 is unused stack.
+/// `uc` must be the live ucontext of a handler on this thread, `floor` at or
+/// above the lowest usable address of this thread's stack, and no other
+/// handler may run on this thread before `sigreturn` (our `sa_mask` blocks
+/// all signals).
+pub(crate) unsafe fn inject_call(uc: *mut libc::ucontext_t, floor: usize) -> bool {
+    // SAFETY: caller contract: gregs is live.
+    let g = unsafe { &mut (*uc).uc_mcontext.gregs };
+    let rip = g[RIP_INDEX];
+    let rsp = g[RSP_INDEX];
+    let here: usize;
+    // SAFETY: reads RSP only.
     unsafe {
-        let g = &mut (*uc).uc_mcontext.gregs;
-        let rip = g[RIP_INDEX];
-        let rsp = g[RSP_INDEX];
-        std::ptr::write_volatile(scratch as *mut i64, rip);
-        std::ptr::write_volatile((scratch + 8) as *mut i64, rsp);
-        g[RSP_INDEX] = scratch as i64;
-        g[RIP_INDEX] = pardon_async_preempt as *const () as usize as i64;
+        std::arch::asm!("mov {}, rsp", out(reg) here, options(nomem, nostack, preserves_flags))
+    };
+    if here < floor + SCRATCH_GAP + 64 {
+        return false;
     }
+    let scratch: usize;
+    // SAFETY: writes 16 bytes at (RSP - SCRATCH_GAP) & !15, which the check
+    // above keeps inside this thread's stack and which lies below every frame
+    // the handler still uses.
+    unsafe {
+        std::arch::asm!(
+            "lea {s}, [rsp - {gap}]",
+            "and {s}, -16",
+            "mov [{s}], {rip}",
+            "mov [{s} + 8], {rsp}",
+            s = out(reg) scratch,
+            rip = in(reg) rip,
+            rsp = in(reg) rsp,
+            gap = const SCRATCH_GAP,
+            options(nostack, preserves_flags),
+        )
+    };
+    g[RSP_INDEX] = scratch as i64;
+    g[RIP_INDEX] = pardon_async_preempt as *const () as usize as i64;
+    true
 }

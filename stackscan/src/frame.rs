@@ -1,0 +1,204 @@
+//! Shadow-stack frames: a function's reference slots, linked into a
+//! per-thread chain while it runs.
+//!
+//! A frame lives on the native stack inside [`with_frame`] (or
+//! [`with_frame_slots`]), which links it into the chain on entry and unlinks
+//! it on exit, also when the closure panics. Linking is a single release
+//! store of the chain head after the frame is fully initialised, and
+//! unlinking a single store of the previous head, so a thread interrupted at
+//! any instruction presents a consistent chain. The frame cannot move while
+//! linked: the closure only borrows it.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::map::FrameMap;
+
+/// The per-thread word holding the address of the innermost frame header (0
+/// when the thread has no frames). The runtime keeps one per thread — for
+/// pardon it is the thread's opaque word in the preempt registry.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameChain<'a>(pub &'a AtomicUsize);
+
+/// What the scanner reads of a frame. `#[repr(C)]`, so generated code can
+/// build one too.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FrameHeader {
+    /// Address of the next outer frame's header, or 0.
+    pub prev: usize,
+    /// The frame's map.
+    pub map: *const FrameMap,
+    /// The call site the function is at (or about to call from).
+    pub site: AtomicU32,
+    /// Number of slots.
+    pub nslots: u32,
+    /// The slots.
+    pub slots: *const AtomicUsize,
+}
+
+/// A frame with `N` slots, linked while [`with_frame`] runs.
+pub struct Frame<'m, const N: usize> {
+    header: FrameHeader,
+    slots: [AtomicUsize; N],
+    _map: PhantomData<&'m FrameMap>,
+}
+
+/// A frame over slots the caller owns (interpreter frames, generated code).
+pub struct DynFrame<'a> {
+    header: FrameHeader,
+    slots: &'a [AtomicUsize],
+}
+
+/// Unlinks on drop, including during unwinding.
+struct Link<'a> {
+    chain: FrameChain<'a>,
+    prev: usize,
+}
+
+impl Drop for Link<'_> {
+    fn drop(&mut self) {
+        self.chain.0.store(self.prev, Ordering::Release);
+    }
+}
+
+fn link<'a>(chain: FrameChain<'a>, header: &FrameHeader) -> Link<'a> {
+    assert_eq!(
+        chain.0.load(Ordering::Relaxed),
+        header.prev,
+        "frame chain changed while linking"
+    );
+    chain
+        .0
+        .store(header as *const FrameHeader as usize, Ordering::Release);
+    Link {
+        chain,
+        prev: header.prev,
+    }
+}
+
+fn check_map(map: &FrameMap, nslots: usize) {
+    assert_eq!(
+        map.slots(),
+        nslots,
+        "frame has {nslots} slots but its map describes {}",
+        map.slots()
+    );
+    assert!(map.sites() > 0, "a frame map needs at least one call site");
+}
+
+/// Runs `f` with a linked frame of `N` slots described by `map` (whose slot
+/// count must be `N`). The frame starts at call site 0 with every slot 0.
+///
+/// ```
+/// use std::sync::atomic::AtomicUsize;
+/// use pardon_stackscan::{frame_map, with_frame, FrameChain, FrameMap};
+/// static MAP: FrameMap = frame_map!(2; [0], [0, 1]);
+/// let head = AtomicUsize::new(0);
+/// with_frame::<2, _>(FrameChain(&head), &MAP, |fr| {
+///     fr.set(0, 0x1000);
+///     fr.set_site(1); // about to make call 1, where both slots are live
+///     assert_ne!(head.load(std::sync::atomic::Ordering::Relaxed), 0);
+/// });
+/// assert_eq!(head.load(std::sync::atomic::Ordering::Relaxed), 0);
+/// ```
+#[inline]
+pub fn with_frame<const N: usize, R>(
+    chain: FrameChain<'_>,
+    map: &FrameMap,
+    f: impl FnOnce(&Frame<'_, N>) -> R,
+) -> R {
+    check_map(map, N);
+    let mut frame = Frame::<N> {
+        header: FrameHeader {
+            prev: chain.0.load(Ordering::Relaxed),
+            map,
+            site: AtomicU32::new(0),
+            nslots: N as u32,
+            slots: std::ptr::null(),
+        },
+        slots: [const { AtomicUsize::new(0) }; N],
+        _map: PhantomData,
+    };
+    frame.header.slots = frame.slots.as_ptr();
+    let _link = link(chain, &frame.header);
+    f(&frame)
+}
+
+/// Runs `f` with a linked frame over `slots`, described by `map`.
+pub fn with_frame_slots<R>(
+    chain: FrameChain<'_>,
+    map: &FrameMap,
+    slots: &[AtomicUsize],
+    f: impl FnOnce(&DynFrame<'_>) -> R,
+) -> R {
+    check_map(map, slots.len());
+    let frame = DynFrame {
+        header: FrameHeader {
+            prev: chain.0.load(Ordering::Relaxed),
+            map,
+            site: AtomicU32::new(0),
+            nslots: slots.len() as u32,
+            slots: slots.as_ptr(),
+        },
+        slots,
+    };
+    let _link = link(chain, &frame.header);
+    f(&frame)
+}
+
+fn set_site(h: &FrameHeader, site: usize) {
+    // SAFETY: `map` was a valid reference when the frame was built and the
+    // frame's borrow of it outlives the frame.
+    let sites = unsafe { &*h.map }.sites();
+    assert!(
+        site < sites,
+        "call site {site} out of range ({sites} sites)"
+    );
+    h.site.store(site as u32, Ordering::Relaxed);
+}
+
+impl<const N: usize> Frame<'_, N> {
+    /// Stores a reference (or any word) in slot `i`.
+    #[inline(always)]
+    pub fn set(&self, i: usize, v: usize) {
+        self.slots[i].store(v, Ordering::Relaxed);
+    }
+    /// Reads slot `i`.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> usize {
+        self.slots[i].load(Ordering::Relaxed)
+    }
+    /// Declares the call site the function is about to call from: only the
+    /// slots live there are roots while the callee runs.
+    #[inline(always)]
+    pub fn set_site(&self, site: usize) {
+        set_site(&self.header, site)
+    }
+    /// The frame header's address: where the frame sits on the native stack.
+    pub fn position(&self) -> usize {
+        &self.header as *const FrameHeader as usize
+    }
+}
+
+impl DynFrame<'_> {
+    /// Stores a word in slot `i`.
+    #[inline(always)]
+    pub fn set(&self, i: usize, v: usize) {
+        self.slots[i].store(v, Ordering::Relaxed);
+    }
+    /// Reads slot `i`.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> usize {
+        self.slots[i].load(Ordering::Relaxed)
+    }
+    /// See [`Frame::set_site`].
+    #[inline(always)]
+    pub fn set_site(&self, site: usize) {
+        set_site(&self.header, site)
+    }
+    /// See [`Frame::position`].
+    pub fn position(&self) -> usize {
+        &self.header as *const FrameHeader as usize
+    }
+}

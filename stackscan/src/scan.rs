@@ -1,0 +1,162 @@
+//! The hybrid scan of one stopped thread.
+
+use std::sync::atomic::Ordering;
+
+use crate::frame::FrameHeader;
+use crate::map::FrameMap;
+
+/// The oracle: given an address, the base of the allocated object containing
+/// it, or `None`. The heap implements it exactly; tests use doubles.
+pub trait ObjectFinder {
+    /// See the trait docs.
+    fn find_object(&self, addr: usize) -> Option<usize>;
+}
+
+impl<F: Fn(usize) -> Option<usize>> ObjectFinder for F {
+    fn find_object(&self, addr: usize) -> Option<usize> {
+        self(addr)
+    }
+}
+
+/// Where a root was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RootKind {
+    /// A word of the conservative stack range.
+    Stack,
+    /// A saved register word.
+    Register,
+    /// A live slot of a frame at its current call site.
+    Precise,
+}
+
+/// Counts from a scan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Words examined conservatively (stack and registers).
+    pub words_examined: usize,
+    /// Conservative words that hit an object.
+    pub conservative_hits: usize,
+    /// Live, non-null slots that hit an object.
+    pub precise_roots: usize,
+    /// Frames walked.
+    pub frames: usize,
+    /// The chain ended early because a frame header was out of order or
+    /// outside the stack.
+    pub bad_chain: bool,
+}
+
+/// Scans roots against a finder, reporting each object found to `visit`.
+pub struct Scanner<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> {
+    finder: &'f F,
+    visit: V,
+    stack_lo: usize,
+    stack_hi: usize,
+    /// Counts so far.
+    pub stats: ScanStats,
+}
+
+impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> {
+    /// A scanner for a thread whose stack is `[stack_lo, stack_hi)`: words
+    /// pointing into it are not heap roots.
+    pub fn new(finder: &'f F, stack_lo: usize, stack_hi: usize, visit: V) -> Self {
+        Scanner {
+            finder,
+            visit,
+            stack_lo,
+            stack_hi,
+            stats: ScanStats::default(),
+        }
+    }
+
+    /// Offers one word conservatively.
+    #[inline(always)]
+    pub fn word(&mut self, w: usize, kind: RootKind) {
+        self.stats.words_examined += 1;
+        if w.wrapping_sub(self.stack_lo) < self.stack_hi.wrapping_sub(self.stack_lo) {
+            return;
+        }
+        if let Some(base) = self.finder.find_object(w) {
+            self.stats.conservative_hits += 1;
+            (self.visit)(base, kind);
+        }
+    }
+
+    /// Offers every aligned word of `[lo, hi)` conservatively.
+    ///
+    /// # Safety
+    /// `[lo, hi)` must be readable and not change during the call.
+    pub unsafe fn range(&mut self, lo: usize, hi: usize) {
+        let mut p = lo.next_multiple_of(8);
+        while p + 8 <= hi {
+            // SAFETY: caller contract; `p` is aligned and inside the range.
+            let w = unsafe { std::ptr::read(p as *const usize) };
+            self.word(w, RootKind::Stack);
+            p += 8;
+        }
+    }
+
+    /// Offers every live, non-null slot of every frame from `head` outward.
+    /// Returns the position of the second frame, if any.
+    ///
+    /// # Safety
+    /// `head` must be 0 or the head of a frame chain whose frames are all
+    /// linked (their owner thread stopped, or the current thread), with valid
+    /// maps and slots.
+    pub unsafe fn frames(&mut self, head: usize) -> Option<usize> {
+        let mut second = None;
+        let mut p = head;
+        let mut last = 0usize;
+        while p != 0 {
+            if p <= last || p < self.stack_lo || p >= self.stack_hi {
+                self.stats.bad_chain = true;
+                break;
+            }
+            // SAFETY: caller contract: `p` is a linked frame header.
+            let h = unsafe { &*(p as *const FrameHeader) };
+            // SAFETY: a linked frame's map outlives the link.
+            let map: &FrameMap = unsafe { &*h.map };
+            let site = h.site.load(Ordering::Relaxed) as usize;
+            if site < map.sites() && map.slots() == h.nslots as usize {
+                for slot in map.live_slots(site) {
+                    // SAFETY: `slot < nslots`, and `slots` points to nslots words.
+                    let v = unsafe { &*h.slots.add(slot) }.load(Ordering::Relaxed);
+                    if v == 0 {
+                        continue;
+                    }
+                    if let Some(base) = self.finder.find_object(v) {
+                        self.stats.precise_roots += 1;
+                        (self.visit)(base, RootKind::Precise);
+                    }
+                }
+            } else {
+                self.stats.bad_chain = true;
+            }
+            self.stats.frames += 1;
+            if self.stats.frames == 2 {
+                second = Some(p);
+            }
+            last = p;
+            p = h.prev;
+        }
+        second
+    }
+
+    /// Scans a stopped thread: its frames precisely; conservatively every word
+    /// from `scan_lo` up to the second-innermost frame (or the stack top with
+    /// fewer than two frames), and `registers`.
+    ///
+    /// # Safety
+    /// The thread must be stopped (or be the caller), `[scan_lo, stack_hi)`
+    /// readable, and `head` as for [`Scanner::frames`].
+    pub unsafe fn thread(&mut self, scan_lo: usize, head: usize, registers: &[u64]) {
+        // SAFETY: forwarded contract.
+        let second = unsafe { self.frames(head) };
+        let lo = scan_lo.max(self.stack_lo);
+        let hi = second.unwrap_or(self.stack_hi).min(self.stack_hi);
+        // SAFETY: `[lo, hi)` lies within `[scan_lo, stack_hi)`.
+        unsafe { self.range(lo, hi) };
+        for &r in registers {
+            self.word(r as usize, RootKind::Register);
+        }
+    }
+}
