@@ -1,1 +1,3 @@
+//! The STW-latency suite (in progress).
+
 fn main() {}

@@ -26,6 +26,12 @@ pub struct Config {
     pub scavenge_after: u64,
     /// Mark worker threads (1 = the coordinator marks alone).
     pub mark_workers: usize,
+    /// How the collector stops mutators.
+    pub preemption: crate::Preemption,
+    /// A stop that does not complete in this time is abandoned with a report.
+    pub stop_timeout: std::time::Duration,
+    /// Print one line per collection on stderr (also `PARDON_GCTRACE=1`).
+    pub trace: bool,
 }
 
 impl Default for Config {
@@ -39,6 +45,9 @@ impl Default for Config {
             gray_capacity: 1 << 26,
             scavenge_after: 2,
             mark_workers: 1,
+            preemption: crate::Preemption::Signal,
+            stop_timeout: crate::collector::DEFAULT_STOP_TIMEOUT,
+            trace: false,
         }
     }
 }

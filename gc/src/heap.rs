@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::Mutex;
 
@@ -104,7 +104,8 @@ pub struct HeapStats {
     pub span_bytes: usize,
     /// Bytes of free spans still committed.
     pub free_committed: usize,
-    /// Bytes handed to allocation (approximate between collections).
+    /// Bytes live at the last collection plus bytes handed to allocation
+    /// since (cached spans count whole), what the pacer compares to its goal.
     pub allocated: usize,
     /// Bytes marked by the last collection.
     pub live_after_last: usize,
@@ -124,10 +125,14 @@ pub struct RawHeap {
     pub(crate) sweepgen: AtomicU32,
     pub(crate) gc_count: AtomicU64,
     pub(crate) config: Config,
-    /// Bytes given out to caches and large objects, minus what sweeping freed.
+    /// Bytes given out to caches (a span's free slots are charged when a
+    /// cache takes it and refunded when it gives it back) and large objects
+    /// since the last collection, plus what that collection marked.
     pub(crate) allocated: AtomicUsize,
     pub(crate) live_after_last: AtomicUsize,
     pub(crate) gray: Mutex<crate::mark::GrayStack>,
+    /// Verify mode: room for one copy of every span's mark bits.
+    snapshot: Option<memmap2::MmapMut>,
 }
 
 // SAFETY: the large lists' span pointers follow the same rules as Central's.
@@ -172,10 +177,23 @@ impl RawHeap {
             large: Mutex::new([std::ptr::null_mut(); 2]),
             sweepgen: AtomicU32::new(2),
             gc_count: AtomicU64::new(0),
-            config,
             allocated: AtomicUsize::new(0),
             live_after_last: AtomicUsize::new(0),
             gray: Mutex::new(gray),
+            snapshot: if config.verify {
+                Some(
+                    memmap2::MmapOptions::new()
+                        .len(config.arena_size / PAGE_SIZE * BITMAP_WORDS * 8)
+                        .no_reserve_swap()
+                        .map_anon()
+                        .map_err(|e| {
+                            ConfigError(format!("verify: cannot reserve the mark snapshot: {e}"))
+                        })?,
+                )
+            } else {
+                None
+            },
+            config,
         })
     }
 
@@ -313,6 +331,12 @@ impl RawHeap {
     fn uncache_span(&self, s: *mut Span) {
         let span = sp(s);
         let spc = span.spc.load(Relaxed) as usize;
+        // The cache was charged for every free slot when it took the span;
+        // refund the ones it did not use.
+        let unused = (span.nelems() - span.alloc_count.load(Relaxed) as usize) * span.elemsize();
+        let _ = self
+            .allocated
+            .fetch_update(Relaxed, Relaxed, |a| Some(a.saturating_sub(unused)));
         let sw = Self::swept_index(self.sweepgen.load(Acquire));
         let mut c = lock(&self.central[spc]);
         if span.has_free() {
@@ -329,7 +353,16 @@ impl RawHeap {
     /// nothing.
     pub(crate) fn sweep_span(&self, s: *mut Span, sg: u32) -> Swept {
         let span = sp(s);
-        span.sweepgen.store(sg.wrapping_sub(1), Relaxed);
+        // Go's sweepgen protocol: sg-2 needs sweeping, sg-1 is being swept,
+        // sg is swept. Anything else is a double sweep, which would free live
+        // objects against consumed mark bits: stop here instead.
+        let old = span.sweepgen.swap(sg.wrapping_sub(1), AcqRel);
+        assert_eq!(
+            old,
+            sg.wrapping_sub(2),
+            "pardon: span at {:#x} swept twice or out of turn (sweepgen {old}, heap {sg})",
+            span.base()
+        );
         let nelems = span.nelems();
         let elemsize = span.elemsize();
         let words = nelems.div_ceil(64);
@@ -393,9 +426,9 @@ impl RawHeap {
         span.alloc_count.store(live as u32, Relaxed);
         span.refill_alloc_cache(0);
         span.needzero.store(true, Relaxed);
+        // `allocated` is not reduced here: the collection that made these
+        // objects garbage already reset it to the bytes it marked.
         let freed_bytes = freed * elemsize;
-        self.allocated
-            .fetch_sub(freed_bytes.min(self.allocated.load(Relaxed)), Relaxed);
         let span_freed = live == 0;
         if span_freed {
             span.state.store(MANUAL, Release);
@@ -413,17 +446,26 @@ impl RawHeap {
     /// Sweeps every unswept span (all of them are swept before the next mark).
     /// Returns the spans swept.
     pub fn finish_sweep(&self) -> usize {
-        let sg = self.sweepgen.load(Acquire);
-        let (sw, unsw) = (Self::swept_index(sg), 1 - Self::swept_index(sg));
+        self.finish_sweep_in(&())
+    }
+
+    /// [`RawHeap::finish_sweep`], with each span's sweep (and the locks it
+    /// takes) inside `scope`.
+    pub(crate) fn finish_sweep_in(&self, scope: &impl LockScope) -> usize {
+        // Each step reads the sweep generation afresh: between steps this
+        // thread may be stopped for a collection that flips it, and sweeping
+        // with a stale generation would take spans off the wrong list and
+        // sweep them against mark bits that were already consumed.
         let mut n = 0;
         for spc in 0..NUM_SPAN_CLASSES {
-            loop {
+            while scope.run(|| {
+                let sg = self.sweepgen.load(Acquire);
+                let (sw, unsw) = (Self::swept_index(sg), 1 - Self::swept_index(sg));
                 let mut c = lock(&self.central[spc]);
                 let Some(s) = pop(&mut c.partial[unsw]).or_else(|| pop(&mut c.full[unsw])) else {
-                    break;
+                    return false;
                 };
                 drop(c);
-                n += 1;
                 if !self.sweep_span(s, sg).span_freed {
                     let mut c = lock(&self.central[spc]);
                     if sp(s).has_free() {
@@ -432,16 +474,25 @@ impl RawHeap {
                         push(&mut c.full[sw], s);
                     }
                 }
+                true
+            }) {
+                n += 1;
             }
         }
-        loop {
+        while scope.run(|| {
+            let sg = self.sweepgen.load(Acquire);
+            let (sw, unsw) = (Self::swept_index(sg), 1 - Self::swept_index(sg));
             let mut l = lock(&self.large);
-            let Some(s) = pop(&mut l[unsw]) else { break };
+            let Some(s) = pop(&mut l[unsw]) else {
+                return false;
+            };
             drop(l);
-            n += 1;
             if !self.sweep_span(s, sg).span_freed {
                 push(&mut lock(&self.large)[sw], s);
             }
+            true
+        }) {
+            n += 1;
         }
         n
     }
@@ -452,6 +503,9 @@ impl RawHeap {
         self.sweepgen.fetch_add(2, Release);
         self.gc_count.fetch_add(1, Relaxed);
         self.live_after_last.store(live_bytes, Relaxed);
+        // Every cache is flushed: what is allocated now is what was marked
+        // (Go's heapLive = heapMarked at mark termination).
+        self.allocated.store(live_bytes, Relaxed);
     }
 
     /// A whole collection for a heap whose mutators are all stopped or which
@@ -472,6 +526,49 @@ impl RawHeap {
         let st = m.finish();
         self.flip_sweepgen(st.bytes);
         st
+    }
+
+    /// Verify mode: copies every in-use span's mark bits aside and clears
+    /// them, ready for a second mark. Allocates nothing. Returns a token for
+    /// [`RawHeap::compare_mark_snapshot`].
+    pub(crate) fn take_mark_snapshot(&self) -> usize {
+        let Some(snap) = &self.snapshot else { return 0 };
+        let base = snap.as_ptr() as *mut u64;
+        let mut n = 0;
+        self.pages.for_each_in_use(&self.arena, |span| {
+            let p = self.arena.page_of(span.base());
+            for w in 0..BITMAP_WORDS {
+                // SAFETY: the snapshot has BITMAP_WORDS words per arena page.
+                unsafe { *base.add(p * BITMAP_WORDS + w) = span.mark_bits[w].swap(0, Relaxed) };
+            }
+            n += 1;
+        });
+        n
+    }
+
+    /// Verify mode: checks the current mark bits against the snapshot.
+    pub(crate) fn compare_mark_snapshot(&self, _token: &usize) -> Result<(), String> {
+        let Some(snap) = &self.snapshot else {
+            return Ok(());
+        };
+        let base = snap.as_ptr() as *const u64;
+        let mut err = None;
+        self.pages.for_each_in_use(&self.arena, |span| {
+            let p = self.arena.page_of(span.base());
+            for w in 0..BITMAP_WORDS {
+                // SAFETY: as in take_mark_snapshot.
+                let before = unsafe { *base.add(p * BITMAP_WORDS + w) };
+                let now = span.mark_bits[w].load(Relaxed);
+                if before != now && err.is_none() {
+                    err = Some(format!(
+                        "span {:#x} (class {}): mark word {w} was {before:#018x}, re-mark gives {now:#018x}",
+                        span.base(),
+                        span.spc.load(Relaxed) >> 1
+                    ));
+                }
+            }
+        });
+        err.map_or(Ok(()), Err)
     }
 
     /// Walks every span and checks the heap's invariants: page-table entries,
@@ -569,12 +666,17 @@ impl RawHeap {
 
     /// Decommits free spans that stayed free for `scavenge_after` collections.
     pub fn scavenge(&self) -> usize {
+        self.scavenge_in(&())
+    }
+
+    /// [`RawHeap::scavenge`], holding the page-heap lock only inside `scope`.
+    pub(crate) fn scavenge_in(&self, scope: &impl LockScope) -> usize {
         let gc = self.gc_count.load(Relaxed);
         if gc < self.config.scavenge_after {
             return 0;
         }
         self.pages
-            .scavenge(&self.arena, gc + 1 - self.config.scavenge_after)
+            .scavenge(&self.arena, gc + 1 - self.config.scavenge_after, scope)
     }
 
     fn alloc_large(&self, size: usize, ty: Type) -> Result<usize, AllocError> {
@@ -622,11 +724,7 @@ impl RawHeap {
             let w = w0 + i;
             let off = w % 64;
             // Within one element of the pattern, take at most up to its end.
-            let (elem, in_elem) = if tw == 0 {
-                (usize::MAX, 0)
-            } else {
-                (i / tw, i % tw)
-            };
+            let (elem, in_elem) = i.checked_div(tw).map_or((usize::MAX, 0), |e| (e, i % tw));
             let mut take = (64 - off).min(nwords - i);
             let src = if elem < count {
                 take = take.min(tw - in_elem);
@@ -658,6 +756,21 @@ fn extract_bits(bits: &[u64], i: usize, take: usize) -> u64 {
         v
     } else {
         v & ((1u64 << take) - 1)
+    }
+}
+
+/// Brackets each short step of heap maintenance that holds a heap lock. The
+/// collector's stopped-world path takes those locks too, so an attached
+/// thread must never be stopped while holding one: the collector runs each
+/// step in a no-preempt region. `()` runs steps plainly (unattached use).
+pub(crate) trait LockScope {
+    /// Runs one step.
+    fn run<R>(&self, f: impl FnOnce() -> R) -> R;
+}
+
+impl LockScope for () {
+    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
     }
 }
 

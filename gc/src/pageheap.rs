@@ -13,10 +13,12 @@
 //! are decommitted (`MADV_DONTNEED`) so resident memory follows the live heap;
 //! they read as zero when reused, so they need no zeroing.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::arena::Arena;
+use crate::heap::LockScope;
 use crate::sizeclass::PAGE_SIZE;
 use crate::span::{Span, FREE, MANUAL};
 
@@ -25,6 +27,37 @@ const POOL_CHUNK: usize = 256;
 
 pub(crate) struct PageHeap {
     inner: Mutex<Inner>,
+    /// `in_use`, `free_committed` and `used_pages`, republished whenever the
+    /// lock is released, so statistics and heap walks need no lock (a thread
+    /// stopped while holding it must not block them).
+    published: [AtomicUsize; 3],
+}
+
+/// The locked page heap; publishes the figures on unlock.
+struct Locked<'a> {
+    g: MutexGuard<'a, Inner>,
+    published: &'a [AtomicUsize; 3],
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.g
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.published[0].store(self.g.in_use, Relaxed);
+        self.published[1].store(self.g.free_committed, Relaxed);
+        self.published[2].store(self.g.used_pages, Release);
+    }
 }
 
 struct Inner {
@@ -135,19 +168,23 @@ impl PageHeap {
                 in_use: 0,
                 free_committed: 0,
             }),
+            published: [const { AtomicUsize::new(0) }; 3],
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            g: self.inner.lock().unwrap_or_else(|e| e.into_inner()),
+            published: &self.published,
+        }
     }
 
+    /// The figures as of the last unlock; takes no lock.
     pub fn stats(&self) -> PageStats {
-        let g = self.lock();
         PageStats {
-            in_use: g.in_use,
-            free_committed: g.free_committed,
-            used_pages: g.used_pages,
+            in_use: self.published[0].load(Relaxed),
+            free_committed: self.published[1].load(Relaxed),
+            used_pages: self.published[2].load(Acquire),
         }
     }
 
@@ -304,31 +341,52 @@ impl PageHeap {
     }
 
     /// Decommits free runs that have been free since before collection
-    /// `before_gc`. Returns the bytes released.
-    pub fn scavenge(&self, arena: &Arena, before_gc: u64) -> usize {
-        let mut g = self.lock();
+    /// `before_gc`. Returns the bytes released. Works in batches of a few
+    /// spans, each holding the lock inside `scope` (a no-preempt region when
+    /// an attached thread scavenges), so no thread is ever stopped holding the
+    /// lock and a stop waits for at most a few `madvise` calls.
+    pub fn scavenge(&self, arena: &Arena, before_gc: u64, scope: &impl LockScope) -> usize {
+        const BATCH: usize = 8;
         let mut released = 0;
-        let heads: Vec<*mut Span> = g.bins.iter().copied().chain([g.large]).collect();
-        for mut s in heads {
-            while !s.is_null() {
-                let sp = span(s);
-                if sp.committed.load(Relaxed) && sp.free_since_gc.load(Relaxed) < before_gc {
-                    arena.decommit(sp.base(), sp.bytes());
-                    sp.committed.store(false, Relaxed);
-                    sp.needzero.store(false, Relaxed);
-                    released += sp.bytes();
+        loop {
+            let (bytes, done) = scope.run(|| {
+                let mut g = self.lock();
+                let mut bytes = 0;
+                let mut n = 0;
+                let heads: [*mut Span; BINS + 1] =
+                    std::array::from_fn(|i| if i < BINS { g.bins[i] } else { g.large });
+                for mut s in heads {
+                    while !s.is_null() {
+                        let sp = span(s);
+                        if sp.committed.load(Relaxed) && sp.free_since_gc.load(Relaxed) < before_gc
+                        {
+                            arena.decommit(sp.base(), sp.bytes());
+                            sp.committed.store(false, Relaxed);
+                            sp.needzero.store(false, Relaxed);
+                            bytes += sp.bytes();
+                            n += 1;
+                            if n == BATCH {
+                                g.free_committed -= bytes;
+                                return (bytes, false);
+                            }
+                        }
+                        s = links(s).next;
+                    }
                 }
-                s = links(s).next;
+                g.free_committed -= bytes;
+                (bytes, true)
+            });
+            released += bytes;
+            if done {
+                return released;
             }
         }
-        g.free_committed -= released;
-        released
     }
 
     /// Calls `f` for every span that is not free (for heap walks while the
     /// world is stopped; allocates nothing).
     pub fn for_each_in_use(&self, arena: &Arena, mut f: impl FnMut(&Span)) {
-        let used = self.lock().used_pages;
+        let used = self.published[2].load(Acquire);
         let mut p = 0;
         while p < used {
             let s = arena.span_slot(p).load(Acquire);

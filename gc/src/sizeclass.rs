@@ -159,8 +159,7 @@ mod tests {
         for c in 2..NUM_CLASSES {
             assert!(CLASSES[c].size > CLASSES[c - 1].size);
         }
-        for c in 1..NUM_CLASSES {
-            let k = CLASSES[c];
+        for (c, &k) in CLASSES.iter().enumerate().take(NUM_CLASSES).skip(1) {
             let span = k.npages as usize * PAGE_SIZE;
             assert_eq!(k.nelems as usize, span / k.size as usize);
             assert!(
@@ -186,7 +185,7 @@ mod tests {
     fn every_size_maps_to_smallest_fitting_class() {
         for size in 0..=MAX_SMALL_SIZE {
             let c = size_to_class(size);
-            assert!(c >= 1 && c < NUM_CLASSES, "size {size}");
+            assert!((1..NUM_CLASSES).contains(&c), "size {size}");
             assert!(
                 CLASSES[c].size as usize >= size,
                 "size {size} does not fit class {c}"
@@ -202,8 +201,7 @@ mod tests {
 
     #[test]
     fn div_mul_is_exact_for_every_offset() {
-        for c in 1..NUM_CLASSES {
-            let k = CLASSES[c];
+        for (c, &k) in CLASSES.iter().enumerate().take(NUM_CLASSES).skip(1) {
             let span = k.npages as u64 * PAGE_SIZE as u64;
             for off in 0..span {
                 let idx = (off * k.div_mul as u64) >> 32;

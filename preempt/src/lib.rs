@@ -104,7 +104,7 @@ pub use poll::{
 pub use registry::{AttachError, Attached, Config, ConfigError, Mode, Registry, Strategy};
 pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
-pub use sys::{Gprs, GPR_NAMES, NGPRS};
+pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 
 /// Whether the calling thread is attached to any registry.
 pub fn is_attached() -> bool {

@@ -348,6 +348,37 @@ impl Registry {
         self.inner.signals_sent.load(Ordering::Relaxed)
     }
 
+    /// Runs `f` inside a no-preempt region when the calling thread is
+    /// attached to this registry, and plainly otherwise. An embedder's
+    /// coordinator-side code wraps every lock that the stopped-world path
+    /// also takes in this: a thread stopped while holding such a lock would
+    /// deadlock the collector. Keep `f` short; a stop waits for it.
+    pub fn no_preempt<R>(&self, f: impl FnOnce() -> R) -> R {
+        let Some(rec) = current().filter(|r| std::ptr::eq(r.registry, &*self.inner)) else {
+            return f();
+        };
+        rec.no_preempt.fetch_add(1, Ordering::Relaxed);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        struct End(*const ThreadRecord);
+        impl Drop for End {
+            fn drop(&mut self) {
+                std::sync::atomic::compiler_fence(Ordering::SeqCst);
+                // `f` cannot detach this thread (detach needs the `Attached`,
+                // which is borrowed or owned elsewhere), but check rather than
+                // trust: only touch the record if it is still ours.
+                let Some(rec) = current().filter(|r| std::ptr::eq(*r, self.0)) else {
+                    return;
+                };
+                let prev = rec.no_preempt.fetch_sub(1, Ordering::Relaxed);
+                if prev == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0 {
+                    crate::park::poll_slow(rec);
+                }
+            }
+        }
+        let _end = End(rec);
+        f()
+    }
+
     /// Attaches the calling thread. The returned handle detaches on drop, and
     /// the thread is detached at exit even if the handle is leaked.
     pub fn attach(&self) -> Result<Attached, AttachError> {

@@ -357,15 +357,14 @@ impl Registry {
         if !signal_mode || r.acked.load(Ordering::SeqCst) >= e {
             return;
         }
+        // With a signal already outstanding, send another only on a resend: it
+        // has been outstanding for a whole resend interval and counts as lost.
         if r.signal_pending
             .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
+            && !resend
         {
-            if !resend {
-                return;
-            }
-            // A signal has been outstanding for a whole resend interval: treat
-            // it as lost and send another.
+            return;
         }
         if r.state.load(Ordering::SeqCst) != state::RUNNING {
             // It parked or entered a safe region meanwhile; no signal needed.

@@ -532,22 +532,20 @@ extern "C" {
 impl Width {
     /// The address range of the variant's spin loop.
     fn loop_range(self) -> std::ops::Range<u64> {
-        // SAFETY: only the symbols' addresses are taken, never their contents.
-        let (a, b) = unsafe {
-            match self {
-                Width::Zmm => (
-                    &raw const pardon_test_loop_zmm_start,
-                    &raw const pardon_test_loop_zmm_end,
-                ),
-                Width::Ymm => (
-                    &raw const pardon_test_loop_ymm_start,
-                    &raw const pardon_test_loop_ymm_end,
-                ),
-                Width::Xmm => (
-                    &raw const pardon_test_loop_xmm_start,
-                    &raw const pardon_test_loop_xmm_end,
-                ),
-            }
+        // Taking an extern static's address is safe; its contents are never read.
+        let (a, b) = match self {
+            Width::Zmm => (
+                &raw const pardon_test_loop_zmm_start,
+                &raw const pardon_test_loop_zmm_end,
+            ),
+            Width::Ymm => (
+                &raw const pardon_test_loop_ymm_start,
+                &raw const pardon_test_loop_ymm_end,
+            ),
+            Width::Xmm => (
+                &raw const pardon_test_loop_xmm_start,
+                &raw const pardon_test_loop_xmm_end,
+            ),
         };
         a as u64..b as u64 + 1
     }

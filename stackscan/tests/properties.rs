@@ -106,8 +106,8 @@ proptest! {
         let specs: Vec<(FrameSpec, FrameMap)> = specs
             .into_iter()
             .map(|mut s| {
-                for v in s.values.iter_mut() {
-                    if let Some((o, _)) = v { *o %= sizes.len(); }
+                for (o, _) in s.values.iter_mut().flatten() {
+                    *o %= sizes.len();
                 }
                 let m = build_map(&s);
                 (s, m)

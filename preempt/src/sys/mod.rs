@@ -10,7 +10,7 @@ mod linux_x86_64;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use linux_x86_64::*;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub use linux_x86_64::{Gprs, GPR_NAMES, NGPRS};
+pub use linux_x86_64::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!(

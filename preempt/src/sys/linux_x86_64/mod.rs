@@ -8,10 +8,9 @@ mod trampoline;
 
 pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use regs::{
-    for_each_vector_word, gprs_from_ucontext, spill_callee_saved, xsave_from_ucontext,
-    xsave_layout, TrampolineFrame,
+    for_each_vector_word, gprs_from_ucontext, xsave_from_ucontext, xsave_layout, TrampolineFrame,
 };
-pub use regs::{Gprs, GPR_NAMES, NGPRS};
+pub use regs::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 pub(crate) use signal::{inject_call, install, interrupted_sp};
 pub(crate) use thread::{approx_sp, current_stack_bounds, gettid, send_signal};
 pub(crate) use trampoline::injection_stack_need;

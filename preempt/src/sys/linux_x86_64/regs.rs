@@ -188,7 +188,11 @@ pub(crate) fn xsave_layout() -> XsaveLayout {
                 }
             }
         }
-        XSAVE_SIZE.store(l.size, Ordering::Relaxed);
+        // The trampoline aligns RSP to 64 and subtracts this: round it up so
+        // the image stays 64-byte aligned (XSAVE faults otherwise). CPUID's
+        // size is not always a multiple of 64 (2696 bytes with AVX-512 and
+        // PKRU, for one).
+        XSAVE_SIZE.store(l.size.next_multiple_of(64), Ordering::Relaxed);
         l
     })
 }
@@ -233,7 +237,7 @@ pub(crate) unsafe fn for_each_vector_word(ptr: usize, len: usize, mut f: impl Fn
 /// region. Values only the caller's callers hold in callee-saved registers
 /// would otherwise be invisible to the collector.
 #[inline(always)]
-pub(crate) fn spill_callee_saved(out: &mut Gprs) {
+pub fn spill_callee_saved(out: &mut Gprs) {
     *out = [0; NGPRS];
     let p = out.as_mut_ptr();
     // SAFETY: writes six words at fixed offsets inside `out` (18 words long);

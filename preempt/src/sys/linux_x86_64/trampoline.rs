@@ -16,8 +16,8 @@
 //! and returns with RSP = L and RIP = `pardon_async_preempt`. Once the kernel
 //! has restored the context the signal frame is dead memory, so the first
 //! instructions below rebuild what a real CALL from the interrupted
-//! instruction would have left, one red zone lower: RSP = T = interrupted RSP
-//! - 136 with `[T]` = resume RIP. They use only MOV, PUSH, POP and LEA, none of
+//! instruction would have left, one red zone lower: RSP = T = (interrupted
+//! RSP minus 136) with `[T]` = resume RIP. They use only MOV, PUSH, POP and LEA, none of
 //! which touches the flags, and restore the two scratch registers they borrow.
 //!
 //! From there the frame is, from the top down:

@@ -1,0 +1,551 @@
+//! The collector: a heap shared by attached mutator threads, collected by
+//! stopping them (by signal, or at polls) and marking from their roots.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+
+use std::time::{Duration, Instant};
+
+use pardon_preempt::{Attached, Registry, StopError, StopKind, StoppedWorld};
+use pardon_stackscan::{FrameChain, RootKind, Scanner};
+
+use crate::config::{Config, ConfigError};
+use crate::heap::{lock, AllocError, RawHeap, ThreadCache};
+use crate::roots::{GlobalRoots, SlotTable};
+use crate::stats::{CycleStats, GcStats, StatsRecorder};
+use crate::types::{Type, TypeDesc, TypeError};
+
+/// How the collector stops mutator threads; chosen when the heap is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preemption {
+    /// A signal, handled by injecting a call that saves every register and
+    /// parks (the default; Go's `asyncPreempt`).
+    Signal,
+    /// A signal, parking inside the handler.
+    SignalInHandler,
+    /// No signals: threads stop only at polls, allocation and safe regions.
+    PollOnly,
+}
+
+impl Preemption {
+    fn mode(self) -> pardon_preempt::Mode {
+        use pardon_preempt::{Mode, Strategy};
+        match self {
+            Preemption::Signal => Mode::Signal(Strategy::Inject),
+            Preemption::SignalInHandler => Mode::Signal(Strategy::InHandler),
+            Preemption::PollOnly => Mode::PollOnly,
+        }
+    }
+}
+
+/// Everything `Heap::new` can reject.
+#[derive(Debug)]
+pub enum HeapError {
+    /// A heap setting is invalid.
+    Config(ConfigError),
+    /// A preemption setting is invalid.
+    Preempt(pardon_preempt::ConfigError),
+}
+
+impl fmt::Display for HeapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeapError::Config(e) => e.fmt(f),
+            HeapError::Preempt(e) => e.fmt(f),
+        }
+    }
+}
+impl std::error::Error for HeapError {}
+
+/// Why a collection did not happen.
+#[derive(Debug, Clone)]
+pub enum CollectError {
+    /// Some mutator did not stop within the configured timeout.
+    Stop(StopError),
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectError::Stop(e) => write!(f, "collection abandoned: {e}"),
+        }
+    }
+}
+impl std::error::Error for CollectError {}
+
+pub(crate) struct Shared {
+    pub raw: RawHeap,
+    pub registry: Registry,
+    pub globals: GlobalRoots,
+    next_gc: AtomicUsize,
+    gc_percent: Option<u32>,
+    trace: bool,
+    verify: bool,
+    pub stats: Mutex<StatsRecorder>,
+    cycles: AtomicU64,
+}
+
+/// A garbage-collected heap that threads attach to. Cheap to clone; all
+/// clones are the same heap.
+#[derive(Clone)]
+pub struct Heap {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Heap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Heap")
+            .field("stats", &self.shared.raw.stats())
+            .finish()
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// The per-thread state a coordinator reaches through the thread's preempt
+/// word while the thread is stopped.
+pub(crate) struct MutatorState {
+    pub cache: UnsafeCell<ThreadCache>,
+    pub chain: AtomicUsize,
+    pub handles: UnsafeCell<SlotTable>,
+}
+
+impl Heap {
+    /// Creates a heap. Environment overrides: `PARDON_GOGC` (a percentage, or
+    /// `off`), `PARDON_GCTRACE=1` (one line per collection on stderr),
+    /// `PARDON_VERIFY=1` (verification mode).
+    pub fn new(config: Config) -> Result<Heap, HeapError> {
+        let mut config = config;
+        if env_flag("PARDON_VERIFY") {
+            config.verify = true;
+        }
+        let gc_percent = match std::env::var("PARDON_GOGC") {
+            Ok(v) if v.eq_ignore_ascii_case("off") => None,
+            Ok(v) => Some(v.parse::<u32>().map_err(|_| {
+                HeapError::Config(ConfigError(format!(
+                    "PARDON_GOGC: {v:?} is neither a percentage nor \"off\""
+                )))
+            })?),
+            Err(_) => config.gc_percent,
+        };
+        let registry = Registry::new(pardon_preempt::Config {
+            mode: config.preemption.mode(),
+            stop_timeout: config.stop_timeout,
+            ..pardon_preempt::Config::default()
+        })
+        .map_err(HeapError::Preempt)?;
+        let trace = env_flag("PARDON_GCTRACE") || config.trace;
+        let verify = config.verify;
+        let min_heap = config.min_heap;
+        let raw = RawHeap::new(config).map_err(HeapError::Config)?;
+        Ok(Heap {
+            shared: Arc::new(Shared {
+                raw,
+                registry,
+                globals: GlobalRoots::new(),
+                next_gc: AtomicUsize::new(if gc_percent.is_some() {
+                    min_heap
+                } else {
+                    usize::MAX
+                }),
+                gc_percent,
+                trace,
+                verify,
+                stats: Mutex::new(StatsRecorder::new()),
+                cycles: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The raw heap underneath (lookup, statistics).
+    pub fn raw(&self) -> &RawHeap {
+        &self.shared.raw
+    }
+
+    /// The thread registry (for polls-only loops and the benchmark suite).
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Registers a type for the raw layer.
+    pub fn register_type(&self, desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
+        self.shared.raw.register_type(desc)
+    }
+
+    /// Attaches the calling thread as a mutator.
+    pub fn attach(&self) -> Result<Mutator, pardon_preempt::AttachError> {
+        let attached = self.shared.registry.attach()?;
+        let state = Box::new(MutatorState {
+            cache: UnsafeCell::new(ThreadCache::new()),
+            chain: AtomicUsize::new(0),
+            handles: UnsafeCell::new(SlotTable::new()),
+        });
+        attached.frame_chain().store(
+            &*state as *const MutatorState as usize,
+            std::sync::atomic::Ordering::Release,
+        );
+        Ok(Mutator {
+            heap: self.clone(),
+            attached,
+            state,
+        })
+    }
+
+    /// Adds a global root: `addr` keeps its object alive until the returned
+    /// id is removed. Fails only past about a million global roots.
+    pub fn add_root(&self, addr: usize) -> Result<GlobalRootId, String> {
+        self.shared.globals.insert(addr).map(GlobalRootId)
+    }
+
+    /// Changes a global root's value.
+    pub fn set_root(&self, id: GlobalRootId, addr: usize) {
+        self.shared.globals.set(id.0, addr);
+    }
+
+    /// The value of a global root.
+    pub fn root_value(&self, id: GlobalRootId) -> usize {
+        self.shared.globals.get(id.0)
+    }
+
+    /// Removes a global root.
+    pub fn remove_root(&self, id: GlobalRootId) {
+        self.shared.globals.remove(id.0);
+    }
+
+    /// Collects now. From an attached thread, prefer [`Mutator::collect`]
+    /// (this works too: the calling thread is stopped like any other).
+    #[inline(never)]
+    pub fn collect(&self) -> Result<CycleStats, CollectError> {
+        with_entry(|sp| self.shared.collect(sp))
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> GcStats {
+        // The stopped-world path reads the recorder: never be stopped holding it.
+        let sh = &self.shared;
+        sh.registry
+            .no_preempt(|| lock(&sh.stats).snapshot(sh.raw.stats()))
+    }
+
+    /// Completed collections.
+    pub fn collections(&self) -> u64 {
+        self.shared.cycles.load(Relaxed)
+    }
+}
+
+/// Runs heap-maintenance steps in a no-preempt region when the caller is an
+/// attached thread (see [`crate::heap::LockScope`]).
+struct NoPreemptScope<'a>(&'a Registry);
+
+impl crate::heap::LockScope for NoPreemptScope<'_> {
+    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.0.no_preempt(f)
+    }
+}
+
+/// Identifies a global root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalRootId(usize);
+
+impl Shared {
+    fn pacer_due(&self) -> bool {
+        self.raw.allocated.load(Relaxed) >= self.next_gc.load(Relaxed)
+    }
+
+    /// A whole collection, coordinated by the calling thread. `entry_sp` is
+    /// the stack position of the public entry point: if the caller is an
+    /// attached thread, its conservative range starts there, above the
+    /// collector's own frames (which change while it marks, and would make a
+    /// verification re-mark disagree).
+    pub(crate) fn collect(&self, entry_sp: usize) -> Result<CycleStats, CollectError> {
+        let cycles_before = self.cycles.load(Relaxed);
+        let t0 = Instant::now();
+        // Sweep what is left while the world runs, to keep the pause short.
+        let scope = NoPreemptScope(&self.registry);
+        self.raw.finish_sweep_in(&scope);
+        let heap_before = self.raw.stats().span_bytes;
+        let world = self.registry.stop_the_world().map_err(CollectError::Stop)?;
+        if self.cycles.load(Relaxed) != cycles_before {
+            // Another thread collected while we waited for the world.
+            let st = lock(&self.stats).last;
+            return Ok(st);
+        }
+        let stopped_at = Instant::now();
+        let mut cycle = CycleStats {
+            ttsp: world.stats().ttsp,
+            signals: world.stats().signals,
+            heap_before,
+            ..CycleStats::default()
+        };
+        // Every stopped thread is outside allocation: flush its cache.
+        for t in world.threads() {
+            if let Some(ms) = mutator_state(t.frame_chain()) {
+                // SAFETY: the owner is stopped outside any no-preempt region,
+                // so no reference to its cache is live; restart is ordered
+                // after this by the world's handshake.
+                unsafe { (*ms.cache.get()).flush(&self.raw) };
+            }
+            match t.kind() {
+                StopKind::Injected => cycle.stopped_injected += 1,
+                StopKind::InHandler => cycle.stopped_in_handler += 1,
+                StopKind::Poll => cycle.stopped_poll += 1,
+                StopKind::SafeRegion => cycle.stopped_safe += 1,
+                StopKind::Coordinator => {}
+            }
+        }
+        self.raw.finish_sweep();
+        let mark_start = Instant::now();
+        let mark = self.mark_all(&world, entry_sp, &mut cycle);
+        if self.verify {
+            self.verify_mark(&world, entry_sp, &mut cycle);
+        }
+        cycle.mark = mark_start.elapsed();
+        cycle.marked_objects = mark.objects;
+        cycle.live = mark.bytes;
+        self.raw.flip_sweepgen(mark.bytes);
+        if let Some(p) = self.gc_percent {
+            let goal = (mark.bytes as u128 * (100 + p as u128) / 100) as usize;
+            self.next_gc
+                .store(goal.max(self.raw.config.min_heap), Relaxed);
+        }
+        self.cycles.fetch_add(1, Relaxed);
+        cycle.pause = stopped_at.elapsed() + cycle.ttsp;
+        drop(world);
+        cycle.total = t0.elapsed();
+        cycle.heap_after = self.raw.stats().span_bytes;
+        cycle.number = self.cycles.load(Relaxed);
+        self.raw.scavenge_in(&scope);
+        self.registry
+            .no_preempt(|| lock(&self.stats).record(&cycle));
+        if self.trace {
+            eprintln!("{}", cycle.trace_line());
+        }
+        Ok(cycle)
+    }
+
+    /// Marks from every root: global roots, then each stopped thread's handle
+    /// table, frames, conservative stack range and registers.
+    fn mark_all(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        cycle: &mut CycleStats,
+    ) -> crate::mark::MarkStats {
+        let raw = &self.raw;
+        let mut m = raw.marker();
+        self.globals.for_each(|v| {
+            m.mark_word(v);
+        });
+        for t in world.threads() {
+            let (lo, hi) = t.stack_bounds();
+            let ms = mutator_state(t.frame_chain());
+            if let Some(ms) = ms {
+                // SAFETY: the owner is stopped; its table is only mutated in
+                // no-preempt regions, so it is consistent.
+                unsafe { &*ms.handles.get() }.for_each(|v| {
+                    m.mark_word(v);
+                });
+            }
+            let head = ms.map_or(0, |ms| ms.chain.load(std::sync::atomic::Ordering::Acquire));
+            let finder = |a: usize| raw.find_object(a);
+            let mut hits: usize = 0;
+            let mut sc = Scanner::new(&finder, lo, hi, |base, kind| {
+                if kind != RootKind::Precise {
+                    hits += 1;
+                }
+                m.mark_word(base);
+            });
+            let scan_lo = if t.kind() == StopKind::Coordinator {
+                entry_sp
+            } else {
+                t.scan_lo()
+            };
+            // SAFETY: the thread is stopped, or is this coordinator, whose
+            // frames above its entry point do not change while it marks; the
+            // stack from scan_lo up is readable; its frames are linked.
+            unsafe { sc.thread(scan_lo, head, t.gprs()) };
+            t.for_each_vector_word(|v| sc.word(v as usize, RootKind::Register));
+            cycle.words_scanned += sc.stats.words_examined;
+            cycle.precise_roots += sc.stats.precise_roots;
+            cycle.conservative_roots += hits;
+        }
+        m.finish()
+    }
+
+    /// Verification: snapshot the marks, clear them, mark again from the same
+    /// roots, and require the two marks to agree.
+    fn verify_mark(&self, world: &StoppedWorld<'_>, entry_sp: usize, cycle: &mut CycleStats) {
+        let first = self.raw.take_mark_snapshot();
+        let mut scratch = CycleStats::default();
+        self.mark_all(world, entry_sp, &mut scratch);
+        if let Err(e) = self.raw.compare_mark_snapshot(&first) {
+            panic!("pardon verify: re-marking from scratch disagrees with the mark: {e}");
+        }
+        cycle.verified = true;
+    }
+}
+
+/// Runs a collection from a public entry point. The callee-saved registers
+/// are stored into an array in the entry point's own frame first, and the
+/// coordinator's conservative range starts at that array: a caller's pointer
+/// held only in rbx or r12-r15 is then on the scanned stack, even though the
+/// collector's deeper frames push it below the range while it marks. (The
+/// range must stop above those deeper frames: they change during marking and
+/// would make a verification re-mark disagree.)
+#[inline(always)]
+fn with_entry<R>(f: impl FnOnce(usize) -> R) -> R {
+    let mut regs = [0u64; pardon_preempt::NGPRS];
+    pardon_preempt::spill_callee_saved(&mut regs);
+    let at = std::hint::black_box(&regs).as_ptr() as usize;
+    let r = f(at);
+    std::hint::black_box(&regs);
+    r
+}
+
+pub(crate) fn mutator_state<'a>(word: usize) -> Option<&'a MutatorState> {
+    // SAFETY: every thread attached to a pardon heap's registry is attached
+    // through `Heap::attach`, which stores a pointer to its boxed
+    // MutatorState in the word before the thread can be stopped; the box
+    // lives until the Mutator is dropped, after which the thread is detached.
+    (word != 0).then(|| unsafe { &*(word as *const MutatorState) })
+}
+
+/// A thread's attachment to a heap: allocates, polls, enters safe regions and
+/// declares frames. Not `Send`; detaches on drop.
+pub struct Mutator {
+    pub(crate) heap: Heap,
+    pub(crate) attached: Attached,
+    pub(crate) state: Box<MutatorState>,
+}
+
+impl fmt::Debug for Mutator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mutator")
+            .field("tid", &self.attached.tid())
+            .finish()
+    }
+}
+
+impl Mutator {
+    /// The heap.
+    pub fn heap(&self) -> &Heap {
+        &self.heap
+    }
+
+    /// The preempt attachment (polls, no-preempt regions, counters).
+    pub fn attached(&self) -> &Attached {
+        &self.attached
+    }
+
+    /// The frame chain to link [`pardon_stackscan`] frames into.
+    pub fn frames(&self) -> FrameChain<'_> {
+        FrameChain(&self.state.chain)
+    }
+
+    /// A safepoint poll.
+    #[inline(always)]
+    pub fn poll(&self) {
+        self.attached.poll();
+    }
+
+    /// Runs `f` in a safe region: for blocking calls; `f` must not touch the
+    /// managed heap.
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.attached.safe_region(f)
+    }
+
+    /// Collects now, with this thread as the coordinator.
+    #[inline(never)]
+    pub fn collect(&self) -> Result<CycleStats, CollectError> {
+        with_entry(|sp| self.heap.shared.collect(sp))
+    }
+
+    /// Allocates a zeroed object of raw type `ty` and returns its address.
+    /// Nothing roots it: keep it in a frame slot, a handle, a global root or
+    /// another reachable object before the next safepoint the caller cannot
+    /// see conservatively. Collects first when the pacer says so, and once
+    /// more before reporting exhaustion.
+    #[inline]
+    pub fn alloc_raw(&self, ty: Type) -> Result<usize, AllocError> {
+        self.alloc_with(|c, raw| c.alloc(raw, ty))
+    }
+
+    /// Allocates a zeroed array of `n` objects of raw type `ty`.
+    pub fn alloc_raw_array(&self, ty: Type, n: usize) -> Result<usize, AllocError> {
+        self.alloc_with(|c, raw| c.alloc_array(raw, ty, n))
+    }
+
+    #[inline(always)]
+    fn alloc_with(
+        &self,
+        f: impl Fn(&mut ThreadCache, &RawHeap) -> Result<std::ptr::NonNull<u8>, AllocError>,
+    ) -> Result<usize, AllocError> {
+        let shared = &*self.heap.shared;
+        if shared.pacer_due() {
+            self.paced_collect();
+        }
+        let r = {
+            let _np = self.attached.no_preempt();
+            // SAFETY: owner thread inside a no-preempt region: no coordinator
+            // touches the cache until the region ends.
+            f(unsafe { &mut *self.state.cache.get() }, &shared.raw)
+        };
+        match r {
+            Ok(p) => Ok(p.as_ptr() as usize),
+            Err(AllocError::HeapExhausted { .. }) => {
+                let _ = self.collect();
+                let _np = self.attached.no_preempt();
+                // SAFETY: as above.
+                f(unsafe { &mut *self.state.cache.get() }, &shared.raw).map(|p| p.as_ptr() as usize)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cold]
+    fn paced_collect(&self) {
+        // A failed stop (timeout) is reported by the next explicit collect;
+        // allocation goes on.
+        let _ = self.collect();
+    }
+
+    /// Adds `addr` to this thread's handle table (a precise root) and returns
+    /// its slot.
+    pub(crate) fn push_handle(&self, addr: usize) -> usize {
+        let _np = self.attached.no_preempt();
+        // SAFETY: owner thread in a no-preempt region.
+        unsafe { (*self.state.handles.get()).insert(addr) }
+    }
+
+    pub(crate) fn pop_handle(&self, slot: usize) {
+        let _np = self.attached.no_preempt();
+        // SAFETY: owner thread in a no-preempt region.
+        unsafe { (*self.state.handles.get()).remove(slot) }
+    }
+
+    /// Live handles in this thread's table.
+    pub fn handle_count(&self) -> usize {
+        // SAFETY: owner thread; read-only.
+        unsafe { (*self.state.handles.get()).live() }
+    }
+}
+
+impl Drop for Mutator {
+    fn drop(&mut self) {
+        let _np = self.attached.no_preempt();
+        // SAFETY: owner thread in a no-preempt region.
+        unsafe { (*self.state.cache.get()).flush(&self.heap.shared.raw) };
+        // Detaching (dropping `attached`, after this) clears the preempt word.
+        self.attached
+            .frame_chain()
+            .store(0, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// How long a collection may wait for mutators by default.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);

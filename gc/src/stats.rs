@@ -1,0 +1,128 @@
+//! Collection statistics and the gctrace line.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::heap::HeapStats;
+
+/// Figures for one collection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CycleStats {
+    /// Collection number (1-based).
+    pub number: u64,
+    /// Time to safepoint: request to every thread stopped.
+    pub ttsp: Duration,
+    /// Stop-to-restart: time to safepoint plus the stopped-world work.
+    pub pause: Duration,
+    /// Marking (and verification) time inside the pause.
+    pub mark: Duration,
+    /// Whole collection, including the sweep before stopping.
+    pub total: Duration,
+    /// Span bytes in use before and after.
+    pub heap_before: usize,
+    /// See `heap_before`.
+    pub heap_after: usize,
+    /// Bytes marked (live).
+    pub live: usize,
+    /// Objects marked.
+    pub marked_objects: usize,
+    /// Conservative roots found (stack and register words that hit objects).
+    pub conservative_roots: usize,
+    /// Precise frame-slot roots found.
+    pub precise_roots: usize,
+    /// Words examined conservatively.
+    pub words_scanned: usize,
+    /// Signals sent for the stop.
+    pub signals: u32,
+    /// Threads stopped by each route.
+    pub stopped_injected: u32,
+    /// See `stopped_injected`.
+    pub stopped_in_handler: u32,
+    /// See `stopped_injected`.
+    pub stopped_poll: u32,
+    /// See `stopped_injected`.
+    pub stopped_safe: u32,
+    /// Verification re-marked and agreed.
+    pub verified: bool,
+}
+
+fn mb(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+impl CycleStats {
+    /// One line in the spirit of Go's `GODEBUG=gctrace=1`.
+    pub fn trace_line(&self) -> String {
+        format!(
+            "pardon gc {}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise, stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
+            self.number,
+            self.ttsp.as_secs_f64() * 1e6,
+            self.pause.as_secs_f64() * 1e6,
+            self.mark.as_secs_f64() * 1e6,
+            mb(self.heap_before),
+            mb(self.heap_after),
+            mb(self.live),
+            self.marked_objects,
+            self.conservative_roots,
+            self.precise_roots,
+            self.stopped_injected,
+            self.stopped_in_handler,
+            self.stopped_poll,
+            self.stopped_safe,
+            if self.verified { ", verified" } else { "" },
+        )
+    }
+}
+
+/// Accumulated statistics.
+#[derive(Clone, Debug)]
+pub struct GcStats {
+    /// Completed collections.
+    pub collections: u64,
+    /// Time to safepoint, nanoseconds.
+    pub ttsp_ns: Histogram<u64>,
+    /// Pauses (stop to restart), nanoseconds.
+    pub pause_ns: Histogram<u64>,
+    /// The last collection.
+    pub last: CycleStats,
+    /// Heap figures now.
+    pub heap: HeapStats,
+}
+
+pub(crate) struct StatsRecorder {
+    pub collections: u64,
+    pub ttsp: Histogram<u64>,
+    pub pause: Histogram<u64>,
+    pub last: CycleStats,
+}
+
+impl StatsRecorder {
+    pub fn new() -> StatsRecorder {
+        let h = || Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+        StatsRecorder {
+            collections: 0,
+            ttsp: h(),
+            pause: h(),
+            last: CycleStats::default(),
+        }
+    }
+
+    pub fn record(&mut self, c: &CycleStats) {
+        self.collections += 1;
+        self.ttsp.saturating_record(c.ttsp.as_nanos().max(1) as u64);
+        self.pause
+            .saturating_record(c.pause.as_nanos().max(1) as u64);
+        self.last = *c;
+    }
+
+    pub fn snapshot(&self, heap: HeapStats) -> GcStats {
+        GcStats {
+            collections: self.collections,
+            ttsp_ns: self.ttsp.clone(),
+            pause_ns: self.pause.clone(),
+            last: self.last,
+            heap,
+        }
+    }
+}
