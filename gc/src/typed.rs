@@ -139,6 +139,14 @@ impl<T: GcObject> Member<T> {
             .store(v.map_or(0, |r| r.addr()), Ordering::Release);
     }
 
+    /// The raw address the field holds (0 when null). Reading it creates no
+    /// root: the address stays valid only while something else keeps the
+    /// object reachable (pardon never moves objects).
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self.word.load(Ordering::Acquire)
+    }
+
     /// Whether the field is null.
     pub fn is_null(&self) -> bool {
         self.word.load(Ordering::Relaxed) == 0

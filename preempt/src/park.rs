@@ -12,28 +12,56 @@ use crate::registry::{current, Mode, Strategy, ThreadRecord, CURRENT};
 use crate::state::{self, StopKind};
 use crate::sys;
 
-/// Publishes, acknowledges and sleeps until the world restarts.
+/// Publishes, acknowledges and sleeps until the world restarts; then, if the
+/// next stop's request is already pending, parks again at once, from the same
+/// place (the registers and stack published are still exact).
+///
+/// That last step closes a lost-wakeup race: a thread still asleep here when
+/// the world restarts may get the next stop's signal before it has woken. Its
+/// handler sees a thread that is not `RUNNING` and does nothing, and a loop
+/// without polls would then run on until the coordinator re-sends the signal
+/// a whole resend interval later (it showed as a 200-300 µs tail).
 fn park(rec: &ThreadRecord, e: u64, kind: StopKind, scan_lo: usize, xsave: (usize, usize)) {
     let reg = rec.registry();
-    let w = reg.world.load(Ordering::SeqCst);
-    if w & 1 == 0 {
-        // The stop this request belonged to has already ended (it timed out).
-        rec.state.store(state::RUNNING, Ordering::SeqCst);
-        return;
-    }
-    rec.park_kind.store(kind as u32, Ordering::Relaxed);
-    rec.scan_lo.store(scan_lo, Ordering::Relaxed);
-    rec.xsave_ptr.store(xsave.0, Ordering::Relaxed);
-    rec.xsave_len.store(xsave.1, Ordering::Relaxed);
-    rec.poll_flag.store(0, Ordering::Relaxed);
-    rec.state.store(state::PARKED, Ordering::SeqCst);
-    rec.count_park(kind);
-    rec.ack(e);
-    while reg.world.load(Ordering::SeqCst) == w {
-        sys::futex_wait(&reg.world, w, None);
+    let mut e = e;
+    loop {
+        let w = reg.world.load(Ordering::SeqCst);
+        if w & 1 == 0 {
+            // The stop this request belonged to has already ended (it timed out).
+            rec.state.store(state::RUNNING, Ordering::SeqCst);
+            return;
+        }
+        // CLOCK_MONOTONIC through the vDSO: async-signal-safe, no allocation.
+        let t0 = std::time::Instant::now();
+        rec.park_kind.store(kind as u32, Ordering::Relaxed);
+        rec.scan_lo.store(scan_lo, Ordering::Relaxed);
+        rec.xsave_ptr.store(xsave.0, Ordering::Relaxed);
+        rec.xsave_len.store(xsave.1, Ordering::Relaxed);
+        rec.poll_flag.store(0, Ordering::Relaxed);
+        rec.state.store(state::PARKED, Ordering::SeqCst);
+        rec.count_park(kind);
+        rec.ack(e);
+        while reg.world.load(Ordering::SeqCst) == w {
+            sys::futex_wait(&reg.world, w, None);
+        }
+        rec.parked_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match rec.request_pending() {
+            Some(next) => e = next,
+            None => break,
+        }
     }
     rec.xsave_ptr.store(0, Ordering::Relaxed);
     rec.state.store(state::RUNNING, Ordering::SeqCst);
+    // A request that arrives from here on finds the thread RUNNING and gets
+    // its own signal.
+    if let Some(next) = rec.request_pending() {
+        // Arrived between the check above and the store: park now rather
+        // than wait for a re-send.
+        if reg.world.load(Ordering::SeqCst) & 1 == 1 {
+            park(rec, next, kind, scan_lo, xsave);
+        }
+    }
 }
 
 /// The signal handler's decision. Returns whether the signal was ours (sent

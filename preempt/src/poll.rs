@@ -106,9 +106,23 @@ impl Poller<'_> {
 
 /// How a loop polls. Loop code is generic over it, so [`NoPoll`] compiles to
 /// nothing and [`StripMined`] polls every N iterations.
+///
+/// Loops that a compiler could strip-mine (counted loops) are written as an
+/// outer loop over strips of [`PollStrategy::STRIP`] iterations, calling
+/// [`PollStrategy::end_strip`] after each, with an inner loop that calls
+/// [`PollStrategy::tick`] only when `STRIP == usize::MAX` (strategies that
+/// are not strip-mined). [`StripMined`] thus polls once per strip and leaves
+/// the inner loop poll-free, so it still vectorises, as in HotSpot. Loops of
+/// unknown trip count (spin-waits) call `tick` every iteration; strip-mined
+/// strategies count those down.
 pub trait PollStrategy {
+    /// Iterations per strip in counted loops; `usize::MAX` for one strip.
+    const STRIP: usize = usize::MAX;
     /// Called once per loop iteration (per back edge).
     fn tick(&mut self);
+    /// Called after each strip of a counted loop.
+    #[inline(always)]
+    fn end_strip(&mut self) {}
     /// Called between kernel calls (the only poll of the cooperative-only
     /// baseline).
     fn between_calls(&mut self);
@@ -155,6 +169,11 @@ impl<'a, const N: u32> StripMined<'a, N> {
 }
 
 impl<const N: u32> PollStrategy for StripMined<'_, N> {
+    const STRIP: usize = N as usize;
+    #[inline(always)]
+    fn end_strip(&mut self) {
+        self.poller.poll();
+    }
     #[inline(always)]
     fn tick(&mut self) {
         self.left -= 1;

@@ -187,6 +187,9 @@ pub(crate) struct ThreadRecord {
     /// Counters, for tests and statistics.
     pub signals_received: AtomicU64,
     pub parks: [AtomicU64; 6],
+    /// Nanoseconds spent parked (from publishing to waking), all kinds but
+    /// safe regions.
+    pub parked_ns: AtomicU64,
     pub deferred: AtomicU64,
 }
 
@@ -405,6 +408,7 @@ impl Registry {
             xsave_len: AtomicUsize::new(0),
             signals_received: AtomicU64::new(0),
             parks: Default::default(),
+            parked_ns: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
         });
         let ptr: *const ThreadRecord = Box::into_raw(rec);
@@ -482,6 +486,12 @@ impl Attached {
     /// How many times this thread parked by `kind`.
     pub fn parks(&self, kind: StopKind) -> u64 {
         self.record().parks[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Total time this thread has spent parked for stops (not counting safe
+    /// regions): what a benchmark subtracts to get the time it could run.
+    pub fn parked_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.record().parked_ns.load(Ordering::Relaxed))
     }
 
     /// Signals that found the thread at an unsafe point (a no-preempt region

@@ -210,6 +210,9 @@ fn no_eintr_outside_safe_region() {
         std::thread::sleep(Duration::from_millis(30));
         for _ in 0..20 {
             drop(reg.stop_the_world().unwrap());
+            // Let the reader get back into read(): a stop that finds it still
+            // parked from the last one takes it without a signal.
+            std::thread::sleep(Duration::from_millis(1));
         }
         // SAFETY: writing to our own pipe.
         assert_eq!(unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) }, 1);
@@ -332,6 +335,9 @@ fn lost_signals_are_resent() {
         let w = reg.stop_the_world().unwrap();
         resends += w.stats().resends;
         drop(w);
+        // Back to running, so that the next stop needs a signal (a thread
+        // still parked from this one is re-parked without one).
+        std::thread::sleep(Duration::from_micros(300));
     }
     assert!(
         resends > 0,

@@ -1,0 +1,232 @@
+//! The STW-latency suite: time to safepoint and mutator throughput for every
+//! kernel under every preemption mode. See `docs/benchmarks.md`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, Command};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pardon_bench::kernels::KERNELS;
+use pardon_bench::report::{self, Row};
+use pardon_bench::suite::{self, Mode, RunConfig, MODES};
+
+fn cli() -> Command {
+    Command::new("stw-latency")
+        .about("Time to safepoint and mutator throughput: signal preemption vs back-edge polls vs cooperative-only")
+        .arg(Arg::new("kernel").long("kernel").action(ArgAction::Append).value_parser(KERNELS.to_vec()).help("Kernel to run (repeatable; default: all)"))
+        .arg(Arg::new("mode").long("mode").action(ArgAction::Append).value_parser(MODES.to_vec()).help("Mode to run (repeatable; default: all)"))
+        .arg(Arg::new("threads").long("threads").action(ArgAction::Append).value_parser(clap::value_parser!(usize)).help("Mutator threads (repeatable; default: cores, and 2x cores unless --quick)"))
+        .arg(Arg::new("probes").long("probes").value_parser(clap::value_parser!(usize)).help("Stops per run (default 1000; 60 with --quick)"))
+        .arg(Arg::new("interval").long("interval").value_parser(parse_duration).help("Time between stops, e.g. 1ms, 500us (default 1ms)"))
+        .arg(Arg::new("stretch").long("stretch").value_parser(parse_duration).help("Length of one call-free kernel call (default 10ms; 5ms with --quick)"))
+        .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("A short run (under a minute): fewer probes, threads = cores only"))
+        .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
+        .arg(Arg::new("csv").long("csv").value_parser(clap::value_parser!(PathBuf)).help("Write results as CSV"))
+        .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "ms"), |i| (&s[..i], &s[i..]));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 1ms or 500us"))?;
+    let scale = match unit {
+        "s" => 1e9,
+        "ms" => 1e6,
+        "us" | "µs" => 1e3,
+        "ns" => 1.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use s, ms, us or ns)"
+            ))
+        }
+    };
+    let ns = v * scale;
+    if !(ns.is_finite() && (1.0..=3600e9).contains(&ns)) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_nanos(ns as u64))
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("stw-latency: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let args = cli().get_matches();
+    let quick = args.get_flag("quick");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernels: Vec<&'static str> = match args.get_many::<String>("kernel") {
+        Some(v) => v
+            .map(|k| {
+                *KERNELS
+                    .iter()
+                    .find(|x| **x == k.as_str())
+                    .expect("validated by clap")
+            })
+            .collect(),
+        None => KERNELS.to_vec(),
+    };
+    let modes: Vec<Mode> = match args.get_many::<String>("mode") {
+        Some(v) => v.map(|m| Mode::parse(m)).collect::<Result<_, _>>()?,
+        None => MODES
+            .iter()
+            .map(|m| Mode::parse(m).expect("known"))
+            .collect(),
+    };
+    let threads: Vec<usize> = match args.get_many::<usize>("threads") {
+        Some(v) => v.copied().collect(),
+        None if quick => vec![cores],
+        None => vec![cores, 2 * cores],
+    };
+    if let Some(t) = threads.iter().find(|&&t| t == 0 || t > 1024) {
+        return Err(format!("--threads {t}: must be between 1 and 1024"));
+    }
+    let probes = args
+        .get_one::<usize>("probes")
+        .copied()
+        .unwrap_or(if quick { 60 } else { 1000 });
+    if probes == 0 {
+        return Err("--probes must be at least 1".into());
+    }
+    let interval = args
+        .get_one::<Duration>("interval")
+        .copied()
+        .unwrap_or(Duration::from_millis(1));
+    let stretch = args
+        .get_one::<Duration>("stretch")
+        .copied()
+        .unwrap_or(Duration::from_millis(if quick { 5 } else { 10 }));
+
+    let machine = report::machine();
+    eprintln!(
+        "stw-latency: {} on {} cores; {} kernels x {} modes x threads {:?}; {probes} probes every {interval:?}; call-free stretch {stretch:?}",
+        machine["cpu"].as_str().unwrap_or("?"),
+        cores,
+        kernels.len(),
+        modes.len(),
+        threads
+    );
+    let total = (kernels.len() * threads.len() * (modes.len() + 2)) as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
+                .map_err(|e| e.to_string())?,
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut rows = Vec::new();
+    for &t in &threads {
+        for &k in &kernels {
+            bar.set_message(format!("{k} x{t}: calibrating"));
+            let n = suite::calibrate(k, t, stretch)?;
+            bar.inc(1);
+            // Throughput needs many calls per thread inside the window.
+            let min_window = stretch * 40;
+            bar.set_message(format!("{k} x{t}: reference"));
+            let reference = suite::run(&RunConfig {
+                kernel: k,
+                mode: Mode::Reference,
+                threads: t,
+                probes: 0,
+                interval,
+                units_per_call: n,
+                min_window,
+            })?;
+            bar.inc(1);
+            for &m in &modes {
+                bar.set_message(format!("{k} x{t}: {}", m.name()));
+                // Cooperative stops wait a whole stretch each: fewer probes.
+                let p = if m == Mode::Coop {
+                    probes.div_ceil(4)
+                } else {
+                    probes
+                };
+                let r = suite::run(&RunConfig {
+                    kernel: k,
+                    mode: m,
+                    threads: t,
+                    probes: p,
+                    interval,
+                    units_per_call: n,
+                    min_window,
+                })?;
+                let stops = r.stops.max(1) as f64;
+                rows.push(Row {
+                    kernel: k.to_string(),
+                    mode: m.name().to_string(),
+                    threads: t,
+                    stops: r.stops,
+                    ttsp: r.ttsp,
+                    restart: r.restart,
+                    signals_per_stop: r.signals as f64 / stops,
+                    resends_per_stop: r.resends as f64 / stops,
+                    ratio: if reference.rate > 0.0 {
+                        r.rate / reference.rate
+                    } else {
+                        0.0
+                    },
+                    ratio_wall: if reference.rate_wall > 0.0 {
+                        r.rate_wall / reference.rate_wall
+                    } else {
+                        0.0
+                    },
+                    units_per_call: n,
+                    collections: r.collections,
+                });
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    print!("{}", report::table(&rows));
+    let config = serde_json::json!({
+        "kernels": kernels,
+        "modes": modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "threads": threads,
+        "probes": probes,
+        "interval_us": interval.as_micros() as u64,
+        "stretch_ms": stretch.as_secs_f64() * 1e3,
+        "quick": quick,
+    });
+    if let Some(path) = args.get_one::<PathBuf>("json") {
+        let doc = serde_json::json!({
+            "schema": 1,
+            "machine": machine,
+            "config": config,
+            "results": rows.iter().map(report::row_json).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = args.get_one::<PathBuf>("csv") {
+        std::fs::write(path, report::csv(&rows))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = args.get_one::<PathBuf>("plot") {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        for &t in &threads {
+            for (name, svg) in [
+                (format!("ttsp-{t}threads.svg"), report::svg_ttsp(&rows, t)),
+                (
+                    format!("throughput-{t}threads.svg"),
+                    report::svg_throughput(&rows, t),
+                ),
+            ] {
+                let p = dir.join(name);
+                std::fs::write(&p, svg).map_err(|e| format!("writing {}: {e}", p.display()))?;
+            }
+        }
+    }
+    Ok(())
+}

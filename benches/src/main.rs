@@ -1,3 +1,0 @@
-//! The STW-latency suite (in progress).
-
-fn main() {}

@@ -1,0 +1,350 @@
+//! Reporting: the stdout table, JSON and CSV files, and SVG charts.
+//!
+//! # JSON schema (stable; additions only)
+//!
+//! ```text
+//! {
+//!   "schema": 1,
+//!   "machine": {"cpu": str, "cores": int, "kernel": str, "os": str, "arch": str},
+//!   "config":  {"kernels": [str], "modes": [str], "threads": [int], "probes": int,
+//!               "interval_us": int, "stretch_ms": float, "quick": bool},
+//!   "results": [{
+//!     "kernel": str, "mode": str, "threads": int, "stops": int,
+//!     "ttsp_ns":    {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
+//!     "restart_ns": {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
+//!     "signals_per_stop": float, "resends_per_stop": float,
+//!     "throughput_ratio": float,       // running-time rate / reference rate
+//!     "throughput_ratio_wall": float,  // wall-time rate / reference rate
+//!     "units_per_call": int, "collections": int
+//!   }]
+//! }
+//! ```
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+/// One row of the report.
+pub struct Row {
+    /// Kernel.
+    pub kernel: String,
+    /// Mode.
+    pub mode: String,
+    /// Threads.
+    pub threads: usize,
+    /// Probes made.
+    pub stops: u64,
+    /// Time to safepoint, ns.
+    pub ttsp: Histogram<u64>,
+    /// Stop to restart, ns.
+    pub restart: Histogram<u64>,
+    /// Signals per stop.
+    pub signals_per_stop: f64,
+    /// Re-sends per stop.
+    pub resends_per_stop: f64,
+    /// Running-time throughput over the reference.
+    pub ratio: f64,
+    /// Wall-time throughput over the reference.
+    pub ratio_wall: f64,
+    /// Units per kernel call.
+    pub units_per_call: u64,
+    /// Collections during the run.
+    pub collections: u64,
+}
+
+/// The quantiles reported, with their JSON keys.
+pub const QUANTILES: &[(&str, f64)] = &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
+
+fn quantiles(h: &Histogram<u64>) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, q) in QUANTILES {
+        m.insert(k.to_string(), json!(h.value_at_quantile(*q)));
+    }
+    m.insert("max".into(), json!(h.max()));
+    Value::Object(m)
+}
+
+fn us(ns: u64) -> String {
+    let v = ns as f64 / 1000.0;
+    if v >= 1000.0 {
+        format!("{:.1}ms", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The stdout table.
+pub fn table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<9} {:<15} {:>3} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>6} {:>6} | {:>6} {:>6}",
+        "kernel", "mode", "thr", "p50", "p90", "p99", "p99.9", "max", "rs p50", "rs p99", "sig/s", "rsnd/s", "thrpt", "wall"
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:<15} {:>3} {:>39} | {:>15} | {:>13} | {:>13}",
+        "", "", "", "time to safepoint (µs)", "restart (µs)", "signals/stop", "vs reference"
+    );
+    for r in rows {
+        let q = |h: &Histogram<u64>, p: f64| us(h.value_at_quantile(p));
+        let _ = writeln!(
+            s,
+            "{:<9} {:<15} {:>3} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>6.2} {:>6.2} | {:>6.3} {:>6.3}",
+            r.kernel,
+            r.mode,
+            r.threads,
+            q(&r.ttsp, 0.5),
+            q(&r.ttsp, 0.9),
+            q(&r.ttsp, 0.99),
+            q(&r.ttsp, 0.999),
+            us(r.ttsp.max()),
+            q(&r.restart, 0.5),
+            q(&r.restart, 0.99),
+            r.signals_per_stop,
+            r.resends_per_stop,
+            r.ratio,
+            r.ratio_wall
+        );
+    }
+    s
+}
+
+/// A row as JSON.
+pub fn row_json(r: &Row) -> Value {
+    json!({
+        "kernel": r.kernel,
+        "mode": r.mode,
+        "threads": r.threads,
+        "stops": r.stops,
+        "ttsp_ns": quantiles(&r.ttsp),
+        "restart_ns": quantiles(&r.restart),
+        "signals_per_stop": r.signals_per_stop,
+        "resends_per_stop": r.resends_per_stop,
+        "throughput_ratio": r.ratio,
+        "throughput_ratio_wall": r.ratio_wall,
+        "units_per_call": r.units_per_call,
+        "collections": r.collections,
+    })
+}
+
+/// The machine description used in reports.
+pub fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "kernel": kernel,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    })
+}
+
+/// The CSV file: one line per row, quantiles flattened.
+pub fn csv(rows: &[Row]) -> String {
+    let mut s = String::from("kernel,mode,threads,stops");
+    for pre in ["ttsp_ns", "restart_ns"] {
+        for (k, _) in QUANTILES {
+            let _ = write!(s, ",{pre}_{k}");
+        }
+        let _ = write!(s, ",{pre}_max");
+    }
+    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections\n");
+    for r in rows {
+        let _ = write!(s, "{},{},{},{}", r.kernel, r.mode, r.threads, r.stops);
+        for h in [&r.ttsp, &r.restart] {
+            for (_, q) in QUANTILES {
+                let _ = write!(s, ",{}", h.value_at_quantile(*q));
+            }
+            let _ = write!(s, ",{}", h.max());
+        }
+        let _ = writeln!(
+            s,
+            ",{:.4},{:.4},{:.4},{:.4},{},{}",
+            r.signals_per_stop,
+            r.resends_per_stop,
+            r.ratio,
+            r.ratio_wall,
+            r.units_per_call,
+            r.collections
+        );
+    }
+    s
+}
+
+const COLORS: &[&str] = &[
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// SVG: the time-to-safepoint distribution per mode (all kernels merged),
+/// as quantile curves on a log time axis.
+pub fn svg_ttsp(rows: &[Row], threads: usize) -> String {
+    let mut modes: Vec<(String, Histogram<u64>)> = Vec::new();
+    for r in rows.iter().filter(|r| r.threads == threads && r.stops > 0) {
+        match modes.iter_mut().find(|(m, _)| *m == r.mode) {
+            Some((_, h)) => {
+                let _ = h.add(&r.ttsp);
+            }
+            None => modes.push((r.mode.clone(), r.ttsp.clone())),
+        }
+    }
+    let (w, h, l, t, b, rgt) = (760.0, 420.0, 70.0, 40.0, 50.0, 170.0);
+    let pw = w - l - rgt;
+    let ph = h - t - b;
+    // x: quantile 0..0.999 mapped on -log10(1-q); y: log10(ns) from 100ns to 1s.
+    let qx = |q: f64| l + pw * (-(1.0 - q).log10() / 3.0);
+    let (ylo, yhi) = (2.0f64, 9.0f64);
+    let vy = |ns: f64| t + ph * (1.0 - ((ns.max(100.0)).log10() - ylo) / (yhi - ylo));
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n\
+         <rect width='100%' height='100%' fill='white'/>\n\
+         <text x='{}' y='20' font-size='14' text-anchor='middle'>Time to safepoint by mode ({threads} threads, all kernels)</text>\n",
+        l + pw / 2.0
+    );
+    for e in 2..=9 {
+        let y = vy(10f64.powi(e));
+        let label = match e {
+            2 => "100ns",
+            3 => "1µs",
+            4 => "10µs",
+            5 => "100µs",
+            6 => "1ms",
+            7 => "10ms",
+            8 => "100ms",
+            _ => "1s",
+        };
+        let _ = writeln!(s, "<line x1='{l}' x2='{}' y1='{y}' y2='{y}' stroke='#ddd'/><text x='{}' y='{}' text-anchor='end'>{label}</text>", l + pw, l - 6.0, y + 4.0);
+    }
+    for (q, label) in [
+        (0.0, "p0"),
+        (0.5, "p50"),
+        (0.9, "p90"),
+        (0.99, "p99"),
+        (0.999, "p99.9"),
+    ] {
+        let x = qx(q);
+        let _ = writeln!(s, "<line x1='{x}' x2='{x}' y1='{t}' y2='{}' stroke='#ddd'/><text x='{x}' y='{}' text-anchor='middle'>{label}</text>", t + ph, t + ph + 16.0);
+    }
+    let _ = writeln!(
+        s,
+        "<text x='{}' y='{}' text-anchor='middle'>quantile</text>",
+        l + pw / 2.0,
+        h - 10.0
+    );
+    for (i, (mode, hist)) in modes.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let mut pts = String::new();
+        for k in 0..=60 {
+            let q = 1.0 - 10f64.powf(-3.0 * k as f64 / 60.0);
+            let v = hist.value_at_quantile(q) as f64;
+            let _ = write!(pts, "{:.1},{:.1} ", qx(q), vy(v));
+        }
+        let _ = writeln!(
+            s,
+            "<polyline fill='none' stroke='{c}' stroke-width='2' points='{pts}'/>"
+        );
+        let ly = t + 10.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            s,
+            "<rect x='{}' y='{}' width='14' height='4' fill='{c}'/><text x='{}' y='{}'>{}</text>",
+            l + pw + 12.0,
+            ly - 4.0,
+            l + pw + 32.0,
+            ly + 2.0,
+            esc(mode)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// SVG: throughput ratio (running time) per kernel and mode, grouped bars.
+pub fn svg_throughput(rows: &[Row], threads: usize) -> String {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.threads == threads).collect();
+    let mut kernels: Vec<&str> = Vec::new();
+    let mut modes: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !kernels.contains(&r.kernel.as_str()) {
+            kernels.push(&r.kernel);
+        }
+        if !modes.contains(&r.mode.as_str()) {
+            modes.push(&r.mode);
+        }
+    }
+    let (w, h, l, t, b, rgt) = (860.0, 420.0, 60.0, 40.0, 50.0, 150.0);
+    let pw = w - l - rgt;
+    let ph = h - t - b;
+    let ymax = rows.iter().map(|r| r.ratio).fold(1.2f64, f64::max).min(3.0);
+    let vy = |v: f64| t + ph * (1.0 - v.min(ymax) / ymax);
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n\
+         <rect width='100%' height='100%' fill='white'/>\n\
+         <text x='{}' y='20' font-size='14' text-anchor='middle'>Mutator throughput vs. no runtime ({threads} threads)</text>\n",
+        l + pw / 2.0
+    );
+    let mut v = 0.0;
+    while v <= ymax + 1e-9 {
+        let y = vy(v);
+        let stroke = if (v - 1.0f64).abs() < 1e-9 {
+            "#888"
+        } else {
+            "#ddd"
+        };
+        let _ = writeln!(s, "<line x1='{l}' x2='{}' y1='{y}' y2='{y}' stroke='{stroke}'/><text x='{}' y='{}' text-anchor='end'>{v:.1}</text>", l + pw, l - 6.0, y + 4.0);
+        v += 0.2;
+    }
+    let gw = pw / kernels.len().max(1) as f64;
+    let bw = gw * 0.8 / modes.len().max(1) as f64;
+    for (ki, k) in kernels.iter().enumerate() {
+        let gx = l + gw * ki as f64 + gw * 0.1;
+        let _ = writeln!(
+            s,
+            "<text x='{}' y='{}' text-anchor='middle'>{}</text>",
+            gx + gw * 0.4,
+            t + ph + 16.0,
+            esc(k)
+        );
+        for (mi, m) in modes.iter().enumerate() {
+            if let Some(r) = rows.iter().find(|r| r.kernel == *k && r.mode == *m) {
+                let x = gx + bw * mi as f64;
+                let y = vy(r.ratio);
+                let _ = writeln!(s, "<rect x='{x:.1}' y='{y:.1}' width='{:.1}' height='{:.1}' fill='{}'><title>{} {}: {:.3}</title></rect>", bw * 0.9, t + ph - y, COLORS[mi % COLORS.len()], esc(k), esc(m), r.ratio);
+            }
+        }
+    }
+    for (mi, m) in modes.iter().enumerate() {
+        let ly = t + 10.0 + 18.0 * mi as f64;
+        let _ = writeln!(
+            s,
+            "<rect x='{}' y='{}' width='12' height='12' fill='{}'/><text x='{}' y='{}'>{}</text>",
+            l + pw + 12.0,
+            ly - 9.0,
+            COLORS[mi % COLORS.len()],
+            l + pw + 30.0,
+            ly + 2.0,
+            esc(m)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
