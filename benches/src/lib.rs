@@ -29,6 +29,7 @@
 pub mod kernels;
 pub mod report;
 pub mod suite;
+pub mod trees;
 
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).
 pub fn peak_rss() -> Option<u64> {

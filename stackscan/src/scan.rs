@@ -96,18 +96,30 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
     }
 
     /// Offers every live, non-null slot of every frame from `head` outward.
-    /// Returns the position of the second frame, if any.
+    /// Returns where the conservative range should end: the first frame
+    /// after the innermost one that lies above it (normally the second frame).
+    ///
+    /// Frames need not be in address order: when the compiler inlines two
+    /// `with_frame` calls into one native frame, it may place the inner
+    /// frame's header above the outer one's. (An earlier version stopped the
+    /// walk at the first out-of-order frame and so lost every root beyond it;
+    /// GCBench's long-lived tree was collected.) The walk checks instead that
+    /// each header lies on the thread's stack and stops after as many frames
+    /// as the stack could hold, so a corrupted, cyclic chain still ends.
     ///
     /// # Safety
     /// `head` must be 0 or the head of a frame chain whose frames are all
     /// linked (their owner thread stopped, or the current thread), with valid
     /// maps and slots.
     pub unsafe fn frames(&mut self, head: usize) -> Option<usize> {
-        let mut second = None;
+        let mut bound = None;
         let mut p = head;
-        let mut last = 0usize;
+        let max_frames = (self.stack_hi - self.stack_lo) / std::mem::size_of::<FrameHeader>() + 1;
         while p != 0 {
-            if p <= last || p < self.stack_lo || p >= self.stack_hi {
+            if p < self.stack_lo
+                || p > self.stack_hi - std::mem::size_of::<FrameHeader>()
+                || self.stats.frames >= max_frames
+            {
                 self.stats.bad_chain = true;
                 break;
             }
@@ -132,27 +144,27 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
                 self.stats.bad_chain = true;
             }
             self.stats.frames += 1;
-            if self.stats.frames == 2 {
-                second = Some(p);
+            if bound.is_none() && self.stats.frames >= 2 && p > head {
+                bound = Some(p);
             }
-            last = p;
             p = h.prev;
         }
-        second
+        bound
     }
 
     /// Scans a stopped thread: its frames precisely; conservatively every word
-    /// from `scan_lo` up to the second-innermost frame (or the stack top with
-    /// fewer than two frames), and `registers`.
+    /// from `scan_lo` up to the second-innermost frame (precisely: the first
+    /// frame above the innermost one; the stack top if there is none), and
+    /// `registers`.
     ///
     /// # Safety
     /// The thread must be stopped (or be the caller), `[scan_lo, stack_hi)`
     /// readable, and `head` as for [`Scanner::frames`].
     pub unsafe fn thread(&mut self, scan_lo: usize, head: usize, registers: &[u64]) {
         // SAFETY: forwarded contract.
-        let second = unsafe { self.frames(head) };
+        let bound = unsafe { self.frames(head) };
         let lo = scan_lo.max(self.stack_lo);
-        let hi = second.unwrap_or(self.stack_hi).min(self.stack_hi);
+        let hi = bound.unwrap_or(self.stack_hi).min(self.stack_hi);
         // SAFETY: `[lo, hi)` lies within `[scan_lo, stack_hi)`.
         unsafe { self.range(lo, hi) };
         for &r in registers {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use pardon_stackscan::{with_frame_slots, FrameChain, FrameMap, RootKind, Scanner};
+use pardon_stackscan::{with_frame_slots, FrameChain, FrameHeader, FrameMap, RootKind, Scanner};
 use proptest::prelude::*;
 
 /// Objects as `(base, size)` in a fake address range, found by binary search.
@@ -216,6 +216,55 @@ fn dead_caller_slot_is_not_a_root_but_the_interrupted_range_is() {
             assert_eq!(got, vec![(b[0], RootKind::Stack)]);
         });
     });
+}
+
+/// Two frames inlined into one native frame may sit in either address order.
+/// Every frame of the chain is still scanned (an outer frame placed below an
+/// inner one once ended the walk, and its roots were lost), and a cyclic
+/// chain ends.
+#[test]
+fn frames_out_of_address_order_are_all_scanned() {
+    let objs = Objects::new(&[64, 64]);
+    let b = objs.bases();
+    let map = FrameMap::new(1, &[&[0]]).unwrap();
+    let slots = [AtomicUsize::new(b[0]), AtomicUsize::new(b[1])];
+    let header = |i: usize| FrameHeader {
+        prev: 0,
+        map: &map,
+        site: std::sync::atomic::AtomicU32::new(0),
+        nslots: 1,
+        slots: &slots[i],
+    };
+    // headers[0] is the outer frame, at the lower address; headers[1] is the
+    // innermost, above it.
+    let mut headers = [header(0), header(1)];
+    headers[1].prev = &headers[0] as *const FrameHeader as usize;
+    let head = &headers[1] as *const FrameHeader as usize;
+    let finder = |a: usize| objs.find(a);
+    let mut got = Vec::new();
+    let mut sc = Scanner::new(&finder, 0, usize::MAX, |x, k| got.push((x, k)));
+    // SAFETY: both headers are live locals with valid maps and slots.
+    let bound = unsafe { sc.frames(head) };
+    let bad = sc.stats.bad_chain;
+    assert_eq!(
+        got,
+        vec![(b[1], RootKind::Precise), (b[0], RootKind::Precise)]
+    );
+    assert!(!bad);
+    // No frame lies above the innermost: the conservative range runs to the
+    // stack top.
+    assert_eq!(bound, None);
+    // A cycle (corruption) ends after at most as many frames as fit the stack.
+    headers[0].prev = head;
+    let lo = &headers[0] as *const FrameHeader as usize;
+    let hi = lo + 2 * std::mem::size_of::<FrameHeader>();
+    let mut n = 0;
+    let mut sc = Scanner::new(&finder, lo, hi, |_, _| n += 1);
+    // SAFETY: as above; the cycle only revisits the same two headers.
+    unsafe { sc.frames(head) };
+    let bad = sc.stats.bad_chain;
+    assert!(bad);
+    assert!(n <= 3, "visited {n} slots");
 }
 
 #[test]

@@ -1,2 +1,149 @@
-//! placeholder
-fn main() {}
+//! binary-trees, the Benchmarks Game definition and output, on a pardon heap.
+//!
+//! `binary-trees N [--mode signal|signal-handler|polls-only] [--threads T]`:
+//! prints the standard output for depth N, then a summary (time, collections,
+//! median and longest pause, peak RSS). Without `--mode` it first runs in the
+//! default mode and then once more per mode, each in its own process.
+
+use std::time::Instant;
+
+use pardon::stackscan::{frame_map, with_frame, FrameMap};
+use pardon_bench::trees::{self, bottom_up, check, node_type};
+
+static HOLD: FrameMap = frame_map!(1; [0]);
+
+struct Args {
+    n: u32,
+    mode: Option<String>,
+    threads: usize,
+    summary_only: bool,
+}
+
+fn parse() -> Result<(Args, Vec<String>), String> {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut a = Args {
+        n: 10,
+        mode: None,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        summary_only: false,
+    };
+    let mut passthrough = Vec::new();
+    let mut it = raw.iter();
+    while let Some(s) = it.next() {
+        match s.as_str() {
+            "--mode" => a.mode = Some(it.next().ok_or("--mode needs a value")?.clone()),
+            "--threads" => {
+                let v = it.next().ok_or("--threads needs a value")?;
+                a.threads = v
+                    .parse()
+                    .map_err(|_| format!("--threads {v:?}: not a number"))?;
+                if a.threads == 0 || a.threads > 1024 {
+                    return Err("--threads must be between 1 and 1024".into());
+                }
+                passthrough.extend(["--threads".to_string(), v.clone()]);
+            }
+            "--summary-only" => a.summary_only = true,
+            "-h" | "--help" => {
+                println!("usage: binary-trees [N] [--mode signal|signal-handler|polls-only] [--threads T]");
+                std::process::exit(0);
+            }
+            v => {
+                a.n = v
+                    .parse()
+                    .map_err(|_| format!("{v:?}: expected a depth (a number)"))?;
+                if a.n > 30 {
+                    return Err(format!("depth {} is too large (at most 30)", a.n));
+                }
+                passthrough.push(v.to_string());
+            }
+        }
+    }
+    Ok((a, passthrough))
+}
+
+fn main() {
+    let (args, passthrough) = match parse() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("binary-trees: {e}");
+            std::process::exit(1);
+        }
+    };
+    let (mode_name, preemption) = match trees::gc_mode(args.mode.as_deref().unwrap_or("signal")) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("binary-trees: {e}");
+            std::process::exit(1);
+        }
+    };
+    let heap = trees::heap(preemption);
+    let ty = node_type(&heap, 2);
+    let start = Instant::now();
+    let min_depth = 4;
+    let max_depth = args.n.max(min_depth + 2);
+    let mut out = String::new();
+    let m = heap.attach().expect("attach");
+    {
+        let stretch = max_depth + 1;
+        let c = with_frame::<1, _>(m.frames(), &HOLD, |fr| {
+            fr.set(0, bottom_up(&m, ty, stretch));
+            check(fr.get(0))
+        });
+        out += &format!("stretch tree of depth {stretch}\t check: {c}\n");
+    }
+    with_frame::<1, _>(m.frames(), &HOLD, |long| {
+        long.set(0, bottom_up(&m, ty, max_depth));
+        let depths: Vec<u32> = (min_depth..=max_depth).step_by(2).collect();
+        let results: Vec<(u32, u64, u64)> = m.blocking(|| {
+            // The main mutator waits in a safe region while workers run.
+            depths
+                .iter()
+                .map(|&d| {
+                    let iterations = 1u64 << (max_depth - d + min_depth);
+                    let per = iterations.div_ceil(args.threads as u64);
+                    let total: u64 = std::thread::scope(|s| {
+                        let hs: Vec<_> = (0..args.threads as u64)
+                            .map(|t| {
+                                let heap = heap.clone();
+                                s.spawn(move || {
+                                    let w = heap.attach().expect("attach");
+                                    let lo = t * per;
+                                    let hi = ((t + 1) * per).min(iterations);
+                                    let mut sum = 0;
+                                    for _ in lo..hi {
+                                        sum += with_frame::<1, _>(w.frames(), &HOLD, |fr| {
+                                            fr.set(0, bottom_up(&w, ty, d));
+                                            check(fr.get(0))
+                                        });
+                                    }
+                                    sum
+                                })
+                            })
+                            .collect();
+                        hs.into_iter().map(|h| h.join().expect("worker")).sum()
+                    });
+                    (d, iterations, total)
+                })
+                .collect()
+        });
+        for (d, iterations, total) in results {
+            out += &format!("{iterations}\t trees of depth {d}\t check: {total}\n");
+        }
+        out += &format!(
+            "long lived tree of depth {max_depth}\t check: {}\n",
+            check(long.get(0))
+        );
+    });
+    drop(m);
+    let summary = trees::summarize(mode_name, &heap, start);
+    if !args.summary_only {
+        print!("{out}");
+    }
+    println!("{}", summary.line());
+    if args.mode.is_none() && !args.summary_only {
+        if let Err(e) = trees::run_all_modes(&passthrough) {
+            eprintln!("binary-trees: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,2 +1,140 @@
-//! placeholder
-fn main() {}
+//! GCBench (Boehm, Ellis and Kovac's benchmark, after Hans Boehm's C and Java
+//! versions) on a pardon heap: a stretch tree, a long-lived tree and array,
+//! then trees of growing depth built top-down and bottom-up.
+//!
+//! `gcbench [--mode signal|signal-handler|polls-only] [--scale S]`: `--scale`
+//! shrinks the depths for quick runs (default 0 = the published sizes:
+//! stretch 18, long-lived 16, array of 500,000 doubles, trees 4..16).
+
+use std::time::Instant;
+
+use pardon::stackscan::{frame_map, with_frame, FrameMap};
+use pardon::TypeDesc;
+use pardon_bench::trees::{self, bottom_up, check, node_type, populate};
+
+static HOLD: FrameMap = frame_map!(2; [0, 1]);
+
+fn tree_size(depth: u32) -> u64 {
+    (1u64 << (depth + 1)) - 1
+}
+
+fn main() {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut mode = None;
+    let mut scale = 0u32;
+    let mut summary_only = false;
+    let mut passthrough = Vec::new();
+    let mut it = raw.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--mode" => mode = it.next().cloned(),
+            "--scale" => {
+                let v = it.next().cloned().unwrap_or_default();
+                scale = match v.parse() {
+                    Ok(s) if s <= 10 => s,
+                    _ => {
+                        eprintln!("gcbench: --scale {v:?}: expected 0..=10");
+                        std::process::exit(1);
+                    }
+                };
+                passthrough.extend(["--scale".to_string(), v]);
+            }
+            "--summary-only" => summary_only = true,
+            other => {
+                eprintln!("gcbench: unknown argument {other:?}\nusage: gcbench [--mode signal|signal-handler|polls-only] [--scale S]");
+                std::process::exit(1);
+            }
+        }
+    }
+    let (mode_name, preemption) = match trees::gc_mode(mode.as_deref().unwrap_or("signal")) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("gcbench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let stretch_depth = 18 - scale;
+    let long_depth = 16 - scale;
+    let array_len = 500_000usize >> scale;
+    let (min_depth, max_depth) = (4, 16 - scale);
+
+    let heap = trees::heap(preemption);
+    // Node: left, right, i, j (Java ints; here two words, for alignment).
+    let ty = node_type(&heap, 4);
+    let doubles = heap
+        .register_type(&TypeDesc {
+            name: "f64",
+            size: 8,
+            align: 8,
+            pointer_words: &[],
+        })
+        .expect("f64 type");
+    let m = heap.attach().expect("attach");
+    let start = Instant::now();
+    let mut out = String::new();
+    out += &format!(" Stretching memory with a binary tree of depth {stretch_depth}\n");
+    with_frame::<2, _>(m.frames(), &HOLD, |fr| {
+        fr.set(0, bottom_up(&m, ty, stretch_depth));
+        fr.set(0, 0);
+        out += &format!(" Creating a long-lived binary tree of depth {long_depth}\n");
+        let long = m.alloc_raw(ty).expect("allocation");
+        fr.set(0, long);
+        populate(&m, ty, long_depth, long);
+        out += &format!(" Creating a long-lived array of {array_len} doubles\n");
+        let array = m.alloc_raw_array(doubles, array_len).expect("allocation");
+        fr.set(1, array);
+        for i in 0..array_len / 2 {
+            // SAFETY: `array` is a live array of `array_len` f64s, rooted by
+            // slot 1; `i < array_len`.
+            unsafe { *(array as *mut f64).add(i) = 1.0 / i as f64 };
+        }
+        for d in (min_depth..=max_depth).step_by(2) {
+            let iters = 2 * tree_size(stretch_depth) / tree_size(d);
+            out += &format!("Creating {iters} trees of depth {d}\n");
+            let t = Instant::now();
+            for _ in 0..iters {
+                let n = m.alloc_raw(ty).expect("allocation");
+                with_frame::<2, _>(m.frames(), &HOLD, |tmp| {
+                    tmp.set(0, n);
+                    populate(&m, ty, d, n);
+                });
+            }
+            out += &format!(
+                "\tTop down construction took {} msec\n",
+                t.elapsed().as_millis()
+            );
+            let t = Instant::now();
+            for _ in 0..iters {
+                std::hint::black_box(bottom_up(&m, ty, d));
+            }
+            out += &format!(
+                "\tBottom up construction took {} msec\n",
+                t.elapsed().as_millis()
+            );
+        }
+        let long = fr.get(0);
+        // SAFETY: as above, rooted by slot 1 and 1000 < array_len at every scale.
+        let probe = unsafe { *(fr.get(1) as *const f64).add(1000 >> scale) };
+        if check(long) != tree_size(long_depth) || probe != 1.0 / (1000 >> scale) as f64 {
+            eprintln!(
+                "gcbench: the long-lived data was damaged (tree {} of {}, array {probe})",
+                check(long),
+                tree_size(long_depth)
+            );
+            std::process::exit(3);
+        }
+    });
+    drop(m);
+    let summary = trees::summarize(mode_name, &heap, start);
+    if !summary_only {
+        print!("{out}");
+        println!("Completed in {} msec", summary.time.as_millis());
+    }
+    println!("{}", summary.line());
+    if mode.is_none() && !summary_only {
+        if let Err(e) = trees::run_all_modes(&passthrough) {
+            eprintln!("gcbench: {e}");
+            std::process::exit(1);
+        }
+    }
+}

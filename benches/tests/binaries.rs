@@ -1,0 +1,138 @@
+//! The benchmark binaries work end to end: binary-trees prints the Benchmarks
+//! Game's expected output, GCBench's long-lived data survives in every mode,
+//! and stw-latency writes JSON in the documented schema and rejects bad input.
+
+use std::process::Command;
+
+const BINARY_TREES_10: &str = "stretch tree of depth 11\t check: 4095
+1024\t trees of depth 4\t check: 31744
+256\t trees of depth 6\t check: 32512
+64\t trees of depth 8\t check: 32704
+16\t trees of depth 10\t check: 32752
+long lived tree of depth 10\t check: 2047
+";
+
+#[test]
+fn binary_trees_output_matches_the_benchmarks_game() {
+    for mode in ["signal", "signal-handler", "polls-only"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_binary-trees"))
+            .args(["10", "--mode", mode])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with(BINARY_TREES_10), "{mode}: {text}");
+        assert!(text.contains(mode), "summary line names the mode: {text}");
+    }
+}
+
+#[test]
+fn gcbench_keeps_long_lived_data_in_every_mode() {
+    for mode in ["signal", "signal-handler", "polls-only"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gcbench"))
+            .args(["--scale", "5", "--mode", mode])
+            .env("PARDON_VERIFY", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("Completed in"), "{text}");
+    }
+}
+
+#[test]
+fn stw_latency_writes_the_documented_json() {
+    let dir = std::env::temp_dir().join(format!("pardon-stw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_stw-latency"))
+        .args([
+            "--kernel", "spin", "--kernel", "syscall", "--mode", "signal", "--mode", "coop",
+        ])
+        .args([
+            "--threads",
+            "2",
+            "--probes",
+            "5",
+            "--stretch",
+            "2ms",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["schema"], 1);
+    assert!(doc["machine"]["cores"].as_u64().unwrap() >= 1);
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "2 kernels x 2 modes");
+    for r in results {
+        for key in [
+            "kernel",
+            "mode",
+            "threads",
+            "signals_per_stop",
+            "throughput_ratio",
+        ] {
+            assert!(!r[key].is_null(), "{key} missing in {r}");
+        }
+        for q in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(r["ttsp_ns"][q].as_u64().unwrap() > 0, "ttsp {q} in {r}");
+            assert!(
+                r["restart_ns"][q].as_u64().unwrap() > 0,
+                "restart {q} in {r}"
+            );
+        }
+        assert!(r["stops"].as_u64().unwrap() >= 5);
+    }
+    // Signal mode signals the spinning threads; coop sends no signal.
+    let find = |k: &str, m: &str| {
+        results
+            .iter()
+            .find(|r| r["kernel"] == k && r["mode"] == m)
+            .unwrap()
+            .clone()
+    };
+    assert!(find("spin", "signal")["signals_per_stop"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        find("spin", "coop")["signals_per_stop"].as_f64().unwrap(),
+        0.0
+    );
+    assert!(dir.join("ttsp-2threads.svg").exists());
+    assert!(dir.join("throughput-2threads.svg").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stw_latency_rejects_bad_arguments() {
+    for args in [
+        &["--kernel", "nope"][..],
+        &["--mode", "sometimes"][..],
+        &["--threads", "0"][..],
+        &["--interval", "5 parsecs"][..],
+        &["--probes", "0"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stw-latency"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+}
