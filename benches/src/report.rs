@@ -15,7 +15,8 @@
 //!     "signals_per_stop": float, "resends_per_stop": float,
 //!     "throughput_ratio": float,       // running-time rate / reference rate
 //!     "throughput_ratio_wall": float,  // wall-time rate / reference rate
-//!     "units_per_call": int, "collections": int
+//!     "units_per_call": int, "collections": int,
+//!     "error": str | null              // why the run failed, if it did
 //!   }]
 //! }
 //! ```
@@ -51,6 +52,8 @@ pub struct Row {
     pub units_per_call: u64,
     /// Collections during the run.
     pub collections: u64,
+    /// Why the run failed (a stop timed out, say), if it did.
+    pub error: Option<String>,
 }
 
 /// The quantiles reported, with their JSON keys.
@@ -90,6 +93,14 @@ pub fn table(rows: &[Row]) -> String {
         "", "", "", "time to safepoint (µs)", "restart (µs)", "signals/stop", "vs reference"
     );
     for r in rows {
+        if let Some(e) = &r.error {
+            let _ = writeln!(
+                s,
+                "{:<9} {:<15} {:>3} FAILED: {e}",
+                r.kernel, r.mode, r.threads
+            );
+            continue;
+        }
         let q = |h: &Histogram<u64>, p: f64| us(h.value_at_quantile(p));
         let _ = writeln!(
             s,
@@ -128,6 +139,7 @@ pub fn row_json(r: &Row) -> Value {
         "throughput_ratio_wall": r.ratio_wall,
         "units_per_call": r.units_per_call,
         "collections": r.collections,
+        "error": r.error,
     })
 }
 
@@ -200,7 +212,10 @@ fn esc(s: &str) -> String {
 /// as quantile curves on a log time axis.
 pub fn svg_ttsp(rows: &[Row], threads: usize) -> String {
     let mut modes: Vec<(String, Histogram<u64>)> = Vec::new();
-    for r in rows.iter().filter(|r| r.threads == threads && r.stops > 0) {
+    for r in rows
+        .iter()
+        .filter(|r| r.threads == threads && r.stops > 0 && r.error.is_none())
+    {
         match modes.iter_mut().find(|(m, _)| *m == r.mode) {
             Some((_, h)) => {
                 let _ = h.add(&r.ttsp);
@@ -280,7 +295,10 @@ pub fn svg_ttsp(rows: &[Row], threads: usize) -> String {
 
 /// SVG: throughput ratio (running time) per kernel and mode, grouped bars.
 pub fn svg_throughput(rows: &[Row], threads: usize) -> String {
-    let rows: Vec<&Row> = rows.iter().filter(|r| r.threads == threads).collect();
+    let rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.threads == threads && r.error.is_none())
+        .collect();
     let mut kernels: Vec<&str> = Vec::new();
     let mut modes: Vec<&str> = Vec::new();
     for r in &rows {

@@ -24,8 +24,6 @@ pub struct Config {
     pub gray_capacity: usize,
     /// Free pages are decommitted after staying free this many collections.
     pub scavenge_after: u64,
-    /// Mark worker threads (1 = the coordinator marks alone).
-    pub mark_workers: usize,
     /// How the collector stops mutators.
     pub preemption: crate::Preemption,
     /// A stop that does not complete in this time is abandoned with a report.
@@ -44,7 +42,6 @@ impl Default for Config {
             verify: false,
             gray_capacity: 1 << 26,
             scavenge_after: 2,
-            mark_workers: 1,
             preemption: crate::Preemption::Signal,
             stop_timeout: crate::collector::DEFAULT_STOP_TIMEOUT,
             trace: false,
@@ -89,12 +86,6 @@ impl Config {
             return e(format!(
                 "gray_capacity: {} is below 16 entries",
                 self.gray_capacity
-            ));
-        }
-        if self.mark_workers == 0 || self.mark_workers > 256 {
-            return e(format!(
-                "mark_workers: {} is not in 1..=256",
-                self.mark_workers
             ));
         }
         Ok(())

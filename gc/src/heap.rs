@@ -718,6 +718,22 @@ impl RawHeap {
         let w0 = (addr - self.arena.base) / 8;
         let tw = ty.size() / 8;
         let nwords = slot / 8;
+        let off = w0 % 64;
+        if count == 1 && off + nwords <= 64 && tw <= 64 {
+            // The common case: one object whose slot lies in one bitmap word
+            // (every slot of 512 bytes or less does: slots never straddle a
+            // 512-byte boundary unless they are larger than it).
+            let src = ty.0.ptr_bits.first().copied().unwrap_or(0) & low_bits(tw);
+            let mask = low_bits(nwords) << off;
+            let word = self.arena.bits_word(w0);
+            word.store((word.load(Relaxed) & !mask) | (src << off), Relaxed);
+            return;
+        }
+        self.write_heap_bits_slow(w0, nwords, ty, tw, count);
+    }
+
+    #[cold]
+    fn write_heap_bits_slow(&self, w0: usize, nwords: usize, ty: Type, tw: usize, count: usize) {
         let bits = &ty.0.ptr_bits;
         let mut i = 0;
         while i < nwords {
@@ -771,6 +787,38 @@ pub(crate) trait LockScope {
 impl LockScope for () {
     fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
+    }
+}
+
+/// The low `n` bits set (`n` up to 64).
+#[inline(always)]
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// Zeroes a slot. Small slots get word stores (a `write_bytes` of a size
+/// unknown at compile time is a `memset` call).
+///
+/// # Safety
+/// `[addr, addr + size)` must be writable and `addr` 8-byte aligned, `size`
+/// a multiple of 8.
+#[inline(always)]
+unsafe fn zero_slot(addr: usize, size: usize) {
+    let p = addr as *mut u64;
+    if size <= 64 {
+        for i in 0..8 {
+            if i * 8 < size {
+                // SAFETY: word `i` lies inside the slot (caller contract).
+                unsafe { p.add(i).write(0) };
+            }
+        }
+    } else {
+        // SAFETY: caller contract.
+        unsafe { std::ptr::write_bytes(addr as *mut u8, 0, size) };
     }
 }
 
@@ -877,7 +925,7 @@ impl ThreadCache {
         let addr = s.base() + idx * elemsize;
         if s.needzero.load(Relaxed) {
             // SAFETY: slot `idx` of a span this cache owns, free until now.
-            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, elemsize) };
+            unsafe { zero_slot(addr, elemsize) };
         }
         if spc & 1 == 0 {
             heap.write_heap_bits(addr, elemsize, ty, count);

@@ -161,14 +161,20 @@ impl Span {
         self.mark_bits[idx / 64].load(Relaxed) & (1 << (idx % 64)) != 0
     }
 
-    /// Sets the mark bit of object `idx`; returns whether it was clear.
+    /// Sets the mark bit of object `idx`; returns whether it was clear. For
+    /// the only marking thread: a plain load and store instead of a locked
+    /// read-modify-write. Marking runs on the coordinator
+    /// alone while the world is stopped, so no other thread writes mark bits.
     #[inline(always)]
-    pub fn try_mark(&self, idx: usize) -> bool {
+    pub fn try_mark_single(&self, idx: usize) -> bool {
         let bit = 1u64 << (idx % 64);
         let w = &self.mark_bits[idx / 64];
-        // Test first: most marks of an already-marked object stop here without
-        // a locked instruction.
-        w.load(Relaxed) & bit == 0 && w.fetch_or(bit, Relaxed) & bit == 0
+        let old = w.load(Relaxed);
+        if old & bit != 0 {
+            return false;
+        }
+        w.store(old | bit, Relaxed);
+        true
     }
 
     /// Refills `alloc_cache` for the 64 objects starting at `whole` (a

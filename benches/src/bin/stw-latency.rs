@@ -152,7 +152,7 @@ fn real_main() -> Result<(), String> {
                 } else {
                     probes
                 };
-                let r = suite::run(&RunConfig {
+                let r = match suite::run(&RunConfig {
                     kernel: k,
                     mode: m,
                     threads: t,
@@ -160,7 +160,31 @@ fn real_main() -> Result<(), String> {
                     interval,
                     units_per_call: n,
                     min_window,
-                })?;
+                }) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Reported as a result (a cooperative-only stop that
+                        // never completes is a finding), not the end of the suite.
+                        bar.suspend(|| eprintln!("stw-latency: {e}"));
+                        rows.push(Row {
+                            kernel: k.to_string(),
+                            mode: m.name().to_string(),
+                            threads: t,
+                            stops: 0,
+                            ttsp: suite::empty_histogram(),
+                            restart: suite::empty_histogram(),
+                            signals_per_stop: 0.0,
+                            resends_per_stop: 0.0,
+                            ratio: 0.0,
+                            ratio_wall: 0.0,
+                            units_per_call: n,
+                            collections: 0,
+                            error: Some(e),
+                        });
+                        bar.inc(1);
+                        continue;
+                    }
+                };
                 let stops = r.stops.max(1) as f64;
                 rows.push(Row {
                     kernel: k.to_string(),
@@ -183,6 +207,7 @@ fn real_main() -> Result<(), String> {
                     },
                     units_per_call: n,
                     collections: r.collections,
+                    error: None,
                 });
                 bar.inc(1);
             }

@@ -1,0 +1,37 @@
+//! Shared helpers for the criterion benches (included with `#[path]`).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use criterion::Criterion;
+use pardon::{Config, RawHeap, Type, TypeDesc};
+
+/// Short runs: this machine is small and shared; the suite is for trends.
+pub fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+}
+
+/// A raw heap with a large arena and no pacer.
+pub fn raw_heap() -> RawHeap {
+    RawHeap::new(Config {
+        arena_size: 8 << 30,
+        gc_percent: None,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+/// The binary-trees node: 16 bytes, two pointers.
+pub fn pair(heap: &RawHeap) -> Type {
+    heap.register_type(&TypeDesc {
+        name: "Pair",
+        size: 16,
+        align: 8,
+        pointer_words: &[0, 1],
+    })
+    .unwrap()
+}

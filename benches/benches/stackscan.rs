@@ -1,0 +1,79 @@
+//! Root scanning: a conservative scan of a 64 KiB stack image holding some
+//! heap pointers, and a precise walk of 64 shadow-stack frames.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pardon::stackscan::{with_frame_slots, FrameChain, FrameMap, Scanner};
+use pardon::ThreadCache;
+
+#[path = "common/mod.rs"]
+mod common;
+
+fn nest(depth: usize, chain: &AtomicUsize, map: &FrameMap, v: usize, f: &mut dyn FnMut()) {
+    if depth == 0 {
+        return f();
+    }
+    let slots = [
+        AtomicUsize::new(v),
+        AtomicUsize::new(0),
+        AtomicUsize::new(v),
+    ];
+    with_frame_slots(FrameChain(chain), map, &slots, |_| {
+        nest(depth - 1, chain, map, v, f)
+    });
+}
+
+fn scan(c: &mut Criterion) {
+    let heap = common::raw_heap();
+    let ty = common::pair(&heap);
+    let mut cache = ThreadCache::new();
+    let objs: Vec<usize> = (0..1000)
+        .map(|_| cache.alloc(&heap, ty).unwrap().as_ptr() as usize)
+        .collect();
+    // A stack image: mostly small integers and stack-like addresses, with a
+    // heap pointer every 32 words.
+    let image: Vec<usize> = (0..8192)
+        .map(|i| {
+            if i % 32 == 0 {
+                objs[i / 32 % objs.len()] + 8
+            } else {
+                i * 3
+            }
+        })
+        .collect();
+    let finder = |a: usize| heap.find_object(a);
+    let mut g = c.benchmark_group("stackscan");
+    g.throughput(Throughput::Bytes(8 * image.len() as u64));
+    g.bench_function("conservative 64 KiB", |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            let mut sc = Scanner::new(&finder, 0, 0, |_, _| hits += 1);
+            let lo = image.as_ptr() as usize;
+            // SAFETY: `image` is a live, readable buffer of that many words.
+            unsafe { sc.range(lo, lo + 8 * image.len()) };
+            hits
+        })
+    });
+    g.finish();
+    let map = FrameMap::new(3, &[&[0, 2]]).unwrap();
+    let chain = AtomicUsize::new(0);
+    let mut g = c.benchmark_group("stackscan");
+    g.throughput(Throughput::Elements(64));
+    nest(64, &chain, &map, objs[0], &mut || {
+        g.bench_function("precise 64 frames", |b| {
+            b.iter(|| {
+                let mut hits = 0;
+                let mut sc = Scanner::new(&finder, 0, usize::MAX, |_, _| hits += 1);
+                // SAFETY: the chain is linked on this thread for the whole call.
+                unsafe { sc.frames(chain.load(Ordering::Relaxed)) };
+                hits
+            })
+        });
+    });
+    g.finish();
+    cache.flush(&heap);
+}
+
+criterion_group! { name = benches; config = common::config(); targets = scan }
+criterion_main!(benches);
