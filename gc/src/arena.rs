@@ -27,6 +27,10 @@ pub(crate) struct Arena {
     _map: MmapMut,
     _page_table: MmapMut,
     _heap_bits: MmapMut,
+    /// Room for every span structure the page heap can ever need (each one
+    /// covers at least one page of its own), reserved like the rest so that
+    /// making a span never calls the system allocator.
+    span_structs: MmapMut,
     /// First byte of the first page (8 KiB aligned).
     pub base: usize,
     /// Number of pages.
@@ -53,15 +57,23 @@ impl Arena {
         let base = (map.as_ptr() as usize).next_multiple_of(PAGE_SIZE);
         let page_table = reserve(npages * std::mem::size_of::<AtomicPtr<Span>>())?;
         let heap_bits = reserve((bytes / 8).div_ceil(64) * 8)?;
+        let span_structs = reserve((npages + 1) * std::mem::size_of::<Span>())?;
         Ok(Arena {
             spans: page_table.as_ptr() as *const AtomicPtr<Span>,
             bits: heap_bits.as_ptr() as *const AtomicU64,
             _map: map,
             _page_table: page_table,
             _heap_bits: heap_bits,
+            span_structs,
             base,
             npages,
         })
+    }
+
+    /// The reserved span structures: their start and how many fit. Untouched
+    /// slots are zero pages; the page heap writes each before first use.
+    pub fn span_struct_region(&self) -> (*mut Span, usize) {
+        (self.span_structs.as_ptr() as *mut Span, self.npages + 1)
     }
 
     /// One past the last byte.

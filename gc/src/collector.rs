@@ -14,7 +14,7 @@ use pardon_stackscan::{FrameChain, RootKind, Scanner};
 
 use crate::config::{Config, ConfigError};
 use crate::heap::{lock, AllocError, RawHeap, ThreadCache};
-use crate::roots::{GlobalRoots, SlotTable};
+use crate::roots::{GlobalRoots, HandleFree, SlotTable};
 use crate::stats::{CycleStats, GcStats, StatsRecorder};
 use crate::types::{Type, TypeDesc, TypeError};
 
@@ -112,7 +112,9 @@ fn env_flag(name: &str) -> bool {
 pub(crate) struct MutatorState {
     pub cache: UnsafeCell<ThreadCache>,
     pub chain: AtomicUsize,
-    pub handles: UnsafeCell<SlotTable>,
+    /// The handle table (read by coordinators) and its free list (owner only).
+    pub handles: SlotTable,
+    pub handle_free: UnsafeCell<HandleFree>,
 }
 
 impl Heap {
@@ -180,10 +182,12 @@ impl Heap {
     /// Attaches the calling thread as a mutator.
     pub fn attach(&self) -> Result<Mutator, pardon_preempt::AttachError> {
         let attached = self.shared.registry.attach()?;
+        let (handles, handle_free) = SlotTable::new();
         let state = Box::new(MutatorState {
             cache: UnsafeCell::new(ThreadCache::new()),
             chain: AtomicUsize::new(0),
-            handles: UnsafeCell::new(SlotTable::new()),
+            handles,
+            handle_free: UnsafeCell::new(handle_free),
         });
         attached.frame_chain().store(
             &*state as *const MutatorState as usize,
@@ -226,10 +230,16 @@ impl Heap {
 
     /// Statistics so far.
     pub fn stats(&self) -> GcStats {
-        // The stopped-world path reads the recorder: never be stopped holding it.
+        // A coordinator records into the recorder inside a no-preempt region,
+        // so no attached thread may be stopped while holding its lock: copy
+        // under a no-preempt region too, into histograms made beforehand
+        // (allocating inside the region could wait on a malloc lock held by
+        // a stopped thread).
         let sh = &self.shared;
+        let mut copy = StatsRecorder::new();
         sh.registry
-            .no_preempt(|| lock(&sh.stats).snapshot(sh.raw.stats()))
+            .no_preempt(|| lock(&sh.stats).copy_into(&mut copy));
+        copy.into_snapshot(sh.raw.stats())
     }
 
     /// Completed collections.
@@ -262,6 +272,12 @@ impl Shared {
     /// attached thread, its conservative range starts there, above the
     /// collector's own frames (which change while it marks, and would make a
     /// verification re-mark disagree).
+    ///
+    /// Never inlined: its locals, and those of the marking it calls (gray
+    /// objects, scan positions), must live in frames below `entry_sp`, or a
+    /// coordinator's conservative scan would find the first mark's leftovers
+    /// and the verification re-mark would disagree (it did).
+    #[inline(never)]
     pub(crate) fn collect(&self, entry_sp: usize) -> Result<CycleStats, CollectError> {
         let cycles_before = self.cycles.load(Relaxed);
         let t0 = Instant::now();
@@ -271,9 +287,12 @@ impl Shared {
         let heap_before = self.raw.stats().span_bytes;
         let world = self.registry.stop_the_world().map_err(CollectError::Stop)?;
         if self.cycles.load(Relaxed) != cycles_before {
-            // Another thread collected while we waited for the world.
-            let st = lock(&self.stats).last;
-            return Ok(st);
+            // Another thread collected while we waited for the world. (The
+            // stats lock is not taken here: the world is stopped.)
+            return Ok(CycleStats {
+                number: self.cycles.load(Relaxed),
+                ..CycleStats::default()
+            });
         }
         let stopped_at = Instant::now();
         let mut cycle = CycleStats {
@@ -345,9 +364,7 @@ impl Shared {
             let (lo, hi) = t.stack_bounds();
             let ms = mutator_state(t.frame_chain());
             if let Some(ms) = ms {
-                // SAFETY: the owner is stopped; its table is only mutated in
-                // no-preempt regions, so it is consistent.
-                unsafe { &*ms.handles.get() }.for_each(|v| {
+                ms.handles.for_each(|v| {
                     m.mark_word(v);
                 });
             }
@@ -459,7 +476,9 @@ impl Mutator {
         self.attached.safe_region(f)
     }
 
-    /// Collects now, with this thread as the coordinator.
+    /// Collects now, with this thread as the coordinator. If another
+    /// thread's collection completes while this one waits to stop the world,
+    /// it returns at once, with only `number` set in the figures.
     #[inline(never)]
     pub fn collect(&self) -> Result<CycleStats, CollectError> {
         with_entry(|sp| self.heap.shared.collect(sp))
@@ -515,23 +534,28 @@ impl Mutator {
     }
 
     /// Adds `addr` to this thread's handle table (a precise root) and returns
-    /// its slot.
+    /// its slot. Not in a no-preempt region: it may call the system
+    /// allocator (see `SlotTable::insert`).
     pub(crate) fn push_handle(&self, addr: usize) -> usize {
-        let _np = self.attached.no_preempt();
-        // SAFETY: owner thread in a no-preempt region.
-        unsafe { (*self.state.handles.get()).insert(addr) }
+        // SAFETY: owner thread; `Mutator` is not Send or Sync, so no other
+        // reference to the free list exists.
+        let own = unsafe { &mut *self.state.handle_free.get() };
+        match self.state.handles.insert(own, addr) {
+            Ok(i) => i,
+            Err(e) => panic!("pardon: {e}"),
+        }
     }
 
     pub(crate) fn pop_handle(&self, slot: usize) {
-        let _np = self.attached.no_preempt();
-        // SAFETY: owner thread in a no-preempt region.
-        unsafe { (*self.state.handles.get()).remove(slot) }
+        // SAFETY: as in `push_handle`.
+        let own = unsafe { &mut *self.state.handle_free.get() };
+        self.state.handles.remove(own, slot);
     }
 
     /// Live handles in this thread's table.
     pub fn handle_count(&self) -> usize {
         // SAFETY: owner thread; read-only.
-        unsafe { (*self.state.handles.get()).live() }
+        unsafe { (*self.state.handle_free.get()).live() }
     }
 }
 

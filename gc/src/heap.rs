@@ -163,9 +163,10 @@ impl RawHeap {
         let gray = crate::mark::GrayStack::new(config.gray_capacity).map_err(|e| {
             ConfigError(format!("gray_capacity: cannot reserve the gray stack: {e}"))
         })?;
+        let pages = PageHeap::new(&arena);
         Ok(RawHeap {
             arena,
-            pages: PageHeap::new(),
+            pages,
             central: (0..NUM_SPAN_CLASSES)
                 .map(|_| {
                     Mutex::new(Central {
@@ -301,11 +302,19 @@ impl RawHeap {
             push(&mut lock(&self.central[spc]).full[sw], s);
         }
         let class = CLASSES[spc >> 1];
-        let s = self.pages.alloc(
-            &self.arena,
-            class.npages as usize,
-            self.config.effective_heap_limit(),
-        )?;
+        let limit = self.config.effective_heap_limit();
+        let s = match self.pages.alloc(&self.arena, class.npages as usize, limit) {
+            Ok(s) => s,
+            Err(Exhausted) => {
+                // Before reporting exhaustion, reclaim: spans of any class
+                // still waiting for the lazy sweep may be free (Go's mheap
+                // reclaims the same way before growing).
+                if self.finish_sweep() == 0 {
+                    return Err(Exhausted);
+                }
+                return self.cache_span(spc);
+            }
+        };
         let span = sp(s);
         span.spc.store(spc as u32, Relaxed);
         span.elemsize.store(class.size as usize, Relaxed);
@@ -681,13 +690,20 @@ impl RawHeap {
 
     fn alloc_large(&self, size: usize, ty: Type) -> Result<usize, AllocError> {
         let npages = size.div_ceil(PAGE_SIZE).max(1);
-        let s = self
-            .pages
-            .alloc(&self.arena, npages, self.config.effective_heap_limit())
-            .map_err(|_| AllocError::HeapExhausted {
-                requested: size,
-                limit: self.config.effective_heap_limit(),
-            })?;
+        let limit = self.config.effective_heap_limit();
+        let exhausted = AllocError::HeapExhausted {
+            requested: size,
+            limit,
+        };
+        let s = match self.pages.alloc(&self.arena, npages, limit) {
+            Ok(s) => s,
+            // Reclaim what the lazy sweep has not reached yet, then retry.
+            Err(Exhausted) if self.finish_sweep() > 0 => self
+                .pages
+                .alloc(&self.arena, npages, limit)
+                .map_err(|_| exhausted)?,
+            Err(Exhausted) => return Err(exhausted),
+        };
         let span = sp(s);
         span.spc
             .store(span_class(0, ty.is_noscan()) as u32, Relaxed);

@@ -5,9 +5,10 @@
 //! to 128 pages, and one for longer runs searched best-fit. A free run's first
 //! and last pages point at its span in the page table, so a run being freed
 //! finds its neighbours in O(1) and merges with any that are free. Span
-//! structures come from a pool that only grows, in chunks, and only on the
-//! allocation path: freeing and coalescing (which the stopped-world sweep may
-//! do) never allocate.
+//! structures come from a reservation in the arena (one per page) and a pool
+//! of released ones: nothing here calls the system allocator, which matters
+//! because allocation runs in no-preempt regions and a thread stopped inside
+//! `malloc` may hold the lock `malloc` would wait for.
 //!
 //! Pages that stay free for [`Config::scavenge_after`](crate::Config) collections
 //! are decommitted (`MADV_DONTNEED`) so resident memory follows the live heap;
@@ -23,7 +24,6 @@ use crate::sizeclass::PAGE_SIZE;
 use crate::span::{Span, FREE, MANUAL};
 
 const BINS: usize = 129;
-const POOL_CHUNK: usize = 256;
 
 pub(crate) struct PageHeap {
     inner: Mutex<Inner>,
@@ -64,7 +64,9 @@ struct Inner {
     bins: [*mut Span; BINS],
     large: *mut Span,
     pool: *mut Span,
-    chunks: Vec<Box<[Span]>>,
+    /// Span structures: reserved memory in the arena, used in order.
+    fresh: *mut Span,
+    fresh_left: usize,
     /// Pages handed out from the arena so far (the high-water mark).
     used_pages: usize,
     /// Bytes in spans that are not free.
@@ -73,8 +75,9 @@ struct Inner {
     free_committed: usize,
 }
 
-// SAFETY: the raw span pointers point into `chunks`, owned here; they are only
-// followed under the mutex.
+// SAFETY: the raw span pointers point into the arena's span-structure
+// reservation, which outlives the page heap; they are only followed under the
+// mutex.
 unsafe impl Send for Inner {}
 
 /// The heap has no room for the request.
@@ -96,7 +99,8 @@ fn links(s: *mut Span) -> &'static mut crate::span::Links {
 }
 
 fn span<'a>(s: *mut Span) -> &'a Span {
-    // SAFETY: every span pointer the page heap holds points into its chunks.
+    // SAFETY: every span pointer the page heap holds points into the arena's
+    // span-structure reservation, initialised before first use.
     unsafe { &*s }
 }
 
@@ -136,13 +140,17 @@ impl Inner {
 
     fn new_span_struct(&mut self) -> *mut Span {
         if self.pool.is_null() {
-            let chunk: Box<[Span]> = (0..POOL_CHUNK).map(|_| Span::default()).collect();
-            for s in chunk.iter() {
-                let p = s as *const Span as *mut Span;
-                links(p).next = self.pool;
-                self.pool = p;
-            }
-            self.chunks.push(chunk);
+            // Each span structure in use or on a free list covers at least one
+            // page of its own, so the reservation (one per page) never runs out.
+            assert!(self.fresh_left > 0, "pardon: span structures exhausted");
+            let s = self.fresh;
+            // SAFETY: `s` is the next unused slot of the reservation, inside
+            // it (fresh_left > 0) and suitably aligned; nothing refers to it.
+            unsafe { s.write(Span::default()) };
+            // SAFETY: one past `s` is inside or at the end of the reservation.
+            self.fresh = unsafe { s.add(1) };
+            self.fresh_left -= 1;
+            return s;
         }
         let s = self.pool;
         self.pool = links(s).next;
@@ -157,13 +165,15 @@ impl Inner {
 }
 
 impl PageHeap {
-    pub fn new() -> PageHeap {
+    pub fn new(arena: &Arena) -> PageHeap {
+        let (fresh, fresh_left) = arena.span_struct_region();
         PageHeap {
             inner: Mutex::new(Inner {
                 bins: [std::ptr::null_mut(); BINS],
                 large: std::ptr::null_mut(),
                 pool: std::ptr::null_mut(),
-                chunks: Vec::new(),
+                fresh,
+                fresh_left,
                 used_pages: 0,
                 in_use: 0,
                 free_committed: 0,

@@ -6,52 +6,126 @@
 //! world sees them consistent, and the scan takes no lock a stopped mutator
 //! can hold.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-/// A table of root slots with a free list; grows by doubling.
+/// Slots per handle-table chunk.
+const HANDLE_CHUNK: usize = 256;
+/// Chunks per handle table: a million handles per thread.
+const HANDLE_CHUNKS: usize = 4096;
+
+struct HandleChunk {
+    slots: [AtomicUsize; HANDLE_CHUNK],
+}
+
+/// A thread's handle table: the part a coordinator reads. Fixed chunks of
+/// atomic slots that never move, so a stopped owner may have been anywhere,
+/// even halfway through adding a chunk; the free list is owner-only
+/// ([`HandleFree`]) and never read by the coordinator.
 pub(crate) struct SlotTable {
-    slots: Vec<AtomicUsize>,
-    free: Vec<usize>,
+    chunks: Box<[AtomicPtr<HandleChunk>]>,
+}
+
+/// The owner's half of a handle table: which slots are free.
+pub(crate) struct HandleFree {
+    free: Vec<u32>,
+    nchunks: usize,
+    live: usize,
 }
 
 impl SlotTable {
-    pub fn new() -> SlotTable {
-        SlotTable {
-            slots: Vec::with_capacity(64),
-            free: Vec::new(),
-        }
+    pub fn new() -> (SlotTable, HandleFree) {
+        let chunks = (0..HANDLE_CHUNKS)
+            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+            .collect();
+        (
+            SlotTable { chunks },
+            HandleFree {
+                free: Vec::with_capacity(HANDLE_CHUNK),
+                nchunks: 0,
+                live: 0,
+            },
+        )
     }
 
-    /// Stores `v` in a free slot and returns its index. Call only inside a
-    /// no-preempt region (it may reallocate).
-    pub fn insert(&mut self, v: usize) -> usize {
-        if let Some(i) = self.free.pop() {
-            self.slots[i].store(v, Ordering::Relaxed);
-            i
-        } else {
-            self.slots.push(AtomicUsize::new(v));
-            self.slots.len() - 1
-        }
+    fn slot(&self, i: usize) -> &AtomicUsize {
+        let c = self.chunks[i / HANDLE_CHUNK].load(Ordering::Acquire);
+        // SAFETY: a slot index comes from `insert`, which only hands out slots
+        // of published chunks; chunks live as long as the table.
+        unsafe { &(*c).slots[i % HANDLE_CHUNK] }
     }
 
-    /// Frees slot `i`.
-    pub fn remove(&mut self, i: usize) {
-        self.slots[i].store(0, Ordering::Relaxed);
-        self.free.push(i);
+    /// Stores `v` in a free slot and returns its index. Owner only. It may
+    /// allocate a chunk (calling the system allocator), so it must not run
+    /// inside a no-preempt region: a thread stopped inside `malloc` may hold
+    /// the lock that call would wait for. It needs no such region: the
+    /// coordinator sees the slot as 0 or as `v`, and either is consistent.
+    pub fn insert(&self, own: &mut HandleFree, v: usize) -> Result<usize, String> {
+        if own.free.is_empty() {
+            if own.nchunks == HANDLE_CHUNKS {
+                return Err(format!(
+                    "more than {} live handles on one thread",
+                    HANDLE_CHUNKS * HANDLE_CHUNK
+                ));
+            }
+            let chunk = Box::new(HandleChunk {
+                slots: [const { AtomicUsize::new(0) }; HANDLE_CHUNK],
+            });
+            self.chunks[own.nchunks].store(Box::into_raw(chunk), Ordering::Release);
+            let base = own.nchunks * HANDLE_CHUNK;
+            // Room for every slot ever handed out: `remove` never reallocates.
+            own.free.reserve_exact(base + HANDLE_CHUNK - own.free.len());
+            own.free
+                .extend((base..base + HANDLE_CHUNK).rev().map(|i| i as u32));
+            own.nchunks += 1;
+        }
+        let i = own.free.pop().expect("a free slot") as usize;
+        self.slot(i).store(v, Ordering::Release);
+        own.live += 1;
+        Ok(i)
+    }
+
+    /// Frees slot `i`. Owner only; never allocates (the free list has room
+    /// for every slot ever handed out).
+    pub fn remove(&self, own: &mut HandleFree, i: usize) {
+        self.slot(i).store(0, Ordering::Release);
+        own.free.push(i as u32);
+        own.live -= 1;
     }
 
     /// Calls `f` with every non-zero slot.
     pub fn for_each(&self, mut f: impl FnMut(usize)) {
-        for s in &self.slots {
-            let v = s.load(Ordering::Relaxed);
-            if v != 0 {
-                f(v);
+        for c in self.chunks.iter() {
+            let c = c.load(Ordering::Acquire);
+            if c.is_null() {
+                break;
+            }
+            // SAFETY: published chunks live as long as the table.
+            for s in unsafe { &(*c).slots } {
+                let v = s.load(Ordering::Relaxed);
+                if v != 0 {
+                    f(v);
+                }
             }
         }
     }
+}
 
+impl HandleFree {
     pub fn live(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.live
+    }
+}
+
+impl Drop for SlotTable {
+    fn drop(&mut self) {
+        for c in self.chunks.iter() {
+            let c = c.load(Ordering::Acquire);
+            if !c.is_null() {
+                // SAFETY: every published chunk came from Box::into_raw and
+                // is freed once, here.
+                drop(unsafe { Box::from_raw(c) });
+            }
+        }
     }
 }
 

@@ -116,11 +116,23 @@ impl StatsRecorder {
         self.last = *c;
     }
 
-    pub fn snapshot(&self, heap: HeapStats) -> GcStats {
+    /// Copies everything into `out`, whose histograms have the same bounds;
+    /// allocates nothing.
+    pub fn copy_into(&self, out: &mut StatsRecorder) {
+        out.collections = self.collections;
+        out.last = self.last;
+        out.ttsp.reset();
+        out.pause.reset();
+        // Same bounds, no auto-resize: adding cannot fail or allocate.
+        let _ = out.ttsp.add(&self.ttsp);
+        let _ = out.pause.add(&self.pause);
+    }
+
+    pub fn into_snapshot(self, heap: HeapStats) -> GcStats {
         GcStats {
             collections: self.collections,
-            ttsp_ns: self.ttsp.clone(),
-            pause_ns: self.pause.clone(),
+            ttsp_ns: self.ttsp,
+            pause_ns: self.pause,
             last: self.last,
             heap,
         }

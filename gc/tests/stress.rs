@@ -155,6 +155,16 @@ fn spin_with<P: PollStrategy>(mut p: P, stop: &AtomicBool) -> u64 {
     x
 }
 
+fn named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .expect("spawn")
+}
+
 fn run(preemption: Preemption, secs: f64) {
     let heap = Heap::new(Config {
         arena_size: 4 << 30,
@@ -171,7 +181,7 @@ fn run(preemption: Preemption, secs: f64) {
     let spawned = Arc::new(AtomicU64::new(0));
     for i in 0..3 {
         let (h, s) = (heap.clone(), stop.clone());
-        hs.push(std::thread::spawn(move || {
+        hs.push(named(&format!("graph{i}"), move || {
             let (ops, checks) = graph_mutator(&h, 0x9e37_79b9 * (i + 1), &s);
             format!("graph{i}: {ops} ops, {checks} checks")
         }));
@@ -179,7 +189,7 @@ fn run(preemption: Preemption, secs: f64) {
     // A call-free spinner (polls only where the mode needs them).
     {
         let (h, s) = (heap.clone(), stop.clone());
-        hs.push(std::thread::spawn(move || {
+        hs.push(named("spinner", move || {
             let m = h.attach().unwrap();
             let x = if preemption == Preemption::PollOnly {
                 spin_with(EveryIteration(m.attached().poller()), &s)
@@ -192,7 +202,7 @@ fn run(preemption: Preemption, secs: f64) {
     // The system allocator, in a loop, on an attached thread.
     {
         let (h, s) = (heap.clone(), stop.clone());
-        hs.push(std::thread::spawn(move || {
+        hs.push(named("malloc", move || {
             let m = h.attach().unwrap();
             let mut n = 0u64;
             while !s.load(Ordering::Relaxed) {
@@ -208,7 +218,7 @@ fn run(preemption: Preemption, secs: f64) {
     // Sleeping in syscalls inside safe regions.
     {
         let (h, s) = (heap.clone(), stop.clone());
-        hs.push(std::thread::spawn(move || {
+        hs.push(named("sleeper", move || {
             let m = h.attach().unwrap();
             let mut n = 0;
             while !s.load(Ordering::Relaxed) {
@@ -221,10 +231,10 @@ fn run(preemption: Preemption, secs: f64) {
     // Threads that attach, allocate and exit, while collections happen.
     {
         let (h, s, sp) = (heap.clone(), stop.clone(), spawned.clone());
-        hs.push(std::thread::spawn(move || {
+        hs.push(named("churn", move || {
             while !s.load(Ordering::Relaxed) {
                 let h2 = h.clone();
-                std::thread::spawn(move || {
+                named("churned", move || {
                     let m = h2.attach().unwrap();
                     let mut keep = Vec::new();
                     for i in 0..200 {
@@ -245,7 +255,31 @@ fn run(preemption: Preemption, secs: f64) {
     let mut forced = 0;
     while start.elapsed().as_secs_f64() < secs {
         std::thread::sleep(Duration::from_millis(5));
-        heap.collect().expect("forced collection");
+        if let Err(e) = heap.collect() {
+            // Say what the laggards were doing before failing.
+            let pardon::CollectError::Stop(pardon::preempt::StopError::Timeout {
+                laggards, ..
+            }) = &e;
+            {
+                for l in laggards {
+                    let status =
+                        std::fs::read_to_string(format!("/proc/self/task/{}/status", l.tid))
+                            .unwrap_or_default();
+                    let keep: Vec<&str> = status
+                        .lines()
+                        .filter(|x| {
+                            ["Name", "State", "SigPnd", "ShdPnd", "SigBlk"]
+                                .iter()
+                                .any(|k| x.starts_with(k))
+                        })
+                        .collect();
+                    let wchan = std::fs::read_to_string(format!("/proc/self/task/{}/wchan", l.tid))
+                        .unwrap_or_default();
+                    eprintln!("laggard {l:?}: {keep:?} wchan {wchan}");
+                }
+            }
+            panic!("forced collection: {e}");
+        }
         forced += 1;
     }
     stop.store(true, Ordering::Relaxed);

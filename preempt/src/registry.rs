@@ -412,6 +412,15 @@ impl Registry {
             deferred: AtomicU64::new(0),
         });
         let ptr: *const ThreadRecord = Box::into_raw(rec);
+        // Everything that may allocate or block happens before the record is
+        // in the list: once it is, a stop waits for this thread, which can
+        // only park once CURRENT points at its record. Registering the exit
+        // guard's destructor may call malloc, and a thread stopped inside
+        // malloc holds its arena lock: done after the push, it deadlocked the
+        // stress test (the new thread slept on that lock, invisible to the
+        // signal handler, while the stop waited for it).
+        EXIT_GUARD.with(|_| {});
+        CURRENT.with(|c| c.set(ptr));
         {
             let mut threads = lock(&self.inner.threads);
             // A stop cannot be in progress while we hold the lock, so the new
@@ -422,10 +431,6 @@ impl Registry {
             unsafe { (*ptr).acked.store(e, Ordering::SeqCst) };
             threads.push(ptr);
         }
-        // Touch the exit guard so its destructor is registered now, outside
-        // any signal handler.
-        EXIT_GUARD.with(|_| {});
-        CURRENT.with(|c| c.set(ptr));
         Ok(Attached {
             rec: ptr,
             _registry: self.inner.clone(),
