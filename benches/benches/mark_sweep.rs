@@ -1,7 +1,9 @@
 //! Marking and sweeping: a complete binary tree of 2^21 - 1 16-byte nodes
-//! (the binary-trees shape) marked from its root; the same tree of 24-byte
-//! nodes, what an object header word would cost on that shape (the layout
-//! choice in docs/design.md); and a sweep of 2^17 dead nodes.
+//! (the binary-trees shape) marked from its root by one thread and by two;
+//! the same tree of 24-byte nodes, what an object header word would cost on
+//! that shape (the layout choice in docs/design.md); and a sweep of 2^17
+//! dead nodes. Each mark iteration also finishes the sweep of the previous
+//! cycle (all of the tree's spans), as a collection does.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pardon::{RawHeap, ThreadCache, Type};
@@ -24,15 +26,16 @@ fn tree(heap: &RawHeap, cache: &mut ThreadCache, ty: Type, depth: u32) -> usize 
 }
 
 fn mark_sweep(c: &mut Criterion) {
-    let heap = common::raw_heap();
     let mut g = c.benchmark_group("gc");
     g.sample_size(10);
     let depth = 20;
     let nodes = (1u64 << (depth + 1)) - 1;
-    for (name, size) in [
-        ("mark 2^21 nodes, 16 B (heap bits)", 16),
-        ("mark 2^21 nodes, 24 B (as with a header)", 24),
+    for (name, size, workers) in [
+        ("mark 2^21 nodes, 16 B (heap bits), 1 worker", 16, 1),
+        ("mark 2^21 nodes, 16 B (heap bits), 2 workers", 16, 2),
+        ("mark 2^21 nodes, 24 B (as with a header), 1 worker", 24, 1),
     ] {
+        let heap = common::raw_heap_marking_with(workers);
         let ty = heap
             .register_type(&pardon::TypeDesc {
                 name: "Node",
@@ -52,10 +55,8 @@ fn mark_sweep(c: &mut Criterion) {
                 assert_eq!(st.objects as u64, nodes);
             })
         });
-        // Free the tree before the next shape.
-        heap.collect_with(&mut [&mut cache], |_| {});
-        heap.finish_sweep();
     }
+    let heap = common::raw_heap();
     let ty = common::pair(&heap);
     let dead = 1u64 << 17;
     g.throughput(Throughput::Bytes(dead * 16));

@@ -49,10 +49,11 @@ fn alloc(m: &Mutator, ty: Type) -> usize {
 /// Builds a complete tree of `depth` bottom-up and returns its root, which
 /// the caller must root before its next allocation.
 pub fn bottom_up(m: &Mutator, ty: Type, depth: u32) -> usize {
+    // A leaf holds nothing across its allocation: no frame.
+    if depth == 0 {
+        return alloc(m, ty);
+    }
     with_frame::<2, _>(m.frames(), &BUILD, |fr| {
-        if depth == 0 {
-            return alloc(m, ty);
-        }
         fr.set_site(0);
         fr.set(0, bottom_up(m, ty, depth - 1));
         fr.set_site(1);

@@ -136,3 +136,48 @@ fn stw_latency_rejects_bad_arguments() {
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
 }
+
+#[test]
+fn pause_reports_serial_and_parallel_marks_of_the_same_heap() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pause"))
+        .args([
+            "--live-mb",
+            "8",
+            "--collections",
+            "2",
+            "--mark-workers",
+            "1,2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.contains('|') && !l.contains("markers"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    // Both marks find the same live objects: four trees of 2^17 - 1 nodes
+    // and their list cells at least (conservative roots may add a few).
+    let objects: Vec<usize> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+    assert!(objects[0] >= 4 * ((1 << 17) - 1) + 4, "{text}");
+    assert_eq!(objects[0], objects[1], "{text}");
+    assert!(text.contains("mark speed-up with 2 threads"), "{text}");
+}
+
+#[test]
+fn pause_rejects_bad_arguments() {
+    for args in [&["--mark-workers", "0"][..], &["--mode", "polls-only"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pause"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}

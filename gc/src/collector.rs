@@ -135,6 +135,13 @@ impl Heap {
             })?),
             Err(_) => config.gc_percent,
         };
+        if let Ok(v) = std::env::var("PARDON_MARK_WORKERS") {
+            config.mark_workers = v.parse::<usize>().map_err(|_| {
+                HeapError::Config(ConfigError(format!(
+                    "PARDON_MARK_WORKERS: {v:?} is not a number of threads"
+                )))
+            })?;
+        }
         let registry = Registry::new(pardon_preempt::Config {
             mode: config.preemption.mode(),
             stop_timeout: config.stop_timeout,
@@ -263,6 +270,7 @@ impl crate::heap::LockScope for NoPreemptScope<'_> {
 pub struct GlobalRootId(usize);
 
 impl Shared {
+    #[inline(always)]
     fn pacer_due(&self) -> bool {
         self.raw.allocated.load(Relaxed) >= self.next_gc.load(Relaxed)
     }
@@ -325,6 +333,7 @@ impl Shared {
         }
         cycle.mark = mark_start.elapsed();
         cycle.marked_objects = mark.objects;
+        cycle.mark_workers = mark.workers;
         cycle.live = mark.bytes;
         self.raw.flip_sweepgen(mark.bytes);
         if let Some(p) = self.gc_percent {

@@ -22,6 +22,10 @@ pub struct Config {
     /// Gray-stack capacity in entries; overflow is handled by rescanning the
     /// heap, so a small value is slow but correct.
     pub gray_capacity: usize,
+    /// Threads that mark while the world is stopped, the coordinator
+    /// included (1 = serial marking). Helpers are spawned with the heap.
+    /// Default: the available cores, at most 8 (also `PARDON_MARK_WORKERS`).
+    pub mark_workers: usize,
     /// Free pages are decommitted after staying free this many collections.
     pub scavenge_after: u64,
     /// How the collector stops mutators.
@@ -41,12 +45,18 @@ impl Default for Config {
             min_heap: 4 << 20,
             verify: false,
             gray_capacity: 1 << 26,
+            mark_workers: default_mark_workers(),
             scavenge_after: 2,
             preemption: crate::Preemption::Signal,
             stop_timeout: crate::collector::DEFAULT_STOP_TIMEOUT,
             trace: false,
         }
     }
+}
+
+/// The available cores, at most 8.
+pub fn default_mark_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 /// A `Config` field holds a value that cannot work.
@@ -86,6 +96,12 @@ impl Config {
             return e(format!(
                 "gray_capacity: {} is below 16 entries",
                 self.gray_capacity
+            ));
+        }
+        if self.mark_workers == 0 || self.mark_workers > 256 {
+            return e(format!(
+                "mark_workers: {} is not between 1 and 256",
+                self.mark_workers
             ));
         }
         Ok(())

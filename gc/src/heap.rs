@@ -131,6 +131,8 @@ pub struct RawHeap {
     pub(crate) allocated: AtomicUsize,
     pub(crate) live_after_last: AtomicUsize,
     pub(crate) gray: Mutex<crate::mark::GrayStack>,
+    /// Helper threads for parallel marking (none when `mark_workers` is 1).
+    pub(crate) helpers: crate::mark::MarkHelpers,
     /// Verify mode: room for one copy of every span's mark bits.
     snapshot: Option<memmap2::MmapMut>,
 }
@@ -163,8 +165,16 @@ impl RawHeap {
         let gray = crate::mark::GrayStack::new(config.gray_capacity).map_err(|e| {
             ConfigError(format!("gray_capacity: cannot reserve the gray stack: {e}"))
         })?;
+        let helpers = crate::mark::MarkHelpers::new(config.mark_workers, config.gray_capacity)
+            .map_err(|e| {
+                ConfigError(format!(
+                    "mark_workers: cannot start {} marking helpers: {e}",
+                    config.mark_workers - 1
+                ))
+            })?;
         let pages = PageHeap::new(&arena);
         Ok(RawHeap {
+            helpers,
             arena,
             pages,
             central: (0..NUM_SPAN_CLASSES)
@@ -739,7 +749,7 @@ impl RawHeap {
             // The common case: one object whose slot lies in one bitmap word
             // (every slot of 512 bytes or less does: slots never straddle a
             // 512-byte boundary unless they are larger than it).
-            let src = ty.0.ptr_bits.first().copied().unwrap_or(0) & low_bits(tw);
+            let src = ty.0.bits0;
             let mask = low_bits(nwords) << off;
             let word = self.arena.bits_word(w0);
             word.store((word.load(Relaxed) & !mask) | (src << off), Relaxed);
@@ -881,17 +891,11 @@ impl ThreadCache {
     /// Allocates one zeroed object of type `ty`.
     #[inline]
     pub fn alloc(&mut self, heap: &RawHeap, ty: Type) -> Result<NonNull<u8>, AllocError> {
-        let size = ty.size();
-        if size <= MAX_SMALL_SIZE && ty.align() <= 16 {
-            let rounded = if ty.align() == 16 {
-                size.next_multiple_of(16)
-            } else {
-                size
-            };
-            let spc = span_class(size_to_class(rounded), ty.is_noscan());
+        let spc = ty.0.small_spc;
+        if spc != crate::types::NOT_SMALL {
             self.alloc_small(heap, spc, ty, 1)
         } else {
-            self.alloc_large_or_aligned(heap, size, ty, 1)
+            self.alloc_large_or_aligned(heap, ty.size(), ty, 1)
         }
     }
 

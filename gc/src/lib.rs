@@ -155,7 +155,7 @@ mod types;
 pub use collector::{
     CollectError, GlobalRootId, Heap, HeapError, Mutator, Preemption, DEFAULT_STOP_TIMEOUT,
 };
-pub use config::{Config, ConfigError};
+pub use config::{default_mark_workers, Config, ConfigError};
 pub use heap::{AllocError, HeapStats, RawHeap, ThreadCache, POISON};
 pub use mark::{MarkStats, Marker};
 pub use pardon_preempt as preempt;

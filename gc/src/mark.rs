@@ -1,5 +1,6 @@
-//! Marking: a gray stack in its own mapping, precise scanning of heap objects
-//! from their heap bits, and overflow handled by rescanning the heap.
+//! Marking: gray stacks in their own mappings, precise scanning of heap
+//! objects from their heap bits, parallel draining with work sharing, and
+//! overflow handled by rescanning the heap.
 //!
 //! A root word — precise or conservative — goes through the exact lookup
 //! ([`RawHeap::find`]): only the base of an allocated object is ever marked,
@@ -7,18 +8,51 @@
 //! Precise roots are checked the same way: it costs a few nanoseconds and
 //! makes a wrong map a leak instead of a corruption.
 //!
-//! The gray stack lives in a `MAP_NORESERVE` mapping, so marking never calls
-//! the system allocator (a mutator may be stopped inside malloc). If it fills,
-//! the object is still marked but not pushed, and the stack records the
-//! overflow; after draining, the marker walks every in-use scan span and
-//! rescans its marked objects, pushing whatever they reach that is unmarked,
-//! until a pass ends without overflow. Slow, but no work is lost.
+//! # Parallel marking
+//!
+//! The coordinator offers every root word itself, then drains together with
+//! `mark_workers - 1` helper threads spawned when the heap was made (spawning
+//! during a collection would call the system allocator, which a stopped
+//! mutator may hold). Helpers are not mutators: they are never attached,
+//! never signalled, and touch the heap only between the start and the end of
+//! a round, which the coordinator brackets under the team's own lock — a lock
+//! no mutator ever takes.
+//!
+//! Work moves the way Go's `gcWork` buffers move, simplified: each worker
+//! owns a gray stack; a shared pool (one more stack, behind a mutex only
+//! markers use) receives work when a busy worker sees that someone is idle
+//! and the pool is empty. It gives up to half of its stack, taken from the
+//! *bottom*: in a depth-first traversal the oldest entries are the roots of
+//! the largest unexplored subgraphs, so a binary tree's few dozen stacked
+//! nodes still split into two large halves. An idle worker takes from the
+//! pool its share of what is there.
+//!
+//! Termination: a worker whose stack is empty counts itself idle (an atomic
+//! increment, outside the lock). It becomes busy again only by taking work
+//! from the pool, under the pool's lock, decrementing the count there. So a
+//! worker that holds the pool lock and sees every worker idle and the pool
+//! empty knows that no work exists anywhere and none can appear: it raises
+//! `done`, and everyone leaves.
+//!
+//! Mark bits are set with a plain load and store when one thread marks, and
+//! with a load followed by `fetch_or` when several do (two markers may race
+//! to the same object; exactly one wins and scans it).
+//!
+//! The gray stacks live in `MAP_NORESERVE` mappings, so marking never calls
+//! the system allocator. If one fills, the object is still marked but not
+//! pushed, and the stack records the overflow; after the round, the
+//! coordinator walks every in-use scan span and rescans its marked objects,
+//! pushing whatever they reach that is unmarked, until a pass ends without
+//! overflow. Slow, but no work is lost.
 
-use std::sync::MutexGuard;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use memmap2::{MmapMut, MmapOptions};
 
-use crate::heap::RawHeap;
+use crate::heap::{lock, RawHeap};
 use crate::span::Span;
 
 pub(crate) struct GrayStack {
@@ -67,6 +101,37 @@ impl GrayStack {
         // SAFETY: `len < cap` after the decrement.
         Some(unsafe { *self.slots().add(self.len) })
     }
+
+    /// Moves the bottom `k` entries of `self` onto the top of `to` (which has
+    /// room for them), and shifts the rest down.
+    fn give_bottom(&mut self, to: &mut GrayStack, k: usize) {
+        debug_assert!(k <= self.len && to.len + k <= to.cap);
+        let src = self.slots();
+        let dst = to.slots();
+        // SAFETY: `k <= self.len` entries are read from the start of our
+        // mapping and written after `to.len` in `to`'s mapping, which has
+        // room (checked by the caller); the two mappings are distinct. The
+        // shift moves `len - k` initialised entries within our mapping
+        // (`copy` allows overlap).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, dst.add(to.len), k);
+            std::ptr::copy(src.add(k), src, self.len - k);
+        }
+        to.len += k;
+        self.len -= k;
+    }
+
+    /// Moves the top `k` entries of `self` onto `to`.
+    fn give_top(&mut self, to: &mut GrayStack, k: usize) {
+        debug_assert!(k <= self.len && to.len + k <= to.cap);
+        let src = self.slots();
+        let dst = to.slots();
+        // SAFETY: `k <= self.len` initialised entries below `self.len` are
+        // copied after `to.len` in a distinct mapping with room for them.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(self.len - k), dst.add(to.len), k) };
+        to.len += k;
+        self.len -= k;
+    }
 }
 
 /// Figures from one mark.
@@ -82,6 +147,307 @@ pub struct MarkStats {
     pub root_words: usize,
     /// Heap rescans caused by gray-stack overflow.
     pub overflow_rescans: usize,
+    /// Workers that marked objects in this mark (the coordinator included).
+    pub workers: usize,
+    /// Batches of gray objects handed between workers.
+    pub shares: usize,
+}
+
+/// The most gray entries moved in one hand-over.
+const SHARE_MAX: usize = 512;
+
+/// The state the marking workers of one heap share.
+pub(crate) struct MarkTeam {
+    /// Workers in a round, the coordinator included.
+    workers: usize,
+    ctl: Mutex<Ctl>,
+    /// Wakes helpers for a round (or for shutdown).
+    wake: Condvar,
+    /// Signals the coordinator that the last helper left a round.
+    left: Condvar,
+    pool: Mutex<GrayStack>,
+    pool_len: AtomicUsize,
+    idle: AtomicUsize,
+    done: AtomicBool,
+    overflow: AtomicBool,
+    objects: AtomicUsize,
+    bytes: AtomicUsize,
+    active_workers: AtomicUsize,
+    shares: AtomicUsize,
+}
+
+struct Ctl {
+    round: u64,
+    /// The heap being marked, while a round is open.
+    heap: usize,
+    open: bool,
+    /// Helpers inside the open round.
+    inside: usize,
+    shutdown: bool,
+}
+
+/// The helper threads of one heap; joined on drop.
+pub(crate) struct MarkHelpers {
+    team: Option<Arc<MarkTeam>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl MarkHelpers {
+    /// Spawns `workers - 1` helpers, each with a gray stack of `cap` entries.
+    pub fn new(workers: usize, cap: usize) -> std::io::Result<MarkHelpers> {
+        if workers <= 1 {
+            return Ok(MarkHelpers {
+                team: None,
+                threads: Vec::new(),
+            });
+        }
+        let team = Arc::new(MarkTeam {
+            workers,
+            ctl: Mutex::new(Ctl {
+                round: 0,
+                heap: 0,
+                open: false,
+                inside: 0,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            left: Condvar::new(),
+            pool: Mutex::new(GrayStack::new(cap)?),
+            pool_len: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            done: AtomicBool::new(false),
+            overflow: AtomicBool::new(false),
+            objects: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            active_workers: AtomicUsize::new(0),
+            shares: AtomicUsize::new(0),
+        });
+        let mut helpers = MarkHelpers {
+            team: Some(team.clone()),
+            threads: Vec::new(),
+        };
+        for i in 1..workers {
+            let local = GrayStack::new(cap)?;
+            let team = team.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("pardon-mark-{i}"))
+                .spawn(move || helper_main(&team, local))?;
+            helpers.threads.push(h);
+        }
+        Ok(helpers)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.team.as_ref().map_or(1, |t| t.workers)
+    }
+}
+
+impl Drop for MarkHelpers {
+    fn drop(&mut self) {
+        if let Some(team) = &self.team {
+            lock(&team.ctl).shutdown = true;
+            team.wake.notify_all();
+        }
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn helper_main(team: &MarkTeam, mut local: GrayStack) {
+    let mut seen = 0u64;
+    loop {
+        let heap_addr = {
+            let mut c = lock(&team.ctl);
+            loop {
+                if c.shutdown {
+                    return;
+                }
+                if c.open && c.round != seen {
+                    break;
+                }
+                c = team.wake.wait(c).unwrap_or_else(|e| e.into_inner());
+            }
+            seen = c.round;
+            c.inside += 1;
+            c.heap
+        };
+        // SAFETY: the coordinator stored the address of the heap it is
+        // marking before opening the round, and does not return from the
+        // round (so the heap outlives it) until `inside` is back to zero.
+        let heap = unsafe { &*(heap_addr as *const RawHeap) };
+        local.len = 0;
+        local.overflowed = false;
+        let mut t = Tracer {
+            heap,
+            gray: &mut local,
+            objects: 0,
+            bytes: 0,
+        };
+        // A helper joins a round counted as idle (the coordinator set the
+        // count so), holding nothing.
+        t.work(team, true);
+        let mut c = lock(&team.ctl);
+        c.inside -= 1;
+        if c.inside == 0 {
+            team.left.notify_all();
+        }
+    }
+}
+
+/// One marking thread's view: a heap, its own gray stack and its counts.
+struct Tracer<'a> {
+    heap: &'a RawHeap,
+    gray: &'a mut GrayStack,
+    objects: usize,
+    bytes: usize,
+}
+
+impl Tracer<'_> {
+    /// Marks the object `word` points into; pushes it if it needs scanning.
+    #[inline(always)]
+    fn mark_ref<const PAR: bool>(&mut self, word: usize) -> Option<usize> {
+        let (base, span, idx) = self.heap.find(word)?;
+        let won = if PAR {
+            span.try_mark(idx)
+        } else {
+            span.try_mark_single(idx)
+        };
+        if won {
+            self.objects += 1;
+            self.bytes += span.elemsize();
+            if !span.noscan() {
+                self.gray.push(base);
+            }
+        }
+        Some(base)
+    }
+
+    /// Scans one object's reference words.
+    #[inline(always)]
+    fn scan_object<const PAR: bool>(&mut self, base: usize, span: &Span) {
+        let heap = self.heap;
+        let nwords = span.elemsize() / 8;
+        let w0 = (base - heap.arena.base) / 8;
+        let mut i = 0;
+        while i < nwords {
+            let w = w0 + i;
+            let off = w % 64;
+            let take = (64 - off).min(nwords - i);
+            let mut bits = heap.arena.bits_word(w).load(Relaxed) >> off;
+            if take < 64 {
+                bits &= (1u64 << take) - 1;
+            }
+            while bits != 0 {
+                let k = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // SAFETY: word `i + k` of an allocated object in our arena.
+                let v = unsafe { std::ptr::read((base + (i + k) * 8) as *const usize) };
+                self.mark_ref::<PAR>(v);
+            }
+            i += take;
+        }
+    }
+
+    /// Scans everything reachable from the gray stack; with a team, hands
+    /// work to the pool whenever a worker is idle and the pool is empty.
+    ///
+    /// Objects pass through a small FIFO between the gray stack and the
+    /// scan, and are prefetched on entering it, so the cache miss on each
+    /// object's memory overlaps the scanning of the ones before it (the
+    /// prefetch-on-grey scheme of Cher, Hosking and Vijaykumar, ASPLOS 2004).
+    #[inline(always)]
+    fn drain<const PAR: bool>(&mut self, team: Option<&MarkTeam>) {
+        const AHEAD: usize = 8;
+        let mut ring = [0usize; AHEAD];
+        let (mut head, mut len) = (0usize, 0usize);
+        loop {
+            while len < AHEAD {
+                let Some(base) = self.gray.pop() else { break };
+                prefetch(base);
+                ring[(head + len) % AHEAD] = base;
+                len += 1;
+            }
+            if len == 0 {
+                return;
+            }
+            if PAR {
+                if let Some(team) = team {
+                    if self.gray.len >= 2
+                        && team.idle.load(Relaxed) > 0
+                        && team.pool_len.load(Relaxed) == 0
+                    {
+                        self.share(team);
+                    }
+                }
+            }
+            let base = ring[head];
+            head = (head + 1) % AHEAD;
+            len -= 1;
+            let span = crate::heap::sp(self.heap.arena.span_of(base));
+            self.scan_object::<PAR>(base, span);
+        }
+    }
+
+    /// Gives up to half of this worker's stack, from the bottom, to the pool.
+    #[cold]
+    fn share(&mut self, team: &MarkTeam) {
+        let mut pool = lock(&team.pool);
+        let k = (self.gray.len / 2).min(SHARE_MAX).min(pool.cap - pool.len);
+        if k == 0 {
+            return;
+        }
+        self.gray.give_bottom(&mut pool, k);
+        team.pool_len.store(pool.len, Relaxed);
+        team.shares.fetch_add(1, Relaxed);
+    }
+
+    /// One worker's part of a parallel round: drain, then take from the pool
+    /// until every worker is idle and the pool is empty. `idle` says whether
+    /// the worker is already counted idle.
+    fn work(&mut self, team: &MarkTeam, mut idle: bool) {
+        'outer: loop {
+            if !idle {
+                self.drain::<true>(Some(team));
+                team.idle.fetch_add(1, SeqCst);
+            }
+            let mut spins = 0u32;
+            loop {
+                if team.done.load(Acquire) {
+                    break 'outer;
+                }
+                if team.pool_len.load(Relaxed) > 0 || team.idle.load(SeqCst) == team.workers {
+                    let mut pool = lock(&team.pool);
+                    if pool.len > 0 {
+                        let idle_now = team.idle.fetch_sub(1, SeqCst);
+                        let k = (pool.len / idle_now.max(1)).clamp(1, SHARE_MAX);
+                        pool.give_top(self.gray, k);
+                        team.pool_len.store(pool.len, Relaxed);
+                        idle = false;
+                        continue 'outer;
+                    }
+                    if team.idle.load(SeqCst) == team.workers {
+                        team.done.store(true, Release);
+                        break 'outer;
+                    }
+                }
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        if self.gray.overflowed {
+            team.overflow.store(true, Relaxed);
+        }
+        if self.objects > 0 {
+            team.active_workers.fetch_add(1, Relaxed);
+        }
+        team.objects.fetch_add(self.objects, Relaxed);
+        team.bytes.fetch_add(self.bytes, Relaxed);
+    }
 }
 
 /// Marks from roots. Obtain one with [`RawHeap::marker`]; offer root words,
@@ -96,7 +462,7 @@ impl RawHeap {
     /// Starts a mark. The caller must have stopped every mutator (or own the
     /// heap alone), flushed their caches and finished sweeping.
     pub fn marker(&self) -> Marker<'_> {
-        let mut gray = crate::heap::lock(&self.gray);
+        let mut gray = lock(&self.gray);
         gray.len = 0;
         gray.overflowed = false;
         Marker {
@@ -105,26 +471,36 @@ impl RawHeap {
             stats: MarkStats::default(),
         }
     }
+
+    /// Threads that drain the gray objects (the coordinator included).
+    pub fn mark_workers(&self) -> usize {
+        self.helpers.workers()
+    }
 }
 
 impl Marker<'_> {
+    fn tracer(&mut self) -> Tracer<'_> {
+        Tracer {
+            heap: self.heap,
+            gray: &mut self.gray,
+            objects: 0,
+            bytes: 0,
+        }
+    }
+
+    fn absorb(&mut self, objects: usize, bytes: usize) {
+        self.stats.objects += objects;
+        self.stats.bytes += bytes;
+    }
+
     /// Offers one root word (precise or conservative). Returns the base of the
     /// object it keeps alive, if any.
     #[inline]
     pub fn mark_word(&mut self, word: usize) -> Option<usize> {
         self.stats.root_words += 1;
-        let hit = self.mark_ref(word);
-        if hit.is_some() {
-            self.stats.root_hits += 1;
-        }
-        hit
-    }
-
-    /// Marks the object `word` points into; pushes it if it needs scanning.
-    #[inline(always)]
-    fn mark_ref(&mut self, word: usize) -> Option<usize> {
+        // Roots are offered by the coordinator alone, before helpers start.
         let (base, span, idx) = self.heap.find(word)?;
-        // One marker at a time (the gray stack's lock makes it so).
+        self.stats.root_hits += 1;
         if span.try_mark_single(idx) {
             self.stats.objects += 1;
             self.stats.bytes += span.elemsize();
@@ -149,71 +525,71 @@ impl Marker<'_> {
         }
     }
 
-    /// Scans one object's reference words.
-    #[inline]
-    fn scan_object(&mut self, base: usize, span: &Span) {
-        let heap = self.heap;
-        let nwords = span.elemsize() / 8;
-        let w0 = (base - heap.arena.base) / 8;
-        let mut i = 0;
-        while i < nwords {
-            let w = w0 + i;
-            let off = w % 64;
-            let take = (64 - off).min(nwords - i);
-            let mut bits = heap
-                .arena
-                .bits_word(w)
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >> off;
-            if take < 64 {
-                bits &= (1u64 << take) - 1;
-            }
-            while bits != 0 {
-                let k = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                // SAFETY: word `i + k` of an allocated object in our arena.
-                let v = unsafe { std::ptr::read((base + (i + k) * 8) as *const usize) };
-                self.mark_ref(v);
-            }
-            i += take;
-        }
-    }
-
-    /// Scans everything reachable from the gray stack.
-    ///
-    /// Objects pass through a small FIFO between the gray stack and the
-    /// scan, and are prefetched on entering it, so the cache miss on each
-    /// object's memory overlaps the scanning of the ones before it (the
-    /// prefetch-on-grey scheme of Cher, Hosking and Vijaykumar, ASPLOS 2004).
+    /// Scans everything reachable from the gray stack, on this thread alone.
     pub fn drain(&mut self) {
-        const AHEAD: usize = 8;
-        let mut ring = [0usize; AHEAD];
-        let (mut head, mut len) = (0usize, 0usize);
-        loop {
-            while len < AHEAD {
-                let Some(base) = self.gray.pop() else { break };
-                prefetch(base);
-                ring[(head + len) % AHEAD] = base;
-                len += 1;
-            }
-            if len == 0 {
-                return;
-            }
-            let base = ring[head];
-            head = (head + 1) % AHEAD;
-            len -= 1;
-            let span = crate::heap::sp(self.heap.arena.span_of(base));
-            self.scan_object(base, span);
+        let mut t = self.tracer();
+        t.drain::<false>(None);
+        let (o, b) = (t.objects, t.bytes);
+        self.absorb(o, b);
+    }
+
+    /// Drains with the helper threads.
+    fn drain_parallel(&mut self, team: &MarkTeam) {
+        team.pool_len.store(0, Relaxed);
+        lock(&team.pool).len = 0;
+        // Helpers join counted idle; the coordinator starts busy.
+        team.idle.store(team.workers - 1, SeqCst);
+        team.done.store(false, Relaxed);
+        team.overflow.store(false, Relaxed);
+        team.objects.store(0, Relaxed);
+        team.bytes.store(0, Relaxed);
+        team.active_workers.store(0, Relaxed);
+        team.shares.store(0, Relaxed);
+        {
+            let mut c = lock(&team.ctl);
+            c.round += 1;
+            c.heap = self.heap as *const RawHeap as usize;
+            c.open = true;
+        }
+        team.wake.notify_all();
+        let heap = self.heap;
+        let mut t = Tracer {
+            heap,
+            gray: &mut self.gray,
+            objects: 0,
+            bytes: 0,
+        };
+        t.work(team, false);
+        // Close the round and wait for every helper that entered it.
+        let mut c = lock(&team.ctl);
+        c.open = false;
+        while c.inside > 0 {
+            c = team.left.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+        c.heap = 0;
+        drop(c);
+        let (o, b) = (team.objects.load(Relaxed), team.bytes.load(Relaxed));
+        self.absorb(o, b);
+        self.stats.workers = team.active_workers.load(Relaxed).max(1);
+        self.stats.shares = team.shares.load(Relaxed);
+        if team.overflow.load(Relaxed) {
+            self.gray.overflowed = true;
         }
     }
 
-    /// Drains, recovers from overflow, and returns the figures.
+    /// Drains (in parallel when the heap has helpers), recovers from
+    /// overflow, and returns the figures.
     pub fn finish(mut self) -> MarkStats {
-        self.drain();
+        let heap = self.heap;
+        self.stats.workers = 1;
+        match heap.helpers.team.as_deref() {
+            Some(team) if self.gray.len > 0 => self.drain_parallel(team),
+            _ => self.drain(),
+        }
         while self.gray.overflowed {
             self.gray.overflowed = false;
             self.stats.overflow_rescans += 1;
-            let heap = self.heap;
+            let mut t = self.tracer();
             heap.pages.for_each_in_use(&heap.arena, |span| {
                 if span.noscan() {
                     return;
@@ -221,11 +597,13 @@ impl Marker<'_> {
                 for idx in 0..span.nelems() {
                     if span.is_marked(idx) {
                         let base = span.base() + idx * span.elemsize();
-                        self.scan_object(base, span);
-                        self.drain();
+                        t.scan_object::<false>(base, span);
+                        t.drain::<false>(None);
                     }
                 }
             });
+            let (o, b) = (t.objects, t.bytes);
+            self.absorb(o, b);
         }
         self.stats
     }

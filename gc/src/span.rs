@@ -163,8 +163,9 @@ impl Span {
 
     /// Sets the mark bit of object `idx`; returns whether it was clear. For
     /// the only marking thread: a plain load and store instead of a locked
-    /// read-modify-write. Marking runs on the coordinator
-    /// alone while the world is stopped, so no other thread writes mark bits.
+    /// read-modify-write. Only for marking that runs on one thread
+    /// (roots, serial drains, overflow rescans), when no other thread writes
+    /// mark bits.
     #[inline(always)]
     pub fn try_mark_single(&self, idx: usize) -> bool {
         let bit = 1u64 << (idx % 64);
@@ -175,6 +176,20 @@ impl Span {
         }
         w.store(old | bit, Relaxed);
         true
+    }
+
+    /// Sets the mark bit of object `idx`; returns whether this call set it.
+    /// Safe against other markers racing for the same word: a plain load
+    /// first (most objects reached again are already marked), then an atomic
+    /// fetch-or, so exactly one of two racing markers wins.
+    #[inline(always)]
+    pub fn try_mark(&self, idx: usize) -> bool {
+        let bit = 1u64 << (idx % 64);
+        let w = &self.mark_bits[idx / 64];
+        if w.load(Relaxed) & bit != 0 {
+            return false;
+        }
+        w.fetch_or(bit, Relaxed) & bit == 0
     }
 
     /// Refills `alloc_cache` for the 64 objects starting at `whole` (a
@@ -205,7 +220,7 @@ impl Span {
                 }
                 self.alloc_cache.store(cache >> (bit + 1), Relaxed);
                 self.freeindex.store(next as u32, Relaxed);
-                self.alloc_count.fetch_add(1, Relaxed);
+                self.bump_alloc_count();
                 return Some(result);
             }
         }
@@ -246,8 +261,18 @@ impl Span {
             self.alloc_cache.store(cache >> (bit + 1), Relaxed);
         }
         self.freeindex.store(next as u32, Relaxed);
-        self.alloc_count.fetch_add(1, Relaxed);
+        self.bump_alloc_count();
         Some(result)
+    }
+
+    /// Counts one more allocated object. Only the span's owner (the cache
+    /// holding it, or a thread holding its central list's lock) writes the
+    /// count, so a plain load and store does: no locked read-modify-write on
+    /// the allocation fast path.
+    #[inline(always)]
+    fn bump_alloc_count(&self) {
+        let n = self.alloc_count.load(Relaxed);
+        self.alloc_count.store(n + 1, Relaxed);
     }
 
     /// Whether a free slot remains.

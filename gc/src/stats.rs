@@ -27,6 +27,8 @@ pub struct CycleStats {
     pub live: usize,
     /// Objects marked.
     pub marked_objects: usize,
+    /// Threads that marked objects (the coordinator included).
+    pub mark_workers: usize,
     /// Conservative roots found (stack and register words that hit objects).
     pub conservative_roots: usize,
     /// Precise frame-slot roots found.
@@ -55,11 +57,12 @@ impl CycleStats {
     /// One line in the spirit of Go's `GODEBUG=gctrace=1`.
     pub fn trace_line(&self) -> String {
         format!(
-            "pardon gc {}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise, stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
+            "pardon gc {}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise, stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
             self.number,
             self.ttsp.as_secs_f64() * 1e6,
             self.pause.as_secs_f64() * 1e6,
             self.mark.as_secs_f64() * 1e6,
+            self.mark_workers,
             mb(self.heap_before),
             mb(self.heap_after),
             mb(self.live),

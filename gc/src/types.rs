@@ -16,6 +16,8 @@
 
 use std::fmt;
 
+use crate::sizeclass::{size_to_class, span_class, MAX_SMALL_SIZE};
+
 /// The most pointer words a single type may describe.
 pub const MAX_TYPE_WORDS: usize = 1 << 32;
 
@@ -43,7 +45,15 @@ pub(crate) struct TypeInfo {
     /// One bit per word of the object, set for reference words.
     pub ptr_bits: Vec<u64>,
     pub noscan: bool,
+    /// The span class one object of this type is allocated in, or
+    /// [`NOT_SMALL`] for large or over-aligned types.
+    pub small_spc: usize,
+    /// `ptr_bits[0]`, restricted to the type's words.
+    pub bits0: u64,
 }
+
+/// `TypeInfo::small_spc` of a type allocated as a large object.
+pub(crate) const NOT_SMALL: usize = usize::MAX;
 
 impl Type {
     /// Size in bytes.
@@ -129,12 +139,34 @@ pub(crate) fn register(desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
             desc.align
         )));
     }
+    let noscan = desc.pointer_words.is_empty();
+    // Precomputed for the allocation fast path: the span class of one object
+    // (as `ThreadCache::alloc` would choose it), and the pointer bits of the
+    // first 64 words.
+    let small_spc = if desc.size <= MAX_SMALL_SIZE && desc.align <= 16 {
+        let rounded = if desc.align == 16 {
+            desc.size.next_multiple_of(16)
+        } else {
+            desc.size
+        };
+        span_class(size_to_class(rounded), noscan)
+    } else {
+        NOT_SMALL
+    };
+    let bits0 = bits[0]
+        & if words >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << words) - 1
+        };
     let info = TypeInfo {
         name: name.to_string(),
         size: desc.size,
         align: desc.align,
-        noscan: desc.pointer_words.is_empty(),
+        noscan,
         ptr_bits: bits,
+        small_spc,
+        bits0,
     };
     Ok(Type(Box::leak(Box::new(info))))
 }

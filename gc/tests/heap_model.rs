@@ -47,6 +47,8 @@ struct Model {
     objs: Vec<MObj>,
     roots: Vec<usize>,
     gray_small: bool,
+    /// Marking threads (1 = serial; 3 is more than this machine's cores).
+    workers: usize,
 }
 
 impl Model {
@@ -152,9 +154,10 @@ impl ReferenceStateMachine for RefMachine {
     type Transition = Op;
 
     fn init_state() -> BoxedStrategy<Model> {
-        any::<bool>()
-            .prop_map(|gray_small| Model {
+        (any::<bool>(), 1usize..=3)
+            .prop_map(|(gray_small, workers)| Model {
                 gray_small,
+                workers,
                 ..Model::default()
             })
             .boxed()
@@ -245,6 +248,7 @@ impl StateMachineTest for Sut {
             heap_limit: 256 << 20,
             verify: true,
             gray_capacity: if r.gray_small { 16 } else { 1 << 16 },
+            mark_workers: r.workers,
             ..Config::default()
         })
         .unwrap();

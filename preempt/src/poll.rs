@@ -25,7 +25,7 @@ impl Attached {
     #[inline(always)]
     pub fn no_preempt(&self) -> NoPreempt<'_> {
         let rec = self.record();
-        rec.no_preempt.fetch_add(1, Ordering::Relaxed);
+        rec.enter_no_preempt();
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         NoPreempt { rec }
     }
@@ -68,7 +68,7 @@ impl Drop for NoPreempt<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        let prev = self.rec.no_preempt.fetch_sub(1, Ordering::Relaxed);
+        let prev = self.rec.exit_no_preempt();
         if prev == 1 && self.rec.poll_flag.load(Ordering::Relaxed) != 0 {
             poll_slow(self.rec);
         }

@@ -157,8 +157,9 @@ impl std::error::Error for AttachError {}
 pub(crate) struct ThreadRecord {
     /// Non-zero when a stop wants this thread: the one word a poll loads.
     pub poll_flag: AtomicU32,
-    /// Nesting depth of no-preempt regions. Touched by the owner thread and by
-    /// the handler on the same thread.
+    /// Nesting depth of no-preempt regions. Written only by the owner thread
+    /// (read by the handler on that thread and, for reports, by
+    /// coordinators).
     pub no_preempt: AtomicU32,
     /// The state word (see `state`).
     pub state: AtomicU32,
@@ -202,6 +203,25 @@ unsafe impl Sync for ThreadRecord {}
 unsafe impl Send for ThreadRecord {}
 
 impl ThreadRecord {
+    /// Enters a no-preempt region. Only the owner writes the depth, and the
+    /// signal handler, the only code that can run between this load and
+    /// store on the same thread, only reads it, so no locked
+    /// read-modify-write is needed (this is on every allocation).
+    #[inline(always)]
+    pub(crate) fn enter_no_preempt(&self) {
+        let n = self.no_preempt.load(Ordering::Relaxed);
+        self.no_preempt.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// Leaves a no-preempt region; returns the depth before leaving. See
+    /// [`ThreadRecord::enter_no_preempt`].
+    #[inline(always)]
+    pub(crate) fn exit_no_preempt(&self) -> u32 {
+        let n = self.no_preempt.load(Ordering::Relaxed);
+        self.no_preempt.store(n - 1, Ordering::Relaxed);
+        n
+    }
+
     pub(crate) fn registry(&self) -> &RegistryInner {
         // SAFETY: the `Attached` that owns this record holds an Arc to it.
         unsafe { &*self.registry }
@@ -360,7 +380,7 @@ impl Registry {
         let Some(rec) = current().filter(|r| std::ptr::eq(r.registry, &*self.inner)) else {
             return f();
         };
-        rec.no_preempt.fetch_add(1, Ordering::Relaxed);
+        rec.enter_no_preempt();
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         struct End(*const ThreadRecord);
         impl Drop for End {
@@ -372,7 +392,7 @@ impl Registry {
                 let Some(rec) = current().filter(|r| std::ptr::eq(*r, self.0)) else {
                     return;
                 };
-                let prev = rec.no_preempt.fetch_sub(1, Ordering::Relaxed);
+                let prev = rec.exit_no_preempt();
                 if prev == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0 {
                     crate::park::poll_slow(rec);
                 }

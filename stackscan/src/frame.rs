@@ -57,17 +57,18 @@ struct Link<'a> {
 }
 
 impl Drop for Link<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         self.chain.0.store(self.prev, Ordering::Release);
     }
 }
 
+#[inline(always)]
 fn link<'a>(chain: FrameChain<'a>, header: &FrameHeader) -> Link<'a> {
-    assert_eq!(
-        chain.0.load(Ordering::Relaxed),
-        header.prev,
-        "frame chain changed while linking"
-    );
+    let now = chain.0.load(Ordering::Relaxed);
+    if now != header.prev {
+        chain_changed(now, header.prev);
+    }
     chain
         .0
         .store(header as *const FrameHeader as usize, Ordering::Release);
@@ -77,14 +78,37 @@ fn link<'a>(chain: FrameChain<'a>, header: &FrameHeader) -> Link<'a> {
     }
 }
 
+#[cold]
+#[inline(never)]
+fn chain_changed(now: usize, expected: usize) -> ! {
+    panic!("frame chain changed while linking (head {now:#x}, expected {expected:#x})")
+}
+
+// These checks run on every frame entry and site change: inlined, so that
+// with a static map they fold to nothing, and with their panics out of line.
+#[inline(always)]
 fn check_map(map: &FrameMap, nslots: usize) {
-    assert_eq!(
-        map.slots(),
-        nslots,
+    if map.slots() != nslots || map.sites() == 0 {
+        bad_map(map, nslots);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_map(map: &FrameMap, nslots: usize) -> ! {
+    if map.sites() == 0 {
+        panic!("a frame map needs at least one call site");
+    }
+    panic!(
         "frame has {nslots} slots but its map describes {}",
         map.slots()
-    );
-    assert!(map.sites() > 0, "a frame map needs at least one call site");
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn bad_site(site: usize, sites: usize) -> ! {
+    panic!("call site {site} out of range ({sites} sites)")
 }
 
 /// Runs `f` with a linked frame of `N` slots described by `map` (whose slot
@@ -147,14 +171,14 @@ pub fn with_frame_slots<R>(
     f(&frame)
 }
 
+#[inline(always)]
 fn set_site(h: &FrameHeader, site: usize) {
     // SAFETY: `map` was a valid reference when the frame was built and the
     // frame's borrow of it outlives the frame.
     let sites = unsafe { &*h.map }.sites();
-    assert!(
-        site < sites,
-        "call site {site} out of range ({sites} sites)"
-    );
+    if site >= sites {
+        bad_site(site, sites);
+    }
     h.site.store(site as u32, Ordering::Relaxed);
 }
 

@@ -259,11 +259,13 @@ impl FrameMap {
     }
 
     /// Slots per frame.
+    #[inline]
     pub fn slots(&self) -> usize {
         self.nslots as usize
     }
 
     /// Call sites.
+    #[inline]
     pub fn sites(&self) -> usize {
         self.nsites as usize
     }

@@ -17,9 +17,15 @@ pub fn config() -> Criterion {
 
 /// A raw heap with a large arena and no pacer.
 pub fn raw_heap() -> RawHeap {
+    raw_heap_marking_with(pardon::default_mark_workers())
+}
+
+/// A raw heap with a large arena, no pacer and `workers` marking threads.
+pub fn raw_heap_marking_with(workers: usize) -> RawHeap {
     RawHeap::new(Config {
         arena_size: 8 << 30,
         gc_percent: None,
+        mark_workers: workers,
         ..Config::default()
     })
     .unwrap()

@@ -1,0 +1,242 @@
+//! Pause anatomy with a large live heap: two mutator threads each build half
+//! of the live data (a list of binary trees of 16-byte nodes, the
+//! binary-trees shape), then spin in a call-free loop while the main thread
+//! forces collections. For each marking-thread count it reports time to
+//! safepoint, mark time and whole pause separately, and the mark throughput
+//! per marking thread.
+//!
+//! `pause [--live-mb 100] [--collections 10] [--mark-workers 1,2]
+//!        [--mode signal|signal-handler]`
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pardon::stackscan::{frame_map, with_frame, FrameMap};
+use pardon::{Config, CycleStats, Heap, Preemption};
+use pardon_bench::trees::{bottom_up, node_type};
+
+/// Slot 0: the list of trees built so far; slot 1: the newest tree. Site 0
+/// (building a tree): the list; site 1 (allocating its cell): both.
+static LIST: FrameMap = frame_map!(2; [0], [0, 1]);
+
+/// Depth of each tree in the list: 2^17 - 1 nodes, 2 MiB.
+const TREE_DEPTH: u32 = 16;
+
+struct Args {
+    /// Live heap to build, MiB (split between the two mutators).
+    live_mb: usize,
+    /// Forced collections measured per configuration.
+    collections: usize,
+    /// Marking-thread counts to compare.
+    mark_workers: Vec<usize>,
+    /// How the mutators are stopped (their loop never polls).
+    mode: String,
+}
+
+fn parse_args() -> Args {
+    use clap::{value_parser, Arg, ArgAction, Command};
+    let m = Command::new("pause")
+        .about("Pause anatomy (TTSP, mark, pause) with a large live heap")
+        .arg(
+            Arg::new("live-mb")
+                .long("live-mb")
+                .value_parser(value_parser!(usize))
+                .default_value("100")
+                .help("Live heap to build, MiB, split between the two mutators"),
+        )
+        .arg(
+            Arg::new("collections")
+                .long("collections")
+                .value_parser(value_parser!(usize))
+                .default_value("10")
+                .help("Forced collections measured per configuration"),
+        )
+        .arg(
+            Arg::new("mark-workers")
+                .long("mark-workers")
+                .value_delimiter(',')
+                .action(ArgAction::Append)
+                .value_parser(value_parser!(usize))
+                .default_value("1,2")
+                .help("Marking-thread counts to compare, comma-separated"),
+        )
+        .arg(
+            Arg::new("mode")
+                .long("mode")
+                .value_parser(["signal", "signal-handler"])
+                .default_value("signal")
+                .help("How the mutators are stopped (their loop never polls, so not polls-only)"),
+        )
+        .get_matches();
+    Args {
+        live_mb: *m.get_one::<usize>("live-mb").unwrap(),
+        collections: *m.get_one::<usize>("collections").unwrap(),
+        mark_workers: m
+            .get_many::<usize>("mark-workers")
+            .unwrap()
+            .copied()
+            .collect(),
+        mode: m.get_one::<String>("mode").unwrap().clone(),
+    }
+}
+
+struct Row {
+    workers: usize,
+    live: usize,
+    objects: usize,
+    ttsp: Vec<Duration>,
+    mark: Vec<Duration>,
+    pause: Vec<Duration>,
+    used: usize,
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn run(args: &Args, preemption: Preemption, workers: usize) -> Result<Row, String> {
+    let heap = Heap::new(Config {
+        preemption,
+        mark_workers: workers,
+        gc_percent: None,
+        ..Config::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let ty = node_type(&heap, 2);
+    let tree_bytes = ((1usize << (TREE_DEPTH + 1)) - 1) * 16;
+    let per_thread = (args.live_mb << 20).div_ceil(2 * tree_bytes).max(1);
+    let ready = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut cycles: Vec<CycleStats> = Vec::new();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let (heap, ready, stop) = (heap.clone(), &ready, &stop);
+            s.spawn(move || {
+                let m = heap.attach().expect("attach");
+                with_frame::<2, _>(m.frames(), &LIST, |fr| {
+                    for _ in 0..per_thread {
+                        fr.set_site(0);
+                        fr.set(1, bottom_up(&m, ty, TREE_DEPTH));
+                        fr.set_site(1);
+                        let cell = m.alloc_raw(ty).expect("alloc") as *mut usize;
+                        // SAFETY: a fresh 16-byte node: word 0 is the tree,
+                        // word 1 the rest of the list (both live in the frame).
+                        unsafe {
+                            *cell = fr.get(1);
+                            *cell.add(1) = fr.get(0);
+                        }
+                        fr.set(0, cell as usize);
+                    }
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    // A loop without calls or polls: only a signal stops it.
+                    let mut x = 1u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    std::hint::black_box(x);
+                });
+            });
+        }
+        while ready.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for _ in 0..args.collections + 1 {
+            std::thread::sleep(Duration::from_millis(10));
+            match heap.collect() {
+                Ok(c) => cycles.push(c),
+                Err(e) => eprintln!("pause: {e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    // The first collection also frees the building's garbage: skip it.
+    let measured = &cycles[1.min(cycles.len())..];
+    if measured.is_empty() {
+        return Err("no collection completed".into());
+    }
+    let last = measured[measured.len() - 1];
+    Ok(Row {
+        workers,
+        live: last.live,
+        objects: last.marked_objects,
+        ttsp: measured.iter().map(|c| c.ttsp).collect(),
+        mark: measured.iter().map(|c| c.mark).collect(),
+        pause: measured.iter().map(|c| c.pause).collect(),
+        used: measured.iter().map(|c| c.mark_workers).max().unwrap_or(1),
+    })
+}
+
+fn main() {
+    let args = parse_args();
+    let preemption = match args.mode.as_str() {
+        "signal" => Preemption::Signal,
+        "signal-handler" => Preemption::SignalInHandler,
+        other => {
+            eprintln!("pause: --mode {other:?}: expected signal or signal-handler (the mutators never poll)");
+            std::process::exit(1);
+        }
+    };
+    if args.collections == 0 || args.mark_workers.iter().any(|&w| w == 0 || w > 256) {
+        eprintln!("pause: --collections must be positive and --mark-workers between 1 and 256");
+        std::process::exit(1);
+    }
+    println!(
+        "{:>7} {:>9} {:>10} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12} {:>12}",
+        "markers",
+        "live MiB",
+        "objects",
+        "ttsp p50",
+        "max",
+        "mark p50",
+        "max",
+        "pause p50",
+        "max",
+        "Mobj/s",
+        "Mobj/s/core"
+    );
+    let us = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1e3);
+    let mut serial_mark = None;
+    for &w in &args.mark_workers {
+        let mut r = match run(&args, preemption, w) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pause: {e}");
+                std::process::exit(1);
+            }
+        };
+        let (tmax, mmax, pmax) = (
+            *r.ttsp.iter().max().unwrap(),
+            *r.mark.iter().max().unwrap(),
+            *r.pause.iter().max().unwrap(),
+        );
+        let (t50, m50, p50) = (
+            median(&mut r.ttsp),
+            median(&mut r.mark),
+            median(&mut r.pause),
+        );
+        let rate = r.objects as f64 / m50.as_secs_f64() / 1e6;
+        println!(
+            "{:>7} {:>9.1} {:>10} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12.1} {:>12.1}",
+            format!("{}/{}", r.used, r.workers),
+            r.live as f64 / (1 << 20) as f64,
+            r.objects,
+            format!("{:.1}µs", t50.as_secs_f64() * 1e6),
+            format!("{:.1}µs", tmax.as_secs_f64() * 1e6),
+            us(m50),
+            us(mmax),
+            us(p50),
+            us(pmax),
+            rate,
+            rate / r.workers as f64,
+        );
+        if w == 1 {
+            serial_mark = Some(m50);
+        } else if let Some(s) = serial_mark {
+            println!(
+                "        mark speed-up with {w} threads: {:.2}x",
+                s.as_secs_f64() / m50.as_secs_f64()
+            );
+        }
+    }
+}
