@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     verify: bool,
     pub stats: Mutex<StatsRecorder>,
     cycles: AtomicU64,
+    /// The roots of the collection in progress.
+    roots: Mutex<RootBuf>,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -167,6 +169,9 @@ impl Heap {
                 verify,
                 stats: Mutex::new(StatsRecorder::new()),
                 cycles: AtomicU64::new(0),
+                roots: Mutex::new(RootBuf::new().map_err(|e| {
+                    HeapError::Config(ConfigError(format!("cannot reserve the root buffer: {e}")))
+                })?),
             }),
         })
     }
@@ -327,10 +332,13 @@ impl Shared {
         }
         self.raw.finish_sweep();
         let mark_start = Instant::now();
-        let mark = self.mark_all(&world, entry_sp, &mut cycle);
+        // Only a coordinator (holding the stopped world) takes this lock.
+        let mut roots = lock(&self.roots);
+        let mark = self.mark_all(&world, entry_sp, &mut cycle, &mut roots);
         if self.verify {
-            self.verify_mark(&world, entry_sp, &mut cycle);
+            self.verify_mark(&roots, &mut cycle);
         }
+        drop(roots);
         cycle.mark = mark_start.elapsed();
         cycle.marked_objects = mark.objects;
         cycle.mark_workers = mark.workers;
@@ -356,25 +364,38 @@ impl Shared {
         Ok(cycle)
     }
 
-    /// Marks from every root: global roots, then each stopped thread's handle
-    /// table, frames, conservative stack range and registers.
-    fn mark_all(
+    /// Gathers every root — global roots, then each stopped thread's handle
+    /// table, frames, conservative stack range and registers — into the
+    /// root buffer, as the bases of the objects they keep alive.
+    ///
+    /// Roots are gathered once and then marked from the buffer (twice in
+    /// verification mode), because a thread held in a safe region keeps
+    /// running: its blocking call, or its return into the code that waits for
+    /// the restart, writes stack words inside its scanned range. Those words
+    /// are never its live references (those sit in its callers' frames and
+    /// its saved registers, which do not change), but a stale address they
+    /// overwrite would make two scans of the same stopped world disagree.
+    fn gather_roots(
         &self,
         world: &StoppedWorld<'_>,
         entry_sp: usize,
         cycle: &mut CycleStats,
-    ) -> crate::mark::MarkStats {
+        sink: &mut impl FnMut(usize),
+    ) {
         let raw = &self.raw;
-        let mut m = raw.marker();
         self.globals.for_each(|v| {
-            m.mark_word(v);
+            if let Some(b) = raw.find_object(v) {
+                sink(b);
+            }
         });
         for t in world.threads() {
             let (lo, hi) = t.stack_bounds();
             let ms = mutator_state(t.frame_chain());
             if let Some(ms) = ms {
                 ms.handles.for_each(|v| {
-                    m.mark_word(v);
+                    if let Some(b) = raw.find_object(v) {
+                        sink(b);
+                    }
                 });
             }
             let head = ms.map_or(0, |ms| ms.chain.load(std::sync::atomic::Ordering::Acquire));
@@ -384,7 +405,7 @@ impl Shared {
                 if kind != RootKind::Precise {
                     hits += 1;
                 }
-                m.mark_word(base);
+                sink(base);
             });
             let scan_lo = if t.kind() == StopKind::Coordinator {
                 entry_sp
@@ -392,27 +413,120 @@ impl Shared {
                 t.scan_lo()
             };
             // SAFETY: the thread is stopped, or is this coordinator, whose
-            // frames above its entry point do not change while it marks; the
-            // stack from scan_lo up is readable; its frames are linked.
+            // frames above its entry point do not change while it marks, or
+            // is held in a safe region, whose scanned range stays readable
+            // (it is its own live stack); its frames are linked.
             unsafe { sc.thread(scan_lo, head, t.gprs()) };
             t.for_each_vector_word(|v| sc.word(v as usize, RootKind::Register));
             cycle.words_scanned += sc.stats.words_examined;
             cycle.precise_roots += sc.stats.precise_roots;
             cycle.conservative_roots += hits;
         }
+    }
+
+    /// Gathers the roots and marks from them. If the root buffer
+    /// overflows, the roots are gathered again and marked as they are found
+    /// (and verification has no fixed root set to re-mark from).
+    fn mark_all(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        cycle: &mut CycleStats,
+        roots: &mut RootBuf,
+    ) -> crate::mark::MarkStats {
+        roots.clear();
+        self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
+        if !roots.overflowed() {
+            return self.mark_roots(roots);
+        }
+        let mut m = self.raw.marker();
+        let mut again = CycleStats::default();
+        self.gather_roots(world, entry_sp, &mut again, &mut |b| {
+            m.mark_word(b);
+        });
+        m.finish()
+    }
+
+    /// Marks from the gathered roots.
+    fn mark_roots(&self, roots: &RootBuf) -> crate::mark::MarkStats {
+        let mut m = self.raw.marker();
+        for &b in roots.words() {
+            m.mark_word(b);
+        }
         m.finish()
     }
 
     /// Verification: snapshot the marks, clear them, mark again from the same
     /// roots, and require the two marks to agree.
-    fn verify_mark(&self, world: &StoppedWorld<'_>, entry_sp: usize, cycle: &mut CycleStats) {
+    fn verify_mark(&self, roots: &RootBuf, cycle: &mut CycleStats) {
+        if roots.overflowed() {
+            // The roots were marked as found, with no fixed set to re-mark
+            // from (this needs sixteen million root hits).
+            return;
+        }
         let first = self.raw.take_mark_snapshot();
-        let mut scratch = CycleStats::default();
-        self.mark_all(world, entry_sp, &mut scratch);
+        self.mark_roots(roots);
         if let Err(e) = self.raw.compare_mark_snapshot(&first) {
             panic!("pardon verify: re-marking from scratch disagrees with the mark: {e}");
         }
         cycle.verified = true;
+    }
+}
+
+/// The roots of one collection, as object bases, in a `MAP_NORESERVE`
+/// mapping: gathering them never calls the system allocator. Used only by the
+/// coordinator, inside a stopped world.
+pub(crate) struct RootBuf {
+    map: memmap2::MmapMut,
+    len: usize,
+    overflow: bool,
+}
+
+impl RootBuf {
+    /// Room for 2^24 roots (128 MiB of address space, committed as used).
+    const CAP: usize = 1 << 24;
+
+    fn new() -> std::io::Result<RootBuf> {
+        Ok(RootBuf {
+            map: memmap2::MmapOptions::new()
+                .len(Self::CAP * 8)
+                .no_reserve_swap()
+                .map_anon()?,
+            len: 0,
+            overflow: false,
+        })
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.overflow = false;
+    }
+
+    #[inline]
+    fn push(&mut self, base: usize) {
+        if self.len == Self::CAP {
+            // Full: the collector gathers again, marking as it goes.
+            self.overflow = true;
+            return;
+        }
+        self.len += 1;
+        let i = self.len - 1;
+        self.words_mut()[i] = base;
+    }
+
+    fn words_mut(&mut self) -> &mut [usize] {
+        // SAFETY: the mapping holds CAP aligned words and lives as long as
+        // `self`; `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr() as *mut usize, Self::CAP) }
+    }
+
+    fn words(&self) -> &[usize] {
+        // SAFETY: the first `len` words were written by `push`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const usize, self.len) }
+    }
+
+    fn overflowed(&self) -> bool {
+        self.overflow
     }
 }
 
