@@ -54,11 +54,14 @@
 //!    parked at a poll, in a safe region, in its signal handler, or in the
 //!    injected trampoline with every register saved.
 //! 3. Flush every stopped thread's cache, so each span is on a central list.
-//! 4. Mark from the roots: global roots, each thread's handle table (what
-//!    [`Root`]s hold), each thread's shadow-stack frames precisely
-//!    ([`pardon_stackscan`]), and conservatively the stack below the second
-//!    innermost frame and the saved registers, general and vector. Marking
-//!    drains a gray stack in reserved memory; if it overflows, marking goes
+//! 4. Gather the roots into a reserved buffer: global roots, each thread's
+//!    handle table (what [`Root`]s hold), each thread's shadow-stack frames
+//!    precisely ([`pardon_stackscan`]), and conservatively the stack below
+//!    the second innermost frame and the saved registers, general and
+//!    vector. Then mark from them: the coordinator and
+//!    [`Config::mark_workers`]` - 1` helper threads (spawned with the heap)
+//!    drain per-worker gray stacks in reserved memory, handing work to idle
+//!    workers through a shared pool. If a gray stack overflows, marking goes
 //!    on by rescanning marked objects, slower but never wrong.
 //! 5. Flip the sweep generation (every span now needs sweeping), set the
 //!    next goal, restart the world.
@@ -134,8 +137,9 @@
 //!
 //! ## Not yet
 //!
-//! Marking is done by the coordinator alone (no parallel or concurrent
-//! marking), objects never move, and only x86-64 Linux is supported.
+//! Marking is parallel but stop-the-world (no concurrent marking), there
+//! are no generations (a long-lived structure is marked at every cycle),
+//! objects never move, and only x86-64 Linux is supported.
 
 #![warn(missing_docs)]
 

@@ -38,6 +38,8 @@ fn park(rec: &ThreadRecord, e: u64, kind: StopKind, scan_lo: usize, xsave: (usiz
         rec.xsave_ptr.store(xsave.0, Ordering::Relaxed);
         rec.xsave_len.store(xsave.1, Ordering::Relaxed);
         rec.poll_flag.store(0, Ordering::Relaxed);
+        rec.last_park_epoch.store(e, Ordering::Relaxed);
+        rec.last_park_world.store(w, Ordering::Relaxed);
         rec.state.store(state::PARKED, Ordering::SeqCst);
         rec.count_park(kind);
         rec.ack(e);

@@ -191,6 +191,11 @@ pub(crate) struct ThreadRecord {
     /// Nanoseconds spent parked (from publishing to waking), all kinds but
     /// safe regions.
     pub parked_ns: AtomicU64,
+    /// Diagnostics for stop timeouts: the epoch and world value of this
+    /// thread's latest park.
+    pub last_park_epoch: AtomicU64,
+    /// See `last_park_epoch`.
+    pub last_park_world: AtomicU32,
     pub deferred: AtomicU64,
 }
 
@@ -429,6 +434,8 @@ impl Registry {
             signals_received: AtomicU64::new(0),
             parks: Default::default(),
             parked_ns: AtomicU64::new(0),
+            last_park_epoch: AtomicU64::new(0),
+            last_park_world: AtomicU32::new(0),
             deferred: AtomicU64::new(0),
         });
         let ptr: *const ThreadRecord = Box::into_raw(rec);

@@ -53,6 +53,14 @@ pub struct Laggard {
     pub signal_pending: bool,
     /// Depth of its no-preempt region.
     pub no_preempt: u32,
+    /// The last epoch it acknowledged, and the one it was asked for.
+    pub acked: u64,
+    /// See `acked`.
+    pub requested: u64,
+    /// The epoch and world value of its latest park.
+    pub last_park: (u64, u32),
+    /// The epoch of the stop that timed out, and the world value during it.
+    pub stop: (u64, u32),
 }
 
 /// Why a stop failed.
@@ -76,8 +84,8 @@ impl fmt::Display for StopError {
                 for l in laggards {
                     write!(
                         f,
-                        " [tid {} {} signal_pending={} no_preempt={}]",
-                        l.tid, l.state, l.signal_pending, l.no_preempt
+                        " [tid {} {} signal_pending={} no_preempt={} acked={} requested={} last_park={:?} stop={:?}]",
+                        l.tid, l.state, l.signal_pending, l.no_preempt, l.acked, l.requested, l.last_park, l.stop
                     )?;
                 }
                 Ok(())
@@ -275,9 +283,20 @@ impl Registry {
             Err(waited) => {
                 // Collect the laggards (the world is still half stopped, but
                 // this is the failure path: allocate only after restarting).
-                let mut raw: Vec<(i32, u32, bool, u32)> = Vec::new();
+                let mut raw: Vec<Laggard> = Vec::new();
                 let threads = world.threads.as_ref().expect("threads held");
-                let mut buf = [(0i32, 0u32, false, 0u32); 64];
+                let stop = (e, inner.world.load(Ordering::SeqCst));
+                let blank = Laggard {
+                    tid: 0,
+                    state: "",
+                    signal_pending: false,
+                    no_preempt: 0,
+                    acked: 0,
+                    requested: 0,
+                    last_park: (0, 0),
+                    stop,
+                };
+                let mut buf = [const { None::<Laggard> }; 64];
                 let mut k = 0;
                 for &p in threads.iter() {
                     // SAFETY: live while the lock is held.
@@ -285,12 +304,19 @@ impl Registry {
                     let is_me = world.me.is_some_and(|m| std::ptr::eq(m, r));
                     if !is_me && r.acked.load(Ordering::SeqCst) < e {
                         if k < buf.len() {
-                            buf[k] = (
-                                r.tid,
-                                r.state.load(Ordering::SeqCst),
-                                r.signal_pending.load(Ordering::SeqCst) != 0,
-                                r.no_preempt.load(Ordering::SeqCst),
-                            );
+                            buf[k] = Some(Laggard {
+                                tid: r.tid,
+                                state: state::state_name(r.state.load(Ordering::SeqCst)),
+                                signal_pending: r.signal_pending.load(Ordering::SeqCst) != 0,
+                                no_preempt: r.no_preempt.load(Ordering::SeqCst),
+                                acked: r.acked.load(Ordering::SeqCst),
+                                requested: r.request.load(Ordering::SeqCst),
+                                last_park: (
+                                    r.last_park_epoch.load(Ordering::Relaxed),
+                                    r.last_park_world.load(Ordering::Relaxed),
+                                ),
+                                ..blank
+                            });
                             k += 1;
                         }
                         // Withdraw the request so that a late signal does nothing.
@@ -299,18 +325,10 @@ impl Registry {
                     }
                 }
                 drop(world);
-                raw.extend_from_slice(&buf[..k]);
+                raw.extend(buf.into_iter().flatten());
                 Err(StopError::Timeout {
                     waited,
-                    laggards: raw
-                        .into_iter()
-                        .map(|(tid, s, sp, np)| Laggard {
-                            tid,
-                            state: state::state_name(s),
-                            signal_pending: sp,
-                            no_preempt: np,
-                        })
-                        .collect(),
+                    laggards: raw,
                 })
             }
         }
