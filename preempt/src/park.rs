@@ -21,15 +21,34 @@ use crate::sys;
 /// handler sees a thread that is not `RUNNING` and does nothing, and a loop
 /// without polls would then run on until the coordinator re-sends the signal
 /// a whole resend interval later (it showed as a 200-300 µs tail).
-fn park(rec: &ThreadRecord, e: u64, kind: StopKind, scan_lo: usize, xsave: (usize, usize)) {
+///
+/// The epoch acknowledged is read here, after the world word, never taken
+/// from the caller: a caller that read the request and was then stopped on
+/// the way in (a signal landing inside `poll_slow`, whose injected park
+/// handled that stop and the next) would otherwise arrive with an epoch that
+/// has already been acknowledged, park in a newer stop without acknowledging
+/// it, and leave that stop waiting for it until the timeout. The world word
+/// is read again after the request: if it has not moved, the request belongs
+/// to this stop (a coordinator bumps the word before it posts requests, and
+/// cannot end the stop without our acknowledgement).
+fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize)) {
     let reg = rec.registry();
-    let mut e = e;
     loop {
         let w = reg.world.load(Ordering::SeqCst);
         if w & 1 == 0 {
-            // The stop this request belonged to has already ended (it timed out).
+            // No stop in progress (the one that asked has ended).
             rec.state.store(state::RUNNING, Ordering::SeqCst);
             return;
+        }
+        let Some(e) = rec.request_pending() else {
+            // Nothing to acknowledge: already done (by a park nested inside
+            // our caller), or this stop has not reached us yet, and will
+            // signal or flag us when it does.
+            rec.state.store(state::RUNNING, Ordering::SeqCst);
+            return;
+        };
+        if reg.world.load(Ordering::SeqCst) != w {
+            continue;
         }
         // CLOCK_MONOTONIC through the vDSO: async-signal-safe, no allocation.
         let t0 = std::time::Instant::now();
@@ -48,21 +67,19 @@ fn park(rec: &ThreadRecord, e: u64, kind: StopKind, scan_lo: usize, xsave: (usiz
         }
         rec.parked_ns
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        match rec.request_pending() {
-            Some(next) => e = next,
-            None => break,
+        if rec.request_pending().is_none() {
+            break;
         }
+        // The next stop already asked: park again from the same place.
     }
     rec.xsave_ptr.store(0, Ordering::Relaxed);
     rec.state.store(state::RUNNING, Ordering::SeqCst);
     // A request that arrives from here on finds the thread RUNNING and gets
     // its own signal.
-    if let Some(next) = rec.request_pending() {
+    if rec.request_pending().is_some() && reg.world.load(Ordering::SeqCst) & 1 == 1 {
         // Arrived between the check above and the store: park now rather
         // than wait for a re-send.
-        if reg.world.load(Ordering::SeqCst) & 1 == 1 {
-            park(rec, next, kind, scan_lo, xsave);
-        }
+        park(rec, kind, scan_lo, xsave);
     }
 }
 
@@ -85,9 +102,9 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
         return false;
     }
     let was_sent = rec.signal_pending.swap(0, Ordering::SeqCst) == 1;
-    let Some(e) = rec.request_pending() else {
+    if rec.request_pending().is_none() {
         return was_sent;
-    };
+    }
     rec.signals_received.fetch_add(1, Ordering::Relaxed);
     let Mode::Signal(strategy) = reg.config.mode else {
         return true;
@@ -148,7 +165,7 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
             let xsave = unsafe { sys::xsave_from_ucontext(uc) };
             // Everything from the handler's frame up is scanned: the kernel's
             // signal frame (registers, XSAVE image) and the red zone lie there.
-            park(rec, e, StopKind::InHandler, here & !7, xsave);
+            park(rec, StopKind::InHandler, here & !7, xsave);
         }
     }
     true
@@ -163,9 +180,8 @@ pub(crate) unsafe fn park_injected(frame: &sys::TrampolineFrame, xsave: usize) {
     // SAFETY: owner-only write before acknowledgement (see ThreadRecord).
     unsafe { *rec.gprs.get() = frame.to_gprs() };
     match rec.request_pending() {
-        Some(e) => park(
+        Some(_) => park(
             rec,
-            e,
             StopKind::Injected,
             xsave,
             (xsave, sys::xsave_layout().size as usize),
@@ -182,14 +198,21 @@ pub(crate) fn poll_slow(rec: &ThreadRecord) {
     if rec.no_preempt.load(Ordering::Relaxed) != 0 {
         return;
     }
-    let Some(e) = rec.request_pending() else {
-        rec.poll_flag.store(0, Ordering::Relaxed);
-        return;
-    };
+    if rec.request_pending().is_none() {
+        // A stale flag. Clear it, then look again: a coordinator stores the
+        // request before the flag, so if its request is not seen now, its
+        // flag store comes after ours and the flag stays set. (Clearing
+        // without the second look could erase a new stop's flag, and in
+        // polls-only mode nothing would set it again.)
+        rec.poll_flag.store(0, Ordering::SeqCst);
+        if rec.request_pending().is_none() {
+            return;
+        }
+    }
     let mut regs = [0u64; sys::NGPRS];
     sys::spill_callee_saved(&mut regs);
     // SAFETY: owner-only write before acknowledgement.
     unsafe { *rec.gprs.get() = regs };
     let scan_lo = regs[7] as usize;
-    park(rec, e, StopKind::Poll, scan_lo, (0, 0));
+    park(rec, StopKind::Poll, scan_lo, (0, 0));
 }

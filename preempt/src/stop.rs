@@ -372,7 +372,16 @@ impl Registry {
                 _ => break,
             }
         }
-        if !signal_mode || r.acked.load(Ordering::SeqCst) >= e {
+        if r.acked.load(Ordering::SeqCst) >= e {
+            return;
+        }
+        if resend {
+            // Belt and braces for threads that stop only at polls: make sure
+            // the flag a poll reads is still up (a stale flag is harmless:
+            // the poll finds no request and clears it).
+            r.poll_flag.store(1, Ordering::SeqCst);
+        }
+        if !signal_mode {
             return;
         }
         // With a signal already outstanding, send another only on a resend: it
