@@ -266,7 +266,13 @@ struct NoPreemptScope<'a>(&'a Registry);
 
 impl crate::heap::LockScope for NoPreemptScope<'_> {
     fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.0.no_preempt(f)
+        // An attached thread: a no-preempt region. An unattached one (a
+        // `Heap::collect` caller that never attached) is never stopped, so
+        // it must not sweep while another thread's collection has the world
+        // stopped: that sweep would take a span off its list behind the
+        // coordinator's back and rewrite its mark bits mid-mark (verify
+        // failures, a span swept out of turn, live objects freed).
+        self.0.outside_stops(f)
     }
 }
 

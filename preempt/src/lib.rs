@@ -79,6 +79,12 @@
 //!    record it looks at is live, and no thread attaches mid-stop.
 //! 4. Nothing on the stopped-world path allocates or takes a lock that a
 //!    stoppable thread can hold.
+//! 5. A park acknowledges the epoch it reads itself, after reading the world
+//!    word and before checking it again — never one its caller read earlier
+//!    (the caller may have been stopped on the way by a nested park).
+//! 6. Threads that are not attached are never stopped: state the stopped
+//!    world relies on must be changed by them only inside
+//!    [`Registry::outside_stops`], which excludes stops.
 //!
 //! ## Limits
 //!

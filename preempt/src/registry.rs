@@ -376,6 +376,22 @@ impl Registry {
         self.inner.signals_sent.load(Ordering::Relaxed)
     }
 
+    /// Runs `f` so that no stop of this registry's world overlaps it. On an
+    /// attached thread that is a no-preempt region (a stop waits for it to
+    /// end); on any other thread it holds the coordinator lock, so a stop
+    /// cannot begin meanwhile and one in progress ends first. For
+    /// maintenance of state the stopped world relies on (a collector's lazy
+    /// sweeping), which an unattached thread — never stopped — would
+    /// otherwise change under a coordinator's feet. Must not be called by a
+    /// thread that holds a [`StoppedWorld`](crate::StoppedWorld).
+    pub fn outside_stops<R>(&self, f: impl FnOnce() -> R) -> R {
+        if current().is_some_and(|r| std::ptr::eq(r.registry, &*self.inner)) {
+            return self.no_preempt(f);
+        }
+        let _g = lock(&self.inner.coordinator);
+        f()
+    }
+
     /// Runs `f` inside a no-preempt region when the calling thread is
     /// attached to this registry, and plainly otherwise. An embedder's
     /// coordinator-side code wraps every lock that the stopped-world path
