@@ -464,6 +464,11 @@ impl RawHeap {
 
     /// Sweeps every unswept span (all of them are swept before the next mark).
     /// Returns the spans swept.
+    ///
+    /// For heaps used on their own. On the heap of a [`Heap`](crate::Heap),
+    /// do not call this while a collection may be in progress: a thread that
+    /// is not stopped would sweep under the coordinator (the collector's own
+    /// sweeping excludes stops).
     pub fn finish_sweep(&self) -> usize {
         self.finish_sweep_in(&())
     }
@@ -684,6 +689,7 @@ impl RawHeap {
     }
 
     /// Decommits free spans that stayed free for `scavenge_after` collections.
+    /// The same caution as [`RawHeap::finish_sweep`] applies.
     pub fn scavenge(&self) -> usize {
         self.scavenge_in(&())
     }

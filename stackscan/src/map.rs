@@ -286,6 +286,16 @@ impl FrameMap {
         self.site(site)[slot]
     }
 
+    /// The raw liveness words of `site` (bit `i` of word `i / usize::BITS`
+    /// is slot `i`; bits at and above `slots()` are zero). For the scanner's
+    /// loop, which visits set bits with trailing-zero counts rather than
+    /// through a bit iterator.
+    #[inline]
+    pub(crate) fn site_words(&self, site: usize) -> &[usize] {
+        let w = words_for(self.slots());
+        &self.bits[site * w..(site + 1) * w]
+    }
+
     /// The live slots at `site`.
     pub fn live_slots(&self, site: usize) -> impl Iterator<Item = usize> + '_ {
         self.site(site).iter_ones()

@@ -129,15 +129,22 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
             let map: &FrameMap = unsafe { &*h.map };
             let site = h.site.load(Ordering::Relaxed) as usize;
             if site < map.sites() && map.slots() == h.nslots as usize {
-                for slot in map.live_slots(site) {
-                    // SAFETY: `slot < nslots`, and `slots` points to nslots words.
-                    let v = unsafe { &*h.slots.add(slot) }.load(Ordering::Relaxed);
-                    if v == 0 {
-                        continue;
-                    }
-                    if let Some(base) = self.finder.find_object(v) {
-                        self.stats.precise_roots += 1;
-                        (self.visit)(base, RootKind::Precise);
+                for (wi, &word) in map.site_words(site).iter().enumerate() {
+                    let mut bits = word;
+                    while bits != 0 {
+                        let slot = wi * usize::BITS as usize + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        // SAFETY: set bits lie below `nslots` (the map's
+                        // builder keeps the bits past the last slot clear),
+                        // and `slots` points to nslots words.
+                        let v = unsafe { &*h.slots.add(slot) }.load(Ordering::Relaxed);
+                        if v == 0 {
+                            continue;
+                        }
+                        if let Some(base) = self.finder.find_object(v) {
+                            self.stats.precise_roots += 1;
+                            (self.visit)(base, RootKind::Precise);
+                        }
                     }
                 }
             } else {
