@@ -4,6 +4,18 @@
 
 use std::process::Command;
 
+/// Runs `cmd`, requires it to succeed (showing its stderr otherwise), and
+/// returns its stdout.
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 const BINARY_TREES_10: &str = "stretch tree of depth 11\t check: 4095
 1024\t trees of depth 4\t check: 31744
 256\t trees of depth 6\t check: 32512
@@ -15,16 +27,9 @@ long lived tree of depth 10\t check: 2047
 #[test]
 fn binary_trees_output_matches_the_benchmarks_game() {
     for mode in ["signal", "signal-handler", "polls-only"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_binary-trees"))
-            .args(["10", "--mode", mode])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let text = stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_binary-trees")).args(["10", "--mode", mode]),
         );
-        let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.starts_with(BINARY_TREES_10), "{mode}: {text}");
         assert!(text.contains(mode), "summary line names the mode: {text}");
     }
@@ -33,17 +38,11 @@ fn binary_trees_output_matches_the_benchmarks_game() {
 #[test]
 fn gcbench_keeps_long_lived_data_in_every_mode() {
     for mode in ["signal", "signal-handler", "polls-only"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_gcbench"))
-            .args(["--scale", "5", "--mode", mode])
-            .env("PARDON_VERIFY", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let text = stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_gcbench"))
+                .args(["--scale", "5", "--mode", mode])
+                .env("PARDON_VERIFY", "1"),
         );
-        let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.contains("Completed in"), "{text}");
     }
 }
@@ -53,28 +52,23 @@ fn stw_latency_writes_the_documented_json() {
     let dir = std::env::temp_dir().join(format!("pardon-stw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("r.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_stw-latency"))
-        .args([
-            "--kernel", "spin", "--kernel", "syscall", "--mode", "signal", "--mode", "coop",
-        ])
-        .args([
-            "--threads",
-            "2",
-            "--probes",
-            "5",
-            "--stretch",
-            "2ms",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("--plot")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_stw-latency"))
+            .args([
+                "--kernel", "spin", "--kernel", "syscall", "--mode", "signal", "--mode", "coop",
+            ])
+            .args([
+                "--threads",
+                "2",
+                "--probes",
+                "5",
+                "--stretch",
+                "2ms",
+                "--json",
+            ])
+            .arg(&json)
+            .arg("--plot")
+            .arg(&dir),
     );
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -139,23 +133,14 @@ fn stw_latency_rejects_bad_arguments() {
 
 #[test]
 fn pause_reports_serial_and_parallel_marks_of_the_same_heap() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pause"))
-        .args([
-            "--live-mb",
-            "8",
-            "--collections",
-            "2",
-            "--mark-workers",
-            "1,2",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(Command::new(env!("CARGO_BIN_EXE_pause")).args([
+        "--live-mb",
+        "8",
+        "--collections",
+        "2",
+        "--mark-workers",
+        "1,2",
+    ]));
     let rows: Vec<Vec<&str>> = text
         .lines()
         .filter(|l| l.contains('|') && !l.contains("markers"))

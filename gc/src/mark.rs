@@ -552,14 +552,7 @@ impl Marker<'_> {
             c.open = true;
         }
         team.wake.notify_all();
-        let heap = self.heap;
-        let mut t = Tracer {
-            heap,
-            gray: &mut self.gray,
-            objects: 0,
-            bytes: 0,
-        };
-        t.work(team, false);
+        self.tracer().work(team, false);
         // Close the round and wait for every helper that entered it.
         let mut c = lock(&team.ctl);
         c.open = false;
