@@ -14,19 +14,26 @@
 //! - the *heap bits*: one bit per 8-byte word of the arena, set where a word
 //!   of an allocated object holds a heap reference (Go's heap bitmap). 1/64 of
 //!   the arena, touched only where objects with pointers live.
+//! - the *card table*: one byte per 512-byte card of the arena, set by the
+//!   write barrier when a reference is stored into the card (generational
+//!   mode reads and clears it; see `mark.rs`). 1/512 of the arena.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::sizeclass::{PAGE_SHIFT, PAGE_SIZE};
 use crate::span::Span;
 
+/// log2 of the card size: 512 bytes, 64 words, one heap-bits word.
+pub(crate) const CARD_SHIFT: usize = 9;
+
 /// Reserved memory for the heap and its side tables.
 pub(crate) struct Arena {
     _map: MmapMut,
     _page_table: MmapMut,
     _heap_bits: MmapMut,
+    cards: MmapMut,
     /// Room for every span structure the page heap can ever need (each one
     /// covers at least one page of its own), reserved like the rest so that
     /// making a span never calls the system allocator.
@@ -58,7 +65,9 @@ impl Arena {
         let page_table = reserve(npages * std::mem::size_of::<AtomicPtr<Span>>())?;
         let heap_bits = reserve((bytes / 8).div_ceil(64) * 8)?;
         let span_structs = reserve((npages + 1) * std::mem::size_of::<Span>())?;
+        let cards = reserve((bytes >> CARD_SHIFT).next_multiple_of(8))?;
         Ok(Arena {
+            cards,
             spans: page_table.as_ptr() as *const AtomicPtr<Span>,
             bits: heap_bits.as_ptr() as *const AtomicU64,
             _map: map,
@@ -126,6 +135,32 @@ impl Arena {
         assert!(w < self.npages * (PAGE_SIZE / 8));
         // SAFETY: the bitmap has one bit per arena word, bounds checked above.
         unsafe { &*self.bits.add(w / 64) }
+    }
+
+    /// Marks the card holding `addr` dirty, if `addr` lies in the arena
+    /// (the write barrier; anything else is ignored).
+    #[inline(always)]
+    pub fn dirty_card(&self, addr: usize) {
+        let off = addr.wrapping_sub(self.base);
+        if off < self.npages << PAGE_SHIFT {
+            // SAFETY: `off` is inside the arena, and the card table has one
+            // byte per card of it; zeroed memory is a valid AtomicU8.
+            let card = unsafe { &*(self.cards.as_ptr() as *const AtomicU8).add(off >> CARD_SHIFT) };
+            card.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The card table as words, each covering eight cards, for the first
+    /// `pages` pages (`pages <= npages`).
+    pub fn card_words(&self, pages: usize) -> &[AtomicU64] {
+        assert!(pages <= self.npages);
+        let n = (pages << PAGE_SHIFT >> CARD_SHIFT).div_ceil(8);
+        // SAFETY: the table holds `npages << PAGE_SHIFT >> CARD_SHIFT` bytes
+        // rounded up to whole words, and the mapping is page aligned; zeroed
+        // memory is a valid AtomicU64. Byte and word accesses to the same
+        // cards never race: the barrier writes bytes only while no collector
+        // reads words (mutators are stopped or own the heap alone).
+        unsafe { std::slice::from_raw_parts(self.cards.as_ptr() as *const AtomicU64, n) }
     }
 
     /// Decommits `[addr, addr + len)`: the pages read as zero afterwards and

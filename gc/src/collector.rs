@@ -14,6 +14,7 @@ use pardon_stackscan::{FrameChain, RootKind, Scanner};
 
 use crate::config::{Config, ConfigError};
 use crate::heap::{lock, AllocError, RawHeap, ThreadCache};
+use crate::mark::CollectionKind;
 use crate::roots::{GlobalRoots, HandleFree, SlotTable};
 use crate::stats::{CycleStats, GcStats, StatsRecorder};
 use crate::types::{Type, TypeDesc, TypeError};
@@ -88,6 +89,9 @@ pub(crate) struct Shared {
     cycles: AtomicU64,
     /// The roots of the collection in progress.
     roots: Mutex<RootBuf>,
+    /// Generational: the live estimate at which the next paced collection
+    /// is full (live after the last full one × (1 + gc_percent/100)).
+    full_goal: AtomicUsize,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -122,7 +126,9 @@ pub(crate) struct MutatorState {
 impl Heap {
     /// Creates a heap. Environment overrides: `PARDON_GOGC` (a percentage, or
     /// `off`), `PARDON_GCTRACE=1` (one line per collection on stderr),
-    /// `PARDON_VERIFY=1` (verification mode).
+    /// `PARDON_VERIFY=1` (verification mode), `PARDON_GENERATIONAL=1`
+    /// (generational mode: every reference store must then use the write
+    /// barrier), `PARDON_MARK_WORKERS` (marking threads).
     pub fn new(config: Config) -> Result<Heap, HeapError> {
         let mut config = config;
         if env_flag("PARDON_VERIFY") {
@@ -137,6 +143,9 @@ impl Heap {
             })?),
             Err(_) => config.gc_percent,
         };
+        if env_flag("PARDON_GENERATIONAL") {
+            config.generational = true;
+        }
         if let Ok(v) = std::env::var("PARDON_MARK_WORKERS") {
             config.mark_workers = v.parse::<usize>().map_err(|_| {
                 HeapError::Config(ConfigError(format!(
@@ -172,6 +181,7 @@ impl Heap {
                 roots: Mutex::new(RootBuf::new().map_err(|e| {
                     HeapError::Config(ConfigError(format!("cannot reserve the root buffer: {e}")))
                 })?),
+                full_goal: AtomicUsize::new(0),
             }),
         })
     }
@@ -233,11 +243,20 @@ impl Heap {
         self.shared.globals.remove(id.0);
     }
 
-    /// Collects now. From an attached thread, prefer [`Mutator::collect`]
-    /// (this works too: the calling thread is stopped like any other).
+    /// Collects now, fully (on a generational heap too: old garbage is
+    /// freed). From an attached thread, prefer [`Mutator::collect`] (this
+    /// works too: the calling thread is stopped like any other).
     #[inline(never)]
     pub fn collect(&self) -> Result<CycleStats, CollectError> {
-        with_entry(|sp| self.shared.collect(sp))
+        with_entry(|sp| self.shared.collect(sp, CollectionKind::Full))
+    }
+
+    /// Collects now as the pacer would: a minor collection on a generational
+    /// heap, unless the old objects have grown enough since the last full
+    /// one (then full); a full collection on any other heap.
+    #[inline(never)]
+    pub fn collect_minor(&self) -> Result<CycleStats, CollectError> {
+        with_entry(|sp| self.shared.collect(sp, CollectionKind::Minor))
     }
 
     /// Statistics so far.
@@ -296,8 +315,16 @@ impl Shared {
     /// objects, scan positions), must live in frames below `entry_sp`, or a
     /// coordinator's conservative scan would find the first mark's leftovers
     /// and the verification re-mark would disagree (it did).
+    ///
+    /// `want` is `Minor` for paced collections: on a generational heap that
+    /// runs a minor collection unless the live estimate (old objects
+    /// included) has reached `full_goal`.
     #[inline(never)]
-    pub(crate) fn collect(&self, entry_sp: usize) -> Result<CycleStats, CollectError> {
+    pub(crate) fn collect(
+        &self,
+        entry_sp: usize,
+        want: CollectionKind,
+    ) -> Result<CycleStats, CollectError> {
         let cycles_before = self.cycles.load(Relaxed);
         let t0 = Instant::now();
         // Sweep what is left while the world runs, to keep the pause short.
@@ -338,22 +365,35 @@ impl Shared {
         }
         self.raw.finish_sweep();
         let mark_start = Instant::now();
+        let want = if want == CollectionKind::Minor
+            && self.raw.stats().live_after_last >= self.full_goal.load(Relaxed)
+        {
+            CollectionKind::Full
+        } else {
+            want
+        };
+        let kind = self.raw.begin_mark(want);
         // Only a coordinator (holding the stopped world) takes this lock.
         let mut roots = lock(&self.roots);
-        let mark = self.mark_all(&world, entry_sp, &mut cycle, &mut roots);
+        let mark = self.mark_all(&world, entry_sp, kind, &mut cycle, &mut roots);
         if self.verify {
-            self.verify_mark(&roots, &mut cycle);
+            self.verify_mark(&roots, kind, &mut cycle);
         }
         drop(roots);
         cycle.mark = mark_start.elapsed();
         cycle.marked_objects = mark.objects;
         cycle.mark_workers = mark.workers;
-        cycle.live = mark.bytes;
-        self.raw.flip_sweepgen(mark.bytes);
-        if let Some(p) = self.gc_percent {
-            let goal = (mark.bytes as u128 * (100 + p as u128) / 100) as usize;
-            self.next_gc
-                .store(goal.max(self.raw.config.min_heap), Relaxed);
+        cycle.kind = kind;
+        cycle.cards = mark.cards;
+        let live = self.raw.flip_sweepgen(kind, mark.bytes);
+        cycle.live = live;
+        let pct = self.gc_percent.unwrap_or(100) as u128;
+        let goal = ((live as u128 * (100 + pct) / 100) as usize).max(self.raw.config.min_heap);
+        if self.gc_percent.is_some() {
+            self.next_gc.store(goal, Relaxed);
+        }
+        if kind == CollectionKind::Full {
+            self.full_goal.store(goal, Relaxed);
         }
         self.cycles.fetch_add(1, Relaxed);
         cycle.pause = stopped_at.elapsed() + cycle.ttsp;
@@ -437,15 +477,16 @@ impl Shared {
         &self,
         world: &StoppedWorld<'_>,
         entry_sp: usize,
+        kind: CollectionKind,
         cycle: &mut CycleStats,
         roots: &mut RootBuf,
     ) -> crate::mark::MarkStats {
         roots.clear();
         self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
         if !roots.overflowed() {
-            return self.mark_roots(roots);
+            return self.mark_roots(roots, kind);
         }
-        let mut m = self.raw.marker();
+        let mut m = self.raw.marker_for(kind);
         let mut again = CycleStats::default();
         self.gather_roots(world, entry_sp, &mut again, &mut |b| {
             m.mark_word(b);
@@ -453,9 +494,10 @@ impl Shared {
         m.finish()
     }
 
-    /// Marks from the gathered roots.
-    fn mark_roots(&self, roots: &RootBuf) -> crate::mark::MarkStats {
-        let mut m = self.raw.marker();
+    /// Marks from the gathered roots (and, for a minor collection, the
+    /// dirty cards).
+    fn mark_roots(&self, roots: &RootBuf, kind: CollectionKind) -> crate::mark::MarkStats {
+        let mut m = self.raw.marker_for(kind);
         for &b in roots.words() {
             m.mark_word(b);
         }
@@ -463,16 +505,18 @@ impl Shared {
     }
 
     /// Verification: snapshot the marks, clear them, mark again from the same
-    /// roots, and require the two marks to agree.
-    fn verify_mark(&self, roots: &RootBuf, cycle: &mut CycleStats) {
+    /// roots, fully, and require the two marks to agree (after a minor
+    /// collection: the full re-mark must be a subset of the minor mark,
+    /// whose marks are then restored).
+    fn verify_mark(&self, roots: &RootBuf, kind: CollectionKind, cycle: &mut CycleStats) {
         if roots.overflowed() {
             // The roots were marked as found, with no fixed set to re-mark
             // from (this needs sixteen million root hits).
             return;
         }
         let first = self.raw.take_mark_snapshot();
-        self.mark_roots(roots);
-        if let Err(e) = self.raw.compare_mark_snapshot(&first) {
+        self.mark_roots(roots, CollectionKind::Full);
+        if let Err(e) = self.raw.compare_mark_snapshot(&first, kind) {
             panic!("pardon verify: re-marking from scratch disagrees with the mark: {e}");
         }
         cycle.verified = true;
@@ -610,7 +654,28 @@ impl Mutator {
     /// it returns at once, with only `number` set in the figures.
     #[inline(never)]
     pub fn collect(&self) -> Result<CycleStats, CollectError> {
-        with_entry(|sp| self.heap.shared.collect(sp))
+        with_entry(|sp| self.heap.shared.collect(sp, CollectionKind::Full))
+    }
+
+    /// [`Heap::collect_minor`] with this thread as the coordinator.
+    #[inline(never)]
+    pub fn collect_minor(&self) -> Result<CycleStats, CollectError> {
+        with_entry(|sp| self.heap.shared.collect(sp, CollectionKind::Minor))
+    }
+
+    /// The write barrier, for generational heaps
+    /// ([`Config::generational`](crate::Config::generational)): call it with
+    /// the address of a heap word *before* storing a reference into it,
+    /// while the reference is still held (a frame slot, a handle, a local).
+    /// Needed for every reference store into an object that may have
+    /// survived a collection since the stored object was allocated;
+    /// initializing stores into an object allocated after the objects stored
+    /// into it need none (they cannot make an old object point to a young
+    /// one). Cheap: a range check and a byte store. See
+    /// [`RawHeap::write_barrier`].
+    #[inline(always)]
+    pub fn write_barrier(&self, slot: usize) {
+        self.heap.shared.raw.write_barrier(slot);
     }
 
     /// Allocates a zeroed object of raw type `ty` and returns its address.
@@ -659,7 +724,7 @@ impl Mutator {
     fn paced_collect(&self) {
         // A failed stop (timeout) is reported by the next explicit collect;
         // allocation goes on.
-        let _ = self.collect();
+        let _ = self.collect_minor();
     }
 
     /// Adds `addr` to this thread's handle table (a precise root) and returns

@@ -34,6 +34,15 @@ pub struct Config {
     pub stop_timeout: std::time::Duration,
     /// Print one line per collection on stderr (also `PARDON_GCTRACE=1`).
     pub trace: bool,
+    /// Generational collection with sticky mark bits (also
+    /// `PARDON_GENERATIONAL=1`): objects that survive a collection stay
+    /// marked, and a *minor* collection marks only from the roots and from
+    /// old objects on cards the write barrier dirtied, so it costs what
+    /// survives rather than the whole live heap. Every store of a reference
+    /// into a heap object must then go through the write barrier
+    /// ([`Mutator::write_barrier`](crate::Mutator::write_barrier); the typed
+    /// layer's [`Member::set`](crate::Member::set) does it). Off by default.
+    pub generational: bool,
 }
 
 impl Default for Config {
@@ -50,6 +59,7 @@ impl Default for Config {
             preemption: crate::Preemption::Signal,
             stop_timeout: crate::collector::DEFAULT_STOP_TIMEOUT,
             trace: false,
+            generational: false,
         }
     }
 }

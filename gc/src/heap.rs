@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use crate::arena::Arena;
 use crate::config::{Config, ConfigError};
-use crate::mark::{MarkStats, Marker};
+use crate::mark::{CollectionKind, MarkStats, Marker};
 use crate::pageheap::{Exhausted, PageHeap};
 use crate::sizeclass::{
     size_to_class, span_class, CLASSES, MAX_SMALL_SIZE, NUM_SPAN_CLASSES, PAGE_SIZE,
@@ -439,7 +439,13 @@ impl RawHeap {
                 }
             }
             span.alloc_bits[w].store(mark, Relaxed);
-            span.mark_bits[w].store(0, Relaxed);
+            if !self.config.generational {
+                span.mark_bits[w].store(0, Relaxed);
+            }
+            // Generational: the mark bits stay set (sticky). Survivors are
+            // now old, and a minor collection treats them as marked; new
+            // objects take free slots, whose mark bits are clear (they equal
+            // the alloc bits just stored).
         }
         span.freeindex.store(0, Relaxed);
         span.alloc_count.store(live as u32, Relaxed);
@@ -521,15 +527,76 @@ impl RawHeap {
         n
     }
 
+    /// The write barrier of generational mode: call it with the address of a
+    /// heap word *before* storing a reference into it (or with any address in
+    /// the same 512-byte card). It marks the card dirty, so the next minor
+    /// collection rescans the old objects on it. Two instructions and a
+    /// store; addresses outside the arena are ignored. A no-op in effect when
+    /// the heap is not generational.
+    ///
+    /// Why before: a thread may be stopped between the two stores. Barrier
+    /// first, and a collection in between finds the reference still in the
+    /// storing thread's registers or stack (it is about to be stored), marks
+    /// it, and leaves an old-to-old edge. Store first, and the reference may
+    /// already be gone from the thread's registers when the collection finds
+    /// a clean card.
+    #[inline(always)]
+    pub fn write_barrier(&self, slot: usize) {
+        self.arena.dirty_card(slot);
+    }
+
+    /// Generational mode: clears every in-use span's mark bits, which
+    /// sweeping leaves set, before a full mark. Stopped world only.
+    fn clear_marks(&self) {
+        self.pages.for_each_in_use(&self.arena, |span| {
+            for w in &span.mark_bits[..span.nelems().div_ceil(64)] {
+                w.store(0, Relaxed);
+            }
+        });
+    }
+
+    /// Clears the card table over the used part of the arena. Stopped world
+    /// only.
+    pub(crate) fn clear_cards(&self) {
+        for w in self.arena.card_words(self.pages.stats().used_pages) {
+            if w.load(Relaxed) != 0 {
+                w.store(0, Relaxed);
+            }
+        }
+    }
+
+    /// Prepares the mark bits and cards for a collection of `kind`, with the
+    /// world stopped and sweeping finished: a full collection of a
+    /// generational heap clears the sticky marks and the cards. Returns the
+    /// kind that will run (`Minor` only on a generational heap).
+    pub(crate) fn begin_mark(&self, kind: CollectionKind) -> CollectionKind {
+        if !self.config.generational {
+            return CollectionKind::Full;
+        }
+        if kind == CollectionKind::Full {
+            self.clear_marks();
+            self.clear_cards();
+        }
+        kind
+    }
+
     /// Ends a collection: every span now needs sweeping again. Call with the
-    /// world stopped, after marking.
-    pub(crate) fn flip_sweepgen(&self, live_bytes: usize) {
+    /// world stopped, after marking. `marked` is what this mark newly marked;
+    /// after a minor collection the live estimate adds it to the old bytes
+    /// (everything live after the last collection, which a minor one never
+    /// frees). Returns the live estimate.
+    pub(crate) fn flip_sweepgen(&self, kind: CollectionKind, marked: usize) -> usize {
+        let live_bytes = match kind {
+            CollectionKind::Full => marked,
+            CollectionKind::Minor => self.live_after_last.load(Relaxed) + marked,
+        };
         self.sweepgen.fetch_add(2, Release);
         self.gc_count.fetch_add(1, Relaxed);
         self.live_after_last.store(live_bytes, Relaxed);
         // Every cache is flushed: what is allocated now is what was marked
         // (Go's heapLive = heapMarked at mark termination).
         self.allocated.store(live_bytes, Relaxed);
+        live_bytes
     }
 
     /// A whole collection for a heap whose mutators are all stopped or which
@@ -539,16 +606,42 @@ impl RawHeap {
     pub fn collect_with(
         &self,
         caches: &mut [&mut ThreadCache],
-        roots: impl FnOnce(&mut Marker<'_>),
+        roots: impl Fn(&mut Marker<'_>),
+    ) -> MarkStats {
+        self.collect_kind_with(CollectionKind::Full, caches, roots)
+    }
+
+    /// As [`RawHeap::collect_with`], for a collection of `kind`: on a
+    /// generational heap, `Minor` marks from the roots and the dirty cards
+    /// only, treating every object that survived an earlier collection as
+    /// live. The returned `bytes` and `objects` count what this mark newly
+    /// marked. In verify mode, the mark is checked against a full re-mark
+    /// from the same roots (which must mark a subset of it; equal for a full
+    /// collection).
+    pub fn collect_kind_with(
+        &self,
+        kind: CollectionKind,
+        caches: &mut [&mut ThreadCache],
+        roots: impl Fn(&mut Marker<'_>),
     ) -> MarkStats {
         for c in caches.iter_mut() {
             c.flush(self);
         }
         self.finish_sweep();
-        let mut m = self.marker();
+        let kind = self.begin_mark(kind);
+        let mut m = self.marker_for(kind);
         roots(&mut m);
         let st = m.finish();
-        self.flip_sweepgen(st.bytes);
+        if self.config.verify {
+            let snap = self.take_mark_snapshot();
+            let mut again = self.marker();
+            roots(&mut again);
+            again.finish();
+            if let Err(e) = self.compare_mark_snapshot(&snap, kind) {
+                panic!("pardon verify: re-marking from scratch disagrees with the mark: {e}");
+            }
+        }
+        self.flip_sweepgen(kind, st.bytes);
         st
     }
 
@@ -570,8 +663,18 @@ impl RawHeap {
         n
     }
 
-    /// Verify mode: checks the current mark bits against the snapshot.
-    pub(crate) fn compare_mark_snapshot(&self, _token: &usize) -> Result<(), String> {
+    /// Verify mode: checks the current mark bits (a full re-mark) against
+    /// the snapshot (the collection's mark). After a full collection they
+    /// must be equal. After a minor one the re-mark must be a subset (the
+    /// minor mark keeps old garbage until the next full collection; a
+    /// reachable object it missed means a missing write barrier), and the
+    /// snapshot's marks are put back, so the heap goes on as it would have
+    /// without verification.
+    pub(crate) fn compare_mark_snapshot(
+        &self,
+        _token: &usize,
+        kind: CollectionKind,
+    ) -> Result<(), String> {
         let Some(snap) = &self.snapshot else {
             return Ok(());
         };
@@ -583,12 +686,26 @@ impl RawHeap {
                 // SAFETY: as in take_mark_snapshot.
                 let before = unsafe { *base.add(p * BITMAP_WORDS + w) };
                 let now = span.mark_bits[w].load(Relaxed);
-                if before != now && err.is_none() {
+                let bad = match kind {
+                    CollectionKind::Full => before != now,
+                    CollectionKind::Minor => now & !before != 0,
+                };
+                if bad && err.is_none() {
+                    let what = match kind {
+                        CollectionKind::Full => "",
+                        CollectionKind::Minor => {
+                            " (the minor mark missed reachable objects: a reference stored \
+                             into an old object without the write barrier?)"
+                        }
+                    };
                     err = Some(format!(
-                        "span {:#x} (class {}): mark word {w} was {before:#018x}, re-mark gives {now:#018x}",
+                        "span {:#x} (class {}): mark word {w} was {before:#018x}, re-mark gives {now:#018x}{what}",
                         span.base(),
                         span.spc.load(Relaxed) >> 1
                     ));
+                }
+                if kind == CollectionKind::Minor {
+                    span.mark_bits[w].store(before, Relaxed);
                 }
             }
         });
@@ -652,7 +769,25 @@ impl RawHeap {
                     if g != sg && g != sg.wrapping_sub(2) {
                         return Err(format!("span at page {p}: sweepgen {g} with heap at {sg}"));
                     }
-                    if span.count_marked() != 0 {
+                    if self.config.generational {
+                        // Sticky marks: every marked object is allocated, and
+                        // a swept span's marks are exactly its survivors.
+                        if let Some(i) =
+                            (0..nelems).find(|&i| span.is_marked(i) && !span.is_allocated(i))
+                        {
+                            return Err(format!("span at page {p}: free object {i} is marked"));
+                        }
+                        let words = nelems.div_ceil(64);
+                        if g == sg
+                            && (0..words).any(|w| {
+                                span.mark_bits[w].load(Relaxed) != span.alloc_bits[w].load(Relaxed)
+                            })
+                        {
+                            return Err(format!(
+                                "span at page {p}: swept, but its marks are not its survivors"
+                            ));
+                        }
+                    } else if span.count_marked() != 0 {
                         return Err(format!(
                             "span at page {p}: mark bits set outside a collection"
                         ));

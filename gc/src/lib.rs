@@ -77,6 +77,37 @@
 //! cached span charged whole when a cache takes it and refunded when it
 //! gives it back.
 //!
+//! ## Generations, optionally: sticky mark bits
+//!
+//! With [`Config::generational`] (or `PARDON_GENERATIONAL=1`) sweeping leaves
+//! the mark bits set instead of clearing them: every object that survived a
+//! collection stays marked, and is *old*. New objects take free slots, whose
+//! mark bits are clear. A *minor* collection ([`CollectionKind::Minor`], what
+//! the pacer asks for) does not clear the marks: it marks from the roots,
+//! stops at every old object, and frees only unmarked, that is young, dead
+//! objects. Its cost follows what survives, not the live heap: binary-trees'
+//! 4 M-node long-lived tree is marked once, not at every cycle. This is the
+//! non-moving generational scheme of Demers et al. (1990) and Boehm's
+//! generational mode; objects are promoted on their first survival.
+//!
+//! An old object may come to point at a young one only by a store after it
+//! became old, so the embedder runs a write barrier before such stores
+//! ([`Mutator::write_barrier`]; [`Member::set`] does it): it marks the 512-byte
+//! *card* holding the written word dirty in a byte table beside the arena. A
+//! minor collection first scans, word by word through the heap bits, the old
+//! objects on dirty cards, then clears the cards. The barrier runs *before*
+//! the store: if the thread is stopped between the two, the reference it is
+//! about to store is still in its registers or stack, so it is marked (and
+//! becomes old) by that collection, and the store creates an old-to-old edge.
+//!
+//! Old garbage stays until a *full* collection, which clears every mark
+//! first. The pacer runs one when the live estimate (old objects plus what
+//! the last minor collection marked) has grown past live-after-the-last-full
+//! × (1 + `gc_percent`/100); [`Heap::collect`] is always full. Verify mode
+//! checks each minor mark against a full re-mark from the same roots, which
+//! must mark a subset of it: a store that skipped the barrier shows up there
+//! as a reachable object the minor mark missed.
+//!
 //! ## The invariants the stopped world relies on
 //!
 //! * **No lock a stopped thread may hold.** The stopped-world path takes
@@ -137,9 +168,9 @@
 //!
 //! ## Not yet
 //!
-//! Marking is parallel but stop-the-world (no concurrent marking), there
-//! are no generations (a long-lived structure is marked at every cycle),
-//! objects never move, and only x86-64 Linux is supported.
+//! Marking is parallel but stop-the-world (no concurrent marking);
+//! generations are opt-in (they need the write barrier) and promote on first
+//! survival; objects never move; only x86-64 Linux is supported.
 
 #![warn(missing_docs)]
 
@@ -161,7 +192,7 @@ pub use collector::{
 };
 pub use config::{default_mark_workers, Config, ConfigError};
 pub use heap::{AllocError, HeapStats, RawHeap, ThreadCache, POISON};
-pub use mark::{MarkStats, Marker};
+pub use mark::{CollectionKind, MarkStats, Marker};
 pub use pardon_preempt as preempt;
 pub use pardon_stackscan as stackscan;
 pub use stats::{CycleStats, GcStats};

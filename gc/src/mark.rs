@@ -52,8 +52,9 @@ use std::thread::JoinHandle;
 
 use memmap2::{MmapMut, MmapOptions};
 
+use crate::arena::CARD_SHIFT;
 use crate::heap::{lock, RawHeap};
-use crate::span::Span;
+use crate::span::{Span, IN_USE};
 
 pub(crate) struct GrayStack {
     map: MmapMut,
@@ -151,6 +152,21 @@ pub struct MarkStats {
     pub workers: usize,
     /// Batches of gray objects handed between workers.
     pub shares: usize,
+    /// Dirty cards scanned (minor collections).
+    pub cards: usize,
+}
+
+/// What a collection marks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CollectionKind {
+    /// Everything reachable from the roots, from scratch.
+    #[default]
+    Full,
+    /// Generational heaps: objects that survived an earlier collection stay
+    /// marked (old); marking starts from the roots and from the old objects
+    /// on cards the write barrier dirtied, and stops at old objects. On a
+    /// heap that is not generational, a full collection runs instead.
+    Minor,
 }
 
 /// The most gray entries moved in one hand-over.
@@ -326,8 +342,14 @@ impl Tracer<'_> {
     /// Scans one object's reference words.
     #[inline(always)]
     fn scan_object<const PAR: bool>(&mut self, base: usize, span: &Span) {
+        self.scan_words::<PAR>(base, span.elemsize() / 8);
+    }
+
+    /// Scans the reference words among the `nwords` words at `base`, which
+    /// lie inside one allocated object.
+    #[inline(always)]
+    fn scan_words<const PAR: bool>(&mut self, base: usize, nwords: usize) {
         let heap = self.heap;
-        let nwords = span.elemsize() / 8;
         let w0 = (base - heap.arena.base) / 8;
         let mut i = 0;
         while i < nwords {
@@ -472,6 +494,20 @@ impl RawHeap {
         }
     }
 
+    /// Starts a mark of `kind` (see [`CollectionKind`]): for `Minor`, first
+    /// scans the old objects on dirty cards, clearing the cards. The caller
+    /// must have stopped every mutator (or own the heap alone), flushed their
+    /// caches and finished sweeping, and, for a full collection of a
+    /// generational heap, cleared the sticky marks
+    /// ([`RawHeap::collect_kind_with`] does all of it).
+    pub fn marker_for(&self, kind: CollectionKind) -> Marker<'_> {
+        let mut m = self.marker();
+        if kind == CollectionKind::Minor && self.config.generational {
+            m.scan_dirty_cards();
+        }
+        m
+    }
+
     /// Threads that drain the gray objects (the coordinator included).
     pub fn mark_workers(&self) -> usize {
         self.helpers.workers()
@@ -491,6 +527,63 @@ impl Marker<'_> {
     fn absorb(&mut self, objects: usize, bytes: usize) {
         self.stats.objects += objects;
         self.stats.bytes += bytes;
+    }
+
+    /// The remembered set of a minor collection: for every dirty card of an
+    /// in-use span with pointers, scans the reference words inside the card
+    /// of every old (marked) object overlapping it, and clears the card.
+    /// Runs before any root is offered, so "marked" still means "old" (a
+    /// young object marked by an earlier card is scanned twice, harmlessly).
+    /// An old object that is garbage but shares a card with a written one is
+    /// scanned too: what it reaches survives until the next full collection
+    /// (a leak, never a corruption: every word goes through the exact lookup).
+    fn scan_dirty_cards(&mut self) {
+        let heap = self.heap;
+        let arena = &heap.arena;
+        let words = arena.card_words(heap.pages.stats().used_pages);
+        let mut t = self.tracer();
+        let mut cards = 0;
+        for (wi, w) in words.iter().enumerate() {
+            let mut bytes = w.load(Relaxed);
+            if bytes == 0 {
+                continue;
+            }
+            w.store(0, Relaxed);
+            while bytes != 0 {
+                let b = bytes.trailing_zeros() as usize / 8;
+                bytes &= !(0xffu64 << (b * 8));
+                cards += 1;
+                let lo = arena.base + ((wi * 8 + b) << CARD_SHIFT);
+                let hi = lo + (1 << CARD_SHIFT);
+                let s = arena.span_of(lo);
+                if s.is_null() {
+                    continue;
+                }
+                let span = crate::heap::sp(s);
+                if span.state.load(Acquire) != IN_USE || span.noscan() {
+                    continue;
+                }
+                let (sbase, es) = (span.base(), span.elemsize());
+                let end = sbase + span.nelems() * es;
+                if lo < sbase || lo >= end {
+                    continue;
+                }
+                let first = span.obj_index(lo - sbase);
+                let last = span.obj_index(hi.min(end) - 1 - sbase);
+                for idx in first..=last {
+                    if !span.is_marked(idx) {
+                        continue;
+                    }
+                    let obase = sbase + idx * es;
+                    let from = obase.max(lo);
+                    let to = (obase + es).min(hi);
+                    t.scan_words::<false>(from, (to - from) / 8);
+                }
+            }
+        }
+        let (o, b) = (t.objects, t.bytes);
+        self.absorb(o, b);
+        self.stats.cards = cards;
     }
 
     /// Offers one root word (precise or conservative). Returns the base of the

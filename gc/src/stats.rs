@@ -5,6 +5,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::heap::HeapStats;
+use crate::mark::CollectionKind;
 
 /// Figures for one collection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,6 +48,10 @@ pub struct CycleStats {
     pub stopped_safe: u32,
     /// Verification re-marked and agreed.
     pub verified: bool,
+    /// Full, or minor (generational heaps).
+    pub kind: CollectionKind,
+    /// Dirty cards scanned (minor collections).
+    pub cards: usize,
 }
 
 fn mb(b: usize) -> f64 {
@@ -57,8 +62,12 @@ impl CycleStats {
     /// One line in the spirit of Go's `GODEBUG=gctrace=1`.
     pub fn trace_line(&self) -> String {
         format!(
-            "pardon gc {}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise, stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
+            "pardon gc {}{}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise, stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
             self.number,
+            match self.kind {
+                CollectionKind::Full => String::new(),
+                CollectionKind::Minor => format!(" (minor, {} dirty cards)", self.cards),
+            },
             self.ttsp.as_secs_f64() * 1e6,
             self.pause.as_secs_f64() * 1e6,
             self.mark.as_secs_f64() * 1e6,
@@ -83,6 +92,8 @@ impl CycleStats {
 pub struct GcStats {
     /// Completed collections.
     pub collections: u64,
+    /// Of which minor (generational heaps).
+    pub minor_collections: u64,
     /// Time to safepoint, nanoseconds.
     pub ttsp_ns: Histogram<u64>,
     /// Pauses (stop to restart), nanoseconds.
@@ -95,6 +106,7 @@ pub struct GcStats {
 
 pub(crate) struct StatsRecorder {
     pub collections: u64,
+    pub minor: u64,
     pub ttsp: Histogram<u64>,
     pub pause: Histogram<u64>,
     pub last: CycleStats,
@@ -105,6 +117,7 @@ impl StatsRecorder {
         let h = || Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
         StatsRecorder {
             collections: 0,
+            minor: 0,
             ttsp: h(),
             pause: h(),
             last: CycleStats::default(),
@@ -113,6 +126,7 @@ impl StatsRecorder {
 
     pub fn record(&mut self, c: &CycleStats) {
         self.collections += 1;
+        self.minor += u64::from(c.kind == CollectionKind::Minor);
         self.ttsp.saturating_record(c.ttsp.as_nanos().max(1) as u64);
         self.pause
             .saturating_record(c.pause.as_nanos().max(1) as u64);
@@ -123,6 +137,7 @@ impl StatsRecorder {
     /// allocates nothing.
     pub fn copy_into(&self, out: &mut StatsRecorder) {
         out.collections = self.collections;
+        out.minor = self.minor;
         out.last = self.last;
         out.ttsp.reset();
         out.pause.reset();
@@ -134,6 +149,7 @@ impl StatsRecorder {
     pub fn into_snapshot(self, heap: HeapStats) -> GcStats {
         GcStats {
             collections: self.collections,
+            minor_collections: self.minor,
             ttsp_ns: self.ttsp,
             pause_ns: self.pause,
             last: self.last,

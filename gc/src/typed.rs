@@ -132,11 +132,21 @@ impl<T: GcObject> Member<T> {
         (v != 0).then(|| unsafe { Root::from_addr(m, v) })
     }
 
-    /// Points the field at `v`'s object, or clears it.
+    /// Points the field at `v`'s object, or clears it. Runs the write
+    /// barrier first (see [`Mutator::write_barrier`]), so generational heaps
+    /// need nothing more from typed code.
     #[inline]
     pub fn set(&self, v: Option<&Root<'_, T>>) {
-        self.word
-            .store(v.map_or(0, |r| r.addr()), Ordering::Release);
+        let addr = match v {
+            Some(r) => {
+                // The card is dirtied before the store (the Release store
+                // below keeps it first), while `r` still roots the object.
+                r.m.write_barrier(&self.word as *const AtomicUsize as usize);
+                r.addr()
+            }
+            None => 0,
+        };
+        self.word.store(addr, Ordering::Release);
     }
 
     /// The raw address the field holds (0 when null). Reading it creates no

@@ -4,10 +4,17 @@
 //! After every collection every reachable object is allocated with its
 //! contents intact, every unreachable one is free (and poisoned) after the
 //! sweep, and the number of objects marked equals the model's reachable count.
+//!
+//! Half the cases run a generational heap, with minor collections as well:
+//! pointer writes go through the write barrier; after a minor collection
+//! every reachable object is intact, no object that survived an earlier
+//! collection is freed, and unreachable young objects may float until a full
+//! collection (which must again mark exactly the reachable set). Verify mode
+//! is on, so each minor mark is also checked against a full re-mark.
 
 use std::collections::HashSet;
 
-use pardon::{Config, RawHeap, ThreadCache, Type, TypeDesc, POISON};
+use pardon::{CollectionKind, Config, RawHeap, ThreadCache, Type, TypeDesc, POISON};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
@@ -49,6 +56,7 @@ struct Model {
     gray_small: bool,
     /// Marking threads (1 = serial; 3 is more than this machine's cores).
     workers: usize,
+    generational: bool,
 }
 
 impl Model {
@@ -91,6 +99,7 @@ enum Op {
     AddRoot(usize),
     DropRoot(usize),
     Collect,
+    CollectMinor,
 }
 
 /// Applies `op` to the model; returns the ids it resolved to (shared by the
@@ -136,7 +145,7 @@ fn model_apply(mut m: Model, op: &Op) -> Model {
         Op::DropRoot(_) => {
             m.roots.swap_remove(a);
         }
-        Op::Collect => {
+        Op::Collect | Op::CollectMinor => {
             let r = m.reachable();
             for (i, o) in m.objs.iter_mut().enumerate() {
                 if o.alive && !r.contains(&i) {
@@ -154,10 +163,11 @@ impl ReferenceStateMachine for RefMachine {
     type Transition = Op;
 
     fn init_state() -> BoxedStrategy<Model> {
-        (any::<bool>(), 1usize..=3)
-            .prop_map(|(gray_small, workers)| Model {
+        (any::<bool>(), 1usize..=3, any::<bool>())
+            .prop_map(|(gray_small, workers, generational)| Model {
                 gray_small,
                 workers,
+                generational,
                 ..Model::default()
             })
             .boxed()
@@ -172,6 +182,7 @@ impl ReferenceStateMachine for RefMachine {
             1 => any::<usize>().prop_map(Op::AddRoot),
             2 => any::<usize>().prop_map(Op::DropRoot),
             1 => Just(Op::Collect),
+            1 => Just(Op::CollectMinor),
         ]
         .boxed()
     }
@@ -187,6 +198,8 @@ struct Sut {
     types: Vec<Type>,
     addr: Vec<usize>,
     model: Model,
+    /// Per object: survived a collection (old, in a generational heap).
+    old: Vec<bool>,
 }
 
 fn write(addr: usize, word: usize, v: u64) {
@@ -199,14 +212,24 @@ fn read(addr: usize, word: usize) -> u64 {
 }
 
 impl Sut {
-    fn check_after_collect(&mut self, before: &Model, marked: usize) {
+    fn check_after_collect(&mut self, before: &Model, marked: usize, minor: bool) {
         let m = &self.model;
         let reach = m.reachable();
-        assert_eq!(
-            marked,
-            reach.len(),
-            "objects marked vs reachable in the model"
-        );
+        if minor {
+            // A minor mark marks every reachable young object, and maybe
+            // some unreachable ones (reached from old objects on dirty cards).
+            let young = reach.iter().filter(|&&i| !self.old[i]).count();
+            assert!(
+                marked >= young,
+                "minor: {marked} marked, {young} reachable young"
+            );
+        } else {
+            assert_eq!(
+                marked,
+                reach.len(),
+                "objects marked vs reachable in the model"
+            );
+        }
         // Sweep everything now, so freed objects must be gone.
         self.heap.finish_sweep();
         for (i, o) in m.objs.iter().enumerate() {
@@ -227,13 +250,26 @@ impl Sut {
                     assert_eq!(read(a, w), want, "object {i} field {f}");
                 }
             } else if before.objs[i].alive {
-                assert_eq!(
-                    self.heap.find_object(a),
-                    None,
-                    "dead object {i} still found"
-                );
-                assert_eq!(read(a, 0) as u8, POISON, "freed object {i} not poisoned");
+                if minor && self.old[i] {
+                    assert_eq!(
+                        self.heap.find_object(a),
+                        Some(a),
+                        "minor collection freed old object {i}"
+                    );
+                } else if !minor || self.heap.find_object(a) != Some(a) {
+                    assert_eq!(
+                        self.heap.find_object(a),
+                        None,
+                        "dead object {i} still found"
+                    );
+                    assert_eq!(read(a, 0) as u8, POISON, "freed object {i} not poisoned");
+                }
             }
+        }
+        // What is still allocated is old now. (A dead object's slot may
+        // have been reused; `old` only matters for objects the model keeps.)
+        for i in 0..self.addr.len() {
+            self.old[i] = self.heap.find_object(self.addr[i]) == Some(self.addr[i]);
         }
     }
 }
@@ -247,6 +283,7 @@ impl StateMachineTest for Sut {
             arena_size: 256 << 20,
             heap_limit: 256 << 20,
             verify: true,
+            generational: r.generational,
             gray_capacity: if r.gray_small { 16 } else { 1 << 16 },
             mark_workers: r.workers,
             ..Config::default()
@@ -270,6 +307,7 @@ impl StateMachineTest for Sut {
             types,
             addr: Vec::new(),
             model: r.clone(),
+            old: Vec::new(),
         }
     }
 
@@ -289,27 +327,34 @@ impl StateMachineTest for Sut {
                     write(p, w, canary(id, w));
                 }
                 s.addr.push(p);
+                s.old.push(false);
             }
-            Op::Write { .. } => write(
-                s.addr[a],
-                ptr_fields(s.model.objs[a].ty)[b],
-                s.addr[c] as u64,
-            ),
+            Op::Write { .. } => {
+                let slot = ptr_fields(s.model.objs[a].ty)[b];
+                s.heap.write_barrier(s.addr[a] + slot * 8);
+                write(s.addr[a], slot, s.addr[c] as u64)
+            }
             Op::Clear { .. } => write(s.addr[a], ptr_fields(s.model.objs[a].ty)[b], 0),
             Op::AddRoot(_) | Op::DropRoot(_) => {}
-            Op::Collect => {
+            Op::Collect | Op::CollectMinor => {
+                let kind = if matches!(op, Op::CollectMinor) {
+                    CollectionKind::Minor
+                } else {
+                    CollectionKind::Full
+                };
                 let roots: Vec<usize> = before
                     .roots
                     .iter()
                     .map(|&r| s.addr[r] + r % TYPES[before.objs[r].ty].1.max(1))
                     .collect();
                 let Sut { heap, cache, .. } = &mut s;
-                let st = heap.collect_with(&mut [cache], |m| {
+                let st = heap.collect_kind_with(kind, &mut [cache], |m| {
                     for &w in &roots {
                         m.mark_word(w);
                     }
                 });
-                s.check_after_collect(&before, st.objects);
+                let minor = kind == CollectionKind::Minor && before.generational;
+                s.check_after_collect(&before, st.objects, minor);
             }
         }
         s

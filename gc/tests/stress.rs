@@ -2,7 +2,9 @@
 //! canaries verified after every collection, while other threads spin in
 //! call-free loops, allocate from the system allocator, block in safe
 //! regions, and attach and exit; forced and paced collections; verification
-//! mode on; every preemption mode. `PARDON_SOAK_SECS` lengthens each run.
+//! mode on; every preemption mode, and a generational heap (minor collections
+//! checked against full re-marks; the graph's links go through `Member::set`,
+//! which runs the write barrier). `PARDON_SOAK_SECS` lengthens each run.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -165,8 +167,9 @@ fn named<T: Send + 'static>(
         .expect("spawn")
 }
 
-fn run(preemption: Preemption, secs: f64) {
+fn run(preemption: Preemption, secs: f64, generational: bool) {
     let heap = Heap::new(Config {
+        generational,
         arena_size: 4 << 30,
         min_heap: 1 << 20,
         gc_percent: Some(50),
@@ -255,7 +258,13 @@ fn run(preemption: Preemption, secs: f64) {
     let mut forced = 0;
     while start.elapsed().as_secs_f64() < secs {
         std::thread::sleep(Duration::from_millis(5));
-        if let Err(e) = heap.collect() {
+        // Generational: mostly minor collections, a full one in four.
+        let r = if generational && forced % 4 != 0 {
+            heap.collect_minor()
+        } else {
+            heap.collect()
+        };
+        if let Err(e) = r {
             // Say what the laggards were doing before failing.
             let pardon::CollectError::Stop(pardon::preempt::StopError::Timeout {
                 laggards, ..
@@ -286,14 +295,22 @@ fn run(preemption: Preemption, secs: f64) {
     let report: Vec<String> = hs.into_iter().map(|h| h.join().unwrap()).collect();
     let st = heap.stats();
     eprintln!(
-        "{preemption:?}: {} collections ({forced} forced), {} threads churned, pause p50 {} µs p99 {} µs; {report:?}",
+        "{preemption:?}{}: {} collections ({} minor, {forced} forced), {} threads churned, pause p50 {} µs p99 {} µs; {report:?}",
+        if generational { " generational" } else { "" },
         st.collections,
+        st.minor_collections,
         spawned.load(Ordering::Relaxed),
         st.pause_ns.value_at_quantile(0.5) / 1000,
         st.pause_ns.value_at_quantile(0.99) / 1000,
     );
     assert!(st.collections > forced, "paced collections happened too");
     assert!(st.last.verified, "verification ran");
+    if generational {
+        assert!(
+            st.minor_collections > 0 && st.minor_collections < st.collections,
+            "both minor and full collections ran"
+        );
+    }
     assert_eq!(heap.registry().thread_count(), 0);
 }
 
@@ -306,15 +323,20 @@ fn secs() -> f64 {
 
 #[test]
 fn stress_signal_injection() {
-    run(Preemption::Signal, secs());
+    run(Preemption::Signal, secs(), false);
+}
+
+#[test]
+fn stress_generational() {
+    run(Preemption::Signal, secs(), true);
 }
 
 #[test]
 fn stress_signal_in_handler() {
-    run(Preemption::SignalInHandler, secs());
+    run(Preemption::SignalInHandler, secs(), false);
 }
 
 #[test]
 fn stress_polls_only() {
-    run(Preemption::PollOnly, secs());
+    run(Preemption::PollOnly, secs(), false);
 }
