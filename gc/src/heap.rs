@@ -57,6 +57,11 @@ impl std::error::Error for AllocError {}
 struct Central {
     partial: [*mut Span; 2],
     full: [*mut Span; 2],
+    /// Generational heaps: swept spans whose every slot holds an old object.
+    /// Nothing can be allocated in them and a minor collection frees nothing
+    /// in them, so they skip sweeping until the next full collection, which
+    /// puts them back on `full` (see [`RawHeap::unpark_old`]).
+    old: *mut Span,
 }
 
 // SAFETY: span pointers point into the page heap's pool (live as long as the
@@ -120,8 +125,9 @@ pub struct RawHeap {
     pub(crate) arena: Arena,
     pub(crate) pages: PageHeap,
     central: Box<[Mutex<Central>]>,
-    /// Large-object spans: [swept, unswept] by the same flip as `central`.
-    large: Mutex<[*mut Span; 2]>,
+    /// Large-object spans: [swept, unswept] by the same flip as `central`,
+    /// and (generational heaps) old ones, as `Central::old`.
+    large: Mutex<[*mut Span; 3]>,
     pub(crate) sweepgen: AtomicU32,
     pub(crate) gc_count: AtomicU64,
     pub(crate) config: Config,
@@ -182,10 +188,11 @@ impl RawHeap {
                     Mutex::new(Central {
                         partial: [std::ptr::null_mut(); 2],
                         full: [std::ptr::null_mut(); 2],
+                        old: std::ptr::null_mut(),
                     })
                 })
                 .collect(),
-            large: Mutex::new([std::ptr::null_mut(); 2]),
+            large: Mutex::new([std::ptr::null_mut(); 3]),
             sweepgen: AtomicU32::new(2),
             gc_count: AtomicU64::new(0),
             allocated: AtomicUsize::new(0),
@@ -309,7 +316,7 @@ impl RawHeap {
             if sp(s).has_free() {
                 return Ok(s);
             }
-            push(&mut lock(&self.central[spc]).full[sw], s);
+            self.put_full(&mut lock(&self.central[spc]), s, sw);
         }
         let class = CLASSES[spc >> 1];
         let limit = self.config.effective_heap_limit();
@@ -344,6 +351,44 @@ impl RawHeap {
         span.freeindex.store(freeindex, Relaxed);
         span.alloc_count.store(freeindex, Relaxed);
         span.refill_alloc_cache(0);
+    }
+
+    /// Puts a swept span with no free slot on its list `c`: the swept full
+    /// list, or on a generational heap the old list (every slot holds an
+    /// object that was marked, so is old now).
+    fn put_full(&self, c: &mut Central, s: *mut Span, sw: usize) {
+        if self.config.generational {
+            sp(s).old.store(true, Relaxed);
+            push(&mut c.old, s);
+        } else {
+            push(&mut c.full[sw], s);
+        }
+    }
+
+    /// Before a full collection of a generational heap (sweeping finished,
+    /// world stopped): puts every span parked on an old list back on the
+    /// swept full lists, marked swept at the current generation, so the flip
+    /// at the end of the collection queues it for sweeping like any other.
+    fn unpark_old(&self) {
+        let sg = self.sweepgen.load(Acquire);
+        let sw = Self::swept_index(sg);
+        let unpark = |s: *mut Span| {
+            let span = sp(s);
+            span.old.store(false, Relaxed);
+            span.sweepgen.store(sg, Release);
+        };
+        for c in self.central.iter() {
+            let mut c = lock(c);
+            while let Some(s) = pop(&mut c.old) {
+                unpark(s);
+                push(&mut c.full[sw], s);
+            }
+        }
+        let mut l = lock(&self.large);
+        while let Some(s) = pop(&mut l[2]) {
+            unpark(s);
+            push(&mut l[sw], s);
+        }
     }
 
     /// Gives a cached span back to its central list.
@@ -501,7 +546,7 @@ impl RawHeap {
                     if sp(s).has_free() {
                         push(&mut c.partial[sw], s);
                     } else {
-                        push(&mut c.full[sw], s);
+                        self.put_full(&mut c, s, sw);
                     }
                 }
                 true
@@ -518,7 +563,15 @@ impl RawHeap {
             };
             drop(l);
             if !self.sweep_span(s, sg).span_freed {
-                push(&mut lock(&self.large)[sw], s);
+                // A large span that survives sweeping holds a marked object:
+                // on a generational heap, an old one.
+                let i = if self.config.generational {
+                    sp(s).old.store(true, Relaxed);
+                    2
+                } else {
+                    sw
+                };
+                push(&mut lock(&self.large)[i], s);
             }
             true
         }) {
@@ -574,6 +627,7 @@ impl RawHeap {
             return CollectionKind::Full;
         }
         if kind == CollectionKind::Full {
+            self.unpark_old();
             self.clear_marks();
             self.clear_cards();
         }
@@ -766,7 +820,14 @@ impl RawHeap {
                         ));
                     }
                     let g = span.sweepgen.load(Relaxed);
-                    if g != sg && g != sg.wrapping_sub(2) {
+                    // An old span parked off the sweep lists keeps the
+                    // generation it was last swept at.
+                    let parked = span.old.load(Relaxed);
+                    if parked && self.config.generational {
+                        if span.alloc_count.load(Relaxed) as usize != nelems {
+                            return Err(format!("span at page {p}: parked old but not full"));
+                        }
+                    } else if g != sg && g != sg.wrapping_sub(2) {
                         return Err(format!("span at page {p}: sweepgen {g} with heap at {sg}"));
                     }
                     if self.config.generational {
@@ -778,7 +839,7 @@ impl RawHeap {
                             return Err(format!("span at page {p}: free object {i} is marked"));
                         }
                         let words = nelems.div_ceil(64);
-                        if g == sg
+                        if (g == sg || parked)
                             && (0..words).any(|w| {
                                 span.mark_bits[w].load(Relaxed) != span.alloc_bits[w].load(Relaxed)
                             })

@@ -53,6 +53,9 @@ pub(crate) struct Span {
     pub alloc_count: AtomicU32,
     pub sweepgen: AtomicU32,
     pub needzero: AtomicBool,
+    /// Generational heaps: parked on an old list, exempt from sweeping until
+    /// the next full collection (its `sweepgen` is left behind meanwhile).
+    pub old: AtomicBool,
     pub alloc_bits: [AtomicU64; BITMAP_WORDS],
     pub mark_bits: [AtomicU64; BITMAP_WORDS],
     /// Page heap bookkeeping for free spans.
@@ -98,6 +101,7 @@ impl Span {
             alloc_count: AtomicU32::new(0),
             sweepgen: AtomicU32::new(0),
             needzero: AtomicBool::new(false),
+            old: AtomicBool::new(false),
             alloc_bits: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             mark_bits: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             committed: AtomicBool::new(false),
