@@ -1,8 +1,10 @@
 //! Allocation: pardon's thread-cache fast path against the system allocator,
-//! for the 16-byte two-pointer node and a 64-byte object.
+//! for the 16-byte two-pointer node and a 64-byte object; and the whole
+//! mutator path (`Mutator::alloc_raw`: pacer check, no-preempt region,
+//! cache) that an embedder calls.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pardon::{ThreadCache, TypeDesc};
+use pardon::{Config, Heap, ThreadCache, TypeDesc};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -46,6 +48,31 @@ fn alloc(c: &mut Criterion) {
                     }
                     total += t.elapsed();
                     heap.collect_with(&mut [&mut cache], |_| {});
+                }
+                total
+            })
+        });
+    }
+    {
+        // Pacing off: the untimed collection after each batch is the only one.
+        let heap = Heap::new(Config {
+            gc_percent: None,
+            ..Config::default()
+        })
+        .unwrap();
+        let ty = heap.register_type(&common::PAIR).unwrap();
+        let m = heap.attach().unwrap();
+        g.throughput(criterion::Throughput::Elements(10_000));
+        g.bench_function("pardon Mutator::alloc_raw 16B", |b| {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    let t = std::time::Instant::now();
+                    for _ in 0..10_000 {
+                        std::hint::black_box(m.alloc_raw(ty).unwrap());
+                    }
+                    total += t.elapsed();
+                    m.collect().unwrap();
                 }
                 total
             })

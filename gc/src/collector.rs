@@ -702,22 +702,32 @@ impl Mutator {
         if shared.pacer_due() {
             self.paced_collect();
         }
-        let r = {
-            let _np = self.attached.no_preempt();
-            // SAFETY: owner thread inside a no-preempt region: no coordinator
-            // touches the cache until the region ends.
-            f(unsafe { &mut *self.state.cache.get() }, &shared.raw)
-        };
-        match r {
-            Ok(p) => Ok(p.as_ptr() as usize),
-            Err(AllocError::HeapExhausted { .. }) => {
-                let _ = self.collect();
+        // One call site for `f`, so that the allocation fast path inlines.
+        let mut retried = false;
+        loop {
+            let r = {
                 let _np = self.attached.no_preempt();
-                // SAFETY: as above.
-                f(unsafe { &mut *self.state.cache.get() }, &shared.raw).map(|p| p.as_ptr() as usize)
+                // SAFETY: owner thread inside a no-preempt region: no
+                // coordinator touches the cache until the region ends.
+                f(unsafe { &mut *self.state.cache.get() }, &shared.raw)
+            };
+            match r {
+                Ok(p) => return Ok(p.as_ptr() as usize),
+                Err(AllocError::HeapExhausted { .. }) if !retried => {
+                    retried = true;
+                    self.exhausted_collect();
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn exhausted_collect(&self) {
+        // Collect once before reporting exhaustion; a failed stop leaves the
+        // retry to report it.
+        let _ = self.collect();
     }
 
     #[cold]

@@ -1091,7 +1091,7 @@ impl ThreadCache {
     }
 
     /// Allocates one zeroed object of type `ty`.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, heap: &RawHeap, ty: Type) -> Result<NonNull<u8>, AllocError> {
         let spc = ty.0.small_spc;
         if spc != crate::types::NOT_SMALL {

@@ -32,12 +32,14 @@ pub fn raw_heap_marking_with(workers: usize) -> RawHeap {
 }
 
 /// The binary-trees node: 16 bytes, two pointers.
+/// The 16-byte two-pointer node.
+pub const PAIR: TypeDesc<'static> = TypeDesc {
+    name: "Pair",
+    size: 16,
+    align: 8,
+    pointer_words: &[0, 1],
+};
+
 pub fn pair(heap: &RawHeap) -> Type {
-    heap.register_type(&TypeDesc {
-        name: "Pair",
-        size: 16,
-        align: 8,
-        pointer_words: &[0, 1],
-    })
-    .unwrap()
+    heap.register_type(&PAIR).unwrap()
 }
