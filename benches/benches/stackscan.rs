@@ -1,5 +1,7 @@
 //! Root scanning: a conservative scan of a 64 KiB stack image holding some
-//! heap pointers, and a precise walk of 64 shadow-stack frames.
+//! heap pointers; a precise walk of 64 shadow-stack frames of 3 slots (2 live:
+//! mostly per-frame cost), and of 16 frames of 32 live slots (mostly
+//! per-slot cost).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,17 +12,22 @@ use pardon::ThreadCache;
 #[path = "common/mod.rs"]
 mod common;
 
-fn nest(depth: usize, chain: &AtomicUsize, map: &FrameMap, v: usize, f: &mut dyn FnMut()) {
+/// Links `depth` frames of `N` slots each (slot 1 null, the others `v`) and
+/// runs `f` inside the innermost.
+fn nest<const N: usize>(
+    depth: usize,
+    chain: &AtomicUsize,
+    map: &FrameMap,
+    v: usize,
+    f: &mut dyn FnMut(),
+) {
     if depth == 0 {
         return f();
     }
-    let slots = [
-        AtomicUsize::new(v),
-        AtomicUsize::new(0),
-        AtomicUsize::new(v),
-    ];
+    let slots: [AtomicUsize; N] =
+        std::array::from_fn(|i| AtomicUsize::new(if i == 1 { 0 } else { v }));
     with_frame_slots(FrameChain(chain), map, &slots, |_| {
-        nest(depth - 1, chain, map, v, f)
+        nest::<N>(depth - 1, chain, map, v, f)
     });
 }
 
@@ -60,8 +67,25 @@ fn scan(c: &mut Criterion) {
     let chain = AtomicUsize::new(0);
     let mut g = c.benchmark_group("stackscan");
     g.throughput(Throughput::Elements(64));
-    nest(64, &chain, &map, objs[0], &mut || {
+    nest::<3>(64, &chain, &map, objs[0], &mut || {
         g.bench_function("precise 64 frames", |b| {
+            b.iter(|| {
+                let mut hits = 0;
+                let mut sc = Scanner::new(&finder, 0, usize::MAX, |_, _| hits += 1);
+                // SAFETY: the chain is linked on this thread for the whole call.
+                unsafe { sc.frames(chain.load(Ordering::Relaxed)) };
+                hits
+            })
+        });
+    });
+    g.finish();
+    // 32 slots, all live (slot 1 null): 31 precise roots a frame.
+    let live: Vec<usize> = (0..32).collect();
+    let map = FrameMap::new(32, &[&live]).unwrap();
+    let mut g = c.benchmark_group("stackscan");
+    g.throughput(Throughput::Elements(16 * 32));
+    nest::<32>(16, &chain, &map, objs[0], &mut || {
+        g.bench_function("precise 16 frames x 32 slots", |b| {
             b.iter(|| {
                 let mut hits = 0;
                 let mut sc = Scanner::new(&finder, 0, usize::MAX, |_, _| hits += 1);

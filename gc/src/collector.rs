@@ -412,7 +412,9 @@ impl Shared {
 
     /// Gathers every root — global roots, then each stopped thread's handle
     /// table, frames, conservative stack range and registers — into the
-    /// root buffer, as the bases of the objects they keep alive.
+    /// root buffer: conservative hits as the bases of the objects they keep
+    /// alive, precise slots as their values (the marker resolves every root
+    /// word exactly, so the scanner does not look slots up a second time).
     ///
     /// Roots are gathered once and then marked from the buffer (twice in
     /// verification mode), because a thread held in a safe region keeps
@@ -523,7 +525,7 @@ impl Shared {
     }
 }
 
-/// The roots of one collection, as object bases, in a `MAP_NORESERVE`
+/// The roots of one collection, as root words, in a `MAP_NORESERVE`
 /// mapping: gathering them never calls the system allocator. Used only by the
 /// coordinator, inside a stopped world.
 pub(crate) struct RootBuf {

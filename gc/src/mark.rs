@@ -5,8 +5,9 @@
 //! A root word — precise or conservative — goes through the exact lookup
 //! ([`RawHeap::find`]): only the base of an allocated object is ever marked,
 //! so a stale or random word can neither mark a free slot (a zombie) nor crash.
-//! Precise roots are checked the same way: it costs a few nanoseconds and
-//! makes a wrong map a leak instead of a corruption.
+//! Precise roots are checked the same way (the stack scanner hands slot
+//! values over unresolved, and this is their only lookup): it costs a few
+//! nanoseconds and makes a wrong map a leak instead of a corruption.
 //!
 //! # Parallel marking
 //!

@@ -22,6 +22,13 @@
 //! unlink on exit ([`with_frame`]); linking is one release store, so the
 //! chain is consistent at every instruction.
 //!
+//! A live slot's value is reported as it is, without asking the
+//! [`ObjectFinder`]: by contract it is a reference or null. The consumer
+//! must still resolve it exactly before marking (the collector's marker
+//! looks up every root word anyway, to find its mark bit), so a wrong map
+//! leaks the object a stale slot names rather than corrupting the heap.
+//! Resolving it here too would double the cost of precise scanning.
+//!
 //! ## The conservative part
 //!
 //! For a stopped thread the runtime reports the lowest address to scan (it

@@ -25,7 +25,9 @@ pub enum RootKind {
     Stack,
     /// A saved register word.
     Register,
-    /// A live slot of a frame at its current call site.
+    /// A live slot of a frame at its current call site. The word reported
+    /// is the slot's value as it is, not resolved by the oracle (see
+    /// [`Scanner::frames`]).
     Precise,
 }
 
@@ -36,7 +38,7 @@ pub struct ScanStats {
     pub words_examined: usize,
     /// Conservative words that hit an object.
     pub conservative_hits: usize,
-    /// Live, non-null slots that hit an object.
+    /// Live, non-null slots (each reported as a precise root).
     pub precise_roots: usize,
     /// Frames walked.
     pub frames: usize,
@@ -45,7 +47,9 @@ pub struct ScanStats {
     pub bad_chain: bool,
 }
 
-/// Scans roots against a finder, reporting each object found to `visit`.
+/// Scans roots against a finder, reporting each root to `visit`: for
+/// conservative words, the base of the object found; for precise slots, the
+/// slot's value.
 pub struct Scanner<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> {
     finder: &'f F,
     visit: V,
@@ -95,7 +99,13 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
         }
     }
 
-    /// Offers every live, non-null slot of every frame from `head` outward.
+    /// Offers every live, non-null slot of every frame from `head` outward to
+    /// `visit`, as the slot's value: a precise slot holds a reference (or
+    /// null) by contract, so it is not looked up here. The consumer resolves
+    /// it, and should still do so exactly: the collector's marker looks every
+    /// root word up before marking (it must, to find the mark bit), so a wrong
+    /// map costs a leak there, never a corruption. Resolving here too was a
+    /// second lookup per slot, most of the cost of precise scanning.
     /// Returns where the conservative range should end: the first frame
     /// after the innermost one that lies above it (normally the second frame).
     ///
@@ -138,12 +148,9 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
                         // builder keeps the bits past the last slot clear),
                         // and `slots` points to nslots words.
                         let v = unsafe { &*h.slots.add(slot) }.load(Ordering::Relaxed);
-                        if v == 0 {
-                            continue;
-                        }
-                        if let Some(base) = self.finder.find_object(v) {
+                        if v != 0 {
                             self.stats.precise_roots += 1;
-                            (self.visit)(base, RootKind::Precise);
+                            (self.visit)(v, RootKind::Precise);
                         }
                     }
                 }

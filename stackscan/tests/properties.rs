@@ -96,7 +96,9 @@ fn nest(
 }
 
 proptest! {
-    /// The precise roots are exactly the live, non-null slots.
+    /// The precise roots are exactly the live, non-null slots, reported as
+    /// the slots' values (interior ones included), each of which the oracle
+    /// resolves to the object the slot references.
     #[test]
     fn precise_roots_are_live_nonnull_slots(
         sizes in prop::collection::vec(1usize..200, 1..20),
@@ -114,15 +116,18 @@ proptest! {
             })
             .collect();
         let mut expected = Vec::new();
+        let mut expected_bases = Vec::new();
         let bases = objs.bases();
         for (s, _) in &specs {
             for (i, v) in s.values.iter().enumerate() {
-                if let (true, Some((o, _))) = (s.sites[s.site][i], v) {
-                    expected.push(bases[*o]);
+                if let (true, Some((o, off))) = (s.sites[s.site][i], v) {
+                    expected.push(bases[*o] + off % sizes[*o]);
+                    expected_bases.push(bases[*o]);
                 }
             }
         }
         expected.sort();
+        expected_bases.sort();
         let chain = AtomicUsize::new(0);
         let mut got = Vec::new();
         let mut frames = 0;
@@ -138,7 +143,10 @@ proptest! {
             assert!(!sc.stats.bad_chain);
         });
         got.sort();
+        let mut resolved: Vec<usize> = got.iter().map(|&v| objs.find(v).expect("resolves")).collect();
+        resolved.sort();
         prop_assert_eq!(got, expected);
+        prop_assert_eq!(resolved, expected_bases);
         prop_assert_eq!(frames, specs.len());
         prop_assert_eq!(chain.load(Ordering::Relaxed), 0, "every frame unlinked");
     }
