@@ -31,9 +31,18 @@ fn child(addr: usize, i: usize) -> usize {
     unsafe { *(addr as *const usize).add(i) }
 }
 
+/// An initializing store: `v` is older than `addr` (or null), so no write
+/// barrier is needed even on a generational heap.
 fn set_child(addr: usize, i: usize, v: usize) {
     // SAFETY: as in `child`; only this thread uses the node.
     unsafe { *(addr as *mut usize).add(i) = v }
+}
+
+/// A store of a possibly younger `v` into `addr`: the write barrier first
+/// (needed on a generational heap; a byte store otherwise).
+fn store_child(m: &Mutator, addr: usize, i: usize, v: usize) {
+    m.write_barrier(addr + 8 * i);
+    set_child(addr, i, v);
 }
 
 fn alloc(m: &Mutator, ty: Type) -> usize {
@@ -73,8 +82,9 @@ pub fn populate(m: &Mutator, ty: Type, depth: u32, node: usize) {
     }
     with_frame::<1, _>(m.frames(), &POPULATE, |fr| {
         fr.set(0, node);
-        set_child(node, 0, alloc(m, ty));
-        set_child(node, 1, alloc(m, ty));
+        // Children are younger than `node`, which may be old by now.
+        store_child(m, node, 0, alloc(m, ty));
+        store_child(m, node, 1, alloc(m, ty));
         populate(m, ty, depth - 1, child(node, 0));
         populate(m, ty, depth - 1, child(node, 1));
     })
@@ -102,6 +112,8 @@ pub struct Summary {
     pub time: Duration,
     /// Collections.
     pub collections: u64,
+    /// Of which minor (generational heaps: `PARDON_GENERATIONAL=1`).
+    pub minor: u64,
     /// Longest pause (stop to restart).
     pub max_pause: Duration,
     /// Median pause.
@@ -114,10 +126,15 @@ impl Summary {
     /// One line for the summary table.
     pub fn line(&self) -> String {
         format!(
-            "{:<15} {:>9.3} s {:>6} GCs  pause p50 {:>8.1} µs  max {:>8.1} µs  peak RSS {:>7.1} MiB",
+            "{:<15} {:>9.3} s {:>6} GCs{}  pause p50 {:>8.1} µs  max {:>8.1} µs  peak RSS {:>7.1} MiB",
             self.mode,
             self.time.as_secs_f64(),
             self.collections,
+            if self.minor > 0 {
+                format!(" ({} minor)", self.minor)
+            } else {
+                String::new()
+            },
             self.p50_pause.as_secs_f64() * 1e6,
             self.max_pause.as_secs_f64() * 1e6,
             self.peak_rss.map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64)
@@ -164,6 +181,7 @@ pub fn summarize(mode: &'static str, heap: &Heap, start: Instant) -> Summary {
         mode,
         time,
         collections: st.collections,
+        minor: st.minor_collections,
         max_pause: Duration::from_nanos(st.pause_ns.max()),
         p50_pause: Duration::from_nanos(st.pause_ns.value_at_quantile(0.5)),
         peak_rss: crate::peak_rss(),
