@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     /// Generational: the live estimate at which the next paced collection
     /// is full (live after the last full one × (1 + gc_percent/100)).
     full_goal: AtomicUsize,
+    /// Live bytes after the last full collection.
+    live_full: AtomicUsize,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -182,6 +184,7 @@ impl Heap {
                     HeapError::Config(ConfigError(format!("cannot reserve the root buffer: {e}")))
                 })?),
                 full_goal: AtomicUsize::new(0),
+                live_full: AtomicUsize::new(0),
             }),
         })
     }
@@ -387,13 +390,24 @@ impl Shared {
         cycle.cards = mark.cards;
         let live = self.raw.flip_sweepgen(kind, mark.bytes);
         cycle.live = live;
+        // The pacer. Full collections: Go's goal, live × (1 + p/100). On a
+        // generational heap the budget for young objects stays what the
+        // last full collection's live size allows (live_full × p/100) after
+        // minor ones too, rather than growing with the old garbage that the
+        // live estimate carries; and a full collection comes once that
+        // estimate passes the last full goal. So the heap peaks near
+        // live_full × (1 + 2p/100), not at twice a live estimate that may
+        // itself be twice live_full.
         let pct = self.gc_percent.unwrap_or(100) as u128;
-        let goal = ((live as u128 * (100 + pct) / 100) as usize).max(self.raw.config.min_heap);
-        if self.gc_percent.is_some() {
-            self.next_gc.store(goal, Relaxed);
-        }
+        let min_heap = self.raw.config.min_heap;
         if kind == CollectionKind::Full {
+            let goal = ((live as u128 * (100 + pct) / 100) as usize).max(min_heap);
             self.full_goal.store(goal, Relaxed);
+            self.live_full.store(live, Relaxed);
+        }
+        let budget = (self.live_full.load(Relaxed) as u128 * pct / 100) as usize;
+        if self.gc_percent.is_some() {
+            self.next_gc.store((live + budget).max(min_heap), Relaxed);
         }
         self.cycles.fetch_add(1, Relaxed);
         cycle.pause = stopped_at.elapsed() + cycle.ttsp;

@@ -103,7 +103,10 @@
 //! Old garbage stays until a *full* collection, which clears every mark
 //! first. The pacer runs one when the live estimate (old objects plus what
 //! the last minor collection marked) has grown past live-after-the-last-full
-//! × (1 + `gc_percent`/100); [`Heap::collect`] is always full. Verify mode
+//! × (1 + `gc_percent`/100); [`Heap::collect`] is always full. Between
+//! collections the young objects get the budget the last full collection's
+//! live size allows (live_full × `gc_percent`/100), so the heap stays within
+//! about live_full × (1 + 2 × `gc_percent`/100). Verify mode
 //! checks each minor mark against a full re-mark from the same roots, which
 //! must mark a subset of it: a store that skipped the barrier shows up there
 //! as a reachable object the minor mark missed.
