@@ -140,9 +140,30 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
             let site = h.site.load(Ordering::Relaxed) as usize;
             if site < map.sites() && map.slots() == h.nslots as usize {
                 for (wi, &word) in map.site_words(site).iter().enumerate() {
+                    if word == 0 {
+                        continue;
+                    }
+                    let base = wi * usize::BITS as usize;
+                    let start = word.trailing_zeros() as usize;
+                    let run = word >> start;
+                    if run & run.wrapping_add(1) == 0 {
+                        // One run of live slots (the common dense map): a
+                        // plain loop over consecutive slots.
+                        let first = base + start;
+                        for slot in first..first + run.count_ones() as usize {
+                            // SAFETY: as below; every slot of the run has
+                            // its bit set.
+                            let v = unsafe { &*h.slots.add(slot) }.load(Ordering::Relaxed);
+                            if v != 0 {
+                                self.stats.precise_roots += 1;
+                                (self.visit)(v, RootKind::Precise);
+                            }
+                        }
+                        continue;
+                    }
                     let mut bits = word;
                     while bits != 0 {
-                        let slot = wi * usize::BITS as usize + bits.trailing_zeros() as usize;
+                        let slot = base + bits.trailing_zeros() as usize;
                         bits &= bits - 1;
                         // SAFETY: set bits lie below `nslots` (the map's
                         // builder keeps the bits past the last slot clear),
