@@ -125,6 +125,7 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
         let mut bound = None;
         let mut p = head;
         let max_frames = (self.stack_hi - self.stack_lo) / std::mem::size_of::<FrameHeader>() + 1;
+        let mut last: ((*const FrameMap, usize, u32), &[usize]) = ((std::ptr::null(), 0, 0), &[]);
         while p != 0 {
             if p < self.stack_lo
                 || p > self.stack_hi - std::mem::size_of::<FrameHeader>()
@@ -135,11 +136,23 @@ impl<'f, F: ObjectFinder + ?Sized, V: FnMut(usize, RootKind)> Scanner<'f, F, V> 
             }
             // SAFETY: caller contract: `p` is a linked frame header.
             let h = unsafe { &*(p as *const FrameHeader) };
-            // SAFETY: a linked frame's map outlives the link.
-            let map: &FrameMap = unsafe { &*h.map };
             let site = h.site.load(Ordering::Relaxed) as usize;
-            if site < map.sites() && map.slots() == h.nslots as usize {
-                for (wi, &word) in map.site_words(site).iter().enumerate() {
+            // Consecutive frames often share a map and a site (recursion):
+            // reuse the last frame's checked liveness words.
+            let key = (h.map, site, h.nslots);
+            let words = if key == last.0 {
+                Some(last.1)
+            } else {
+                // SAFETY: a linked frame's map outlives the link.
+                let map: &FrameMap = unsafe { &*h.map };
+                (site < map.sites() && map.slots() == h.nslots as usize).then(|| {
+                    let w = map.site_words(site);
+                    last = (key, w);
+                    w
+                })
+            };
+            if let Some(words) = words {
+                for (wi, &word) in words.iter().enumerate() {
                     if word == 0 {
                         continue;
                     }
