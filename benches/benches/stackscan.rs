@@ -63,39 +63,34 @@ fn scan(c: &mut Criterion) {
         })
     });
     g.finish();
-    let map = FrameMap::new(3, &[&[0, 2]]).unwrap();
     let chain = AtomicUsize::new(0);
-    let mut g = c.benchmark_group("stackscan");
-    g.throughput(Throughput::Elements(64));
-    nest::<3>(64, &chain, &map, objs[0], &mut || {
-        g.bench_function("precise 64 frames", |b| {
-            b.iter(|| {
-                let mut hits = 0;
-                let mut sc = Scanner::new(&finder, 0, usize::MAX, |_, _| hits += 1);
-                // SAFETY: the chain is linked on this thread for the whole call.
-                unsafe { sc.frames(chain.load(Ordering::Relaxed)) };
-                hits
-            })
+    // Times `Scanner::frames` over the chain linked while `link` runs it.
+    let mut precise = |name: &str, slots: u64, link: &dyn Fn(&mut dyn FnMut())| {
+        let mut g = c.benchmark_group("stackscan");
+        g.throughput(Throughput::Elements(slots));
+        link(&mut || {
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut hits = 0;
+                    let mut sc = Scanner::new(&finder, 0, usize::MAX, |_, _| hits += 1);
+                    // SAFETY: the chain is linked on this thread for the whole call.
+                    unsafe { sc.frames(chain.load(Ordering::Relaxed)) };
+                    hits
+                })
+            });
         });
+        g.finish();
+    };
+    let map = FrameMap::new(3, &[&[0, 2]]).unwrap();
+    precise("precise 64 frames", 64, &|f| {
+        nest::<3>(64, &chain, &map, objs[0], f)
     });
-    g.finish();
     // 32 slots, all live (slot 1 null): 31 precise roots a frame.
     let live: Vec<usize> = (0..32).collect();
-    let map = FrameMap::new(32, &[&live]).unwrap();
-    let mut g = c.benchmark_group("stackscan");
-    g.throughput(Throughput::Elements(16 * 32));
-    nest::<32>(16, &chain, &map, objs[0], &mut || {
-        g.bench_function("precise 16 frames x 32 slots", |b| {
-            b.iter(|| {
-                let mut hits = 0;
-                let mut sc = Scanner::new(&finder, 0, usize::MAX, |_, _| hits += 1);
-                // SAFETY: the chain is linked on this thread for the whole call.
-                unsafe { sc.frames(chain.load(Ordering::Relaxed)) };
-                hits
-            })
-        });
+    let map32 = FrameMap::new(32, &[&live]).unwrap();
+    precise("precise 16 frames x 32 slots", 16 * 32, &|f| {
+        nest::<32>(16, &chain, &map32, objs[0], f)
     });
-    g.finish();
     cache.flush(&heap);
 }
 
