@@ -222,7 +222,10 @@ impl Span {
                 if next % 64 == 0 && next != self.nelems() {
                     return None; // crosses a cache word: slow path refills
                 }
-                self.alloc_cache.store(cache >> (bit + 1), Relaxed);
+                // Two shifts: `bit + 1` is 64 when the last object of a
+                // span whose size is a multiple of 64 is taken, and a
+                // single shift by 64 overflows.
+                self.alloc_cache.store((cache >> bit) >> 1, Relaxed);
                 self.freeindex.store(next as u32, Relaxed);
                 self.bump_alloc_count();
                 return Some(result);
@@ -291,5 +294,83 @@ impl Span {
             .iter()
             .map(|w| w.load(Relaxed).count_ones() as usize)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes every free slot the way the allocator does (fast path, then
+    /// the slow one) and returns them in order.
+    fn drain(span: &Span) -> Vec<usize> {
+        let mut got = Vec::new();
+        while let Some(i) = span.next_free_fast().or_else(|| span.next_free()) {
+            got.push(i);
+            assert!(got.len() <= span.nelems(), "more slots than objects");
+        }
+        got
+    }
+
+    fn span_with(nelems: usize, alloc: &[u64]) -> Span {
+        let span = Span::empty();
+        span.nelems.store(nelems as u32, Relaxed);
+        for (w, &bits) in alloc.iter().enumerate() {
+            span.alloc_bits[w].store(bits, Relaxed);
+        }
+        span.refill_alloc_cache(0);
+        span
+    }
+
+    /// The free slots of `alloc`, computed the obvious way.
+    fn expected(nelems: usize, alloc: &[u64]) -> Vec<usize> {
+        (0..nelems)
+            .filter(|&i| alloc.get(i / 64).is_none_or(|w| w & (1 << (i % 64)) == 0))
+            .collect()
+    }
+
+    #[test]
+    fn last_slot_of_a_span_of_64k_objects() {
+        // Only the very last slot is free: the fast path takes it with
+        // `freeindex` aligned and bit 63 set, the case that once shifted a
+        // u64 by 64.
+        for nelems in [64usize, 128, 512] {
+            let mut alloc = vec![u64::MAX; nelems / 64];
+            *alloc.last_mut().unwrap() = !(1u64 << 63);
+            let span = span_with(nelems, &alloc);
+            assert_eq!(drain(&span), vec![nelems - 1]);
+        }
+    }
+
+    #[test]
+    fn drains_exactly_the_free_slots() {
+        // Deterministic pseudo-random patterns, dense and sparse, over
+        // object counts that are and are not multiples of 64.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for nelems in [1usize, 2, 63, 64, 65, 127, 128, 170, 256, 511, 512, 1024] {
+            for round in 0..64 {
+                let words = nelems.div_ceil(64);
+                let alloc: Vec<u64> = (0..words)
+                    .map(|_| match round % 4 {
+                        0 => next(),
+                        1 => next() | next(),
+                        2 => next() & next(),
+                        _ => !(1u64 << (next() % 64)),
+                    })
+                    .collect();
+                let span = span_with(nelems, &alloc);
+                assert_eq!(
+                    drain(&span),
+                    expected(nelems, &alloc),
+                    "nelems {nelems} alloc {alloc:x?}"
+                );
+            }
+        }
     }
 }
