@@ -172,6 +172,9 @@ pub(crate) struct ThreadRecord {
     /// The registry this record belongs to.
     pub registry: *const RegistryInner,
     pub tid: i32,
+    /// The process id at attach, for `tgkill` (glibc's `getpid` is a system
+    /// call, and a stop should not make two per thread).
+    pub pid: i32,
     pub stack_lo: usize,
     pub stack_hi: usize,
     /// The opaque word the stack scanner keeps its frame chain in.
@@ -439,6 +442,8 @@ impl Registry {
             acked: AtomicU64::new(0),
             registry: Arc::as_ptr(&self.inner),
             tid: sys::gettid(),
+            // SAFETY: getpid has no preconditions and cannot fail.
+            pid: unsafe { libc::getpid() },
             stack_lo,
             stack_hi,
             frame_chain: AtomicUsize::new(0),

@@ -407,7 +407,7 @@ impl Registry {
         if every != 0 && n % every == 0 {
             return; // test hook: this signal is "lost"
         }
-        if !sys::send_signal(r.tid, inner.config.signal) {
+        if !sys::send_signal(r.pid, r.tid, inner.config.signal) {
             r.signal_pending.store(0, Ordering::SeqCst);
         }
     }

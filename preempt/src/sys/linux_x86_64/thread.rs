@@ -35,9 +35,9 @@ pub(crate) fn current_stack_bounds() -> io::Result<(usize, usize)> {
 /// Sends `sig` to thread `tid` of this process. `tgkill` rather than
 /// `pthread_kill`: it needs no `pthread_t`, whose lifetime ends at join, and a
 /// thread that has already gone simply yields `ESRCH`.
-pub(crate) fn send_signal(tid: i32, sig: i32) -> bool {
+pub(crate) fn send_signal(pid: i32, tid: i32, sig: i32) -> bool {
     // SAFETY: tgkill takes plain integers; the worst outcome is an error code.
-    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) == 0 }
+    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) == 0 }
 }
 
 /// The current stack pointer, approximately (the address of a local).
