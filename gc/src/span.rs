@@ -330,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn last_slot_of_a_span_of_64k_objects() {
+    fn last_slot_when_the_object_count_is_a_multiple_of_64() {
         // Only the very last slot is free: the fast path takes it with
         // `freeindex` aligned and bit 63 set, the case that once shifted a
         // u64 by 64.
