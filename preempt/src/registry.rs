@@ -253,9 +253,15 @@ impl ThreadRecord {
             {
                 Ok(_) => {
                     let reg = self.registry();
-                    reg.acks.fetch_add(1, Ordering::SeqCst);
-                    if reg.coordinator_sleeping.load(Ordering::SeqCst) != 0 {
-                        sys::futex_wake(&reg.acks, 1);
+                    // Only the last acknowledgement wakes the coordinator:
+                    // each wake of a sleeping thread costs microseconds (an
+                    // IPI, and on a VM an exit), and an early one would only
+                    // send it back to sleep. `<= 1` rather than `== 1`: a
+                    // decrement from the previous stop that lands after this
+                    // stop reset the count makes it end below zero.
+                    let prev = reg.outstanding.fetch_sub(1, Ordering::SeqCst) as i32;
+                    if prev <= 1 && reg.coordinator_sleeping.load(Ordering::SeqCst) != 0 {
+                        sys::futex_wake(&reg.outstanding, 1);
                     }
                     return true;
                 }
@@ -312,8 +318,11 @@ pub(crate) struct RegistryInner {
     pub world: AtomicU32,
     /// Stop epochs; the current one is the one being acknowledged.
     pub epoch: AtomicU64,
-    /// Futex word bumped by each acknowledgement.
-    pub acks: AtomicU32,
+    /// Futex word: acknowledgements the current stop still waits for, as an
+    /// `i32`. The coordinator zeroes it before posting requests and adds the
+    /// number it posted afterwards; each acknowledgement subtracts one, and
+    /// the one that brings it to zero (or below) wakes the coordinator.
+    pub outstanding: AtomicU32,
     pub coordinator_sleeping: AtomicU32,
     /// Signals sent, for the drop-one-in-N hook and statistics.
     pub signals_sent: AtomicU64,
@@ -357,7 +366,7 @@ impl Registry {
                 coordinator: Mutex::new(()),
                 world: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
-                acks: AtomicU32::new(0),
+                outstanding: AtomicU32::new(0),
                 coordinator_sleeping: AtomicU32::new(0),
                 signals_sent: AtomicU64::new(0),
             }),

@@ -11,8 +11,10 @@
 //!    claimed (`SAFE -> SAFE_STOPPED`) and acknowledged on its behalf, an
 //!    exiting thread is acknowledged, a running one is signalled once
 //!    (`signal_pending` 0 -> 1; at most one signal outstanding per thread);
-//! 4. waits: spins for `Config::spin`, then sleeps on the `acks` futex with a
-//!    timeout; at each timeout it re-signals threads that have not answered,
+//! 4. adds the number of threads it asked to the `outstanding` count (each
+//!    acknowledgement subtracts one), and waits: spins for `Config::spin`,
+//!    then sleeps on `outstanding` with a timeout, woken only by the last
+//!    acknowledgement; at each timeout it re-signals threads that have not answered,
 //!    doubling the interval up to `resend_max`, until `stop_timeout`.
 //!
 //! Nothing on this path allocates or takes a lock a mutator may hold: the
@@ -252,6 +254,7 @@ impl Registry {
             r.state.store(state::COORDINATING, Ordering::SeqCst);
         }
         let start = Instant::now();
+        inner.outstanding.store(0, Ordering::SeqCst);
         let e = inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         inner.world.fetch_add(1, Ordering::SeqCst);
         let signal_mode = matches!(inner.config.mode, Mode::Signal(_));
@@ -267,6 +270,9 @@ impl Registry {
             r.poll_flag.store(1, Ordering::SeqCst);
             self.nudge(r, e, signal_mode, &mut stats, false);
         }
+        inner
+            .outstanding
+            .fetch_add(stats.threads as u32, Ordering::SeqCst);
         let mut world = StoppedWorld {
             reg: self,
             threads: Some(threads),
@@ -447,7 +453,6 @@ impl Registry {
         let mut interval = cfg.resend_initial;
         let mut next_resend = Instant::now() + interval;
         loop {
-            let seen = inner.acks.load(Ordering::SeqCst);
             if remaining() == 0 {
                 return Ok(());
             }
@@ -471,9 +476,13 @@ impl Registry {
                 continue;
             }
             let sleep = (next_resend - now).min(cfg.stop_timeout - waited);
+            // Sleep until the last acknowledgement (see `ThreadRecord::ack`),
+            // whatever the count reads: below zero after a stray decrement
+            // from the previous stop, the last acknowledgement still wakes.
+            let seen = inner.outstanding.load(Ordering::SeqCst);
             inner.coordinator_sleeping.store(1, Ordering::SeqCst);
-            if inner.acks.load(Ordering::SeqCst) == seen && remaining() != 0 {
-                sys::futex_wait(&inner.acks, seen, Some(sleep));
+            if inner.outstanding.load(Ordering::SeqCst) == seen && remaining() != 0 {
+                sys::futex_wait(&inner.outstanding, seen, Some(sleep));
             }
             inner.coordinator_sleeping.store(0, Ordering::SeqCst);
         }
