@@ -15,6 +15,8 @@
 //!     "signals_per_stop": float, "resends_per_stop": float,
 //!     "throughput_ratio": float,       // running-time rate / reference rate
 //!     "throughput_ratio_wall": float,  // wall-time rate / reference rate
+//!     "reference_spread": float,       // |before - after| / mean of the two
+//!                                      // reference runs bracketing this one
 //!     "units_per_call": int, "collections": int,
 //!     "error": str | null              // why the run failed, if it did
 //!   }]
@@ -48,6 +50,9 @@ pub struct Row {
     pub ratio: f64,
     /// Wall-time throughput over the reference.
     pub ratio_wall: f64,
+    /// How far apart the two reference runs around this one were, as a
+    /// fraction of their mean: the noise floor of the ratios.
+    pub reference_spread: f64,
     /// Units per kernel call.
     pub units_per_call: u64,
     /// Collections during the run.
@@ -137,6 +142,7 @@ pub fn row_json(r: &Row) -> Value {
         "resends_per_stop": r.resends_per_stop,
         "throughput_ratio": r.ratio,
         "throughput_ratio_wall": r.ratio_wall,
+        "reference_spread": r.reference_spread,
         "units_per_call": r.units_per_call,
         "collections": r.collections,
         "error": r.error,
@@ -175,7 +181,7 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = write!(s, ",{pre}_max");
     }
-    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections\n");
+    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread\n");
     for r in rows {
         let _ = write!(s, "{},{},{},{}", r.kernel, r.mode, r.threads, r.stops);
         for h in [&r.ttsp, &r.restart] {
@@ -186,13 +192,14 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             s,
-            ",{:.4},{:.4},{:.4},{:.4},{},{}",
+            ",{:.4},{:.4},{:.4},{:.4},{},{},{:.4}",
             r.signals_per_stop,
             r.resends_per_stop,
             r.ratio,
             r.ratio_wall,
             r.units_per_call,
-            r.collections
+            r.collections,
+            r.reference_spread
         );
     }
     s
