@@ -10,20 +10,21 @@
 //!    then stops the world and immediately restarts it, `probes` times. For
 //!    each probe it records the time to safepoint (request to the last
 //!    acknowledgement, from `StoppedWorld::stats`), the stop-to-restart time
-//!    (request to the end of the restart call), the signals sent and re-sent,
-//!    and the stopped window.
+//!    (request to the end of the restart call), and the signals sent and
+//!    re-sent.
 //! 3. Throughput is measured per thread from the call boundaries inside the
 //!    probing window, so the partial calls at either end do not count.
-//!    `rate`: each call's units over its running time (its time minus the
-//!    time the thread spent parked in it, from publishing its registers to
-//!    waking after the restart), and the median over the thread's calls.
-//!    Every call of about 10 ms holds about ten stops, so the steady cost of
-//!    running under a mode (polls, code the compiler could not optimise,
-//!    signal delivery and the handler, the cache and TLB disturbed) is in
-//!    every call, while a call the host stole the vCPU from, or one a real
-//!    collection landed in, does not move the median. Time spent parked,
-//!    waiting for the last thread included, is the stop's latency, reported
-//!    as time to safepoint, and is in `rate_wall`. `rate_wall`: units between the first
+//!    `rate`: each call's units over the CPU time the thread spent on it
+//!    (`CLOCK_THREAD_CPUTIME_ID`, user and system: signal delivery, the
+//!    handler and `sigreturn` count; sleeping parked, or waiting for a CPU
+//!    another thread holds, does not), and the median over the thread's
+//!    calls. Every call of about 10 ms holds about ten stops, so the steady
+//!    cost of running under a mode (polls, code the compiler could not
+//!    optimise, signal handling, the caches disturbed) is in every call,
+//!    while a call the host disturbed, or one a real collection landed in,
+//!    does not move the median. Time spent parked, waiting for the last
+//!    thread included, is the stop's latency, reported as time to
+//!    safepoint, and is in `rate_wall`. `rate_wall`: units between the first
 //!    and last boundary over the wall time between them, nothing subtracted
 //!    and nothing left out. Both are summed over threads and compared by
 //!    the caller with reference runs (no stops, no polls).
@@ -134,8 +135,8 @@ pub struct RunResult {
     pub resends: u64,
     /// Probes made.
     pub stops: u64,
-    /// Units per second of running (not stopped) time, the median over each
-    /// thread's calls, summed over threads.
+    /// Units per CPU second, the median over each thread's calls, summed
+    /// over threads.
     pub rate: f64,
     /// Units per second of wall time, summed over threads.
     pub rate_wall: f64,
@@ -152,26 +153,37 @@ pub fn empty_histogram() -> Histogram<u64> {
     hist()
 }
 
-/// Per-thread log of call boundaries: (time, cumulative units, cumulative
-/// time parked for stops).
+/// Per-thread log of call boundaries: (time, cumulative units, the thread's
+/// CPU time so far).
 type Log = Vec<(Instant, u64, Duration)>;
 
 fn worker<P: PollStrategy>(
     ctx: &mut ThreadCtx<'_>,
-    m: &pardon::Mutator,
     n: u64,
     mut p: P,
     stop: &AtomicBool,
     log: &mut Log,
 ) {
     let mut total = 0;
-    log.push((Instant::now(), 0, m.attached().parked_time()));
+    log.push((Instant::now(), 0, thread_cpu_time()));
     while !stop.load(Ordering::Relaxed) {
         total += ctx.call(n, &mut p);
         p.between_calls();
-        log.push((Instant::now(), total, m.attached().parked_time()));
+        log.push((Instant::now(), total, thread_cpu_time()));
     }
     ctx.finish();
+}
+
+/// The calling thread's CPU time (user and system): `CLOCK_THREAD_CPUTIME_ID`.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; this clock exists on every Linux
+    // this crate builds for, and on failure `ts` stays zero.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Calls `f` with the poll strategy of `mode` for thread `m`.
@@ -266,10 +278,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
                     // threads are still starting must not wait for us.
                     m.blocking(|| ready.wait());
                     with_strategy(mode, &m, |s| match s {
-                        Strategy::None(p) => worker(&mut ctx, &m, n, p, &stop, &mut log),
-                        Strategy::Every(p) => worker(&mut ctx, &m, n, p, &stop, &mut log),
-                        Strategy::Strip(p) => worker(&mut ctx, &m, n, p, &stop, &mut log),
-                        Strategy::Between(p) => worker(&mut ctx, &m, n, p, &stop, &mut log),
+                        Strategy::None(p) => worker(&mut ctx, n, p, &stop, &mut log),
+                        Strategy::Every(p) => worker(&mut ctx, n, p, &stop, &mut log),
+                        Strategy::Strip(p) => worker(&mut ctx, n, p, &stop, &mut log),
+                        Strategy::Between(p) => worker(&mut ctx, n, p, &stop, &mut log),
                     });
                     Ok(log)
                 })
@@ -279,9 +291,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     ready.wait();
     // Let every thread get into its loop.
     std::thread::sleep(Duration::from_millis(20));
-    // Windows during which every mutator was parked: from the last
-    // acknowledgement to the end of the restart.
-    let mut stopped: Vec<(Instant, Instant)> = Vec::with_capacity(cfg.probes);
     let mut ttsp = hist();
     let mut restart = hist();
     let (mut signals, mut resends, mut stops) = (0u64, 0u64, 0u64);
@@ -304,7 +313,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
                     signals += st.signals as u64;
                     resends += st.resends as u64;
                     stops += 1;
-                    stopped.push((t0 + st.ttsp, t1));
                 }
                 Err(e) => {
                     failure = Some(format!("{} / {}: {e}", cfg.kernel, cfg.mode.name()));
@@ -340,7 +348,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             .copied()
             .filter(|(t, _, _)| *t >= t_start && *t <= t_end)
             .collect();
-        if let Some((r, w)) = thread_rates(&inside, &stopped) {
+        if let Some((r, w)) = thread_rates(&inside) {
             rate += r;
             rate_wall += w;
         }
@@ -359,27 +367,19 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
 
 /// One thread's `(rate, rate_wall)` from its call boundaries inside the
 /// probing window (see the module comment); `None` with fewer than two.
-fn thread_rates(
-    inside: &[(Instant, u64, Duration)],
-    stopped: &[(Instant, Instant)],
-) -> Option<(f64, f64)> {
+fn thread_rates(inside: &[(Instant, u64, Duration)]) -> Option<(f64, f64)> {
     let (first, last) = (inside.first()?, inside.last()?);
     if last.0 <= first.0 {
         return None;
     }
     let rate_wall = (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64();
-    // The rate of each call: its units over its time minus the time this
-    // thread spent parked in it (or, if more, the windows in which every
-    // mutator was); the thread's rate is the median.
+    // The rate of each call: its units over the CPU time it took; the
+    // thread's rate is the median.
     let mut per_call: Vec<f64> = inside
         .windows(2)
         .filter_map(|w| {
-            let (a, b) = (w[0], w[1]);
-            let span = (b.0 - a.0).as_secs_f64();
-            let own = b.2.saturating_sub(a.2).as_secs_f64();
-            let parked = own.max(parked_within(stopped, a.0, b.0));
-            let running = (span - parked).max(span * 0.01);
-            (running > 0.0).then(|| (b.1 - a.1) as f64 / running)
+            let cpu = w[1].2.saturating_sub(w[0].2).as_secs_f64();
+            (cpu > 0.0).then(|| (w[1].1 - w[0].1) as f64 / cpu)
         })
         .collect();
     if per_call.is_empty() {
@@ -393,21 +393,6 @@ fn thread_rates(
         (per_call[k / 2 - 1] + per_call[k / 2]) / 2.0
     };
     Some((rate, rate_wall))
-}
-
-/// Seconds of the windows in `stopped` that fall between `lo` and `hi`.
-fn parked_within(stopped: &[(Instant, Instant)], lo: Instant, hi: Instant) -> f64 {
-    stopped
-        .iter()
-        .map(|&(a, b)| {
-            let (a, b) = (a.max(lo), b.min(hi));
-            if b > a {
-                (b - a).as_secs_f64()
-            } else {
-                0.0
-            }
-        })
-        .sum()
 }
 
 /// Measures how many units one call needs to last about `stretch`: runs the
@@ -445,42 +430,28 @@ mod tests {
     }
 
     #[test]
-    fn a_stolen_call_does_not_move_the_rate_but_does_move_the_wall_rate() {
+    fn the_rate_is_the_median_call_per_cpu_second_and_the_wall_rate_is_all_in() {
         let t0 = Instant::now();
-        // Calls of 1000 units every 10 ms, except the third, which took
-        // 50 ms (the vCPU was stolen).
+        // Calls of 1000 units every 10 ms of wall time and 8 ms of CPU,
+        // except the third, which took 50 ms of wall time and 30 of CPU
+        // (disturbed).
         let mut log = Vec::new();
-        let mut t = t0;
+        let (mut t, mut cpu) = (t0, Duration::ZERO);
         for i in 0..6u64 {
-            log.push((t, 1000 * i, Duration::ZERO));
+            log.push((t, 1000 * i, cpu));
             t += if i == 2 { ms(50) } else { ms(10) };
+            cpu += if i == 2 { ms(30) } else { ms(8) };
         }
-        let (rate, wall) = thread_rates(&log, &[]).unwrap();
-        assert!((rate - 100_000.0).abs() < 1.0, "rate {rate}");
+        let (rate, wall) = thread_rates(&log).unwrap();
+        assert!((rate - 1000.0 / 0.008).abs() < 1.0, "rate {rate}");
         // 5000 units over 90 ms.
         assert!((wall - 5000.0 / 0.090).abs() < 1.0, "wall {wall}");
     }
 
     #[test]
-    fn parked_time_is_taken_out_of_each_call() {
-        let t0 = Instant::now();
-        // Every call: 1000 units in 10 ms, 2 ms of which parked.
-        let log: Vec<_> = (0..5u64)
-            .map(|i| (t0 + ms(10 * i), 1000 * i, ms(2 * i)))
-            .collect();
-        let (rate, wall) = thread_rates(&log, &[]).unwrap();
-        assert!((rate - 1000.0 / 0.008).abs() < 1.0, "rate {rate}");
-        assert!((wall - 100_000.0).abs() < 1.0, "wall {wall}");
-        // An all-parked window longer than the thread's own parked time wins.
-        let stopped = [(t0 + ms(1), t0 + ms(6))];
-        let (r2, _) = thread_rates(&log[..2], &stopped).unwrap();
-        assert!((r2 - 1000.0 / 0.005).abs() < 1.0, "rate {r2}");
-    }
-
-    #[test]
     fn too_few_boundaries_give_no_rate() {
         let t0 = Instant::now();
-        assert!(thread_rates(&[], &[]).is_none());
-        assert!(thread_rates(&[(t0, 0, Duration::ZERO)], &[]).is_none());
+        assert!(thread_rates(&[]).is_none());
+        assert!(thread_rates(&[(t0, 0, Duration::ZERO)]).is_none());
     }
 }
