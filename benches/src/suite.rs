@@ -414,7 +414,9 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
         units_per_call: guess,
         min_window: Duration::from_millis(300),
     })?;
-    let per_thread = r.rate / threads as f64;
+    // Wall rate: a call must last `stretch` of wall time (the CPU rate of a
+    // kernel that blocks, `syscall`, is far higher).
+    let per_thread = r.rate_wall / threads as f64;
     if per_thread <= 0.0 {
         return Ok(guess);
     }
