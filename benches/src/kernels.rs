@@ -298,10 +298,14 @@ pub fn base64_decode<P: PollStrategy>(src: &[u8], dst: &mut [u8], p: &mut P) -> 
                 | (B64_DEC[g[1] as usize] as u32) << 12
                 | (B64_DEC[g[2] as usize] as u32) << 6
                 | B64_DEC[g[3] as usize] as u32;
-            if o + 3 <= dst.len() {
-                dst[o] = (v >> 16) as u8;
-                dst[o + 1] = (v >> 8) as u8;
-                dst[o + 2] = v as u8;
+            // One bounds check for the three bytes: with three indexed
+            // stores LLVM kept a check per store in some of the strategy
+            // instantiations and not in others, and the strip-mined copy
+            // ran 16% slower for it.
+            if let Some(d) = dst.get_mut(o..o + 3) {
+                d[0] = (v >> 16) as u8;
+                d[1] = (v >> 8) as u8;
+                d[2] = v as u8;
             }
             o += 3;
             if P::STRIP == usize::MAX {
