@@ -397,3 +397,36 @@ fn no_preempt_region_defers() {
     assert!(deferred > 0);
     assert!(kinds.contains(&StopKind::Poll));
 }
+
+/// The coordinator sleeps until the last acknowledgement wakes it: with the
+/// re-send timer set to 5 s, a stop that missed its wake-up would last 5 s.
+/// Three spinners (on a small machine some run only once the coordinator
+/// sleeps, so their acknowledgements arrive while it does), both strategies.
+/// Fails in 5 s, not silently slowly, if the last acknowledgement skips the
+/// wake (checked by breaking the wake condition).
+#[test]
+fn the_last_acknowledgement_wakes_the_coordinator() {
+    let _s = serial();
+    for strategy in [Strategy::Inject, Strategy::InHandler] {
+        let reg = Registry::new(Config {
+            mode: Mode::Signal(strategy),
+            resend_initial: Duration::from_secs(5),
+            resend_max: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(60),
+            ..Config::default()
+        })
+        .unwrap();
+        let (stop, hs) = spinner(&reg, 3);
+        for _ in 0..200 {
+            let w = reg.stop_the_world().unwrap();
+            let ttsp = w.stats().ttsp;
+            assert!(
+                ttsp < Duration::from_secs(4),
+                "{strategy:?}: a stop waited {ttsp:?}, as if no acknowledgement woke it"
+            );
+            drop(w);
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        finish(stop, hs);
+    }
+}
