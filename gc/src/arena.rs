@@ -137,6 +137,19 @@ impl Arena {
         unsafe { &*self.bits.add(w / 64) }
     }
 
+    /// [`Arena::bits_word`] without the bounds check, for the allocation
+    /// fast path (whose panic path would cost its caller a stack frame).
+    ///
+    /// # Safety
+    /// `w` must be below `npages * PAGE_SIZE / 8`: the word index of an
+    /// address inside the arena's committed pages.
+    #[inline(always)]
+    pub unsafe fn bits_word_unchecked(&self, w: usize) -> &AtomicU64 {
+        debug_assert!(w < self.npages * (PAGE_SIZE / 8));
+        // SAFETY: the bitmap has one bit per arena word; caller contract.
+        unsafe { &*self.bits.add(w / 64) }
+    }
+
     /// Marks the card holding `addr` dirty, if `addr` lies in the arena
     /// (the write barrier; anything else is ignored).
     #[inline(always)]

@@ -699,9 +699,49 @@ impl Mutator {
     /// another reachable object before the next safepoint the caller cannot
     /// see conservatively. Collects first when the pacer says so, and once
     /// more before reporting exhaustion.
-    #[inline]
+    #[inline(always)]
     pub fn alloc_raw(&self, ty: Type) -> Result<usize, AllocError> {
+        // The fast path, inlined into the caller: objects of at most 64
+        // bytes from the current span's cache word, no pacing due. It makes
+        // no call but tail calls, so it costs the caller no frame: a poll a
+        // stop asked for meanwhile, and every other case, go to cold
+        // functions.
+        let spc = ty.0.tiny_spc;
+        let shared = &*self.heap.shared;
+        if spc != crate::types::NOT_SMALL && !shared.pacer_due() {
+            let np = self.attached.no_preempt();
+            // SAFETY: owner thread inside a no-preempt region: no
+            // coordinator touches the cache until the region ends.
+            let got = unsafe { &mut *self.state.cache.get() }.alloc_tiny(&shared.raw, spc, ty);
+            let must_poll = np.end_deferring_poll();
+            if let Some(addr) = got {
+                if must_poll {
+                    return self.poll_then(addr);
+                }
+                return Ok(addr);
+            }
+        }
+        self.alloc_raw_slow(ty)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_raw_slow(&self, ty: Type) -> Result<usize, AllocError> {
+        // A stop may have asked while the fast path held its no-preempt
+        // region and found the span's cache word empty.
+        self.attached.poll();
         self.alloc_with(|c, raw| c.alloc(raw, ty))
+    }
+
+    /// Parks for the stop that asked during a fast allocation, then returns
+    /// the new object (live across the park in this frame, where the
+    /// conservative scan finds it).
+    #[cold]
+    #[inline(never)]
+    fn poll_then(&self, addr: usize) -> Result<usize, AllocError> {
+        let addr = std::hint::black_box(addr);
+        self.attached.poll();
+        Ok(std::hint::black_box(addr))
     }
 
     /// Allocates a zeroed array of `n` objects of raw type `ty`.

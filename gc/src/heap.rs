@@ -1101,6 +1101,43 @@ impl ThreadCache {
         }
     }
 
+    /// The inlined fast path: one object of a type of at most 64 bytes (its
+    /// `tiny_spc`), taken from the current span's allocation cache, or
+    /// `None`, having changed nothing, if that cache word is empty. Makes no
+    /// call, so its caller needs no stack frame of its own.
+    #[inline(always)]
+    pub(crate) fn alloc_tiny(&mut self, heap: &RawHeap, spc: usize, ty: Type) -> Option<usize> {
+        debug_assert!(spc < NUM_SPAN_CLASSES && CLASSES[spc >> 1].size <= 64);
+        // SAFETY: `spc` is a type's `tiny_spc`, made by `span_class`, so
+        // below NUM_SPAN_CLASSES.
+        let s = sp(unsafe { *self.spans.get_unchecked(spc) });
+        let idx = s.next_free_fast()?;
+        let elemsize = s.elemsize();
+        let addr = s.base() + idx * elemsize;
+        if s.needzero.load(Relaxed) {
+            let p = addr as *mut u64;
+            for i in 0..8 {
+                if i * 8 < elemsize {
+                    // SAFETY: word `i` of slot `idx`, which this cache's
+                    // span owns and which was free until now.
+                    unsafe { p.add(i).write(0) };
+                }
+            }
+        }
+        if spc & 1 == 0 {
+            // A slot of at most 64 bytes never straddles a 512-byte
+            // boundary, so one bitmap word holds its bits.
+            let w0 = (addr - heap.arena.base) / 8;
+            let off = w0 % 64;
+            let mask = low_bits(elemsize / 8) << off;
+            // SAFETY: `addr` is a slot of a span in the arena's committed
+            // pages, so its word index is in range.
+            let word = unsafe { heap.arena.bits_word_unchecked(w0) };
+            word.store((word.load(Relaxed) & !mask) | (ty.0.bits0 << off), Relaxed);
+        }
+        Some(addr)
+    }
+
     /// Allocates a zeroed array of `n` objects of type `ty`.
     pub fn alloc_array(
         &mut self,

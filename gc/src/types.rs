@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::sizeclass::{size_to_class, span_class, MAX_SMALL_SIZE};
+use crate::sizeclass::{size_to_class, span_class, CLASSES, MAX_SMALL_SIZE};
 
 /// The most pointer words a single type may describe.
 pub const MAX_TYPE_WORDS: usize = 1 << 32;
@@ -48,6 +48,9 @@ pub(crate) struct TypeInfo {
     /// The span class one object of this type is allocated in, or
     /// [`NOT_SMALL`] for large or over-aligned types.
     pub small_spc: usize,
+    /// `small_spc` if its objects are at most 64 bytes (the inlined
+    /// allocation fast path's case), else [`NOT_SMALL`].
+    pub tiny_spc: usize,
     /// `ptr_bits[0]`, restricted to the type's words.
     pub bits0: u64,
 }
@@ -153,6 +156,13 @@ pub(crate) fn register(desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
     } else {
         NOT_SMALL
     };
+    // The class of objects the inlined fast path takes: at most 64 bytes,
+    // so zeroing is a few stores and the pointer bits fit one bitmap word.
+    let tiny_spc = if small_spc != NOT_SMALL && CLASSES[small_spc >> 1].size <= 64 {
+        small_spc
+    } else {
+        NOT_SMALL
+    };
     let bits0 = bits[0]
         & if words >= 64 {
             u64::MAX
@@ -166,6 +176,7 @@ pub(crate) fn register(desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
         noscan,
         ptr_bits: bits,
         small_spc,
+        tiny_spc,
         bits0,
     };
     Ok(Type(Box::leak(Box::new(info))))

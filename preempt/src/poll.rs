@@ -64,6 +64,22 @@ pub struct NoPreempt<'a> {
     rec: &'a ThreadRecord,
 }
 
+impl NoPreempt<'_> {
+    /// Ends the region like dropping the guard, but instead of parking here
+    /// when a stop asked for the thread meanwhile, returns `true`: the caller
+    /// must then [`poll`](Attached::poll) soon, with nothing of the heap's
+    /// left half-done. For fast paths that want no call of their own: the
+    /// caller can make that poll a tail call to a cold function.
+    #[inline(always)]
+    pub fn end_deferring_poll(self) -> bool {
+        let rec = self.rec;
+        std::mem::forget(self);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let prev = rec.exit_no_preempt();
+        prev == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0
+    }
+}
+
 impl Drop for NoPreempt<'_> {
     #[inline(always)]
     fn drop(&mut self) {
