@@ -29,10 +29,18 @@
 //! heap. Running out of the configured limit is an [`AllocError`], never an
 //! abort.
 //!
+//! For objects of at most 64 bytes, [`Mutator::alloc_raw`] inlines the first
+//! tier into its caller with no call of its own: the cache word, word stores
+//! to zero the slot, one heap-bits word, and a no-preempt region whose
+//! deferred poll, if a stop asked meanwhile, is a cold tail call. Everything
+//! else (an empty cache word, the pacer's goal reached, bigger objects) goes
+//! to a cold out-of-line path. Keeping the caller frameless was worth 15% of
+//! binary-trees' run time.
+//!
 //! ## Layout and lookup
 //!
 //! An embedder registers a type ([`TypeDesc`]: size, alignment, which words
-//! hold references) and gets a [`Type`]; the typed layer ([`gc_object!`],
+//! hold references) and gets a [`Type`]; the typed layer ([`gc_object!`](crate::gc_object!),
 //! [`Member`], [`Root`], [`Global`]) derives the description from a struct.
 //! Allocation writes the object's pointer map into *heap bits*: one bit per
 //! heap word in a side table, as Go does. There is no object header, so the

@@ -1,4 +1,4 @@
-//! The typed layer for Rust users: objects declared with [`gc_object!`],
+//! The typed layer for Rust users: objects declared with [`gc_object!`](crate::gc_object!),
 //! rooted handles ([`Root`]), reference fields ([`Member`]) and global roots
 //! ([`Global`]).
 //!
@@ -78,7 +78,7 @@ zero_valid!(
 // SAFETY: an array of all-zero-valid elements is all-zero-valid.
 unsafe impl<T: ZeroValid, const N: usize> ZeroValid for [T; N] {}
 
-/// A field type allowed in a [`gc_object!`]: plain data or references.
+/// A field type allowed in a [`gc_object!`](crate::gc_object!): plain data or references.
 ///
 /// # Safety
 /// `ref_words` must list exactly the 8-byte words of the field that hold
@@ -168,7 +168,7 @@ impl<T: GcObject> Member<T> {
     }
 }
 
-/// A Rust type the collector can allocate: implemented by [`gc_object!`].
+/// A Rust type the collector can allocate: implemented by [`gc_object!`](crate::gc_object!).
 ///
 /// # Safety
 /// `layout` must describe the type exactly: its size and alignment, and every
