@@ -951,10 +951,7 @@ impl RawHeap {
             // The common case: one object whose slot lies in one bitmap word
             // (every slot of 512 bytes or less does: slots never straddle a
             // 512-byte boundary unless they are larger than it).
-            let src = ty.0.bits0;
-            let mask = low_bits(nwords) << off;
-            let word = self.arena.bits_word(w0);
-            word.store((word.load(Relaxed) & !mask) | (src << off), Relaxed);
+            set_bits(self.arena.bits_word(w0), off, nwords, ty.0.bits0);
             return;
         }
         self.write_heap_bits_slow(w0, nwords, ty, tw, count);
@@ -1018,6 +1015,30 @@ impl LockScope for () {
     }
 }
 
+/// Replaces the `nwords` bits at `off` in one heap-bits word with the low
+/// bits of `src`.
+#[inline(always)]
+fn set_bits(word: &AtomicU64, off: usize, nwords: usize, src: u64) {
+    let mask = low_bits(nwords) << off;
+    word.store((word.load(Relaxed) & !mask) | (src << off), Relaxed);
+}
+
+/// Zeroes a slot of at most 64 bytes with word stores (no `memset` call).
+///
+/// # Safety
+/// `addr..addr + size` must be a writable slot, `size <= 64` and a
+/// multiple of 8.
+#[inline(always)]
+unsafe fn zero_small(addr: usize, size: usize) {
+    let p = addr as *mut u64;
+    for i in 0..8 {
+        if i * 8 < size {
+            // SAFETY: word `i` lies inside the slot (caller contract).
+            unsafe { p.add(i).write(0) };
+        }
+    }
+}
+
 /// The low `n` bits set (`n` up to 64).
 #[inline(always)]
 fn low_bits(n: usize) -> u64 {
@@ -1036,14 +1057,9 @@ fn low_bits(n: usize) -> u64 {
 /// a multiple of 8.
 #[inline(always)]
 unsafe fn zero_slot(addr: usize, size: usize) {
-    let p = addr as *mut u64;
     if size <= 64 {
-        for i in 0..8 {
-            if i * 8 < size {
-                // SAFETY: word `i` lies inside the slot (caller contract).
-                unsafe { p.add(i).write(0) };
-            }
-        }
+        // SAFETY: caller contract.
+        unsafe { zero_small(addr, size) };
     } else {
         // SAFETY: caller contract.
         unsafe { std::ptr::write_bytes(addr as *mut u8, 0, size) };
@@ -1115,25 +1131,18 @@ impl ThreadCache {
         let elemsize = s.elemsize();
         let addr = s.base() + idx * elemsize;
         if s.needzero.load(Relaxed) {
-            let p = addr as *mut u64;
-            for i in 0..8 {
-                if i * 8 < elemsize {
-                    // SAFETY: word `i` of slot `idx`, which this cache's
-                    // span owns and which was free until now.
-                    unsafe { p.add(i).write(0) };
-                }
-            }
+            // SAFETY: slot `idx` (at most 64 bytes) of a span this cache
+            // owns, free until now.
+            unsafe { zero_small(addr, elemsize) };
         }
         if spc & 1 == 0 {
             // A slot of at most 64 bytes never straddles a 512-byte
             // boundary, so one bitmap word holds its bits.
             let w0 = (addr - heap.arena.base) / 8;
-            let off = w0 % 64;
-            let mask = low_bits(elemsize / 8) << off;
             // SAFETY: `addr` is a slot of a span in the arena's committed
             // pages, so its word index is in range.
             let word = unsafe { heap.arena.bits_word_unchecked(w0) };
-            word.store((word.load(Relaxed) & !mask) | (ty.0.bits0 << off), Relaxed);
+            set_bits(word, w0 % 64, elemsize / 8, ty.0.bits0);
         }
         Some(addr)
     }

@@ -74,18 +74,23 @@ impl NoPreempt<'_> {
     pub fn end_deferring_poll(self) -> bool {
         let rec = self.rec;
         std::mem::forget(self);
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        let prev = rec.exit_no_preempt();
-        prev == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0
+        end_region(rec)
     }
+}
+
+/// Leaves a no-preempt region; true if it was the outermost and a stop asked
+/// for the thread meanwhile.
+#[inline(always)]
+fn end_region(rec: &ThreadRecord) -> bool {
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    let prev = rec.exit_no_preempt();
+    prev == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0
 }
 
 impl Drop for NoPreempt<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        let prev = self.rec.exit_no_preempt();
-        if prev == 1 && self.rec.poll_flag.load(Ordering::Relaxed) != 0 {
+        if end_region(self.rec) {
             poll_slow(self.rec);
         }
     }
