@@ -28,7 +28,7 @@
 //!   word, so each thread counts once however many routes race), then sleeps
 //!   on a futex until the world's generation word changes. The coordinator
 //!   counts acknowledgements, spinning a few microseconds and then sleeping on
-//!   a futex the last acknowledger wakes.
+//!   a futex (an event count) that the last acknowledger raises and wakes.
 //! - Signals. In [`Mode::Signal`] a running thread gets one SIGURG (at most one
 //!   outstanding: `signal_pending`, Go's `signalPending`). SIGURG because
 //!   debuggers pass it, libc does not use it, a spurious one is harmless and
@@ -39,9 +39,13 @@
 //! - The handler's safe-point check (Go's `isAsyncSafePoint`): a request is
 //!   pending, the thread is not inside a no-preempt region
 //!   ([`Attached::no_preempt`]), and there is enough stack below the
-//!   interrupted SP. Otherwise it returns; the thread parks on leaving the
-//!   no-preempt region or at its next poll, and the coordinator re-signals
-//!   with exponential backoff.
+//!   interrupted SP. Otherwise it returns. Inside a no-preempt region the
+//!   thread parks on leaving it (its `poll_flag` is up). On a foreign stack
+//!   or without room, the handler asks the coordinator for a prompt re-signal
+//!   (`Config::retry`, 50 µs doubling). A signal that nobody reports on is
+//!   re-sent only after `Config::resend_initial` (10 ms, doubling): lost
+//!   signals are rare with one outstanding per thread, and a short timeout
+//!   would cost every stop two timer reprogrammings (VM exits on a VM).
 //! - Two suspension strategies ([`Strategy`]): *call injection* rewrites the
 //!   ucontext so the thread, on return from the handler, calls an assembly
 //!   trampoline that saves every general register, the flags and the whole

@@ -127,8 +127,10 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
             let need = sys::injection_stack_need();
             if sp < rec.stack_lo + need || sp > rec.stack_hi || here > rec.stack_hi {
                 // Not on our stack (foreign code on an alternate stack) or not
-                // enough room below it: leave the thread alone.
+                // enough room below it: leave the thread alone, and ask for
+                // another signal soon.
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
+                reg.ask_retry();
                 return true;
             }
             if rec
@@ -149,11 +151,13 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
             if !unsafe { sys::inject_call(uc, rec.stack_lo + need) } {
                 rec.state.store(state::RUNNING, Ordering::SeqCst);
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
+                reg.ask_retry();
             }
         }
         Strategy::InHandler => {
             if here < rec.stack_lo + 4096 || here > rec.stack_hi {
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
+                reg.ask_retry();
                 return true;
             }
             // SAFETY: `uc` is live for the whole handler, which outlives the park.

@@ -43,8 +43,22 @@ pub struct Config {
     pub signal: i32,
     /// How long the coordinator spins for acknowledgements before sleeping.
     pub spin: Duration,
-    /// The first re-signal interval; doubles after each unproductive round.
+    /// How long the coordinator waits before it re-signals threads that have
+    /// not answered and told it nothing (their signal counts as lost); the
+    /// interval doubles after each unproductive round. Long by default (10 ms):
+    /// with one signal outstanding per thread a signal is practically never
+    /// lost, and a sleep whose timeout falls before the next scheduler tick
+    /// makes the kernel reprogram the timer device twice per stop, which on a
+    /// virtual machine is two exits (about 4 µs a stop on the machine of
+    /// `docs/STATUS.md`). Threads that received the signal but could not stop
+    /// ask for a prompt re-signal instead: see [`Config::retry`].
     pub resend_initial: Duration,
+    /// How soon the coordinator re-signals a thread that received its signal
+    /// where it could not stop (on a foreign stack, or without room below its
+    /// stack pointer), which the handler reports; doubles with each such
+    /// report up to `resend_max`. Go re-signals at most every 5 µs while it
+    /// spins; this default is 50 µs.
+    pub retry: Duration,
     /// The largest re-signal interval.
     pub resend_max: Duration,
     /// A stop that has not completed after this long fails with a report of
@@ -61,7 +75,8 @@ impl Default for Config {
             mode: Mode::Signal(Strategy::Inject),
             signal: libc::SIGURG,
             spin: Duration::from_micros(3),
-            resend_initial: Duration::from_micros(200),
+            resend_initial: Duration::from_millis(10),
+            retry: Duration::from_micros(50),
             resend_max: Duration::from_millis(20),
             stop_timeout: Duration::from_secs(30),
             drop_signal_every: 0,
@@ -97,6 +112,9 @@ impl Config {
             return Err(ConfigError(
                 "resend_initial/resend_max: need 0 < resend_initial <= resend_max".into(),
             ));
+        }
+        if self.retry.is_zero() || self.retry > self.resend_max {
+            return Err(ConfigError("retry: need 0 < retry <= resend_max".into()));
         }
         if self.stop_timeout < self.resend_initial {
             return Err(ConfigError(
@@ -260,8 +278,8 @@ impl ThreadRecord {
                     // decrement from the previous stop that lands after this
                     // stop reset the count makes it end below zero.
                     let prev = reg.outstanding.fetch_sub(1, Ordering::SeqCst) as i32;
-                    if prev <= 1 && reg.coordinator_sleeping.load(Ordering::SeqCst) != 0 {
-                        sys::futex_wake(&reg.outstanding, 1);
+                    if prev <= 1 {
+                        reg.wake_coordinator();
                     }
                     return true;
                 }
@@ -318,14 +336,43 @@ pub(crate) struct RegistryInner {
     pub world: AtomicU32,
     /// Stop epochs; the current one is the one being acknowledged.
     pub epoch: AtomicU64,
-    /// Futex word: acknowledgements the current stop still waits for, as an
-    /// `i32`. The coordinator zeroes it before posting requests and adds the
-    /// number it posted afterwards; each acknowledgement subtracts one, and
-    /// the one that brings it to zero (or below) wakes the coordinator.
+    /// Acknowledgements the current stop still waits for, as an `i32`. The
+    /// coordinator zeroes it before posting requests and adds the number it
+    /// posted afterwards; each acknowledgement subtracts one, and the one that
+    /// brings it to zero (or below) wakes the coordinator.
     pub outstanding: AtomicU32,
+    /// Futex word the coordinator sleeps on: an event count, raised by the
+    /// last acknowledgement and by a request for a prompt re-signal. The
+    /// coordinator reads it before its final checks, so an event after them
+    /// changes the word and the sleep does not start (no lost wake-up).
+    pub coordinator_seq: AtomicU32,
+    /// Non-zero while the coordinator sleeps (or is about to): only then do
+    /// events make the wake system call.
     pub coordinator_sleeping: AtomicU32,
+    /// Set by a signal handler that could not stop its thread where the signal
+    /// found it (see [`Config::retry`]); the coordinator clears it.
+    pub retry_asked: AtomicU32,
     /// Signals sent, for the drop-one-in-N hook and statistics.
     pub signals_sent: AtomicU64,
+}
+
+impl RegistryInner {
+    /// Tells the coordinator something it waits for has happened. Async-signal-
+    /// safe: two atomics and, if it sleeps, one system call.
+    pub(crate) fn wake_coordinator(&self) {
+        self.coordinator_seq.fetch_add(1, Ordering::SeqCst);
+        if self.coordinator_sleeping.load(Ordering::SeqCst) != 0 {
+            sys::futex_wake(&self.coordinator_seq, 1);
+        }
+    }
+
+    /// Called by a handler whose thread could not stop where the signal found
+    /// it: asks the coordinator to re-signal soon rather than at its long
+    /// lost-signal timeout.
+    pub(crate) fn ask_retry(&self) {
+        self.retry_asked.store(1, Ordering::SeqCst);
+        self.wake_coordinator();
+    }
 }
 
 // SAFETY: the raw record pointers in `threads` are only dereferenced under the
@@ -367,7 +414,9 @@ impl Registry {
                 world: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
                 outstanding: AtomicU32::new(0),
+                coordinator_seq: AtomicU32::new(0),
                 coordinator_sleeping: AtomicU32::new(0),
+                retry_asked: AtomicU32::new(0),
                 signals_sent: AtomicU64::new(0),
             }),
         })

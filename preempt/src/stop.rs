@@ -13,9 +13,12 @@
 //!    (`signal_pending` 0 -> 1; at most one signal outstanding per thread);
 //! 4. adds the number of threads it asked to the `outstanding` count (each
 //!    acknowledgement subtracts one), and waits: spins for `Config::spin`,
-//!    then sleeps on `outstanding` with a timeout, woken only by the last
-//!    acknowledgement; at each timeout it re-signals threads that have not answered,
-//!    doubling the interval up to `resend_max`, until `stop_timeout`.
+//!    then sleeps on the `coordinator_seq` event count with a timeout, woken
+//!    only by the last acknowledgement or by a handler whose thread could not
+//!    stop where the signal found it. Such a report brings the next re-signal
+//!    forward to `Config::retry` (doubling with each report); otherwise
+//!    threads that have not answered are re-signalled after
+//!    `resend_initial`, doubling up to `resend_max`, until `stop_timeout`.
 //!
 //! Nothing on this path allocates or takes a lock a mutator may hold: the
 //! thread list's lock is only taken by attach and detach, neither of which
@@ -255,6 +258,7 @@ impl Registry {
         }
         let start = Instant::now();
         inner.outstanding.store(0, Ordering::SeqCst);
+        inner.retry_asked.store(0, Ordering::SeqCst);
         let e = inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         inner.world.fetch_add(1, Ordering::SeqCst);
         let signal_mode = matches!(inner.config.mode, Mode::Signal(_));
@@ -451,6 +455,7 @@ impl Registry {
             std::hint::spin_loop();
         }
         let mut interval = cfg.resend_initial;
+        let mut retry = cfg.retry;
         let mut next_resend = Instant::now() + interval;
         loop {
             if remaining() == 0 {
@@ -460,6 +465,12 @@ impl Registry {
             let waited = now - start;
             if waited >= cfg.stop_timeout {
                 return Err(waited);
+            }
+            if inner.retry_asked.swap(0, Ordering::SeqCst) != 0 {
+                // A thread got its signal where it could not stop: signal
+                // again soon, backing off if it keeps happening.
+                next_resend = next_resend.min(now + retry);
+                retry = (retry * 2).min(cfg.resend_max);
             }
             if now >= next_resend {
                 for &p in threads {
@@ -476,13 +487,15 @@ impl Registry {
                 continue;
             }
             let sleep = (next_resend - now).min(cfg.stop_timeout - waited);
-            // Sleep until the last acknowledgement (see `ThreadRecord::ack`),
-            // whatever the count reads: below zero after a stray decrement
-            // from the previous stop, the last acknowledgement still wakes.
-            let seen = inner.outstanding.load(Ordering::SeqCst);
+            // Sleep until the last acknowledgement (see `ThreadRecord::ack`)
+            // or a request to retry. Both raise `coordinator_seq` before they
+            // look at `coordinator_sleeping`: read after they did, the checks
+            // below see their effect; before, the futex word has changed and
+            // the wait returns at once.
+            let seen = inner.coordinator_seq.load(Ordering::SeqCst);
             inner.coordinator_sleeping.store(1, Ordering::SeqCst);
-            if inner.outstanding.load(Ordering::SeqCst) == seen && remaining() != 0 {
-                sys::futex_wait(&inner.outstanding, seen, Some(sleep));
+            if remaining() != 0 && inner.retry_asked.load(Ordering::SeqCst) == 0 {
+                sys::futex_wait(&inner.coordinator_seq, seen, Some(sleep));
             }
             inner.coordinator_sleeping.store(0, Ordering::SeqCst);
         }

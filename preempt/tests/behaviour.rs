@@ -430,3 +430,99 @@ fn the_last_acknowledgement_wakes_the_coordinator() {
         finish(stop, hs);
     }
 }
+
+/// Set while the SIGUSR1 handler below spins on its alternate stack.
+static ON_ALT_STACK: AtomicBool = AtomicBool::new(false);
+/// Tells that handler to return.
+static LEAVE_ALT_STACK: AtomicBool = AtomicBool::new(false);
+extern "C" fn spin_on_alt_stack(_: libc::c_int) {
+    ON_ALT_STACK.store(true, Ordering::SeqCst);
+    while !LEAVE_ALT_STACK.load(Ordering::SeqCst) {
+        std::hint::spin_loop();
+    }
+    ON_ALT_STACK.store(false, Ordering::SeqCst);
+}
+
+/// A thread whose signal finds it where it cannot stop (here: a user's signal
+/// handler spinning on an alternate stack) asks for a prompt re-signal. With
+/// the lost-signal re-send set to 20 s, the stop must still complete soon
+/// after the thread leaves that handler (about 100 ms later), by the retry
+/// path; without it the stop would take 20 s. Both strategies.
+#[test]
+fn a_thread_that_cannot_stop_asks_for_a_prompt_retry() {
+    let _s = serial();
+    // SAFETY: installs an async-signal-safe handler (atomics only) for
+    // SIGUSR1, which no other test in this binary uses; it runs on the
+    // alternate stack of the thread that receives it.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = spin_on_alt_stack as *const () as usize;
+        sa.sa_flags = libc::SA_ONSTACK | libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    for strategy in [Strategy::Inject, Strategy::InHandler] {
+        let reg = Registry::new(Config {
+            mode: Mode::Signal(strategy),
+            resend_initial: Duration::from_secs(20),
+            resend_max: Duration::from_secs(20),
+            stop_timeout: Duration::from_secs(60),
+            ..Config::default()
+        })
+        .unwrap();
+        LEAVE_ALT_STACK.store(false, Ordering::SeqCst);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (hs, progress) = spawn_attached(&reg, 1, &stop, |me, stop, p| {
+            let mut alt = vec![0u8; 256 * 1024];
+            let ss = libc::stack_t {
+                ss_sp: alt.as_mut_ptr().cast(),
+                ss_flags: 0,
+                ss_size: alt.len(),
+            };
+            // SAFETY: `alt` outlives the alternate stack's use: it is
+            // disabled below before `alt` is dropped.
+            assert_eq!(unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) }, 0);
+            let mut x = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                p.fetch_add(1, Ordering::Relaxed);
+            }
+            let off = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            // SAFETY: disables this thread's alternate stack; no handler runs
+            // on it any more (the spinning handler has returned).
+            assert_eq!(unsafe { libc::sigaltstack(&off, std::ptr::null_mut()) }, 0);
+            drop(alt);
+            black_box(x);
+            me.deferred()
+        });
+        wait_progress(&progress);
+        let tid = std::os::unix::thread::JoinHandleExt::as_pthread_t(&hs[0]);
+        // SAFETY: the thread is alive (it only exits once `stop` is set).
+        assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGUSR1) }, 0);
+        let t0 = Instant::now();
+        while !ON_ALT_STACK.load(Ordering::SeqCst) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "SIGUSR1 never ran");
+            std::thread::yield_now();
+        }
+        let releaser = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            LEAVE_ALT_STACK.store(true, Ordering::SeqCst);
+        });
+        let w = reg.stop_the_world().unwrap();
+        let st = w.stats();
+        drop(w);
+        releaser.join().unwrap();
+        assert!(
+            st.ttsp < Duration::from_secs(5),
+            "{strategy:?}: the stop took {:?}: no prompt re-signal",
+            st.ttsp
+        );
+        assert!(st.resends >= 1, "{strategy:?}: {st:?}");
+        stop.store(true, Ordering::Relaxed);
+        let deferred: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(deferred >= 1, "{strategy:?}: the handler never deferred");
+    }
+}
