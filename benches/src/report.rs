@@ -13,10 +13,10 @@
 //!     "ttsp_ns":    {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
 //!     "restart_ns": {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
 //!     "signals_per_stop": float, "resends_per_stop": float,
-//!     "throughput_ratio": float,       // running-time rate / reference rate
-//!     "throughput_ratio_wall": float,  // wall-time rate / reference rate
-//!     "reference_spread": float,       // |before - after| / mean of the two
-//!                                      // reference runs bracketing this one
+//!     "throughput_ratio": float,       // CPU-time rate / interleaved reference's
+//!     "throughput_ratio_wall": float,  // wall-time rate / interleaved reference's
+//!     "reference_spread": float,       // the same estimator between reference
+//!                                      // phases: |median - 1|, the noise floor
 //!     "units_per_call": int, "collections": int,
 //!     "error": str | null              // why the run failed, if it did
 //!   }]
@@ -46,12 +46,13 @@ pub struct Row {
     pub signals_per_stop: f64,
     /// Re-sends per stop.
     pub resends_per_stop: f64,
-    /// Running-time throughput over the reference.
+    /// Throughput per CPU second over the interleaved reference phases'
+    /// (see `suite`).
     pub ratio: f64,
-    /// Wall-time throughput over the reference.
+    /// The same from wall time.
     pub ratio_wall: f64,
-    /// How far apart the two reference runs around this one were, as a
-    /// fraction of their mean: the noise floor of the ratios.
+    /// The same estimator between reference phases, as its distance from 1:
+    /// the noise floor of the ratios.
     pub reference_spread: f64,
     /// Units per kernel call.
     pub units_per_call: u64,

@@ -1,35 +1,54 @@
 //! The STW-latency runner: mutator threads run a kernel under one preemption
-//! mode while a coordinator stops the world at a fixed interval.
+//! mode while a coordinator stops the world at a fixed interval, and the same
+//! threads, in the same process, on the same data, run the reference loop in
+//! between.
 //!
 //! One run = one kernel, one mode, one thread count:
 //! 1. Build a pardon heap whose registry uses the mode's mechanism; spawn the
-//!    threads; each attaches, builds its kernel state and calls the kernel
-//!    in a loop, `units_per_call` units per call, logging `(time, units)` at
-//!    every call boundary.
-//! 2. The coordinator (the calling thread, not attached) sleeps `interval`,
-//!    then stops the world and immediately restarts it, `probes` times. For
-//!    each probe it records the time to safepoint (request to the last
-//!    acknowledgement, from `StoppedWorld::stats`), the stop-to-restart time
-//!    (request to the end of the restart call), and the signals sent and
-//!    re-sent.
-//! 3. Throughput is measured per thread from the call boundaries inside the
-//!    probing window, so the partial calls at either end do not count.
-//!    `rate`: each call's units over the CPU time the thread spent on it
-//!    (`CLOCK_THREAD_CPUTIME_ID`, user and system: signal delivery, the
-//!    handler and `sigreturn` count; sleeping parked, or waiting for a CPU
-//!    another thread holds, does not), and the median over the thread's
-//!    calls. Every call of about 10 ms holds about ten stops, so the steady
-//!    cost of running under a mode (polls, code the compiler could not
-//!    optimise, signal handling, the caches disturbed) is in every call,
-//!    while a call the host disturbed, or one a real collection landed in,
-//!    does not move the median. Time spent parked, waiting for the last
-//!    thread included, is the stop's latency, reported as time to
-//!    safepoint, and is in `rate_wall`. `rate_wall`: units between the first
-//!    and last boundary over the wall time between them, nothing subtracted
-//!    and nothing left out. Both are summed over threads and compared by
-//!    the caller with reference runs (no stops, no polls).
+//!    threads; each attaches, builds its kernel state and calls the kernel in
+//!    a loop, `units_per_call` units per call. Before each call it reads the
+//!    run's *phase*: in a reference phase it calls the kernel compiled with no
+//!    poll at all, in a mode phase the mode's instantiation (for the signal
+//!    modes these are the same machine code). It logs every call: which loop,
+//!    start and end, units, and the CPU time the call took.
+//! 2. The coordinator (the calling thread, not attached) alternates phases:
+//!    reference, mode, reference, ..., mode, reference (`phases` mode
+//!    phases). A mode phase begins once every thread has started a call of
+//!    the mode's loop; the coordinator then sleeps `interval`, stops the world
+//!    and immediately restarts it, until the phase has its share of the
+//!    `probes` and lasted its share of `min_window`. For each probe it records
+//!    the time to safepoint (request to the last acknowledgement seen, from
+//!    `StoppedWorld::stats`), the stop-to-restart time (request to the end of
+//!    the restart call), and the signals sent and re-sent. No stops are made
+//!    in reference phases.
+//! 3. Throughput. A call's rate is its units over the CPU time the thread
+//!    spent on it (`CLOCK_THREAD_CPUTIME_ID`, user and system: signal
+//!    delivery, the handler and `sigreturn` count; sleeping parked, or
+//!    waiting for a CPU another thread holds, does not). Mode calls count
+//!    only if they lie wholly inside their phase's probing window, so every
+//!    one was probed throughout; every call of about 10 ms holds about ten
+//!    stops, so the steady cost of running under a mode (polls, code the
+//!    compiler could not optimise, signal handling, the caches disturbed) is
+//!    in each. For each thread and mode phase, the median rate of its calls
+//!    is divided by the median rate of that thread's reference calls in the
+//!    two reference phases around it; `ratio` is the median of these
+//!    quotients over threads and phases. `ratio_wall` is the same from
+//!    units over wall time (time parked, waiting for the last thread,
+//!    included). `reference_spread` applies the same estimator to each
+//!    reference phase against the reference phases around it, where there is
+//!    nothing to find: its distance from 1 is the noise floor.
+//!
+//! Why interleave and pair: this machine class is shared, and a
+//! memory-bound kernel's speed there flips between states tens of percent
+//! apart every few hundred milliseconds (the same thread, the same loop:
+//! 5.0 and 9.5 G units per CPU second in alternating stretches of `sum`),
+//! and differs between processes. Separate reference runs, even bracketing
+//! each mode run, disagreed by up to 60% on `base64` and `copy`; a pooled
+//! median over a run flips with the state. Phases of about 100 ms, each
+//! compared with its neighbours, mostly see one state, and the median over
+//! phases drops those that straddle a change.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -121,6 +140,9 @@ pub struct RunConfig {
     /// until it has lasted this long (throughput needs many calls), and the
     /// reference run lasts this long.
     pub min_window: Duration,
+    /// Mode phases the probing is split into, with reference phases before,
+    /// between and after them (at least 1).
+    pub phases: usize,
 }
 
 /// One run's measurements.
@@ -135,11 +157,20 @@ pub struct RunResult {
     pub resends: u64,
     /// Probes made.
     pub stops: u64,
-    /// Units per CPU second, the median over each thread's calls, summed
-    /// over threads.
+    /// Units per CPU second, the median over each thread's counted mode
+    /// calls, summed over threads (for a reference run, its calls).
     pub rate: f64,
-    /// Units per second of wall time, summed over threads.
+    /// Units per second of wall time over the same calls, summed over threads.
     pub rate_wall: f64,
+    /// Throughput in units per CPU second against the reference: the median,
+    /// over threads and mode phases, of the phase's rate over that of the
+    /// reference phases around it (0 for a reference run).
+    pub ratio: f64,
+    /// The same from wall-time rates.
+    pub ratio_wall: f64,
+    /// How far from 1 the same estimator lands comparing reference phases
+    /// with the reference phases around them: the noise floor of `ratio`.
+    pub reference_spread: f64,
     /// Collections the heap ran on its own (the `alloc` kernel's pacer).
     pub collections: u64,
 }
@@ -153,23 +184,60 @@ pub fn empty_histogram() -> Histogram<u64> {
     hist()
 }
 
-/// Per-thread log of call boundaries: (time, cumulative units, the thread's
-/// CPU time so far).
-type Log = Vec<(Instant, u64, Duration)>;
+/// Phases are numbered from 0; even ones run the reference loop (no polls,
+/// no stops), odd ones the mode's loop, probed.
+fn is_mode_phase(phase: u32) -> bool {
+    phase % 2 == 1
+}
+
+/// One kernel call, as a thread logs it.
+#[derive(Clone, Copy, Debug)]
+struct Call {
+    /// The phase it ran in (see [`is_mode_phase`]).
+    phase: u32,
+    start: Instant,
+    end: Instant,
+    units: u64,
+    /// The thread's CPU time during the call.
+    cpu: Duration,
+}
+
+type Log = Vec<Call>;
+
+/// The run's current phase and, per thread, the phase of the call it last
+/// started.
+struct Phases {
+    now: AtomicU32,
+    started: Vec<AtomicU32>,
+}
 
 fn worker<P: PollStrategy>(
     ctx: &mut ThreadCtx<'_>,
     n: u64,
     mut p: P,
+    (phases, me): (&Phases, usize),
     stop: &AtomicBool,
     log: &mut Log,
 ) {
-    let mut total = 0;
-    log.push((Instant::now(), 0, thread_cpu_time()));
+    let mut reference = NoPoll;
     while !stop.load(Ordering::Relaxed) {
-        total += ctx.call(n, &mut p);
+        let phase = phases.now.load(Ordering::Acquire);
+        phases.started[me].store(phase, Ordering::Release);
+        let (start, cpu0) = (Instant::now(), thread_cpu_time());
+        let units = if is_mode_phase(phase) {
+            ctx.call(n, &mut p)
+        } else {
+            ctx.call(n, &mut reference)
+        };
+        let (end, cpu1) = (Instant::now(), thread_cpu_time());
+        log.push(Call {
+            phase,
+            start,
+            end,
+            units,
+            cpu: cpu1.saturating_sub(cpu0),
+        });
         p.between_calls();
-        log.push((Instant::now(), total, thread_cpu_time()));
     }
     ctx.finish();
 }
@@ -215,6 +283,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     })
     .map_err(|e| format!("creating the heap: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let phases = Arc::new(Phases {
+        now: AtomicU32::new(0),
+        started: (0..cfg.threads).map(|_| AtomicU32::new(0)).collect(),
+    });
     let ready = Arc::new(Barrier::new(cfg.threads + 1));
     let attached = Arc::new(AtomicU64::new(0));
     // spinlock: threads pair up (an odd one out pairs with nobody and gives up
@@ -253,8 +325,13 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     });
     let mut handles = Vec::new();
     for i in 0..cfg.threads {
-        let (heap, stop, ready, attached) =
-            (heap.clone(), stop.clone(), ready.clone(), attached.clone());
+        let (heap, stop, ready, attached, phases) = (
+            heap.clone(),
+            stop.clone(),
+            ready.clone(),
+            attached.clone(),
+            phases.clone(),
+        );
         let kernel = cfg.kernel;
         let mode = cfg.mode;
         let n = cfg.units_per_call;
@@ -277,11 +354,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
                     // Wait for everyone in a safe region: a stop made while
                     // threads are still starting must not wait for us.
                     m.blocking(|| ready.wait());
+                    let ph = (&*phases, i);
                     with_strategy(mode, &m, |s| match s {
-                        Strategy::None(p) => worker(&mut ctx, n, p, &stop, &mut log),
-                        Strategy::Every(p) => worker(&mut ctx, n, p, &stop, &mut log),
-                        Strategy::Strip(p) => worker(&mut ctx, n, p, &stop, &mut log),
-                        Strategy::Between(p) => worker(&mut ctx, n, p, &stop, &mut log),
+                        Strategy::None(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
+                        Strategy::Every(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
+                        Strategy::Strip(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
+                        Strategy::Between(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
                     });
                     Ok(log)
                 })
@@ -297,28 +375,55 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let gc_before = heap.collections();
     let t_start = Instant::now();
     let mut failure = None;
+    // The mode phases' windows, by phase: from the moment every thread runs
+    // the mode's loop to the end of the last probe.
+    let mut windows: Vec<(u32, Instant, Instant)> = Vec::new();
     if cfg.mode == Mode::Reference {
         std::thread::sleep(cfg.min_window);
     } else {
-        while (stops as usize) < cfg.probes || t_start.elapsed() < cfg.min_window {
-            std::thread::sleep(cfg.interval);
-            let t0 = Instant::now();
-            match heap.registry().stop_the_world() {
-                Ok(world) => {
-                    let st = world.stats();
-                    drop(world);
-                    let t1 = Instant::now();
-                    ttsp.saturating_record(st.ttsp.as_nanos().max(1) as u64);
-                    restart.saturating_record((t1 - t0).as_nanos().max(1) as u64);
-                    signals += st.signals as u64;
-                    resends += st.resends as u64;
-                    stops += 1;
-                }
-                Err(e) => {
-                    failure = Some(format!("{} / {}: {e}", cfg.kernel, cfg.mode.name()));
-                    break;
+        let n_phases = cfg.phases.max(1);
+        let per_phase = cfg.probes.div_ceil(n_phases);
+        let phase_window = cfg.min_window / n_phases as u32;
+        // Reference phases last as long as a mode phase would at the nominal
+        // rate (a cooperative mode's probes take longer; its references need
+        // not).
+        let reference_phase = phase_window.max(
+            cfg.interval
+                .saturating_mul(per_phase.min(u32::MAX as usize) as u32),
+        );
+        std::thread::sleep(reference_phase);
+        'phases: for k in 0..n_phases as u32 {
+            let phase = 2 * k + 1;
+            if let Err(e) = switch_phase(&phases, phase) {
+                failure = Some(format!("{} / {}: {e}", cfg.kernel, cfg.mode.name()));
+                break;
+            }
+            let w0 = Instant::now();
+            let mut made = 0;
+            while made < per_phase || w0.elapsed() < phase_window {
+                std::thread::sleep(cfg.interval);
+                let t0 = Instant::now();
+                match heap.registry().stop_the_world() {
+                    Ok(world) => {
+                        let st = world.stats();
+                        drop(world);
+                        let t1 = Instant::now();
+                        ttsp.saturating_record(st.ttsp.as_nanos().max(1) as u64);
+                        restart.saturating_record((t1 - t0).as_nanos().max(1) as u64);
+                        signals += st.signals as u64;
+                        resends += st.resends as u64;
+                        stops += 1;
+                        made += 1;
+                    }
+                    Err(e) => {
+                        failure = Some(format!("{} / {}: {e}", cfg.kernel, cfg.mode.name()));
+                        break 'phases;
+                    }
                 }
             }
+            windows.push((phase, w0, Instant::now()));
+            phases.now.store(phase + 1, Ordering::Release);
+            std::thread::sleep(reference_phase);
         }
     }
     let t_end = Instant::now();
@@ -341,57 +446,154 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     if let Some(f) = failure {
         return Err(f);
     }
-    let (mut rate, mut rate_wall) = (0.0, 0.0);
-    for log in &logs {
-        let inside: Vec<_> = log
-            .iter()
-            .copied()
-            .filter(|(t, _, _)| *t >= t_start && *t <= t_end)
-            .collect();
-        if let Some((r, w)) = thread_rates(&inside) {
-            rate += r;
-            rate_wall += w;
-        }
-    }
-    Ok(RunResult {
+    let mut r = RunResult {
         ttsp,
         restart,
         signals,
         resends,
         stops,
-        rate,
-        rate_wall,
+        rate: 0.0,
+        rate_wall: 0.0,
+        ratio: 0.0,
+        ratio_wall: 0.0,
+        reference_spread: 0.0,
         collections,
+    };
+    let (mut pairs, mut pairs_wall, mut nulls) = (Vec::new(), Vec::new(), Vec::new());
+    for log in &logs {
+        let calls = classify(log, t_start, t_end, &windows);
+        let pooled: Vec<Call> = calls
+            .iter()
+            .filter(|c| is_mode_phase(c.phase) != (cfg.mode == Mode::Reference))
+            .copied()
+            .collect();
+        if let Some((rate, wall)) = thread_rates(&pooled) {
+            r.rate += rate;
+            r.rate_wall += wall;
+        }
+        let (p, w, n) = phase_ratios(&calls);
+        pairs.extend(p);
+        pairs_wall.extend(w);
+        nulls.extend(n);
+    }
+    r.ratio = median(&mut pairs).unwrap_or(0.0);
+    r.ratio_wall = median(&mut pairs_wall).unwrap_or(0.0);
+    r.reference_spread = median(&mut nulls).map_or(0.0, |x| (x - 1.0).abs());
+    Ok(r)
+}
+
+/// Switches the threads to `phase`: sets the phase word and waits until
+/// every thread has started a call in it (each finishes the call it is in
+/// first, about one call-free stretch).
+fn switch_phase(phases: &Phases, phase: u32) -> Result<(), String> {
+    phases.now.store(phase, Ordering::Release);
+    let t0 = Instant::now();
+    while phases
+        .started
+        .iter()
+        .any(|s| s.load(Ordering::Acquire) != phase)
+    {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err("a thread did not start a call of the new phase within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// The calls of one thread that count: mode calls that lie wholly inside
+/// their phase's probing window, and reference calls made inside the run
+/// (after the settling time), in order.
+fn classify(
+    log: &[Call],
+    t_start: Instant,
+    t_end: Instant,
+    windows: &[(u32, Instant, Instant)],
+) -> Vec<Call> {
+    log.iter()
+        .filter(|c| {
+            if is_mode_phase(c.phase) {
+                windows
+                    .iter()
+                    .any(|&(p, w0, w1)| p == c.phase && c.start >= w0 && c.end <= w1)
+            } else {
+                c.start >= t_start && c.end <= t_end
+            }
+        })
+        .copied()
+        .collect()
+}
+
+/// The paired comparison of one thread's calls (see the module comment):
+/// for each mode phase, its `(rate, rate_wall)` over those of the reference
+/// phases just before and after it; and for each reference phase with
+/// reference phases on both sides, its rate over theirs (the same estimator
+/// with no difference to find: how far from 1 it lands is the noise).
+fn phase_ratios(calls: &[Call]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let of = |phases: &[u32]| -> Vec<Call> {
+        calls
+            .iter()
+            .filter(|c| phases.contains(&c.phase))
+            .copied()
+            .collect()
+    };
+    let last = calls.iter().map(|c| c.phase).max().unwrap_or(0);
+    let (mut pairs, mut walls, mut nulls) = (Vec::new(), Vec::new(), Vec::new());
+    for phase in 1..=last {
+        let here = thread_rates(&of(&[phase]));
+        let around = if is_mode_phase(phase) {
+            thread_rates(&of(&[phase - 1, phase + 1]))
+        } else if phase >= 2 {
+            thread_rates(&of(&[phase - 2, phase + 2]))
+        } else {
+            None
+        };
+        let (Some((rate, wall)), Some((ref_rate, ref_wall))) = (here, around) else {
+            continue;
+        };
+        if ref_rate <= 0.0 {
+            continue;
+        }
+        if is_mode_phase(phase) {
+            pairs.push(rate / ref_rate);
+            if ref_wall > 0.0 {
+                walls.push(wall / ref_wall);
+            }
+        } else if !of(&[phase + 2]).is_empty() {
+            nulls.push(rate / ref_rate);
+        }
+    }
+    (pairs, walls, nulls)
+}
+
+/// The median, or `None` for no values.
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let k = v.len();
+    Some(if k % 2 == 1 {
+        v[k / 2]
+    } else {
+        (v[k / 2 - 1] + v[k / 2]) / 2.0
     })
 }
 
-/// One thread's `(rate, rate_wall)` from its call boundaries inside the
-/// probing window (see the module comment); `None` with fewer than two.
-fn thread_rates(inside: &[(Instant, u64, Duration)]) -> Option<(f64, f64)> {
-    let (first, last) = (inside.first()?, inside.last()?);
-    if last.0 <= first.0 {
-        return None;
-    }
-    let rate_wall = (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64();
+/// One thread's `(rate, rate_wall)` from a set of its calls (see the module
+/// comment); `None` without a call that took CPU time.
+fn thread_rates(calls: &[Call]) -> Option<(f64, f64)> {
     // The rate of each call: its units over the CPU time it took; the
     // thread's rate is the median.
-    let mut per_call: Vec<f64> = inside
-        .windows(2)
-        .filter_map(|w| {
-            let cpu = w[1].2.saturating_sub(w[0].2).as_secs_f64();
-            (cpu > 0.0).then(|| (w[1].1 - w[0].1) as f64 / cpu)
-        })
+    let mut per_call: Vec<f64> = calls
+        .iter()
+        .filter(|c| !c.cpu.is_zero())
+        .map(|c| c.units as f64 / c.cpu.as_secs_f64())
         .collect();
-    if per_call.is_empty() {
-        return None;
-    }
-    per_call.sort_by(f64::total_cmp);
-    let k = per_call.len();
-    let rate = if k % 2 == 1 {
-        per_call[k / 2]
-    } else {
-        (per_call[k / 2 - 1] + per_call[k / 2]) / 2.0
-    };
+    let rate = median(&mut per_call)?;
+    let units: u64 = calls.iter().map(|c| c.units).sum();
+    let wall: f64 = calls.iter().map(|c| (c.end - c.start).as_secs_f64()).sum();
+    let rate_wall = if wall > 0.0 { units as f64 / wall } else { 0.0 };
     Some((rate, rate_wall))
 }
 
@@ -413,6 +615,7 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
         interval: Duration::ZERO,
         units_per_call: guess,
         min_window: Duration::from_millis(300),
+        phases: 1,
     })?;
     // Wall rate: a call must last `stretch` of wall time (the CPU rate of a
     // kernel that blocks, `syscall`, is far higher).
@@ -431,29 +634,105 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn call(start: Instant, wall_ms: u64, cpu_ms: u64, units: u64) -> Call {
+        Call {
+            phase: 1,
+            start,
+            end: start + ms(wall_ms),
+            units,
+            cpu: ms(cpu_ms),
+        }
+    }
+
     #[test]
     fn the_rate_is_the_median_call_per_cpu_second_and_the_wall_rate_is_all_in() {
         let t0 = Instant::now();
-        // Calls of 1000 units every 10 ms of wall time and 8 ms of CPU,
+        // Calls of 1000 units taking 10 ms of wall time and 8 ms of CPU,
         // except the third, which took 50 ms of wall time and 30 of CPU
         // (disturbed).
-        let mut log = Vec::new();
-        let (mut t, mut cpu) = (t0, Duration::ZERO);
-        for i in 0..6u64 {
-            log.push((t, 1000 * i, cpu));
-            t += if i == 2 { ms(50) } else { ms(10) };
-            cpu += if i == 2 { ms(30) } else { ms(8) };
-        }
-        let (rate, wall) = thread_rates(&log).unwrap();
+        let calls: Vec<Call> = (0..5u64)
+            .map(|i| {
+                let (wall, cpu) = if i == 2 { (50, 30) } else { (10, 8) };
+                call(t0 + ms(100 * i), wall, cpu, 1000)
+            })
+            .collect();
+        let (rate, wall) = thread_rates(&calls).unwrap();
         assert!((rate - 1000.0 / 0.008).abs() < 1.0, "rate {rate}");
-        // 5000 units over 90 ms.
+        // 5000 units over 90 ms of calls.
         assert!((wall - 5000.0 / 0.090).abs() < 1.0, "wall {wall}");
     }
 
     #[test]
-    fn too_few_boundaries_give_no_rate() {
+    fn no_call_with_cpu_time_gives_no_rate() {
         let t0 = Instant::now();
         assert!(thread_rates(&[]).is_none());
-        assert!(thread_rates(&[(t0, 0, Duration::ZERO)]).is_none());
+        assert!(thread_rates(&[call(t0, 10, 0, 5)]).is_none());
+    }
+
+    #[test]
+    fn mode_calls_count_only_wholly_inside_their_window_and_reference_calls_inside_the_run() {
+        let t0 = Instant::now();
+        let at = |m: u64| t0 + ms(m);
+        let c = |phase, start, units| Call {
+            phase,
+            ..call(at(start), 10, 10, units)
+        };
+        let log = vec![
+            c(0, 0, 1),   // before the run started: out
+            c(0, 20, 2),  // reference: in
+            c(1, 35, 3),  // mode, starts before its window: out
+            c(1, 45, 4),  // mode, inside: in
+            c(1, 55, 5),  // mode, ends after its window: out
+            c(2, 70, 6),  // reference: in
+            c(3, 85, 7),  // mode, inside its window: in
+            c(4, 100, 8), // reference, ends after the run: out
+        ];
+        let windows = [(1, at(40), at(60)), (3, at(80), at(100))];
+        let kept = classify(&log, at(15), at(105), &windows);
+        assert_eq!(
+            kept.iter().map(|c| c.units).collect::<Vec<_>>(),
+            [2, 4, 6, 7]
+        );
+    }
+
+    #[test]
+    fn each_mode_phase_is_compared_with_the_reference_phases_around_it() {
+        let t0 = Instant::now();
+        // Two states of the machine: phases 0-2 run at 1000 units per 10 ms of
+        // CPU, phases 3-6 twice as fast; the mode costs 2% in each.
+        let mut log = Vec::new();
+        for phase in 0..7u32 {
+            for k in 0..5u64 {
+                let fast = phase >= 3;
+                let cpu_us = if is_mode_phase(phase) { 10_200 } else { 10_000 };
+                let cpu_us = if fast { cpu_us / 2 } else { cpu_us };
+                log.push(Call {
+                    phase,
+                    start: t0 + ms(100 * phase as u64 + 12 * k),
+                    end: t0 + ms(100 * phase as u64 + 12 * k + 11),
+                    units: 1000,
+                    cpu: Duration::from_micros(cpu_us),
+                });
+            }
+        }
+        let (pairs, walls, nulls) = phase_ratios(&log);
+        // Phase 1 sits in the slow state (ratio 0.98); phase 5 in the fast one
+        // (0.98); phase 3 straddles the change (its neighbours are 2, slow,
+        // and 4, fast): a pooled median would mix the states, the median of
+        // the three pairs does not.
+        assert_eq!(pairs.len(), 3);
+        let mut p = pairs.clone();
+        let m = median(&mut p).unwrap();
+        assert!((m - 1.0 / 1.02).abs() < 1e-9, "{pairs:?}");
+        assert_eq!(walls.len(), 3);
+        // Reference phases 2 and 4 have reference phases on both sides.
+        assert_eq!(nulls.len(), 2, "{nulls:?}");
+    }
+
+    #[test]
+    fn the_median_of_nothing_is_none() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0]), Some(2.0));
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
     }
 }

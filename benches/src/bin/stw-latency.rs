@@ -114,7 +114,7 @@ fn real_main() -> Result<(), String> {
         modes.len(),
         threads
     );
-    let total = (kernels.len() * threads.len() * (2 * modes.len() + 2)) as u64;
+    let total = (kernels.len() * threads.len() * (modes.len() + 1)) as u64;
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         b.set_style(
@@ -133,28 +133,9 @@ fn real_main() -> Result<(), String> {
             bar.inc(1);
             // Throughput needs many calls per thread inside the window.
             let min_window = stretch * 40;
-            // References bracket every mode run: each mode's ratio is over
-            // the mean of the reference runs just before and just after it,
-            // so a machine whose speed drifts over the suite (a shared one
-            // does, by tens of percent) biases no mode, and the two
-            // references' disagreement is reported as the noise floor.
-            let ref_window =
-                min_window.max(interval.saturating_mul(probes.min(u32::MAX as usize) as u32) / 2);
-            let reference = |label: &str| {
-                bar.set_message(format!("{k} x{t}: reference {label}"));
-                let r = suite::run(&RunConfig {
-                    kernel: k,
-                    mode: Mode::Reference,
-                    threads: t,
-                    probes: 0,
-                    interval,
-                    units_per_call: n,
-                    min_window: ref_window,
-                });
-                bar.inc(1);
-                r
-            };
-            let mut before = reference("first")?;
+            // Each run interleaves its own reference phases with the mode's
+            // (see `suite`): about 100 probes a phase, 2 to 10 phases.
+            let phases = (probes / 100).clamp(2, 10);
             for &m in &modes {
                 bar.set_message(format!("{k} x{t}: {}", m.name()));
                 // Cooperative stops wait a whole stretch each: fewer probes.
@@ -171,6 +152,7 @@ fn real_main() -> Result<(), String> {
                     interval,
                     units_per_call: n,
                     min_window,
+                    phases,
                 }) {
                     Ok(r) => r,
                     Err(e) => {
@@ -197,15 +179,6 @@ fn real_main() -> Result<(), String> {
                         continue;
                     }
                 };
-                let after = reference(m.name())?;
-                let ref_rate = (before.rate + after.rate) / 2.0;
-                let ref_wall = (before.rate_wall + after.rate_wall) / 2.0;
-                let spread = if ref_rate > 0.0 {
-                    (before.rate - after.rate).abs() / ref_rate
-                } else {
-                    0.0
-                };
-                before = after;
                 let stops = r.stops.max(1) as f64;
                 rows.push(Row {
                     kernel: k.to_string(),
@@ -216,17 +189,9 @@ fn real_main() -> Result<(), String> {
                     restart: r.restart,
                     signals_per_stop: r.signals as f64 / stops,
                     resends_per_stop: r.resends as f64 / stops,
-                    ratio: if ref_rate > 0.0 {
-                        r.rate / ref_rate
-                    } else {
-                        0.0
-                    },
-                    ratio_wall: if ref_wall > 0.0 {
-                        r.rate_wall / ref_wall
-                    } else {
-                        0.0
-                    },
-                    reference_spread: spread,
+                    ratio: r.ratio,
+                    ratio_wall: r.ratio_wall,
+                    reference_spread: r.reference_spread,
                     units_per_call: n,
                     collections: r.collections,
                     error: None,
