@@ -296,8 +296,30 @@ impl FrameMap {
         &self.bits[site * w..(site + 1) * w]
     }
 
-    /// The live slots at `site`.
+    /// The live slots at `site`, in increasing order.
+    ///
+    /// Walks the site's words with trailing-zero counts rather than
+    /// `BitSlice::iter_ones`: bitvec 1.1's iterator retags its slice in a way
+    /// Miri's Stacked Borrows model rejects (it passes under Tree Borrows), and
+    /// this is the loop the scanner runs anyway.
     pub fn live_slots(&self, site: usize) -> impl Iterator<Item = usize> + '_ {
-        self.site(site).iter_ones()
+        assert!(
+            site < self.sites(),
+            "call site {site} out of range ({} sites)",
+            self.sites()
+        );
+        self.site_words(site)
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &word)| {
+                let mut w = word;
+                std::iter::from_fn(move || {
+                    (w != 0).then(|| {
+                        let b = w.trailing_zeros() as usize;
+                        w &= w - 1;
+                        i * WORD_BITS + b
+                    })
+                })
+            })
     }
 }

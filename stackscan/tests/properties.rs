@@ -325,3 +325,31 @@ fn frames_unlink_on_panic() {
     assert!(r.is_err());
     assert_eq!(chain.load(Ordering::Relaxed), 0);
 }
+
+proptest! {
+    /// `live_slots` lists exactly the slots `is_live` reports, in order, for
+    /// maps whose sites span several words.
+    #[test]
+    fn live_slots_are_the_live_slots_in_order(
+        nslots in 0usize..200,
+        picks in proptest::collection::vec(proptest::collection::vec(any::<u16>(), 0..40), 1..4),
+    ) {
+        let sites: Vec<Vec<usize>> = picks
+            .iter()
+            .map(|p| {
+                let mut v: Vec<usize> = p.iter().filter(|_| nslots > 0).map(|&x| x as usize % nslots.max(1)).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            })
+            .collect();
+        let refs: Vec<&[usize]> = sites.iter().map(|v| v.as_slice()).collect();
+        let map = FrameMap::new(nslots, &refs).unwrap();
+        for (s, want) in sites.iter().enumerate() {
+            let got: Vec<usize> = map.live_slots(s).collect();
+            prop_assert_eq!(&got, want);
+            let by_bit: Vec<usize> = (0..nslots).filter(|&i| map.is_live(s, i)).collect();
+            prop_assert_eq!(&got, &by_bit);
+        }
+    }
+}
