@@ -29,6 +29,11 @@
 //!   on a futex until the world's generation word changes. The coordinator
 //!   counts acknowledgements, spinning a few microseconds and then sleeping on
 //!   a futex (an event count) that the last acknowledger raises and wakes.
+//!   When a stop asks no more threads than there are CPUs, a thread that
+//!   parks on the coordinator's CPU while others are outstanding watches for
+//!   the last acknowledgement (up to 30 µs) and wakes the coordinator
+//!   itself: a local wake instead of an inter-processor interrupt to an idle
+//!   CPU, which on a virtual machine is an exit on both sides.
 //! - Signals. In [`Mode::Signal`] a running thread gets one SIGURG (at most one
 //!   outstanding: `signal_pending`, Go's `signalPending`). SIGURG because
 //!   debuggers pass it, libc does not use it, a spurious one is harmless and

@@ -62,6 +62,7 @@ fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize
         rec.state.store(state::PARKED, Ordering::SeqCst);
         rec.count_park(kind);
         rec.ack(e);
+        wait_for_the_last(reg);
         while reg.world.load(Ordering::SeqCst) == w {
             sys::futex_wait(&reg.world, w, None);
         }
@@ -80,6 +81,54 @@ fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize
         // Arrived between the check above and the store: park now rather
         // than wait for a re-send.
         park(rec, kind, scan_lo, xsave);
+    }
+}
+
+/// How long a parked thread on the coordinator's CPU watches for the last
+/// acknowledgement before it goes to sleep and leaves the wake to the
+/// acknowledger. About the time a signal takes to reach a running thread on
+/// another CPU of a virtual machine; beyond it, the stop is in its tail anyway.
+const WATCH_FOR_LAST: std::time::Duration = std::time::Duration::from_micros(30);
+
+/// Called right after this thread acknowledged. If the coordinator sleeps on
+/// this thread's CPU, other threads are still outstanding, and the stop asked
+/// for no more threads than there are CPUs (so none of those is queued behind
+/// us on this CPU), watch for the last acknowledgement for up to
+/// [`WATCH_FOR_LAST`] and wake the coordinator from here.
+///
+/// Why: the coordinator shares a CPU with one of the threads it stops, which
+/// can only answer once the coordinator sleeps; when that thread has parked,
+/// the CPU goes idle, and the last acknowledgement, from another CPU, must
+/// wake it with an inter-processor interrupt, which on a virtual machine is
+/// an exit on both sides (about 8 µs one way on the machine of
+/// docs/STATUS.md). Watching keeps the CPU busy and makes the wake a local
+/// one. `local_waker` tells the acknowledger to skip its own wake; the
+/// handover is race-free because each side writes its word before reading
+/// the other's (all `SeqCst`): a watcher that gives up clears `local_waker`
+/// and then looks at the count, so either it sees the last acknowledgement
+/// and wakes, or the acknowledger sees the flag cleared and wakes.
+///
+/// Async-signal-safe (atomics, the vDSO clock, `sched_getcpu` from the rseq
+/// area or the vDSO, one futex call).
+fn wait_for_the_last(reg: &crate::registry::RegistryInner) {
+    if reg.spin_for_last.load(Ordering::SeqCst) == 0
+        || reg.outstanding.load(Ordering::SeqCst) as i32 <= 0
+        || reg.coordinator_sleeping.load(Ordering::SeqCst) == 0
+        || sys::current_cpu() != reg.coordinator_cpu.load(Ordering::SeqCst)
+    {
+        return;
+    }
+    reg.local_waker.store(1, Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    while reg.outstanding.load(Ordering::SeqCst) as i32 > 0 && t0.elapsed() < WATCH_FOR_LAST {
+        std::hint::spin_loop();
+    }
+    reg.local_waker.store(0, Ordering::SeqCst);
+    if reg.outstanding.load(Ordering::SeqCst) as i32 <= 0 {
+        // The last acknowledgement raised `coordinator_seq` already, and may
+        // have skipped its wake because of our flag.
+        reg.local_wakes.fetch_add(1, Ordering::Relaxed);
+        sys::futex_wake(&reg.coordinator_seq, 1);
     }
 }
 

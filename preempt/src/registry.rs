@@ -4,7 +4,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -352,16 +352,32 @@ pub(crate) struct RegistryInner {
     /// Set by a signal handler that could not stop its thread where the signal
     /// found it (see [`Config::retry`]); the coordinator clears it.
     pub retry_asked: AtomicU32,
+    /// Online CPUs when the registry was created.
+    pub cpus: usize,
+    /// Per stop: non-zero when it stops no more threads than there are CPUs,
+    /// so that a thread waiting on the coordinator's CPU (see
+    /// `park::wait_for_the_last`) cannot be holding up an outstanding one.
+    pub spin_for_last: AtomicU32,
+    /// The CPU the coordinator went to sleep on.
+    pub coordinator_cpu: AtomicI32,
+    /// Non-zero while a parked thread on the coordinator's CPU watches for the
+    /// last acknowledgement, and will wake the coordinator itself.
+    pub local_waker: AtomicU32,
+    /// Stops whose coordinator was woken that way (a statistic).
+    pub local_wakes: AtomicU64,
     /// Signals sent, for the drop-one-in-N hook and statistics.
     pub signals_sent: AtomicU64,
 }
 
 impl RegistryInner {
     /// Tells the coordinator something it waits for has happened. Async-signal-
-    /// safe: two atomics and, if it sleeps, one system call.
+    /// safe: a few atomics and, if it sleeps and no thread on its CPU is
+    /// watching for this (`local_waker`), one system call.
     pub(crate) fn wake_coordinator(&self) {
         self.coordinator_seq.fetch_add(1, Ordering::SeqCst);
-        if self.coordinator_sleeping.load(Ordering::SeqCst) != 0 {
+        if self.coordinator_sleeping.load(Ordering::SeqCst) != 0
+            && self.local_waker.load(Ordering::SeqCst) == 0
+        {
             sys::futex_wake(&self.coordinator_seq, 1);
         }
     }
@@ -417,6 +433,11 @@ impl Registry {
                 coordinator_seq: AtomicU32::new(0),
                 coordinator_sleeping: AtomicU32::new(0),
                 retry_asked: AtomicU32::new(0),
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                spin_for_last: AtomicU32::new(0),
+                coordinator_cpu: AtomicI32::new(-1),
+                local_waker: AtomicU32::new(0),
+                local_wakes: AtomicU64::new(0),
                 signals_sent: AtomicU64::new(0),
             }),
         })
@@ -435,6 +456,13 @@ impl Registry {
     /// Total preemption signals sent so far.
     pub fn signals_sent(&self) -> u64 {
         self.inner.signals_sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops so far whose sleeping coordinator was woken by a parked thread on
+    /// its own CPU rather than by the last acknowledgement's system call (see
+    /// the crate documentation).
+    pub fn local_wakes(&self) -> u64 {
+        self.inner.local_wakes.load(Ordering::Relaxed)
     }
 
     /// Runs `f` so that no stop of this registry's world overlaps it. On an

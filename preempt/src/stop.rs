@@ -275,6 +275,9 @@ impl Registry {
             self.nudge(r, e, signal_mode, &mut stats, false);
         }
         inner
+            .spin_for_last
+            .store((stats.threads <= inner.cpus) as u32, Ordering::SeqCst);
+        inner
             .outstanding
             .fetch_add(stats.threads as u32, Ordering::SeqCst);
         let mut world = StoppedWorld {
@@ -493,6 +496,9 @@ impl Registry {
             // below see their effect; before, the futex word has changed and
             // the wait returns at once.
             let seen = inner.coordinator_seq.load(Ordering::SeqCst);
+            inner
+                .coordinator_cpu
+                .store(sys::current_cpu(), Ordering::SeqCst);
             inner.coordinator_sleeping.store(1, Ordering::SeqCst);
             if remaining() != 0 && inner.retry_asked.load(Ordering::SeqCst) == 0 {
                 sys::futex_wait(&inner.coordinator_seq, seen, Some(sleep));

@@ -526,3 +526,44 @@ fn a_thread_that_cannot_stop_asks_for_a_prompt_retry() {
         assert!(deferred >= 1, "{strategy:?}: the handler never deferred");
     }
 }
+
+/// With no more threads than CPUs, the thread that shares the coordinator's
+/// CPU watches for the last acknowledgement after parking and wakes the
+/// coordinator itself, and the last acknowledger skips its wake. A handover
+/// that lost the wake would leave the stop to the 5 s re-send timer. Two
+/// spinners, both strategies; on a 2-CPU machine the coordinator always
+/// shares a CPU with one of them, so the local wake must happen there.
+#[test]
+fn a_thread_on_the_coordinators_cpu_wakes_it_without_losing_the_wake() {
+    let _s = serial();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for strategy in [Strategy::Inject, Strategy::InHandler] {
+        let reg = Registry::new(Config {
+            mode: Mode::Signal(strategy),
+            resend_initial: Duration::from_secs(5),
+            resend_max: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(60),
+            ..Config::default()
+        })
+        .unwrap();
+        let (stop, hs) = spinner(&reg, 2.min(cpus));
+        for _ in 0..300 {
+            let w = reg.stop_the_world().unwrap();
+            let ttsp = w.stats().ttsp;
+            assert!(
+                ttsp < Duration::from_secs(4),
+                "{strategy:?}: a stop waited {ttsp:?}, as if its wake-up was lost"
+            );
+            drop(w);
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        finish(stop, hs);
+        eprintln!(
+            "{strategy:?}: {} local wakes in 300 stops",
+            reg.local_wakes()
+        );
+        if cpus == 2 {
+            assert!(reg.local_wakes() > 0, "{strategy:?}: never woken locally");
+        }
+    }
+}

@@ -12,5 +12,5 @@ pub(crate) use regs::{
 };
 pub use regs::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 pub(crate) use signal::{inject_call, install, interrupted_sp};
-pub(crate) use thread::{approx_sp, current_stack_bounds, gettid, send_signal};
+pub(crate) use thread::{approx_sp, current_cpu, current_stack_bounds, gettid, send_signal};
 pub(crate) use trampoline::injection_stack_need;

@@ -40,6 +40,14 @@ pub(crate) fn send_signal(pid: i32, tid: i32, sig: i32) -> bool {
     unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) == 0 }
 }
 
+/// The CPU the calling thread runs on (glibc reads it from the thread's rseq
+/// area or the vDSO: no system call, no lock, async-signal-safe), or -1.
+#[inline]
+pub(crate) fn current_cpu() -> i32 {
+    // SAFETY: sched_getcpu takes no arguments and only reads per-thread state.
+    unsafe { libc::sched_getcpu() }
+}
+
 /// The current stack pointer, approximately (the address of a local).
 #[inline(always)]
 pub(crate) fn approx_sp() -> usize {
