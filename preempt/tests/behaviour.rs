@@ -408,27 +408,35 @@ fn no_preempt_region_defers() {
 fn the_last_acknowledgement_wakes_the_coordinator() {
     let _s = serial();
     for strategy in [Strategy::Inject, Strategy::InHandler] {
-        let reg = Registry::new(Config {
-            mode: Mode::Signal(strategy),
-            resend_initial: Duration::from_secs(5),
-            resend_max: Duration::from_secs(5),
-            stop_timeout: Duration::from_secs(60),
-            ..Config::default()
-        })
-        .unwrap();
-        let (stop, hs) = spinner(&reg, 3);
-        for _ in 0..200 {
-            let w = reg.stop_the_world().unwrap();
-            let ttsp = w.stats().ttsp;
-            assert!(
-                ttsp < Duration::from_secs(4),
-                "{strategy:?}: a stop waited {ttsp:?}, as if no acknowledgement woke it"
-            );
-            drop(w);
-            std::thread::sleep(Duration::from_micros(300));
-        }
-        finish(stop, hs);
+        stops_never_wait_for_the_timer(strategy, 3, 200);
     }
+}
+
+/// Stops `spinners` call-free threads `stops` times with the re-send timer
+/// at 5 s, asserting that no stop waited for it (each was woken by an
+/// acknowledgement); returns the registry for its statistics.
+fn stops_never_wait_for_the_timer(strategy: Strategy, spinners: usize, stops: usize) -> Registry {
+    let reg = Registry::new(Config {
+        mode: Mode::Signal(strategy),
+        resend_initial: Duration::from_secs(5),
+        resend_max: Duration::from_secs(5),
+        stop_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .unwrap();
+    let (stop, hs) = spinner(&reg, spinners);
+    for _ in 0..stops {
+        let w = reg.stop_the_world().unwrap();
+        let ttsp = w.stats().ttsp;
+        assert!(
+            ttsp < Duration::from_secs(4),
+            "{strategy:?}: a stop waited {ttsp:?}, as if its wake-up was lost"
+        );
+        drop(w);
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    finish(stop, hs);
+    reg
 }
 
 /// Set while the SIGUSR1 handler below spins on its alternate stack.
@@ -538,26 +546,7 @@ fn a_thread_on_the_coordinators_cpu_wakes_it_without_losing_the_wake() {
     let _s = serial();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for strategy in [Strategy::Inject, Strategy::InHandler] {
-        let reg = Registry::new(Config {
-            mode: Mode::Signal(strategy),
-            resend_initial: Duration::from_secs(5),
-            resend_max: Duration::from_secs(5),
-            stop_timeout: Duration::from_secs(60),
-            ..Config::default()
-        })
-        .unwrap();
-        let (stop, hs) = spinner(&reg, 2.min(cpus));
-        for _ in 0..300 {
-            let w = reg.stop_the_world().unwrap();
-            let ttsp = w.stats().ttsp;
-            assert!(
-                ttsp < Duration::from_secs(4),
-                "{strategy:?}: a stop waited {ttsp:?}, as if its wake-up was lost"
-            );
-            drop(w);
-            std::thread::sleep(Duration::from_micros(300));
-        }
-        finish(stop, hs);
+        let reg = stops_never_wait_for_the_timer(strategy, 2.min(cpus), 300);
         eprintln!(
             "{strategy:?}: {} local wakes in 300 stops",
             reg.local_wakes()
