@@ -370,13 +370,20 @@ pub(crate) struct RegistryInner {
 }
 
 impl RegistryInner {
-    /// Tells the coordinator something it waits for has happened. Async-signal-
+    /// Tells the coordinator the last acknowledgement has come. Async-signal-
     /// safe: a few atomics and, if it sleeps and no thread on its CPU is
     /// watching for this (`local_waker`), one system call.
     pub(crate) fn wake_coordinator(&self) {
+        self.raise(true);
+    }
+
+    /// Raises `coordinator_seq` and wakes a sleeping coordinator, unless
+    /// `defer` and a watcher on its CPU will (it watches only for the last
+    /// acknowledgement, so other events must not defer to it).
+    fn raise(&self, defer: bool) {
         self.coordinator_seq.fetch_add(1, Ordering::SeqCst);
         if self.coordinator_sleeping.load(Ordering::SeqCst) != 0
-            && self.local_waker.load(Ordering::SeqCst) == 0
+            && !(defer && self.local_waker.load(Ordering::SeqCst) != 0)
         {
             sys::futex_wake(&self.coordinator_seq, 1);
         }
@@ -387,7 +394,7 @@ impl RegistryInner {
     /// lost-signal timeout.
     pub(crate) fn ask_retry(&self) {
         self.retry_asked.store(1, Ordering::SeqCst);
-        self.wake_coordinator();
+        self.raise(false);
     }
 }
 
