@@ -13,6 +13,8 @@
 //!     "ttsp_ns":    {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
 //!     "restart_ns": {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
 //!     "signals_per_stop": float, "resends_per_stop": float,
+//!     "held_per_stop": float,          // threads found still parked from the
+//!                                      // previous stop and held without a signal
 //!     "throughput_ratio": float,       // CPU-time rate / interleaved reference's
 //!     "throughput_ratio_wall": float,  // wall-time rate / interleaved reference's
 //!     "reference_spread": float,       // the same estimator between reference
@@ -46,6 +48,9 @@ pub struct Row {
     pub signals_per_stop: f64,
     /// Re-sends per stop.
     pub resends_per_stop: f64,
+    /// Threads per stop found still parked from an earlier stop and held
+    /// without a signal.
+    pub held_per_stop: f64,
     /// Throughput per CPU second over the interleaved reference phases'
     /// (see `suite`).
     pub ratio: f64,
@@ -141,6 +146,7 @@ pub fn row_json(r: &Row) -> Value {
         "restart_ns": quantiles(&r.restart),
         "signals_per_stop": r.signals_per_stop,
         "resends_per_stop": r.resends_per_stop,
+        "held_per_stop": r.held_per_stop,
         "throughput_ratio": r.ratio,
         "throughput_ratio_wall": r.ratio_wall,
         "reference_spread": r.reference_spread,
@@ -182,7 +188,7 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = write!(s, ",{pre}_max");
     }
-    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread\n");
+    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread,held_per_stop\n");
     for r in rows {
         let _ = write!(s, "{},{},{},{}", r.kernel, r.mode, r.threads, r.stops);
         for h in [&r.ttsp, &r.restart] {
@@ -193,14 +199,15 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             s,
-            ",{:.4},{:.4},{:.4},{:.4},{},{},{:.4}",
+            ",{:.4},{:.4},{:.4},{:.4},{},{},{:.4},{:.4}",
             r.signals_per_stop,
             r.resends_per_stop,
             r.ratio,
             r.ratio_wall,
             r.units_per_call,
             r.collections,
-            r.reference_spread
+            r.reference_spread,
+            r.held_per_stop
         );
     }
     s

@@ -155,6 +155,9 @@ pub struct RunResult {
     pub signals: u64,
     /// Re-sends among them.
     pub resends: u64,
+    /// Threads found still parked from an earlier stop and held (see
+    /// `pardon_preempt::StopStats::held`).
+    pub held: u64,
     /// Probes made.
     pub stops: u64,
     /// Units per CPU second, the median over each thread's counted mode
@@ -371,7 +374,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     std::thread::sleep(Duration::from_millis(20));
     let mut ttsp = hist();
     let mut restart = hist();
-    let (mut signals, mut resends, mut stops) = (0u64, 0u64, 0u64);
+    let (mut signals, mut resends, mut held, mut stops) = (0u64, 0u64, 0u64, 0u64);
     let gc_before = heap.collections();
     let t_start = Instant::now();
     let mut failure = None;
@@ -412,6 +415,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
                         restart.saturating_record((t1 - t0).as_nanos().max(1) as u64);
                         signals += st.signals as u64;
                         resends += st.resends as u64;
+                        held += st.held as u64;
                         stops += 1;
                         made += 1;
                     }
@@ -451,6 +455,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         restart,
         signals,
         resends,
+        held,
         stops,
         rate: 0.0,
         rate_wall: 0.0,

@@ -33,7 +33,12 @@
 //!   parks on the coordinator's CPU while others are outstanding watches for
 //!   the last acknowledgement (up to 30 µs) and wakes the coordinator
 //!   itself: a local wake instead of an inter-processor interrupt to an idle
-//!   CPU, which on a virtual machine is an exit on both sides.
+//!   CPU, which on a virtual machine is an exit on both sides. A thread
+//!   that a stop finds still parked from the previous one (restarted but
+//!   not yet woken: on a virtual machine that takes tens of microseconds) is
+//!   held and acknowledged on its behalf (`PARKED -> PARKED_HELD`); it
+//!   resumes only by its own CAS from `PARKED`, which fails while it is
+//!   held.
 //! - Signals. In [`Mode::Signal`] a running thread gets one SIGURG (at most one
 //!   outstanding: `signal_pending`, Go's `signalPending`). SIGURG because
 //!   debuggers pass it, libc does not use it, a spurious one is harmless and
@@ -82,8 +87,10 @@
 //! 1. A thread is counted stopped for epoch `e` exactly once, by the CAS of its
 //!    `acked` word from below `e` to `e`.
 //! 2. A thread that has acknowledged does not run mutator code until `world`
-//!    changes: parked threads sleep on it, safe-region threads are held by
-//!    `SAFE_STOPPED`, exiting threads run no mutator code.
+//!    changes: parked threads sleep on it (and then resume only by a CAS
+//!    from `PARKED`, which fails while a later stop holds them in
+//!    `PARKED_HELD`), safe-region threads are held by `SAFE_STOPPED`,
+//!    exiting threads run no mutator code.
 //! 3. The coordinator holds the thread-list lock for the whole stop, so every
 //!    record it looks at is live, and no thread attaches mid-stop.
 //! 4. Nothing on the stopped-world path allocates or takes a lock that a

@@ -63,15 +63,14 @@ fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize
         rec.count_park(kind);
         rec.ack(e);
         wait_for_the_last(reg);
-        while reg.world.load(Ordering::SeqCst) == w {
-            sys::futex_wait(&reg.world, w, None);
-        }
+        wait_for_release(rec, w);
         rec.parked_ns
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if rec.request_pending().is_none() {
             break;
         }
-        // The next stop already asked: park again from the same place.
+        // The next stop already asked (and did not find us parked): park
+        // again from the same place.
     }
     rec.xsave_ptr.store(0, Ordering::Relaxed);
     rec.state.store(state::RUNNING, Ordering::SeqCst);
@@ -81,6 +80,42 @@ fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize
         // Arrived between the check above and the store: park now rather
         // than wait for a re-send.
         park(rec, kind, scan_lo, xsave);
+    }
+}
+
+/// Sleeps until the stop this thread parked in (world value `w`) has ended
+/// and no later stop holds it, then leaves `PARKED` for `RUNNING`.
+///
+/// A later stop may have begun before this thread woke: its coordinator then
+/// found the thread `PARKED` and claimed it (`PARKED -> PARKED_HELD`),
+/// acknowledging for it, since its published registers and stack are still
+/// exact. The thread's own CAS `PARKED -> RUNNING` fails, and it waits for
+/// that stop to end too (the restart puts `PARKED` back before it moves the
+/// world word). The world value waited on is always read before the CAS that
+/// failed, so a restart that lands in between changes the word and the wait
+/// returns at once.
+fn wait_for_release(rec: &ThreadRecord, mut w: u32) {
+    let reg = rec.registry();
+    loop {
+        let now = reg.world.load(Ordering::SeqCst);
+        if now == w {
+            sys::futex_wait(&reg.world, w, None);
+            continue;
+        }
+        if rec
+            .state
+            .compare_exchange(
+                state::PARKED,
+                state::RUNNING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        {
+            return;
+        }
+        // Held by the stop in progress (or one that has just ended).
+        w = now;
     }
 }
 

@@ -41,7 +41,9 @@ pub struct Config {
     pub mode: Mode,
     /// The preemption signal (SIGURG by default).
     pub signal: i32,
-    /// How long the coordinator spins for acknowledgements before sleeping.
+    /// How long the coordinator spins for acknowledgements before sleeping,
+    /// when fewer threads are outstanding than there are CPUs (otherwise it
+    /// sleeps at once: a thread it waits for needs its CPU).
     pub spin: Duration,
     /// How long the coordinator waits before it re-signals threads that have
     /// not answered and told it nothing (their signal counts as lost); the

@@ -9,23 +9,33 @@
 //! | `SAFE_STOPPED`   | in a safe region *and* claimed by a stop: cannot leave         | a coordinator, or the thread entering with a request pending |
 //! | `EXITING`        | detaching; reports no roots; counts as stopped                 | the thread                 |
 //! | `COORDINATING`   | this thread is the coordinator of the current stop             | the thread                 |
+//! | `PARKED_HELD`    | parked for an earlier stop, not yet resumed, and claimed by the current one | a coordinator (CAS from PARKED) |
 //!
 //! Transitions:
 //!
 //! ```text
 //!  RUNNING --handler--> PREEMPTING --trampoline--> PARKED --resume--> RUNNING
 //!  RUNNING --poll, in-handler park, no-preempt exit--> PARKED --resume--> RUNNING
+//!                      PARKED --coordinator (CAS)--> PARKED_HELD --restart--> PARKED
 //!  RUNNING --enter--> SAFE --exit--> RUNNING
 //!                      SAFE --coordinator (CAS)--> SAFE_STOPPED --restart--> SAFE
 //!  RUNNING --detach--> EXITING
 //!  RUNNING/SAFE --stop_the_world on this thread--> COORDINATING --restart--> RUNNING
 //! ```
 //!
-//! Only two transitions are made by a thread other than the owner, both by CAS:
-//! the handler's `RUNNING -> PREEMPTING` (it runs on the owner thread, but
-//! asynchronously) and the coordinator's `SAFE <-> SAFE_STOPPED`. A thread
-//! leaving a safe region CASes `SAFE -> RUNNING`; if a coordinator claimed it
-//! first, the CAS fails and the thread sleeps until the world restarts.
+//! Only three transitions are made by a thread other than the owner, all by
+//! CAS: the handler's `RUNNING -> PREEMPTING` (it runs on the owner thread,
+//! but asynchronously) and the coordinator's `SAFE <-> SAFE_STOPPED` and
+//! `PARKED <-> PARKED_HELD`. A thread leaving a safe region CASes `SAFE ->
+//! RUNNING`; if a coordinator claimed it first, the CAS fails and the thread
+//! sleeps until the world restarts. Likewise a parked thread, once the stop
+//! it parked for has ended, resumes by a CAS `PARKED -> RUNNING`: a stop that
+//! began before the thread got round to it (on a virtual machine, waking a
+//! thread on an idle CPU takes tens of microseconds) finds it still parked,
+//! with its registers and stack untouched since it published them, and
+//! claims it instead of signalling it and waiting for it to wake and park
+//! again (Go's `suspendG` does the same with a goroutine that is still
+//! `_Gpreempted`).
 
 /// Running mutator code.
 pub const RUNNING: u32 = 0;
@@ -41,6 +51,8 @@ pub const SAFE_STOPPED: u32 = 4;
 pub const EXITING: u32 = 5;
 /// The coordinator of the current stop.
 pub const COORDINATING: u32 = 6;
+/// Parked for an earlier stop and held, before it resumed, by the current one.
+pub const PARKED_HELD: u32 = 7;
 
 /// A readable name for a state value, for diagnostics.
 pub fn state_name(s: u32) -> &'static str {
@@ -52,6 +64,7 @@ pub fn state_name(s: u32) -> &'static str {
         SAFE_STOPPED => "safe-region (held)",
         EXITING => "exiting",
         COORDINATING => "coordinating",
+        PARKED_HELD => "parked (held)",
         _ => "invalid",
     }
 }

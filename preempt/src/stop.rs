@@ -8,12 +8,15 @@
 //! 2. opens a new epoch and makes `world` odd;
 //! 3. for each other thread, stores the epoch in `request` and raises
 //!    `poll_flag`, then looks at its state: a thread in a safe region is
-//!    claimed (`SAFE -> SAFE_STOPPED`) and acknowledged on its behalf, an
-//!    exiting thread is acknowledged, a running one is signalled once
-//!    (`signal_pending` 0 -> 1; at most one signal outstanding per thread);
+//!    claimed (`SAFE -> SAFE_STOPPED`) and acknowledged on its behalf, so
+//!    is one still parked from an earlier stop that it has not yet woken
+//!    from (`PARKED -> PARKED_HELD`), an exiting thread is acknowledged, a
+//!    running one is signalled once (`signal_pending` 0 -> 1; at most one
+//!    signal outstanding per thread);
 //! 4. adds the number of threads it asked to the `outstanding` count (each
-//!    acknowledgement subtracts one), and waits: spins for `Config::spin`,
-//!    then sleeps on the `coordinator_seq` event count with a timeout, woken
+//!    acknowledgement subtracts one), and waits: spins for `Config::spin`
+//!    (only if fewer threads are outstanding than there are CPUs, else one
+//!    of them needs the coordinator's CPU), then sleeps on the `coordinator_seq` event count with a timeout, woken
 //!    only by the last acknowledgement or by a handler whose thread could not
 //!    stop where the signal found it. Such a report brings the next re-signal
 //!    forward to `Config::retry` (doubling with each report); otherwise
@@ -45,6 +48,9 @@ pub struct StopStats {
     pub signals: u32,
     /// Re-sends among them.
     pub resends: u32,
+    /// Threads found still parked from an earlier stop (not yet resumed) and
+    /// held for this one without a signal.
+    pub held: u32,
 }
 
 /// A thread that did not answer a stop in time.
@@ -207,6 +213,12 @@ impl StoppedWorld<'_> {
             let _ = r.state.compare_exchange(
                 state::SAFE_STOPPED,
                 state::SAFE,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            let _ = r.state.compare_exchange(
+                state::PARKED_HELD,
+                state::PARKED,
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             );
@@ -378,7 +390,28 @@ impl Registry {
                         return;
                     }
                 }
-                state::SAFE_STOPPED | state::EXITING | state::COORDINATING => {
+                state::PARKED => {
+                    // Parked for an earlier stop and not resumed yet: its
+                    // registers and stack are as it published them. Hold it
+                    // (it cannot resume until our restart) instead of
+                    // waiting for it to wake and park again.
+                    if r.state
+                        .compare_exchange(
+                            state::PARKED,
+                            state::PARKED_HELD,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        )
+                        .is_ok()
+                    {
+                        if r.ack(e) {
+                            r.poll_flag.store(0, Ordering::SeqCst);
+                            stats.held += 1;
+                        }
+                        return;
+                    }
+                }
+                state::SAFE_STOPPED | state::PARKED_HELD | state::EXITING | state::COORDINATING => {
                     r.ack(e);
                     return;
                 }
@@ -447,7 +480,15 @@ impl Registry {
                 })
                 .count()
         };
-        let spin_until = start + cfg.spin;
+        // Spin only if every outstanding thread can be running on another
+        // CPU: with as many outstanding as CPUs, one of them waits for ours
+        // (on 2 CPUs with 2 spinning threads, always), and spinning would
+        // only delay it.
+        let spin_until = if remaining() < inner.cpus {
+            start + cfg.spin
+        } else {
+            start
+        };
         loop {
             if remaining() == 0 {
                 return Ok(());
