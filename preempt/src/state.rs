@@ -54,6 +54,25 @@ pub const COORDINATING: u32 = 6;
 /// Parked for an earlier stop and held, before it resumed, by the current one.
 pub const PARKED_HELD: u32 = 7;
 
+/// The held form of a state in which a coordinator may claim a thread as
+/// already stopped (`SAFE -> SAFE_STOPPED`, `PARKED -> PARKED_HELD`).
+pub(crate) fn held(s: u32) -> Option<u32> {
+    match s {
+        SAFE => Some(SAFE_STOPPED),
+        PARKED => Some(PARKED_HELD),
+        _ => None,
+    }
+}
+
+/// The inverse of [`held`], applied when the world restarts.
+pub(crate) fn released(s: u32) -> Option<u32> {
+    match s {
+        SAFE_STOPPED => Some(SAFE),
+        PARKED_HELD => Some(PARKED),
+        _ => None,
+    }
+}
+
 /// A readable name for a state value, for diagnostics.
 pub fn state_name(s: u32) -> &'static str {
     match s {

@@ -210,18 +210,14 @@ impl StoppedWorld<'_> {
         for &p in threads.iter() {
             // SAFETY: live while the lock is held.
             let r = unsafe { &*p };
-            let _ = r.state.compare_exchange(
-                state::SAFE_STOPPED,
-                state::SAFE,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
-            let _ = r.state.compare_exchange(
-                state::PARKED_HELD,
-                state::PARKED,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
+            // Only a coordinator moves a thread out of a held state, so the
+            // value loaded stays until our CAS.
+            let s = r.state.load(Ordering::SeqCst);
+            if let Some(free) = state::released(s) {
+                let _ = r
+                    .state
+                    .compare_exchange(s, free, Ordering::SeqCst, Ordering::SeqCst);
+            }
         }
         inner.world.fetch_add(1, Ordering::SeqCst);
         sys::futex_wake(&inner.world, i32::MAX);
@@ -360,7 +356,8 @@ impl Registry {
     }
 
     /// Makes sure thread `r` is on its way to stopping for epoch `e`: claims it
-    /// if it is in a safe region, acknowledges it if it is exiting, otherwise
+    /// if it is in a safe region or still parked from an earlier stop,
+    /// acknowledges it if it is exiting, otherwise
     /// signals it (in signal mode) unless a signal is already outstanding.
     fn nudge(
         &self,
@@ -372,45 +369,29 @@ impl Registry {
     ) {
         let inner = &*self.inner;
         loop {
-            match r.state.load(Ordering::SeqCst) {
-                state::SAFE => {
-                    if r.state
-                        .compare_exchange(
-                            state::SAFE,
-                            state::SAFE_STOPPED,
-                            Ordering::SeqCst,
-                            Ordering::SeqCst,
-                        )
-                        .is_ok()
-                    {
-                        if r.ack(e) {
-                            r.poll_flag.store(0, Ordering::SeqCst);
+            let s = r.state.load(Ordering::SeqCst);
+            if let Some(held) = state::held(s) {
+                // In a safe region, or parked for an earlier stop and not
+                // resumed yet (its registers and stack are as it published
+                // them): stopped already. Claim it; it cannot leave that state
+                // until our restart.
+                if r.state
+                    .compare_exchange(s, held, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    if r.ack(e) {
+                        r.poll_flag.store(0, Ordering::SeqCst);
+                        if s == state::SAFE {
                             r.count_park(StopKind::SafeRegion);
-                        }
-                        return;
-                    }
-                }
-                state::PARKED => {
-                    // Parked for an earlier stop and not resumed yet: its
-                    // registers and stack are as it published them. Hold it
-                    // (it cannot resume until our restart) instead of
-                    // waiting for it to wake and park again.
-                    if r.state
-                        .compare_exchange(
-                            state::PARKED,
-                            state::PARKED_HELD,
-                            Ordering::SeqCst,
-                            Ordering::SeqCst,
-                        )
-                        .is_ok()
-                    {
-                        if r.ack(e) {
-                            r.poll_flag.store(0, Ordering::SeqCst);
+                        } else {
                             stats.held += 1;
                         }
-                        return;
                     }
+                    return;
                 }
+                continue;
+            }
+            match s {
                 state::SAFE_STOPPED | state::PARKED_HELD | state::EXITING | state::COORDINATING => {
                     r.ack(e);
                     return;
