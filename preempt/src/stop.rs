@@ -16,9 +16,10 @@
 //! 4. adds the number of threads it asked to the `outstanding` count (each
 //!    acknowledgement subtracts one), and waits: spins for `Config::spin`
 //!    (only if fewer threads are outstanding than there are CPUs, else one
-//!    of them needs the coordinator's CPU), then sleeps on the `coordinator_seq` event count with a timeout, woken
-//!    only by the last acknowledgement or by a handler whose thread could not
-//!    stop where the signal found it. Such a report brings the next re-signal
+//!    of them needs the coordinator's CPU), then sleeps on the
+//!    `coordinator_seq` event count with a timeout, woken only by the last
+//!    acknowledgement or by a handler whose thread could not stop where the
+//!    signal found it. Such a report brings the next re-signal
 //!    forward to `Config::retry` (doubling with each report); otherwise
 //!    threads that have not answered are re-signalled after
 //!    `resend_initial`, doubling up to `resend_max`, until `stop_timeout`.
@@ -357,8 +358,8 @@ impl Registry {
 
     /// Makes sure thread `r` is on its way to stopping for epoch `e`: claims it
     /// if it is in a safe region or still parked from an earlier stop,
-    /// acknowledges it if it is exiting, otherwise
-    /// signals it (in signal mode) unless a signal is already outstanding.
+    /// acknowledges it if it is exiting, otherwise signals it (in signal mode)
+    /// unless a signal is already outstanding.
     fn nudge(
         &self,
         r: &ThreadRecord,
