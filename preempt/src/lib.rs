@@ -60,8 +60,13 @@
 //!   ucontext so the thread, on return from the handler, calls an assembly
 //!   trampoline that saves every general register, the flags and the whole
 //!   XSAVE state (size from CPUID, all components XCR0 enables) on its own
-//!   stack, parks, and restores it all bit-exactly — the path that can later
-//!   switch goroutine stacks instead of parking; *in-handler park* waits on
+//!   stack, sleeps, and restores it all bit-exactly — the path that can later
+//!   switch goroutine stacks instead of parking. The handler itself
+//!   publishes the interrupted registers (from the ucontext, with a copy of
+//!   the kernel's XSAVE image in a per-thread buffer allocated at attach)
+//!   and acknowledges before it returns: the coordinator it wakes preempts
+//!   the thread on a shared CPU, so `sigreturn` and the trampoline's saves
+//!   stay off the time to safepoint; *in-handler park* waits on
 //!   the futex inside the handler, the kernel's signal frame holding the
 //!   registers.
 //! - Safe regions ([`Attached::safe_region`]): a thread about to block in a

@@ -4,7 +4,9 @@
 //! scan and its registers, sets `PARKED`, acknowledges the requested epoch
 //! (which wakes the coordinator if it sleeps), and sleeps on the registry's
 //! `world` futex word until the coordinator restarts the world. The routes
-//! differ only in where the registers come from.
+//! differ only in where the registers come from and where the thread sleeps:
+//! call injection acknowledges in the signal handler, from the ucontext, and
+//! sleeps in the injected call.
 
 use std::sync::atomic::Ordering;
 
@@ -14,13 +16,21 @@ use crate::sys;
 
 /// Publishes, acknowledges and sleeps until the world restarts; then, if the
 /// next stop's request is already pending, parks again at once, from the same
-/// place (the registers and stack published are still exact).
-///
-/// That last step closes a lost-wakeup race: a thread still asleep here when
-/// the world restarts may get the next stop's signal before it has woken. Its
-/// handler sees a thread that is not `RUNNING` and does nothing, and a loop
-/// without polls would then run on until the coordinator re-sends the signal
-/// a whole resend interval later (it showed as a 200-300 µs tail).
+/// place (the registers and stack published are still exact). Returns with
+/// the thread `RUNNING`.
+fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize)) {
+    match publish_and_ack(rec, kind, scan_lo, xsave) {
+        Some(w) => sleep_until_released(rec, w, kind, scan_lo, xsave),
+        None => rec.state.store(state::RUNNING, Ordering::SeqCst),
+    }
+}
+
+/// If a stop is in progress and asks for this thread: publishes how it
+/// stopped, the lowest stack address to scan and the XSAVE image (the
+/// caller has written `gprs`), sets `PARKED` and acknowledges. Returns the
+/// world value of the stop acknowledged, or `None`, changing nothing, if
+/// there was nothing to acknowledge. Async-signal-safe: atomics and at most
+/// one futex wake.
 ///
 /// The epoch acknowledged is read here, after the world word, never taken
 /// from the caller: a caller that read the request and was then stopped on
@@ -31,27 +41,26 @@ use crate::sys;
 /// is read again after the request: if it has not moved, the request belongs
 /// to this stop (a coordinator bumps the word before it posts requests, and
 /// cannot end the stop without our acknowledgement).
-fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize)) {
+fn publish_and_ack(
+    rec: &ThreadRecord,
+    kind: StopKind,
+    scan_lo: usize,
+    xsave: (usize, usize),
+) -> Option<u32> {
     let reg = rec.registry();
     loop {
         let w = reg.world.load(Ordering::SeqCst);
         if w & 1 == 0 {
             // No stop in progress (the one that asked has ended).
-            rec.state.store(state::RUNNING, Ordering::SeqCst);
-            return;
+            return None;
         }
-        let Some(e) = rec.request_pending() else {
-            // Nothing to acknowledge: already done (by a park nested inside
-            // our caller), or this stop has not reached us yet, and will
-            // signal or flag us when it does.
-            rec.state.store(state::RUNNING, Ordering::SeqCst);
-            return;
-        };
+        // Nothing to acknowledge: already done (by a park nested inside our
+        // caller), or this stop has not reached us yet, and will signal or
+        // flag us when it does.
+        let e = rec.request_pending()?;
         if reg.world.load(Ordering::SeqCst) != w {
             continue;
         }
-        // CLOCK_MONOTONIC through the vDSO: async-signal-safe, no allocation.
-        let t0 = std::time::Instant::now();
         rec.park_kind.store(kind as u32, Ordering::Relaxed);
         rec.scan_lo.store(scan_lo, Ordering::Relaxed);
         rec.xsave_ptr.store(xsave.0, Ordering::Relaxed);
@@ -62,6 +71,32 @@ fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize
         rec.state.store(state::PARKED, Ordering::SeqCst);
         rec.count_park(kind);
         rec.ack(e);
+        return Some(w);
+    }
+}
+
+/// After this thread acknowledged the stop of world value `w`: sleeps until
+/// that stop (and any later one that held the thread) has ended, parks again
+/// if the next stop's request is already pending, and returns with the
+/// thread `RUNNING`. `kind`, `scan_lo` and `xsave` are what was published,
+/// published again if it parks again.
+///
+/// The re-park closes a lost-wakeup race: a thread still asleep here when the
+/// world restarts may get the next stop's signal before it has woken. Its
+/// handler sees a thread that is not `RUNNING` and does nothing, and a loop
+/// without polls would then run on until the coordinator re-sends the signal
+/// a whole resend interval later (it showed as a 200-300 µs tail).
+fn sleep_until_released(
+    rec: &ThreadRecord,
+    mut w: u32,
+    kind: StopKind,
+    scan_lo: usize,
+    xsave: (usize, usize),
+) {
+    let reg = rec.registry();
+    loop {
+        // CLOCK_MONOTONIC through the vDSO: async-signal-safe, no allocation.
+        let t0 = std::time::Instant::now();
         wait_for_the_last(reg);
         wait_for_release(rec, w);
         rec.parked_ns
@@ -71,6 +106,10 @@ fn park(rec: &ThreadRecord, kind: StopKind, scan_lo: usize, xsave: (usize, usize
         }
         // The next stop already asked (and did not find us parked): park
         // again from the same place.
+        match publish_and_ack(rec, kind, scan_lo, xsave) {
+            Some(next) => w = next,
+            None => break,
+        }
     }
     rec.xsave_ptr.store(0, Ordering::Relaxed);
     rec.state.store(state::RUNNING, Ordering::SeqCst);
@@ -229,14 +268,58 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
             {
                 return true;
             }
+            // The thread stops here, not in the trampoline: read what it
+            // was running with out of the ucontext before that is rewritten,
+            // and acknowledge before returning. On the coordinator's own CPU
+            // the thread that acknowledges last is preempted by the
+            // coordinator it wakes, so every step taken before the
+            // acknowledgement (sigreturn, the trampoline's saves) would be
+            // time to safepoint; the trampoline then only sleeps.
+            // SAFETY: `uc` is live for the whole handler.
+            let gprs = unsafe { sys::gprs_from_ucontext(uc) };
+            // SAFETY: as above.
+            let (image, image_len) = unsafe { sys::xsave_from_ucontext(uc) };
+            let copied = image_len.min(rec.xsave_copy_len);
             // SAFETY: `uc` is live, the floor is inside this thread's stack
             // with room for the trampoline below the scratch words, and all
-            // signals are blocked until sigreturn.
+            // signals are blocked until sigreturn. What runs after it here
+            // (copies, atomics, one futex wake) stays far inside the scratch
+            // gap.
             if !unsafe { sys::inject_call(uc, rec.stack_lo + need) } {
                 rec.state.store(state::RUNNING, Ordering::SeqCst);
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
                 reg.ask_retry();
+                return true;
             }
+            // SAFETY: owner-only writes before acknowledgement (see
+            // ThreadRecord): the thread is PREEMPTING, which no stop claims,
+            // so no coordinator reads these now. `image` is the kernel's
+            // image in the live signal frame, at least `copied` bytes, and
+            // the copy buffer holds `xsave_copy_len` bytes; memcpy is
+            // async-signal-safe.
+            unsafe {
+                *rec.gprs.get() = gprs;
+                if image != 0 {
+                    std::ptr::copy_nonoverlapping(
+                        image as *const u8,
+                        rec.xsave_copy as *mut u8,
+                        copied,
+                    );
+                }
+            }
+            let xsave = if image != 0 {
+                (rec.xsave_copy as usize, copied)
+            } else {
+                (0, 0)
+            };
+            // The red zone is the lowest part of the interrupted frame.
+            let scan_lo = sp - sys::RED_ZONE;
+            if let Some(w) = publish_and_ack(rec, StopKind::Injected, scan_lo, xsave) {
+                rec.early_world.store(w, Ordering::Relaxed);
+            }
+            // Otherwise the stop has ended or has not asked yet: the
+            // trampoline, finding the thread PREEMPTING, parks for a request
+            // that is pending by then or lets it run.
         }
         Strategy::InHandler => {
             if here < rec.stack_lo + 4096 || here > rec.stack_hi {
@@ -265,6 +348,18 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
 /// `frame` and `xsave` must be the trampoline's frame and XSAVE image.
 pub(crate) unsafe fn park_injected(frame: &sys::TrampolineFrame, xsave: usize) {
     let Some(rec) = current() else { return };
+    let w = rec.early_world.swap(0, Ordering::Relaxed);
+    if w != 0 {
+        // The handler acknowledged already, from the ucontext: sleep on what
+        // it published (this frame holds the same values).
+        let scan_lo = rec.scan_lo.load(Ordering::Relaxed);
+        let image = (
+            rec.xsave_ptr.load(Ordering::Relaxed),
+            rec.xsave_len.load(Ordering::Relaxed),
+        );
+        sleep_until_released(rec, w, StopKind::Injected, scan_lo, image);
+        return;
+    }
     // SAFETY: owner-only write before acknowledgement (see ThreadRecord).
     unsafe { *rec.gprs.get() = frame.to_gprs() };
     match rec.request_pending() {

@@ -208,6 +208,17 @@ pub(crate) struct ThreadRecord {
     /// The XSAVE image published at park, or 0.
     pub xsave_ptr: AtomicUsize,
     pub xsave_len: AtomicUsize,
+    /// A copy of the kernel's XSAVE image, taken by the handler when it
+    /// acknowledges before the injected call (the signal frame it comes from
+    /// is gone once the handler returns): `xsave_copy_len` bytes, allocated
+    /// at attach, written only by the owner's handler before it
+    /// acknowledges, read by a coordinator only after.
+    pub xsave_copy: *mut u64,
+    pub xsave_copy_len: usize,
+    /// Non-zero between an acknowledgement made in the handler (call
+    /// injection) and the injected call that sleeps for it: the world value
+    /// acknowledged. Owner-only.
+    pub early_world: AtomicU32,
     /// Counters, for tests and statistics.
     pub signals_received: AtomicU64,
     pub parks: [AtomicU64; 6],
@@ -222,9 +233,19 @@ pub(crate) struct ThreadRecord {
     pub deferred: AtomicU64,
 }
 
-// SAFETY: all shared mutable fields are atomics; `gprs` is only written by the
-// owner before its release-acknowledgement and only read by a coordinator
-// after acquiring it, so there is no concurrent access.
+impl Drop for ThreadRecord {
+    fn drop(&mut self) {
+        let words = self.xsave_copy_len / 8;
+        // SAFETY: `xsave_copy` came from `Box::into_raw` of a boxed slice of
+        // `words` u64s at attach, and is freed only here, once.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.xsave_copy, words)) });
+    }
+}
+
+// SAFETY: all shared mutable fields are atomics except `gprs` and the buffer
+// behind `xsave_copy`, which are only written by the owner before its
+// release-acknowledgement and only read by a coordinator after acquiring it,
+// so there is no concurrent access.
 unsafe impl Sync for ThreadRecord {}
 // SAFETY: as above; the raw registry pointer is to a `RegistryInner` kept
 // alive by an `Arc` in the owning `Attached`.
@@ -528,6 +549,9 @@ impl Registry {
             return Err(AttachError::AlreadyAttached);
         }
         let (stack_lo, stack_hi) = sys::current_stack_bounds().map_err(AttachError::StackBounds)?;
+        let copy_words = (sys::xsave_layout().size as usize).max(512).div_ceil(8);
+        let xsave_copy_len = copy_words * 8;
+        let xsave_copy = Box::into_raw(vec![0u64; copy_words].into_boxed_slice()) as *mut u64;
         let rec = Box::new(ThreadRecord {
             poll_flag: AtomicU32::new(0),
             no_preempt: AtomicU32::new(0),
@@ -547,6 +571,9 @@ impl Registry {
             gprs: UnsafeCell::new([0; sys::NGPRS]),
             xsave_ptr: AtomicUsize::new(0),
             xsave_len: AtomicUsize::new(0),
+            xsave_copy,
+            xsave_copy_len,
+            early_world: AtomicU32::new(0),
             signals_received: AtomicU64::new(0),
             parks: Default::default(),
             parked_ns: AtomicU64::new(0),

@@ -3,7 +3,7 @@
 //! | value            | meaning                                                       | set by                     |
 //! |------------------|---------------------------------------------------------------|----------------------------|
 //! | `RUNNING`        | running mutator code; must be asked to stop                   | the thread                 |
-//! | `PREEMPTING`     | the handler injected the trampoline call; it has not parked yet | the handler (CAS from RUNNING) |
+//! | `PREEMPTING`     | the handler is injecting the trampoline call, or injected it with nothing to acknowledge yet | the handler (CAS from RUNNING) |
 //! | `PARKED`         | stopped and acknowledged; its registers are published          | the thread                 |
 //! | `SAFE`           | inside a safe region: counts as stopped, gets no signal        | the thread (CAS from RUNNING) |
 //! | `SAFE_STOPPED`   | in a safe region *and* claimed by a stop: cannot leave         | a coordinator, or the thread entering with a request pending |
@@ -14,7 +14,8 @@
 //! Transitions:
 //!
 //! ```text
-//!  RUNNING --handler--> PREEMPTING --trampoline--> PARKED --resume--> RUNNING
+//!  RUNNING --handler--> PREEMPTING --handler acknowledges--> PARKED --resume (in the trampoline)--> RUNNING
+//!                       PREEMPTING --trampoline, no request seen by the handler--> PARKED or RUNNING
 //!  RUNNING --poll, in-handler park, no-preempt exit--> PARKED --resume--> RUNNING
 //!                      PARKED --coordinator (CAS)--> PARKED_HELD --restart--> PARKED
 //!  RUNNING --enter--> SAFE --exit--> RUNNING

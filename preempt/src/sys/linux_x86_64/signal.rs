@@ -130,10 +130,16 @@ const RIP_INDEX: usize = libc::REG_RIP as usize;
 const _: () = assert!(RSP == 7);
 
 /// How far below the live stack pointer of the handler the resume words are
-/// left. Everything the handler does after writing them (returning through
-/// its callers, restoring errno) runs in frames above the writing point, and
-/// even unoptimised builds stay far inside this margin.
+/// left. Everything the handler does after writing them (publishing its stop
+/// and acknowledging it: atomics and one futex wake; returning through its
+/// callers; restoring errno) runs in frames that start above the writing
+/// point and reach at most a few hundred bytes below it, and even
+/// unoptimised builds stay far inside this margin.
 const SCRATCH_GAP: usize = 4096;
+
+/// The System V x86-64 red zone: the 128 bytes below RSP that a leaf
+/// function may use without moving RSP, so part of the interrupted frame.
+pub(crate) const RED_ZONE: usize = 128;
 
 /// Rewrites the ucontext so that, on return from the handler, the thread calls
 /// the trampoline as if from the interrupted instruction. The resume RIP and
@@ -146,7 +152,8 @@ const SCRATCH_GAP: usize = 4096;
 /// `uc` must be the live ucontext of a handler on this thread, `floor` at or
 /// above the lowest usable address of this thread's stack, and no other
 /// handler may run on this thread before `sigreturn` (our `sa_mask` blocks
-/// all signals).
+/// all signals). Until the handler returns, nothing it calls after this may
+/// use the stack more than `SCRATCH_GAP` bytes below this call's frame.
 pub(crate) unsafe fn inject_call(uc: *mut libc::ucontext_t, floor: usize) -> bool {
     // SAFETY: caller contract: gregs is live.
     let g = unsafe { &mut (*uc).uc_mcontext.gregs };
