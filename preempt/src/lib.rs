@@ -95,7 +95,10 @@
 //!    changes: parked threads sleep on it (and then resume only by a CAS
 //!    from `PARKED`, which fails while a later stop holds them in
 //!    `PARKED_HELD`), safe-region threads are held by `SAFE_STOPPED`,
-//!    exiting threads run no mutator code.
+//!    exiting threads run no mutator code. A thread whose handler
+//!    acknowledged for an injected call still runs `sigreturn` and the
+//!    trampoline on its way to sleep: they write only below the interrupted
+//!    red zone, outside the range it published for scanning.
 //! 3. The coordinator holds the thread-list lock for the whole stop, so every
 //!    record it looks at is live, and no thread attaches mid-stop.
 //! 4. Nothing on the stopped-world path allocates or takes a lock that a

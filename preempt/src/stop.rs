@@ -144,8 +144,11 @@ impl<'w> StoppedThread<'w> {
     pub fn kind(&self) -> StopKind {
         StopKind::from_u32(self.rec.park_kind.load(Ordering::Relaxed))
     }
-    /// The lowest stack address to scan: it covers the saved registers, the
-    /// extended state and the red zone.
+    /// The lowest stack address to scan: it covers the red zone and whatever
+    /// saved state lies on the stack (the kernel's signal frame for a thread
+    /// parked in its handler). Registers and vector state are reported by
+    /// [`StoppedThread::gprs`] and [`StoppedThread::for_each_vector_word`]
+    /// in every case; an injected thread's are copies taken by its handler.
     pub fn scan_lo(&self) -> usize {
         self.rec.scan_lo.load(Ordering::Relaxed)
     }
