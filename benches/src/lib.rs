@@ -17,6 +17,13 @@
 //!    threads poll only between kernel calls, as Go did up to 1.13, so the
 //!    time to safepoint is the length of a call-free stretch.
 //!
+//! Before its runs the suite measures the machine's *floor* ([`floor`]): what
+//! the kernel, and a hypervisor if there is one, charge for the steps any
+//! signal stop is made of (a cross-CPU `tgkill`, a hand-off between threads
+//! on one CPU, the wake of a thread on an idle CPU). A time to safepoint is
+//! read against them: on bare metal they are a few microseconds in all, in
+//! a VM whose interrupts are exits they are most of a stop.
+//!
 //! The binaries: `stw-latency` (the suite; `--help`), `binary-trees` and
 //! `gcbench` (peer GC benchmarks, in every preemption mode). Criterion
 //! microbenchmarks live under `benches/`, one file per area.
@@ -26,6 +33,7 @@
 //! collection work), so `restart_ns` is the whole stop-to-restart cost of the
 //! mechanism, and time to safepoint is the only part a mode can change much.
 
+pub mod floor;
 pub mod kernels;
 pub mod report;
 pub mod suite;

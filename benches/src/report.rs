@@ -5,7 +5,12 @@
 //! ```text
 //! {
 //!   "schema": 1,
-//!   "machine": {"cpu": str, "cores": int, "kernel": str, "os": str, "arch": str},
+//!   "machine": {"cpu": str, "cores": int, "kernel": str, "os": str, "arch": str,
+//!               "floor": {                   // absent with --floor-samples 0
+//!                 "samples": int, "syscall_ns": int, "handoff_ns": int,
+//!                 "signal_send_ns": int | null, "signal_deliver_ns": int | null,
+//!                 "wake_remote_ns": int | null, "wake_send_ns": int | null,
+//!                 "wake_remote_cold_ns": int | null}},
 //!   "config":  {"kernels": [str], "modes": [str], "threads": [int], "probes": int,
 //!               "interval_us": int, "stretch_ms": float, "quick": bool},
 //!   "results": [{

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pardon_bench::floor;
 use pardon_bench::kernels::KERNELS;
 use pardon_bench::report::{self, Row};
 use pardon_bench::suite::{self, Mode, RunConfig, MODES};
@@ -21,6 +22,7 @@ fn cli() -> Command {
         .arg(Arg::new("interval").long("interval").value_parser(parse_duration).help("Time between stops, e.g. 1ms, 500us (default 1ms)"))
         .arg(Arg::new("stretch").long("stretch").value_parser(parse_duration).help("Length of one call-free kernel call (default 10ms; 5ms with --quick)"))
         .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("A short run (under a minute): fewer probes, threads = cores only"))
+        .arg(Arg::new("floor-samples").long("floor-samples").value_parser(clap::value_parser!(usize)).help("Samples for the machine-floor measurement made first (the kernel's cost of a cross-CPU signal, a hand-off, a wake; default 500, 100 with --quick; 0 skips it)"))
         .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
         .arg(Arg::new("csv").long("csv").value_parser(clap::value_parser!(PathBuf)).help("Write results as CSV"))
         .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
@@ -105,7 +107,19 @@ fn real_main() -> Result<(), String> {
         .copied()
         .unwrap_or(Duration::from_millis(if quick { 5 } else { 10 }));
 
-    let machine = report::machine();
+    let mut machine = report::machine();
+    let floor_samples = args
+        .get_one::<usize>("floor-samples")
+        .copied()
+        .unwrap_or(if quick { 100 } else { 500 });
+    let floor = if floor_samples == 0 {
+        None
+    } else {
+        Some(floor::measure(floor_samples)?)
+    };
+    if let Some(f) = &floor {
+        machine["floor"] = f.to_json();
+    }
     eprintln!(
         "stw-latency: {} on {} cores; {} kernels x {} modes x threads {:?}; {probes} probes every {interval:?}; call-free stretch {stretch:?}",
         machine["cpu"].as_str().unwrap_or("?"),
@@ -203,6 +217,9 @@ fn real_main() -> Result<(), String> {
         }
     }
     bar.finish_and_clear();
+    if let Some(f) = &floor {
+        println!("{}", f.summary());
+    }
     print!("{}", report::table(&rows));
     let config = serde_json::json!({
         "kernels": kernels,

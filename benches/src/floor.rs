@@ -1,0 +1,484 @@
+//! The machine's floor: what the kernel (and, in a VM, the hypervisor)
+//! charges for the steps a signal stop is made of, measured without pardon.
+//!
+//! A stop of two call-free spinners on two CPUs, with the coordinator woken
+//! on one of them, is made of kernel paths that no user-space design can
+//! shorten: the coordinator's `tgkill` to the thread running on the other
+//! CPU (an inter-processor interrupt), the switch from the sleeping
+//! coordinator to the spinner queued on its own CPU, signal delivery to each,
+//! and the wake-up of the coordinator by the last acknowledgement. Their
+//! costs differ by an order of magnitude between bare metal and a VM whose
+//! interrupts are VM exits, so a time to safepoint means little without
+//! them. `stw-latency` measures them before its runs and prints them with
+//! its machine description (`"machine": {"floor": {...}}` in the JSON).
+//!
+//! Each figure is a median over `samples` repetitions, with the threads
+//! involved pinned (a thread of this module pins only itself):
+//!
+//! - `syscall_ns`: a trivial system call (`getppid`), the entry and exit
+//!   every other step includes.
+//! - `signal_send_ns`: the sender's time inside `tgkill` to a thread spinning
+//!   on another CPU; `signal_deliver_ns`: from just before that `tgkill` to
+//!   the first instruction of the target's handler.
+//! - `handoff_ns`: half of a futex ping-pong between two threads pinned to
+//!   one CPU: one thread wakes the other and sleeps, the other runs.
+//! - `wake_remote_ns`: from just before a `FUTEX_WAKE` to the woken thread
+//!   running, the woken thread asleep on a CPU that has been idle for
+//!   [`WARM_IDLE`] (about a stop's length, as at a restart);
+//!   `wake_send_ns`: the waker's time inside that `FUTEX_WAKE`;
+//!   `wake_remote_cold_ns`: the same wake after [`COLD_IDLE`]. On a VM the
+//!   two differ where the host stops polling a halted virtual CPU and
+//!   deschedules it (on the machine of `docs/benchmarks.md`, 6-10 µs up to
+//!   150 µs of idleness, 21-34 µs from 200 µs on).
+//!
+//! The cross-CPU figures need two CPUs this process may run on; with one
+//! they are `None` (`null` in JSON).
+//!
+//! The signal is `SIGUSR2`, whose previous disposition is restored
+//! afterwards; nothing else in the suite uses it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The measured costs, in nanoseconds (medians).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Floor {
+    /// Samples per figure.
+    pub samples: usize,
+    /// A trivial system call.
+    pub syscall_ns: u64,
+    /// Sender's time in `tgkill` to a thread running on another CPU.
+    pub signal_send_ns: Option<u64>,
+    /// `tgkill` to the target's handler running, on another CPU.
+    pub signal_deliver_ns: Option<u64>,
+    /// One futex hand-off between two threads on one CPU.
+    pub handoff_ns: u64,
+    /// `FUTEX_WAKE` to the woken thread running on an idle CPU.
+    pub wake_remote_ns: Option<u64>,
+    /// Waker's time in that `FUTEX_WAKE`.
+    pub wake_send_ns: Option<u64>,
+    /// The same wake after the sleeper's CPU idled for [`COLD_IDLE`].
+    pub wake_remote_cold_ns: Option<u64>,
+}
+
+/// How long the sleeper's CPU idles before a `wake_remote_ns` wake: about a
+/// stop's length, as for threads woken at a restart.
+pub const WARM_IDLE: Duration = Duration::from_micros(50);
+/// How long it idles before a `wake_remote_cold_ns` wake: longer than a
+/// hypervisor's halt polling (KVM's default window is 200 µs), after which
+/// a halted virtual CPU's host thread is descheduled.
+pub const COLD_IDLE: Duration = Duration::from_millis(1);
+
+impl Floor {
+    /// The floor as the JSON object stored under `machine.floor`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "samples": self.samples,
+            "syscall_ns": self.syscall_ns,
+            "signal_send_ns": self.signal_send_ns,
+            "signal_deliver_ns": self.signal_deliver_ns,
+            "handoff_ns": self.handoff_ns,
+            "wake_remote_ns": self.wake_remote_ns,
+            "wake_send_ns": self.wake_send_ns,
+            "wake_remote_cold_ns": self.wake_remote_cold_ns,
+        })
+    }
+
+    /// One line for humans.
+    pub fn summary(&self) -> String {
+        let us = |n: u64| format!("{:.1} µs", n as f64 / 1e3);
+        let opt = |n: Option<u64>| n.map_or_else(|| "n/a (one CPU)".to_string(), us);
+        format!(
+            "machine floor (median of {}): system call {}; tgkill to a thread running on another CPU {} (sender), its handler entered after {}; hand-off on one CPU {}; wake of a thread on a CPU idle for 50 µs {} ({} for the waker), for 1 ms {}",
+            self.samples,
+            us(self.syscall_ns),
+            opt(self.signal_send_ns),
+            opt(self.signal_deliver_ns),
+            us(self.handoff_ns),
+            opt(self.wake_remote_ns),
+            opt(self.wake_send_ns),
+            opt(self.wake_remote_cold_ns),
+        )
+    }
+}
+
+/// Measures the floor with `samples` repetitions per figure (at least 1).
+/// Takes about `samples` x 1.8 ms.
+pub fn measure(samples: usize) -> Result<Floor, String> {
+    if samples == 0 {
+        return Err("floor: samples must be at least 1".into());
+    }
+    let cpus = allowed_cpus()?;
+    let mut f = Floor {
+        samples,
+        syscall_ns: syscall_cost(samples),
+        handoff_ns: handoff(cpus[0], samples)?,
+        ..Floor::default()
+    };
+    if let [a, b, ..] = cpus[..] {
+        let (send, deliver) = signal_remote(a, b, samples)?;
+        f.signal_send_ns = Some(send);
+        f.signal_deliver_ns = Some(deliver);
+        let (wake, send) = wake_remote(a, b, samples, WARM_IDLE)?;
+        f.wake_remote_ns = Some(wake);
+        f.wake_send_ns = Some(send);
+        f.wake_remote_cold_ns = Some(wake_remote(a, b, samples, COLD_IDLE)?.0);
+    }
+    Ok(f)
+}
+
+/// CLOCK_MONOTONIC in ns; async-signal-safe (`clock_gettime` is on POSIX's
+/// list), so the handler below may call it.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists on
+    // every Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Result<Vec<usize>, String> {
+    // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc != 0 {
+        return Err(format!(
+            "floor: sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `i` is below CPU_SETSIZE, the set's capacity.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect();
+    if cpus.is_empty() {
+        return Err("floor: this process may run on no CPU".into());
+    }
+    Ok(cpus)
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) -> Result<(), String> {
+    // SAFETY: as in `allowed_cpus`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` came from `allowed_cpus`, so it is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the
+    // calling thread, which is all this changes.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if rc != 0 {
+        return Err(format!(
+            "floor: pinning to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT reads the u32 at `word`, a live AtomicU32; a null
+    // timeout waits until woken or the word differs.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE uses the address only as a key; `word` is live.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        )
+    };
+}
+
+/// Spins until `cond` or a generous bound, so that a lost wake-up is an
+/// error rather than a hang.
+fn spin_until(what: &str, cond: impl Fn() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        if Instant::now() > deadline {
+            return Err(format!("floor: {what} did not happen within 5 s"));
+        }
+        std::hint::spin_loop();
+    }
+    Ok(())
+}
+
+fn syscall_cost(samples: usize) -> u64 {
+    const BATCH: u64 = 200;
+    let v = (0..samples.clamp(5, 100))
+        .map(|_| {
+            let t = now_ns();
+            for _ in 0..BATCH {
+                // SAFETY: getppid takes no arguments and cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            (now_ns() - t) / BATCH
+        })
+        .collect();
+    median(v)
+}
+
+/// Half a futex round trip between two threads pinned to `cpu`.
+fn handoff(cpu: usize, samples: usize) -> Result<u64, String> {
+    // Even: the main side's turn; odd: the partner's. Both wait on it.
+    let turn = Arc::new(AtomicU32::new(0));
+    let t2 = Arc::clone(&turn);
+    let rounds = samples as u32;
+    // A thread that fails to pin still plays its part (and reports the
+    // failure afterwards), so that its partner cannot wait forever.
+    let partner = std::thread::spawn(move || -> Result<(), String> {
+        let pinned = pin(cpu);
+        for i in 0..rounds {
+            let mine = 2 * i + 1;
+            while t2.load(Ordering::Acquire) != mine {
+                futex_wait(&t2, mine - 1);
+            }
+            t2.store(mine + 1, Ordering::Release);
+            futex_wake(&t2);
+        }
+        pinned
+    });
+    let main = std::thread::spawn(move || -> Result<Vec<u64>, String> {
+        let pinned = pin(cpu);
+        let mut v = Vec::with_capacity(rounds as usize);
+        for i in 0..rounds {
+            let t = now_ns();
+            turn.store(2 * i + 1, Ordering::Release);
+            futex_wake(&turn);
+            while turn.load(Ordering::Acquire) != 2 * i + 2 {
+                futex_wait(&turn, 2 * i + 1);
+            }
+            v.push((now_ns() - t) / 2);
+        }
+        pinned.map(|()| v)
+    });
+    let v = main
+        .join()
+        .map_err(|_| "floor: hand-off thread panicked")??;
+    partner
+        .join()
+        .map_err(|_| "floor: hand-off partner panicked")??;
+    Ok(median(v))
+}
+
+/// Set by the handler: when it ran (CLOCK_MONOTONIC ns).
+static HANDLED_AT: AtomicU64 = AtomicU64::new(0);
+/// Set by the handler: how many times it ran.
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_sigusr2(_sig: libc::c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot, always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    HANDLED_AT.store(now_ns(), Ordering::SeqCst);
+    HANDLED.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: as above; restores what the interrupted code saw.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Restores SIGUSR2's previous disposition when dropped.
+struct Handler(libc::sigaction);
+
+impl Handler {
+    fn install() -> Result<Handler, String> {
+        // SAFETY: sigaction is plain data; all-zero is a valid value that the
+        // fields below complete (empty mask, no flags).
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = on_sigusr2 as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        // SAFETY: as above.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are valid sigaction structs; the handler only
+        // calls async-signal-safe functions and touches atomics.
+        if unsafe { libc::sigaction(libc::SIGUSR2, &sa, &mut old) } != 0 {
+            return Err(format!(
+                "floor: sigaction(SIGUSR2): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Handler(old))
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        // SAFETY: restores the disposition `install` read, a valid struct.
+        unsafe { libc::sigaction(libc::SIGUSR2, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// `tgkill` from CPU `a` to a thread spinning on CPU `b`: (send, deliver).
+fn signal_remote(a: usize, b: usize, samples: usize) -> Result<(u64, u64), String> {
+    let _h = Handler::install()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tid = Arc::new(AtomicU64::new(0));
+    let (s2, t2) = (Arc::clone(&stop), Arc::clone(&tid));
+    let spinner = std::thread::spawn(move || -> Result<(), String> {
+        pin(b)?;
+        t2.store(gettid() as u64, Ordering::SeqCst);
+        let mut x = 1u64;
+        while !s2.load(Ordering::Relaxed) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            std::hint::black_box(x);
+        }
+        Ok(())
+    });
+    let run = || -> Result<(u64, u64), String> {
+        pin(a)?;
+        spin_until("the spinner's start", || tid.load(Ordering::SeqCst) != 0)?;
+        let target = tid.load(Ordering::SeqCst) as i32;
+        // SAFETY: getpid cannot fail.
+        let pid = unsafe { libc::getpid() };
+        let (mut send, mut deliver) = (Vec::new(), Vec::new());
+        for _ in 0..samples {
+            // Let the spinner run undisturbed and this CPU go idle, as a
+            // coordinator's does between stops.
+            std::thread::sleep(Duration::from_micros(300));
+            let before = HANDLED.load(Ordering::SeqCst);
+            let t0 = now_ns();
+            // SAFETY: tgkill takes plain integers; `target` is a live thread
+            // of this process (it exits only after `stop` is set below).
+            let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, target, libc::SIGUSR2) };
+            let t1 = now_ns();
+            if rc != 0 {
+                return Err(format!(
+                    "floor: tgkill: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            spin_until("signal delivery", || {
+                HANDLED.load(Ordering::SeqCst) != before
+            })?;
+            send.push(t1 - t0);
+            deliver.push(HANDLED_AT.load(Ordering::SeqCst).saturating_sub(t0));
+        }
+        Ok((median(send), median(deliver)))
+    };
+    // The measuring side runs on its own thread so that only it is pinned.
+    let r = std::thread::scope(|s| s.spawn(run).join());
+    stop.store(true, Ordering::Relaxed);
+    spinner.join().map_err(|_| "floor: spinner panicked")??;
+    r.map_err(|_| "floor: signal thread panicked".to_string())?
+}
+
+/// `FUTEX_WAKE` from CPU `a` to a thread asleep on CPU `b`: (wake, send).
+fn wake_remote(a: usize, b: usize, samples: usize, idle: Duration) -> Result<(u64, u64), String> {
+    // The sleeper waits while the word is even; the waker makes it odd.
+    let word = Arc::new(AtomicU32::new(0));
+    let woke_at = Arc::new(AtomicU64::new(0));
+    let asleep = Arc::new(AtomicU32::new(0));
+    let abort = Arc::new(AtomicBool::new(false));
+    let (w2, at2, sl2, ab2) = (
+        Arc::clone(&word),
+        Arc::clone(&woke_at),
+        Arc::clone(&asleep),
+        Arc::clone(&abort),
+    );
+    let rounds = samples as u32;
+    let sleeper = std::thread::spawn(move || -> Result<(), String> {
+        pin(b)?;
+        for i in 0..rounds {
+            let even = 2 * i;
+            sl2.store(i + 1, Ordering::SeqCst);
+            while w2.load(Ordering::Acquire) == even && !ab2.load(Ordering::SeqCst) {
+                futex_wait(&w2, even);
+            }
+            if ab2.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            at2.store(now_ns(), Ordering::SeqCst);
+            // Let the waker see the wake before the next round starts.
+            w2.store(even + 2, Ordering::Release);
+        }
+        Ok(())
+    });
+    let run = || -> Result<(u64, u64), String> {
+        pin(a)?;
+        let (mut wake, mut send) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            spin_until("the sleeper's turn", || {
+                asleep.load(Ordering::SeqCst) == i + 1
+            })?;
+            // Give it time to be asleep in the kernel and its CPU to idle
+            // for `idle` (spinning here, so that only its CPU idles).
+            let until = Instant::now() + idle;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            woke_at.store(0, Ordering::SeqCst);
+            let t0 = now_ns();
+            word.store(2 * i + 1, Ordering::Release);
+            futex_wake(&word);
+            let t1 = now_ns();
+            spin_until("the wake", || word.load(Ordering::Acquire) == 2 * i + 2)?;
+            wake.push(woke_at.load(Ordering::SeqCst).saturating_sub(t0));
+            send.push(t1 - t0);
+        }
+        Ok((median(wake), median(send)))
+    };
+    let r = std::thread::scope(|s| s.spawn(run).join());
+    if !matches!(r, Ok(Ok(_))) {
+        // Release the sleeper, so that joining it cannot hang.
+        abort.store(true, Ordering::SeqCst);
+        word.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&word);
+    }
+    sleeper.join().map_err(|_| "floor: sleeper panicked")??;
+    r.map_err(|_| "floor: waking thread panicked".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_is_measured_and_ordered_sensibly() {
+        let f = measure(20).expect("floor");
+        assert_eq!(f.samples, 20);
+        assert!(f.syscall_ns > 0 && f.handoff_ns > 0, "{f:?}");
+        // A hand-off includes at least two system calls' entries.
+        assert!(f.handoff_ns >= f.syscall_ns, "{f:?}");
+        if let (Some(send), Some(deliver)) = (f.signal_send_ns, f.signal_deliver_ns) {
+            // The handler cannot run before the sender entered tgkill.
+            assert!(deliver > 0 && send > 0, "{f:?}");
+            assert!(f.wake_remote_ns.unwrap() > 0, "{f:?}");
+        }
+        let j = f.to_json();
+        assert_eq!(j["samples"], 20);
+        assert!(f.summary().contains("machine floor"));
+    }
+
+    #[test]
+    fn zero_samples_is_an_error() {
+        assert!(measure(0).unwrap_err().contains("at least 1"));
+    }
+}
