@@ -461,6 +461,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "signals, affinity and futexes are outside Miri")]
     fn the_floor_is_measured_and_ordered_sensibly() {
         let f = measure(20).expect("floor");
         assert_eq!(f.samples, 20);

@@ -20,8 +20,10 @@
 //!     "signals_per_stop": float, "resends_per_stop": float,
 //!     "held_per_stop": float,          // threads found still parked from the
 //!                                      // previous stop and held without a signal
-//!     "throughput_ratio": float,       // CPU-time rate / interleaved reference's
-//!     "throughput_ratio_wall": float,  // wall-time rate / interleaved reference's
+//!     "throughput_ratio": float | null,      // CPU-time rate / interleaved
+//!                                            // reference's; null: no mode call
+//!                                            // fit in a probing window
+//!     "throughput_ratio_wall": float | null, // the same from wall time
 //!     "reference_spread": float,       // the same estimator between reference
 //!                                      // phases: |median - 1|, the noise floor
 //!     "units_per_call": int, "collections": int,
@@ -120,7 +122,7 @@ pub fn table(rows: &[Row]) -> String {
         let q = |h: &Histogram<u64>, p: f64| us(h.value_at_quantile(p));
         let _ = writeln!(
             s,
-            "{:<9} {:<15} {:>3} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>6.2} {:>6.2} | {:>6.3} {:>6.3}",
+            "{:<9} {:<15} {:>3} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>6.2} {:>6.2} | {:>6} {:>6}",
             r.kernel,
             r.mode,
             r.threads,
@@ -133,14 +135,33 @@ pub fn table(rows: &[Row]) -> String {
             q(&r.restart, 0.99),
             r.signals_per_stop,
             r.resends_per_stop,
-            r.ratio,
-            r.ratio_wall
+            ratio_cell(r.ratio),
+            ratio_cell(r.ratio_wall)
         );
     }
     s
 }
 
-/// A row as JSON.
+/// A throughput ratio for the table: three decimals, or `n/a` for NaN (no
+/// mode call to compare).
+fn ratio_cell(x: f64) -> String {
+    if x.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// A ratio for the CSV: empty for NaN.
+fn ratio_csv(x: f64) -> String {
+    if x.is_nan() {
+        String::new()
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// A row as JSON (NaN ratios become `null`).
 pub fn row_json(r: &Row) -> Value {
     json!({
         "kernel": r.kernel,
@@ -204,11 +225,11 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             s,
-            ",{:.4},{:.4},{:.4},{:.4},{},{},{:.4},{:.4}",
+            ",{:.4},{:.4},{},{},{},{},{:.4},{:.4}",
             r.signals_per_stop,
             r.resends_per_stop,
-            r.ratio,
-            r.ratio_wall,
+            ratio_csv(r.ratio),
+            ratio_csv(r.ratio_wall),
             r.units_per_call,
             r.collections,
             r.reference_spread,
@@ -332,6 +353,7 @@ pub fn svg_throughput(rows: &[Row], threads: usize) -> String {
     let (w, h, l, t, b, rgt) = (860.0, 420.0, 60.0, 40.0, 50.0, 150.0);
     let pw = w - l - rgt;
     let ph = h - t - b;
+    // f64::max ignores NaN (a row with nothing to compare draws no bar).
     let ymax = rows.iter().map(|r| r.ratio).fold(1.2f64, f64::max).min(3.0);
     let vy = |v: f64| t + ph * (1.0 - v.min(ymax) / ymax);
     let mut s = format!(
@@ -363,7 +385,10 @@ pub fn svg_throughput(rows: &[Row], threads: usize) -> String {
             esc(k)
         );
         for (mi, m) in modes.iter().enumerate() {
-            if let Some(r) = rows.iter().find(|r| r.kernel == *k && r.mode == *m) {
+            if let Some(r) = rows
+                .iter()
+                .find(|r| r.kernel == *k && r.mode == *m && !r.ratio.is_nan())
+            {
                 let x = gx + bw * mi as f64;
                 let y = vy(r.ratio);
                 let _ = writeln!(s, "<rect x='{x:.1}' y='{y:.1}' width='{:.1}' height='{:.1}' fill='{}'><title>{} {}: {:.3}</title></rect>", bw * 0.9, t + ph - y, COLORS[mi % COLORS.len()], esc(k), esc(m), r.ratio);

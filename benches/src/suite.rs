@@ -167,7 +167,10 @@ pub struct RunResult {
     pub rate_wall: f64,
     /// Throughput in units per CPU second against the reference: the median,
     /// over threads and mode phases, of the phase's rate over that of the
-    /// reference phases around it (0 for a reference run).
+    /// reference phases around it (0 for a reference run; NaN when no mode
+    /// call fell wholly inside a probing window, so there is nothing to
+    /// compare: calls far longer than calibrated, as oversubscribed
+    /// `spinlock` pairs can make them).
     pub ratio: f64,
     /// The same from wall-time rates.
     pub ratio_wall: f64,
@@ -481,8 +484,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         pairs_wall.extend(w);
         nulls.extend(n);
     }
-    r.ratio = median(&mut pairs).unwrap_or(0.0);
-    r.ratio_wall = median(&mut pairs_wall).unwrap_or(0.0);
+    r.ratio = median(&mut pairs).unwrap_or(f64::NAN);
+    r.ratio_wall = median(&mut pairs_wall).unwrap_or(f64::NAN);
     r.reference_spread = median(&mut nulls).map_or(0.0, |x| (x - 1.0).abs());
     Ok(r)
 }
