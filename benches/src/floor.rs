@@ -31,6 +31,14 @@
 //!   deschedules it (on the machine of `docs/benchmarks.md`, 6-10 µs up to
 //!   150 µs of idleness, 21-34 µs from 200 µs on).
 //!
+//! - `signal_victim_ns`: the time a signal with an empty handler takes from
+//!   the thread it interrupts on another CPU: that thread reads the clock in
+//!   a tight loop, and the gap between two readings across which its
+//!   handler ran is what the signal cost it (the interrupt, delivery, the
+//!   handler, `sigreturn`). What a signal stop costs a running mutator
+//!   cannot be less (it also parks and is woken), so at one stop a
+//!   millisecond it is a floor for the signal modes' throughput loss.
+//!
 //! The cross-CPU figures need two CPUs this process may run on; with one
 //! they are `None` (`null` in JSON).
 //!
@@ -62,6 +70,9 @@ pub struct Floor {
     pub wake_send_ns: Option<u64>,
     /// The same wake after the sleeper's CPU idled for [`COLD_IDLE`].
     pub wake_remote_cold_ns: Option<u64>,
+    /// The time a signal with an empty handler takes from the thread it
+    /// interrupts on another CPU.
+    pub signal_victim_ns: Option<u64>,
 }
 
 /// How long the sleeper's CPU idles before a `wake_remote_ns` wake: about a
@@ -84,6 +95,7 @@ impl Floor {
             "wake_remote_ns": self.wake_remote_ns,
             "wake_send_ns": self.wake_send_ns,
             "wake_remote_cold_ns": self.wake_remote_cold_ns,
+            "signal_victim_ns": self.signal_victim_ns,
         })
     }
 
@@ -92,7 +104,7 @@ impl Floor {
         let us = |n: u64| format!("{:.1} µs", n as f64 / 1e3);
         let opt = |n: Option<u64>| n.map_or_else(|| "n/a (one CPU)".to_string(), us);
         format!(
-            "machine floor (median of {}): system call {}; tgkill to a thread running on another CPU {} (sender), its handler entered after {}; hand-off on one CPU {}; wake of a thread on a CPU idle for 50 µs {} ({} for the waker), for 1 ms {}",
+            "machine floor (median of {}): system call {}; tgkill to a thread running on another CPU {} (sender), its handler entered after {}; hand-off on one CPU {}; wake of a thread on a CPU idle for 50 µs {} ({} for the waker), for 1 ms {}; a signal takes {} from the thread it interrupts",
             self.samples,
             us(self.syscall_ns),
             opt(self.signal_send_ns),
@@ -101,12 +113,13 @@ impl Floor {
             opt(self.wake_remote_ns),
             opt(self.wake_send_ns),
             opt(self.wake_remote_cold_ns),
+            opt(self.signal_victim_ns),
         )
     }
 }
 
 /// Measures the floor with `samples` repetitions per figure (at least 1).
-/// Takes about `samples` x 1.8 ms.
+/// Takes about `samples` x 2.2 ms.
 pub fn measure(samples: usize) -> Result<Floor, String> {
     if samples == 0 {
         return Err("floor: samples must be at least 1".into());
@@ -126,6 +139,7 @@ pub fn measure(samples: usize) -> Result<Floor, String> {
         f.wake_remote_ns = Some(wake);
         f.wake_send_ns = Some(send);
         f.wake_remote_cold_ns = Some(wake_remote(a, b, samples, COLD_IDLE)?.0);
+        f.signal_victim_ns = Some(signal_victim(a, b, samples)?);
     }
     Ok(f)
 }
@@ -456,6 +470,68 @@ fn wake_remote(a: usize, b: usize, samples: usize, idle: Duration) -> Result<(u6
     r.map_err(|_| "floor: waking thread panicked".to_string())?
 }
 
+/// A thread spinning on CPU `b`, reading the clock in a tight loop, while
+/// CPU `a` signals it `samples` times: the median gap in its timeline
+/// across an iteration during which its handler ran, which is the time the
+/// signal took from it (the interrupt, signal delivery, the empty handler,
+/// `sigreturn`), plus one iteration of the loop (tens of ns).
+fn signal_victim(a: usize, b: usize, samples: usize) -> Result<u64, String> {
+    let _h = Handler::install()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tid = Arc::new(AtomicU64::new(0));
+    let (s2, t2) = (Arc::clone(&stop), Arc::clone(&tid));
+    let victim = std::thread::spawn(move || -> Result<Vec<u64>, String> {
+        pin(b)?;
+        let mut gaps = Vec::with_capacity(samples);
+        let mut seen = HANDLED.load(Ordering::SeqCst);
+        t2.store(gettid() as u64, Ordering::SeqCst);
+        let mut last = now_ns();
+        // The handler ran somewhere between the previous load of HANDLED
+        // and this one, which spans the gap before this reading and the
+        // one after it: take the larger.
+        let mut pending: Option<u64> = None;
+        while !s2.load(Ordering::Relaxed) {
+            let t = now_ns();
+            if let Some(g) = pending.take() {
+                gaps.push(g.max(t - last));
+            }
+            let h = HANDLED.load(Ordering::Relaxed);
+            if h != seen {
+                seen = h;
+                pending = Some(t - last);
+            }
+            last = t;
+        }
+        Ok(gaps)
+    });
+    let run = || -> Result<(), String> {
+        pin(a)?;
+        spin_until("the victim's start", || tid.load(Ordering::SeqCst) != 0)?;
+        let target = tid.load(Ordering::SeqCst) as i32;
+        // SAFETY: getpid cannot fail.
+        let pid = unsafe { libc::getpid() };
+        for _ in 0..samples {
+            std::thread::sleep(Duration::from_micros(300));
+            let before = HANDLED.load(Ordering::SeqCst);
+            // SAFETY: as in `signal_remote`; the victim exits only after
+            // `stop` is set below.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, target, libc::SIGUSR2) };
+            spin_until("signal delivery", || {
+                HANDLED.load(Ordering::SeqCst) != before
+            })?;
+        }
+        Ok(())
+    };
+    let r = std::thread::scope(|s| s.spawn(run).join());
+    stop.store(true, Ordering::Relaxed);
+    let gaps = victim.join().map_err(|_| "floor: victim panicked")??;
+    r.map_err(|_| "floor: signalling thread panicked".to_string())??;
+    if gaps.is_empty() {
+        return Err("floor: the victim saw none of its signals".into());
+    }
+    Ok(median(gaps))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +548,10 @@ mod tests {
             // The handler cannot run before the sender entered tgkill.
             assert!(deliver > 0 && send > 0, "{f:?}");
             assert!(f.wake_remote_ns.unwrap() > 0, "{f:?}");
+            // Delivery, an empty handler and sigreturn take far more than
+            // 100 ns anywhere; less means the gap was taken on the wrong
+            // side of the handler (one loop iteration is ~30 ns).
+            assert!(f.signal_victim_ns.unwrap() > 100, "{f:?}");
         }
         let j = f.to_json();
         assert_eq!(j["samples"], 20);

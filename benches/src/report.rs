@@ -10,7 +10,8 @@
 //!                 "samples": int, "syscall_ns": int, "handoff_ns": int,
 //!                 "signal_send_ns": int | null, "signal_deliver_ns": int | null,
 //!                 "wake_remote_ns": int | null, "wake_send_ns": int | null,
-//!                 "wake_remote_cold_ns": int | null}},
+//!                 "wake_remote_cold_ns": int | null,
+//!                 "signal_victim_ns": int | null}},
 //!   "config":  {"kernels": [str], "modes": [str], "threads": [int], "probes": int,
 //!               "interval_us": int, "stretch_ms": float, "quick": bool},
 //!   "results": [{
