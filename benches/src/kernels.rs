@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pardon::preempt::PollStrategy;
 use pardon::stackscan::{frame_map, with_frame, FrameMap};
@@ -53,6 +54,7 @@ pub struct ThreadCtx<'m> {
     pair: Option<(Arc<SpinPair>, u32)>,
     fd: i32,
     seed: u64,
+    max_call: Option<Duration>,
 }
 
 static ALLOC_MAP: FrameMap = frame_map!(2; [0, 1]);
@@ -80,6 +82,7 @@ impl<'m> ThreadCtx<'m> {
             pair,
             fd,
             seed: 0x9e37_79b9_7f4a_7c15 ^ index as u64,
+            max_call: None,
         };
         match kernel {
             "sum" => c.words = (0..SUM_WORDS as u64).map(|i| i * 7 + 1).collect(),
@@ -111,6 +114,16 @@ impl<'m> ThreadCtx<'m> {
             _ => {}
         }
         c
+    }
+
+    /// Bounds the length of a `spinlock` call (no effect on other kernels,
+    /// whose calls take a fixed amount of work). Oversubscribed, a pair
+    /// whose two threads share a CPU hands off once per scheduler switch,
+    /// thousands of times slower than a pair on two CPUs, so a count
+    /// calibrated in one placement can make a call last seconds in the
+    /// other; the bound keeps a call near its call-free stretch.
+    pub fn set_max_call(&mut self, max: Option<Duration>) {
+        self.max_call = max;
     }
 
     /// Runs one call of `n` units with poll strategy `p`; returns the units
@@ -150,7 +163,8 @@ impl<'m> ThreadCtx<'m> {
             "alloc" => alloc(self.m, self.node.expect("type"), n, p),
             "spinlock" => {
                 let (pair, side) = self.pair.as_ref().expect("pair");
-                handoff(pair, *side, n, p)
+                let deadline = self.max_call.map(|d| Instant::now() + d);
+                handoff(pair, *side, n, deadline, p)
             }
             "syscall" => self.read_bytes(n),
             other => panic!("unknown kernel {other}"),
@@ -379,9 +393,17 @@ pub fn alloc<P: PollStrategy>(m: &Mutator, ty: Type, n: u64, p: &mut P) -> u64 {
 /// (spinning, yielding the core every 1024 spins), `n` times; gives up
 /// (returning the handoffs done) when the partner has left or does not
 /// answer within about four million spins, as it cannot while it is stopped
-/// for a cooperative-only stop.
+/// for a cooperative-only stop, or when `deadline` has passed (checked
+/// only where it yields, so a pair handing off without waiting never reads
+/// the clock).
 #[inline(never)]
-pub fn handoff<P: PollStrategy>(pair: &SpinPair, side: u32, n: u64, p: &mut P) -> u64 {
+pub fn handoff<P: PollStrategy>(
+    pair: &SpinPair,
+    side: u32,
+    n: u64,
+    deadline: Option<Instant>,
+    p: &mut P,
+) -> u64 {
     const PATIENCE: u64 = 1 << 22;
     let mut done = 0;
     while done < n {
@@ -397,6 +419,9 @@ pub fn handoff<P: PollStrategy>(pair: &SpinPair, side: u32, n: u64, p: &mut P) -
             // would cost a whole scheduler time slice.
             if spins % 1024 == 0 {
                 std::thread::yield_now();
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return done;
+                }
             }
             p.tick();
         }

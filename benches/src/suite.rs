@@ -143,6 +143,9 @@ pub struct RunConfig {
     /// Mode phases the probing is split into, with reference phases before,
     /// between and after them (at least 1).
     pub phases: usize,
+    /// The longest a `spinlock` call may last (see
+    /// [`ThreadCtx::set_max_call`]); `None`: as long as its units take.
+    pub max_call: Option<Duration>,
 }
 
 /// One run's measurements.
@@ -340,6 +343,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         );
         let kernel = cfg.kernel;
         let mode = cfg.mode;
+        let max_call = cfg.max_call;
         let n = cfg.units_per_call;
         let pair = if kernel == "spinlock" && (i / 2 < cfg.threads / 2) {
             Some((pairs[i / 2].clone(), (i % 2) as u32))
@@ -356,6 +360,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
                     let m = heap.attach().map_err(|e| format!("attach: {e}"))?;
                     attached.fetch_add(1, Ordering::Relaxed);
                     let mut ctx = ThreadCtx::new(&m, kernel, i, pair, fd);
+                    ctx.set_max_call(max_call);
                     let mut log = Log::with_capacity(4096);
                     // Wait for everyone in a safe region: a stop made while
                     // threads are still starting must not wait for us.
@@ -624,6 +629,7 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
         units_per_call: guess,
         min_window: Duration::from_millis(300),
         phases: 1,
+        max_call: None,
     })?;
     // Wall rate: a call must last `stretch` of wall time (the CPU rate of a
     // kernel that blocks, `syscall`, is far higher).

@@ -12,6 +12,10 @@ use pardon_bench::kernels::KERNELS;
 use pardon_bench::report::{self, Row};
 use pardon_bench::suite::{self, Mode, RunConfig, MODES};
 
+/// A `spinlock` call ends after this many call-free stretches even if its
+/// handoffs are not done (see `ThreadCtx::set_max_call`).
+const SPINLOCK_MAX_CALL: u32 = 4;
+
 fn cli() -> Command {
     Command::new("stw-latency")
         .about("Time to safepoint and mutator throughput: signal preemption vs back-edge polls vs cooperative-only")
@@ -167,6 +171,7 @@ fn real_main() -> Result<(), String> {
                     units_per_call: n,
                     min_window,
                     phases,
+                    max_call: Some(stretch * SPINLOCK_MAX_CALL),
                 }) {
                     Ok(r) => r,
                     Err(e) => {
