@@ -168,6 +168,11 @@ pub struct RunResult {
     pub rate: f64,
     /// Units per second of wall time over the same calls, summed over threads.
     pub rate_wall: f64,
+    /// The median call's units per second of wall time, summed over
+    /// threads: what calibration goes by, since a stretch of slow calls
+    /// (two `spinlock` partners briefly placed on one CPU) moves the
+    /// pooled rate but not the median.
+    pub call_rate_wall: f64,
     /// Throughput in units per CPU second against the reference: the median,
     /// over threads and mode phases, of the phase's rate over that of the
     /// reference phases around it (0 for a reference run; NaN when no mode
@@ -467,6 +472,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         stops,
         rate: 0.0,
         rate_wall: 0.0,
+        call_rate_wall: 0.0,
         ratio: 0.0,
         ratio_wall: 0.0,
         reference_spread: 0.0,
@@ -484,6 +490,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             r.rate += rate;
             r.rate_wall += wall;
         }
+        let mut per_call: Vec<f64> = pooled
+            .iter()
+            .filter(|c| c.end > c.start)
+            .map(|c| c.units as f64 / (c.end - c.start).as_secs_f64())
+            .collect();
+        r.call_rate_wall += median(&mut per_call).unwrap_or(0.0);
         let (p, w, n) = phase_ratios(&calls);
         pairs.extend(p);
         pairs_wall.extend(w);
@@ -632,8 +644,11 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
         max_call: None,
     })?;
     // Wall rate: a call must last `stretch` of wall time (the CPU rate of a
-    // kernel that blocks, `syscall`, is far higher).
-    let per_thread = r.rate_wall / threads as f64;
+    // kernel that blocks, `syscall`, is far higher). The median call's, not
+    // the pooled rate: one run at 7e18ba2 calibrated `spinlock` on 2
+    // threads to a sixth of the previous run's count, and its cooperative
+    // stops waited 0.6 ms instead of ~9.
+    let per_thread = r.call_rate_wall / threads as f64;
     if per_thread <= 0.0 {
         return Ok(guess);
     }
