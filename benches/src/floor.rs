@@ -30,7 +30,6 @@
 //!   two differ where the host stops polling a halted virtual CPU and
 //!   deschedules it (on the machine of `docs/benchmarks.md`, 6-10 µs up to
 //!   150 µs of idleness, 21-34 µs from 200 µs on).
-//!
 //! - `signal_victim_ns`: the time a signal with an empty handler takes from
 //!   the thread it interrupts on another CPU: that thread reads the clock in
 //!   a tight loop, and the gap between two readings across which its
@@ -43,7 +42,8 @@
 //! they are `None` (`null` in JSON).
 //!
 //! The signal is `SIGUSR2`, whose previous disposition is restored
-//! afterwards; nothing else in the suite uses it.
+//! afterwards; nothing else in the suite uses it. Measurements in one
+//! process take turns (the handler's counters are process-wide).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -124,6 +124,10 @@ pub fn measure(samples: usize) -> Result<Floor, String> {
     if samples == 0 {
         return Err("floor: samples must be at least 1".into());
     }
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cpus = allowed_cpus()?;
     let mut f = Floor {
         samples,
