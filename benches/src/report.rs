@@ -13,11 +13,14 @@
 //!                 "wake_remote_cold_ns": int | null,
 //!                 "signal_victim_ns": int | null}},
 //!   "config":  {"kernels": [str], "modes": [str], "threads": [int], "probes": int,
-//!               "interval_us": int, "stretch_ms": float, "quick": bool},
+//!               "interval_us": int, "stretch_ms": float, "quick": bool,
+//!               "wait": "futex" | "go-suspendg"},
 //!   "results": [{
 //!     "kernel": str, "mode": str, "threads": int, "stops": int,
 //!     "ttsp_ns":    {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
 //!     "restart_ns": {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
+//!     "coordinator_cpu_ns": {...same quantiles},  // the coordinator's CPU
+//!                                      // time per probe (stop and restart)
 //!     "signals_per_stop": float, "resends_per_stop": float,
 //!     "held_per_stop": float,          // threads found still parked from the
 //!                                      // previous stop and held without a signal
@@ -52,6 +55,8 @@ pub struct Row {
     pub ttsp: Histogram<u64>,
     /// Stop to restart, ns.
     pub restart: Histogram<u64>,
+    /// The coordinator's CPU time per probe, ns.
+    pub coord_cpu: Histogram<u64>,
     /// Signals per stop.
     pub signals_per_stop: f64,
     /// Re-sends per stop.
@@ -171,6 +176,7 @@ pub fn row_json(r: &Row) -> Value {
         "stops": r.stops,
         "ttsp_ns": quantiles(&r.ttsp),
         "restart_ns": quantiles(&r.restart),
+        "coordinator_cpu_ns": quantiles(&r.coord_cpu),
         "signals_per_stop": r.signals_per_stop,
         "resends_per_stop": r.resends_per_stop,
         "held_per_stop": r.held_per_stop,
@@ -215,7 +221,7 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = write!(s, ",{pre}_max");
     }
-    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread,held_per_stop\n");
+    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread,held_per_stop,coordinator_cpu_ns_p50,coordinator_cpu_ns_p99\n");
     for r in rows {
         let _ = write!(s, "{},{},{},{}", r.kernel, r.mode, r.threads, r.stops);
         for h in [&r.ttsp, &r.restart] {
@@ -226,7 +232,7 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             s,
-            ",{:.4},{:.4},{},{},{},{},{:.4},{:.4}",
+            ",{:.4},{:.4},{},{},{},{},{:.4},{:.4},{},{}",
             r.signals_per_stop,
             r.resends_per_stop,
             ratio_csv(r.ratio),
@@ -234,7 +240,9 @@ pub fn csv(rows: &[Row]) -> String {
             r.units_per_call,
             r.collections,
             r.reference_spread,
-            r.held_per_stop
+            r.held_per_stop,
+            r.coord_cpu.value_at_quantile(0.5),
+            r.coord_cpu.value_at_quantile(0.99)
         );
     }
     s

@@ -53,7 +53,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use pardon::preempt::{BetweenCalls, EveryIteration, NoPoll, PollStrategy, StripMined};
+use pardon::preempt::{AckWait, BetweenCalls, EveryIteration, NoPoll, PollStrategy, StripMined};
 use pardon::{Config, Heap, Preemption};
 
 use crate::kernels::{SpinPair, ThreadCtx};
@@ -146,6 +146,8 @@ pub struct RunConfig {
     /// The longest a `spinlock` call may last (see
     /// [`ThreadCtx::set_max_call`]); `None`: as long as its units take.
     pub max_call: Option<Duration>,
+    /// How the coordinator waits for acknowledgements.
+    pub wait: AckWait,
 }
 
 /// One run's measurements.
@@ -154,6 +156,8 @@ pub struct RunResult {
     pub ttsp: Histogram<u64>,
     /// Stop request to end of restart per probe, ns.
     pub restart: Histogram<u64>,
+    /// The coordinator's CPU time per probe, stop and restart, ns.
+    pub coord_cpu: Histogram<u64>,
     /// Signals sent in all probes.
     pub signals: u64,
     /// Re-sends among them.
@@ -293,6 +297,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         arena_size: 16 << 30,
         // A stop this slow is already the answer; the run reports it.
         stop_timeout: Duration::from_secs(10),
+        stop_wait: cfg.wait,
         ..Config::default()
     })
     .map_err(|e| format!("creating the heap: {e}"))?;
@@ -387,6 +392,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     std::thread::sleep(Duration::from_millis(20));
     let mut ttsp = hist();
     let mut restart = hist();
+    let mut coord_cpu = hist();
     let (mut signals, mut resends, mut held, mut stops) = (0u64, 0u64, 0u64, 0u64);
     let gc_before = heap.collections();
     let t_start = Instant::now();
@@ -418,14 +424,15 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             let mut made = 0;
             while made < per_phase || w0.elapsed() < phase_window {
                 std::thread::sleep(cfg.interval);
-                let t0 = Instant::now();
+                let (t0, c0) = (Instant::now(), thread_cpu_time());
                 match heap.registry().stop_the_world() {
                     Ok(world) => {
                         let st = world.stats();
                         drop(world);
-                        let t1 = Instant::now();
+                        let (t1, c1) = (Instant::now(), thread_cpu_time());
                         ttsp.saturating_record(st.ttsp.as_nanos().max(1) as u64);
                         restart.saturating_record((t1 - t0).as_nanos().max(1) as u64);
+                        coord_cpu.saturating_record((c1 - c0).as_nanos().max(1) as u64);
                         signals += st.signals as u64;
                         resends += st.resends as u64;
                         held += st.held as u64;
@@ -466,6 +473,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let mut r = RunResult {
         ttsp,
         restart,
+        coord_cpu,
         signals,
         resends,
         held,
@@ -642,6 +650,7 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
         min_window: Duration::from_millis(300),
         phases: 1,
         max_call: None,
+        wait: AckWait::Futex,
     })?;
     // Wall rate: a call must last `stretch` of wall time (the CPU rate of a
     // kernel that blocks, `syscall`, is far higher). The median call's, not

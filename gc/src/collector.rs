@@ -158,6 +158,7 @@ impl Heap {
         let registry = Registry::new(pardon_preempt::Config {
             mode: config.preemption.mode(),
             stop_timeout: config.stop_timeout,
+            wait: config.stop_wait,
             ..pardon_preempt::Config::default()
         })
         .map_err(HeapError::Preempt)?;

@@ -32,6 +32,10 @@ pub struct Config {
     pub preemption: crate::Preemption,
     /// A stop that does not complete in this time is abandoned with a report.
     pub stop_timeout: std::time::Duration,
+    /// How the collecting thread waits for the others to stop: on a futex
+    /// (the default), or spinning and yielding like Go's `suspendG` (a
+    /// baseline for measurements).
+    pub stop_wait: pardon_preempt::AckWait,
     /// Print one line per collection on stderr (also `PARDON_GCTRACE=1`).
     pub trace: bool,
     /// Generational collection with sticky mark bits (also
@@ -58,6 +62,7 @@ impl Default for Config {
             scavenge_after: 2,
             preemption: crate::Preemption::Signal,
             stop_timeout: crate::collector::DEFAULT_STOP_TIMEOUT,
+            stop_wait: pardon_preempt::AckWait::Futex,
             trace: false,
             generational: false,
         }

@@ -39,6 +39,13 @@
 //!   held and acknowledged on its behalf (`PARKED -> PARKED_HELD`); it
 //!   resumes only by its own CAS from `PARKED`, which fails while it is
 //!   held.
+//! - [`AckWait::GoSuspendG`] replaces that wait with Go's `suspendG` loop,
+//!   as a baseline: spin 10 µs, then yield, re-signalling a thread that
+//!   handled its signal without stopping at most every 5 µs. It never
+//!   sleeps, so it burns the coordinator's CPU while it waits; and each
+//!   `sched_yield` moves an EEVDF task's deadline a slice later, so the
+//!   threads the coordinator wakes at restart then preempt it for a slice
+//!   (about 3 ms on Linux 6.18). `docs/experiments.md` has the comparison.
 //! - Signals. In [`Mode::Signal`] a running thread gets one SIGURG (at most one
 //!   outstanding: `signal_pending`, Go's `signalPending`). SIGURG because
 //!   debuggers pass it, libc does not use it, a spurious one is harmless and
@@ -131,7 +138,7 @@ pub(crate) mod sys;
 pub use poll::{
     BetweenCalls, EveryIteration, NoPoll, NoPreempt, PollStrategy, Poller, SafeRegion, StripMined,
 };
-pub use registry::{AttachError, Attached, Config, ConfigError, Mode, Registry, Strategy};
+pub use registry::{AckWait, AttachError, Attached, Config, ConfigError, Mode, Registry, Strategy};
 pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
 pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};

@@ -33,6 +33,22 @@ pub enum Mode {
     PollOnly,
 }
 
+/// How a coordinator waits for the acknowledgements of a stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckWait {
+    /// Spin for [`Config::spin`] (only while a CPU is free for the threads
+    /// waited for), then sleep on a futex that the last acknowledgement
+    /// wakes. The default.
+    #[default]
+    Futex,
+    /// Go's `suspendG` (runtime/preempt.go), kept as a baseline to measure
+    /// against: never sleep; busy-wait with PAUSE for the first 10 µs, then
+    /// `sched_yield` and busy-wait again, yielding at most every 5 µs; and
+    /// re-signal a thread whose signal was handled without a stop at most
+    /// every 5 µs (Go's `yieldDelay/2`).
+    GoSuspendG,
+}
+
 /// Registry settings. `Config::default()` is signal mode with call injection
 /// on SIGURG.
 #[derive(Clone, Debug)]
@@ -69,6 +85,8 @@ pub struct Config {
     /// Test hook: drop (do not send) one preemption signal in this many;
     /// 0 disables. Exercises the lost-signal path.
     pub drop_signal_every: u32,
+    /// How the coordinator waits for acknowledgements.
+    pub wait: AckWait,
 }
 
 impl Default for Config {
@@ -82,6 +100,7 @@ impl Default for Config {
             resend_max: Duration::from_millis(20),
             stop_timeout: Duration::from_secs(30),
             drop_signal_every: 0,
+            wait: AckWait::Futex,
         }
     }
 }

@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use crate::registry::{current, lock, Mode, Registry, ThreadRecord};
+use crate::registry::{current, lock, AckWait, Mode, Registry, ThreadRecord};
 use crate::state::{self, StopKind};
 use crate::sys;
 
@@ -452,6 +452,9 @@ impl Registry {
     ) -> Result<(), Duration> {
         let inner = &*self.inner;
         let cfg = &inner.config;
+        if cfg.wait == AckWait::GoSuspendG {
+            return self.wait_acks_go(world, e, start);
+        }
         let signal_mode = matches!(cfg.mode, Mode::Signal(_));
         let threads: &[*const ThreadRecord] = world.threads.as_ref().expect("held");
         let me = world.me;
@@ -530,6 +533,75 @@ impl Registry {
                 sys::futex_wait(&inner.coordinator_seq, seen, Some(sleep));
             }
             inner.coordinator_sleeping.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// [`AckWait::GoSuspendG`]: Go's `suspendG` waiting loop, as a baseline.
+    /// Go busy-waits with `procyield(10)` for the first `yieldDelay` (10 µs),
+    /// then calls `osyield()` and sets the next yield 5 µs ahead; and it
+    /// re-signals (`preemptM`) only a thread whose previous signal was
+    /// handled without a stop (`preemptGen` advanced), at most every 5 µs.
+    /// Here a handled signal is one whose `signal_pending` flag the handler
+    /// has cleared. The blind re-send of the futex path stays, for signals
+    /// that are lost (never handled), which Go's loop would wait on forever.
+    fn wait_acks_go(
+        &self,
+        world: &mut StoppedWorld<'_>,
+        e: u64,
+        start: Instant,
+    ) -> Result<(), Duration> {
+        const YIELD_DELAY: Duration = Duration::from_micros(10);
+        let inner = &*self.inner;
+        let cfg = &inner.config;
+        let signal_mode = matches!(cfg.mode, Mode::Signal(_));
+        let threads: &[*const ThreadRecord] = world.threads.as_ref().expect("held");
+        let me = world.me;
+        let outstanding = |p: *const ThreadRecord| {
+            // SAFETY: live while the lock is held.
+            let r = unsafe { &*p };
+            !me.is_some_and(|m| std::ptr::eq(m, r)) && r.acked.load(Ordering::SeqCst) < e
+        };
+        let mut next_yield = start + YIELD_DELAY;
+        let mut next_preempt = start + YIELD_DELAY / 2;
+        let mut interval = cfg.resend_initial;
+        let mut next_resend = start + interval;
+        loop {
+            if !threads.iter().any(|&p| outstanding(p)) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let waited = now - start;
+            if waited >= cfg.stop_timeout {
+                return Err(waited);
+            }
+            // Re-signal requests from handlers are covered by the 5 µs rule.
+            inner.retry_asked.store(0, Ordering::SeqCst);
+            if now >= next_resend {
+                for p in threads.iter().copied().filter(|&p| outstanding(p)) {
+                    // SAFETY: live while the lock is held.
+                    self.nudge(unsafe { &*p }, e, signal_mode, &mut world.stats, true);
+                }
+                interval = (interval * 2).min(cfg.resend_max);
+                next_resend = now + interval;
+            } else if now >= next_preempt {
+                for p in threads.iter().copied().filter(|&p| outstanding(p)) {
+                    // A thread with no signal outstanding got one and did not
+                    // stop: `nudge` sends another (and nothing otherwise).
+                    let before = world.stats.signals;
+                    // SAFETY: live while the lock is held.
+                    self.nudge(unsafe { &*p }, e, signal_mode, &mut world.stats, false);
+                    world.stats.resends += world.stats.signals - before;
+                }
+                next_preempt = now + YIELD_DELAY / 2;
+            }
+            if now < next_yield {
+                for _ in 0..10 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+                next_yield = Instant::now() + YIELD_DELAY / 2;
+            }
         }
     }
 }

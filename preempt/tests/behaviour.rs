@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{spawn_attached, wait_progress};
-use pardon_preempt::{Config, Mode, Registry, StopKind, Strategy};
+use pardon_preempt::{AckWait, Config, Mode, Registry, StopKind, Strategy};
 
 /// Counts allocations made by a thread while its `COUNTING` flag is set.
 struct CountingAlloc;
@@ -402,6 +402,51 @@ fn no_preempt_region_defers() {
     let deferred: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
     assert!(deferred > 0);
     assert!(kinds.contains(&StopKind::Poll));
+}
+
+/// Go's `suspendG` wait re-signals a thread that handled its signal without
+/// stopping (here: inside a no-preempt region), at most every 5 µs, and the
+/// stop still completes once the region ends. With the lost-signal re-send
+/// at 20 s, every re-send counted is one of those.
+#[test]
+fn go_suspendg_wait_resignals_a_thread_that_did_not_stop() {
+    let _s = serial();
+    let reg = Registry::new(Config {
+        wait: AckWait::GoSuspendG,
+        resend_initial: Duration::from_secs(20),
+        resend_max: Duration::from_secs(20),
+        stop_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hs, progress) = spawn_attached(&reg, 1, &stop, |me, stop, p| {
+        let mut x = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            // About a millisecond or more inside the region each time.
+            let _np = me.no_preempt();
+            for _ in 0..1_000_000 {
+                x = black_box(x + 1);
+            }
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+        me.deferred()
+    });
+    wait_progress(&progress);
+    let mut resends = 0;
+    for _ in 0..20 {
+        let w = reg.stop_the_world().unwrap();
+        resends += w.stats().resends;
+        assert!(w.stats().ttsp < Duration::from_secs(10));
+        drop(w);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let deferred: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(deferred > 0, "no signal found the thread in its region");
+    assert!(
+        resends > 0,
+        "no re-signal in 20 stops of a deferring thread"
+    );
 }
 
 /// The coordinator sleeps until the last acknowledgement wakes it: with the

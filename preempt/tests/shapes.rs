@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{spawn_attached, wait_progress};
-use pardon_preempt::{Attached, Config, Mode, Registry, StopKind, Strategy};
+use pardon_preempt::{AckWait, Attached, Config, Mode, Registry, StopKind, Strategy};
 
 #[inline(never)]
 fn empty() {
@@ -73,8 +73,13 @@ fn run(me: &Attached, shape: Shape, stop: &AtomicBool, progress: &AtomicU64) -> 
 }
 
 fn stop_many(mode: Mode, shape: Shape, threads: usize, rounds: usize) {
+    stop_many_waiting(mode, AckWait::Futex, shape, threads, rounds)
+}
+
+fn stop_many_waiting(mode: Mode, wait: AckWait, shape: Shape, threads: usize, rounds: usize) {
     let reg = Registry::new(Config {
         mode,
+        wait,
         stop_timeout: Duration::from_secs(20),
         ..Config::default()
     })
@@ -141,6 +146,23 @@ shape_tests! {
     atomic_store_handler: Shape::AtomicStore, Strategy::InHandler;
     empty_call_inject: Shape::EmptyCall, Strategy::Inject;
     empty_call_handler: Shape::EmptyCall, Strategy::InHandler;
+}
+
+/// The Go `suspendG` baseline wait (spin, yield, re-signal every 5 µs) stops
+/// and restarts the same loops.
+#[test]
+fn go_suspendg_wait_stops_call_free_loops() {
+    for strategy in [Strategy::Inject, Strategy::InHandler] {
+        for threads in [1, 2, 4] {
+            stop_many_waiting(
+                Mode::Signal(strategy),
+                AckWait::GoSuspendG,
+                Shape::CallFree,
+                threads,
+                200,
+            );
+        }
+    }
 }
 
 /// In polls-only mode a call-free loop is not stopped until it polls.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pardon::preempt::AckWait;
 use pardon_bench::floor;
 use pardon_bench::kernels::KERNELS;
 use pardon_bench::report::{self, Row};
@@ -27,6 +28,7 @@ fn cli() -> Command {
         .arg(Arg::new("stretch").long("stretch").value_parser(parse_duration).help("Length of one call-free kernel call (default 10ms; 5ms with --quick)"))
         .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("A short run (under a minute): fewer probes, threads = cores only"))
         .arg(Arg::new("floor-samples").long("floor-samples").value_parser(clap::value_parser!(usize)).help("Samples for the machine-floor measurement made first (the kernel's cost of a cross-CPU signal, a hand-off, a wake; default 500, 100 with --quick; 0 skips it)"))
+        .arg(Arg::new("wait").long("wait").value_parser(["futex", "go-suspendg"]).help("How the coordinator waits for acknowledgements: sleeping on a futex (default), or spinning and yielding like Go's suspendG (a baseline)"))
         .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
         .arg(Arg::new("csv").long("csv").value_parser(clap::value_parser!(PathBuf)).help("Write results as CSV"))
         .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
@@ -111,6 +113,14 @@ fn real_main() -> Result<(), String> {
         .copied()
         .unwrap_or(Duration::from_millis(if quick { 5 } else { 10 }));
 
+    let wait_name = args
+        .get_one::<String>("wait")
+        .map_or("futex", |s| s.as_str());
+    let wait = if wait_name == "go-suspendg" {
+        AckWait::GoSuspendG
+    } else {
+        AckWait::Futex
+    };
     let mut machine = report::machine();
     let floor_samples = args
         .get_one::<usize>("floor-samples")
@@ -125,7 +135,7 @@ fn real_main() -> Result<(), String> {
         machine["floor"] = f.to_json();
     }
     eprintln!(
-        "stw-latency: {} on {} cores; {} kernels x {} modes x threads {:?}; {probes} probes every {interval:?}; call-free stretch {stretch:?}",
+        "stw-latency: {} on {} cores; {} kernels x {} modes x threads {:?}; {probes} probes every {interval:?}; call-free stretch {stretch:?}; coordinator waits by {wait_name}",
         machine["cpu"].as_str().unwrap_or("?"),
         cores,
         kernels.len(),
@@ -172,6 +182,7 @@ fn real_main() -> Result<(), String> {
                     min_window,
                     phases,
                     max_call: Some(stretch * SPINLOCK_MAX_CALL),
+                    wait,
                 }) {
                     Ok(r) => r,
                     Err(e) => {
@@ -185,6 +196,7 @@ fn real_main() -> Result<(), String> {
                             stops: 0,
                             ttsp: suite::empty_histogram(),
                             restart: suite::empty_histogram(),
+                            coord_cpu: suite::empty_histogram(),
                             signals_per_stop: 0.0,
                             resends_per_stop: 0.0,
                             held_per_stop: 0.0,
@@ -207,6 +219,7 @@ fn real_main() -> Result<(), String> {
                     stops: r.stops,
                     ttsp: r.ttsp,
                     restart: r.restart,
+                    coord_cpu: r.coord_cpu,
                     signals_per_stop: r.signals as f64 / stops,
                     resends_per_stop: r.resends as f64 / stops,
                     held_per_stop: r.held as f64 / stops,
@@ -234,6 +247,7 @@ fn real_main() -> Result<(), String> {
         "interval_us": interval.as_micros() as u64,
         "stretch_ms": stretch.as_secs_f64() * 1e3,
         "quick": quick,
+        "wait": wait_name,
     });
     if let Some(path) = args.get_one::<PathBuf>("json") {
         let doc = serde_json::json!({
