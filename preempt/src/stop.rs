@@ -238,6 +238,25 @@ impl Drop for StoppedWorld<'_> {
     }
 }
 
+/// The threads of `threads` that have not acknowledged epoch `e`, the
+/// coordinator `me` excepted. `threads` is the registry's list, borrowed
+/// from its held lock.
+fn outstanding<'a>(
+    threads: &'a [*const ThreadRecord],
+    me: Option<&'a ThreadRecord>,
+    e: u64,
+) -> impl Iterator<Item = &'a ThreadRecord> + 'a {
+    threads
+        .iter()
+        // SAFETY: a record stays allocated while it is in the list, and the
+        // list cannot change while its lock is held: `threads` is borrowed
+        // from the guard, so the lock is held while these references live.
+        .map(|&p| unsafe { &*p })
+        .filter(move |r| {
+            !me.is_some_and(|m| std::ptr::eq(m, *r)) && r.acked.load(Ordering::SeqCst) < e
+        })
+}
+
 impl Registry {
     /// Stops every attached thread except the caller and returns a guard over
     /// the stopped world. The caller may be attached (it is reported as the
@@ -323,31 +342,26 @@ impl Registry {
                 };
                 let mut buf = [const { None::<Laggard> }; 64];
                 let mut k = 0;
-                for &p in threads.iter() {
-                    // SAFETY: live while the lock is held.
-                    let r = unsafe { &*p };
-                    let is_me = world.me.is_some_and(|m| std::ptr::eq(m, r));
-                    if !is_me && r.acked.load(Ordering::SeqCst) < e {
-                        if k < buf.len() {
-                            buf[k] = Some(Laggard {
-                                tid: r.tid,
-                                state: state::state_name(r.state.load(Ordering::SeqCst)),
-                                signal_pending: r.signal_pending.load(Ordering::SeqCst) != 0,
-                                no_preempt: r.no_preempt.load(Ordering::SeqCst),
-                                acked: r.acked.load(Ordering::SeqCst),
-                                requested: r.request.load(Ordering::SeqCst),
-                                last_park: (
-                                    r.last_park_epoch.load(Ordering::Relaxed),
-                                    r.last_park_world.load(Ordering::Relaxed),
-                                ),
-                                ..blank
-                            });
-                            k += 1;
-                        }
-                        // Withdraw the request so that a late signal does nothing.
-                        r.ack(e);
-                        r.poll_flag.store(0, Ordering::SeqCst);
+                for r in outstanding(threads, world.me, e) {
+                    if k < buf.len() {
+                        buf[k] = Some(Laggard {
+                            tid: r.tid,
+                            state: state::state_name(r.state.load(Ordering::SeqCst)),
+                            signal_pending: r.signal_pending.load(Ordering::SeqCst) != 0,
+                            no_preempt: r.no_preempt.load(Ordering::SeqCst),
+                            acked: r.acked.load(Ordering::SeqCst),
+                            requested: r.request.load(Ordering::SeqCst),
+                            last_park: (
+                                r.last_park_epoch.load(Ordering::Relaxed),
+                                r.last_park_world.load(Ordering::Relaxed),
+                            ),
+                            ..blank
+                        });
+                        k += 1;
                     }
+                    // Withdraw the request so that a late signal does nothing.
+                    r.ack(e);
+                    r.poll_flag.store(0, Ordering::SeqCst);
                 }
                 drop(world);
                 raw.extend(buf.into_iter().flatten());
@@ -458,16 +472,7 @@ impl Registry {
         let signal_mode = matches!(cfg.mode, Mode::Signal(_));
         let threads: &[*const ThreadRecord] = world.threads.as_ref().expect("held");
         let me = world.me;
-        let remaining = || {
-            threads
-                .iter()
-                .filter(|&&p| {
-                    // SAFETY: live while the lock is held.
-                    let r = unsafe { &*p };
-                    !me.is_some_and(|m| std::ptr::eq(m, r)) && r.acked.load(Ordering::SeqCst) < e
-                })
-                .count()
-        };
+        let remaining = || outstanding(threads, me, e).count();
         // Spin only if every outstanding thread can be running on another
         // CPU: with as many outstanding as CPUs, one of them waits for ours
         // (on 2 CPUs with 2 spinning threads, always), and spinning would
@@ -505,13 +510,7 @@ impl Registry {
                 retry = (retry * 2).min(cfg.resend_max);
             }
             if now >= next_resend {
-                for &p in threads {
-                    // SAFETY: live while the lock is held.
-                    let r = unsafe { &*p };
-                    if me.is_some_and(|m| std::ptr::eq(m, r)) || r.acked.load(Ordering::SeqCst) >= e
-                    {
-                        continue;
-                    }
+                for r in outstanding(threads, me, e) {
                     self.nudge(r, e, signal_mode, &mut world.stats, true);
                 }
                 interval = (interval * 2).min(cfg.resend_max);
@@ -556,17 +555,12 @@ impl Registry {
         let signal_mode = matches!(cfg.mode, Mode::Signal(_));
         let threads: &[*const ThreadRecord] = world.threads.as_ref().expect("held");
         let me = world.me;
-        let outstanding = |p: *const ThreadRecord| {
-            // SAFETY: live while the lock is held.
-            let r = unsafe { &*p };
-            !me.is_some_and(|m| std::ptr::eq(m, r)) && r.acked.load(Ordering::SeqCst) < e
-        };
         let mut next_yield = start + YIELD_DELAY;
         let mut next_preempt = start + YIELD_DELAY / 2;
         let mut interval = cfg.resend_initial;
         let mut next_resend = start + interval;
         loop {
-            if !threads.iter().any(|&p| outstanding(p)) {
+            if outstanding(threads, me, e).next().is_none() {
                 return Ok(());
             }
             let now = Instant::now();
@@ -577,19 +571,17 @@ impl Registry {
             // Re-signal requests from handlers are covered by the 5 µs rule.
             inner.retry_asked.store(0, Ordering::SeqCst);
             if now >= next_resend {
-                for p in threads.iter().copied().filter(|&p| outstanding(p)) {
-                    // SAFETY: live while the lock is held.
-                    self.nudge(unsafe { &*p }, e, signal_mode, &mut world.stats, true);
+                for r in outstanding(threads, me, e) {
+                    self.nudge(r, e, signal_mode, &mut world.stats, true);
                 }
                 interval = (interval * 2).min(cfg.resend_max);
                 next_resend = now + interval;
             } else if now >= next_preempt {
-                for p in threads.iter().copied().filter(|&p| outstanding(p)) {
+                for r in outstanding(threads, me, e) {
                     // A thread with no signal outstanding got one and did not
                     // stop: `nudge` sends another (and nothing otherwise).
                     let before = world.stats.signals;
-                    // SAFETY: live while the lock is held.
-                    self.nudge(unsafe { &*p }, e, signal_mode, &mut world.stats, false);
+                    self.nudge(r, e, signal_mode, &mut world.stats, false);
                     world.stats.resends += world.stats.signals - before;
                 }
                 next_preempt = now + YIELD_DELAY / 2;
