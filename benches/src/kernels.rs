@@ -118,10 +118,10 @@ impl<'m> ThreadCtx<'m> {
 
     /// Bounds the length of a `spinlock` call (no effect on other kernels,
     /// whose calls take a fixed amount of work). Oversubscribed, a pair
-    /// whose two threads share a CPU hands off once per scheduler switch,
-    /// thousands of times slower than a pair on two CPUs, so a count
-    /// calibrated in one placement can make a call last seconds in the
-    /// other; the bound keeps a call near its call-free stretch.
+    /// whose two threads share a CPU hands off once per context switch, far
+    /// slower than a pair spinning on two CPUs, so a count calibrated in one
+    /// placement can make a call last seconds in the other; the bound keeps
+    /// a call near its call-free stretch.
     pub fn set_max_call(&mut self, max: Option<Duration>) {
         self.max_call = max;
     }

@@ -174,8 +174,7 @@ pub struct RunResult {
     pub rate_wall: f64,
     /// The median call's units per second of wall time, summed over
     /// threads: what calibration goes by, since a stretch of slow calls
-    /// (two `spinlock` partners briefly placed on one CPU) moves the
-    /// pooled rate but not the median.
+    /// moves the pooled rate but not the median.
     pub call_rate_wall: f64,
     /// Throughput in units per CPU second against the reference: the median,
     /// over threads and mode phases, of the phase's rate over that of the
@@ -654,9 +653,10 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
     })?;
     // Wall rate: a call must last `stretch` of wall time (the CPU rate of a
     // kernel that blocks, `syscall`, is far higher). The median call's, not
-    // the pooled rate: one run at 7e18ba2 calibrated `spinlock` on 2
-    // threads to a sixth of the previous run's count, and its cooperative
-    // stops waited 0.6 ms instead of ~9.
+    // the pooled rate, so that a stretch of slow calls during calibration
+    // does not shorten every call of the run. (`spinlock`'s handoff rate
+    // itself moves up to 6x between processes on the project's VM, with
+    // where the host runs the two vCPUs; calibration follows that.)
     let per_thread = r.call_rate_wall / threads as f64;
     if per_thread <= 0.0 {
         return Ok(guess);
