@@ -655,8 +655,8 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
     // kernel that blocks, `syscall`, is far higher). The median call's, not
     // the pooled rate, so that a stretch of slow calls during calibration
     // does not shorten every call of the run. (`spinlock`'s handoff rate
-    // itself moves up to 6x between processes on the project's VM, with
-    // where the host runs the two vCPUs; calibration follows that.)
+    // itself moves up to 6x between processes on the project's VM, likely
+    // with where the host runs the two vCPUs; calibration follows that.)
     let per_thread = r.call_rate_wall / threads as f64;
     if per_thread <= 0.0 {
         return Ok(guess);
