@@ -104,14 +104,16 @@ impl Floor {
         let us = |n: u64| format!("{:.1} µs", n as f64 / 1e3);
         let opt = |n: Option<u64>| n.map_or_else(|| "n/a (one CPU)".to_string(), us);
         format!(
-            "machine floor (median of {}): system call {}; tgkill to a thread running on another CPU {} (sender), its handler entered after {}; hand-off on one CPU {}; wake of a thread on a CPU idle for 50 µs {} ({} for the waker), for 1 ms {}; a signal takes {} from the thread it interrupts",
+            "machine floor (median of {}): system call {}; tgkill to a thread running on another CPU {} (sender), its handler entered after {}; hand-off on one CPU {}; wake of a thread on a CPU idle for {:?} {} ({} for the waker), for {:?} {}; a signal takes {} from the thread it interrupts",
             self.samples,
             us(self.syscall_ns),
             opt(self.signal_send_ns),
             opt(self.signal_deliver_ns),
             us(self.handoff_ns),
+            WARM_IDLE,
             opt(self.wake_remote_ns),
             opt(self.wake_send_ns),
+            COLD_IDLE,
             opt(self.wake_remote_cold_ns),
             opt(self.signal_victim_ns),
         )
