@@ -111,8 +111,20 @@ impl fmt::Debug for Heap {
     }
 }
 
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+/// A boolean environment setting: unset is `None`; `1`, `true`, `yes`, `on`
+/// and `0`, `false`, `no`, `off` (any case) are accepted; anything else is an
+/// error naming the variable, rather than silently ignored.
+pub(crate) fn env_flag(name: &str) -> Result<Option<bool>, ConfigError> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(None);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(true)),
+        "0" | "false" | "no" | "off" | "" => Ok(Some(false)),
+        _ => Err(ConfigError(format!(
+            "{name}: {v:?} is not a yes/no setting (use 1, true, yes, on or 0, false, no, off)"
+        ))),
+    }
 }
 
 /// The per-thread state a coordinator reaches through the thread's preempt
@@ -133,8 +145,9 @@ impl Heap {
     /// barrier), `PARDON_MARK_WORKERS` (marking threads).
     pub fn new(config: Config) -> Result<Heap, HeapError> {
         let mut config = config;
-        if env_flag("PARDON_VERIFY") {
-            config.verify = true;
+        let flag = |name| env_flag(name).map_err(HeapError::Config);
+        if let Some(v) = flag("PARDON_VERIFY")? {
+            config.verify = v;
         }
         let gc_percent = match std::env::var("PARDON_GOGC") {
             Ok(v) if v.eq_ignore_ascii_case("off") => None,
@@ -145,8 +158,8 @@ impl Heap {
             })?),
             Err(_) => config.gc_percent,
         };
-        if env_flag("PARDON_GENERATIONAL") {
-            config.generational = true;
+        if let Some(v) = flag("PARDON_GENERATIONAL")? {
+            config.generational = v;
         }
         if let Ok(v) = std::env::var("PARDON_MARK_WORKERS") {
             config.mark_workers = v.parse::<usize>().map_err(|_| {
@@ -162,7 +175,7 @@ impl Heap {
             ..pardon_preempt::Config::default()
         })
         .map_err(HeapError::Preempt)?;
-        let trace = env_flag("PARDON_GCTRACE") || config.trace;
+        let trace = flag("PARDON_GCTRACE")?.unwrap_or(config.trace);
         let verify = config.verify;
         let min_heap = config.min_heap;
         let raw = RawHeap::new(config).map_err(HeapError::Config)?;
@@ -381,7 +394,14 @@ impl Shared {
         let mut roots = lock(&self.roots);
         let mark = self.mark_all(&world, entry_sp, kind, &mut cycle, &mut roots);
         if self.verify {
-            self.verify_mark(&roots, kind, &mut cycle);
+            if let Err(e) = self.verify_mark(&roots, kind, &mut cycle) {
+                // Report with the world running again: formatting allocates,
+                // and a panic in the stopped world could wait forever on a
+                // lock a stopped thread holds.
+                drop(roots);
+                drop(world);
+                panic!("pardon verify: {e}");
+            }
         }
         drop(roots);
         cycle.mark = mark_start.elapsed();
@@ -525,18 +545,45 @@ impl Shared {
     /// roots, fully, and require the two marks to agree (after a minor
     /// collection: the full re-mark must be a subset of the minor mark,
     /// whose marks are then restored).
-    fn verify_mark(&self, roots: &RootBuf, kind: CollectionKind, cycle: &mut CycleStats) {
+    fn verify_mark(
+        &self,
+        roots: &RootBuf,
+        kind: CollectionKind,
+        cycle: &mut CycleStats,
+    ) -> Result<(), VerifyError> {
+        // Heap bits against the independent type record first: a lost
+        // reference bit makes both marks agree on the wrong answer.
+        self.raw.check_layouts().map_err(VerifyError::Layout)?;
         if roots.overflowed() {
             // The roots were marked as found, with no fixed set to re-mark
             // from (this needs sixteen million root hits).
-            return;
+            return Ok(());
         }
         let first = self.raw.take_mark_snapshot();
         self.mark_roots(roots, CollectionKind::Full);
-        if let Err(e) = self.raw.compare_mark_snapshot(&first, kind) {
-            panic!("pardon verify: re-marking from scratch disagrees with the mark: {e}");
-        }
+        self.raw
+            .compare_mark_snapshot(&first, kind)
+            .map_err(VerifyError::Remark)?;
         cycle.verified = true;
+        Ok(())
+    }
+}
+
+/// What verification found wrong, as `Copy` values built with the world
+/// stopped.
+enum VerifyError {
+    Layout(crate::verify::LayoutError),
+    Remark(crate::heap::MarkMismatch),
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Layout(e) => e.fmt(f),
+            VerifyError::Remark(e) => {
+                write!(f, "re-marking from scratch disagrees with the mark: {e}")
+            }
+        }
     }
 }
 

@@ -113,6 +113,15 @@ impl Config {
                 self.gray_capacity
             ));
         }
+        // Each entry is one 8-byte word of reserved address space per
+        // marking thread; more entries than the arena has words can never be
+        // used, and a larger count overflows the reservation's byte size.
+        if self.gray_capacity > self.arena_size / 8 {
+            return e(format!(
+                "gray_capacity: {} entries exceed one per word of the {}-byte arena",
+                self.gray_capacity, self.arena_size
+            ));
+        }
         if self.mark_workers == 0 || self.mark_workers > 256 {
             return e(format!(
                 "mark_workers: {} is not between 1 and 256",

@@ -52,6 +52,42 @@ impl fmt::Display for AllocError {
 }
 impl std::error::Error for AllocError {}
 
+/// Verify mode: a full re-mark from the same roots disagreed with the
+/// collection's mark. A `Copy` value, built with the world stopped (no
+/// allocation), formatted once it restarts.
+#[derive(Clone, Copy, Debug)]
+pub struct MarkMismatch {
+    /// Base of the span whose mark bits disagree.
+    pub span: usize,
+    /// Its size class.
+    pub class: usize,
+    /// The mark-bit word that disagrees.
+    pub word: usize,
+    /// That word after the collection's mark.
+    pub mark: u64,
+    /// That word after the re-mark.
+    pub remark: u64,
+    /// The collection's kind.
+    pub kind: CollectionKind,
+}
+
+impl fmt::Display for MarkMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "span {:#x} (class {}): mark word {} was {:#018x}, re-mark gives {:#018x}",
+            self.span, self.class, self.word, self.mark, self.remark
+        )?;
+        if self.kind == CollectionKind::Minor {
+            f.write_str(
+                " (the minor mark missed reachable objects: a reference stored into an old \
+                 object without the write barrier?)",
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Central lists of one span class: partial and full, swept and unswept.
 /// Which index is "swept" flips every collection (`sweepgen / 2 % 2`).
 struct Central {
@@ -141,6 +177,11 @@ pub struct RawHeap {
     pub(crate) helpers: crate::mark::MarkHelpers,
     /// Verify mode: room for one copy of every span's mark bits.
     snapshot: Option<memmap2::MmapMut>,
+    /// Verify mode: the type and count each object was allocated with, the
+    /// independent record its heap bits are checked against (see `verify`).
+    /// Written by the allocating thread for a slot it owns; read by a
+    /// coordinator with the world stopped.
+    pub(crate) type_record: Option<crate::verify::TypeRecord>,
 }
 
 // SAFETY: the large lists' span pointers follow the same rules as Central's.
@@ -207,6 +248,15 @@ impl RawHeap {
                         .map_err(|e| {
                             ConfigError(format!("verify: cannot reserve the mark snapshot: {e}"))
                         })?,
+                )
+            } else {
+                None
+            },
+            type_record: if config.verify {
+                Some(
+                    crate::verify::TypeRecord::new(config.arena_size).map_err(|e| {
+                        ConfigError(format!("verify: cannot reserve the type record: {e}"))
+                    })?,
                 )
             } else {
                 None
@@ -687,6 +737,9 @@ impl RawHeap {
         roots(&mut m);
         let st = m.finish();
         if self.config.verify {
+            if let Err(e) = self.check_layouts() {
+                panic!("pardon verify: {e}");
+            }
             let snap = self.take_mark_snapshot();
             let mut again = self.marker();
             roots(&mut again);
@@ -728,7 +781,7 @@ impl RawHeap {
         &self,
         _token: &usize,
         kind: CollectionKind,
-    ) -> Result<(), String> {
+    ) -> Result<(), MarkMismatch> {
         let Some(snap) = &self.snapshot else {
             return Ok(());
         };
@@ -745,18 +798,15 @@ impl RawHeap {
                     CollectionKind::Minor => now & !before != 0,
                 };
                 if bad && err.is_none() {
-                    let what = match kind {
-                        CollectionKind::Full => "",
-                        CollectionKind::Minor => {
-                            " (the minor mark missed reachable objects: a reference stored \
-                             into an old object without the write barrier?)"
-                        }
-                    };
-                    err = Some(format!(
-                        "span {:#x} (class {}): mark word {w} was {before:#018x}, re-mark gives {now:#018x}{what}",
-                        span.base(),
-                        span.spc.load(Relaxed) >> 1
-                    ));
+                    // No formatting here: the world is stopped.
+                    err = Some(MarkMismatch {
+                        span: span.base(),
+                        class: span.spc.load(Relaxed) as usize >> 1,
+                        word: w,
+                        mark: before,
+                        remark: now,
+                        kind,
+                    });
                 }
                 if kind == CollectionKind::Minor {
                     span.mark_bits[w].store(before, Relaxed);
@@ -931,7 +981,11 @@ impl RawHeap {
             unsafe { std::ptr::write_bytes(base as *mut u8, 0, npages * PAGE_SIZE) };
         }
         if !ty.is_noscan() {
-            self.write_heap_bits(base, npages * PAGE_SIZE, ty, size / ty.size().max(1));
+            let count = size / ty.size().max(1);
+            self.write_heap_bits(base, npages * PAGE_SIZE, ty, count);
+            if self.type_record.is_some() {
+                self.record_type(base, ty, count);
+            }
         }
         self.allocated.fetch_add(npages * PAGE_SIZE, Relaxed);
         span.state.store(IN_USE, Release);
@@ -948,9 +1002,9 @@ impl RawHeap {
         let nwords = slot / 8;
         let off = w0 % 64;
         if count == 1 && off + nwords <= 64 && tw <= 64 {
-            // The common case: one object whose slot lies in one bitmap word
-            // (every slot of 512 bytes or less does: slots never straddle a
-            // 512-byte boundary unless they are larger than it).
+            // The common case: one object whose slot lies in one bitmap word.
+            // (Slots of sizes that do not divide 512 may straddle a 512-byte
+            // boundary however small they are: those take the slow path.)
             set_bits(self.arena.bits_word(w0), off, nwords, ty.0.bits0);
             return;
         }
@@ -1136,13 +1190,28 @@ impl ThreadCache {
             unsafe { zero_small(addr, elemsize) };
         }
         if spc & 1 == 0 {
-            // A slot of at most 64 bytes never straddles a 512-byte
-            // boundary, so one bitmap word holds its bits.
+            // A slot of at most 64 bytes covers at most 8 heap words, so its
+            // bits lie in one bitmap word or straddle two: a 24-byte slot at
+            // span offset 504 starts at bit 63 of one word and ends in the
+            // next (slots are packed from the span base, and only sizes that
+            // divide 512 keep clear of the boundaries).
             let w0 = (addr - heap.arena.base) / 8;
+            let off = w0 % 64;
+            let n = elemsize / 8;
             // SAFETY: `addr` is a slot of a span in the arena's committed
             // pages, so its word index is in range.
             let word = unsafe { heap.arena.bits_word_unchecked(w0) };
-            set_bits(word, w0 % 64, elemsize / 8, ty.0.bits0);
+            set_bits(word, off, n, ty.0.bits0);
+            if off + n > 64 {
+                let first = 64 - off;
+                // SAFETY: the slot's last word, `w0 + n - 1`, is in range as
+                // above, and `w0 + first` lies between it and `w0`.
+                let next = unsafe { heap.arena.bits_word_unchecked(w0 + first) };
+                set_bits(next, 0, n - first, ty.0.bits0 >> first);
+            }
+            if heap.type_record.is_some() {
+                heap.record_type(addr, ty, 1);
+            }
         }
         Some(addr)
     }
@@ -1197,6 +1266,9 @@ impl ThreadCache {
         }
         if spc & 1 == 0 {
             heap.write_heap_bits(addr, elemsize, ty, count);
+            if heap.type_record.is_some() {
+                heap.record_type(addr, ty, count);
+            }
         }
         // SAFETY: span bases are non-zero arena addresses.
         Ok(unsafe { NonNull::new_unchecked(addr as *mut u8) })

@@ -197,6 +197,7 @@ mod span;
 mod stats;
 mod typed;
 mod types;
+mod verify;
 
 pub use collector::{
     CollectError, GlobalRootId, Heap, HeapError, Mutator, Preemption, DEFAULT_STOP_TIMEOUT,
@@ -209,3 +210,4 @@ pub use pardon_stackscan as stackscan;
 pub use stats::{CycleStats, GcStats};
 pub use typed::{__register, GcField, GcObject, Global, Member, Root, ZeroValid};
 pub use types::{Type, TypeDesc, TypeError, MAX_TYPE_WORDS};
+pub use verify::LayoutError;

@@ -53,6 +53,9 @@ pub(crate) struct TypeInfo {
     pub tiny_spc: usize,
     /// `ptr_bits[0]`, restricted to the type's words.
     pub bits0: u64,
+    /// The reference words as the embedder listed them, sorted: what verify
+    /// mode checks heap bits against, independently of `ptr_bits`/`bits0`.
+    pub pointer_words: Box<[usize]>,
 }
 
 /// `TypeInfo::small_spc` of a type allocated as a large object.
@@ -125,7 +128,9 @@ pub(crate) fn register(desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
     }
     let mut bits = vec![0u64; words.div_ceil(64).max(1)];
     for &w in desc.pointer_words {
-        if (w + 1) * 8 > desc.size {
+        // `w >= size / 8` rather than `(w + 1) * 8 > size`, which overflows
+        // for huge `w`.
+        if w >= desc.size / 8 {
             return Err(TypeError(format!(
                 "{name}: pointer word {w} lies outside the {}-byte object",
                 desc.size
@@ -178,6 +183,11 @@ pub(crate) fn register(desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
         small_spc,
         tiny_spc,
         bits0,
+        pointer_words: {
+            let mut v = desc.pointer_words.to_vec();
+            v.sort_unstable();
+            v.into_boxed_slice()
+        },
     };
     Ok(Type(Box::leak(Box::new(info))))
 }
