@@ -1,7 +1,6 @@
 //! The collector: a heap shared by attached mutator threads, collected by
 //! stopping them (by signal, or at polls) and marking from their roots.
 
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -15,7 +14,8 @@ use pardon_stackscan::{FrameChain, RootKind, Scanner};
 use crate::config::{Config, ConfigError};
 use crate::heap::{lock, AllocError, RawHeap, ThreadCache};
 use crate::mark::CollectionKind;
-use crate::roots::{GlobalRoots, HandleFree, SlotTable};
+use crate::mutators::{Entries, MutatorState, MutatorTable};
+use crate::roots::GlobalRoots;
 use crate::stats::{CycleStats, GcStats, StatsRecorder};
 use crate::types::{Type, TypeDesc, TypeError};
 
@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     full_goal: AtomicUsize,
     /// Live bytes after the last full collection.
     live_full: AtomicUsize,
+    /// Every mutator's cache, handles and frame chain (see `mutators`).
+    pub mutators: MutatorTable,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -125,16 +127,6 @@ pub(crate) fn env_flag(name: &str) -> Result<Option<bool>, ConfigError> {
             "{name}: {v:?} is not a yes/no setting (use 1, true, yes, on or 0, false, no, off)"
         ))),
     }
-}
-
-/// The per-thread state a coordinator reaches through the thread's preempt
-/// word while the thread is stopped.
-pub(crate) struct MutatorState {
-    pub cache: UnsafeCell<ThreadCache>,
-    pub chain: AtomicUsize,
-    /// The handle table (read by coordinators) and its free list (owner only).
-    pub handles: SlotTable,
-    pub handle_free: UnsafeCell<HandleFree>,
 }
 
 impl Heap {
@@ -199,6 +191,7 @@ impl Heap {
                 })?),
                 full_goal: AtomicUsize::new(0),
                 live_full: AtomicUsize::new(0),
+                mutators: MutatorTable::new(),
             }),
         })
     }
@@ -220,23 +213,29 @@ impl Heap {
 
     /// Attaches the calling thread as a mutator.
     pub fn attach(&self) -> Result<Mutator, pardon_preempt::AttachError> {
-        let attached = self.shared.registry.attach()?;
-        let (handles, handle_free) = SlotTable::new();
-        let state = Box::new(MutatorState {
-            cache: UnsafeCell::new(ThreadCache::new()),
-            chain: AtomicUsize::new(0),
-            handles,
-            handle_free: UnsafeCell::new(handle_free),
-        });
-        attached.frame_chain().store(
-            &*state as *const MutatorState as usize,
-            std::sync::atomic::Ordering::Release,
-        );
-        Ok(Mutator {
-            heap: self.clone(),
-            attached,
-            state,
-        })
+        if pardon_preempt::is_attached() {
+            return Err(pardon_preempt::AttachError::AlreadyAttached);
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let state = Arc::new(MutatorState::new(tid));
+        // Unattached here, so the table's lock may allocate (see `mutators`).
+        let ctx = self.shared.mutators.insert(state.clone());
+        // SAFETY: the context word of this heap's registry is always an index
+        // into `mutators` plus one, which every coordinator validates against
+        // the thread's tid before use.
+        match unsafe { self.shared.registry.attach_with_context(ctx) } {
+            Ok(attached) => Ok(Mutator {
+                heap: self.clone(),
+                attached,
+                state,
+                ctx,
+            }),
+            Err(e) => {
+                drop(self.shared.mutators.remove(ctx));
+                Err(e)
+            }
+        }
     }
 
     /// Adds a global root: `addr` keeps its object alive until the returned
@@ -364,14 +363,20 @@ impl Shared {
             heap_before,
             ..CycleStats::default()
         };
-        // Every stopped thread is outside allocation: flush its cache.
-        for t in world.threads() {
-            if let Some(ms) = mutator_state(t.frame_chain()) {
-                // SAFETY: the owner is stopped outside any no-preempt region,
-                // so no reference to its cache is live; restart is ordered
-                // after this by the world's handshake.
+        // Every cache is flushed, so that every span is on a central list:
+        // those of stopped threads, and those of mutators whose thread is
+        // gone or detached (a leaked or thread-local `Mutator`).
+        self.mutators.with(|table| {
+            for ms in table.all() {
+                // SAFETY: no owner is inside an allocation: attached owners
+                // are stopped outside no-preempt regions, and detached ones
+                // use their cache only holding the coordinator lock, which
+                // this stop holds. Restart is ordered after this by the
+                // world's handshake.
                 unsafe { (*ms.cache.get()).flush(&self.raw) };
             }
+        });
+        for t in world.threads() {
             match t.kind() {
                 StopKind::Injected => cycle.stopped_injected += 1,
                 StopKind::InHandler => cycle.stopped_in_handler += 1,
@@ -471,16 +476,34 @@ impl Shared {
                 sink(b);
             }
         });
-        for t in world.threads() {
-            let (lo, hi) = t.stack_bounds();
-            let ms = mutator_state(t.frame_chain());
-            if let Some(ms) = ms {
+        self.mutators.with(|table| {
+            // Every handle table, whatever became of its thread: a `Root`
+            // may outlive its thread's attachment (a thread-local
+            // destructor that runs after the exit guard).
+            for ms in table.all() {
                 ms.handles.for_each(|v| {
                     if let Some(b) = raw.find_object(v) {
                         sink(b);
                     }
                 });
             }
+            self.gather_threads(world, entry_sp, cycle, table, sink);
+        });
+    }
+
+    /// The stack, frames and registers of every stopped thread.
+    fn gather_threads(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        cycle: &mut CycleStats,
+        table: &Entries<'_>,
+        sink: &mut impl FnMut(usize),
+    ) {
+        let raw = &self.raw;
+        for t in world.threads() {
+            let (lo, hi) = t.stack_bounds();
+            let ms = table.of(t.context(), t.tid());
             let head = ms.map_or(0, |ms| ms.chain.load(std::sync::atomic::Ordering::Acquire));
             let finder = |a: usize| raw.find_object(a);
             let mut hits: usize = 0;
@@ -661,20 +684,14 @@ fn with_entry<R>(f: impl FnOnce(usize) -> R) -> R {
     r
 }
 
-pub(crate) fn mutator_state<'a>(word: usize) -> Option<&'a MutatorState> {
-    // SAFETY: every thread attached to a pardon heap's registry is attached
-    // through `Heap::attach`, which stores a pointer to its boxed
-    // MutatorState in the word before the thread can be stopped; the box
-    // lives until the Mutator is dropped, after which the thread is detached.
-    (word != 0).then(|| unsafe { &*(word as *const MutatorState) })
-}
-
 /// A thread's attachment to a heap: allocates, polls, enters safe regions and
 /// declares frames. Not `Send`; detaches on drop.
 pub struct Mutator {
     pub(crate) heap: Heap,
     pub(crate) attached: Attached,
-    pub(crate) state: Box<MutatorState>,
+    pub(crate) state: Arc<MutatorState>,
+    /// This mutator's context word: its index in the heap's table, plus one.
+    ctx: usize,
 }
 
 impl fmt::Debug for Mutator {
@@ -707,10 +724,52 @@ impl Mutator {
         self.attached.poll();
     }
 
-    /// Runs `f` in a safe region: for blocking calls; `f` must not touch the
-    /// managed heap.
+    /// Runs `f` in a safe region, for blocking system calls: the thread
+    /// counts as stopped while `f` runs, so a collection never waits for it
+    /// and never signals it.
+    ///
+    /// Wrap every call that may block in it. Outside a safe region a stop
+    /// signals the thread, and the calls SA_RESTART does not restart —
+    /// `poll`, `epoll_wait`, `select`, `nanosleep`, `clock_nanosleep`,
+    /// `sigtimedwait`, and any call with a timeout set by `setsockopt` —
+    /// then fail with `EINTR` (Go 1.14's users met the same); inside one
+    /// they are never interrupted by the collector, and stops are cheaper.
+    ///
+    /// `f` may still use this mutator (allocate, read members, make roots):
+    /// each such call leaves the safe region for its duration, waiting for
+    /// a collection in progress to end, and enters it again afterwards.
+    /// Touching the heap through raw addresses inside `f` is the caller's
+    /// responsibility: the collector may be marking meanwhile.
     pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         self.attached.safe_region(f)
+    }
+
+    /// Runs `f`, which changes what a stopped world relies on (the cache,
+    /// the handle table), as a plainly running thread: see
+    /// [`Attached::as_running`]. One load when the thread is running.
+    #[inline(always)]
+    fn as_running<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.attached.is_running() {
+            f()
+        } else {
+            self.attached.as_running(f)
+        }
+    }
+
+    /// As [`Mutator::as_running`], and on a thread detached at exit (whose
+    /// `Mutator` outlived pardon's thread-exit destructor and which no stop
+    /// waits for) holding the coordinator lock, so no collection overlaps
+    /// `f`. For handle-table changes, which may allocate and so cannot use
+    /// a no-preempt region.
+    #[inline(always)]
+    fn excluding_stops<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.attached.is_running() {
+            f()
+        } else if !self.attached.is_attached() {
+            self.heap.shared.registry.outside_stops(f)
+        } else {
+            self.attached.as_running(f)
+        }
     }
 
     /// Collects now, with this thread as the coordinator. If another
@@ -718,13 +777,13 @@ impl Mutator {
     /// it returns at once, with only `number` set in the figures.
     #[inline(never)]
     pub fn collect(&self) -> Result<CycleStats, CollectError> {
-        with_entry(|sp| self.heap.shared.collect(sp, CollectionKind::Full))
+        self.as_running(|| with_entry(|sp| self.heap.shared.collect(sp, CollectionKind::Full)))
     }
 
     /// [`Heap::collect_minor`] with this thread as the coordinator.
     #[inline(never)]
     pub fn collect_minor(&self) -> Result<CycleStats, CollectError> {
-        with_entry(|sp| self.heap.shared.collect(sp, CollectionKind::Minor))
+        self.as_running(|| with_entry(|sp| self.heap.shared.collect(sp, CollectionKind::Minor)))
     }
 
     /// The write barrier, for generational heaps
@@ -756,7 +815,7 @@ impl Mutator {
         // functions.
         let spc = ty.0.tiny_spc;
         let shared = &*self.heap.shared;
-        if spc != crate::types::NOT_SMALL && !shared.pacer_due() {
+        if spc != crate::types::NOT_SMALL && !shared.pacer_due() && self.attached.is_running() {
             let np = self.attached.no_preempt();
             // SAFETY: owner thread inside a no-preempt region: no
             // coordinator touches the cache until the region ends.
@@ -778,7 +837,7 @@ impl Mutator {
         // A stop may have asked while the fast path held its no-preempt
         // region and found the span's cache word empty.
         self.attached.poll();
-        self.alloc_with(|c, raw| c.alloc(raw, ty))
+        self.as_running(|| self.alloc_with(|c, raw| c.alloc(raw, ty)))
     }
 
     /// Parks for the stop that asked during a fast allocation, then returns
@@ -794,7 +853,7 @@ impl Mutator {
 
     /// Allocates a zeroed array of `n` objects of raw type `ty`.
     pub fn alloc_raw_array(&self, ty: Type, n: usize) -> Result<usize, AllocError> {
-        self.alloc_with(|c, raw| c.alloc_array(raw, ty, n))
+        self.as_running(|| self.alloc_with(|c, raw| c.alloc_array(raw, ty, n)))
     }
 
     #[inline(always)]
@@ -809,12 +868,13 @@ impl Mutator {
         // One call site for `f`, so that the allocation fast path inlines.
         let mut retried = false;
         loop {
-            let r = {
-                let _np = self.attached.no_preempt();
-                // SAFETY: owner thread inside a no-preempt region: no
-                // coordinator touches the cache until the region ends.
+            // A no-preempt region, or on a thread detached at exit the
+            // coordinator lock: no stop overlaps the cache's use.
+            let r = shared.registry.outside_stops(|| {
+                // SAFETY: owner thread, and no coordinator touches the cache
+                // until this ends (see above).
                 f(unsafe { &mut *self.state.cache.get() }, &shared.raw)
-            };
+            });
             match r {
                 Ok(p) => return Ok(p.as_ptr() as usize),
                 Err(AllocError::HeapExhausted { .. }) if !retried => {
@@ -845,19 +905,23 @@ impl Mutator {
     /// its slot. Not in a no-preempt region: it may call the system
     /// allocator (see `SlotTable::insert`).
     pub(crate) fn push_handle(&self, addr: usize) -> usize {
-        // SAFETY: owner thread; `Mutator` is not Send or Sync, so no other
-        // reference to the free list exists.
-        let own = unsafe { &mut *self.state.handle_free.get() };
-        match self.state.handles.insert(own, addr) {
-            Ok(i) => i,
-            Err(e) => panic!("pardon: {e}"),
-        }
+        self.excluding_stops(|| {
+            // SAFETY: owner thread; `Mutator` is not Send or Sync, so no
+            // other reference to the free list exists.
+            let own = unsafe { &mut *self.state.handle_free.get() };
+            match self.state.handles.insert(own, addr) {
+                Ok(i) => i,
+                Err(e) => panic!("pardon: {e}"),
+            }
+        })
     }
 
     pub(crate) fn pop_handle(&self, slot: usize) {
-        // SAFETY: as in `push_handle`.
-        let own = unsafe { &mut *self.state.handle_free.get() };
-        self.state.handles.remove(own, slot);
+        self.excluding_stops(|| {
+            // SAFETY: as in `push_handle`.
+            let own = unsafe { &mut *self.state.handle_free.get() };
+            self.state.handles.remove(own, slot);
+        })
     }
 
     /// Live handles in this thread's table.
@@ -869,13 +933,17 @@ impl Mutator {
 
 impl Drop for Mutator {
     fn drop(&mut self) {
-        let _np = self.attached.no_preempt();
-        // SAFETY: owner thread in a no-preempt region.
-        unsafe { (*self.state.cache.get()).flush(&self.heap.shared.raw) };
-        // Detaching (dropping `attached`, after this) clears the preempt word.
-        self.attached
-            .frame_chain()
-            .store(0, std::sync::atomic::Ordering::Release);
+        let shared = &*self.heap.shared;
+        let entry = self.as_running(|| {
+            shared.registry.outside_stops(|| {
+                // SAFETY: owner thread, no stop overlapping (see alloc_with).
+                unsafe { (*self.state.cache.get()).flush(&shared.raw) };
+                shared.mutators.remove(self.ctx)
+            })
+        });
+        // Our own `Arc` still holds the state, which is freed (with its
+        // handle table) after `attached` detaches, outside any region.
+        drop(entry);
     }
 }
 

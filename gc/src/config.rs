@@ -69,6 +69,9 @@ impl Default for Config {
     }
 }
 
+/// The largest [`Config::gray_capacity`]: 64 TiB of 8-byte entries.
+pub const MAX_GRAY_CAPACITY: usize = 1 << 43;
+
 /// The available cores, at most 8.
 pub fn default_mark_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
@@ -113,13 +116,13 @@ impl Config {
                 self.gray_capacity
             ));
         }
-        // Each entry is one 8-byte word of reserved address space per
-        // marking thread; more entries than the arena has words can never be
-        // used, and a larger count overflows the reservation's byte size.
-        if self.gray_capacity > self.arena_size / 8 {
+        // Each entry is an 8-byte word of address space reserved per marking
+        // thread: past 2^43 entries (64 TiB, the largest arena) the
+        // reservation cannot be made, and its byte size soon overflows.
+        if self.gray_capacity > MAX_GRAY_CAPACITY {
             return e(format!(
-                "gray_capacity: {} entries exceed one per word of the {}-byte arena",
-                self.gray_capacity, self.arena_size
+                "gray_capacity: {} entries exceed the most that can be reserved ({})",
+                self.gray_capacity, MAX_GRAY_CAPACITY
             ));
         }
         if self.mark_workers == 0 || self.mark_workers > 256 {

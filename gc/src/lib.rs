@@ -190,6 +190,7 @@ mod collector;
 mod config;
 mod heap;
 mod mark;
+mod mutators;
 mod pageheap;
 mod roots;
 pub mod sizeclass;

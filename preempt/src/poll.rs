@@ -39,10 +39,40 @@ impl Attached {
         f()
     }
 
+    /// Runs `f` as a plainly running thread, which code that changes what a
+    /// stopped world relies on (allocation, handle tables) must be. Called
+    /// inside a safe region (from a closure given to
+    /// [`Attached::safe_region`], or after a leaked [`SafeRegion`] guard),
+    /// it leaves the region first, waiting for a stop in progress to end,
+    /// and enters it again afterwards, on unwind too. Otherwise it just runs
+    /// `f`.
+    pub fn as_running<R>(&self, f: impl FnOnce() -> R) -> R {
+        let rec = self.record();
+        if !matches!(
+            rec.state.load(Ordering::SeqCst),
+            crate::state::SAFE | crate::state::SAFE_STOPPED
+        ) {
+            return f();
+        }
+        safe::exit_safe_region(rec);
+        struct Reenter<'a>(&'a ThreadRecord);
+        impl Drop for Reenter<'_> {
+            fn drop(&mut self) {
+                safe::enter_safe_region(self.0);
+            }
+        }
+        let _again = Reenter(rec);
+        f()
+    }
+
     /// Enters a safe region until the guard is dropped. See
     /// [`Attached::safe_region`].
     pub fn enter_safe_region(&self) -> SafeRegion<'_> {
         let rec = self.record();
+        if rec.detached.load(Ordering::Relaxed) {
+            // Nothing stops a detached thread: no region to enter.
+            return SafeRegion { rec };
+        }
         assert_eq!(
             rec.no_preempt.load(Ordering::Relaxed),
             0,

@@ -216,8 +216,15 @@ pub(crate) struct ThreadRecord {
     pub pid: i32,
     pub stack_lo: usize,
     pub stack_hi: usize,
-    /// The opaque word the stack scanner keeps its frame chain in.
-    pub frame_chain: AtomicUsize,
+    /// The opaque word given at attach
+    /// ([`Registry::attach_with_context`]); never changes afterwards, so
+    /// whoever created the registry can trust what it finds here. Preempt
+    /// never interprets it.
+    pub context: usize,
+    /// Set (by the owner) when the thread is detached; the record then stays
+    /// allocated for as long as its `Attached` handle exists (see
+    /// `detach_record`).
+    pub detached: std::sync::atomic::AtomicBool,
     /// How the thread stopped, as a `StopKind`.
     pub park_kind: AtomicU32,
     /// Lowest stack address to scan while stopped.
@@ -350,8 +357,11 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let rec = CURRENT.with(|c| c.get());
         if !rec.is_null() {
-            // SAFETY: the record is live until detach frees it, and only the
-            // owner thread (this one) detaches.
+            // The `Attached` handle was leaked, or lives in a thread-local
+            // whose destructor has not run yet: detach (a dead thread must
+            // not hold up stops) and leave the record to the handle.
+            // SAFETY: the record is live until its handle frees it, and only
+            // the owner thread (this one) detaches.
             unsafe { detach_record(rec) };
         }
     }
@@ -564,6 +574,23 @@ impl Registry {
     /// Attaches the calling thread. The returned handle detaches on drop, and
     /// the thread is detached at exit even if the handle is leaked.
     pub fn attach(&self) -> Result<Attached, AttachError> {
+        // SAFETY: a context of 0 promises nothing.
+        unsafe { self.attach_with_context(0) }
+    }
+
+    /// [`Registry::attach`], recording `context`, an opaque word that every
+    /// coordinator sees for this thread ([`StoppedThread::context`]) and
+    /// that nothing can change afterwards. A collector keeps its per-thread
+    /// state there (pardon's heap does).
+    ///
+    /// # Safety
+    /// Whoever stops this registry's world may interpret the word: the
+    /// caller must give the value that code expects for this thread. A
+    /// registry used only by its creator's code has no other callers; 0 is
+    /// always allowed.
+    ///
+    /// [`StoppedThread::context`]: crate::StoppedThread::context
+    pub unsafe fn attach_with_context(&self, context: usize) -> Result<Attached, AttachError> {
         if current().is_some() {
             return Err(AttachError::AlreadyAttached);
         }
@@ -584,7 +611,8 @@ impl Registry {
             pid: unsafe { libc::getpid() },
             stack_lo,
             stack_hi,
-            frame_chain: AtomicUsize::new(0),
+            context,
+            detached: std::sync::atomic::AtomicBool::new(false),
             park_kind: AtomicU32::new(0),
             scan_lo: AtomicUsize::new(0),
             gprs: UnsafeCell::new([0; sys::NGPRS]),
@@ -661,10 +689,24 @@ impl Attached {
         self.record().tid
     }
 
-    /// The opaque word a stack scanner keeps its frame chain in. Preempt
-    /// never interprets it; a coordinator reads it from each stopped thread.
-    pub fn frame_chain(&self) -> &AtomicUsize {
-        &self.record().frame_chain
+    /// The context word given at attach (0 for [`Registry::attach`]).
+    pub fn context(&self) -> usize {
+        self.record().context
+    }
+
+    /// Whether the thread still counts in its registry's stops: false once
+    /// it was detached at thread exit (a thread-local destructor that runs
+    /// after pardon's may still hold this handle).
+    pub fn is_attached(&self) -> bool {
+        !self.record().detached.load(Ordering::Relaxed)
+    }
+
+    /// Whether the thread is plainly running: attached, and neither in a
+    /// safe region nor coordinating a stop. One load; for fast paths that
+    /// must take a slower road otherwise (see [`Attached::as_running`]).
+    #[inline(always)]
+    pub fn is_running(&self) -> bool {
+        self.record().state.load(Ordering::Relaxed) == state::RUNNING
     }
 
     /// The thread's stack bounds `(lo, hi)`, read once at attach.
@@ -701,10 +743,18 @@ impl Drop for Attached {
             // SAFETY: we are on the owner thread and the record is live.
             unsafe { detach_record(self.rec) };
         }
+        // Detached now, here or earlier by the exit guard (which leaves the
+        // record to us, its last user).
+        // SAFETY: `rec` came from Box::into_raw in attach; the exit guard
+        // never frees a record whose handle exists, and nothing else does.
+        drop(unsafe { Box::from_raw(self.rec as *mut ThreadRecord) });
     }
 }
 
-/// Detaches and frees a record.
+/// Detaches a record: removes it from its registry, so stops no longer
+/// count it, and clears `CURRENT`. Does not free it: the `Attached` handle
+/// does, when dropped; a leaked handle leaks its record (memory, never
+/// soundness).
 ///
 /// # Safety
 /// Must run on the record's owner thread, with `rec` live and current.
@@ -730,11 +780,8 @@ pub(crate) unsafe fn detach_record(rec: *const ThreadRecord) {
         let mut threads = lock(&reg.threads);
         threads.retain(|&p| p != rec);
     }
+    r.detached.store(true, Ordering::Relaxed);
+    // A signal that lands from here on finds CURRENT null and is passed on
+    // as not ours; the record stays allocated until its handle is dropped.
     CURRENT.with(|c| c.set(std::ptr::null()));
-    // Let an in-flight signal land while CURRENT is null (it will be passed on
-    // as not ours) rather than after the record is freed; a signal cannot find
-    // the record once CURRENT is null, so freeing is safe either way.
-    // SAFETY: `rec` came from Box::into_raw in attach; no one else frees it,
-    // and no coordinator can reach it any more (removed under the lock).
-    drop(unsafe { Box::from_raw(rec as *mut ThreadRecord) });
 }

@@ -176,9 +176,10 @@ impl<'w> StoppedThread<'w> {
         // resumes, which cannot happen while this StoppedWorld is alive.
         unsafe { sys::for_each_vector_word(ptr, len, f) }
     }
-    /// The opaque frame-chain word.
-    pub fn frame_chain(&self) -> usize {
-        self.rec.frame_chain.load(Ordering::Acquire)
+    /// The context word the thread attached with
+    /// ([`Registry::attach_with_context`](crate::Registry::attach_with_context)).
+    pub fn context(&self) -> usize {
+        self.rec.context
     }
 }
 

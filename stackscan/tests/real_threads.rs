@@ -82,7 +82,8 @@ fn found_after_stop(strategy: Strategy, hide: Hide) {
         let mut hits = Vec::new();
         let mut sc = Scanner::new(&finder, lo, hi, |b, k| hits.push((b, k)));
         // SAFETY: the thread is stopped; its stack from scan_lo up is readable.
-        unsafe { sc.thread(th.scan_lo(), th.frame_chain(), th.gprs()) };
+        // This thread links no frames: the chain is empty.
+        unsafe { sc.thread(th.scan_lo(), 0, th.gprs()) };
         th.for_each_vector_word(|v| sc.word(v as usize, RootKind::Register));
         drop(w);
         assert!(hits.iter().all(|&(b, _)| b == base));
