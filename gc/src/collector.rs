@@ -905,15 +905,77 @@ impl Mutator {
     /// its slot. Not in a no-preempt region: it may call the system
     /// allocator (see `SlotTable::insert`).
     pub(crate) fn push_handle(&self, addr: usize) -> usize {
+        self.excluding_stops(|| self.insert_handle(addr))
+    }
+
+    /// Adds `addr` to the handle table; the caller has excluded stops as
+    /// `excluding_stops` would.
+    fn insert_handle(&self, addr: usize) -> usize {
+        // SAFETY: owner thread; `Mutator` is not Send or Sync, so no other
+        // reference to the free list exists.
+        let own = unsafe { &mut *self.state.handle_free.get() };
+        match self.state.handles.insert(own, addr) {
+            Ok(i) => i,
+            Err(e) => panic!("pardon: {e}"),
+        }
+    }
+
+    /// Roots the object whose address `find` reads (a member, a global
+    /// root), returning the handle slot and the address, or `None` for 0.
+    /// Finding and rooting happen with no stop between them that could miss
+    /// the address: on a running thread a stop scans its registers and
+    /// stack; inside a safe region the thread leaves it first (its deeper
+    /// frames are not scanned there); on a thread detached at exit (not
+    /// scanned at all) both happen under the coordinator lock.
+    pub(crate) fn root_found(&self, find: impl FnOnce() -> usize) -> Option<(usize, usize)> {
         self.excluding_stops(|| {
-            // SAFETY: owner thread; `Mutator` is not Send or Sync, so no
-            // other reference to the free list exists.
-            let own = unsafe { &mut *self.state.handle_free.get() };
-            match self.state.handles.insert(own, addr) {
-                Ok(i) => i,
-                Err(e) => panic!("pardon: {e}"),
-            }
+            let v = find();
+            (v != 0).then(|| (self.insert_handle(v), v))
         })
+    }
+
+    /// Allocates an object of `ty` and roots it: `(handle slot, address)`.
+    #[inline(always)]
+    pub(crate) fn alloc_rooted(&self, ty: Type) -> Result<(usize, usize), AllocError> {
+        if self.attached.is_running() {
+            let addr = self.alloc_raw(ty)?;
+            return Ok((self.insert_handle(addr), addr));
+        }
+        self.alloc_rooted_slow(ty)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_rooted_slow(&self, ty: Type) -> Result<(usize, usize), AllocError> {
+        if self.attached.is_attached() {
+            // In a safe region: leave it, then the ordinary path.
+            return self.attached.as_running(|| {
+                let addr = self.alloc_raw(ty)?;
+                Ok((self.insert_handle(addr), addr))
+            });
+        }
+        // Detached at thread exit: nothing scans this thread, so the new
+        // object is rooted before the coordinator lock is released. No
+        // pacing here (a collection needs that lock); one collection, outside
+        // it, before reporting exhaustion.
+        let shared = &*self.heap.shared;
+        let mut retried = false;
+        loop {
+            let r = shared.registry.outside_stops(|| {
+                // SAFETY: owner thread holding the coordinator lock: no
+                // coordinator touches the cache meanwhile.
+                let cache = unsafe { &mut *self.state.cache.get() };
+                let addr = cache.alloc(&shared.raw, ty)?.as_ptr() as usize;
+                Ok((self.insert_handle(addr), addr))
+            });
+            match r {
+                Err(AllocError::HeapExhausted { .. }) if !retried => {
+                    retried = true;
+                    self.exhausted_collect();
+                }
+                r => return r,
+            }
+        }
     }
 
     pub(crate) fn pop_handle(&self, slot: usize) {

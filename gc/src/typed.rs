@@ -125,11 +125,13 @@ impl<T: GcObject> Member<T> {
     /// The referenced object, rooted on `m`'s thread, or `None` if null.
     #[inline]
     pub fn get<'m>(&self, m: &'m Mutator) -> Option<Root<'m, T>> {
-        let v = self.word.load(Ordering::Acquire);
+        // The load and the rooting happen where no stop can come between
+        // them unseen (see `Mutator::root_found`).
+        let (slot, v) = m.root_found(|| self.word.load(Ordering::Acquire))?;
         // SAFETY: a non-null member holds the address of a live T: it was
         // set from a Root, and the object it names is reachable from this
-        // one, which the caller reached through a root.
-        (v != 0).then(|| unsafe { Root::from_addr(m, v) })
+        // one, which the caller reached through a root; it is now rooted.
+        Some(unsafe { Root::from_parts(m, slot, v) })
     }
 
     /// Points the field at `v`'s object, or clears it. Runs the write
@@ -259,6 +261,16 @@ impl<'m, T: GcObject> Root<'m, T> {
     /// `addr` must be the address of a live `T` in `m`'s heap.
     pub(crate) unsafe fn from_addr(m: &'m Mutator, addr: usize) -> Root<'m, T> {
         let slot = m.push_handle(addr);
+        // SAFETY: caller contract.
+        unsafe { Root::from_parts(m, slot, addr) }
+    }
+
+    /// A root over handle `slot`, which holds `addr`.
+    ///
+    /// # Safety
+    /// `addr` must be the address of a live `T` in `m`'s heap, held by
+    /// `m`'s handle `slot`, which the new root then owns.
+    pub(crate) unsafe fn from_parts(m: &'m Mutator, slot: usize, addr: usize) -> Root<'m, T> {
         // SAFETY: caller contract: a live object's address is non-null.
         let ptr = unsafe { NonNull::new_unchecked(addr as *mut T) };
         Root { m, slot, ptr }
@@ -308,9 +320,9 @@ impl Mutator {
     /// Allocates a zeroed `T` and roots it.
     #[inline]
     pub fn alloc<T: GcObject>(&self) -> Result<Root<'_, T>, AllocError> {
-        let addr = self.alloc_raw(T::gc_type())?;
-        // SAFETY: a fresh, zeroed (hence valid) T in this heap.
-        Ok(unsafe { Root::from_addr(self, addr) })
+        let (slot, addr) = self.alloc_rooted(T::gc_type())?;
+        // SAFETY: a fresh, zeroed (hence valid) T in this heap, rooted.
+        Ok(unsafe { Root::from_parts(self, slot, addr) })
     }
 }
 
@@ -347,9 +359,11 @@ impl<T: GcObject> Global<T> {
             std::sync::Arc::ptr_eq(&self.heap.shared, &m.heap().shared),
             "Global::get with a mutator of another heap"
         );
-        let v = self.heap.root_value(self.id);
-        // SAFETY: the global root keeps the object live.
-        unsafe { Root::from_addr(m, v) }
+        let (slot, v) = m
+            .root_found(|| self.heap.root_value(self.id))
+            .expect("a global root is never null");
+        // SAFETY: the global root kept the object live until it was rooted.
+        unsafe { Root::from_parts(m, slot, v) }
     }
 
     /// Points the global at `r`'s object.

@@ -158,3 +158,189 @@ fn bad_types_and_configs_are_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("gray_capacity"), "{e}");
 }
+
+/// A thread that collects over and over until told to stop, to overlap
+/// whatever the test's other thread does.
+struct Collector {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Collector {
+    fn start(heap: &Heap) -> Collector {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (heap.clone(), stop.clone());
+        let thread = Some(std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(Ordering::Relaxed) {
+                h.collect().unwrap();
+                n += 1;
+            }
+            n
+        }));
+        Collector { stop, thread }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Hole 2: a leaked `Mutator` whose thread exits kept its cache's spans off
+/// the sweep lists with their mark bits set, so the next mark skipped their
+/// objects' fields and freed the children.
+#[test]
+fn a_leaked_mutator_costs_memory_not_live_objects() {
+    let heap = verify_heap();
+    let parents = std::thread::spawn({
+        let heap = heap.clone();
+        move || {
+            let m = heap.attach().unwrap();
+            let mut roots = Vec::new();
+            for _ in 0..100 {
+                let p = m.alloc::<Node>().unwrap();
+                roots.push(pardon::Global::new(&p).unwrap());
+            }
+            std::mem::forget(m);
+            roots
+        }
+    })
+    .join()
+    .unwrap();
+    let m = heap.attach().unwrap();
+    for round in 0..4 {
+        m.collect().unwrap();
+        // Children allocated here, in this thread's spans, reachable only
+        // through the parents (which sit in the leaked cache's spans).
+        for (i, g) in parents.iter().enumerate() {
+            let p = g.get(&m);
+            let c = m.alloc::<Node>().unwrap();
+            c.val.store((round * 1000 + i) as i64, Ordering::Relaxed);
+            p.next.set(Some(&c));
+        }
+        m.collect().unwrap();
+        for _ in 0..20_000 {
+            std::hint::black_box(m.alloc::<Node>().unwrap());
+        }
+        m.collect().unwrap();
+        for (i, g) in parents.iter().enumerate() {
+            let c = g.get(&m).next.get(&m).unwrap();
+            assert_eq!(c.val.load(Ordering::Relaxed), (round * 1000 + i) as i64);
+        }
+    }
+}
+
+/// Allocates linked nodes with canaries while other threads collect, then
+/// checks every kept node and link.
+fn churn_and_check(m: &Mutator) {
+    let mut keep = Vec::new();
+    for i in 0..20_000i64 {
+        let n = m.alloc::<Node>().unwrap();
+        n.val.store(i, Ordering::Relaxed);
+        if let Some(prev) = keep.last() {
+            n.next.set(Some(prev));
+        }
+        if i % 10 == 0 {
+            keep.push(n);
+        }
+    }
+    for (j, n) in keep.iter().enumerate() {
+        assert_eq!(n.val.load(Ordering::Relaxed), j as i64 * 10);
+        if j > 0 {
+            let prev = n.next.get(m).unwrap();
+            assert_eq!(prev.val.load(Ordering::Relaxed), (j as i64 - 1) * 10);
+        }
+    }
+}
+
+/// Hole 3: allocation inside `Mutator::blocking` ran while the thread
+/// counted as stopped, under the collector's feet. It now leaves the safe
+/// region for each call; so does a leaked safe-region guard.
+#[test]
+fn allocating_inside_a_safe_region_is_sound() {
+    let heap = verify_heap();
+    let collector = Collector::start(&heap);
+    let m = heap.attach().unwrap();
+    for _ in 0..3 {
+        m.blocking(|| churn_and_check(&m));
+    }
+    // A leaked guard: the thread stays in the safe region for good.
+    std::mem::forget(m.attached().enter_safe_region());
+    churn_and_check(&m);
+    m.collect().unwrap();
+    churn_and_check(&m);
+    assert!(collector.finish() > 0);
+}
+
+/// Hole 2, its other face: a `Mutator` in a thread-local whose destructor
+/// runs after pardon's thread-exit guard has detached the thread. Its
+/// record used to be freed under it; now it is kept, and the mutator goes
+/// on working while other threads collect: its roots scanned, its cache
+/// flushed by every collection, and what it roots rooted atomically with
+/// finding it (its stack is no longer scanned).
+#[test]
+fn a_mutator_outliving_its_threads_attachment_keeps_working() {
+    use std::cell::RefCell;
+    static DETACHED_PATH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    struct Holder(RefCell<Option<Mutator>>);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let Some(m) = self.0.borrow_mut().take() else {
+                return;
+            };
+            DETACHED_PATH.store(!m.attached().is_attached(), Ordering::SeqCst);
+            churn_and_check(&m);
+            m.collect().unwrap();
+            churn_and_check(&m);
+        }
+    }
+    thread_local! {
+        static HOLDER: Holder = const { Holder(RefCell::new(None)) };
+    }
+    let heap = verify_heap();
+    let collector = Collector::start(&heap);
+    let h = heap.clone();
+    std::thread::spawn(move || {
+        // Registered before pardon's exit guard, so (thread-local
+        // destructors run in reverse order of registration) dropped after it.
+        HOLDER.with(|_| {});
+        let m = h.attach().unwrap();
+        HOLDER.with(|hd| *hd.0.borrow_mut() = Some(m));
+    })
+    .join()
+    .unwrap();
+    collector.finish();
+    assert!(
+        DETACHED_PATH.load(Ordering::SeqCst),
+        "the holder's destructor ran before the exit guard: the test did not reach its case"
+    );
+    heap.collect().unwrap();
+}
+
+/// Hole 4: the word a coordinator reads a thread's heap state from cannot
+/// be set by safe code; a thread attached through the registry directly
+/// (no `Mutator`) simply has none, and collections go on around it.
+#[test]
+fn threads_attached_without_a_mutator_have_no_heap_state() {
+    let heap = verify_heap();
+    let h = heap.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let a = h.registry().attach().unwrap();
+        assert_eq!(a.context(), 0);
+        ready_tx.send(()).unwrap();
+        a.safe_region(|| rx.recv().unwrap());
+    });
+    ready_rx.recv().unwrap();
+    let m = heap.attach().unwrap();
+    let n = m.alloc::<Node>().unwrap();
+    n.val.store(7, Ordering::Relaxed);
+    for _ in 0..5 {
+        m.collect().unwrap();
+    }
+    assert_eq!(n.val.load(Ordering::Relaxed), 7);
+    tx.send(()).unwrap();
+    t.join().unwrap();
+}
