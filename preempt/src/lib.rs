@@ -127,6 +127,7 @@
 
 #![warn(missing_docs)]
 
+mod fatal;
 mod park;
 mod poll;
 mod registry;
@@ -135,6 +136,7 @@ pub mod state;
 mod stop;
 pub(crate) mod sys;
 
+pub use fatal::holds_stopped_world;
 pub use poll::{
     BetweenCalls, EveryIteration, NoPoll, NoPreempt, PollStrategy, Poller, SafeRegion, StripMined,
 };

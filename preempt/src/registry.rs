@@ -477,6 +477,7 @@ impl Registry {
     /// Creates a registry, installing the signal handler in signal mode.
     pub fn new(config: Config) -> Result<Registry, ConfigError> {
         config.validate()?;
+        crate::fatal::install_hook();
         if let Mode::Signal(_) = config.mode {
             sys::install(config.signal)
                 .map_err(|e| ConfigError(format!("signal: cannot install handler: {e}")))?;

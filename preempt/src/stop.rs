@@ -116,6 +116,8 @@ pub struct StoppedWorld<'r> {
     _coord: Option<MutexGuard<'r, ()>>,
     me: Option<&'r ThreadRecord>,
     stats: StopStats,
+    /// Dropped after the restart (fields drop after `Drop::drop`).
+    _holding: crate::fatal::Holding,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -277,6 +279,10 @@ impl Registry {
             None => lock(&inner.coordinator),
         };
         let threads = lock(&inner.threads);
+        // From here until the restart, a panic on this thread aborts with a
+        // message rather than wait on a lock a stopped thread holds (see
+        // `fatal`).
+        let holding = crate::fatal::Holding::new();
         if let Some(r) = me {
             let mut regs = [0u64; sys::NGPRS];
             sys::spill_callee_saved(&mut regs);
@@ -318,6 +324,7 @@ impl Registry {
             _coord: Some(coord),
             me,
             stats,
+            _holding: holding,
             _not_send: PhantomData,
         };
         match self.wait_acks(&mut world, e, start) {
