@@ -266,9 +266,10 @@ fn run(preemption: Preemption, secs: f64, generational: bool) {
         };
         if let Err(e) = r {
             // Say what the laggards were doing before failing.
-            let pardon::CollectError::Stop(pardon::preempt::StopError::Timeout {
-                laggards, ..
-            }) = &e;
+            if let pardon::CollectError::Stop(pardon::preempt::StopError::Timeout {
+                laggards,
+                ..
+            }) = &e
             {
                 for l in laggards {
                     let status =

@@ -86,11 +86,25 @@ pub enum StopError {
         /// The threads that did not answer.
         laggards: Vec<Laggard>,
     },
+    /// Signal mode, but the preemption signal's handler is not ours: the
+    /// program replaced it without chaining, so no thread could be stopped
+    /// by signal. Checked before any thread is asked to stop.
+    HandlerReplaced {
+        /// The signal number.
+        signal: i32,
+    },
 }
 
 impl fmt::Display for StopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StopError::HandlerReplaced { signal } => write!(
+                f,
+                "the handler of signal {signal} (pardon's preemption signal) was replaced \
+                 without chaining to pardon's; no thread can be stopped by signal. Install \
+                 your handler before creating the heap or registry (pardon chains to it), or \
+                 chain to the previous handler, or use polls-only mode"
+            ),
             StopError::Timeout { waited, laggards } => {
                 write!(f, "stop timed out after {waited:?}; not stopped:")?;
                 for l in laggards {
@@ -266,6 +280,13 @@ impl Registry {
     /// coordinator) or not. Concurrent callers serialise.
     pub fn stop_the_world(&self) -> Result<StoppedWorld<'_>, StopError> {
         let inner = &*self.inner;
+        if matches!(inner.config.mode, Mode::Signal(_))
+            && !sys::handler_installed(inner.config.signal)
+        {
+            return Err(StopError::HandlerReplaced {
+                signal: inner.config.signal,
+            });
+        }
         let me = current().filter(|r| std::ptr::eq(r.registry, inner));
         // Another coordinator may stop us while we wait for the lock: wait in
         // a safe region.

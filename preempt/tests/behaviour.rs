@@ -368,7 +368,9 @@ fn unresponsive_thread_is_reported() {
     let err = reg.stop_the_world().err().expect("must time out");
     let msg = err.to_string();
     assert!(msg.contains("running"), "{msg}");
-    let pardon_preempt::StopError::Timeout { laggards, .. } = err;
+    let pardon_preempt::StopError::Timeout { laggards, .. } = err else {
+        panic!("expected a timeout, got {err}");
+    };
     assert_eq!(laggards.len(), 1);
     finish(stop, hs);
 }

@@ -1,5 +1,7 @@
-//! A user's SIGURG handler installed before the registry keeps receiving
-//! external SIGURGs. Its own test binary: a handler installed *after* ours
+//! A user's SIGURG handler installed before the registry receives every
+//! SIGURG (pardon's own too: no test can tell them apart, so it passes all
+//! on and the program sees spurious ones, never loses its own). Its own test
+//! binary: a handler installed *after* ours
 //! would replace ours process-wide, so it must come first, as in a real
 //! program that has its own SIGURG handling.
 
@@ -16,9 +18,9 @@ extern "C" fn user_handler(_: libc::c_int) {
     USER_SIGURG.fetch_add(1, Ordering::SeqCst);
 }
 
-/// A user's SIGURG handler installed before the registry keeps receiving
-/// external SIGURGs, which do no harm to an attached thread with no request
-/// pending; and stops still work alongside.
+/// A user's SIGURG handler installed before the registry receives each
+/// SIGURG the program sends, which do no harm to an attached thread with no
+/// request pending; and stops still work alongside.
 #[test]
 fn external_sigurg_reaches_chained_handler() {
     // SAFETY: installs a trivial async-signal-safe handler.
@@ -40,28 +42,9 @@ fn external_sigurg_reaches_chained_handler() {
     });
     wait_progress(&progress);
     let me = reg.attach().unwrap();
-    let tid = me.tid();
-    let before = USER_SIGURG.load(Ordering::SeqCst);
-    for _ in 0..50 {
-        // SAFETY: tgkill with valid ids.
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGURG) };
-        drop(reg.stop_the_world().unwrap());
-    }
-    let got = USER_SIGURG.load(Ordering::SeqCst) - before;
-    assert_eq!(
-        got, 50,
-        "external SIGURGs to an attached thread reach the user"
-    );
-    assert_eq!(
-        me.signals_received(),
-        0,
-        "no request was pending for this thread"
-    );
-    drop(me);
-    // An unattached thread too.
-    let h = std::thread::spawn(|| {
-        let tid = std::thread::current();
-        let _ = tid;
+    // A signal a thread sends itself is delivered before tgkill returns.
+    let raise = || {
+        let before = USER_SIGURG.load(Ordering::SeqCst);
         // SAFETY: signals this very thread.
         unsafe {
             libc::syscall(
@@ -71,9 +54,20 @@ fn external_sigurg_reaches_chained_handler() {
                 libc::SIGURG,
             )
         };
-    });
-    h.join().unwrap();
-    assert_eq!(USER_SIGURG.load(Ordering::SeqCst) - before, 51);
+        USER_SIGURG.load(Ordering::SeqCst) > before
+    };
+    for _ in 0..50 {
+        assert!(raise(), "a SIGURG to an attached thread was lost");
+        drop(reg.stop_the_world().unwrap());
+    }
+    assert_eq!(
+        me.signals_received(),
+        0,
+        "no request was pending for this thread"
+    );
+    drop(me);
+    // An unattached thread too.
+    assert!(std::thread::spawn(raise).join().unwrap());
     stop.store(true, Ordering::Relaxed);
     for h in hs {
         h.join().unwrap();

@@ -11,6 +11,6 @@ pub(crate) use regs::{
     for_each_vector_word, gprs_from_ucontext, xsave_from_ucontext, xsave_layout, TrampolineFrame,
 };
 pub use regs::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
-pub(crate) use signal::{inject_call, install, interrupted_sp, RED_ZONE};
+pub(crate) use signal::{handler_installed, inject_call, install, interrupted_sp, RED_ZONE};
 pub(crate) use thread::{approx_sp, current_cpu, current_stack_bounds, gettid, send_signal};
 pub(crate) use trampoline::injection_stack_need;

@@ -30,7 +30,20 @@ static PREVIOUS: [AtomicPtr<libc::sigaction>; NSIG] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; NSIG];
 static INSTALL_LOCK: Mutex<()> = Mutex::new(());
 
-/// Installs our handler for `sig` once per process; later calls are no-ops.
+/// Whether our handler is the one installed for `sig` now. A program that
+/// replaced it without chaining would make every stop wait out its timeout.
+pub(crate) fn handler_installed(sig: i32) -> bool {
+    // SAFETY: reads the current action into a zeroed struct.
+    unsafe {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut cur) == 0
+            && cur.sa_sigaction == on_signal as *const () as usize
+    }
+}
+
+/// Installs our handler for `sig`, unless it is installed already. If the
+/// program replaced it since (without chaining), it is installed again, and
+/// the program's handler becomes the one chained to.
 pub(crate) fn install(sig: i32) -> std::io::Result<()> {
     if sig <= 0 || sig as usize >= NSIG {
         return Err(std::io::Error::new(
@@ -40,7 +53,7 @@ pub(crate) fn install(sig: i32) -> std::io::Result<()> {
     }
     super::regs::xsave_layout();
     let _g = INSTALL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !PREVIOUS[sig as usize].load(Ordering::Acquire).is_null() {
+    if handler_installed(sig) {
         return Ok(());
     }
     // SAFETY: sigaction structs are plain data; we pass valid pointers, and the
@@ -51,16 +64,17 @@ pub(crate) fn install(sig: i32) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
         let old = Box::into_raw(Box::new(old));
-        // Publish the previous action before our handler can run.
-        PREVIOUS[sig as usize].store(old, Ordering::Release);
+        // Publish the previous action before our handler can run. An action
+        // published by an earlier install is leaked, never freed: a handler
+        // may be reading it.
+        let earlier = PREVIOUS[sig as usize].swap(old, Ordering::AcqRel);
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as *const () as usize;
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigfillset(&mut sa.sa_mask);
         if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
             let e = std::io::Error::last_os_error();
-            PREVIOUS[sig as usize].store(std::ptr::null_mut(), Ordering::Release);
-            drop(Box::from_raw(old));
+            PREVIOUS[sig as usize].store(earlier, Ordering::Release);
             return Err(e);
         }
     }
@@ -71,21 +85,31 @@ pub(crate) fn install(sig: i32) -> std::io::Result<()> {
 /// pointer (no lazy initialisation, no destructor registration), touches only
 /// atomics in a record allocated at attach, makes raw syscalls, and saves and
 /// restores `errno`.
+///
+/// Every delivery is passed on to the handler installed before ours, ours
+/// included, and before ours acts (so it sees the interrupted context, not
+/// the injected call). No test can tell the program's SIGURG from ours: the
+/// kernel merges a pending signal with the next one of the same number, and
+/// a program's `tgkill` carries the same `si_code` and `si_pid` as ours. So,
+/// as Go does, the program's handler sees every SIGURG: some spurious, none
+/// lost.
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: __errno_location returns this thread's errno slot, always valid.
     let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: forwarding the kernel's own arguments to the previous handler.
+    unsafe { chain(sig, info, ctx) };
+    // The chained handler may have changed errno; ours runs with the
+    // interrupted code's.
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
     let uc = ctx as *mut libc::ucontext_t;
     // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler.
-    let ours = unsafe { crate::park::on_preempt_signal(sig, uc) };
-    if !ours {
-        // SAFETY: forwarding the kernel's own arguments to the previous handler.
-        unsafe { chain(sig, info, ctx) };
-    }
+    unsafe { crate::park::on_preempt_signal(sig, uc) };
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Passes a signal that is not ours to whatever was installed before us.
+/// Passes a signal to whatever was installed before us.
 ///
 /// # Safety
 /// Must be called from our handler with the kernel's arguments.
