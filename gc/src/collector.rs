@@ -219,8 +219,13 @@ impl Heap {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let state = Arc::new(MutatorState::new(tid));
-        // Unattached here, so the table's lock may allocate (see `mutators`).
-        let ctx = self.shared.mutators.insert(state.clone());
+        // Unattached here, so this holds the coordinator lock: the table's
+        // lock is then never held by a thread a stop (or a fork, see
+        // `pardon_preempt`'s fork handling) could catch holding it.
+        let ctx = self
+            .shared
+            .registry
+            .outside_stops(|| self.shared.mutators.insert(state.clone()));
         // SAFETY: the context word of this heap's registry is always an index
         // into `mutators` plus one, which every coordinator validates against
         // the thread's tid before use.
@@ -277,15 +282,16 @@ impl Heap {
 
     /// Statistics so far.
     pub fn stats(&self) -> GcStats {
-        // A coordinator records into the recorder inside a no-preempt region,
-        // so no attached thread may be stopped while holding its lock: copy
-        // under a no-preempt region too, into histograms made beforehand
+        // A coordinator records into the recorder outside stops (a no-preempt
+        // region, or the coordinator lock on an unattached thread), so no
+        // thread may be stopped or forked while holding its lock: copy that
+        // way too, into histograms made beforehand
         // (allocating inside the region could wait on a malloc lock held by
         // a stopped thread).
         let sh = &self.shared;
         let mut copy = StatsRecorder::new();
         sh.registry
-            .no_preempt(|| lock(&sh.stats).copy_into(&mut copy));
+            .outside_stops(|| lock(&sh.stats).copy_into(&mut copy));
         copy.into_snapshot(sh.raw.stats())
     }
 
@@ -443,7 +449,7 @@ impl Shared {
         cycle.number = self.cycles.load(Relaxed);
         self.raw.scavenge_in(&scope);
         self.registry
-            .no_preempt(|| lock(&self.stats).record(&cycle));
+            .outside_stops(|| lock(&self.stats).record(&cycle));
         if self.trace {
             eprintln!("{}", cycle.trace_line());
         }

@@ -207,6 +207,9 @@ struct Ctl {
 pub(crate) struct MarkHelpers {
     team: Option<Arc<MarkTeam>>,
     threads: Vec<JoinHandle<()>>,
+    /// The process that spawned the helpers. In a child forked since, they
+    /// do not exist: marking there is serial, and nothing waits for them.
+    pid: i32,
 }
 
 impl MarkHelpers {
@@ -216,6 +219,7 @@ impl MarkHelpers {
             return Ok(MarkHelpers {
                 team: None,
                 threads: Vec::new(),
+                pid: 0,
             });
         }
         let team = Arc::new(MarkTeam {
@@ -240,6 +244,8 @@ impl MarkHelpers {
             shares: AtomicUsize::new(0),
         });
         let mut helpers = MarkHelpers {
+            // SAFETY: getpid has no preconditions.
+            pid: unsafe { libc::getpid() },
             team: Some(team.clone()),
             threads: Vec::new(),
         };
@@ -255,12 +261,28 @@ impl MarkHelpers {
     }
 
     pub fn workers(&self) -> usize {
-        self.team.as_ref().map_or(1, |t| t.workers)
+        self.team().map_or(1, |t| t.workers)
+    }
+
+    /// The helper team, unless this is a child forked since it was spawned.
+    pub fn team(&self) -> Option<&MarkTeam> {
+        // SAFETY: getpid has no preconditions.
+        self.team
+            .as_deref()
+            .filter(|_| unsafe { libc::getpid() } == self.pid)
     }
 }
 
 impl Drop for MarkHelpers {
     fn drop(&mut self) {
+        if self.team.is_some() && self.team().is_none() {
+            // A forked child: the helper threads were not copied into it;
+            // joining them would wait for ever.
+            for h in self.threads.drain(..) {
+                std::mem::forget(h);
+            }
+            return;
+        }
         if let Some(team) = &self.team {
             lock(&team.ctl).shutdown = true;
             team.wake.notify_all();
@@ -669,7 +691,7 @@ impl Marker<'_> {
     pub fn finish(mut self) -> MarkStats {
         let heap = self.heap;
         self.stats.workers = 1;
-        match heap.helpers.team.as_deref() {
+        match heap.helpers.team() {
             Some(team) if self.gray.len > 0 => self.drain_parallel(team),
             _ => self.drain(),
         }

@@ -128,6 +128,7 @@
 #![warn(missing_docs)]
 
 mod fatal;
+mod fork;
 mod park;
 mod poll;
 mod registry;

@@ -212,8 +212,9 @@ pub(crate) struct ThreadRecord {
     pub registry: *const RegistryInner,
     pub tid: i32,
     /// The process id at attach, for `tgkill` (glibc's `getpid` is a system
-    /// call, and a stop should not make two per thread).
-    pub pid: i32,
+    /// call, and a stop should not make two per thread); set anew in a
+    /// forked child (see `fork`).
+    pub pid: std::sync::atomic::AtomicI32,
     pub stack_lo: usize,
     pub stack_hi: usize,
     /// The opaque word given at attach
@@ -482,7 +483,7 @@ impl Registry {
             sys::install(config.signal)
                 .map_err(|e| ConfigError(format!("signal: cannot install handler: {e}")))?;
         }
-        Ok(Registry {
+        let reg = Registry {
             inner: Arc::new(RegistryInner {
                 config,
                 threads: Mutex::new(Vec::new()),
@@ -500,7 +501,9 @@ impl Registry {
                 local_wakes: AtomicU64::new(0),
                 signals_sent: AtomicU64::new(0),
             }),
-        })
+        };
+        crate::fork::register(&reg.inner);
+        Ok(reg)
     }
 
     /// The configuration.
@@ -609,7 +612,7 @@ impl Registry {
             registry: Arc::as_ptr(&self.inner),
             tid: sys::gettid(),
             // SAFETY: getpid has no preconditions and cannot fail.
-            pid: unsafe { libc::getpid() },
+            pid: std::sync::atomic::AtomicI32::new(unsafe { libc::getpid() }),
             stack_lo,
             stack_hi,
             context,

@@ -255,6 +255,27 @@ impl Drop for StoppedWorld<'_> {
     }
 }
 
+impl StoppedWorld<'_> {
+    /// In a forked child: the other threads do not exist. Keeps only the
+    /// coordinator (if attached) in the thread list, with the child's pid.
+    pub(crate) fn keep_only_coordinator(&mut self, pid: i32) {
+        if let Some(t) = self.threads.as_mut() {
+            keep_only_current(t, pid);
+        }
+    }
+}
+
+/// In a forked child: keeps only the calling thread's record in `threads`
+/// (the registry's list, locked), giving it the child's pid. The others'
+/// records are leaked: their threads are not in this process.
+pub(crate) fn keep_only_current(threads: &mut Vec<*const ThreadRecord>, pid: i32) {
+    let me = current().map_or(std::ptr::null(), |r| r as *const ThreadRecord);
+    threads.retain(|&p| std::ptr::eq(p, me));
+    if let Some(r) = current() {
+        r.pid.store(pid, Ordering::Relaxed);
+    }
+}
+
 /// The threads of `threads` that have not acknowledged epoch `e`, the
 /// coordinator `me` excepted. `threads` is the registry's list, borrowed
 /// from its held lock.
@@ -481,7 +502,7 @@ impl Registry {
         if every != 0 && n % every == 0 {
             return; // test hook: this signal is "lost"
         }
-        if !sys::send_signal(r.pid, r.tid, inner.config.signal) {
+        if !sys::send_signal(r.pid.load(Ordering::Relaxed), r.tid, inner.config.signal) {
             r.signal_pending.store(0, Ordering::SeqCst);
         }
     }
