@@ -24,6 +24,8 @@
 //!     "signals_per_stop": float, "resends_per_stop": float,
 //!     "held_per_stop": float,          // threads found still parked from the
 //!                                      // previous stop and held without a signal
+//!     "local_wakes_per_stop": float,   // stops whose coordinator a parked
+//!                                      // thread on its CPU woke (an optimisation)
 //!     "throughput_ratio": float | null,      // CPU-time rate / interleaved
 //!                                            // reference's; null: no mode call
 //!                                            // fit in a probing window
@@ -64,6 +66,9 @@ pub struct Row {
     /// Threads per stop found still parked from an earlier stop and held
     /// without a signal.
     pub held_per_stop: f64,
+    /// Stops per stop whose sleeping coordinator was woken by a parked
+    /// thread on its own CPU.
+    pub local_wakes_per_stop: f64,
     /// Throughput per CPU second over the interleaved reference phases'
     /// (see `suite`).
     pub ratio: f64,
@@ -180,6 +185,7 @@ pub fn row_json(r: &Row) -> Value {
         "signals_per_stop": r.signals_per_stop,
         "resends_per_stop": r.resends_per_stop,
         "held_per_stop": r.held_per_stop,
+        "local_wakes_per_stop": r.local_wakes_per_stop,
         "throughput_ratio": r.ratio,
         "throughput_ratio_wall": r.ratio_wall,
         "reference_spread": r.reference_spread,
@@ -221,7 +227,7 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = write!(s, ",{pre}_max");
     }
-    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread,held_per_stop,coordinator_cpu_ns_p50,coordinator_cpu_ns_p99\n");
+    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread,held_per_stop,coordinator_cpu_ns_p50,coordinator_cpu_ns_p99,local_wakes_per_stop\n");
     for r in rows {
         let _ = write!(s, "{},{},{},{}", r.kernel, r.mode, r.threads, r.stops);
         for h in [&r.ttsp, &r.restart] {
@@ -232,7 +238,7 @@ pub fn csv(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             s,
-            ",{:.4},{:.4},{},{},{},{},{:.4},{:.4},{},{}",
+            ",{:.4},{:.4},{},{},{},{},{:.4},{:.4},{},{},{:.4}",
             r.signals_per_stop,
             r.resends_per_stop,
             ratio_csv(r.ratio),
@@ -242,7 +248,8 @@ pub fn csv(rows: &[Row]) -> String {
             r.reference_spread,
             r.held_per_stop,
             r.coord_cpu.value_at_quantile(0.5),
-            r.coord_cpu.value_at_quantile(0.99)
+            r.coord_cpu.value_at_quantile(0.99),
+            r.local_wakes_per_stop
         );
     }
     s

@@ -165,6 +165,9 @@ pub struct RunResult {
     /// Threads found still parked from an earlier stop and held (see
     /// `pardon_preempt::StopStats::held`).
     pub held: u64,
+    /// Stops whose sleeping coordinator was woken by a parked thread on its
+    /// own CPU (`Registry::local_wakes`): how often that optimisation fired.
+    pub local_wakes: u64,
     /// Probes made.
     pub stops: u64,
     /// Units per CPU second, the median over each thread's counted mode
@@ -394,6 +397,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let mut coord_cpu = hist();
     let (mut signals, mut resends, mut held, mut stops) = (0u64, 0u64, 0u64, 0u64);
     let gc_before = heap.collections();
+    let local_before = heap.registry().local_wakes();
     let t_start = Instant::now();
     let mut failure = None;
     // The mode phases' windows, by phase: from the moment every thread runs
@@ -476,6 +480,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         signals,
         resends,
         held,
+        local_wakes: heap.registry().local_wakes() - local_before,
         stops,
         rate: 0.0,
         rate_wall: 0.0,

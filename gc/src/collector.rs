@@ -327,6 +327,14 @@ impl Shared {
         self.raw.allocated.load(Relaxed) >= self.next_gc.load(Relaxed)
     }
 
+    /// After an abandoned paced collection: the next is due once another
+    /// budget (the bytes allocated so far, at least `min_heap`) is allocated.
+    fn pacer_backoff(&self) {
+        let a = self.raw.allocated.load(Relaxed);
+        let next = a.saturating_add(a.max(self.raw.config.min_heap));
+        self.next_gc.fetch_max(next, Relaxed);
+    }
+
     /// A whole collection, coordinated by the calling thread. `entry_sp` is
     /// the stack position of the public entry point: if the caller is an
     /// attached thread, its conservative range starts there, above the
@@ -353,7 +361,18 @@ impl Shared {
         let scope = NoPreemptScope(&self.registry);
         self.raw.finish_sweep_in(&scope);
         let heap_before = self.raw.stats().span_bytes;
-        let world = self.registry.stop_the_world().map_err(CollectError::Stop)?;
+        let world = match self.registry.stop_the_world() {
+            Ok(w) => w,
+            Err(e) => {
+                let e = CollectError::Stop(e);
+                self.registry
+                    .outside_stops(|| lock(&self.stats).abandoned += 1);
+                if self.trace {
+                    eprintln!("gc abandoned: {e}");
+                }
+                return Err(e);
+            }
+        };
         if self.cycles.load(Relaxed) != cycles_before {
             // Another thread collected while we waited for the world. (The
             // stats lock is not taken here: the world is stopped.)
@@ -883,28 +902,39 @@ impl Mutator {
             });
             match r {
                 Ok(p) => return Ok(p.as_ptr() as usize),
-                Err(AllocError::HeapExhausted { .. }) if !retried => {
+                Err(AllocError::HeapExhausted { requested, .. }) if !retried => {
                     retried = true;
-                    self.exhausted_collect();
+                    self.exhausted_collect(requested)?;
                 }
                 Err(e) => return Err(e),
             }
         }
     }
 
+    /// Collects once before reporting exhaustion. If the world cannot be
+    /// stopped, the caller hears why, rather than a bare "exhausted".
     #[cold]
     #[inline(never)]
-    fn exhausted_collect(&self) {
-        // Collect once before reporting exhaustion; a failed stop leaves the
-        // retry to report it.
-        let _ = self.collect();
+    fn exhausted_collect(&self, requested: usize) -> Result<(), AllocError> {
+        self.collect()
+            .map(|_| ())
+            .map_err(|e| AllocError::CollectionAbandoned {
+                requested,
+                reason: e.to_string(),
+            })
     }
 
+    /// A collection the pacer asked for. If it is abandoned (the world
+    /// could not be stopped: counted in [`GcStats::abandoned`](crate::GcStats),
+    /// printed with `PARDON_GCTRACE`), allocation goes on, and the pacer
+    /// asks again only after the heap has grown by another budget, so a
+    /// thread that never reaches a stop point costs one stop timeout per
+    /// budget, not one per allocation.
     #[cold]
     fn paced_collect(&self) {
-        // A failed stop (timeout) is reported by the next explicit collect;
-        // allocation goes on.
-        let _ = self.collect_minor();
+        if self.collect_minor().is_err() {
+            self.heap.shared.pacer_backoff();
+        }
     }
 
     /// Adds `addr` to this thread's handle table (a precise root) and returns
@@ -975,9 +1005,9 @@ impl Mutator {
                 Ok((self.insert_handle(addr), addr))
             });
             match r {
-                Err(AllocError::HeapExhausted { .. }) if !retried => {
+                Err(AllocError::HeapExhausted { requested, .. }) if !retried => {
                     retried = true;
-                    self.exhausted_collect();
+                    self.exhausted_collect(requested)?;
                 }
                 r => return r,
             }

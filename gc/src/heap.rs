@@ -35,6 +35,15 @@ pub enum AllocError {
         /// The element count or size that overflowed.
         requested: usize,
     },
+    /// The heap limit has no room, and the collection that could have made
+    /// some was abandoned: the world could not be stopped.
+    CollectionAbandoned {
+        /// Bytes requested.
+        requested: usize,
+        /// Why the stop failed ([`CollectError`](crate::CollectError)'s
+        /// message).
+        reason: String,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -47,6 +56,11 @@ impl fmt::Display for AllocError {
             AllocError::TooLarge { requested } => {
                 write!(f, "allocation of {requested} elements/bytes overflows")
             }
+            AllocError::CollectionAbandoned { requested, reason } => write!(
+                f,
+                "heap exhausted: cannot allocate {requested} bytes, and the collection that \
+                 could have freed memory was abandoned: {reason}"
+            ),
         }
     }
 }

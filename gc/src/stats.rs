@@ -102,6 +102,10 @@ pub struct GcStats {
     pub last: CycleStats,
     /// Heap figures now.
     pub heap: HeapStats,
+    /// Collections abandoned because the world could not be stopped (a stop
+    /// timed out, or the preemption signal's handler was replaced). Paced
+    /// ones are retried only after the heap has grown by another budget.
+    pub abandoned: u64,
 }
 
 pub(crate) struct StatsRecorder {
@@ -110,12 +114,14 @@ pub(crate) struct StatsRecorder {
     pub ttsp: Histogram<u64>,
     pub pause: Histogram<u64>,
     pub last: CycleStats,
+    pub abandoned: u64,
 }
 
 impl StatsRecorder {
     pub fn new() -> StatsRecorder {
         let h = || Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
         StatsRecorder {
+            abandoned: 0,
             collections: 0,
             minor: 0,
             ttsp: h(),
@@ -139,6 +145,7 @@ impl StatsRecorder {
         out.collections = self.collections;
         out.minor = self.minor;
         out.last = self.last;
+        out.abandoned = self.abandoned;
         out.ttsp.reset();
         out.pause.reset();
         // Same bounds, no auto-resize: adding cannot fail or allocate.
@@ -154,6 +161,7 @@ impl StatsRecorder {
             pause_ns: self.pause,
             last: self.last,
             heap,
+            abandoned: self.abandoned,
         }
     }
 }

@@ -344,3 +344,63 @@ fn threads_attached_without_a_mutator_have_no_heap_state() {
     tx.send(()).unwrap();
     t.join().unwrap();
 }
+
+/// Hole 10: a polls-only heap with a thread that never polls. Paced
+/// collections cannot stop it: each is abandoned (counted, traced), the
+/// pacer backs off instead of retrying on every allocation, and an
+/// allocation that finds the heap full says why it could not collect.
+#[test]
+fn abandoned_collections_are_reported_and_paced() {
+    let heap = Heap::new(Config {
+        preemption: pardon::Preemption::PollOnly,
+        stop_timeout: std::time::Duration::from_millis(100),
+        min_heap: 1 << 20,
+        heap_limit: 32 << 20,
+        ..Config::default()
+    })
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = {
+        let (h, s, r) = (heap.clone(), stop.clone(), ready.clone());
+        std::thread::spawn(move || {
+            let _m = h.attach().unwrap();
+            r.store(true, Ordering::SeqCst);
+            // Never polls.
+            while !s.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    while !ready.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let m = heap.attach().unwrap();
+    let ty = node_type(&heap, 64);
+    let mut n = 0usize;
+    let err = loop {
+        match m.alloc_raw(ty) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+    let st = heap.stats();
+    // 32 MiB of 64-byte objects with a 1 MiB first budget that doubles:
+    // about six paced attempts, and one before reporting exhaustion.
+    assert!(
+        (2..=12).contains(&st.abandoned),
+        "{} abandoned collections",
+        st.abandoned
+    );
+    assert_eq!(st.collections, 0);
+    assert!(n > 100_000, "only {n} allocations before the error");
+    match &err {
+        pardon::AllocError::CollectionAbandoned { reason, .. } => {
+            assert!(reason.contains("timed out"), "{reason}")
+        }
+        e => panic!("expected an abandoned collection, got {e}"),
+    }
+    assert!(err.to_string().contains("abandoned"), "{err}");
+}
