@@ -912,9 +912,11 @@ impl RawHeap {
                                 "span at page {p}: swept, but its marks are not its survivors"
                             ));
                         }
-                    } else if span.count_marked() != 0 {
+                    } else if g == sg && span.count_marked() != 0 {
+                        // (A span still waiting for the lazy sweep holds the
+                        // last mark's bits until it is swept.)
                         return Err(format!(
-                            "span at page {p}: mark bits set outside a collection"
+                            "span at page {p}: swept, but mark bits are set outside a collection"
                         ));
                     }
                 }
