@@ -64,7 +64,8 @@ impl std::error::Error for HeapError {}
 /// Why a collection did not happen.
 #[derive(Debug, Clone)]
 pub enum CollectError {
-    /// Some mutator did not stop within the configured timeout.
+    /// The world could not be stopped (a timeout, a replaced signal
+    /// handler, or this thread already holds it).
     Stop(StopError),
 }
 
@@ -355,6 +356,10 @@ impl Shared {
         entry_sp: usize,
         want: CollectionKind,
     ) -> Result<CycleStats, CollectError> {
+        if self.registry.world_held_by_me() {
+            // Sweeping below would wait for the coordinator lock we hold.
+            return Err(CollectError::Stop(StopError::Reentrant));
+        }
         let cycles_before = self.cycles.load(Relaxed);
         let t0 = Instant::now();
         // Sweep what is left while the world runs, to keep the pause short.

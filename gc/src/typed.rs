@@ -124,7 +124,15 @@ impl<T: GcObject> fmt::Debug for Member<T> {
 impl<T: GcObject> Member<T> {
     /// The referenced object, rooted on `m`'s thread, or `None` if null.
     #[inline]
+    ///
+    /// # Panics
+    /// If `m` is a mutator of another heap than the one this member lives
+    /// in: that heap's collections would not see the root.
     pub fn get<'m>(&self, m: &'m Mutator) -> Option<Root<'m, T>> {
+        assert!(
+            m.heap.shared.raw.arena.contains(self.addr_of()),
+            "Member::get with a mutator of another heap than the member's"
+        );
         // The load and the rooting happen where no stop can come between
         // them unseen (see `Mutator::root_found`).
         let (slot, v) = m.root_found(|| self.word.load(Ordering::Acquire))?;
@@ -137,10 +145,18 @@ impl<T: GcObject> Member<T> {
     /// Points the field at `v`'s object, or clears it. Runs the write
     /// barrier first (see [`Mutator::write_barrier`]), so generational heaps
     /// need nothing more from typed code.
+    ///
+    /// # Panics
+    /// If `v` is an object of another heap than the one this member lives
+    /// in: neither heap's collections would see the reference.
     #[inline]
     pub fn set(&self, v: Option<&Root<'_, T>>) {
         let addr = match v {
             Some(r) => {
+                assert!(
+                    r.m.heap.shared.raw.arena.contains(self.addr_of()),
+                    "Member::set with an object of another heap than the member's"
+                );
                 // The card is dirtied before the store (the Release store
                 // below keeps it first), while `r` still roots the object.
                 r.m.write_barrier(&self.word as *const AtomicUsize as usize);
@@ -149,6 +165,11 @@ impl<T: GcObject> Member<T> {
             None => 0,
         };
         self.word.store(addr, Ordering::Release);
+    }
+
+    /// Where this field lives.
+    fn addr_of(&self) -> usize {
+        &self.word as *const AtomicUsize as usize
     }
 
     /// The raw address the field holds (0 when null). Reading it creates no

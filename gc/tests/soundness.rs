@@ -404,3 +404,162 @@ fn abandoned_collections_are_reported_and_paced() {
     }
     assert!(err.to_string().contains("abandoned"), "{err}");
 }
+
+/// Audit: a `Global` of one heap read with a mutator of another is
+/// refused with a message (the root would be in the wrong heap's table).
+/// A `Member` can only be reached through a root of its own heap, and each
+/// thread has one attachment, so `Member::get`/`set` across heaps needs a
+/// mutator kept past its thread's detachment; they assert it all the same.
+#[test]
+fn a_global_read_with_another_heaps_mutator_is_refused() {
+    let c = verify_heap();
+    let g = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mc = c.attach().unwrap();
+            let o = mc.alloc::<Node>().unwrap();
+            o.val.store(5, Ordering::Relaxed);
+            pardon::Global::new(&o).unwrap()
+        })
+        .join()
+        .unwrap()
+    });
+    let a = verify_heap();
+    let ma = a.attach().unwrap();
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(g.get(&ma));
+    }))
+    .unwrap_err();
+    let msg = e.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(msg.contains("another heap"), "{msg}");
+    // Both heaps are intact.
+    a.collect().unwrap();
+    c.collect().unwrap();
+    drop(ma);
+    let mc = c.attach().unwrap();
+    assert_eq!(g.get(&mc).val.load(Ordering::Relaxed), 5);
+}
+
+/// Audit: stopping the world, or collecting, on a thread that already
+/// holds that heap's stopped world is an error, not a deadlock.
+#[test]
+fn collecting_while_holding_the_stopped_world_is_an_error() {
+    let heap = verify_heap();
+    let m = heap.attach().unwrap();
+    let keep = m.alloc::<Node>().unwrap();
+    keep.val.store(9, Ordering::Relaxed);
+    let w = heap.registry().stop_the_world().unwrap();
+    for e in [m.collect().unwrap_err(), heap.collect().unwrap_err()] {
+        assert!(
+            matches!(
+                e,
+                pardon::CollectError::Stop(pardon::preempt::StopError::Reentrant)
+            ),
+            "{e}"
+        );
+    }
+    assert!(heap.registry().stop_the_world().is_err());
+    // Allocation still works (its paced collection would be refused).
+    let n = m.alloc::<Node>().unwrap();
+    drop(w);
+    drop(n);
+    m.collect().unwrap();
+    assert_eq!(keep.val.load(Ordering::Relaxed), 9);
+}
+
+/// Audit: leaking a `Root`, a `Global` or a no-preempt guard costs memory or
+/// liveness, never an object. A leaked no-preempt guard keeps its thread
+/// from ever stopping: collections then fail with a report naming it.
+#[test]
+fn leaked_roots_and_guards_cost_memory_or_liveness_only() {
+    let heap = Heap::new(Config {
+        verify: true,
+        gc_percent: None,
+        stop_timeout: std::time::Duration::from_millis(200),
+        ..Config::default()
+    })
+    .unwrap();
+    let m = heap.attach().unwrap();
+    let r = m.alloc::<Node>().unwrap();
+    r.val.store(1, Ordering::Relaxed);
+    let addr = r.addr();
+    std::mem::forget(r);
+    let g = m.alloc::<Node>().unwrap();
+    g.val.store(2, Ordering::Relaxed);
+    let gaddr = g.addr();
+    std::mem::forget(pardon::Global::new(&g).unwrap());
+    drop(g);
+    for _ in 0..3 {
+        m.collect().unwrap();
+        churn(&m, node_type(&heap, 24), 5000);
+    }
+    assert_eq!(heap.raw().find_object(addr), Some(addr));
+    assert_eq!(heap.raw().find_object(gaddr), Some(gaddr));
+    // SAFETY: both objects are allocated (checked above) Nodes.
+    unsafe {
+        assert_eq!((*(addr as *const Node)).val.load(Ordering::Relaxed), 1);
+        assert_eq!((*(gaddr as *const Node)).val.load(Ordering::Relaxed), 2);
+    }
+    // A thread that leaks a no-preempt guard never stops again.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let h = heap.clone();
+    let t = std::thread::spawn(move || {
+        let m = h.attach().unwrap();
+        std::mem::forget(m.attached().no_preempt());
+        tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    rx.recv().unwrap();
+    let e = m.collect().unwrap_err();
+    assert!(e.to_string().contains("no_preempt=1"), "{e}");
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+    // Its thread exited (detached at exit): collections work again.
+    m.collect().unwrap();
+}
+
+/// Audit: handles dropped in any order, the heap's last handle dropped
+/// before its mutators and globals, attaching twice.
+#[test]
+fn drop_order_and_double_attach() {
+    let heap = verify_heap();
+    let m = heap.attach().unwrap();
+    assert!(heap.attach().is_err(), "a thread attaches once");
+    assert!(verify_heap().attach().is_err(), "to one heap at a time");
+    let a = m.alloc::<Node>().unwrap();
+    let b = m.alloc::<Node>().unwrap();
+    let c = m.alloc::<Node>().unwrap();
+    a.next.set(Some(&b));
+    let g = pardon::Global::new(&a).unwrap();
+    drop(heap);
+    drop(b);
+    m.collect().unwrap();
+    drop(a);
+    drop(c);
+    m.collect().unwrap();
+    assert!(g.get(&m).next.get(&m).is_some());
+    drop(m);
+    drop(g);
+}
+
+/// Audit: a panic inside `blocking` leaves the safe region on the way out;
+/// the thread goes on, and collections from elsewhere are unaffected.
+#[test]
+fn a_panic_inside_blocking_leaves_the_safe_region() {
+    let heap = verify_heap();
+    let collector = Collector::start(&heap);
+    let m = heap.attach().unwrap();
+    for _ in 0..20 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            m.blocking(|| {
+                let n = m.alloc::<Node>().unwrap();
+                n.val.store(3, Ordering::Relaxed);
+                panic!("inside blocking");
+            })
+        }));
+        assert!(r.is_err());
+        assert!(m.attached().is_running());
+        churn_and_check(&m);
+    }
+    collector.finish();
+}

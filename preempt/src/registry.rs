@@ -385,6 +385,11 @@ pub(crate) struct RegistryInner {
     pub threads: Mutex<Vec<*const ThreadRecord>>,
     /// Serialises coordinators.
     pub coordinator: Mutex<()>,
+    /// The tid of the thread holding this registry's stopped world, or 0.
+    /// Written by that thread (set after taking `coordinator`, cleared at
+    /// restart before releasing it); read by any thread to refuse a
+    /// re-entrant stop, which would wait for ever on `coordinator`.
+    pub coordinator_tid: AtomicI32,
     /// Futex word: odd while the world is stopped.
     pub world: AtomicU32,
     /// Stop epochs; the current one is the one being acknowledged.
@@ -488,6 +493,7 @@ impl Registry {
                 config,
                 threads: Mutex::new(Vec::new()),
                 coordinator: Mutex::new(()),
+                coordinator_tid: AtomicI32::new(0),
                 world: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
                 outstanding: AtomicU32::new(0),
@@ -509,6 +515,13 @@ impl Registry {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Whether the calling thread holds this registry's stopped world
+    /// (then it must not stop the world again, nor wait for anything a stop
+    /// excludes).
+    pub fn world_held_by_me(&self) -> bool {
+        self.inner.coordinator_tid.load(Ordering::SeqCst) == sys::gettid()
     }
 
     /// Number of attached threads.

@@ -86,6 +86,8 @@ pub enum StopError {
         /// The threads that did not answer.
         laggards: Vec<Laggard>,
     },
+    /// The calling thread already holds this registry's stopped world.
+    Reentrant,
     /// Signal mode, but the preemption signal's handler is not ours: the
     /// program replaced it without chaining, so no thread could be stopped
     /// by signal. Checked before any thread is asked to stop.
@@ -98,6 +100,11 @@ pub enum StopError {
 impl fmt::Display for StopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StopError::Reentrant => write!(
+                f,
+                "this thread already holds the stopped world (a stop inside a stop would wait \
+                 for ever)"
+            ),
             StopError::HandlerReplaced { signal } => write!(
                 f,
                 "the handler of signal {signal} (pardon's preemption signal) was replaced \
@@ -245,6 +252,7 @@ impl StoppedWorld<'_> {
         if let Some(me) = self.me {
             me.state.store(state::RUNNING, Ordering::SeqCst);
         }
+        inner.coordinator_tid.store(0, Ordering::SeqCst);
         drop(threads);
     }
 }
@@ -301,6 +309,9 @@ impl Registry {
     /// coordinator) or not. Concurrent callers serialise.
     pub fn stop_the_world(&self) -> Result<StoppedWorld<'_>, StopError> {
         let inner = &*self.inner;
+        if self.world_held_by_me() {
+            return Err(StopError::Reentrant);
+        }
         if matches!(inner.config.mode, Mode::Signal(_))
             && !sys::handler_installed(inner.config.signal)
         {
@@ -321,6 +332,7 @@ impl Registry {
             None => lock(&inner.coordinator),
         };
         let threads = lock(&inner.threads);
+        inner.coordinator_tid.store(sys::gettid(), Ordering::SeqCst);
         // From here until the restart, a panic on this thread aborts with a
         // message rather than wait on a lock a stopped thread holds (see
         // `fatal`).
