@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use crate::map::FrameMap;
 
 /// The per-thread word holding the address of the innermost frame header (0
-/// when the thread has no frames). The runtime keeps one per thread — for
-/// pardon it is the thread's opaque word in the preempt registry.
+/// when the thread has no frames). The runtime keeps one per thread,
+/// somewhere its collector can find for a stopped thread — pardon keeps it in
+/// the heap's mutator table (`Mutator::frames` hands it out).
 #[derive(Clone, Copy, Debug)]
 pub struct FrameChain<'a>(pub &'a AtomicUsize);
 
