@@ -185,9 +185,25 @@ fn blocking_reads() {
     }
 }
 
+/// Waits until thread `tid` of this process is blocked in `read(2)`, as the
+/// kernel reports it (`/proc/self/task/TID/syscall` starts with the system
+/// call's number, 0 on x86-64, while the thread sleeps in it).
+fn wait_until_in_read(tid: i32) {
+    loop {
+        let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+            .expect("/proc/self/task/TID/syscall");
+        if s.starts_with("0 ") {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// A stop sent to a thread blocked in read() outside a safe region: the signal
 /// interrupts the read, SA_RESTART restarts it, and the thread parks from the
-/// handler meanwhile. No EINTR reaches the caller.
+/// handler meanwhile. No EINTR reaches the caller. Each stop begins only once
+/// the kernel shows the reader blocked in read() again, so each one signals
+/// it, however loaded the machine.
 #[test]
 fn no_eintr_outside_safe_region() {
     let _s = serial();
@@ -202,8 +218,10 @@ fn no_eintr_outside_safe_region() {
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let (rfd, wfd) = (fds[0], fds[1]);
         let reg2 = reg.clone();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let me = reg2.attach().unwrap();
+            tid_tx.send(me.tid()).unwrap();
             let mut buf = [0u8; 1];
             // SAFETY: reading into a live buffer.
             let n = unsafe { libc::read(rfd, buf.as_mut_ptr().cast(), 1) };
@@ -213,12 +231,10 @@ fn no_eintr_outside_safe_region() {
                 me.signals_received(),
             )
         });
-        std::thread::sleep(Duration::from_millis(30));
+        let tid = tid_rx.recv().unwrap();
         for _ in 0..20 {
+            wait_until_in_read(tid);
             drop(reg.stop_the_world().unwrap());
-            // Let the reader get back into read(): a stop that finds it still
-            // parked from the last one takes it without a signal.
-            std::thread::sleep(Duration::from_millis(1));
         }
         // SAFETY: writing to our own pipe.
         assert_eq!(unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) }, 1);
