@@ -217,6 +217,9 @@ impl Heap {
         if pardon_preempt::is_attached() {
             return Err(pardon_preempt::AttachError::AlreadyAttached);
         }
+        if self.shared.registry.world_held_by_me() {
+            return Err(pardon_preempt::AttachError::WorldHeld);
+        }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let state = Arc::new(MutatorState::new(tid));

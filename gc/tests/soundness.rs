@@ -563,3 +563,31 @@ fn a_panic_inside_blocking_leaves_the_safe_region() {
     }
     collector.finish();
 }
+
+/// Audit: attaching, or dropping a mutator, on a thread that holds the
+/// stopped world: an error and a deferred detach, not a self-deadlock.
+#[test]
+fn attach_and_detach_while_holding_the_stopped_world() {
+    let heap = verify_heap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let w = heap.registry().stop_the_world().unwrap();
+            let e = heap.attach().unwrap_err();
+            assert!(matches!(e, pardon::preempt::AttachError::WorldHeld), "{e}");
+            drop(w);
+            let m = heap.attach().unwrap();
+            let n = m.alloc::<Node>().unwrap();
+            n.val.store(4, Ordering::Relaxed);
+            let g = pardon::Global::new(&n).unwrap();
+            drop(n);
+            let w = heap.registry().stop_the_world().unwrap();
+            drop(m); // detaches while holding the world
+            drop(w); // the restart prunes the record
+            assert!(!pardon::preempt::is_attached());
+            let m = heap.attach().unwrap();
+            m.collect().unwrap();
+            assert_eq!(g.get(&m).val.load(Ordering::Relaxed), 4);
+        });
+    });
+    assert_eq!(heap.registry().thread_count(), 0);
+}

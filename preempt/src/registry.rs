@@ -173,6 +173,9 @@ pub enum AttachError {
     AlreadyAttached,
     /// The stack bounds could not be read.
     StackBounds(std::io::Error),
+    /// This thread holds the registry's stopped world: attaching would wait
+    /// for ever on the thread list the stop holds.
+    WorldHeld,
 }
 
 impl fmt::Display for AttachError {
@@ -180,6 +183,12 @@ impl fmt::Display for AttachError {
         match self {
             AttachError::AlreadyAttached => {
                 write!(f, "this thread is already attached to a registry")
+            }
+            AttachError::WorldHeld => {
+                write!(
+                    f,
+                    "this thread holds the stopped world: restart it before attaching"
+                )
             }
             AttachError::StackBounds(e) => write!(f, "cannot read this thread's stack bounds: {e}"),
         }
@@ -226,6 +235,11 @@ pub(crate) struct ThreadRecord {
     /// allocated for as long as its `Attached` handle exists (see
     /// `detach_record`).
     pub detached: std::sync::atomic::AtomicBool,
+    /// True while the record is in its registry's thread list. Cleared under
+    /// the list's lock by detach, or by the restart that prunes a record
+    /// detached while its own thread held the stopped world; a record still
+    /// in the list is never freed (it is leaked instead).
+    pub in_list: std::sync::atomic::AtomicBool,
     /// How the thread stopped, as a `StopKind`.
     pub park_kind: AtomicU32,
     /// Lowest stack address to scan while stopped.
@@ -608,6 +622,9 @@ impl Registry {
     ///
     /// [`StoppedThread::context`]: crate::StoppedThread::context
     pub unsafe fn attach_with_context(&self, context: usize) -> Result<Attached, AttachError> {
+        if self.world_held_by_me() {
+            return Err(AttachError::WorldHeld);
+        }
         if current().is_some() {
             return Err(AttachError::AlreadyAttached);
         }
@@ -630,6 +647,7 @@ impl Registry {
             stack_hi,
             context,
             detached: std::sync::atomic::AtomicBool::new(false),
+            in_list: std::sync::atomic::AtomicBool::new(true),
             park_kind: AtomicU32::new(0),
             scan_lo: AtomicUsize::new(0),
             gprs: UnsafeCell::new([0; sys::NGPRS]),
@@ -761,10 +779,15 @@ impl Drop for Attached {
             unsafe { detach_record(self.rec) };
         }
         // Detached now, here or earlier by the exit guard (which leaves the
-        // record to us, its last user).
-        // SAFETY: `rec` came from Box::into_raw in attach; the exit guard
-        // never frees a record whose handle exists, and nothing else does.
-        drop(unsafe { Box::from_raw(self.rec as *mut ThreadRecord) });
+        // record to us, its last user). A record detached while this thread
+        // held the stopped world stays in the list until the restart prunes
+        // it: it is leaked then, as the restart reads it.
+        if !self.record().in_list.load(Ordering::SeqCst) {
+            // SAFETY: `rec` came from Box::into_raw in attach; the exit guard
+            // never frees a record whose handle exists, nothing else does,
+            // and no registry list holds it any more.
+            drop(unsafe { Box::from_raw(self.rec as *mut ThreadRecord) });
+        }
     }
 }
 
@@ -792,12 +815,17 @@ pub(crate) unsafe fn detach_record(rec: *const ThreadRecord) {
         r.ack(e);
     }
     let reg = r.registry();
-    {
+    if reg.coordinator_tid.load(Ordering::SeqCst) == sys::gettid() {
+        // This thread holds the stopped world, and with it the thread list:
+        // the restart prunes the record (it counts as stopped meanwhile).
+        r.detached.store(true, Ordering::SeqCst);
+    } else {
         // Blocks while a stop is in progress; the coordinator has counted us.
         let mut threads = lock(&reg.threads);
         threads.retain(|&p| p != rec);
+        r.in_list.store(false, Ordering::SeqCst);
+        r.detached.store(true, Ordering::SeqCst);
     }
-    r.detached.store(true, Ordering::Relaxed);
     // A signal that lands from here on finds CURRENT null and is passed on
     // as not ours; the record stays allocated until its handle is dropped.
     CURRENT.with(|c| c.set(std::ptr::null()));

@@ -253,6 +253,17 @@ impl StoppedWorld<'_> {
             me.state.store(state::RUNNING, Ordering::SeqCst);
         }
         inner.coordinator_tid.store(0, Ordering::SeqCst);
+        // Records detached by this very thread while it held the world.
+        let mut threads = threads;
+        threads.retain(|&p| {
+            // SAFETY: live while in the list (see `ThreadRecord::in_list`).
+            let r = unsafe { &*p };
+            let keep = !r.detached.load(Ordering::SeqCst);
+            if !keep {
+                r.in_list.store(false, Ordering::SeqCst);
+            }
+            keep
+        });
         drop(threads);
     }
 }
