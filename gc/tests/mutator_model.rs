@@ -1,7 +1,8 @@
 //! State-machine property test of the heap through its public, threaded
 //! API against a reference model: mutators on threads of their own are
-//! spawned, allocate (the inlined fast path, the slow path and arrays, over
-//! every size class with random layouts, inside and outside safe regions),
+//! spawned, allocate (the typed path, and the raw inlined fast path, slow
+//! path and arrays over every size class with random layouts, inside and
+//! outside safe regions),
 //! are dropped or leaked (`mem::forget`, then their thread exits), collect,
 //! and fork children that collect and check the heap themselves. The main
 //! thread writes reference fields and keeps global roots.
@@ -18,9 +19,27 @@ use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
 use pardon::sizeclass::{CLASSES, NUM_CLASSES};
-use pardon::{Config, GlobalRootId, Heap, Mutator, Type, TypeDesc};
+use pardon::{gc_object, Config, GcObject, GlobalRootId, Heap, Member, Mutator, Type, TypeDesc};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+
+gc_object! {
+    /// The typed path's object: 24 bytes, so its slots straddle bitmap
+    /// words at some offsets; reference word 1.
+    struct TNode {
+        a: std::sync::atomic::AtomicU64,
+        next: Member<TNode>,
+        b: std::sync::atomic::AtomicU64,
+    }
+}
+
+/// The model's description of `TNode`, always the last type.
+fn tnode_spec() -> TSpec {
+    TSpec {
+        size: 24,
+        ptrs: vec![1],
+    }
+}
 
 /// A type: size in bytes and reference words.
 #[derive(Clone, Debug)]
@@ -186,7 +205,12 @@ fn model_apply(mut m: Model, op: &Op) -> Model {
             root,
             ..
         } => {
-            let count = array.unwrap_or(1);
+            // The typed path (the last type) has no arrays.
+            let count = if ty == m.types.len() - 1 {
+                1
+            } else {
+                array.unwrap_or(1)
+            };
             let first = m.objs.len();
             for j in 0..batch {
                 m.objs.push(MObj {
@@ -228,10 +252,13 @@ impl ReferenceStateMachine for RefMachine {
 
     fn init_state() -> BoxedStrategy<Model> {
         (prop::collection::vec(type_strategy(), 1..6), any::<bool>())
-            .prop_map(|(types, generational)| Model {
-                types,
-                generational,
-                ..Model::default()
+            .prop_map(|(mut types, generational)| {
+                types.push(tnode_spec());
+                Model {
+                    types,
+                    generational,
+                    ..Model::default()
+                }
             })
             .boxed()
     }
@@ -292,6 +319,9 @@ fn check(heap: &Heap, expect: &[Expect]) -> Result<(), String> {
 enum Cmd {
     Alloc {
         ty: Type,
+        /// Through `Mutator::alloc::<TNode>` (the typed path, rooted by a
+        /// handle until the reply).
+        typed: bool,
         array: Option<usize>,
         /// Per object: the canaries to write.
         data: Vec<Vec<(usize, u64)>>,
@@ -333,18 +363,29 @@ fn worker(heap: Heap, rx: Receiver<Cmd>, tx: Sender<Reply>) {
         match cmd {
             Cmd::Alloc {
                 ty,
+                typed,
                 array,
                 data,
                 link,
                 root,
                 blocking,
             } => {
+                let mut handles = Vec::new();
                 // Built from the last object back, so each is referenced
                 // (from the next one built) as soon as it exists; only the
                 // objects' own frames keep the newest one meanwhile.
                 let mut addrs = vec![0usize; data.len()];
                 for j in (0..data.len()).rev() {
-                    let a = if blocking {
+                    let a = if typed {
+                        let r = if blocking {
+                            m.blocking(|| m.alloc::<TNode>().unwrap())
+                        } else {
+                            m.alloc::<TNode>().unwrap()
+                        };
+                        let a = r.addr();
+                        handles.push(r);
+                        a
+                    } else if blocking {
                         m.blocking(|| alloc_one(&m, ty, array))
                     } else {
                         alloc_one(&m, ty, array)
@@ -360,6 +401,7 @@ fn worker(heap: Heap, rx: Receiver<Cmd>, tx: Sender<Reply>) {
                     addrs[j] = a;
                 }
                 let id = root.then(|| heap.add_root(addrs[0]).unwrap());
+                drop(handles);
                 tx.send(Reply::Alloc(addrs, id)).unwrap();
             }
             Cmd::Collect { minor, blocking } => {
@@ -498,8 +540,7 @@ impl StateMachineTest for Sut {
             ..Config::default()
         })
         .unwrap();
-        let types = r
-            .types
+        let mut types: Vec<Type> = r.types[..r.types.len() - 1]
             .iter()
             .map(|t| {
                 heap.register_type(&TypeDesc {
@@ -511,6 +552,7 @@ impl StateMachineTest for Sut {
                 .unwrap()
             })
             .collect();
+        types.push(TNode::gc_type());
         Sut {
             heap,
             types,
@@ -545,9 +587,11 @@ impl StateMachineTest for Sut {
                 let id = s.addr.len();
                 let data = (id..id + batch).map(|i| s.data_words(i)).collect();
                 let link = (!s.model.types[ty].ptrs.is_empty()).then(|| s.field_word(id, 0));
+                let typed = ty == s.types.len() - 1;
                 let cmd = Cmd::Alloc {
                     ty: s.types[ty],
-                    array,
+                    typed,
+                    array: if typed { None } else { array },
                     data,
                     link,
                     root,
