@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use pardon_preempt::{Attached, Registry, StopError, StopKind, StoppedWorld};
 use pardon_stackscan::{FrameChain, RootKind, Scanner};
 
+use crate::alloc_error::AllocError;
+use crate::cache::ThreadCache;
 use crate::config::{Config, ConfigError};
-use crate::heap::{lock, AllocError, RawHeap, ThreadCache};
+use crate::heap::{lock, RawHeap};
 use crate::mark::CollectionKind;
 use crate::mutators::{Entries, MutatorState, MutatorTable};
 use crate::roots::GlobalRoots;
@@ -306,10 +308,10 @@ impl Heap {
 }
 
 /// Runs heap-maintenance steps in a no-preempt region when the caller is an
-/// attached thread (see [`crate::heap::LockScope`]).
+/// attached thread (see [`crate::sweep::LockScope`]).
 struct NoPreemptScope<'a>(&'a Registry);
 
-impl crate::heap::LockScope for NoPreemptScope<'_> {
+impl crate::sweep::LockScope for NoPreemptScope<'_> {
     fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         // An attached thread: a no-preempt region. An unattached one (a
         // `Heap::collect` caller that never attached) is never stopped, so
@@ -629,7 +631,7 @@ impl Shared {
 /// stopped.
 enum VerifyError {
     Layout(crate::verify::LayoutError),
-    Remark(crate::heap::MarkMismatch),
+    Remark(crate::verify::MarkMismatch),
 }
 
 impl fmt::Display for VerifyError {

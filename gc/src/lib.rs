@@ -185,10 +185,18 @@
 
 #![warn(missing_docs)]
 
+mod alloc_error;
 mod arena;
+mod cache;
+mod cards;
+mod central;
+mod collect;
 mod collector;
 mod config;
 mod heap;
+mod heapbits;
+mod integrity;
+mod large;
 mod mark;
 mod mutators;
 mod pageheap;
@@ -196,15 +204,18 @@ mod roots;
 pub mod sizeclass;
 mod span;
 mod stats;
+mod sweep;
 mod typed;
 mod types;
 mod verify;
 
+pub use alloc_error::AllocError;
+pub use cache::ThreadCache;
 pub use collector::{
     CollectError, GlobalRootId, Heap, HeapError, Mutator, Preemption, DEFAULT_STOP_TIMEOUT,
 };
 pub use config::{default_mark_workers, Config, ConfigError};
-pub use heap::{AllocError, HeapStats, RawHeap, ThreadCache, POISON};
+pub use heap::{HeapStats, RawHeap, POISON};
 pub use mark::{CollectionKind, MarkStats, Marker};
 pub use pardon_preempt as preempt;
 pub use pardon_stackscan as stackscan;

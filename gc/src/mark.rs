@@ -429,7 +429,7 @@ impl Tracer<'_> {
             let base = ring[head];
             head = (head + 1) % AHEAD;
             len -= 1;
-            let span = crate::heap::sp(self.heap.arena.span_of(base));
+            let span = crate::heap::span_ref(self.heap.arena.span_of(base));
             self.scan_object::<PAR>(base, span);
         }
     }
@@ -582,7 +582,7 @@ impl Marker<'_> {
                 if s.is_null() {
                     continue;
                 }
-                let span = crate::heap::sp(s);
+                let span = crate::heap::span_ref(s);
                 if span.state.load(Acquire) != IN_USE || span.noscan() {
                     continue;
                 }

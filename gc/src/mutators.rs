@@ -27,7 +27,8 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
-use crate::heap::{lock, ThreadCache};
+use crate::cache::ThreadCache;
+use crate::heap::lock;
 use crate::roots::{HandleFree, SlotTable};
 
 /// One mutator's state.

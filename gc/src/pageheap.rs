@@ -19,9 +19,9 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::arena::Arena;
-use crate::heap::LockScope;
 use crate::sizeclass::PAGE_SIZE;
 use crate::span::{Span, FREE, MANUAL};
+use crate::sweep::LockScope;
 
 const BINS: usize = 129;
 

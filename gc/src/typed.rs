@@ -25,8 +25,8 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{self, AtomicUsize, Ordering};
 
+use crate::alloc_error::AllocError;
 use crate::collector::{GlobalRootId, Heap, Mutator};
-use crate::heap::AllocError;
 use crate::types::{Type, TypeDesc};
 
 /// Plain data whose all-zero bit pattern is a valid value and which needs no

@@ -19,6 +19,8 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::heap::RawHeap;
+use crate::mark::CollectionKind;
+use crate::span::BITMAP_WORDS;
 use crate::types::{Type, TypeInfo};
 
 /// Two `MAP_NORESERVE` tables with one entry per arena word (an object's
@@ -99,6 +101,108 @@ impl fmt::Display for LayoutError {
 }
 
 impl std::error::Error for LayoutError {}
+
+/// Verify mode: a full re-mark from the same roots disagreed with the
+/// collection's mark. A `Copy` value, built with the world stopped (no
+/// allocation), formatted once it restarts.
+#[derive(Clone, Copy, Debug)]
+pub struct MarkMismatch {
+    /// Base of the span whose mark bits disagree.
+    pub span: usize,
+    /// Its size class.
+    pub class: usize,
+    /// The mark-bit word that disagrees.
+    pub word: usize,
+    /// That word after the collection's mark.
+    pub mark: u64,
+    /// That word after the re-mark.
+    pub remark: u64,
+    /// The collection's kind.
+    pub kind: CollectionKind,
+}
+
+impl fmt::Display for MarkMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "span {:#x} (class {}): mark word {} was {:#018x}, re-mark gives {:#018x}",
+            self.span, self.class, self.word, self.mark, self.remark
+        )?;
+        if self.kind == CollectionKind::Minor {
+            f.write_str(
+                " (the minor mark missed reachable objects: a reference stored into an old \
+                 object without the write barrier?)",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl RawHeap {
+    /// Verify mode: copies every in-use span's mark bits aside and clears
+    /// them, ready for a second mark. Allocates nothing. Returns a token for
+    /// [`RawHeap::compare_mark_snapshot`].
+    pub(crate) fn take_mark_snapshot(&self) -> usize {
+        let Some(snap) = &self.snapshot else { return 0 };
+        let base = snap.as_ptr() as *mut u64;
+        let mut n = 0;
+        self.pages.for_each_in_use(&self.arena, |span| {
+            let p = self.arena.page_of(span.base());
+            for w in 0..BITMAP_WORDS {
+                // SAFETY: the snapshot has BITMAP_WORDS words per arena page.
+                unsafe { *base.add(p * BITMAP_WORDS + w) = span.mark_bits[w].swap(0, Relaxed) };
+            }
+            n += 1;
+        });
+        n
+    }
+
+    /// Verify mode: checks the current mark bits (a full re-mark) against
+    /// the snapshot (the collection's mark). After a full collection they
+    /// must be equal. After a minor one the re-mark must be a subset (the
+    /// minor mark keeps old garbage until the next full collection; a
+    /// reachable object it missed means a missing write barrier), and the
+    /// snapshot's marks are put back, so the heap goes on as it would have
+    /// without verification.
+    pub(crate) fn compare_mark_snapshot(
+        &self,
+        _token: &usize,
+        kind: CollectionKind,
+    ) -> Result<(), MarkMismatch> {
+        let Some(snap) = &self.snapshot else {
+            return Ok(());
+        };
+        let base = snap.as_ptr() as *const u64;
+        let mut err = None;
+        self.pages.for_each_in_use(&self.arena, |span| {
+            let p = self.arena.page_of(span.base());
+            for w in 0..BITMAP_WORDS {
+                // SAFETY: as in take_mark_snapshot.
+                let before = unsafe { *base.add(p * BITMAP_WORDS + w) };
+                let now = span.mark_bits[w].load(Relaxed);
+                let bad = match kind {
+                    CollectionKind::Full => before != now,
+                    CollectionKind::Minor => now & !before != 0,
+                };
+                if bad && err.is_none() {
+                    // No formatting here: the world is stopped.
+                    err = Some(MarkMismatch {
+                        span: span.base(),
+                        class: span.spc.load(Relaxed) as usize >> 1,
+                        word: w,
+                        mark: before,
+                        remark: now,
+                        kind,
+                    });
+                }
+                if kind == CollectionKind::Minor {
+                    span.mark_bits[w].store(before, Relaxed);
+                }
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+}
 
 impl RawHeap {
     /// Verify mode: records that `count` objects of `ty` were allocated at
@@ -212,7 +316,7 @@ mod tests {
     //! a span; every larger size class with a reference at each word
     //! position (all of them up to 512 bytes, a spread beyond); arrays.
     use super::*;
-    use crate::heap::ThreadCache;
+    use crate::cache::ThreadCache;
     use crate::sizeclass::{CLASSES, NUM_CLASSES};
     use crate::types::TypeDesc;
     use crate::Config;

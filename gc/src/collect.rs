@@ -1,0 +1,105 @@
+//! A collection of the raw heap, for embedders that own every mutator (or
+//! one thread): preparing the mark bits, flipping the sweep generation. The
+//! threaded collector (`cycle`) runs the same steps around a stopped world.
+
+use std::sync::atomic::Ordering::{Relaxed, Release};
+
+use crate::cache::ThreadCache;
+use crate::heap::RawHeap;
+use crate::mark::{CollectionKind, MarkStats, Marker};
+
+impl RawHeap {
+    /// Generational mode: clears every in-use span's mark bits, which
+    /// sweeping leaves set, before a full mark. Stopped world only.
+    pub(crate) fn clear_marks(&self) {
+        self.pages.for_each_in_use(&self.arena, |span| {
+            for w in &span.mark_bits[..span.nelems().div_ceil(64)] {
+                w.store(0, Relaxed);
+            }
+        });
+    }
+
+    /// Prepares the mark bits and cards for a collection of `kind`, with the
+    /// world stopped and sweeping finished: a full collection of a
+    /// generational heap clears the sticky marks and the cards. Returns the
+    /// kind that will run (`Minor` only on a generational heap).
+    pub(crate) fn begin_mark(&self, kind: CollectionKind) -> CollectionKind {
+        if !self.config.generational {
+            return CollectionKind::Full;
+        }
+        if kind == CollectionKind::Full {
+            self.unpark_old();
+            self.clear_marks();
+            self.clear_cards();
+        }
+        kind
+    }
+
+    /// Ends a collection: every span now needs sweeping again. Call with the
+    /// world stopped, after marking. `marked` is what this mark newly marked;
+    /// after a minor collection the live estimate adds it to the old bytes
+    /// (everything live after the last collection, which a minor one never
+    /// frees). Returns the live estimate.
+    pub(crate) fn flip_sweepgen(&self, kind: CollectionKind, marked: usize) -> usize {
+        let live_bytes = match kind {
+            CollectionKind::Full => marked,
+            CollectionKind::Minor => self.live_after_last.load(Relaxed) + marked,
+        };
+        self.sweepgen.fetch_add(2, Release);
+        self.gc_count.fetch_add(1, Relaxed);
+        self.live_after_last.store(live_bytes, Relaxed);
+        // Every cache is flushed: what is allocated now is what was marked
+        // (Go's heapLive = heapMarked at mark termination).
+        self.allocated.store(live_bytes, Relaxed);
+        live_bytes
+    }
+
+    /// A whole collection for a heap whose mutators are all stopped or which
+    /// one thread owns: flushes `caches`, finishes sweeping, marks from the
+    /// words `roots` offers, and starts a new sweep cycle. Objects only
+    /// referenced from words not offered are freed by the next sweep.
+    pub fn collect_with(
+        &self,
+        caches: &mut [&mut ThreadCache],
+        roots: impl Fn(&mut Marker<'_>),
+    ) -> MarkStats {
+        self.collect_kind_with(CollectionKind::Full, caches, roots)
+    }
+
+    /// As [`RawHeap::collect_with`], for a collection of `kind`: on a
+    /// generational heap, `Minor` marks from the roots and the dirty cards
+    /// only, treating every object that survived an earlier collection as
+    /// live. The returned `bytes` and `objects` count what this mark newly
+    /// marked. In verify mode, the mark is checked against a full re-mark
+    /// from the same roots (which must mark a subset of it; equal for a full
+    /// collection).
+    pub fn collect_kind_with(
+        &self,
+        kind: CollectionKind,
+        caches: &mut [&mut ThreadCache],
+        roots: impl Fn(&mut Marker<'_>),
+    ) -> MarkStats {
+        for c in caches.iter_mut() {
+            c.flush(self);
+        }
+        self.finish_sweep();
+        let kind = self.begin_mark(kind);
+        let mut m = self.marker_for(kind);
+        roots(&mut m);
+        let st = m.finish();
+        if self.config.verify {
+            if let Err(e) = self.check_layouts() {
+                panic!("pardon verify: {e}");
+            }
+            let snap = self.take_mark_snapshot();
+            let mut again = self.marker();
+            roots(&mut again);
+            again.finish();
+            if let Err(e) = self.compare_mark_snapshot(&snap, kind) {
+                panic!("pardon verify: re-marking from scratch disagrees with the mark: {e}");
+            }
+        }
+        self.flip_sweepgen(kind, st.bytes);
+        st
+    }
+}
