@@ -193,14 +193,18 @@ mod central;
 mod collect;
 mod collector;
 mod config;
+mod cycle;
 mod heap;
 mod heapbits;
 mod integrity;
 mod large;
 mod mark;
+mod mutator;
 mod mutators;
+mod pacer;
 mod pageheap;
 mod roots;
+mod rootscan;
 pub mod sizeclass;
 mod span;
 mod stats;
@@ -212,11 +216,12 @@ mod verify;
 pub use alloc_error::AllocError;
 pub use cache::ThreadCache;
 pub use collector::{
-    CollectError, GlobalRootId, Heap, HeapError, Mutator, Preemption, DEFAULT_STOP_TIMEOUT,
+    CollectError, GlobalRootId, Heap, HeapError, Preemption, DEFAULT_STOP_TIMEOUT,
 };
 pub use config::{default_mark_workers, Config, ConfigError};
 pub use heap::{HeapStats, RawHeap, POISON};
 pub use mark::{CollectionKind, MarkStats, Marker};
+pub use mutator::Mutator;
 pub use pardon_preempt as preempt;
 pub use pardon_stackscan as stackscan;
 pub use stats::{CycleStats, GcStats};

@@ -26,7 +26,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{self, AtomicUsize, Ordering};
 
 use crate::alloc_error::AllocError;
-use crate::collector::{GlobalRootId, Heap, Mutator};
+use crate::collector::{GlobalRootId, Heap};
+use crate::mutator::Mutator;
 use crate::types::{Type, TypeDesc};
 
 /// Plain data whose all-zero bit pattern is a valid value and which needs no
@@ -130,7 +131,7 @@ impl<T: GcObject> Member<T> {
     /// in: that heap's collections would not see the root.
     pub fn get<'m>(&self, m: &'m Mutator) -> Option<Root<'m, T>> {
         assert!(
-            m.heap.shared.raw.arena.contains(self.addr_of()),
+            m.heap.collector.raw.arena.contains(self.addr_of()),
             "Member::get with a mutator of another heap than the member's"
         );
         // The load and the rooting happen where no stop can come between
@@ -154,7 +155,7 @@ impl<T: GcObject> Member<T> {
         let addr = match v {
             Some(r) => {
                 assert!(
-                    r.m.heap.shared.raw.arena.contains(self.addr_of()),
+                    r.m.heap.collector.raw.arena.contains(self.addr_of()),
                     "Member::set with an object of another heap than the member's"
                 );
                 // The card is dirtied before the store (the Release store
@@ -377,7 +378,7 @@ impl<T: GcObject> Global<T> {
     /// heap (checked).
     pub fn get<'m>(&self, m: &'m Mutator) -> Root<'m, T> {
         assert!(
-            std::sync::Arc::ptr_eq(&self.heap.shared, &m.heap().shared),
+            std::sync::Arc::ptr_eq(&self.heap.collector, &m.heap().collector),
             "Global::get with a mutator of another heap"
         );
         let (slot, v) = m
@@ -390,8 +391,8 @@ impl<T: GcObject> Global<T> {
     /// Points the global at `r`'s object.
     pub fn set(&self, r: &Root<'_, T>) {
         assert!(std::sync::Arc::ptr_eq(
-            &self.heap.shared,
-            &r.m.heap().shared
+            &self.heap.collector,
+            &r.m.heap().collector
         ));
         self.heap.set_root(self.id, r.addr());
     }

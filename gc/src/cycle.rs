@@ -1,0 +1,218 @@
+//! One collection, end to end, coordinated by the calling thread: sweep
+//! what is left, stop the world, flush every cache, gather the roots and
+//! mark, verify (in verify mode), flip the sweep generation, set the pacer's
+//! goals, restart the world. The steps are listed in `lib.rs`'s essay.
+
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use pardon_preempt::{Registry, StopError, StopKind};
+
+use crate::collector::{CollectError, Collector};
+use crate::heap::lock;
+use crate::mark::CollectionKind;
+use crate::rootscan::RootBuf;
+use crate::stats::CycleStats;
+
+impl Collector {
+    /// A whole collection, coordinated by the calling thread. `entry_sp` is
+    /// the stack position of the public entry point: if the caller is an
+    /// attached thread, its conservative range starts there, above the
+    /// collector's own frames (which change while it marks, and would make a
+    /// verification re-mark disagree).
+    ///
+    /// Never inlined: its locals, and those of the marking it calls (gray
+    /// objects, scan positions), must live in frames below `entry_sp`, or a
+    /// coordinator's conservative scan would find the first mark's leftovers
+    /// and the verification re-mark would disagree (it did).
+    ///
+    /// `want` is `Minor` for paced collections: on a generational heap that
+    /// runs a minor collection unless the live estimate (old objects
+    /// included) has reached `full_goal`.
+    #[inline(never)]
+    pub(crate) fn collect(
+        &self,
+        entry_sp: usize,
+        want: CollectionKind,
+    ) -> Result<CycleStats, CollectError> {
+        if self.registry.world_held_by_me() {
+            // Sweeping below would wait for the coordinator lock we hold.
+            return Err(CollectError::Stop(StopError::Reentrant));
+        }
+        let cycles_before = self.cycles.load(Relaxed);
+        let t0 = Instant::now();
+        // Sweep what is left while the world runs, to keep the pause short.
+        let scope = NoPreemptScope(&self.registry);
+        self.raw.finish_sweep_in(&scope);
+        let heap_before = self.raw.stats().span_bytes;
+        let world = match self.registry.stop_the_world() {
+            Ok(w) => w,
+            Err(e) => {
+                let e = CollectError::Stop(e);
+                self.registry
+                    .outside_stops(|| lock(&self.stats).abandoned += 1);
+                if self.trace {
+                    eprintln!("gc abandoned: {e}");
+                }
+                return Err(e);
+            }
+        };
+        if self.cycles.load(Relaxed) != cycles_before {
+            // Another thread collected while we waited for the world. (The
+            // stats lock is not taken here: the world is stopped.)
+            return Ok(CycleStats {
+                number: self.cycles.load(Relaxed),
+                ..CycleStats::default()
+            });
+        }
+        let stopped_at = Instant::now();
+        let mut cycle = CycleStats {
+            ttsp: world.stats().ttsp,
+            signals: world.stats().signals,
+            heap_before,
+            ..CycleStats::default()
+        };
+        // Every cache is flushed, so that every span is on a central list:
+        // those of stopped threads, and those of mutators whose thread is
+        // gone or detached (a leaked or thread-local `Mutator`).
+        self.mutators.with(|table| {
+            for ms in table.all() {
+                // SAFETY: no owner is inside an allocation: attached owners
+                // are stopped outside no-preempt regions, and detached ones
+                // use their cache only holding the coordinator lock, which
+                // this stop holds. Restart is ordered after this by the
+                // world's handshake.
+                unsafe { (*ms.cache.get()).flush(&self.raw) };
+            }
+        });
+        for t in world.threads() {
+            match t.kind() {
+                StopKind::Injected => cycle.stopped_injected += 1,
+                StopKind::InHandler => cycle.stopped_in_handler += 1,
+                StopKind::Poll => cycle.stopped_poll += 1,
+                StopKind::SafeRegion => cycle.stopped_safe += 1,
+                StopKind::Coordinator => {}
+            }
+        }
+        self.raw.finish_sweep();
+        let mark_start = Instant::now();
+        let want = self
+            .pacer
+            .kind(want, self.raw.live_after_last.load(Relaxed));
+        let kind = self.raw.begin_mark(want);
+        // Only a coordinator (holding the stopped world) takes this lock.
+        let mut roots = lock(&self.roots);
+        let mark = self.mark_all(&world, entry_sp, kind, &mut cycle, &mut roots);
+        if self.verify {
+            if let Err(e) = self.verify_mark(&roots, kind, &mut cycle) {
+                // Report with the world running again: formatting allocates,
+                // and a panic in the stopped world could wait forever on a
+                // lock a stopped thread holds.
+                drop(roots);
+                drop(world);
+                panic!("pardon verify: {e}");
+            }
+        }
+        drop(roots);
+        cycle.mark = mark_start.elapsed();
+        cycle.marked_objects = mark.objects;
+        cycle.mark_workers = mark.workers;
+        cycle.kind = kind;
+        cycle.cards = mark.cards;
+        let live = self.raw.flip_sweepgen(kind, mark.bytes);
+        cycle.live = live;
+        self.pacer.after_cycle(kind, live);
+        self.cycles.fetch_add(1, Relaxed);
+        cycle.pause = stopped_at.elapsed() + cycle.ttsp;
+        drop(world);
+        cycle.total = t0.elapsed();
+        cycle.heap_after = self.raw.stats().span_bytes;
+        cycle.number = self.cycles.load(Relaxed);
+        self.raw.scavenge_in(&scope);
+        self.registry
+            .outside_stops(|| lock(&self.stats).record(&cycle));
+        if self.trace {
+            eprintln!("{}", cycle.trace_line());
+        }
+        Ok(cycle)
+    }
+
+    /// Verification: snapshot the marks, clear them, mark again from the same
+    /// roots, fully, and require the two marks to agree (after a minor
+    /// collection: the full re-mark must be a subset of the minor mark,
+    /// whose marks are then restored).
+    pub(crate) fn verify_mark(
+        &self,
+        roots: &RootBuf,
+        kind: CollectionKind,
+        cycle: &mut CycleStats,
+    ) -> Result<(), VerifyError> {
+        // Heap bits against the independent type record first: a lost
+        // reference bit makes both marks agree on the wrong answer.
+        self.raw.check_layouts().map_err(VerifyError::Layout)?;
+        if roots.overflowed() {
+            // The roots were marked as found, with no fixed set to re-mark
+            // from (this needs sixteen million root hits).
+            return Ok(());
+        }
+        let first = self.raw.take_mark_snapshot();
+        self.mark_roots(roots, CollectionKind::Full);
+        self.raw
+            .compare_mark_snapshot(&first, kind)
+            .map_err(VerifyError::Remark)?;
+        cycle.verified = true;
+        Ok(())
+    }
+}
+
+/// Runs heap-maintenance steps in a no-preempt region when the caller is an
+/// attached thread (see [`crate::sweep::LockScope`]).
+pub(crate) struct NoPreemptScope<'a>(&'a Registry);
+
+impl crate::sweep::LockScope for NoPreemptScope<'_> {
+    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        // An attached thread: a no-preempt region. An unattached one (a
+        // `Heap::collect` caller that never attached) is never stopped, so
+        // it must not sweep while another thread's collection has the world
+        // stopped: that sweep would take a span off its list behind the
+        // coordinator's back and rewrite its mark bits mid-mark (verify
+        // failures, a span swept out of turn, live objects freed).
+        self.0.outside_stops(f)
+    }
+}
+
+/// What verification found wrong, as `Copy` values built with the world
+/// stopped.
+pub(crate) enum VerifyError {
+    Layout(crate::verify::LayoutError),
+    Remark(crate::verify::MarkMismatch),
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Layout(e) => e.fmt(f),
+            VerifyError::Remark(e) => {
+                write!(f, "re-marking from scratch disagrees with the mark: {e}")
+            }
+        }
+    }
+}
+
+/// Runs a collection from a public entry point. The callee-saved registers
+/// are stored into an array in the entry point's own frame first, and the
+/// coordinator's conservative range starts at that array: a caller's pointer
+/// held only in rbx or r12-r15 is then on the scanned stack, even though the
+/// collector's deeper frames push it below the range while it marks. (The
+/// range must stop above those deeper frames: they change during marking and
+/// would make a verification re-mark disagree.)
+#[inline(always)]
+pub(crate) fn with_entry<R>(f: impl FnOnce(usize) -> R) -> R {
+    let mut regs = [0u64; pardon_preempt::NGPRS];
+    pardon_preempt::spill_callee_saved(&mut regs);
+    let at = std::hint::black_box(&regs).as_ptr() as usize;
+    let r = f(at);
+    std::hint::black_box(&regs);
+    r
+}

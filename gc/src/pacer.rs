@@ -1,0 +1,89 @@
+//! The pacer: when the next collection is due, and whether a paced
+//! collection of a generational heap is minor or full (Go's `mgcpacer.go`,
+//! without the concurrent-mark parts).
+//!
+//! Full collections follow Go's goal: the next is due when the bytes handed
+//! to allocation since reach live × (1 + p/100), p being `gc_percent`. On a
+//! generational heap the young budget stays what the last *full*
+//! collection's live size allows (live_full × p/100) after minor ones too,
+//! rather than growing with the old garbage a minor collection's live
+//! estimate carries; and a full collection comes once that estimate passes
+//! the last full goal. So the heap peaks near live_full × (1 + 2p/100), not
+//! at twice a live estimate that may itself be twice live_full.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::mark::CollectionKind;
+
+/// See the module documentation. The atomics are written by a coordinator
+/// at the end of a cycle (or by a mutator backing off after an abandoned
+/// one, with `fetch_max`) and read by every allocation's slow path.
+pub(crate) struct Pacer {
+    /// `None`: pacing off (collections only on demand or at the limit).
+    gc_percent: Option<u32>,
+    /// No paced collection below this many bytes.
+    min_heap: usize,
+    /// Bytes allocated at which the next paced collection is due.
+    next_gc: AtomicUsize,
+    /// Generational: the live estimate at which a paced collection is full.
+    full_goal: AtomicUsize,
+    /// Live bytes after the last full collection.
+    live_full: AtomicUsize,
+}
+
+impl Pacer {
+    pub(crate) fn new(gc_percent: Option<u32>, min_heap: usize) -> Pacer {
+        Pacer {
+            gc_percent,
+            min_heap,
+            next_gc: AtomicUsize::new(if gc_percent.is_some() {
+                min_heap
+            } else {
+                usize::MAX
+            }),
+            full_goal: AtomicUsize::new(0),
+            live_full: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether `allocated` bytes make a paced collection due.
+    #[inline(always)]
+    pub(crate) fn due(&self, allocated: usize) -> bool {
+        allocated >= self.next_gc.load(Relaxed)
+    }
+
+    /// After an abandoned paced collection: the next is due once another
+    /// budget (the bytes allocated so far, at least `min_heap`) is allocated,
+    /// not at the next allocation.
+    pub(crate) fn back_off(&self, allocated: usize) {
+        let next = allocated.saturating_add(allocated.max(self.min_heap));
+        self.next_gc.fetch_max(next, Relaxed);
+    }
+
+    /// The kind a collection asked for as `want` runs as: a `Minor` one is
+    /// full once the live estimate `live` has reached the full goal.
+    pub(crate) fn kind(&self, want: CollectionKind, live: usize) -> CollectionKind {
+        if want == CollectionKind::Minor && live >= self.full_goal.load(Relaxed) {
+            CollectionKind::Full
+        } else {
+            want
+        }
+    }
+
+    /// Sets the next goals after a collection of `kind` that left `live`
+    /// bytes live (by the collection's estimate).
+    pub(crate) fn after_cycle(&self, kind: CollectionKind, live: usize) {
+        let pct = self.gc_percent.unwrap_or(100) as u128;
+        if kind == CollectionKind::Full {
+            let goal = ((live as u128 * (100 + pct) / 100) as usize).max(self.min_heap);
+            self.full_goal.store(goal, Relaxed);
+            self.live_full.store(live, Relaxed);
+        }
+        let budget = (self.live_full.load(Relaxed) as u128 * pct / 100) as usize;
+        if self.gc_percent.is_some() {
+            self.next_gc
+                .store((live + budget).max(self.min_heap), Relaxed);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Gathering a stopped world's roots into a reserved buffer: global roots,
+//! every handle table, and each stopped thread's frames (precisely), stack
+//! and registers (conservatively); then marking from them.
+
+use pardon_preempt::{StopKind, StoppedWorld};
+use pardon_stackscan::{RootKind, Scanner};
+
+use crate::collector::Collector;
+use crate::mark::CollectionKind;
+use crate::mutators::Entries;
+use crate::stats::CycleStats;
+
+impl Collector {
+    /// Gathers every root — global roots, then each stopped thread's handle
+    /// table, frames, conservative stack range and registers — into the
+    /// root buffer: conservative hits as the bases of the objects they keep
+    /// alive, precise slots as their values (the marker resolves every root
+    /// word exactly, so the scanner does not look slots up a second time).
+    ///
+    /// Roots are gathered once and then marked from the buffer (twice in
+    /// verification mode), because a thread held in a safe region keeps
+    /// running: its blocking call, or its return into the code that waits for
+    /// the restart, writes stack words inside its scanned range. Those words
+    /// are never its live references (those sit in its callers' frames and
+    /// its saved registers, which do not change), but a stale address they
+    /// overwrite would make two scans of the same stopped world disagree.
+    pub(crate) fn gather_roots(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        cycle: &mut CycleStats,
+        sink: &mut impl FnMut(usize),
+    ) {
+        let raw = &self.raw;
+        self.globals.for_each(|v| {
+            if let Some(b) = raw.find_object(v) {
+                sink(b);
+            }
+        });
+        self.mutators.with(|table| {
+            // Every handle table, whatever became of its thread: a `Root`
+            // may outlive its thread's attachment (a thread-local
+            // destructor that runs after the exit guard).
+            for ms in table.all() {
+                ms.handles.for_each(|v| {
+                    if let Some(b) = raw.find_object(v) {
+                        sink(b);
+                    }
+                });
+            }
+            self.gather_threads(world, entry_sp, cycle, table, sink);
+        });
+    }
+
+    /// The stack, frames and registers of every stopped thread.
+    pub(crate) fn gather_threads(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        cycle: &mut CycleStats,
+        table: &Entries<'_>,
+        sink: &mut impl FnMut(usize),
+    ) {
+        let raw = &self.raw;
+        for t in world.threads() {
+            let (lo, hi) = t.stack_bounds();
+            let ms = table.of(t.context(), t.tid());
+            let head = ms.map_or(0, |ms| ms.chain.load(std::sync::atomic::Ordering::Acquire));
+            let finder = |a: usize| raw.find_object(a);
+            let mut hits: usize = 0;
+            let mut sc = Scanner::new(&finder, lo, hi, |base, kind| {
+                if kind != RootKind::Precise {
+                    hits += 1;
+                }
+                sink(base);
+            });
+            let scan_lo = if t.kind() == StopKind::Coordinator {
+                entry_sp
+            } else {
+                t.scan_lo()
+            };
+            // SAFETY: the thread is stopped, or is this coordinator, whose
+            // frames above its entry point do not change while it marks, or
+            // is held in a safe region, whose scanned range stays readable
+            // (it is its own live stack); its frames are linked.
+            unsafe { sc.thread(scan_lo, head, t.gprs()) };
+            t.for_each_vector_word(|v| sc.word(v as usize, RootKind::Register));
+            cycle.words_scanned += sc.stats.words_examined;
+            cycle.precise_roots += sc.stats.precise_roots;
+            cycle.conservative_roots += hits;
+        }
+    }
+
+    /// Gathers the roots and marks from them. If the root buffer
+    /// overflows, the roots are gathered again and marked as they are found
+    /// (and verification has no fixed root set to re-mark from).
+    pub(crate) fn mark_all(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        kind: CollectionKind,
+        cycle: &mut CycleStats,
+        roots: &mut RootBuf,
+    ) -> crate::mark::MarkStats {
+        roots.clear();
+        self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
+        if !roots.overflowed() {
+            return self.mark_roots(roots, kind);
+        }
+        let mut m = self.raw.marker_for(kind);
+        let mut again = CycleStats::default();
+        self.gather_roots(world, entry_sp, &mut again, &mut |b| {
+            m.mark_word(b);
+        });
+        m.finish()
+    }
+
+    /// Marks from the gathered roots (and, for a minor collection, the
+    /// dirty cards).
+    pub(crate) fn mark_roots(
+        &self,
+        roots: &RootBuf,
+        kind: CollectionKind,
+    ) -> crate::mark::MarkStats {
+        let mut m = self.raw.marker_for(kind);
+        for &b in roots.words() {
+            m.mark_word(b);
+        }
+        m.finish()
+    }
+}
+
+/// The roots of one collection, as root words, in a `MAP_NORESERVE`
+/// mapping: gathering them never calls the system allocator. Used only by the
+/// coordinator, inside a stopped world.
+pub(crate) struct RootBuf {
+    map: memmap2::MmapMut,
+    len: usize,
+    overflow: bool,
+}
+
+impl RootBuf {
+    /// Room for 2^24 roots (128 MiB of address space, committed as used).
+    pub(crate) const CAP: usize = 1 << 24;
+
+    pub(crate) fn new() -> std::io::Result<RootBuf> {
+        Ok(RootBuf {
+            map: memmap2::MmapOptions::new()
+                .len(Self::CAP * 8)
+                .no_reserve_swap()
+                .map_anon()?,
+            len: 0,
+            overflow: false,
+        })
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.overflow = false;
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, base: usize) {
+        if self.len == Self::CAP {
+            // Full: the collector gathers again, marking as it goes.
+            self.overflow = true;
+            return;
+        }
+        self.len += 1;
+        let i = self.len - 1;
+        self.words_mut()[i] = base;
+    }
+
+    pub(crate) fn words_mut(&mut self) -> &mut [usize] {
+        // SAFETY: the mapping holds CAP aligned words and lives as long as
+        // `self`; `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr() as *mut usize, Self::CAP) }
+    }
+
+    pub(crate) fn words(&self) -> &[usize] {
+        // SAFETY: the first `len` words were written by `push`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const usize, self.len) }
+    }
+
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflow
+    }
+}
