@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use crate::cache::ThreadCache;
 use crate::heap::RawHeap;
 use crate::mark::{CollectionKind, MarkStats, Marker};
+use crate::verify::VerifyError;
 
 impl RawHeap {
     /// Generational mode: clears every in-use span's mark bits, which
@@ -83,23 +84,46 @@ impl RawHeap {
             c.flush(self);
         }
         self.finish_sweep();
-        let kind = self.begin_mark(kind);
+        match self.mark_cycle(kind, &roots, true) {
+            Ok((_, st, _)) => st,
+            Err(e) => panic!("pardon verify: {e}"),
+        }
+    }
+
+    /// The heart of every collection, the one both drivers run (this
+    /// file's, and the threaded collector's `cycle` around a stopped world),
+    /// with every cache flushed and every span swept: prepares the marks for
+    /// a collection of `want`, marks from `roots`, verifies in verify mode
+    /// (every marked object's heap bits against its recorded type; and, if
+    /// `roots` can be replayed, a full re-mark from them compared with the
+    /// mark), and flips the sweep generation. Returns the kind that ran, the
+    /// mark's figures and the live estimate. A verification failure returns
+    /// before the flip, as a `Copy` value: allocation-free, for the stopped
+    /// world.
+    pub(crate) fn mark_cycle(
+        &self,
+        want: CollectionKind,
+        roots: &impl Fn(&mut Marker<'_>),
+        replayable: bool,
+    ) -> Result<(CollectionKind, MarkStats, usize), VerifyError> {
+        let kind = self.begin_mark(want);
         let mut m = self.marker_for(kind);
         roots(&mut m);
         let st = m.finish();
         if self.config.verify {
-            if let Err(e) = self.check_layouts() {
-                panic!("pardon verify: {e}");
-            }
-            let snap = self.take_mark_snapshot();
-            let mut again = self.marker();
-            roots(&mut again);
-            again.finish();
-            if let Err(e) = self.compare_mark_snapshot(&snap, kind) {
-                panic!("pardon verify: re-marking from scratch disagrees with the mark: {e}");
+            // Heap bits against the independent type record first: a lost
+            // reference bit makes both marks agree on the wrong answer.
+            self.check_layouts().map_err(VerifyError::Layout)?;
+            if replayable {
+                let snap = self.take_mark_snapshot();
+                let mut again = self.marker();
+                roots(&mut again);
+                again.finish();
+                self.compare_mark_snapshot(&snap, kind)
+                    .map_err(VerifyError::Remark)?;
             }
         }
-        self.flip_sweepgen(kind, st.bytes);
-        st
+        let live = self.flip_sweepgen(kind, st.bytes);
+        Ok((kind, st, live))
     }
 }

@@ -3,7 +3,6 @@
 //! mark, verify (in verify mode), flip the sweep generation, set the pacer's
 //! goals, restart the world. The steps are listed in `lib.rs`'s essay.
 
-use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -12,7 +11,6 @@ use pardon_preempt::{Registry, StopError, StopKind};
 use crate::collector::{CollectError, Collector};
 use crate::heap::lock;
 use crate::mark::CollectionKind;
-use crate::rootscan::RootBuf;
 use crate::stats::CycleStats;
 
 impl Collector {
@@ -100,27 +98,48 @@ impl Collector {
         let want = self
             .pacer
             .kind(want, self.raw.live_after_last.load(Relaxed));
-        let kind = self.raw.begin_mark(want);
-        // Only a coordinator (holding the stopped world) takes this lock.
-        let mut roots = lock(&self.roots);
-        let mark = self.mark_all(&world, entry_sp, kind, &mut cycle, &mut roots);
-        if self.verify {
-            if let Err(e) = self.verify_mark(&roots, kind, &mut cycle) {
+        // Only a coordinator (holding the stopped world) takes this lock, and
+        // it must let go before the world restarts: once running again, this
+        // thread may be stopped by the next coordinator, who needs it.
+        let mut guard = lock(&self.roots);
+        guard.clear();
+        self.gather_roots(&world, entry_sp, &mut cycle, &mut |b| guard.push(b));
+        let overflowed = guard.overflowed();
+        let roots = &*guard;
+        // The roots, as a source the mark (and verification's re-mark) can
+        // replay: the buffer, or, if it overflowed (sixteen million root
+        // hits), gathering again and marking as they are found, which
+        // verification cannot replay.
+        let source = |m: &mut crate::mark::Marker<'_>| {
+            if overflowed {
+                let mut again = CycleStats::default();
+                self.gather_roots(&world, entry_sp, &mut again, &mut |b| {
+                    m.mark_word(b);
+                });
+            } else {
+                for &b in roots.words() {
+                    m.mark_word(b);
+                }
+            }
+        };
+        let marked = self.raw.mark_cycle(want, &source, !overflowed);
+        drop(guard);
+        let (kind, mark, live) = match marked {
+            Ok(r) => r,
+            Err(e) => {
                 // Report with the world running again: formatting allocates,
                 // and a panic in the stopped world could wait forever on a
                 // lock a stopped thread holds.
-                drop(roots);
                 drop(world);
                 panic!("pardon verify: {e}");
             }
-        }
-        drop(roots);
+        };
+        cycle.verified = self.verify && !overflowed;
         cycle.mark = mark_start.elapsed();
         cycle.marked_objects = mark.objects;
         cycle.mark_workers = mark.workers;
         cycle.kind = kind;
         cycle.cards = mark.cards;
-        let live = self.raw.flip_sweepgen(kind, mark.bytes);
         cycle.live = live;
         self.pacer.after_cycle(kind, live);
         self.cycles.fetch_add(1, Relaxed);
@@ -137,33 +156,6 @@ impl Collector {
         }
         Ok(cycle)
     }
-
-    /// Verification: snapshot the marks, clear them, mark again from the same
-    /// roots, fully, and require the two marks to agree (after a minor
-    /// collection: the full re-mark must be a subset of the minor mark,
-    /// whose marks are then restored).
-    pub(crate) fn verify_mark(
-        &self,
-        roots: &RootBuf,
-        kind: CollectionKind,
-        cycle: &mut CycleStats,
-    ) -> Result<(), VerifyError> {
-        // Heap bits against the independent type record first: a lost
-        // reference bit makes both marks agree on the wrong answer.
-        self.raw.check_layouts().map_err(VerifyError::Layout)?;
-        if roots.overflowed() {
-            // The roots were marked as found, with no fixed set to re-mark
-            // from (this needs sixteen million root hits).
-            return Ok(());
-        }
-        let first = self.raw.take_mark_snapshot();
-        self.mark_roots(roots, CollectionKind::Full);
-        self.raw
-            .compare_mark_snapshot(&first, kind)
-            .map_err(VerifyError::Remark)?;
-        cycle.verified = true;
-        Ok(())
-    }
 }
 
 /// Runs heap-maintenance steps in a no-preempt region when the caller is an
@@ -179,24 +171,6 @@ impl crate::sweep::LockScope for NoPreemptScope<'_> {
         // coordinator's back and rewrite its mark bits mid-mark (verify
         // failures, a span swept out of turn, live objects freed).
         self.0.outside_stops(f)
-    }
-}
-
-/// What verification found wrong, as `Copy` values built with the world
-/// stopped.
-pub(crate) enum VerifyError {
-    Layout(crate::verify::LayoutError),
-    Remark(crate::verify::MarkMismatch),
-}
-
-impl fmt::Display for VerifyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VerifyError::Layout(e) => e.fmt(f),
-            VerifyError::Remark(e) => {
-                write!(f, "re-marking from scratch disagrees with the mark: {e}")
-            }
-        }
     }
 }
 

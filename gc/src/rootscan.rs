@@ -6,7 +6,6 @@ use pardon_preempt::{StopKind, StoppedWorld};
 use pardon_stackscan::{RootKind, Scanner};
 
 use crate::collector::Collector;
-use crate::mark::CollectionKind;
 use crate::mutators::Entries;
 use crate::stats::CycleStats;
 
@@ -89,44 +88,6 @@ impl Collector {
             cycle.precise_roots += sc.stats.precise_roots;
             cycle.conservative_roots += hits;
         }
-    }
-
-    /// Gathers the roots and marks from them. If the root buffer
-    /// overflows, the roots are gathered again and marked as they are found
-    /// (and verification has no fixed root set to re-mark from).
-    pub(crate) fn mark_all(
-        &self,
-        world: &StoppedWorld<'_>,
-        entry_sp: usize,
-        kind: CollectionKind,
-        cycle: &mut CycleStats,
-        roots: &mut RootBuf,
-    ) -> crate::mark::MarkStats {
-        roots.clear();
-        self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
-        if !roots.overflowed() {
-            return self.mark_roots(roots, kind);
-        }
-        let mut m = self.raw.marker_for(kind);
-        let mut again = CycleStats::default();
-        self.gather_roots(world, entry_sp, &mut again, &mut |b| {
-            m.mark_word(b);
-        });
-        m.finish()
-    }
-
-    /// Marks from the gathered roots (and, for a minor collection, the
-    /// dirty cards).
-    pub(crate) fn mark_roots(
-        &self,
-        roots: &RootBuf,
-        kind: CollectionKind,
-    ) -> crate::mark::MarkStats {
-        let mut m = self.raw.marker_for(kind);
-        for &b in roots.words() {
-            m.mark_word(b);
-        }
-        m.finish()
     }
 }
 

@@ -23,6 +23,24 @@ use crate::mark::CollectionKind;
 use crate::span::BITMAP_WORDS;
 use crate::types::{Type, TypeInfo};
 
+/// What verification found wrong, as `Copy` values built with the world
+/// stopped.
+pub(crate) enum VerifyError {
+    Layout(LayoutError),
+    Remark(MarkMismatch),
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Layout(e) => e.fmt(f),
+            VerifyError::Remark(e) => {
+                write!(f, "re-marking from scratch disagrees with the mark: {e}")
+            }
+        }
+    }
+}
+
 /// Two `MAP_NORESERVE` tables with one entry per arena word (an object's
 /// base is 8-byte aligned): the `TypeInfo` pointer and the element count of
 /// the object allocated there. Only the pages under allocated objects are
