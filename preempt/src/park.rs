@@ -212,7 +212,7 @@ fn wait_for_the_last(reg: &crate::registry::RegistryInner) {
 ///
 /// # Safety
 /// Must be called from the preemption signal handler with its live ucontext.
-pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> bool {
+pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool {
     let p = CURRENT.with(|c| c.get());
     if p.is_null() {
         return false;
@@ -322,7 +322,7 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut libc::ucontext_t) -> b
             // that is pending by then or lets it run.
         }
         Strategy::InHandler => {
-            if here < rec.stack_lo + 4096 || here > rec.stack_hi {
+            if here < rec.stack_lo + sys::PARK_STACK_NEED || here > rec.stack_hi {
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
                 reg.ask_retry();
                 return true;
@@ -392,10 +392,6 @@ pub(crate) fn poll_slow(rec: &ThreadRecord) {
             return;
         }
     }
-    let mut regs = [0u64; sys::NGPRS];
-    sys::spill_callee_saved(&mut regs);
-    // SAFETY: owner-only write before acknowledgement.
-    unsafe { *rec.gprs.get() = regs };
-    let scan_lo = regs[7] as usize;
+    let scan_lo = rec.publish_call_registers();
     park(rec, StopKind::Poll, scan_lo, (0, 0));
 }

@@ -353,6 +353,22 @@ impl ThreadRecord {
         false
     }
 
+    /// Publishes where the calling thread stops itself at a call (a poll, a
+    /// safe region, coordinating a stop): its callee-saved registers and
+    /// stack pointer, which a coordinator scans from. Returns that stack
+    /// pointer. Inlined, so the registers are the caller's. Owner only,
+    /// before the state change or acknowledgement after which a coordinator
+    /// reads them.
+    #[inline(always)]
+    pub(crate) fn publish_call_registers(&self) -> usize {
+        let mut regs = [0u64; sys::NGPRS];
+        sys::spill_callee_saved(&mut regs);
+        // SAFETY: owner-only write; coordinators read `gprs` only after the
+        // state change or acknowledgement that follows (release/acquire).
+        unsafe { *self.gprs.get() = regs };
+        sys::stack_pointer(&regs)
+    }
+
     pub(crate) fn count_park(&self, kind: StopKind) {
         self.parks[kind as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -13,12 +13,10 @@ use crate::sys;
 /// pointer, then `RUNNING -> SAFE`.
 #[inline(never)]
 pub(crate) fn enter_safe_region(rec: &ThreadRecord) {
-    let mut regs = [0u64; sys::NGPRS];
-    sys::spill_callee_saved(&mut regs);
-    // SAFETY: owner-only write; a coordinator reads `gprs` of a SAFE thread
-    // only after the SeqCst state store below.
-    unsafe { *rec.gprs.get() = regs };
-    rec.scan_lo.store(regs[7] as usize, Ordering::Relaxed);
+    // A coordinator reads these of a SAFE thread only after the SeqCst state
+    // store below.
+    let sp = rec.publish_call_registers();
+    rec.scan_lo.store(sp, Ordering::Relaxed);
     rec.park_kind
         .store(StopKind::SafeRegion as u32, Ordering::Relaxed);
     rec.xsave_ptr.store(0, Ordering::Relaxed);

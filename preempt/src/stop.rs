@@ -349,11 +349,9 @@ impl Registry {
         // `fatal`).
         let holding = crate::fatal::Holding::new();
         if let Some(r) = me {
-            let mut regs = [0u64; sys::NGPRS];
-            sys::spill_callee_saved(&mut regs);
-            // SAFETY: owner-only write (we are the owner and the coordinator).
-            unsafe { *r.gprs.get() = regs };
-            r.scan_lo.store(regs[7] as usize, Ordering::Relaxed);
+            // We are the owner and the coordinator.
+            let sp = r.publish_call_registers();
+            r.scan_lo.store(sp, Ordering::Relaxed);
             r.park_kind
                 .store(StopKind::Coordinator as u32, Ordering::Relaxed);
             r.xsave_ptr.store(0, Ordering::Relaxed);

@@ -8,9 +8,12 @@ mod trampoline;
 
 pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use regs::{
-    for_each_vector_word, gprs_from_ucontext, xsave_from_ucontext, xsave_layout, TrampolineFrame,
+    for_each_vector_word, gprs_from_ucontext, stack_pointer, xsave_from_ucontext, xsave_layout,
+    TrampolineFrame,
 };
 pub use regs::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
-pub(crate) use signal::{handler_installed, inject_call, install, interrupted_sp, RED_ZONE};
+pub(crate) use signal::{
+    handler_installed, inject_call, install, interrupted_sp, Ucontext, PARK_STACK_NEED, RED_ZONE,
+};
 pub(crate) use thread::{approx_sp, current_cpu, current_stack_bounds, gettid, send_signal};
 pub(crate) use trampoline::injection_stack_need;

@@ -231,6 +231,12 @@ pub(crate) unsafe fn for_each_vector_word(ptr: usize, len: usize, mut f: impl Fn
     }
 }
 
+/// The stack pointer in a register set.
+#[inline(always)]
+pub(crate) fn stack_pointer(g: &Gprs) -> usize {
+    g[RSP] as usize
+}
+
 /// Stores the callee-saved registers and the stack pointer of the caller into
 /// `out` (rbx, rbp, r12-r15 and rsp in their [`GPR_NAMES`] slots; the others
 /// are zero). Used where a thread stops itself: at a poll or on entering a safe

@@ -161,6 +161,13 @@ const _: () = assert!(RSP == 7);
 /// unoptimised builds stay far inside this margin.
 const SCRATCH_GAP: usize = 4096;
 
+/// The signal context the kernel hands a handler.
+pub(crate) type Ucontext = libc::ucontext_t;
+
+/// The least stack the in-handler strategy needs below the handler's frame
+/// to park there (the park's own frames and a futex call).
+pub(crate) const PARK_STACK_NEED: usize = 4096;
+
 /// The System V x86-64 red zone: the 128 bytes below RSP that a leaf
 /// function may use without moving RSP, so part of the interrupted frame.
 pub(crate) const RED_ZONE: usize = 128;
