@@ -183,47 +183,38 @@ fn set_site(h: &FrameHeader, site: usize) {
     h.site.store(site as u32, Ordering::Relaxed);
 }
 
+/// The accessors both kinds of frame share: they differ only in where their
+/// slots live (inline in a `Frame`, borrowed by a `DynFrame`).
+macro_rules! frame_accessors {
+    () => {
+        /// Stores a reference (or any word) in slot `i`.
+        #[inline(always)]
+        pub fn set(&self, i: usize, v: usize) {
+            self.slots[i].store(v, Ordering::Relaxed);
+        }
+        /// Reads slot `i`.
+        #[inline(always)]
+        pub fn get(&self, i: usize) -> usize {
+            self.slots[i].load(Ordering::Relaxed)
+        }
+        /// Declares the call site the function is about to call from: only
+        /// the slots live there are roots while the callee runs.
+        #[inline(always)]
+        pub fn set_site(&self, site: usize) {
+            set_site(&self.header, site)
+        }
+        /// The frame header's address: where the frame sits on the native
+        /// stack.
+        pub fn position(&self) -> usize {
+            &self.header as *const FrameHeader as usize
+        }
+    };
+}
+
 impl<const N: usize> Frame<'_, N> {
-    /// Stores a reference (or any word) in slot `i`.
-    #[inline(always)]
-    pub fn set(&self, i: usize, v: usize) {
-        self.slots[i].store(v, Ordering::Relaxed);
-    }
-    /// Reads slot `i`.
-    #[inline(always)]
-    pub fn get(&self, i: usize) -> usize {
-        self.slots[i].load(Ordering::Relaxed)
-    }
-    /// Declares the call site the function is about to call from: only the
-    /// slots live there are roots while the callee runs.
-    #[inline(always)]
-    pub fn set_site(&self, site: usize) {
-        set_site(&self.header, site)
-    }
-    /// The frame header's address: where the frame sits on the native stack.
-    pub fn position(&self) -> usize {
-        &self.header as *const FrameHeader as usize
-    }
+    frame_accessors!();
 }
 
 impl DynFrame<'_> {
-    /// Stores a word in slot `i`.
-    #[inline(always)]
-    pub fn set(&self, i: usize, v: usize) {
-        self.slots[i].store(v, Ordering::Relaxed);
-    }
-    /// Reads slot `i`.
-    #[inline(always)]
-    pub fn get(&self, i: usize) -> usize {
-        self.slots[i].load(Ordering::Relaxed)
-    }
-    /// See [`Frame::set_site`].
-    #[inline(always)]
-    pub fn set_site(&self, site: usize) {
-        set_site(&self.header, site)
-    }
-    /// See [`Frame::position`].
-    pub fn position(&self) -> usize {
-        &self.header as *const FrameHeader as usize
-    }
+    frame_accessors!();
 }
