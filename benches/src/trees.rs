@@ -142,15 +142,21 @@ impl Summary {
     }
 }
 
-/// The preemption modes the peer benchmarks run in.
+/// The preemption modes the peer benchmarks run in, named as `stw-latency`
+/// names them.
 pub const GC_MODES: &[(&str, Preemption)] = &[
     ("signal", Preemption::Signal),
     ("signal-handler", Preemption::SignalInHandler),
-    ("polls-only", Preemption::PollOnly),
+    ("poll", Preemption::PollOnly),
 ];
+
+/// Every name `--mode` accepts: the modes, and `polls-only`, the name
+/// `poll` had before the tools agreed on one.
+pub const GC_MODE_NAMES: &[&str] = &["signal", "signal-handler", "poll", "polls-only"];
 
 /// Parses a peer benchmark's `--mode`.
 pub fn gc_mode(name: &str) -> Result<(&'static str, Preemption), String> {
+    let name = if name == "polls-only" { "poll" } else { name };
     GC_MODES
         .iter()
         .find(|(n, _)| *n == name)

@@ -26,7 +26,7 @@ long lived tree of depth 10\t check: 2047
 
 #[test]
 fn binary_trees_output_matches_the_benchmarks_game() {
-    for mode in ["signal", "signal-handler", "polls-only"] {
+    for mode in ["signal", "signal-handler", "poll"] {
         let text = stdout_of(
             Command::new(env!("CARGO_BIN_EXE_binary-trees")).args(["10", "--mode", mode]),
         );
@@ -37,7 +37,7 @@ fn binary_trees_output_matches_the_benchmarks_game() {
 
 #[test]
 fn gcbench_keeps_long_lived_data_in_every_mode() {
-    for mode in ["signal", "signal-handler", "polls-only"] {
+    for mode in ["signal", "signal-handler", "poll"] {
         let text = stdout_of(
             Command::new(env!("CARGO_BIN_EXE_gcbench"))
                 .args(["--scale", "5", "--mode", mode])
@@ -175,5 +175,48 @@ fn pause_rejects_bad_arguments() {
             .unwrap();
         assert_ne!(out.status.code(), Some(0), "{args:?}");
         assert!(!out.stderr.is_empty());
+    }
+}
+
+/// Every tool answers `--help`, and a bad argument is an error naming it
+/// (the two peer benchmarks parsed their arguments by hand, and
+/// `gcbench --help` was an error).
+#[test]
+fn tools_answer_help_and_name_bad_arguments() {
+    for exe in [
+        env!("CARGO_BIN_EXE_binary-trees"),
+        env!("CARGO_BIN_EXE_gcbench"),
+        env!("CARGO_BIN_EXE_stw-latency"),
+        env!("CARGO_BIN_EXE_pause"),
+    ] {
+        let out = Command::new(exe).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{exe} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{exe}"
+        );
+    }
+    for (exe, args, names) in [
+        (
+            env!("CARGO_BIN_EXE_binary-trees"),
+            &["--threads", "0"][..],
+            "threads",
+        ),
+        (env!("CARGO_BIN_EXE_binary-trees"), &["31"][..], "N"),
+        (
+            env!("CARGO_BIN_EXE_gcbench"),
+            &["--scale", "11"][..],
+            "scale",
+        ),
+        (
+            env!("CARGO_BIN_EXE_gcbench"),
+            &["--mode", "fast"][..],
+            "mode",
+        ),
+    ] {
+        let out = Command::new(exe).args(args).output().unwrap();
+        assert!(!out.status.success(), "{exe} {args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(names), "{exe} {args:?}: {err}");
     }
 }

@@ -1,6 +1,6 @@
 //! binary-trees, the Benchmarks Game definition and output, on a pardon heap.
 //!
-//! `binary-trees N [--mode signal|signal-handler|polls-only] [--threads T]`:
+//! `binary-trees N [--mode signal|signal-handler|poll] [--threads T]`:
 //! prints the standard output for depth N, then a summary (time, collections,
 //! median and longest pause, peak RSS). Without `--mode` it first runs in the
 //! default mode and then once more per mode, each in its own process.
@@ -22,56 +22,37 @@ struct Args {
     summary_only: bool,
 }
 
-fn parse() -> Result<(Args, Vec<String>), String> {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut a = Args {
-        n: 10,
-        mode: None,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        summary_only: false,
-    };
-    let mut passthrough = Vec::new();
-    let mut it = raw.iter();
-    while let Some(s) = it.next() {
-        match s.as_str() {
-            "--mode" => a.mode = Some(it.next().ok_or("--mode needs a value")?.clone()),
-            "--threads" => {
-                let v = it.next().ok_or("--threads needs a value")?;
-                a.threads = v
-                    .parse()
-                    .map_err(|_| format!("--threads {v:?}: not a number"))?;
-                if a.threads == 0 || a.threads > 1024 {
-                    return Err("--threads must be between 1 and 1024".into());
-                }
-                passthrough.extend(["--threads".to_string(), v.clone()]);
-            }
-            "--summary-only" => a.summary_only = true,
-            "-h" | "--help" => {
-                println!("usage: binary-trees [N] [--mode signal|signal-handler|polls-only] [--threads T]");
-                std::process::exit(0);
-            }
-            v => {
-                a.n = v
-                    .parse()
-                    .map_err(|_| format!("{v:?}: expected a depth (a number)"))?;
-                if a.n > 30 {
-                    return Err(format!("depth {} is too large (at most 30)", a.n));
-                }
-                passthrough.push(v.to_string());
-            }
-        }
+/// Parses the command line; returns the arguments and those to pass on to
+/// the per-mode runs.
+fn parse() -> (Args, Vec<String>) {
+    use clap::{value_parser, Arg, ArgAction, Command};
+    let m = Command::new("binary-trees")
+        .about("binary-trees (the Benchmarks Game) on a pardon heap: the standard output for depth N, then a summary line. Without --mode, runs once more per mode, each in its own process.")
+        .arg(Arg::new("depth").value_name("N").value_parser(value_parser!(u32).range(0..=30)).default_value("10").help("Depth of the trees (at most 30)"))
+        .arg(Arg::new("mode").long("mode").value_parser(trees::GC_MODE_NAMES.to_vec()).help("How the heap stops mutators (polls-only is poll's former name)"))
+        .arg(Arg::new("threads").long("threads").value_parser(value_parser!(u32).range(1..=1024)).help("Worker threads (default: the cores)"))
+        .arg(Arg::new("summary-only").long("summary-only").action(ArgAction::SetTrue).help("Print the summary line only"))
+        .get_matches();
+    let n = *m.get_one::<u32>("depth").expect("defaulted");
+    let threads = m.get_one::<u32>("threads").copied();
+    let mut passthrough = vec![n.to_string()];
+    if let Some(t) = threads {
+        passthrough.extend(["--threads".to_string(), t.to_string()]);
     }
-    Ok((a, passthrough))
+    let args = Args {
+        n,
+        mode: m.get_one::<String>("mode").cloned(),
+        threads: threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |t| t as usize,
+        ),
+        summary_only: m.get_flag("summary-only"),
+    };
+    (args, passthrough)
 }
 
 fn main() {
-    let (args, passthrough) = match parse() {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("binary-trees: {e}");
-            std::process::exit(1);
-        }
-    };
+    let (args, passthrough) = parse();
     let (mode_name, preemption) = match trees::gc_mode(args.mode.as_deref().unwrap_or("signal")) {
         Ok(m) => m,
         Err(e) => {

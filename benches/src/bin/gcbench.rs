@@ -2,7 +2,7 @@
 //! versions) on a pardon heap: a stretch tree, a long-lived tree and array,
 //! then trees of growing depth built top-down and bottom-up.
 //!
-//! `gcbench [--mode signal|signal-handler|polls-only] [--scale S]`: `--scale`
+//! `gcbench [--mode signal|signal-handler|poll] [--scale S]`: `--scale`
 //! shrinks the depths for quick runs (default 0 = the published sizes:
 //! stretch 18, long-lived 16, array of 500,000 doubles, trees 4..16).
 
@@ -19,33 +19,17 @@ fn tree_size(depth: u32) -> u64 {
 }
 
 fn main() {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let mut mode = None;
-    let mut scale = 0u32;
-    let mut summary_only = false;
-    let mut passthrough = Vec::new();
-    let mut it = raw.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--mode" => mode = it.next().cloned(),
-            "--scale" => {
-                let v = it.next().cloned().unwrap_or_default();
-                scale = match v.parse() {
-                    Ok(s) if s <= 10 => s,
-                    _ => {
-                        eprintln!("gcbench: --scale {v:?}: expected 0..=10");
-                        std::process::exit(1);
-                    }
-                };
-                passthrough.extend(["--scale".to_string(), v]);
-            }
-            "--summary-only" => summary_only = true,
-            other => {
-                eprintln!("gcbench: unknown argument {other:?}\nusage: gcbench [--mode signal|signal-handler|polls-only] [--scale S]");
-                std::process::exit(1);
-            }
-        }
-    }
+    use clap::{value_parser, Arg, ArgAction, Command};
+    let m = Command::new("gcbench")
+        .about("GCBench (Boehm, Ellis and Kovac) on a pardon heap. Without --mode, runs once more per mode, each in its own process.")
+        .arg(Arg::new("mode").long("mode").value_parser(trees::GC_MODE_NAMES.to_vec()).help("How the heap stops mutators (polls-only is poll's former name)"))
+        .arg(Arg::new("scale").long("scale").value_parser(value_parser!(u32).range(0..=10)).default_value("0").help("Shrink every depth by S for quick runs (0 = the published sizes)"))
+        .arg(Arg::new("summary-only").long("summary-only").action(ArgAction::SetTrue).help("Print the summary line only"))
+        .get_matches();
+    let mode = m.get_one::<String>("mode").cloned();
+    let scale = *m.get_one::<u32>("scale").expect("defaulted");
+    let summary_only = m.get_flag("summary-only");
+    let passthrough = vec!["--scale".to_string(), scale.to_string()];
     let (mode_name, preemption) = match trees::gc_mode(mode.as_deref().unwrap_or("signal")) {
         Ok(m) => m,
         Err(e) => {
