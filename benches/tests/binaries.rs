@@ -131,7 +131,9 @@ fn stw_latency_rejects_bad_arguments() {
         &["--mode", "sometimes"][..],
         &["--threads", "0"][..],
         &["--interval", "5 parsecs"][..],
+        &["--interval", "5"][..],
         &["--probes", "0"][..],
+        &["--json", "/nonexistent-dir/r.json"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_stw-latency"))
             .args(args)

@@ -34,30 +34,31 @@ fn cli() -> Command {
         .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
 }
 
+/// A duration with its unit (`1ms`, `500us`, `2s`; humantime's syntax). A
+/// bare number is refused rather than read in some unit it does not name.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "ms"), |i| (&s[..i], &s[i..]));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 1ms or 500us"))?;
-    let scale = match unit {
-        "s" => 1e9,
-        "ms" => 1e6,
-        "us" | "µs" => 1e3,
-        "ns" => 1.0,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use s, ms, us or ns)"
-            ))
-        }
-    };
-    let ns = v * scale;
-    if !(ns.is_finite() && (1.0..=3600e9).contains(&ns)) {
-        return Err(format!("{s:?} is out of range"));
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?}: {e} (a duration with its unit, like 1ms or 500us)"))?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "{s:?} is out of range (more than 0, at most an hour)"
+        ));
     }
-    Ok(Duration::from_nanos(ns as u64))
+    Ok(d)
+}
+
+/// Checks, before a run of minutes, that the outputs can be written: each
+/// file is created (empty) and each directory made now.
+fn check_outputs(args: &clap::ArgMatches) -> Result<(), String> {
+    for key in ["json", "csv"] {
+        if let Some(p) = args.get_one::<PathBuf>(key) {
+            std::fs::File::create(p).map_err(|e| format!("--{key} {}: {e}", p.display()))?;
+        }
+    }
+    if let Some(dir) = args.get_one::<PathBuf>("plot") {
+        std::fs::create_dir_all(dir).map_err(|e| format!("--plot {}: {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn main() {
@@ -69,6 +70,7 @@ fn main() {
 
 fn real_main() -> Result<(), String> {
     let args = cli().get_matches();
+    check_outputs(&args)?;
     let quick = args.get_flag("quick");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kernels: Vec<&'static str> = match args.get_many::<String>("kernel") {
