@@ -54,6 +54,11 @@ static HOOK: Once = Once::new();
 
 /// Installs the wrapping hook once per process.
 pub(crate) fn install_hook() {
+    if std::thread::panicking() {
+        // `take_hook` may not be called while panicking; a later registry
+        // installs it.
+        return;
+    }
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {

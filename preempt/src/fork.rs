@@ -32,6 +32,11 @@
 //! (the program's own, or a thread's that was not attached) are, as POSIX
 //! warns, held for ever in the child.
 //!
+//! A thread that forks while it holds a registry's stopped world (from
+//! inside `stop_the_world`'s guard) keeps that world as it is: its child
+//! then inherits the parent's thread list for that registry, which it must
+//! not stop again; exec at once.
+//!
 //! The cost: one stop per registry per `fork` (tens of microseconds; `fork`
 //! itself takes longer on a process with a large address space).
 
@@ -102,6 +107,10 @@ extern "C" fn prepare() {
             let r: &'static Registry = unsafe { &*(&*reg as *const Registry) };
             let (world, coord, threads) = match r.stop_the_world() {
                 Ok(w) => (Some(w), None, None),
+                // The forking thread holds this world already (it forks from
+                // inside a stop): no stop can be in progress, and its own
+                // guard holds the locks.
+                Err(crate::StopError::Reentrant) => (None, None, None),
                 Err(_) => {
                     let c = lock(&r.inner.coordinator);
                     (None, Some(c), Some(lock(&r.inner.threads)))
