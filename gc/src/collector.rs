@@ -253,7 +253,7 @@ impl Heap {
 
     /// Adds a global root: `addr` keeps its object alive until the returned
     /// id is removed. Fails only past about a million global roots.
-    pub fn add_root(&self, addr: usize) -> Result<GlobalRootId, String> {
+    pub fn add_root(&self, addr: usize) -> Result<GlobalRootId, crate::RootTableFull> {
         self.collector.globals.insert(addr).map(GlobalRootId)
     }
 

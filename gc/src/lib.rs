@@ -219,11 +219,14 @@ pub use collector::{
     CollectError, GlobalRootId, Heap, HeapError, Preemption, DEFAULT_STOP_TIMEOUT,
 };
 pub use config::{default_mark_workers, Config, ConfigError};
+/// The histogram crate whose `Histogram` type [`GcStats`] uses.
+pub use hdrhistogram;
 pub use heap::{HeapStats, RawHeap, POISON};
 pub use mark::{CollectionKind, MarkStats, Marker};
 pub use mutator::Mutator;
 pub use pardon_preempt as preempt;
 pub use pardon_stackscan as stackscan;
+pub use roots::RootTableFull;
 pub use stats::{CycleStats, GcStats};
 pub use typed::{__register, GcField, GcObject, Global, Member, Root, ZeroValid};
 pub use types::{Type, TypeDesc, TypeError, MAX_TYPE_WORDS};

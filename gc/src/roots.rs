@@ -6,7 +6,27 @@
 //! world sees them consistent, and the scan takes no lock a stopped mutator
 //! can hold.
 
+use std::fmt;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// The global-root table is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootTableFull {
+    /// How many global roots the table holds.
+    pub capacity: usize,
+}
+
+impl fmt::Display for RootTableFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the global-root table is full ({} roots); remove some first",
+            self.capacity
+        )
+    }
+}
+
+impl std::error::Error for RootTableFull {}
 
 /// Slots per handle-table chunk.
 const HANDLE_CHUNK: usize = 256;
@@ -159,14 +179,16 @@ impl GlobalRoots {
         unsafe { &*c.add(i % CHUNK) }
     }
 
-    pub fn insert(&self, v: usize) -> Result<usize, String> {
+    pub fn insert(&self, v: usize) -> Result<usize, RootTableFull> {
         let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let i = match g.0.pop() {
             Some(i) => i,
             None => {
                 let i = g.1;
                 if i == CHUNK * MAX_CHUNKS {
-                    return Err(format!("more than {} global roots", CHUNK * MAX_CHUNKS));
+                    return Err(RootTableFull {
+                        capacity: CHUNK * MAX_CHUNKS,
+                    });
                 }
                 if i % CHUNK == 0 {
                     let chunk: Box<[AtomicUsize]> =

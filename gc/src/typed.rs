@@ -364,7 +364,7 @@ unsafe impl<T: GcObject + Sync> Sync for Global<T> {}
 
 impl<T: GcObject> Global<T> {
     /// A global root for `r`'s object.
-    pub fn new(r: &Root<'_, T>) -> Result<Global<T>, String> {
+    pub fn new(r: &Root<'_, T>) -> Result<Global<T>, crate::RootTableFull> {
         let heap = r.m.heap().clone();
         let id = heap.add_root(r.addr())?;
         Ok(Global {

@@ -591,3 +591,22 @@ fn attach_and_detach_while_holding_the_stopped_world() {
     });
     assert_eq!(heap.registry().thread_count(), 0);
 }
+
+/// A full global-root table is a typed error that says so (it was a
+/// `String`), and removing a root makes room again.
+#[test]
+fn a_full_root_table_is_a_typed_error() {
+    let heap = Heap::new(Config::default()).unwrap();
+    let mut ids = Vec::new();
+    let err = loop {
+        match heap.add_root(0) {
+            Ok(id) => ids.push(id),
+            Err(e) => break e,
+        }
+        assert!(ids.len() <= 1 << 24, "the table never filled");
+    };
+    assert_eq!(err.capacity, ids.len());
+    assert!(err.to_string().contains("full"), "{err}");
+    heap.remove_root(ids.pop().unwrap());
+    assert!(heap.add_root(0).is_ok());
+}
