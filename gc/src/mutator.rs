@@ -140,6 +140,12 @@ impl Mutator {
     /// another reachable object before the next safepoint the caller cannot
     /// see conservatively. Collects first when the pacer says so, and once
     /// more before reporting exhaustion.
+    ///
+    /// On a thread detached at exit (a `Mutator` used from a thread-local
+    /// destructor that runs after pardon's), nothing of the thread is
+    /// scanned, so an address returned here is unprotected until stored in
+    /// a global root: use the typed [`Mutator::alloc`] there, which roots
+    /// the object before any collection can begin.
     #[inline(always)]
     pub fn alloc_raw(&self, ty: Type) -> Result<usize, AllocError> {
         // The fast path, inlined into the caller: objects of at most 64
