@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pardon::preempt::{Config, EveryIteration, Mode, NoPoll, PollStrategy, Registry, Strategy};
+use pardon::preempt::{Config, EveryIteration, NoPoll, PollStrategy, Preemption, Registry};
 use pardon_bench::kernels::spin;
 
 #[path = "common/mod.rs"]
@@ -44,17 +44,13 @@ fn spinners(
 fn stw(c: &mut Criterion) {
     let mut g = c.benchmark_group("stop-the-world");
     for (name, mode, polls) in [
-        ("signal inject", Mode::Signal(Strategy::Inject), false),
-        (
-            "signal in-handler",
-            Mode::Signal(Strategy::InHandler),
-            false,
-        ),
-        ("polls only", Mode::PollOnly, true),
+        ("signal inject", Preemption::Signal, false),
+        ("signal in-handler", Preemption::SignalInHandler, false),
+        ("polls only", Preemption::Poll, true),
     ] {
         for n in [1, 2] {
             let reg = Registry::new(Config {
-                mode,
+                preemption: mode,
                 ..Config::default()
             })
             .unwrap();

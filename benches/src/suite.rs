@@ -64,13 +64,17 @@ pub const MODES: &[&str] = &["signal", "signal-handler", "poll", "poll-strip", "
 /// Iterations between polls in `poll-strip`.
 pub const STRIP: u32 = 1000;
 
-/// A preemption mode under test, or the reference (no runtime work at all).
+/// What one run of the suite measures (its `--mode`): a [`Preemption`]
+/// strategy together with where the kernel polls, or the reference (no
+/// runtime work at all). Not a second name for the strategy: `poll`,
+/// `poll-strip` and `coop` are one strategy ([`Preemption::Poll`]) with polls
+/// in three places.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub enum Variant {
     /// Signal, call injection.
     Signal,
     /// Signal, park in the handler.
-    SignalHandler,
+    SignalInHandler,
     /// A poll on every back edge.
     Poll,
     /// A poll every [`STRIP`] iterations.
@@ -81,15 +85,15 @@ pub enum Mode {
     Reference,
 }
 
-impl Mode {
+impl Variant {
     /// Parses a mode name (one of [`MODES`]).
-    pub fn parse(s: &str) -> Result<Mode, String> {
+    pub fn parse(s: &str) -> Result<Variant, String> {
         Ok(match s {
-            "signal" => Mode::Signal,
-            "signal-handler" => Mode::SignalHandler,
-            "poll" => Mode::Poll,
-            "poll-strip" => Mode::PollStrip,
-            "coop" => Mode::Coop,
+            "signal" => Variant::Signal,
+            "signal-handler" => Variant::SignalInHandler,
+            "poll" => Variant::Poll,
+            "poll-strip" => Variant::PollStrip,
+            "coop" => Variant::Coop,
             _ => {
                 return Err(format!(
                     "unknown mode {s:?} (expected one of {})",
@@ -102,21 +106,21 @@ impl Mode {
     /// The mode's name.
     pub fn name(self) -> &'static str {
         match self {
-            Mode::Signal => "signal",
-            Mode::SignalHandler => "signal-handler",
-            Mode::Poll => "poll",
-            Mode::PollStrip => "poll-strip",
-            Mode::Coop => "coop",
-            Mode::Reference => "reference",
+            Variant::Signal => "signal",
+            Variant::SignalInHandler => "signal-handler",
+            Variant::Poll => "poll",
+            Variant::PollStrip => "poll-strip",
+            Variant::Coop => "coop",
+            Variant::Reference => "reference",
         }
     }
 
     /// How the heap's registry stops threads in this mode.
     pub fn preemption(self) -> Preemption {
         match self {
-            Mode::Signal | Mode::Reference => Preemption::Signal,
-            Mode::SignalHandler => Preemption::SignalInHandler,
-            Mode::Poll | Mode::PollStrip | Mode::Coop => Preemption::PollOnly,
+            Variant::Signal | Variant::Reference => Preemption::Signal,
+            Variant::SignalInHandler => Preemption::SignalInHandler,
+            Variant::Poll | Variant::PollStrip | Variant::Coop => Preemption::Poll,
         }
     }
 }
@@ -126,8 +130,8 @@ impl Mode {
 pub struct RunConfig {
     /// Kernel name.
     pub kernel: &'static str,
-    /// Mode.
-    pub mode: Mode,
+    /// Variant.
+    pub mode: Variant,
     /// Mutator threads.
     pub threads: usize,
     /// Stops to make (the reference run lasts as long as they would).
@@ -140,7 +144,7 @@ pub struct RunConfig {
     /// until it has lasted this long (throughput needs many calls), and the
     /// reference run lasts this long.
     pub min_window: Duration,
-    /// Mode phases the probing is split into, with reference phases before,
+    /// Variant phases the probing is split into, with reference phases before,
     /// between and after them (at least 1).
     pub phases: usize,
     /// The longest a `spinlock` call may last (see
@@ -275,13 +279,13 @@ fn thread_cpu_time() -> Duration {
 }
 
 /// Calls `f` with the poll strategy of `mode` for thread `m`.
-fn with_strategy(mode: Mode, m: &pardon::Mutator, f: impl FnOnce(Strategy<'_>)) {
+fn with_strategy(mode: Variant, m: &pardon::Mutator, f: impl FnOnce(Strategy<'_>)) {
     let poller = m.attached().poller();
     f(match mode {
-        Mode::Signal | Mode::SignalHandler | Mode::Reference => Strategy::None(NoPoll),
-        Mode::Poll => Strategy::Every(EveryIteration(poller)),
-        Mode::PollStrip => Strategy::Strip(StripMined::new(poller)),
-        Mode::Coop => Strategy::Between(BetweenCalls(poller)),
+        Variant::Signal | Variant::SignalInHandler | Variant::Reference => Strategy::None(NoPoll),
+        Variant::Poll => Strategy::Every(EveryIteration(poller)),
+        Variant::PollStrip => Strategy::Strip(StripMined::new(poller)),
+        Variant::Coop => Strategy::Between(BetweenCalls(poller)),
     })
 }
 
@@ -403,7 +407,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     // The mode phases' windows, by phase: from the moment every thread runs
     // the mode's loop to the end of the last probe.
     let mut windows: Vec<(u32, Instant, Instant)> = Vec::new();
-    if cfg.mode == Mode::Reference {
+    if cfg.mode == Variant::Reference {
         std::thread::sleep(cfg.min_window);
     } else {
         let n_phases = cfg.phases.max(1);
@@ -495,7 +499,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         let calls = classify(log, t_start, t_end, &windows);
         let pooled: Vec<Call> = calls
             .iter()
-            .filter(|c| is_mode_phase(c.phase) != (cfg.mode == Mode::Reference))
+            .filter(|c| is_mode_phase(c.phase) != (cfg.mode == Variant::Reference))
             .copied()
             .collect();
         if let Some((rate, wall)) = thread_rates(&pooled) {
@@ -646,7 +650,7 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
     };
     let r = run(&RunConfig {
         kernel,
-        mode: Mode::Reference,
+        mode: Variant::Reference,
         threads,
         probes: 0,
         interval: Duration::ZERO,

@@ -142,32 +142,14 @@ impl Summary {
     }
 }
 
-/// The preemption modes the peer benchmarks run in, named as `stw-latency`
-/// names them.
-pub const GC_MODES: &[(&str, Preemption)] = &[
-    ("signal", Preemption::Signal),
-    ("signal-handler", Preemption::SignalInHandler),
-    ("poll", Preemption::PollOnly),
-];
-
-/// Every name `--mode` accepts: the modes, and `polls-only`, the name
-/// `poll` had before the tools agreed on one.
+/// Every name `--mode` accepts: each [`Preemption::name`], and
+/// `polls-only`, the name `poll` had before the tools agreed on one.
 pub const GC_MODE_NAMES: &[&str] = &["signal", "signal-handler", "poll", "polls-only"];
 
-/// Parses a peer benchmark's `--mode`.
+/// Parses a peer benchmark's `--mode`: the strategy and its name.
 pub fn gc_mode(name: &str) -> Result<(&'static str, Preemption), String> {
-    let name = if name == "polls-only" { "poll" } else { name };
-    GC_MODES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .copied()
-        .ok_or_else(|| {
-            let names: Vec<_> = GC_MODES.iter().map(|(n, _)| *n).collect();
-            format!(
-                "unknown mode {name:?} (expected one of {})",
-                names.join(", ")
-            )
-        })
+    let p: Preemption = name.parse().map_err(|e| format!("--mode: {e}"))?;
+    Ok((p.name(), p))
 }
 
 /// A heap for a peer benchmark.
@@ -200,7 +182,7 @@ pub fn summarize(mode: &'static str, heap: &Heap, start: Instant) -> Summary {
 pub fn run_all_modes(args: &[String]) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     println!("\nsummary (one process per mode):");
-    for (name, _) in GC_MODES {
+    for name in Preemption::ALL.map(Preemption::name) {
         let out = std::process::Command::new(&exe)
             .args(args)
             .args(["--mode", name, "--summary-only"])

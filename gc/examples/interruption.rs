@@ -35,7 +35,7 @@ fn main() {
     std::hint::black_box(stretch(10_000_000, 1));
     let per_ms = 10_000_000.0 / t.elapsed().as_secs_f64() / 1e3;
     let n = (per_ms * 300.0) as u64;
-    for preemption in [Preemption::Signal, Preemption::PollOnly] {
+    for preemption in [Preemption::Signal, Preemption::Poll] {
         let heap = Heap::new(Config {
             preemption,
             ..Config::default()

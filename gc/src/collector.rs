@@ -22,29 +22,6 @@ use crate::rootscan::RootBuf;
 use crate::stats::{CycleStats, GcStats, StatsRecorder};
 use crate::types::{Type, TypeDesc, TypeError};
 
-/// How the collector stops mutator threads; chosen when the heap is created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preemption {
-    /// A signal, handled by injecting a call that saves every register and
-    /// parks (the default; Go's `asyncPreempt`).
-    Signal,
-    /// A signal, parking inside the handler.
-    SignalInHandler,
-    /// No signals: threads stop only at polls, allocation and safe regions.
-    PollOnly,
-}
-
-impl Preemption {
-    fn mode(self) -> pardon_preempt::Mode {
-        use pardon_preempt::{Mode, Strategy};
-        match self {
-            Preemption::Signal => Mode::Signal(Strategy::Inject),
-            Preemption::SignalInHandler => Mode::Signal(Strategy::InHandler),
-            Preemption::PollOnly => Mode::PollOnly,
-        }
-    }
-}
-
 /// Everything `Heap::new` can reject.
 #[derive(Debug)]
 pub enum HeapError {
@@ -173,7 +150,7 @@ impl Heap {
             })?;
         }
         let registry = Registry::new(pardon_preempt::Config {
-            mode: config.preemption.mode(),
+            preemption: config.preemption,
             stop_timeout: config.stop_timeout,
             wait: config.stop_wait,
             ..pardon_preempt::Config::default()

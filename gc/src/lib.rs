@@ -215,9 +215,7 @@ mod verify;
 
 pub use alloc_error::AllocError;
 pub use cache::ThreadCache;
-pub use collector::{
-    CollectError, GlobalRootId, Heap, HeapError, Preemption, DEFAULT_STOP_TIMEOUT,
-};
+pub use collector::{CollectError, GlobalRootId, Heap, HeapError, DEFAULT_STOP_TIMEOUT};
 pub use config::{default_mark_workers, Config, ConfigError};
 /// The histogram crate whose `Histogram` type [`GcStats`] uses.
 pub use hdrhistogram;
@@ -225,6 +223,9 @@ pub use heap::{HeapStats, RawHeap, POISON};
 pub use mark::{CollectionKind, MarkStats, Marker};
 pub use mutator::Mutator;
 pub use pardon_preempt as preempt;
+/// How the collector stops mutator threads: the preemption strategy,
+/// defined once, in `pardon-preempt`.
+pub use pardon_preempt::Preemption;
 pub use pardon_stackscan as stackscan;
 pub use roots::RootTableFull;
 pub use stats::{CycleStats, GcStats};

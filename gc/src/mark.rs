@@ -174,32 +174,65 @@ pub enum CollectionKind {
 const SHARE_MAX: usize = 512;
 
 /// The state the marking workers of one heap share.
+///
+/// A *round* is one parallel drain: the coordinator (the thread running the
+/// collection) resets the round's fields, opens the round under `ctl`,
+/// works, closes it and waits until no helper is `inside`; only then does it
+/// read the totals. Between rounds no helper touches anything but `ctl`.
 pub(crate) struct MarkTeam {
-    /// Workers in a round, the coordinator included.
+    /// Workers in a round, the coordinator included. Set at creation.
     workers: usize,
+    /// Round control; see [`Ctl`]. Helpers sleep on `wake` under it.
     ctl: Mutex<Ctl>,
     /// Wakes helpers for a round (or for shutdown).
     wake: Condvar,
     /// Signals the coordinator that the last helper left a round.
     left: Condvar,
+    /// Gray entries handed between workers: a worker with work and an idle
+    /// peer gives the bottom half of its stack here; an idle worker takes
+    /// from it. Under its own lock.
     pool: Mutex<GrayStack>,
+    /// A hint of `pool.len`, stored under the pool's lock after each change
+    /// and read without it to decide whether to share or take (a stale
+    /// value costs a lock, never an entry).
     pool_len: AtomicUsize,
+    /// Workers with nothing to drain. Reset by the coordinator before a
+    /// round (helpers start idle, the coordinator busy); a worker adds one
+    /// when its stack empties and takes one off, under the pool's lock,
+    /// when it takes entries. All workers idle with an empty pool means the
+    /// round's work is done (termination detection: nothing is gray).
     idle: AtomicUsize,
+    /// Set (release) by the worker that finds every worker idle and the pool
+    /// empty under the pool's lock; every worker then leaves the round.
     done: AtomicBool,
+    /// Set by any worker whose gray stack overflowed in the round; read by
+    /// the coordinator after the round, which then rescans the heap.
     overflow: AtomicBool,
+    /// Objects marked in the round, summed by each worker as it leaves;
+    /// read by the coordinator after the round.
     objects: AtomicUsize,
+    /// Bytes marked in the round; as `objects`.
     bytes: AtomicUsize,
+    /// Workers that marked at least one object in the round; as `objects`.
     active_workers: AtomicUsize,
+    /// Hand-overs to the pool in the round (a statistic); as `objects`.
     shares: AtomicUsize,
 }
 
+/// Round control, under `MarkTeam::ctl`.
 struct Ctl {
+    /// Round number, raised by the coordinator as it opens a round, so a
+    /// helper woken late never works a round twice.
     round: u64,
-    /// The heap being marked, while a round is open.
+    /// The heap being marked (a `*const RawHeap`), while a round is open;
+    /// 0 otherwise. Set and cleared by the coordinator.
     heap: usize,
+    /// Whether helpers may enter the current round.
     open: bool,
-    /// Helpers inside the open round.
+    /// Helpers inside the open round; the coordinator waits for 0 after
+    /// closing it before it reads the totals or lets the heap go.
     inside: usize,
+    /// Set by `MarkHelpers`' drop: helpers exit.
     shutdown: bool,
 }
 

@@ -40,26 +40,68 @@ pub(crate) const IN_USE: u32 = 2;
 /// while the heap lives, so a stale page-table pointer always points at a
 /// valid `Span` (whose `state` and range then reject the address).
 pub(crate) struct Span {
+    // Who writes each field, and when. A span has one owner at a time: the
+    // page heap (under its lock) while `FREE` or being carved (`MANUAL`);
+    // then, while `IN_USE`, whichever central list holds it (under that
+    // list's lock), the one thread cache it is cached in, or the one sweeper
+    // that claimed it by the `sweepgen` CAS. Only the owner writes the
+    // fields marked "owner". Anyone may read any field at any time (the
+    // conservative lookup does), and trusts what it reads only after an
+    // acquire load of `state` finds `IN_USE` and the address in range.
+    /// First byte of the span's pages. Page heap, while not `IN_USE`.
     pub base: AtomicUsize,
+    /// Number of pages. Page heap, while not `IN_USE`.
     pub npages: AtomicUsize,
+    /// `FREE`, `MANUAL` or `IN_USE`. Every change to or from `IN_USE` is a
+    /// release store by the owner, after (to) or before (from) the fields
+    /// it publishes.
     pub state: AtomicU32,
     /// Span class (size class << 1 | noscan); 0 or 1 for large objects.
+    /// Set by the central list (or large-object path) before `IN_USE`,
+    /// constant while `IN_USE`; so are `elemsize`, `nelems` and `div_mul`.
     pub spc: AtomicU32,
+    /// Bytes per object (the whole span for a large object).
     pub elemsize: AtomicUsize,
+    /// Objects the span holds.
     pub nelems: AtomicU32,
+    /// The multiplier that turns an offset into an object index
+    /// (`sizeclass::div_mul`).
     pub div_mul: AtomicU32,
+    /// Owner: the index allocation goes on from; every slot below it is
+    /// allocated. Advanced by the thread cache holding the span, reset to 0
+    /// by its sweeper.
     pub freeindex: AtomicU32,
+    /// Owner: 64 inverted alloc bits from `freeindex`'s word (see the
+    /// module comment). Written with `freeindex`.
     pub alloc_cache: AtomicU64,
+    /// Owner: objects allocated (alloc bits set plus slots taken since the
+    /// sweep). Written with `freeindex`.
     pub alloc_count: AtomicU32,
+    /// Sweep state relative to the heap's `sweepgen` (module comment):
+    /// raised from `h - 2` to `h - 1` by the CAS that claims the span for
+    /// sweeping; stored `h` (release) by the sweeper or by the central list
+    /// that sets the span up.
     pub sweepgen: AtomicU32,
+    /// Whether the span's memory may hold old data and must be zeroed
+    /// before reuse. Page heap and sweeper; read by the allocator.
     pub needzero: AtomicBool,
     /// Generational heaps: parked on an old list, exempt from sweeping until
     /// the next full collection (its `sweepgen` is left behind meanwhile).
+    /// Written under the central list's lock, or with the world stopped.
     pub old: AtomicBool,
+    /// Objects that survived the last sweep. Written only by the span's
+    /// sweeper (it stores the mark bits here) and by the span's setup.
     pub alloc_bits: [AtomicU64; BITMAP_WORDS],
+    /// Set by markers with the world stopped (atomic fetch-or: parallel
+    /// markers race for a bit, and exactly one wins it); cleared by the
+    /// sweeper, or, on a generational heap, left set (sticky) until a full
+    /// collection clears them with the world stopped.
     pub mark_bits: [AtomicU64; BITMAP_WORDS],
-    /// Page heap bookkeeping for free spans.
+    /// Page heap, under its lock, while `FREE`: whether the pages are
+    /// backed by memory (not returned to the OS by the scavenger).
     pub committed: AtomicBool,
+    /// Page heap, under its lock, while `FREE`: the collection count when the
+    /// span was freed, for the scavenger's age rule.
     pub free_since_gc: AtomicU64,
     /// Intrusive list links, owned by whichever list holds the span (under
     /// that list's lock) or by the span pool.

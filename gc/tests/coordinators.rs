@@ -57,8 +57,8 @@ fn run(preemption: Preemption, allocate: bool) {
 
 #[test]
 fn concurrent_coordinators_polls_only() {
-    run(Preemption::PollOnly, false);
-    run(Preemption::PollOnly, true);
+    run(Preemption::Poll, false);
+    run(Preemption::Poll, true);
 }
 
 #[test]

@@ -20,7 +20,7 @@ gc_object! {
 
 #[test]
 fn heap_exhaustion_is_an_error_and_the_heap_recovers() {
-    for preemption in [Preemption::Signal, Preemption::PollOnly] {
+    for preemption in [Preemption::Signal, Preemption::Poll] {
         let heap = Heap::new(Config {
             heap_limit: 8 << 20,
             gc_percent: None,

@@ -353,7 +353,7 @@ fn threads_attached_without_a_mutator_have_no_heap_state() {
 #[test]
 fn abandoned_collections_are_reported_and_paced() {
     let heap = Heap::new(Config {
-        preemption: pardon::Preemption::PollOnly,
+        preemption: pardon::Preemption::Poll,
         stop_timeout: std::time::Duration::from_millis(100),
         min_heap: 1 << 20,
         heap_limit: 32 << 20,

@@ -194,7 +194,7 @@ fn run(preemption: Preemption, secs: f64, generational: bool) {
         let (h, s) = (heap.clone(), stop.clone());
         hs.push(named("spinner", move || {
             let m = h.attach().unwrap();
-            let x = if preemption == Preemption::PollOnly {
+            let x = if preemption == Preemption::Poll {
                 spin_with(EveryIteration(m.attached().poller()), &s)
             } else {
                 spin_with(NoPoll, &s)
@@ -211,7 +211,7 @@ fn run(preemption: Preemption, secs: f64, generational: bool) {
             while !s.load(Ordering::Relaxed) {
                 let v: Vec<u64> = (0..(n % 513)).collect();
                 n += std::hint::black_box(v).len() as u64 + 1;
-                if preemption == Preemption::PollOnly {
+                if preemption == Preemption::Poll {
                     m.poll();
                 }
             }
@@ -339,5 +339,5 @@ fn stress_signal_in_handler() {
 
 #[test]
 fn stress_polls_only() {
-    run(Preemption::PollOnly, secs(), false);
+    run(Preemption::Poll, secs(), false);
 }

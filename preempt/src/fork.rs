@@ -43,7 +43,8 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 
-use crate::registry::{lock, Registry, RegistryInner, ThreadRecord};
+use crate::handshake::{RegistryInner, ThreadRecord};
+use crate::registry::{lock, Registry};
 use crate::stop::StoppedWorld;
 
 /// Every registry created in this process (dead ones are skipped and pruned).

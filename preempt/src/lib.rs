@@ -46,7 +46,8 @@
 //!   `sched_yield` moves an EEVDF task's deadline a slice later, so the
 //!   threads the coordinator wakes at restart then preempt it for a slice
 //!   (about 3 ms on Linux 6.18). `docs/experiments.md` has the comparison.
-//! - Signals. In [`Mode::Signal`] a running thread gets one SIGURG (at most one
+//! - Signals. With [`Preemption::Signal`] or
+//!   [`Preemption::SignalInHandler`] a running thread gets one SIGURG (at most one
 //!   outstanding: `signal_pending`, Go's `signalPending`). SIGURG because
 //!   debuggers pass it, libc does not use it, a spurious one is harmless and
 //!   every Unix has it. The handler is installed with `SA_SIGINFO |
@@ -63,7 +64,8 @@
 //!   re-sent only after `Config::resend_initial` (10 ms, doubling): lost
 //!   signals are rare with one outstanding per thread, and a short timeout
 //!   would cost every stop two timer reprogrammings (VM exits on a VM).
-//! - Two suspension strategies ([`Strategy`]): *call injection* rewrites the
+//! - Two ways to suspend a signalled thread: *call injection*
+//!   ([`Preemption::Signal`], the default) rewrites the
 //!   ucontext so the thread, on return from the handler, calls an assembly
 //!   trampoline that saves every general register, the flags and the whole
 //!   XSAVE state (size from CPUID, all components XCR0 enables) on its own
@@ -73,7 +75,8 @@
 //!   the kernel's XSAVE image in a per-thread buffer allocated at attach)
 //!   and acknowledges before it returns: the coordinator it wakes preempts
 //!   the thread on a shared CPU, so `sigreturn` and the trampoline's saves
-//!   stay off the time to safepoint; *in-handler park* waits on
+//!   stay off the time to safepoint; *in-handler park*
+//!   ([`Preemption::SignalInHandler`]) waits on
 //!   the futex inside the handler, the kernel's signal frame holding the
 //!   registers.
 //! - Safe regions ([`Attached::safe_region`]): a thread about to block in a
@@ -81,7 +84,7 @@
 //!   region while a stop holds it.
 //! - Polls ([`Attached::poll`]) and the poll strategies loop code takes as a
 //!   type parameter ([`NoPoll`], [`EveryIteration`], [`StripMined`],
-//!   [`BetweenCalls`]): the baselines. [`Mode::PollOnly`] never signals.
+//!   [`BetweenCalls`]): the baselines. [`Preemption::Poll`] never signals.
 //!
 //! ## The state word
 //!
@@ -127,26 +130,32 @@
 
 #![warn(missing_docs)]
 
-mod fatal;
+// In layers, each using only those above it, with two exceptions: the
+// signal handler and the trampoline in `sys` enter `park`, and `registry`
+// hands each new registry to `fork`'s process-wide hooks.
+mod config; // settings
+mod fatal; // the panic hook of a thread holding a stopped world
 mod fork;
-mod park;
-mod poll;
-mod registry;
-mod safe;
-pub mod state;
-mod stop;
-pub(crate) mod sys;
+mod handshake; // ThreadRecord, RegistryInner, CURRENT: request, ack, wake
+mod park; // a thread's side of a stop: poll, handler, injected call
+mod poll; // the public polling API on Attached
+mod registry; // Registry, attach and detach, Attached
+mod safe; // safe regions
+pub mod state; // the state word's values and transitions
+mod stop; // a coordinator's side: stop_the_world, StoppedWorld, restart
+mod sys; // the platform: signals, futexes, registers, the trampoline // pthread_atfork: no fork inside a stop
 
+pub use config::{AckWait, Config, ConfigError, Preemption};
 pub use fatal::holds_stopped_world;
 pub use poll::{
     BetweenCalls, EveryIteration, NoPoll, NoPreempt, PollStrategy, Poller, SafeRegion, StripMined,
 };
-pub use registry::{AckWait, AttachError, Attached, Config, ConfigError, Mode, Registry, Strategy};
+pub use registry::{AttachError, Attached, Registry};
 pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
 pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 
 /// Whether the calling thread is attached to any registry.
 pub fn is_attached() -> bool {
-    registry::current().is_some()
+    handshake::current().is_some()
 }

@@ -10,7 +10,8 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::registry::{current, Mode, Strategy, ThreadRecord, CURRENT};
+use crate::config::Preemption;
+use crate::handshake::{current, wait_for_the_last, ThreadRecord, CURRENT};
 use crate::state::{self, StopKind};
 use crate::sys;
 
@@ -158,54 +159,6 @@ fn wait_for_release(rec: &ThreadRecord, mut w: u32) {
     }
 }
 
-/// How long a parked thread on the coordinator's CPU watches for the last
-/// acknowledgement before it goes to sleep and leaves the wake to the
-/// acknowledger. About the time a signal takes to reach a running thread on
-/// another CPU of a virtual machine; beyond it, the stop is in its tail anyway.
-const WATCH_FOR_LAST: std::time::Duration = std::time::Duration::from_micros(30);
-
-/// Called right after this thread acknowledged. If the coordinator sleeps on
-/// this thread's CPU, other threads are still outstanding, and the stop asked
-/// for no more threads than there are CPUs (so none of those is queued behind
-/// us on this CPU), watch for the last acknowledgement for up to
-/// [`WATCH_FOR_LAST`] and wake the coordinator from here.
-///
-/// Why: the coordinator shares a CPU with one of the threads it stops, which
-/// can only answer once the coordinator sleeps; when that thread has parked,
-/// the CPU goes idle, and the last acknowledgement, from another CPU, must
-/// wake it with an inter-processor interrupt, which on a virtual machine is
-/// an exit on both sides (about 8 µs one way on the machine of
-/// docs/STATUS.md). Watching keeps the CPU busy and makes the wake a local
-/// one. `local_waker` tells the acknowledger to skip its own wake; the
-/// handover is race-free because each side writes its word before reading
-/// the other's (all `SeqCst`): a watcher that gives up clears `local_waker`
-/// and then looks at the count, so either it sees the last acknowledgement
-/// and wakes, or the acknowledger sees the flag cleared and wakes.
-///
-/// Async-signal-safe (atomics, the vDSO clock, `sched_getcpu` from the rseq
-/// area or the vDSO, one futex call).
-fn wait_for_the_last(reg: &crate::registry::RegistryInner) {
-    if reg.spin_for_last.load(Ordering::SeqCst) == 0
-        || reg.outstanding.load(Ordering::SeqCst) as i32 <= 0
-        || reg.coordinator_sleeping.load(Ordering::SeqCst) == 0
-        || sys::current_cpu() != reg.coordinator_cpu.load(Ordering::SeqCst)
-    {
-        return;
-    }
-    reg.local_waker.store(1, Ordering::SeqCst);
-    let t0 = std::time::Instant::now();
-    while reg.outstanding.load(Ordering::SeqCst) as i32 > 0 && t0.elapsed() < WATCH_FOR_LAST {
-        std::hint::spin_loop();
-    }
-    reg.local_waker.store(0, Ordering::SeqCst);
-    if reg.outstanding.load(Ordering::SeqCst) as i32 <= 0 {
-        // The last acknowledgement raised `coordinator_seq` already, and may
-        // have skipped its wake because of our flag.
-        reg.local_wakes.fetch_add(1, Ordering::Relaxed);
-        sys::futex_wake(&reg.coordinator_seq, 1);
-    }
-}
-
 /// The signal handler's decision. Returns whether the signal was ours (sent
 /// by a coordinator, or arriving while a request is pending); a signal that is
 /// not ours is passed on to the previously installed handler.
@@ -229,9 +182,10 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
         return was_sent;
     }
     rec.signals_received.fetch_add(1, Ordering::Relaxed);
-    let Mode::Signal(strategy) = reg.config.mode else {
+    let preemption = reg.config.preemption;
+    if !preemption.signals() {
         return true;
-    };
+    }
     if rec.state.load(Ordering::SeqCst) != state::RUNNING {
         // Already injected, or in a safe region: nothing more to do.
         return true;
@@ -245,8 +199,8 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
     // SAFETY: caller contract: `uc` is the live ucontext.
     let sp = unsafe { sys::interrupted_sp(uc) };
     let here = sys::approx_sp();
-    match strategy {
-        Strategy::Inject => {
+    match preemption {
+        Preemption::Signal => {
             let need = sys::injection_stack_need();
             if sp < rec.stack_lo + need || sp > rec.stack_hi || here > rec.stack_hi {
                 // Not on our stack (foreign code on an alternate stack) or not
@@ -321,7 +275,7 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
             // trampoline, finding the thread PREEMPTING, parks for a request
             // that is pending by then or lets it run.
         }
-        Strategy::InHandler => {
+        Preemption::SignalInHandler => {
             if here < rec.stack_lo + sys::PARK_STACK_NEED || here > rec.stack_hi {
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
                 reg.ask_retry();
@@ -338,6 +292,9 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
             // signal frame (registers, XSAVE image) and the red zone lie there.
             park(rec, StopKind::InHandler, here & !7, xsave);
         }
+        // Returned above: a registry that never signals leaves a signal to
+        // the program's handler.
+        Preemption::Poll => {}
     }
     true
 }

@@ -3,8 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::handshake::ThreadRecord;
 use crate::park::poll_slow;
-use crate::registry::{Attached, ThreadRecord};
+use crate::registry::Attached;
 use crate::safe;
 
 impl Attached {

@@ -1,170 +1,17 @@
-//! The registry of attached threads and the per-thread record the signal
-//! handler reaches without locks.
+//! The registry of attached threads: creating one, attaching and detaching
+//! threads, and the [`Attached`] handle. The words a stop runs on live in
+//! `handshake`; stopping, in `stop`.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use crate::config::{Config, ConfigError};
+use crate::handshake::{current, RegistryInner, ThreadRecord, CURRENT};
 use crate::state::{self, StopKind};
 use crate::sys;
-
-/// How a stopped thread's registers are captured when a signal stops it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Strategy {
-    /// Rewrite the ucontext to call an assembly trampoline that saves every
-    /// register on the thread's stack and parks there (Go's `asyncPreempt`).
-    Inject,
-    /// Park inside the signal handler; the kernel's signal frame holds the
-    /// registers (Boehm GC's way).
-    InHandler,
-}
-
-/// How threads are stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Signal each running thread; polls are still honoured.
-    Signal(Strategy),
-    /// Never signal: a thread stops only at a poll, at the end of a no-preempt
-    /// region, or in a safe region. Both the back-edge-polling baseline and the
-    /// cooperative-only (Go 1.13) behaviour.
-    PollOnly,
-}
-
-/// How a coordinator waits for the acknowledgements of a stop.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AckWait {
-    /// Spin for [`Config::spin`] (only while a CPU is free for the threads
-    /// waited for), then sleep on a futex that the last acknowledgement
-    /// wakes. The default.
-    #[default]
-    Futex,
-    /// Go's `suspendG` (runtime/preempt.go), kept as a baseline to measure
-    /// against: never sleep; busy-wait with PAUSE for the first 10 µs, then
-    /// `sched_yield` and busy-wait again, yielding at most every 5 µs; and
-    /// re-signal a thread whose signal was handled without a stop at most
-    /// every 5 µs (Go's `yieldDelay/2`).
-    GoSuspendG,
-}
-
-/// Registry settings. `Config::default()` is signal mode with call injection
-/// on SIGURG.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// How threads are stopped.
-    pub mode: Mode,
-    /// The preemption signal (SIGURG by default).
-    pub signal: i32,
-    /// How long the coordinator spins for acknowledgements before sleeping,
-    /// when fewer threads are outstanding than there are CPUs (otherwise it
-    /// sleeps at once: a thread it waits for needs its CPU).
-    pub spin: Duration,
-    /// How long the coordinator waits before it re-signals threads that have
-    /// not answered and told it nothing (their signal counts as lost); the
-    /// interval doubles after each unproductive round. Long by default (10 ms):
-    /// with one signal outstanding per thread a signal is practically never
-    /// lost, and a sleep whose timeout falls before the next scheduler tick
-    /// makes the kernel reprogram the timer device twice per stop, which on a
-    /// virtual machine is two exits (about 4 µs a stop on the machine of
-    /// `docs/STATUS.md`). Threads that received the signal but could not stop
-    /// ask for a prompt re-signal instead: see [`Config::retry`].
-    pub resend_initial: Duration,
-    /// How soon the coordinator re-signals a thread that received its signal
-    /// where it could not stop (on a foreign stack, or without room below its
-    /// stack pointer), which the handler reports; doubles with each such
-    /// report up to `resend_max`. Go re-signals at most every 5 µs while it
-    /// spins; this default is 50 µs.
-    pub retry: Duration,
-    /// The largest re-signal interval.
-    pub resend_max: Duration,
-    /// A stop that has not completed after this long fails with a report of
-    /// the threads that did not answer, and the world is restarted.
-    pub stop_timeout: Duration,
-    /// Test hook: drop (do not send) one preemption signal in this many;
-    /// 0 disables. Exercises the lost-signal path.
-    pub drop_signal_every: u32,
-    /// How the coordinator waits for acknowledgements.
-    pub wait: AckWait,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            mode: Mode::Signal(Strategy::Inject),
-            signal: libc::SIGURG,
-            spin: Duration::from_micros(3),
-            resend_initial: Duration::from_millis(10),
-            retry: Duration::from_micros(50),
-            resend_max: Duration::from_millis(20),
-            stop_timeout: Duration::from_secs(30),
-            drop_signal_every: 0,
-            wait: AckWait::Futex,
-        }
-    }
-}
-
-impl Config {
-    /// Checks the settings, naming the field at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.signal <= 0 || self.signal >= 65 {
-            return Err(ConfigError(format!(
-                "signal: {} is not a valid signal number (1..=64)",
-                self.signal
-            )));
-        }
-        if [
-            libc::SIGKILL,
-            libc::SIGSTOP,
-            libc::SIGSEGV,
-            libc::SIGBUS,
-            libc::SIGFPE,
-            libc::SIGILL,
-        ]
-        .contains(&self.signal)
-        {
-            return Err(ConfigError(format!(
-                "signal: {} cannot be used for preemption (it is uncatchable or a fault signal)",
-                self.signal
-            )));
-        }
-        if self.resend_initial.is_zero() || self.resend_max < self.resend_initial {
-            return Err(ConfigError(
-                "resend_initial/resend_max: need 0 < resend_initial <= resend_max".into(),
-            ));
-        }
-        if self.retry.is_zero() || self.retry > self.resend_max {
-            return Err(ConfigError("retry: need 0 < retry <= resend_max".into()));
-        }
-        if self.stop_timeout < self.resend_initial {
-            return Err(ConfigError(
-                "stop_timeout: must be at least resend_initial".into(),
-            ));
-        }
-        if let Mode::Signal(Strategy::Inject) = self.mode {
-            if !sys::xsave_layout().has_xsave {
-                return Err(ConfigError(
-                    "mode: call injection needs XSAVE, which this CPU or OS does not enable; \
-                     use Strategy::InHandler"
-                        .into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A `Config` field holds a value that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid preempt config: {}", self.0)
-    }
-}
-impl std::error::Error for ConfigError {}
 
 /// Why `attach` failed.
 #[derive(Debug)]
@@ -196,189 +43,7 @@ impl fmt::Display for AttachError {
 }
 impl std::error::Error for AttachError {}
 
-/// Per-thread record, allocated at attach and reachable from the signal
-/// handler through a const-initialised thread-local pointer. Every field the
-/// handler or a coordinator touches is atomic; `gprs` is written by the owner
-/// only while it is not yet acknowledged and read by the coordinator only
-/// after the acknowledgement (release/acquire through `acked`).
-#[repr(C, align(64))]
-pub(crate) struct ThreadRecord {
-    /// Non-zero when a stop wants this thread: the one word a poll loads.
-    pub poll_flag: AtomicU32,
-    /// Nesting depth of no-preempt regions. Written only by the owner thread
-    /// (read by the handler on that thread and, for reports, by
-    /// coordinators).
-    pub no_preempt: AtomicU32,
-    /// The state word (see `state`).
-    pub state: AtomicU32,
-    /// 1 while a signal sent by a coordinator has not been handled yet.
-    pub signal_pending: AtomicU32,
-    /// The stop epoch a coordinator asks this thread to acknowledge.
-    pub request: AtomicU64,
-    /// The last epoch this thread acknowledged (or was acknowledged for).
-    pub acked: AtomicU64,
-    /// The registry this record belongs to.
-    pub registry: *const RegistryInner,
-    pub tid: i32,
-    /// The process id at attach, for `tgkill` (glibc's `getpid` is a system
-    /// call, and a stop should not make two per thread); set anew in a
-    /// forked child (see `fork`).
-    pub pid: std::sync::atomic::AtomicI32,
-    pub stack_lo: usize,
-    pub stack_hi: usize,
-    /// The opaque word given at attach
-    /// ([`Registry::attach_with_context`]); never changes afterwards, so
-    /// whoever created the registry can trust what it finds here. Preempt
-    /// never interprets it.
-    pub context: usize,
-    /// Set (by the owner) when the thread is detached; the record then stays
-    /// allocated for as long as its `Attached` handle exists (see
-    /// `detach_record`).
-    pub detached: std::sync::atomic::AtomicBool,
-    /// True while the record is in its registry's thread list. Cleared under
-    /// the list's lock by detach, or by the restart that prunes a record
-    /// detached while its own thread held the stopped world; a record still
-    /// in the list is never freed (it is leaked instead).
-    pub in_list: std::sync::atomic::AtomicBool,
-    /// How the thread stopped, as a `StopKind`.
-    pub park_kind: AtomicU32,
-    /// Lowest stack address to scan while stopped.
-    pub scan_lo: AtomicUsize,
-    /// General registers published at park.
-    pub gprs: UnsafeCell<sys::Gprs>,
-    /// The XSAVE image published at park, or 0.
-    pub xsave_ptr: AtomicUsize,
-    pub xsave_len: AtomicUsize,
-    /// A copy of the kernel's XSAVE image, taken by the handler when it
-    /// acknowledges before the injected call (the signal frame it comes from
-    /// is gone once the handler returns): `xsave_copy_len` bytes, allocated
-    /// at attach, written only by the owner's handler before it
-    /// acknowledges, read by a coordinator only after.
-    pub xsave_copy: *mut u64,
-    pub xsave_copy_len: usize,
-    /// Non-zero between an acknowledgement made in the handler (call
-    /// injection) and the injected call that sleeps for it: the world value
-    /// acknowledged. Owner-only.
-    pub early_world: AtomicU32,
-    /// Counters, for tests and statistics.
-    pub signals_received: AtomicU64,
-    pub parks: [AtomicU64; 6],
-    /// Nanoseconds spent parked (from publishing to waking), all kinds but
-    /// safe regions.
-    pub parked_ns: AtomicU64,
-    /// Diagnostics for stop timeouts: the epoch and world value of this
-    /// thread's latest park.
-    pub last_park_epoch: AtomicU64,
-    /// See `last_park_epoch`.
-    pub last_park_world: AtomicU32,
-    pub deferred: AtomicU64,
-}
-
-impl Drop for ThreadRecord {
-    fn drop(&mut self) {
-        let words = self.xsave_copy_len / 8;
-        // SAFETY: `xsave_copy` came from `Box::into_raw` of a boxed slice of
-        // `words` u64s at attach, and is freed only here, once.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.xsave_copy, words)) });
-    }
-}
-
-// SAFETY: all shared mutable fields are atomics except `gprs` and the buffer
-// behind `xsave_copy`, which are only written by the owner before its
-// release-acknowledgement and only read by a coordinator after acquiring it,
-// so there is no concurrent access.
-unsafe impl Sync for ThreadRecord {}
-// SAFETY: as above; the raw registry pointer is to a `RegistryInner` kept
-// alive by an `Arc` in the owning `Attached`.
-unsafe impl Send for ThreadRecord {}
-
-impl ThreadRecord {
-    /// Enters a no-preempt region. Only the owner writes the depth, and the
-    /// signal handler, the only code that can run between this load and
-    /// store on the same thread, only reads it, so no locked
-    /// read-modify-write is needed (this is on every allocation).
-    #[inline(always)]
-    pub(crate) fn enter_no_preempt(&self) {
-        let n = self.no_preempt.load(Ordering::Relaxed);
-        self.no_preempt.store(n + 1, Ordering::Relaxed);
-    }
-
-    /// Leaves a no-preempt region; returns the depth before leaving. See
-    /// [`ThreadRecord::enter_no_preempt`].
-    #[inline(always)]
-    pub(crate) fn exit_no_preempt(&self) -> u32 {
-        let n = self.no_preempt.load(Ordering::Relaxed);
-        self.no_preempt.store(n - 1, Ordering::Relaxed);
-        n
-    }
-
-    pub(crate) fn registry(&self) -> &RegistryInner {
-        // SAFETY: the `Attached` that owns this record holds an Arc to it.
-        unsafe { &*self.registry }
-    }
-
-    /// Whether a stop has asked for this thread and it has not answered yet.
-    #[inline]
-    pub(crate) fn request_pending(&self) -> Option<u64> {
-        let r = self.request.load(Ordering::SeqCst);
-        (r > self.acked.load(Ordering::SeqCst)).then_some(r)
-    }
-
-    /// Acknowledges epoch `e` once: by this thread or on its behalf. Returns
-    /// whether this call was the one that acknowledged.
-    pub(crate) fn ack(&self, e: u64) -> bool {
-        let mut cur = self.acked.load(Ordering::SeqCst);
-        while cur < e {
-            match self
-                .acked
-                .compare_exchange(cur, e, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => {
-                    let reg = self.registry();
-                    // Only the last acknowledgement wakes the coordinator:
-                    // each wake of a sleeping thread costs microseconds (an
-                    // IPI, and on a VM an exit), and an early one would only
-                    // send it back to sleep. `<= 1` rather than `== 1`: a
-                    // decrement from the previous stop that lands after this
-                    // stop reset the count makes it end below zero.
-                    let prev = reg.outstanding.fetch_sub(1, Ordering::SeqCst) as i32;
-                    if prev <= 1 {
-                        reg.wake_coordinator();
-                    }
-                    return true;
-                }
-                Err(v) => cur = v,
-            }
-        }
-        false
-    }
-
-    /// Publishes where the calling thread stops itself at a call (a poll, a
-    /// safe region, coordinating a stop): its callee-saved registers and
-    /// stack pointer, which a coordinator scans from. Returns that stack
-    /// pointer. Inlined, so the registers are the caller's. Owner only,
-    /// before the state change or acknowledgement after which a coordinator
-    /// reads them.
-    #[inline(always)]
-    pub(crate) fn publish_call_registers(&self) -> usize {
-        let mut regs = [0u64; sys::NGPRS];
-        sys::spill_callee_saved(&mut regs);
-        // SAFETY: owner-only write; coordinators read `gprs` only after the
-        // state change or acknowledgement that follows (release/acquire).
-        unsafe { *self.gprs.get() = regs };
-        sys::stack_pointer(&regs)
-    }
-
-    pub(crate) fn count_park(&self, kind: StopKind) {
-        self.parks[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 thread_local! {
-    /// This thread's record, or null. Const-initialised and without a
-    /// destructor, so reading it from a signal handler never runs lazy
-    /// initialisation or allocates.
-    pub(crate) static CURRENT: Cell<*const ThreadRecord> = const { Cell::new(std::ptr::null()) };
     /// Detaches at thread exit if the `Attached` handle was leaked.
     static EXIT_GUARD: ExitGuard = const { ExitGuard };
 }
@@ -398,101 +63,6 @@ impl Drop for ExitGuard {
     }
 }
 
-/// The record of the calling thread, if it is attached.
-#[inline]
-pub(crate) fn current() -> Option<&'static ThreadRecord> {
-    let p = CURRENT.with(|c| c.get());
-    // SAFETY: a non-null CURRENT points to a live record: detach clears it
-    // before freeing the record, on this same thread.
-    (!p.is_null()).then(|| unsafe { &*p })
-}
-
-/// Shared registry state.
-pub(crate) struct RegistryInner {
-    pub config: Config,
-    /// Attached threads. Held by a coordinator for the whole stop; taken by
-    /// attach and detach. No thread that can be stopped holds it (see `stop`).
-    pub threads: Mutex<Vec<*const ThreadRecord>>,
-    /// Serialises coordinators.
-    pub coordinator: Mutex<()>,
-    /// The tid of the thread holding this registry's stopped world, or 0.
-    /// Written by that thread (set after taking `coordinator`, cleared at
-    /// restart before releasing it); read by any thread to refuse a
-    /// re-entrant stop, which would wait for ever on `coordinator`.
-    pub coordinator_tid: AtomicI32,
-    /// Futex word: odd while the world is stopped.
-    pub world: AtomicU32,
-    /// Stop epochs; the current one is the one being acknowledged.
-    pub epoch: AtomicU64,
-    /// Acknowledgements the current stop still waits for, as an `i32`. The
-    /// coordinator zeroes it before posting requests and adds the number it
-    /// posted afterwards; each acknowledgement subtracts one, and the one that
-    /// brings it to zero (or below) wakes the coordinator.
-    pub outstanding: AtomicU32,
-    /// Futex word the coordinator sleeps on: an event count, raised by the
-    /// last acknowledgement and by a request for a prompt re-signal. The
-    /// coordinator reads it before its final checks, so an event after them
-    /// changes the word and the sleep does not start (no lost wake-up).
-    pub coordinator_seq: AtomicU32,
-    /// Non-zero while the coordinator sleeps (or is about to): only then do
-    /// events make the wake system call.
-    pub coordinator_sleeping: AtomicU32,
-    /// Set by a signal handler that could not stop its thread where the signal
-    /// found it (see [`Config::retry`]); the coordinator clears it.
-    pub retry_asked: AtomicU32,
-    /// Online CPUs when the registry was created.
-    pub cpus: usize,
-    /// Per stop: non-zero when it stops no more threads than there are CPUs,
-    /// so that a thread waiting on the coordinator's CPU (see
-    /// `park::wait_for_the_last`) cannot be holding up an outstanding one.
-    pub spin_for_last: AtomicU32,
-    /// The CPU the coordinator went to sleep on.
-    pub coordinator_cpu: AtomicI32,
-    /// Non-zero while a parked thread on the coordinator's CPU watches for the
-    /// last acknowledgement, and will wake the coordinator itself.
-    pub local_waker: AtomicU32,
-    /// Stops whose coordinator was woken that way (a statistic).
-    pub local_wakes: AtomicU64,
-    /// Signals sent, for the drop-one-in-N hook and statistics.
-    pub signals_sent: AtomicU64,
-}
-
-impl RegistryInner {
-    /// Tells the coordinator the last acknowledgement has come. Async-signal-
-    /// safe: a few atomics and, if it sleeps and no thread on its CPU is
-    /// watching for this (`local_waker`), one system call.
-    pub(crate) fn wake_coordinator(&self) {
-        self.raise(true);
-    }
-
-    /// Raises `coordinator_seq` and wakes a sleeping coordinator, unless
-    /// `defer` and a watcher on its CPU will (it watches only for the last
-    /// acknowledgement, so other events must not defer to it).
-    fn raise(&self, defer: bool) {
-        self.coordinator_seq.fetch_add(1, Ordering::SeqCst);
-        if self.coordinator_sleeping.load(Ordering::SeqCst) != 0
-            && !(defer && self.local_waker.load(Ordering::SeqCst) != 0)
-        {
-            sys::futex_wake(&self.coordinator_seq, 1);
-        }
-    }
-
-    /// Called by a handler whose thread could not stop where the signal found
-    /// it: asks the coordinator to re-signal soon rather than at its long
-    /// lost-signal timeout.
-    pub(crate) fn ask_retry(&self) {
-        self.retry_asked.store(1, Ordering::SeqCst);
-        self.raise(false);
-    }
-}
-
-// SAFETY: the raw record pointers in `threads` are only dereferenced under the
-// `threads` lock, while the records are guaranteed live (detach removes a
-// record under the same lock before freeing it).
-unsafe impl Send for RegistryInner {}
-// SAFETY: as above.
-unsafe impl Sync for RegistryInner {}
-
 /// The thread registry: attach threads to it, then stop and restart them.
 /// Cheap to clone; all clones are the same registry.
 #[derive(Clone)]
@@ -503,7 +73,7 @@ pub struct Registry {
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("mode", &self.inner.config.mode)
+            .field("preemption", &self.inner.config.preemption)
             .field("threads", &self.thread_count())
             .finish()
     }
@@ -514,7 +84,7 @@ impl Registry {
     pub fn new(config: Config) -> Result<Registry, ConfigError> {
         config.validate()?;
         crate::fatal::install_hook();
-        if let Mode::Signal(_) = config.mode {
+        if config.preemption.signals() {
             sys::install(config.signal)
                 .map_err(|e| ConfigError(format!("signal: cannot install handler: {e}")))?;
         }

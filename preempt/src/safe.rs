@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::registry::ThreadRecord;
+use crate::handshake::ThreadRecord;
 use crate::state::{self, StopKind};
 use crate::sys;
 

@@ -34,7 +34,9 @@ use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use crate::registry::{current, lock, AckWait, Mode, Registry, ThreadRecord};
+use crate::config::AckWait;
+use crate::handshake::{current, outstanding, Nudged, ThreadRecord};
+use crate::registry::{lock, Registry};
 use crate::state::{self, StopKind};
 use crate::sys;
 
@@ -52,6 +54,20 @@ pub struct StopStats {
     /// Threads found still parked from an earlier stop (not yet resumed) and
     /// held for this one without a signal.
     pub held: u32,
+}
+
+impl StopStats {
+    /// Counts what a nudge did; `resend` counts a signal as a re-send.
+    fn count(&mut self, nudged: Nudged, resend: bool) {
+        match nudged {
+            Nudged::Nothing => {}
+            Nudged::Held => self.held += 1,
+            Nudged::Signalled => {
+                self.signals += 1;
+                self.resends += u32::from(resend);
+            }
+        }
+    }
 }
 
 /// A thread that did not answer a stop in time.
@@ -295,25 +311,6 @@ pub(crate) fn keep_only_current(threads: &mut Vec<*const ThreadRecord>, pid: i32
     }
 }
 
-/// The threads of `threads` that have not acknowledged epoch `e`, the
-/// coordinator `me` excepted. `threads` is the registry's list, borrowed
-/// from its held lock.
-fn outstanding<'a>(
-    threads: &'a [*const ThreadRecord],
-    me: Option<&'a ThreadRecord>,
-    e: u64,
-) -> impl Iterator<Item = &'a ThreadRecord> + 'a {
-    threads
-        .iter()
-        // SAFETY: a record stays allocated while it is in the list, and the
-        // list cannot change while its lock is held: `threads` is borrowed
-        // from the guard, so the lock is held while these references live.
-        .map(|&p| unsafe { &*p })
-        .filter(move |r| {
-            !me.is_some_and(|m| std::ptr::eq(m, *r)) && r.acked.load(Ordering::SeqCst) < e
-        })
-}
-
 impl Registry {
     /// Stops every attached thread except the caller and returns a guard over
     /// the stopped world. The caller may be attached (it is reported as the
@@ -323,9 +320,7 @@ impl Registry {
         if self.world_held_by_me() {
             return Err(StopError::Reentrant);
         }
-        if matches!(inner.config.mode, Mode::Signal(_))
-            && !sys::handler_installed(inner.config.signal)
-        {
+        if inner.config.preemption.signals() && !sys::handler_installed(inner.config.signal) {
             return Err(StopError::HandlerReplaced {
                 signal: inner.config.signal,
             });
@@ -362,7 +357,7 @@ impl Registry {
         inner.retry_asked.store(0, Ordering::SeqCst);
         let e = inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         inner.world.fetch_add(1, Ordering::SeqCst);
-        let signal_mode = matches!(inner.config.mode, Mode::Signal(_));
+        let signal_mode = inner.config.preemption.signals();
         let mut stats = StopStats::default();
         for &p in threads.iter() {
             // SAFETY: live while the lock is held.
@@ -373,7 +368,7 @@ impl Registry {
             stats.threads += 1;
             r.request.store(e, Ordering::SeqCst);
             r.poll_flag.store(1, Ordering::SeqCst);
-            self.nudge(r, e, signal_mode, &mut stats, false);
+            stats.count(self.inner.nudge(r, e, signal_mode, false), false);
         }
         inner
             .spin_for_last
@@ -444,90 +439,6 @@ impl Registry {
         }
     }
 
-    /// Makes sure thread `r` is on its way to stopping for epoch `e`: claims it
-    /// if it is in a safe region or still parked from an earlier stop,
-    /// acknowledges it if it is exiting, otherwise signals it (in signal mode)
-    /// unless a signal is already outstanding.
-    fn nudge(
-        &self,
-        r: &ThreadRecord,
-        e: u64,
-        signal_mode: bool,
-        stats: &mut StopStats,
-        resend: bool,
-    ) {
-        let inner = &*self.inner;
-        loop {
-            let s = r.state.load(Ordering::SeqCst);
-            if let Some(held) = state::held(s) {
-                // In a safe region, or parked for an earlier stop and not
-                // resumed yet (its registers and stack are as it published
-                // them): stopped already. Claim it; it cannot leave that state
-                // until our restart.
-                if r.state
-                    .compare_exchange(s, held, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-                {
-                    if r.ack(e) {
-                        r.poll_flag.store(0, Ordering::SeqCst);
-                        if s == state::SAFE {
-                            r.count_park(StopKind::SafeRegion);
-                        } else {
-                            stats.held += 1;
-                        }
-                    }
-                    return;
-                }
-                continue;
-            }
-            match s {
-                state::SAFE_STOPPED | state::PARKED_HELD | state::EXITING | state::COORDINATING => {
-                    r.ack(e);
-                    return;
-                }
-                _ => break,
-            }
-        }
-        if r.acked.load(Ordering::SeqCst) >= e {
-            return;
-        }
-        if resend {
-            // Belt and braces for threads that stop only at polls: make sure
-            // the flag a poll reads is still up (a stale flag is harmless:
-            // the poll finds no request and clears it).
-            r.poll_flag.store(1, Ordering::SeqCst);
-        }
-        if !signal_mode {
-            return;
-        }
-        // With a signal already outstanding, send another only on a resend: it
-        // has been outstanding for a whole resend interval and counts as lost.
-        if r.signal_pending
-            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-            && !resend
-        {
-            return;
-        }
-        if r.state.load(Ordering::SeqCst) != state::RUNNING {
-            // It parked or entered a safe region meanwhile; no signal needed.
-            r.signal_pending.store(0, Ordering::SeqCst);
-            return;
-        }
-        let n = inner.signals_sent.fetch_add(1, Ordering::Relaxed) + 1;
-        stats.signals += 1;
-        if resend {
-            stats.resends += 1;
-        }
-        let every = inner.config.drop_signal_every as u64;
-        if every != 0 && n % every == 0 {
-            return; // test hook: this signal is "lost"
-        }
-        if !sys::send_signal(r.pid.load(Ordering::Relaxed), r.tid, inner.config.signal) {
-            r.signal_pending.store(0, Ordering::SeqCst);
-        }
-    }
-
     /// Waits until every thread acknowledged `e`; Err(waited) on timeout.
     fn wait_acks(
         &self,
@@ -540,7 +451,7 @@ impl Registry {
         if cfg.wait == AckWait::GoSuspendG {
             return self.wait_acks_go(world, e, start);
         }
-        let signal_mode = matches!(cfg.mode, Mode::Signal(_));
+        let signal_mode = cfg.preemption.signals();
         let threads: &[*const ThreadRecord] = world.threads.as_ref().expect("held");
         let me = world.me;
         let remaining = || outstanding(threads, me, e).count();
@@ -582,7 +493,9 @@ impl Registry {
             }
             if now >= next_resend {
                 for r in outstanding(threads, me, e) {
-                    self.nudge(r, e, signal_mode, &mut world.stats, true);
+                    world
+                        .stats
+                        .count(self.inner.nudge(r, e, signal_mode, true), true);
                 }
                 interval = (interval * 2).min(cfg.resend_max);
                 next_resend = Instant::now() + interval;
@@ -623,7 +536,7 @@ impl Registry {
         const YIELD_DELAY: Duration = Duration::from_micros(10);
         let inner = &*self.inner;
         let cfg = &inner.config;
-        let signal_mode = matches!(cfg.mode, Mode::Signal(_));
+        let signal_mode = cfg.preemption.signals();
         let threads: &[*const ThreadRecord] = world.threads.as_ref().expect("held");
         let me = world.me;
         let mut next_yield = start + YIELD_DELAY;
@@ -643,7 +556,9 @@ impl Registry {
             inner.retry_asked.store(0, Ordering::SeqCst);
             if now >= next_resend {
                 for r in outstanding(threads, me, e) {
-                    self.nudge(r, e, signal_mode, &mut world.stats, true);
+                    world
+                        .stats
+                        .count(self.inner.nudge(r, e, signal_mode, true), true);
                 }
                 interval = (interval * 2).min(cfg.resend_max);
                 next_resend = now + interval;
@@ -651,9 +566,8 @@ impl Registry {
                 for r in outstanding(threads, me, e) {
                     // A thread with no signal outstanding got one and did not
                     // stop: `nudge` sends another (and nothing otherwise).
-                    let before = world.stats.signals;
-                    self.nudge(r, e, signal_mode, &mut world.stats, false);
-                    world.stats.resends += world.stats.signals - before;
+                    let nudged = self.inner.nudge(r, e, signal_mode, false);
+                    world.stats.count(nudged, nudged == Nudged::Signalled);
                 }
                 next_preempt = now + YIELD_DELAY / 2;
             }

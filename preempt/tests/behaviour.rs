@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{spawn_attached, wait_progress};
-use pardon_preempt::{AckWait, Config, Mode, Registry, StopKind, Strategy};
+use pardon_preempt::{AckWait, Config, Preemption, Registry, StopKind};
 
 /// Counts allocations made by a thread while its `COUNTING` flag is set.
 struct CountingAlloc;
@@ -117,9 +117,9 @@ fn coalescing_one_park_per_generation() {
 #[test]
 fn blocking_reads() {
     let _s = serial();
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         let reg = Registry::new(Config {
-            mode: Mode::Signal(strategy),
+            preemption: strategy,
             ..Config::default()
         })
         .unwrap();
@@ -207,9 +207,9 @@ fn wait_until_in_read(tid: i32) {
 #[test]
 fn no_eintr_outside_safe_region() {
     let _s = serial();
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         let reg = Registry::new(Config {
-            mode: Mode::Signal(strategy),
+            preemption: strategy,
             ..Config::default()
         })
         .unwrap();
@@ -254,9 +254,9 @@ fn no_eintr_outside_safe_region() {
 #[test]
 fn stop_path_allocates_nothing() {
     let _s = serial();
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         let reg = Registry::new(Config {
-            mode: Mode::Signal(strategy),
+            preemption: strategy,
             ..Config::default()
         })
         .unwrap();
@@ -373,7 +373,7 @@ fn lost_signals_are_resent() {
 #[test]
 fn unresponsive_thread_is_reported() {
     let reg = Registry::new(Config {
-        mode: Mode::PollOnly,
+        preemption: Preemption::Poll,
         stop_timeout: Duration::from_millis(300),
         resend_initial: Duration::from_millis(10),
         resend_max: Duration::from_millis(50),
@@ -476,7 +476,7 @@ fn go_suspendg_wait_resignals_a_thread_that_did_not_stop() {
 #[test]
 fn the_last_acknowledgement_wakes_the_coordinator() {
     let _s = serial();
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         stops_never_wait_for_the_timer(strategy, 3, 200);
     }
 }
@@ -484,13 +484,13 @@ fn the_last_acknowledgement_wakes_the_coordinator() {
 /// Stops `spinners` call-free threads `stops` times with the re-send timer
 /// at 5 s, asserting that no stop waited for it (each was woken by an
 /// acknowledgement); returns the registry for its statistics.
-fn stops_never_wait_for_the_timer(strategy: Strategy, spinners: usize, stops: usize) -> Registry {
+fn stops_never_wait_for_the_timer(strategy: Preemption, spinners: usize, stops: usize) -> Registry {
     // The re-send timer is the stop timeout, which is checked first: a stop
     // whose wake-up was lost never completes and fails, however loaded the
     // machine (the kernel loses no signal, and a thread that could not stop
     // where its signal found it asks for a prompt re-signal itself).
     let reg = Registry::new(Config {
-        mode: Mode::Signal(strategy),
+        preemption: strategy,
         resend_initial: Duration::from_secs(120),
         resend_max: Duration::from_secs(120),
         stop_timeout: Duration::from_secs(120),
@@ -538,9 +538,9 @@ fn a_thread_that_cannot_stop_asks_for_a_prompt_retry() {
         sa.sa_flags = libc::SA_ONSTACK | libc::SA_RESTART;
         assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
     }
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         let reg = Registry::new(Config {
-            mode: Mode::Signal(strategy),
+            preemption: strategy,
             resend_initial: Duration::from_secs(20),
             resend_max: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(60),
@@ -618,7 +618,7 @@ fn a_thread_that_cannot_stop_asks_for_a_prompt_retry() {
 fn a_thread_on_the_coordinators_cpu_wakes_it_without_losing_the_wake() {
     let _s = serial();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         let reg = stops_never_wait_for_the_timer(strategy, 2.min(cpus), 300);
         eprintln!(
             "{strategy:?}: {} local wakes in 300 stops",
@@ -663,10 +663,10 @@ fn a_stop_holds_a_thread_still_parked_from_the_previous_one() {
     let r =
         unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) };
     assert_eq!(r, 0);
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         pin_to(cpu);
         let reg = Registry::new(Config {
-            mode: Mode::Signal(strategy),
+            preemption: strategy,
             stop_timeout: Duration::from_secs(20),
             ..Config::default()
         })

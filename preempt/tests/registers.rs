@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pardon_preempt::{Config, Mode, Registry, Strategy, GPR_NAMES};
+use pardon_preempt::{Config, Preemption, Registry, GPR_NAMES};
 
 const NGPR: usize = 14; // rax rbx rdx rsi rdi rbp r8..r15
 const GPR_ORDER: [&str; NGPR] = [
@@ -618,11 +618,11 @@ fn unpreempted_loop_round_trips() {
     assert_eq!(compare(width, &inp, &out), Vec::<String>::new());
 }
 
-fn survives(strategy: Strategy) {
+fn survives(strategy: Preemption) {
     const STOPS_IN_LOOP: u64 = 10_000;
     let width = Width::best();
     let reg = Registry::new(Config {
-        mode: Mode::Signal(strategy),
+        preemption: strategy,
         ..Config::default()
     })
     .unwrap();
@@ -705,10 +705,10 @@ fn survives(strategy: Strategy) {
 
 #[test]
 fn registers_survive_injection() {
-    survives(Strategy::Inject);
+    survives(Preemption::Signal);
 }
 
 #[test]
 fn registers_survive_in_handler_park() {
-    survives(Strategy::InHandler);
+    survives(Preemption::SignalInHandler);
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{spawn_attached, wait_progress};
-use pardon_preempt::{AckWait, Attached, Config, Mode, Registry, StopKind, Strategy};
+use pardon_preempt::{AckWait, Attached, Config, Preemption, Registry, StopKind};
 
 #[inline(never)]
 fn empty() {
@@ -72,13 +72,13 @@ fn run(me: &Attached, shape: Shape, stop: &AtomicBool, progress: &AtomicU64) -> 
     x
 }
 
-fn stop_many(mode: Mode, shape: Shape, threads: usize, rounds: usize) {
+fn stop_many(mode: Preemption, shape: Shape, threads: usize, rounds: usize) {
     stop_many_waiting(mode, AckWait::Futex, shape, threads, rounds)
 }
 
-fn stop_many_waiting(mode: Mode, wait: AckWait, shape: Shape, threads: usize, rounds: usize) {
+fn stop_many_waiting(mode: Preemption, wait: AckWait, shape: Shape, threads: usize, rounds: usize) {
     let reg = Registry::new(Config {
-        mode,
+        preemption: mode,
         wait,
         stop_timeout: Duration::from_secs(20),
         ..Config::default()
@@ -131,36 +131,30 @@ macro_rules! shape_tests {
         #[test]
         fn $name() {
             for threads in [1, 2, 4] {
-                stop_many(Mode::Signal($strategy), $shape, threads, ROUNDS);
+                stop_many($strategy, $shape, threads, ROUNDS);
             }
         }
     )*};
 }
 
 shape_tests! {
-    call_free_inject: Shape::CallFree, Strategy::Inject;
-    call_free_handler: Shape::CallFree, Strategy::InHandler;
-    frameless_inject: Shape::Frameless, Strategy::Inject;
-    frameless_handler: Shape::Frameless, Strategy::InHandler;
-    atomic_store_inject: Shape::AtomicStore, Strategy::Inject;
-    atomic_store_handler: Shape::AtomicStore, Strategy::InHandler;
-    empty_call_inject: Shape::EmptyCall, Strategy::Inject;
-    empty_call_handler: Shape::EmptyCall, Strategy::InHandler;
+    call_free_inject: Shape::CallFree, Preemption::Signal;
+    call_free_handler: Shape::CallFree, Preemption::SignalInHandler;
+    frameless_inject: Shape::Frameless, Preemption::Signal;
+    frameless_handler: Shape::Frameless, Preemption::SignalInHandler;
+    atomic_store_inject: Shape::AtomicStore, Preemption::Signal;
+    atomic_store_handler: Shape::AtomicStore, Preemption::SignalInHandler;
+    empty_call_inject: Shape::EmptyCall, Preemption::Signal;
+    empty_call_handler: Shape::EmptyCall, Preemption::SignalInHandler;
 }
 
 /// The Go `suspendG` baseline wait (spin, yield, re-signal every 5 µs) stops
 /// and restarts the same loops.
 #[test]
 fn go_suspendg_wait_stops_call_free_loops() {
-    for strategy in [Strategy::Inject, Strategy::InHandler] {
+    for strategy in [Preemption::Signal, Preemption::SignalInHandler] {
         for threads in [1, 2, 4] {
-            stop_many_waiting(
-                Mode::Signal(strategy),
-                AckWait::GoSuspendG,
-                Shape::CallFree,
-                threads,
-                200,
-            );
+            stop_many_waiting(strategy, AckWait::GoSuspendG, Shape::CallFree, threads, 200);
         }
     }
 }
@@ -169,7 +163,7 @@ fn go_suspendg_wait_stops_call_free_loops() {
 #[test]
 fn polls_only_waits_for_the_poll() {
     let reg = Registry::new(Config {
-        mode: Mode::PollOnly,
+        preemption: Preemption::Poll,
         ..Config::default()
     })
     .unwrap();

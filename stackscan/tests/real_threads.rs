@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pardon_preempt::{Config, Mode, Registry, Strategy};
+use pardon_preempt::{Config, Preemption, Registry};
 use pardon_stackscan::{RootKind, Scanner};
 
 const KEY: u64 = 0x5A5A_1234_9876_A5A5;
@@ -54,9 +54,9 @@ fn hold(hide: Hide, obf: u64, ready: &AtomicU64, done: &AtomicU64) {
     }
 }
 
-fn found_after_stop(strategy: Strategy, hide: Hide) {
+fn found_after_stop(strategy: Preemption, hide: Hide) {
     let reg = Registry::new(Config {
-        mode: Mode::Signal(strategy),
+        preemption: strategy,
         ..Config::default()
     })
     .unwrap();
@@ -105,18 +105,18 @@ fn found_after_stop(strategy: Strategy, hide: Hide) {
 
 #[test]
 fn pointer_only_in_r12() {
-    found_after_stop(Strategy::Inject, Hide::R12);
-    found_after_stop(Strategy::InHandler, Hide::R12);
+    found_after_stop(Preemption::Signal, Hide::R12);
+    found_after_stop(Preemption::SignalInHandler, Hide::R12);
 }
 
 #[test]
 fn pointer_only_in_xmm3() {
-    found_after_stop(Strategy::Inject, Hide::Xmm3);
-    found_after_stop(Strategy::InHandler, Hide::Xmm3);
+    found_after_stop(Preemption::Signal, Hide::Xmm3);
+    found_after_stop(Preemption::SignalInHandler, Hide::Xmm3);
 }
 
 #[test]
 fn pointer_only_in_red_zone() {
-    found_after_stop(Strategy::Inject, Hide::RedZone);
-    found_after_stop(Strategy::InHandler, Hide::RedZone);
+    found_after_stop(Preemption::Signal, Hide::RedZone);
+    found_after_stop(Preemption::SignalInHandler, Hide::RedZone);
 }

@@ -11,7 +11,7 @@ use pardon::preempt::AckWait;
 use pardon_bench::floor;
 use pardon_bench::kernels::KERNELS;
 use pardon_bench::report::{self, Row};
-use pardon_bench::suite::{self, Mode, RunConfig, MODES};
+use pardon_bench::suite::{self, RunConfig, Variant, MODES};
 
 /// A `spinlock` call ends after this many call-free stretches even if its
 /// handoffs are not done (see `ThreadCtx::set_max_call`).
@@ -84,11 +84,11 @@ fn real_main() -> Result<(), String> {
             .collect(),
         None => KERNELS.to_vec(),
     };
-    let modes: Vec<Mode> = match args.get_many::<String>("mode") {
-        Some(v) => v.map(|m| Mode::parse(m)).collect::<Result<_, _>>()?,
+    let modes: Vec<Variant> = match args.get_many::<String>("mode") {
+        Some(v) => v.map(|m| Variant::parse(m)).collect::<Result<_, _>>()?,
         None => MODES
             .iter()
-            .map(|m| Mode::parse(m).expect("known"))
+            .map(|m| Variant::parse(m).expect("known"))
             .collect(),
     };
     let threads: Vec<usize> = match args.get_many::<usize>("threads") {
@@ -169,7 +169,7 @@ fn real_main() -> Result<(), String> {
             for &m in &modes {
                 bar.set_message(format!("{k} x{t}: {}", m.name()));
                 // Cooperative stops wait a whole stretch each: fewer probes.
-                let p = if m == Mode::Coop {
+                let p = if m == Variant::Coop {
                     probes.div_ceil(4)
                 } else {
                     probes

@@ -1,0 +1,208 @@
+//! Registry settings: how threads are stopped ([`Preemption`]), how a
+//! coordinator waits ([`AckWait`]), and the timings of both ([`Config`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::sys;
+
+/// How a stop reaches a running thread: the preemption strategy. One name
+/// for it across pardon: the heap's `Config::preemption` is this type, and
+/// every tool spells it with [`Preemption::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preemption {
+    /// Signal each running thread; the handler rewrites the ucontext to call
+    /// an assembly trampoline that saves every register on the thread's
+    /// stack and parks there (Go's `asyncPreempt`). Polls are still honoured.
+    /// The default.
+    Signal,
+    /// Signal each running thread and park inside the signal handler; the
+    /// kernel's signal frame holds the registers (Boehm GC's way). Polls are
+    /// still honoured.
+    SignalInHandler,
+    /// Never signal: a thread stops only at a poll, at the end of a
+    /// no-preempt region, or in a safe region. Both the back-edge-polling
+    /// baseline and the cooperative-only (Go 1.13) behaviour.
+    Poll,
+}
+
+impl Preemption {
+    /// Every strategy, in report order.
+    pub const ALL: [Preemption; 3] = [
+        Preemption::Signal,
+        Preemption::SignalInHandler,
+        Preemption::Poll,
+    ];
+
+    /// The name tools and environment settings use: `signal`,
+    /// `signal-handler` or `poll`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preemption::Signal => "signal",
+            Preemption::SignalInHandler => "signal-handler",
+            Preemption::Poll => "poll",
+        }
+    }
+
+    /// Whether stops signal running threads.
+    pub fn signals(self) -> bool {
+        self != Preemption::Poll
+    }
+}
+
+impl fmt::Display for Preemption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Preemption {
+    type Err = ConfigError;
+
+    /// Parses [`Preemption::name`]; `polls-only`, an older spelling of
+    /// `poll`, is accepted too.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        if s == "polls-only" {
+            return Ok(Preemption::Poll);
+        }
+        Preemption::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "preemption: unknown strategy {s:?} (expected signal, signal-handler or poll)"
+                ))
+            })
+    }
+}
+
+/// How a coordinator waits for the acknowledgements of a stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckWait {
+    /// Spin for [`Config::spin`] (only while a CPU is free for the threads
+    /// waited for), then sleep on a futex that the last acknowledgement
+    /// wakes. The default.
+    #[default]
+    Futex,
+    /// Go's `suspendG` (runtime/preempt.go), kept as a baseline to measure
+    /// against: never sleep; busy-wait with PAUSE for the first 10 µs, then
+    /// `sched_yield` and busy-wait again, yielding at most every 5 µs; and
+    /// re-signal a thread whose signal was handled without a stop at most
+    /// every 5 µs (Go's `yieldDelay/2`).
+    GoSuspendG,
+}
+
+/// Registry settings. `Config::default()` is signal mode with call injection
+/// on SIGURG.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How a stop reaches a running thread.
+    pub preemption: Preemption,
+    /// The preemption signal (SIGURG by default).
+    pub signal: i32,
+    /// How long the coordinator spins for acknowledgements before sleeping,
+    /// when fewer threads are outstanding than there are CPUs (otherwise it
+    /// sleeps at once: a thread it waits for needs its CPU).
+    pub spin: Duration,
+    /// How long the coordinator waits before it re-signals threads that have
+    /// not answered and told it nothing (their signal counts as lost); the
+    /// interval doubles after each unproductive round. Long by default (10 ms):
+    /// with one signal outstanding per thread a signal is practically never
+    /// lost, and a sleep whose timeout falls before the next scheduler tick
+    /// makes the kernel reprogram the timer device twice per stop, which on a
+    /// virtual machine is two exits (about 4 µs a stop on the machine of
+    /// `docs/STATUS.md`). Threads that received the signal but could not stop
+    /// ask for a prompt re-signal instead: see [`Config::retry`].
+    pub resend_initial: Duration,
+    /// How soon the coordinator re-signals a thread that received its signal
+    /// where it could not stop (on a foreign stack, or without room below its
+    /// stack pointer), which the handler reports; doubles with each such
+    /// report up to `resend_max`. Go re-signals at most every 5 µs while it
+    /// spins; this default is 50 µs.
+    pub retry: Duration,
+    /// The largest re-signal interval.
+    pub resend_max: Duration,
+    /// A stop that has not completed after this long fails with a report of
+    /// the threads that did not answer, and the world is restarted.
+    pub stop_timeout: Duration,
+    /// Test hook: drop (do not send) one preemption signal in this many;
+    /// 0 disables. Exercises the lost-signal path.
+    pub drop_signal_every: u32,
+    /// How the coordinator waits for acknowledgements.
+    pub wait: AckWait,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            preemption: Preemption::Signal,
+            signal: libc::SIGURG,
+            spin: Duration::from_micros(3),
+            resend_initial: Duration::from_millis(10),
+            retry: Duration::from_micros(50),
+            resend_max: Duration::from_millis(20),
+            stop_timeout: Duration::from_secs(30),
+            drop_signal_every: 0,
+            wait: AckWait::Futex,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings, naming the field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.signal <= 0 || self.signal >= 65 {
+            return Err(ConfigError(format!(
+                "signal: {} is not a valid signal number (1..=64)",
+                self.signal
+            )));
+        }
+        if [
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+        ]
+        .contains(&self.signal)
+        {
+            return Err(ConfigError(format!(
+                "signal: {} cannot be used for preemption (it is uncatchable or a fault signal)",
+                self.signal
+            )));
+        }
+        if self.resend_initial.is_zero() || self.resend_max < self.resend_initial {
+            return Err(ConfigError(
+                "resend_initial/resend_max: need 0 < resend_initial <= resend_max".into(),
+            ));
+        }
+        if self.retry.is_zero() || self.retry > self.resend_max {
+            return Err(ConfigError("retry: need 0 < retry <= resend_max".into()));
+        }
+        if self.stop_timeout < self.resend_initial {
+            return Err(ConfigError(
+                "stop_timeout: must be at least resend_initial".into(),
+            ));
+        }
+        if self.preemption == Preemption::Signal && !sys::xsave_layout().has_xsave {
+            return Err(ConfigError(
+                "preemption: call injection needs XSAVE, which this CPU or OS does not \
+                 enable; use Preemption::SignalInHandler"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A `Config` field holds a value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid preempt config: {}", self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
