@@ -143,7 +143,9 @@ impl Registry {
 
     /// Runs `f` so that no stop of this registry's world overlaps it. On an
     /// attached thread that is a no-preempt region (a stop waits for it to
-    /// end); on any other thread it holds the coordinator lock, so a stop
+    /// end), outside any safe region the thread is in (it leaves the region
+    /// for `f`, since a stop does not wait for a thread in one); on any
+    /// other thread it holds the coordinator lock, so a stop
     /// cannot begin meanwhile and one in progress ends first. For
     /// maintenance of state the stopped world relies on (a collector's lazy
     /// sweeping), which an unattached thread — never stopped — would
@@ -158,7 +160,9 @@ impl Registry {
     }
 
     /// Runs `f` inside a no-preempt region when the calling thread is
-    /// attached to this registry, and plainly otherwise. An embedder's
+    /// attached to this registry (leaving a safe region it is in for the
+    /// duration, waiting for a stop in progress to end), and plainly
+    /// otherwise. An embedder's
     /// coordinator-side code wraps every lock that the stopped-world path
     /// also takes in this: a thread stopped while holding such a lock would
     /// deadlock the collector. Keep `f` short; a stop waits for it.
@@ -166,6 +170,23 @@ impl Registry {
         let Some(rec) = current().filter(|r| std::ptr::eq(r.registry, &*self.inner)) else {
             return f();
         };
+        if matches!(
+            rec.state.load(Ordering::SeqCst),
+            state::SAFE | state::SAFE_STOPPED
+        ) {
+            // A thread in a safe region counts as stopped: a stop would not
+            // wait for its no-preempt region. Leave the region for `f` (as
+            // `Attached::as_running` does) and enter it again afterwards.
+            crate::safe::exit_safe_region(rec);
+            struct Reenter<'a>(&'a ThreadRecord);
+            impl Drop for Reenter<'_> {
+                fn drop(&mut self) {
+                    crate::safe::enter_safe_region(self.0);
+                }
+            }
+            let _again = Reenter(rec);
+            return self.no_preempt(f);
+        }
         rec.enter_no_preempt();
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         struct End(*const ThreadRecord);
