@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use crate::cache::ThreadCache;
-use crate::heap::RawHeap;
+use crate::heap::{lock, RawHeap};
 use crate::mark::{CollectionKind, MarkStats, Marker};
 use crate::verify::VerifyError;
 
@@ -109,7 +109,17 @@ impl RawHeap {
         let kind = self.begin_mark(want);
         let mut m = self.marker_for(kind);
         roots(&mut m);
-        let st = m.finish();
+        // Only coordinators (world stopped) and mutators outside stops take
+        // this lock (see `finalizer`).
+        let mut finalizers = lock(&self.finalizers);
+        finalizers.offer_roots(&mut m);
+        m.complete();
+        // Weak references first, then resurrection (see `weak`).
+        let weak_cleared = self.clear_dead_weaks(&m);
+        let finalizers_queued = finalizers.queue_unreachable(&mut m);
+        let mut st = m.finish();
+        st.weak_cleared = weak_cleared;
+        st.finalizers_queued = finalizers_queued;
         if self.config.verify {
             // Heap bits against the independent type record first: a lost
             // reference bit makes both marks agree on the wrong answer.
@@ -118,11 +128,18 @@ impl RawHeap {
                 let snap = self.take_mark_snapshot();
                 let mut again = self.marker();
                 roots(&mut again);
+                finalizers.offer_roots(&mut again);
                 again.finish();
                 self.compare_mark_snapshot(&snap, kind)
                     .map_err(VerifyError::Remark)?;
             }
+            // Every weak word still set must name an object the sweep keeps
+            // (after a full collection, as found by the re-mark).
+            if let Some(addr) = self.find_dangling_weak() {
+                return Err(VerifyError::DanglingWeak(addr));
+            }
         }
+        drop(finalizers);
         let live = self.flip_sweepgen(kind, st.bytes);
         Ok((kind, st, live))
     }

@@ -17,7 +17,7 @@ use crate::mark::CollectionKind;
 use crate::mutator::Mutator;
 use crate::mutators::{MutatorState, MutatorTable};
 use crate::pacer::Pacer;
-use crate::roots::GlobalRoots;
+use crate::roots::WordTable;
 use crate::rootscan::RootBuf;
 use crate::stats::{CycleStats, GcStats, StatsRecorder};
 use crate::types::{Type, TypeDesc, TypeError};
@@ -68,7 +68,7 @@ pub(crate) struct Collector {
     /// The attached threads; its coordinator lock serialises collections.
     pub registry: Registry,
     /// Global roots: changed by any thread, read by coordinators.
-    pub globals: GlobalRoots,
+    pub globals: WordTable,
     /// When the next collection is due, and of which kind.
     pub pacer: Pacer,
     /// Print a line per collection (`PARDON_GCTRACE`). Immutable.
@@ -85,6 +85,8 @@ pub(crate) struct Collector {
     pub roots: Mutex<RootBuf>,
     /// Every mutator's cache, handles and frame chain (see `mutators`).
     pub mutators: MutatorTable,
+    /// The finalizer thread, once started (see `finalizer`).
+    pub finalizer_thread: crate::finalizer::FinalizerThread,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -164,7 +166,7 @@ impl Heap {
             collector: Arc::new(Collector {
                 raw,
                 registry,
-                globals: GlobalRoots::new(),
+                globals: WordTable::new(),
                 pacer: Pacer::new(gc_percent, min_heap),
                 trace,
                 verify,
@@ -174,6 +176,7 @@ impl Heap {
                     HeapError::Config(ConfigError(format!("cannot reserve the root buffer: {e}")))
                 })?),
                 mutators: MutatorTable::new(),
+                finalizer_thread: Default::default(),
             }),
         })
     }

@@ -47,6 +47,11 @@ pub struct Config {
     /// ([`Mutator::write_barrier`](crate::Mutator::write_barrier); the typed
     /// layer's [`Member::set`](crate::Member::set) does it). Off by default.
     pub generational: bool,
+    /// Run finalizers on a thread of the heap's own, started with the first
+    /// [`Mutator::set_finalizer`](crate::Mutator::set_finalizer) (the
+    /// default). Off: they wait for
+    /// [`Mutator::run_finalizers`](crate::Mutator::run_finalizers).
+    pub finalizer_thread: bool,
 }
 
 impl Default for Config {
@@ -65,6 +70,7 @@ impl Default for Config {
             stop_wait: pardon_preempt::AckWait::Futex,
             trace: false,
             generational: false,
+            finalizer_thread: true,
         }
     }
 }

@@ -141,6 +141,8 @@ impl Collector {
         cycle.kind = kind;
         cycle.cards = mark.cards;
         cycle.live = live;
+        cycle.weak_cleared = mark.weak_cleared;
+        cycle.finalizers_queued = mark.finalizers_queued;
         self.pacer.after_cycle(kind, live);
         self.cycles.fetch_add(1, Relaxed);
         cycle.pause = stopped_at.elapsed() + cycle.ttsp;
@@ -149,6 +151,9 @@ impl Collector {
         cycle.heap_after = self.raw.stats().span_bytes;
         cycle.number = self.cycles.load(Relaxed);
         self.raw.scavenge_in(&scope);
+        if mark.finalizers_queued > 0 && self.raw.config.finalizer_thread {
+            self.finalizer_thread.notify();
+        }
         self.registry
             .outside_stops(|| lock(&self.stats).record(&cycle));
         if self.trace {

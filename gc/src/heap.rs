@@ -84,6 +84,12 @@ pub struct RawHeap {
     /// Written by the allocating thread for a slot it owns; read by a
     /// coordinator with the world stopped.
     pub(crate) type_record: Option<crate::verify::TypeRecord>,
+    /// Weak references (see `weak`): written by any thread, cleared by a
+    /// coordinator with the world stopped.
+    pub(crate) weaks: crate::roots::WordTable,
+    /// Registered finalizers (see `finalizer`): taken by mutators only
+    /// outside stops, by a coordinator with the world stopped.
+    pub(crate) finalizers: Mutex<crate::finalizer::FinalizerTable>,
 }
 
 // SAFETY: the large lists' span pointers follow the same rules as Central's.
@@ -151,6 +157,8 @@ impl RawHeap {
             allocated: AtomicUsize::new(0),
             live_after_last: AtomicUsize::new(0),
             gray: Mutex::new(gray),
+            weaks: crate::roots::WordTable::new(),
+            finalizers: Mutex::new(Default::default()),
             snapshot: if config.verify {
                 Some(
                     memmap2::MmapOptions::new()

@@ -194,6 +194,7 @@ mod collect;
 mod collector;
 mod config;
 mod cycle;
+mod finalizer;
 mod heap;
 mod heapbits;
 mod integrity;
@@ -212,11 +213,13 @@ mod sweep;
 mod typed;
 mod types;
 mod verify;
+mod weak;
 
 pub use alloc_error::AllocError;
 pub use cache::ThreadCache;
 pub use collector::{CollectError, GlobalRootId, Heap, HeapError, DEFAULT_STOP_TIMEOUT};
 pub use config::{default_mark_workers, Config, ConfigError};
+pub use finalizer::NotAnObject;
 /// The histogram crate whose `Histogram` type [`GcStats`] uses.
 pub use hdrhistogram;
 pub use heap::{HeapStats, RawHeap, POISON};
@@ -232,3 +235,4 @@ pub use stats::{CycleStats, GcStats};
 pub use typed::{__register, GcField, GcObject, Global, Member, Root, ZeroValid};
 pub use types::{Type, TypeDesc, TypeError, MAX_TYPE_WORDS};
 pub use verify::LayoutError;
+pub use weak::{Weak, WeakError, WeakId};

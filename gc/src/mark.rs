@@ -155,6 +155,10 @@ pub struct MarkStats {
     pub shares: usize,
     /// Dirty cards scanned (minor collections).
     pub cards: usize,
+    /// Weak references cleared because their object died.
+    pub weak_cleared: usize,
+    /// Finalizable objects found dead, queued and resurrected.
+    pub finalizers_queued: usize,
 }
 
 /// What a collection marks.
@@ -722,12 +726,48 @@ impl Marker<'_> {
     /// Drains (in parallel when the heap has helpers), recovers from
     /// overflow, and returns the figures.
     pub fn finish(mut self) -> MarkStats {
+        self.complete();
+        self.stats
+    }
+
+    /// Offers, as roots, the objects `base`'s object references, without
+    /// marking the object itself (so it stays unmarked if nothing else
+    /// reaches it): how a finalizable object keeps what its finalizer will
+    /// read alive (see `finalizer`). Scanned here rather than pushed gray,
+    /// since an unmarked gray entry lost to an overflow would not be found
+    /// by the rescan, which scans marked objects.
+    pub(crate) fn scan_children(&mut self, base: usize) {
+        let Some((base, span, _)) = self.heap.find(base) else {
+            return;
+        };
+        if span.noscan() {
+            return;
+        }
+        let mut t = self.tracer();
+        t.scan_object::<false>(base, span);
+        let (o, b) = (t.objects, t.bytes);
+        self.absorb(o, b);
+    }
+
+    /// Whether the object at `addr` is marked (false if `addr` is not in an
+    /// allocated object).
+    pub(crate) fn is_marked(&self, addr: usize) -> bool {
+        self.heap
+            .find(addr)
+            .is_some_and(|(_, span, idx)| span.is_marked(idx))
+    }
+
+    /// Drains everything offered so far (in parallel when the heap has
+    /// helpers) and recovers from overflow; the mark can go on afterwards.
+    pub(crate) fn complete(&mut self) {
         let heap = self.heap;
+        let workers = self.stats.workers.max(1);
         self.stats.workers = 1;
         match heap.helpers.team() {
             Some(team) if self.gray.len > 0 => self.drain_parallel(team),
             _ => self.drain(),
         }
+        self.stats.workers = self.stats.workers.max(workers);
         while self.gray.overflowed {
             self.gray.overflowed = false;
             self.stats.overflow_rescans += 1;
@@ -747,7 +787,6 @@ impl Marker<'_> {
             let (o, b) = (t.objects, t.bytes);
             self.absorb(o, b);
         }
-        self.stats
     }
 }
 

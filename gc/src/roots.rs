@@ -152,18 +152,20 @@ impl Drop for SlotTable {
 const CHUNK: usize = 256;
 const MAX_CHUNKS: usize = 4096;
 
-/// Global roots: chunks of atomic slots that are never freed or moved, so a
-/// coordinator reads them without a lock while writers (under `free`'s lock)
-/// may have been stopped anywhere. A root whose store had not happened when
-/// its writer stopped is still in that writer's registers or stack.
-pub(crate) struct GlobalRoots {
+/// A table of words, for the global roots and for weak references: chunks
+/// of atomic slots that are never freed or moved, so a coordinator reads
+/// (and, for weak references, clears) them without a lock while writers
+/// (under `free`'s lock) may have been stopped anywhere. A word whose store
+/// had not happened when its writer stopped is still in that writer's
+/// registers or stack.
+pub(crate) struct WordTable {
     chunks: Box<[std::sync::atomic::AtomicPtr<AtomicUsize>]>,
     free: std::sync::Mutex<(Vec<usize>, usize)>,
 }
 
-impl GlobalRoots {
-    pub fn new() -> GlobalRoots {
-        GlobalRoots {
+impl WordTable {
+    pub fn new() -> WordTable {
+        WordTable {
             chunks: (0..MAX_CHUNKS)
                 .map(|_| std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
@@ -221,8 +223,18 @@ impl GlobalRoots {
             .push(i);
     }
 
-    /// Calls `f` with every non-zero root, taking no lock.
+    /// Calls `f` with every non-zero word, taking no lock.
     pub fn for_each(&self, mut f: impl FnMut(usize)) {
+        self.for_each_slot(|slot| {
+            let v = slot.load(Ordering::Acquire);
+            if v != 0 {
+                f(v);
+            }
+        });
+    }
+
+    /// Calls `f` with every slot ever handed out, taking no lock.
+    pub fn for_each_slot(&self, mut f: impl FnMut(&AtomicUsize)) {
         for c in self.chunks.iter() {
             let c = c.load(Ordering::Acquire);
             if c.is_null() {
@@ -230,16 +242,13 @@ impl GlobalRoots {
             }
             for k in 0..CHUNK {
                 // SAFETY: `c` is a live chunk of CHUNK slots.
-                let v = unsafe { &*c.add(k) }.load(Ordering::Acquire);
-                if v != 0 {
-                    f(v);
-                }
+                f(unsafe { &*c.add(k) });
             }
         }
     }
 }
 
-impl Drop for GlobalRoots {
+impl Drop for WordTable {
     fn drop(&mut self) {
         for c in self.chunks.iter() {
             let c = c.load(Ordering::Acquire);

@@ -52,6 +52,11 @@ pub struct CycleStats {
     pub kind: CollectionKind,
     /// Dirty cards scanned (minor collections).
     pub cards: usize,
+    /// Weak references cleared because their object died.
+    pub weak_cleared: usize,
+    /// Finalizable objects found dead and queued (see
+    /// [`Mutator::set_finalizer`](crate::Mutator::set_finalizer)).
+    pub finalizers_queued: usize,
 }
 
 fn mb(b: usize) -> f64 {

@@ -303,6 +303,11 @@ impl<'m, T: GcObject> Root<'m, T> {
         self.ptr.as_ptr() as usize
     }
 
+    /// The mutator this root is on.
+    pub fn mutator(&self) -> &'m Mutator {
+        self.m
+    }
+
     /// Whether two roots reference the same object.
     pub fn ptr_eq(&self, other: &Root<'_, T>) -> bool {
         self.addr() == other.addr()

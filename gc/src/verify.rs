@@ -28,6 +28,8 @@ use crate::types::{Type, TypeInfo};
 pub(crate) enum VerifyError {
     Layout(LayoutError),
     Remark(MarkMismatch),
+    /// A weak reference still names an object the mark left unmarked.
+    DanglingWeak(usize),
 }
 
 impl fmt::Display for VerifyError {
@@ -37,6 +39,10 @@ impl fmt::Display for VerifyError {
             VerifyError::Remark(e) => {
                 write!(f, "re-marking from scratch disagrees with the mark: {e}")
             }
+            VerifyError::DanglingWeak(a) => write!(
+                f,
+                "a weak reference to {a:#x} was not cleared, but the sweep will free its object"
+            ),
         }
     }
 }
