@@ -38,7 +38,7 @@ fn main() {
                             n.left.set(Some(prev));
                         }
                         if i % 3 == 0 {
-                            n.right.set(Some(&global.get(&m)));
+                            n.right.set(global.get(&m).as_ref());
                         }
                         if roots.len() == 64 {
                             roots.remove(0);
@@ -65,7 +65,7 @@ fn main() {
             .map(|w| w.join().expect("worker"))
             .collect()
     });
-    assert_eq!(global.get(&m).value.load(Ordering::Relaxed), 42);
+    assert_eq!(global.get(&m).unwrap().value.load(Ordering::Relaxed), 42);
     let st = heap.stats();
     println!(
         "{} collections; pause p50 {:.1} µs, max {:.1} µs; sums {sums:?}",

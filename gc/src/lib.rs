@@ -214,6 +214,7 @@ mod typed;
 mod types;
 mod verify;
 mod weak;
+pub mod words;
 
 pub use alloc_error::AllocError;
 pub use cache::ThreadCache;
@@ -236,3 +237,4 @@ pub use typed::{__register, GcField, GcObject, Global, Member, Root, ZeroValid};
 pub use types::{Type, TypeDesc, TypeError, MAX_TYPE_WORDS};
 pub use verify::LayoutError;
 pub use weak::{Weak, WeakError, WeakId};
+pub use words::WordError;

@@ -379,27 +379,53 @@ impl<T: GcObject> Global<T> {
         })
     }
 
-    /// The object, rooted on `m`'s thread. `m` must be attached to the same
-    /// heap (checked).
-    pub fn get<'m>(&self, m: &'m Mutator) -> Root<'m, T> {
+    /// A global root of `heap` that holds nothing yet (see
+    /// [`Global::set`]).
+    pub fn empty(heap: &Heap) -> Result<Global<T>, crate::RootTableFull> {
+        let id = heap.add_root(0)?;
+        Ok(Global {
+            heap: heap.clone(),
+            id,
+            _t: PhantomData,
+        })
+    }
+
+    /// The object, rooted on `m`'s thread, or `None` if the global is
+    /// empty.
+    ///
+    /// # Panics
+    /// If `m` is a mutator of another heap.
+    pub fn get<'m>(&self, m: &'m Mutator) -> Option<Root<'m, T>> {
         assert!(
             std::sync::Arc::ptr_eq(&self.heap.collector, &m.heap().collector),
             "Global::get with a mutator of another heap"
         );
-        let (slot, v) = m
-            .root_found(|| self.heap.root_value(self.id))
-            .expect("a global root is never null");
+        let (slot, v) = m.root_found(|| self.heap.root_value(self.id))?;
         // SAFETY: the global root kept the object live until it was rooted.
-        unsafe { Root::from_parts(m, slot, v) }
+        Some(unsafe { Root::from_parts(m, slot, v) })
     }
 
-    /// Points the global at `r`'s object.
-    pub fn set(&self, r: &Root<'_, T>) {
-        assert!(std::sync::Arc::ptr_eq(
-            &self.heap.collector,
-            &r.m.heap().collector
-        ));
-        self.heap.set_root(self.id, r.addr());
+    /// Points the global at `r`'s object, or empties it.
+    ///
+    /// # Panics
+    /// If `r` is an object of another heap.
+    pub fn set(&self, r: Option<&Root<'_, T>>) {
+        let addr = match r {
+            Some(r) => {
+                assert!(
+                    std::sync::Arc::ptr_eq(&self.heap.collector, &r.m.heap().collector),
+                    "Global::set with an object of another heap"
+                );
+                r.addr()
+            }
+            None => 0,
+        };
+        self.heap.set_root(self.id, addr);
+    }
+
+    /// Whether the global holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.heap.root_value(self.id) == 0
     }
 }
 

@@ -31,6 +31,9 @@ pub struct TypeDesc<'a> {
     /// Alignment: a power of two, at most 4096.
     pub align: usize,
     /// Offsets (in 8-byte words) of the fields that hold heap references.
+    /// Each may hold null, a base or interior pointer, or any other value
+    /// (a tagged integer, say): see [`words`](crate::words) for how the
+    /// mark resolves them, and for word accessors.
     pub pointer_words: &'a [usize],
 }
 

@@ -111,7 +111,7 @@ fn typed_chains_survive_and_verify_checks_their_layout() {
     drop(head);
     #[inline(never)]
     fn build(m: &Mutator, head: &pardon::Global<Node>) {
-        let mut cur = head.get(m);
+        let mut cur = head.get(m).unwrap();
         for i in 1..200 {
             let n = m.alloc::<Node>().unwrap();
             n.val.store(i, Ordering::Relaxed);
@@ -128,7 +128,7 @@ fn typed_chains_survive_and_verify_checks_their_layout() {
             std::hint::black_box(m.alloc::<Node>().unwrap());
         }
     }
-    let mut cur = global.get(&m);
+    let mut cur = global.get(&m).unwrap();
     for i in 1..200 {
         cur = cur.next.get(&m).expect("chain cut");
         assert_eq!(cur.val.load(Ordering::Relaxed), i);
@@ -214,7 +214,7 @@ fn a_leaked_mutator_costs_memory_not_live_objects() {
         // Children allocated here, in this thread's spans, reachable only
         // through the parents (which sit in the leaked cache's spans).
         for (i, g) in parents.iter().enumerate() {
-            let p = g.get(&m);
+            let p = g.get(&m).unwrap();
             let c = m.alloc::<Node>().unwrap();
             c.val.store((round * 1000 + i) as i64, Ordering::Relaxed);
             p.next.set(Some(&c));
@@ -225,7 +225,7 @@ fn a_leaked_mutator_costs_memory_not_live_objects() {
         }
         m.collect().unwrap();
         for (i, g) in parents.iter().enumerate() {
-            let c = g.get(&m).next.get(&m).unwrap();
+            let c = g.get(&m).unwrap().next.get(&m).unwrap();
             assert_eq!(c.val.load(Ordering::Relaxed), (round * 1000 + i) as i64);
         }
     }
@@ -427,7 +427,7 @@ fn a_global_read_with_another_heaps_mutator_is_refused() {
     let a = verify_heap();
     let ma = a.attach().unwrap();
     let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        drop(g.get(&ma));
+        drop(g.get(&ma).unwrap());
     }))
     .unwrap_err();
     let msg = e.downcast_ref::<&str>().copied().unwrap_or_default();
@@ -437,7 +437,7 @@ fn a_global_read_with_another_heaps_mutator_is_refused() {
     c.collect().unwrap();
     drop(ma);
     let mc = c.attach().unwrap();
-    assert_eq!(g.get(&mc).val.load(Ordering::Relaxed), 5);
+    assert_eq!(g.get(&mc).unwrap().val.load(Ordering::Relaxed), 5);
 }
 
 /// Audit: stopping the world, or collecting, on a thread that already
@@ -538,7 +538,7 @@ fn drop_order_and_double_attach() {
     drop(a);
     drop(c);
     m.collect().unwrap();
-    assert!(g.get(&m).next.get(&m).is_some());
+    assert!(g.get(&m).unwrap().next.get(&m).is_some());
     drop(m);
     drop(g);
 }
@@ -587,7 +587,7 @@ fn attach_and_detach_while_holding_the_stopped_world() {
             assert!(!pardon::preempt::is_attached());
             let m = heap.attach().unwrap();
             m.collect().unwrap();
-            assert_eq!(g.get(&m).val.load(Ordering::Relaxed), 4);
+            assert_eq!(g.get(&m).unwrap().val.load(Ordering::Relaxed), 4);
         });
     });
     assert_eq!(heap.registry().thread_count(), 0);

@@ -295,7 +295,7 @@ fn resurrection() {
     let g = Arc::new(keep.lock().unwrap().take().unwrap());
     let g2 = g.clone();
     let (v, fresh) = on_thread(&heap, move |m| {
-        let r = g2.get(m);
+        let r = g2.get(m).unwrap();
         let next = r.next.get(m).unwrap();
         let v = (
             r.value.load(Ordering::Relaxed),
