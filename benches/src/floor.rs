@@ -153,14 +153,10 @@ pub fn measure(samples: usize) -> Result<Floor, String> {
 /// CLOCK_MONOTONIC in ns; async-signal-safe (`clock_gettime` is on POSIX's
 /// list), so the handler below may call it.
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists on
-    // every Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC exists on every Linux; a failure reads as time 0.
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -170,20 +166,11 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 /// The CPUs this process may run on, in order.
 fn allowed_cpus() -> Result<Vec<usize>, String> {
-    // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the
-    // calling thread.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if rc != 0 {
-        return Err(format!(
-            "floor: sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `i` is below CPU_SETSIZE, the set's capacity.
-        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| format!("floor: sched_getaffinity: {e}"))?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
         .collect();
     if cpus.is_empty() {
         return Err("floor: this process may run on no CPU".into());
@@ -193,51 +180,22 @@ fn allowed_cpus() -> Result<Vec<usize>, String> {
 
 /// Pins the calling thread to `cpu`.
 fn pin(cpu: usize) -> Result<(), String> {
-    // SAFETY: as in `allowed_cpus`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` came from `allowed_cpus`, so it is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the
-    // calling thread, which is all this changes.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    if rc != 0 {
-        return Err(format!(
-            "floor: pinning to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+        .map_err(|e| format!("floor: pinning to CPU {cpu}: {e}"))
 }
 
 fn gettid() -> i32 {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+    nix::unistd::gettid().as_raw()
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT reads the u32 at `word`, a live AtomicU32; a null
-    // timeout waits until woken or the word differs.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        )
-    };
+    pardon_preempt::futex::wait(word, expected, None)
 }
 
 fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE uses the address only as a key; `word` is live.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        )
-    };
+    pardon_preempt::futex::wake(word, 1)
 }
 
 /// Spins until `cond` or a generous bound, so that a lost wake-up is an
@@ -326,33 +284,28 @@ extern "C" fn on_sigusr2(_sig: libc::c_int) {
 }
 
 /// Restores SIGUSR2's previous disposition when dropped.
-struct Handler(libc::sigaction);
+struct Handler(nix::sys::signal::SigAction);
 
 impl Handler {
     fn install() -> Result<Handler, String> {
-        // SAFETY: sigaction is plain data; all-zero is a valid value that the
-        // fields below complete (empty mask, no flags).
-        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-        sa.sa_sigaction = on_sigusr2 as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        // SAFETY: as above.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are valid sigaction structs; the handler only
-        // calls async-signal-safe functions and touches atomics.
-        if unsafe { libc::sigaction(libc::SIGUSR2, &sa, &mut old) } != 0 {
-            return Err(format!(
-                "floor: sigaction(SIGUSR2): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let sa = SigAction::new(
+            SigHandler::Handler(on_sigusr2),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only touches atomics and saves and restores
+        // errno (async-signal-safe); the previous action is restored on drop.
+        let old = unsafe { sigaction(Signal::SIGUSR2, &sa) }
+            .map_err(|e| format!("floor: sigaction(SIGUSR2): {e}"))?;
         Ok(Handler(old))
     }
 }
 
 impl Drop for Handler {
     fn drop(&mut self) {
-        // SAFETY: restores the disposition `install` read, a valid struct.
-        unsafe { libc::sigaction(libc::SIGUSR2, &self.0, std::ptr::null_mut()) };
+        // SAFETY: restores the disposition `install` replaced.
+        let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGUSR2, &self.0) };
     }
 }
 
@@ -376,8 +329,7 @@ fn signal_remote(a: usize, b: usize, samples: usize) -> Result<(u64, u64), Strin
         pin(a)?;
         spin_until("the spinner's start", || tid.load(Ordering::SeqCst) != 0)?;
         let target = tid.load(Ordering::SeqCst) as i32;
-        // SAFETY: getpid cannot fail.
-        let pid = unsafe { libc::getpid() };
+        let pid = nix::unistd::getpid().as_raw();
         let (mut send, mut deliver) = (Vec::new(), Vec::new());
         for _ in 0..samples {
             // Let the spinner run undisturbed and this CPU go idle, as a
@@ -514,8 +466,7 @@ fn signal_victim(a: usize, b: usize, samples: usize) -> Result<u64, String> {
         pin(a)?;
         spin_until("the victim's start", || tid.load(Ordering::SeqCst) != 0)?;
         let target = tid.load(Ordering::SeqCst) as i32;
-        // SAFETY: getpid cannot fail.
-        let pid = unsafe { libc::getpid() };
+        let pid = nix::unistd::getpid().as_raw();
         for _ in 0..samples {
             std::thread::sleep(Duration::from_micros(300));
             let before = HANDLED.load(Ordering::SeqCst);

@@ -218,41 +218,69 @@ pub fn machine() -> Value {
     })
 }
 
-/// The CSV file: one line per row, quantiles flattened.
-pub fn csv(rows: &[Row]) -> String {
-    let mut s = String::from("kernel,mode,threads,stops");
+/// The CSV file: one line per row, quantiles flattened. Written with the
+/// `csv` crate, which quotes any field that needs it.
+pub fn csv(rows: &[Row]) -> Result<String, String> {
+    let mut header: Vec<String> = ["kernel", "mode", "threads", "stops"]
+        .map(String::from)
+        .to_vec();
     for pre in ["ttsp_ns", "restart_ns"] {
         for (k, _) in QUANTILES {
-            let _ = write!(s, ",{pre}_{k}");
+            header.push(format!("{pre}_{k}"));
         }
-        let _ = write!(s, ",{pre}_max");
+        header.push(format!("{pre}_max"));
     }
-    s.push_str(",signals_per_stop,resends_per_stop,throughput_ratio,throughput_ratio_wall,units_per_call,collections,reference_spread,held_per_stop,coordinator_cpu_ns_p50,coordinator_cpu_ns_p99,local_wakes_per_stop\n");
+    header.extend(
+        [
+            "signals_per_stop",
+            "resends_per_stop",
+            "throughput_ratio",
+            "throughput_ratio_wall",
+            "units_per_call",
+            "collections",
+            "reference_spread",
+            "held_per_stop",
+            "coordinator_cpu_ns_p50",
+            "coordinator_cpu_ns_p99",
+            "local_wakes_per_stop",
+        ]
+        .map(String::from),
+    );
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| format!("writing the CSV: {e}");
+    w.write_record(&header).map_err(err)?;
     for r in rows {
-        let _ = write!(s, "{},{},{},{}", r.kernel, r.mode, r.threads, r.stops);
+        let mut rec = vec![
+            r.kernel.clone(),
+            r.mode.clone(),
+            r.threads.to_string(),
+            r.stops.to_string(),
+        ];
         for h in [&r.ttsp, &r.restart] {
             for (_, q) in QUANTILES {
-                let _ = write!(s, ",{}", h.value_at_quantile(*q));
+                rec.push(h.value_at_quantile(*q).to_string());
             }
-            let _ = write!(s, ",{}", h.max());
+            rec.push(h.max().to_string());
         }
-        let _ = writeln!(
-            s,
-            ",{:.4},{:.4},{},{},{},{},{:.4},{:.4},{},{},{:.4}",
-            r.signals_per_stop,
-            r.resends_per_stop,
+        rec.extend([
+            format!("{:.4}", r.signals_per_stop),
+            format!("{:.4}", r.resends_per_stop),
             ratio_csv(r.ratio),
             ratio_csv(r.ratio_wall),
-            r.units_per_call,
-            r.collections,
-            r.reference_spread,
-            r.held_per_stop,
-            r.coord_cpu.value_at_quantile(0.5),
-            r.coord_cpu.value_at_quantile(0.99),
-            r.local_wakes_per_stop
-        );
+            r.units_per_call.to_string(),
+            r.collections.to_string(),
+            format!("{:.4}", r.reference_spread),
+            format!("{:.4}", r.held_per_stop),
+            r.coord_cpu.value_at_quantile(0.5).to_string(),
+            r.coord_cpu.value_at_quantile(0.99).to_string(),
+            format!("{:.4}", r.local_wakes_per_stop),
+        ]);
+        w.write_record(&rec).map_err(err)?;
     }
-    s
+    let bytes = w
+        .into_inner()
+        .map_err(|e| format!("writing the CSV: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("writing the CSV: {e}"))
 }
 
 const COLORS: &[&str] = &[
@@ -426,4 +454,50 @@ pub fn svg_throughput(rows: &[Row], threads: usize) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kernel: &str) -> Row {
+        let mut h = crate::suite::empty_histogram();
+        h.record(1000).unwrap();
+        Row {
+            kernel: kernel.into(),
+            mode: "signal".into(),
+            threads: 2,
+            stops: 7,
+            ttsp: h.clone(),
+            restart: h.clone(),
+            coord_cpu: h,
+            signals_per_stop: 1.5,
+            resends_per_stop: 0.0,
+            held_per_stop: 0.0,
+            local_wakes_per_stop: 0.25,
+            ratio: f64::NAN,
+            ratio_wall: 0.98,
+            reference_spread: 0.01,
+            units_per_call: 10,
+            collections: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn csv_rows_have_the_header_s_columns_and_quote_what_needs_it() {
+        let text = csv(&[row("spin"), row("a, \"quoted\" kernel")]).unwrap();
+        let mut r = ::csv::Reader::from_reader(text.as_bytes());
+        let header = r.headers().unwrap().clone();
+        assert_eq!(&header[0], "kernel");
+        let recs: Vec<_> = r.records().map(|x| x.unwrap()).collect();
+        assert_eq!(recs.len(), 2);
+        for rec in &recs {
+            assert_eq!(rec.len(), header.len());
+            assert_eq!(&rec[3], "7");
+        }
+        assert_eq!(&recs[1][0], "a, \"quoted\" kernel");
+        let ratio = header.iter().position(|h| h == "throughput_ratio").unwrap();
+        assert_eq!(&recs[0][ratio], "", "NaN is an empty field");
+    }
 }

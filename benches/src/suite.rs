@@ -14,9 +14,10 @@
 //! 2. The coordinator (the calling thread, not attached) alternates phases:
 //!    reference, mode, reference, ..., mode, reference (`phases` mode
 //!    phases). A mode phase begins once every thread has started a call of
-//!    the mode's loop; the coordinator then sleeps `interval`, stops the world
-//!    and immediately restarts it, until the phase has its share of the
-//!    `probes` and lasted its share of `min_window`. For each probe it records
+//!    the mode's loop; the coordinator then makes the phase's share of the
+//!    `probes` (exactly `probes` in all): it sleeps `interval` (or longer,
+//!    if the phase would otherwise end before its share of `min_window`),
+//!    stops the world and immediately restarts it. For each probe it records
 //!    the time to safepoint (request to the last acknowledgement seen, from
 //!    `StoppedWorld::stats`), the stop-to-restart time (request to the end of
 //!    the restart call), and the signals sent and re-sent. No stops are made
@@ -134,15 +135,16 @@ pub struct RunConfig {
     pub mode: Variant,
     /// Mutator threads.
     pub threads: usize,
-    /// Stops to make (the reference run lasts as long as they would).
+    /// Stops to make, exactly (the reference run lasts as long as they
+    /// would).
     pub probes: usize,
     /// Pause between stops.
     pub interval: Duration,
     /// Units of work per kernel call.
     pub units_per_call: u64,
-    /// The shortest measuring window: probing goes on past `probes` stops
-    /// until it has lasted this long (throughput needs many calls), and the
-    /// reference run lasts this long.
+    /// The shortest measuring window: stops are spaced further apart than
+    /// `interval` if that is what it takes for probing to last this long
+    /// (throughput needs many calls), and the reference run lasts this long.
     pub min_window: Duration,
     /// Variant phases the probing is split into, with reference phases before,
     /// between and after them (at least 1).
@@ -268,14 +270,10 @@ fn worker<P: PollStrategy>(
 
 /// The calling thread's CPU time (user and system): `CLOCK_THREAD_CPUTIME_ID`.
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; this clock exists on every Linux
-    // this crate builds for, and on failure `ts` stays zero.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    // This clock exists on every Linux this crate builds for; a failure
+    // reads as zero.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
 }
 
 /// Calls `f` with the poll strategy of `mode` for thread `m`.
@@ -410,7 +408,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     if cfg.mode == Variant::Reference {
         std::thread::sleep(cfg.min_window);
     } else {
-        let n_phases = cfg.phases.max(1);
+        // Exactly `probes` stops, shared out over the phases as evenly as
+        // they go (no phase without one).
+        let n_phases = cfg.phases.clamp(1, cfg.probes.max(1));
         let per_phase = cfg.probes.div_ceil(n_phases);
         let phase_window = cfg.min_window / n_phases as u32;
         // Reference phases last as long as a mode phase would at the nominal
@@ -428,9 +428,13 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
                 break;
             }
             let w0 = Instant::now();
+            let share = cfg.probes / n_phases + usize::from((k as usize) < cfg.probes % n_phases);
+            // Spaced `interval` apart, or more if that is what it takes for
+            // the phase to last its share of the window.
+            let gap = cfg.interval.max(phase_window / share.max(1) as u32);
             let mut made = 0;
-            while made < per_phase || w0.elapsed() < phase_window {
-                std::thread::sleep(cfg.interval);
+            while made < share {
+                std::thread::sleep(gap);
                 let (t0, c0) = (Instant::now(), thread_cpu_time());
                 match heap.registry().stop_the_world() {
                     Ok(world) => {

@@ -62,6 +62,8 @@ fn stw_latency_writes_the_documented_json() {
                 "2",
                 "--probes",
                 "5",
+                "--coop-probes",
+                "3",
                 "--stretch",
                 "2ms",
                 "--floor-samples",
@@ -98,7 +100,9 @@ fn stw_latency_writes_the_documented_json() {
                 "restart {q} in {r}"
             );
         }
-        assert!(r["stops"].as_u64().unwrap() >= 5);
+        // Exactly the stops asked for.
+        let want = if r["mode"] == "coop" { 3 } else { 5 };
+        assert_eq!(r["stops"].as_u64().unwrap(), want, "{r}");
     }
     // Signal mode signals the spinning threads; coop sends no signal.
     let find = |k: &str, m: &str| {

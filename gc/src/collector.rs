@@ -204,8 +204,7 @@ impl Heap {
         if self.collector.registry.world_held_by_me() {
             return Err(pardon_preempt::AttachError::WorldHeld);
         }
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
+        let tid = nix::unistd::gettid().as_raw();
         let state = Arc::new(MutatorState::new(tid));
         // Unattached here, so this holds the coordinator lock: the table's
         // lock is then never held by a thread a stop (or a fork, see

@@ -281,8 +281,7 @@ impl MarkHelpers {
             shares: AtomicUsize::new(0),
         });
         let mut helpers = MarkHelpers {
-            // SAFETY: getpid has no preconditions.
-            pid: unsafe { libc::getpid() },
+            pid: nix::unistd::getpid().as_raw(),
             team: Some(team.clone()),
             threads: Vec::new(),
         };
@@ -303,10 +302,9 @@ impl MarkHelpers {
 
     /// The helper team, unless this is a child forked since it was spawned.
     pub fn team(&self) -> Option<&MarkTeam> {
-        // SAFETY: getpid has no preconditions.
         self.team
             .as_deref()
-            .filter(|_| unsafe { libc::getpid() } == self.pid)
+            .filter(|_| nix::unistd::getpid().as_raw() == self.pid)
     }
 }
 

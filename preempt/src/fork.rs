@@ -142,8 +142,7 @@ extern "C" fn child() {
             return;
         };
         drop(list);
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
+        let pid = nix::unistd::getpid().as_raw();
         for mut h in held {
             match (&mut h.world, &mut h.threads) {
                 (Some(w), _) => w.keep_only_coordinator(pid),

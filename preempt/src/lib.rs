@@ -130,20 +130,34 @@
 
 #![warn(missing_docs)]
 
-// In layers, each using only those above it, with two exceptions: the
-// signal handler and the trampoline in `sys` enter `park`, and `registry`
-// hands each new registry to `fork`'s process-wide hooks.
-mod config; // settings
-mod fatal; // the panic hook of a thread holding a stopped world
+// The modules in layers, each using only those above it, with two
+// exceptions: the signal handler and the trampoline in `sys` enter `park`,
+// and `registry` hands each new registry to `fork`'s process-wide hooks.
+//
+//   sys        the platform: signals, futexes, registers, the trampoline
+//   state      the state word's values and transitions
+//   config     settings
+//   handshake  ThreadRecord, RegistryInner, CURRENT: request, ack, wake
+//   park       a thread's side of a stop: poll, handler, injected call
+//   safe       safe regions
+//   fatal      the panic hook of a thread holding a stopped world
+//   registry   Registry, attach and detach, Attached
+//   poll       the public polling API on Attached
+//   stop       a coordinator's side: stop_the_world, StoppedWorld, restart
+//   fork       pthread_atfork: no fork inside a stop
+//   futex      futex wait and wake, for code built on pardon
+mod config;
+mod fatal;
 mod fork;
-mod handshake; // ThreadRecord, RegistryInner, CURRENT: request, ack, wake
-mod park; // a thread's side of a stop: poll, handler, injected call
-mod poll; // the public polling API on Attached
-mod registry; // Registry, attach and detach, Attached
-mod safe; // safe regions
-pub mod state; // the state word's values and transitions
-mod stop; // a coordinator's side: stop_the_world, StoppedWorld, restart
-mod sys; // the platform: signals, futexes, registers, the trampoline // pthread_atfork: no fork inside a stop
+pub mod futex;
+mod handshake;
+mod park;
+mod poll;
+mod registry;
+mod safe;
+pub mod state;
+mod stop;
+mod sys;
 
 pub use config::{AckWait, Config, ConfigError, Preemption};
 pub use fatal::holds_stopped_world;

@@ -248,8 +248,7 @@ impl Registry {
             acked: AtomicU64::new(0),
             registry: Arc::as_ptr(&self.inner),
             tid: sys::gettid(),
-            // SAFETY: getpid has no preconditions and cannot fail.
-            pid: std::sync::atomic::AtomicI32::new(unsafe { libc::getpid() }),
+            pid: std::sync::atomic::AtomicI32::new(nix::unistd::getpid().as_raw()),
             stack_lo,
             stack_hi,
             context,

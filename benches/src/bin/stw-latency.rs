@@ -23,7 +23,8 @@ fn cli() -> Command {
         .arg(Arg::new("kernel").long("kernel").action(ArgAction::Append).value_parser(KERNELS.to_vec()).help("Kernel to run (repeatable; default: all)"))
         .arg(Arg::new("mode").long("mode").action(ArgAction::Append).value_parser(MODES.to_vec()).help("Mode to run (repeatable; default: all)"))
         .arg(Arg::new("threads").long("threads").action(ArgAction::Append).value_parser(clap::value_parser!(usize)).help("Mutator threads (repeatable; default: cores, and 2x cores unless --quick)"))
-        .arg(Arg::new("probes").long("probes").value_parser(clap::value_parser!(usize)).help("Stops per run (default 1000; 60 with --quick)"))
+        .arg(Arg::new("probes").long("probes").value_parser(clap::value_parser!(usize)).help("Stops per run, exactly, in every mode but coop (default 1000; 60 with --quick)"))
+        .arg(Arg::new("coop-probes").long("coop-probes").value_parser(clap::value_parser!(usize)).help("Stops per coop run, exactly (default a quarter of --probes: each waits a whole stretch)"))
         .arg(Arg::new("interval").long("interval").value_parser(parse_duration).help("Time between stops, e.g. 1ms, 500us (default 1ms)"))
         .arg(Arg::new("stretch").long("stretch").value_parser(parse_duration).help("Length of one call-free kernel call (default 10ms; 5ms with --quick)"))
         .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("A short run (under a minute): fewer probes, threads = cores only"))
@@ -106,6 +107,13 @@ fn real_main() -> Result<(), String> {
     if probes == 0 {
         return Err("--probes must be at least 1".into());
     }
+    let coop_probes = args
+        .get_one::<usize>("coop-probes")
+        .copied()
+        .unwrap_or(probes.div_ceil(4));
+    if coop_probes == 0 {
+        return Err("--coop-probes must be at least 1".into());
+    }
     let interval = args
         .get_one::<Duration>("interval")
         .copied()
@@ -170,7 +178,7 @@ fn real_main() -> Result<(), String> {
                 bar.set_message(format!("{k} x{t}: {}", m.name()));
                 // Cooperative stops wait a whole stretch each: fewer probes.
                 let p = if m == Variant::Coop {
-                    probes.div_ceil(4)
+                    coop_probes
                 } else {
                     probes
                 };
@@ -248,6 +256,7 @@ fn real_main() -> Result<(), String> {
         "modes": modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
         "threads": threads,
         "probes": probes,
+        "coop_probes": coop_probes,
         "interval_us": interval.as_micros() as u64,
         "stretch_ms": stretch.as_secs_f64() * 1e3,
         "quick": quick,
@@ -264,7 +273,7 @@ fn real_main() -> Result<(), String> {
         std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     if let Some(path) = args.get_one::<PathBuf>("csv") {
-        std::fs::write(path, report::csv(&rows))
+        std::fs::write(path, report::csv(&rows)?)
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     if let Some(dir) = args.get_one::<PathBuf>("plot") {
