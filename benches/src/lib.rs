@@ -33,6 +33,7 @@
 //! collection work), so `restart_ns` is the whole stop-to-restart cost of the
 //! mechanism, and time to safepoint is the only part a mode can change much.
 
+pub mod cli;
 pub mod floor;
 pub mod kernels;
 pub mod report;

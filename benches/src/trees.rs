@@ -181,7 +181,10 @@ pub fn summarize(mode: &'static str, heap: &Heap, start: Instant) -> Summary {
 /// prints their summary lines.
 pub fn run_all_modes(args: &[String]) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
-    println!("\nsummary (one process per mode):");
+    // One line per mode, each from a fresh process (so each has its own
+    // peak RSS); the run above, in this process, is not summarised again,
+    // so no mode is reported with two times.
+    println!("\nsummary (each mode in a process of its own):");
     for name in Preemption::ALL.map(Preemption::name) {
         let out = std::process::Command::new(&exe)
             .args(args)

@@ -148,6 +148,28 @@ fn stw_latency_rejects_bad_arguments() {
     }
 }
 
+/// A negative number is refused by every tool with a message that says so,
+/// not clap's "unexpected argument".
+#[test]
+fn negative_numbers_are_refused_by_name() {
+    for (exe, args) in [
+        (env!("CARGO_BIN_EXE_stw-latency"), &["--threads", "-5"][..]),
+        (env!("CARGO_BIN_EXE_stw-latency"), &["--probes", "-1"][..]),
+        (
+            env!("CARGO_BIN_EXE_stw-latency"),
+            &["--interval", "-1ms"][..],
+        ),
+        (env!("CARGO_BIN_EXE_binary-trees"), &["-3"][..]),
+        (env!("CARGO_BIN_EXE_gcbench"), &["--scale", "-1"][..]),
+        (env!("CARGO_BIN_EXE_pause"), &["--live-mb", "-2"][..]),
+    ] {
+        let out = Command::new(exe).args(args).output().unwrap();
+        assert!(!out.status.success(), "{exe} {args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("negative"), "{exe} {args:?}: {err}");
+    }
+}
+
 #[test]
 fn pause_reports_serial_and_parallel_marks_of_the_same_heap() {
     let text = stdout_of(Command::new(env!("CARGO_BIN_EXE_pause")).args([

@@ -2,8 +2,9 @@
 //!
 //! `binary-trees N [--mode signal|signal-handler|poll] [--threads T]`:
 //! prints the standard output for depth N, then a summary (time, collections,
-//! median and longest pause, peak RSS). Without `--mode` it first runs in the
-//! default mode and then once more per mode, each in its own process.
+//! median and longest pause, peak RSS). Without `--mode` it prints the standard
+//! output of a run in signal mode, then one summary line per mode, each from a
+//! run in a process of its own (so each has its own peak RSS).
 //! `PARDON_GENERATIONAL=1` runs every mode on a generational heap (the
 //! summary then counts minor collections); the program needs no write
 //! barrier, as trees are built bottom-up.
@@ -25,12 +26,12 @@ struct Args {
 /// Parses the command line; returns the arguments and those to pass on to
 /// the per-mode runs.
 fn parse() -> (Args, Vec<String>) {
-    use clap::{value_parser, Arg, ArgAction, Command};
+    use clap::{Arg, ArgAction, Command};
     let m = Command::new("binary-trees")
         .about("binary-trees (the Benchmarks Game) on a pardon heap: the standard output for depth N, then a summary line. Without --mode, runs once more per mode, each in its own process.")
-        .arg(Arg::new("depth").value_name("N").value_parser(value_parser!(u32).range(0..=30)).default_value("10").help("Depth of the trees (at most 30)"))
+        .arg(Arg::new("depth").value_name("N").allow_negative_numbers(true).value_parser(pardon_bench::cli::whole::<u32>(0, 30)).default_value("10").help("Depth of the trees (at most 30)"))
         .arg(Arg::new("mode").long("mode").value_parser(trees::GC_MODE_NAMES.to_vec()).help("How the heap stops mutators (polls-only is poll's former name)"))
-        .arg(Arg::new("threads").long("threads").value_parser(value_parser!(u32).range(1..=1024)).help("Worker threads (default: the cores)"))
+        .arg(Arg::new("threads").long("threads").allow_negative_numbers(true).value_parser(pardon_bench::cli::whole::<u32>(1, 1024)).help("Worker threads (default: the cores)"))
         .arg(Arg::new("summary-only").long("summary-only").action(ArgAction::SetTrue).help("Print the summary line only"))
         .get_matches();
     let n = *m.get_one::<u32>("depth").expect("defaulted");
@@ -123,8 +124,10 @@ fn main() {
     if !args.summary_only {
         print!("{out}");
     }
-    println!("{}", summary.line());
-    if args.mode.is_none() && !args.summary_only {
+    let all_modes = args.mode.is_none() && !args.summary_only;
+    if !all_modes {
+        println!("{}", summary.line());
+    } else {
         if let Err(e) = trees::run_all_modes(&passthrough) {
             eprintln!("binary-trees: {e}");
             std::process::exit(1);

@@ -19,11 +19,11 @@ fn tree_size(depth: u32) -> u64 {
 }
 
 fn main() {
-    use clap::{value_parser, Arg, ArgAction, Command};
+    use clap::{Arg, ArgAction, Command};
     let m = Command::new("gcbench")
         .about("GCBench (Boehm, Ellis and Kovac) on a pardon heap. Without --mode, runs once more per mode, each in its own process.")
         .arg(Arg::new("mode").long("mode").value_parser(trees::GC_MODE_NAMES.to_vec()).help("How the heap stops mutators (polls-only is poll's former name)"))
-        .arg(Arg::new("scale").long("scale").value_parser(value_parser!(u32).range(0..=10)).default_value("0").help("Shrink every depth by S for quick runs (0 = the published sizes)"))
+        .arg(Arg::new("scale").long("scale").allow_negative_numbers(true).value_parser(pardon_bench::cli::whole::<u32>(0, 10)).default_value("0").help("Shrink every depth by S for quick runs (0 = the published sizes)"))
         .arg(Arg::new("summary-only").long("summary-only").action(ArgAction::SetTrue).help("Print the summary line only"))
         .get_matches();
     let mode = m.get_one::<String>("mode").cloned();
@@ -114,8 +114,10 @@ fn main() {
         print!("{out}");
         println!("Completed in {} msec", summary.time.as_millis());
     }
-    println!("{}", summary.line());
-    if mode.is_none() && !summary_only {
+    let all_modes = mode.is_none() && !summary_only;
+    if !all_modes {
+        println!("{}", summary.line());
+    } else {
         if let Err(e) = trees::run_all_modes(&passthrough) {
             eprintln!("gcbench: {e}");
             std::process::exit(1);

@@ -34,20 +34,22 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    use clap::{value_parser, Arg, ArgAction, Command};
+    use clap::{Arg, ArgAction, Command};
     let m = Command::new("pause")
         .about("Pause anatomy (TTSP, mark, pause) with a large live heap")
         .arg(
             Arg::new("live-mb")
                 .long("live-mb")
-                .value_parser(value_parser!(usize))
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 1 << 20))
                 .default_value("100")
                 .help("Live heap to build, MiB, split between the two mutators"),
         )
         .arg(
             Arg::new("collections")
                 .long("collections")
-                .value_parser(value_parser!(usize))
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 1_000_000))
                 .default_value("10")
                 .help("Forced collections measured per configuration"),
         )
@@ -56,7 +58,8 @@ fn parse_args() -> Args {
                 .long("mark-workers")
                 .value_delimiter(',')
                 .action(ArgAction::Append)
-                .value_parser(value_parser!(usize))
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 64))
                 .default_value("1,2")
                 .help("Marking-thread counts to compare, comma-separated"),
         )

@@ -8,10 +8,10 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, Command};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pardon::preempt::AckWait;
-use pardon_bench::floor;
 use pardon_bench::kernels::KERNELS;
 use pardon_bench::report::{self, Row};
 use pardon_bench::suite::{self, RunConfig, Variant, MODES};
+use pardon_bench::{cli, floor};
 
 /// A `spinlock` call ends after this many call-free stretches even if its
 /// handoffs are not done (see `ThreadCtx::set_max_call`).
@@ -22,30 +22,17 @@ fn cli() -> Command {
         .about("Time to safepoint and mutator throughput: signal preemption vs back-edge polls vs cooperative-only")
         .arg(Arg::new("kernel").long("kernel").action(ArgAction::Append).value_parser(KERNELS.to_vec()).help("Kernel to run (repeatable; default: all)"))
         .arg(Arg::new("mode").long("mode").action(ArgAction::Append).value_parser(MODES.to_vec()).help("Mode to run (repeatable; default: all)"))
-        .arg(Arg::new("threads").long("threads").action(ArgAction::Append).value_parser(clap::value_parser!(usize)).help("Mutator threads (repeatable; default: cores, and 2x cores unless --quick)"))
-        .arg(Arg::new("probes").long("probes").value_parser(clap::value_parser!(usize)).help("Stops per run, exactly, in every mode but coop (default 1000; 60 with --quick)"))
-        .arg(Arg::new("coop-probes").long("coop-probes").value_parser(clap::value_parser!(usize)).help("Stops per coop run, exactly (default a quarter of --probes: each waits a whole stretch)"))
-        .arg(Arg::new("interval").long("interval").value_parser(parse_duration).help("Time between stops, e.g. 1ms, 500us (default 1ms)"))
-        .arg(Arg::new("stretch").long("stretch").value_parser(parse_duration).help("Length of one call-free kernel call (default 10ms; 5ms with --quick)"))
+        .arg(Arg::new("threads").long("threads").action(ArgAction::Append).allow_negative_numbers(true).value_parser(cli::whole::<usize>(1, 1024)).help("Mutator threads (repeatable; default: cores, and 2x cores unless --quick)"))
+        .arg(Arg::new("probes").long("probes").allow_negative_numbers(true).value_parser(cli::whole::<usize>(1, 10_000_000)).help("Stops per run, exactly, in every mode but coop (default 1000; 60 with --quick)"))
+        .arg(Arg::new("coop-probes").long("coop-probes").allow_negative_numbers(true).value_parser(cli::whole::<usize>(1, 10_000_000)).help("Stops per coop run, exactly (default a quarter of --probes: each waits a whole stretch)"))
+        .arg(Arg::new("interval").long("interval").allow_hyphen_values(true).value_parser(cli::duration).help("Time between stops, e.g. 1ms, 500us (default 1ms)"))
+        .arg(Arg::new("stretch").long("stretch").allow_hyphen_values(true).value_parser(cli::duration).help("Length of one call-free kernel call (default 10ms; 5ms with --quick)"))
         .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("A short run (under a minute): fewer probes, threads = cores only"))
-        .arg(Arg::new("floor-samples").long("floor-samples").value_parser(clap::value_parser!(usize)).help("Samples for the machine-floor measurement made first (the kernel's cost of a cross-CPU signal, a hand-off, a wake; default 500, 100 with --quick; 0 skips it)"))
+        .arg(Arg::new("floor-samples").long("floor-samples").allow_negative_numbers(true).value_parser(cli::whole::<usize>(0, 1_000_000)).help("Samples for the machine-floor measurement made first (the kernel's cost of a cross-CPU signal, a hand-off, a wake; default 500, 100 with --quick; 0 skips it)"))
         .arg(Arg::new("wait").long("wait").value_parser(["futex", "go-suspendg"]).help("How the coordinator waits for acknowledgements: sleeping on a futex (default), or spinning and yielding like Go's suspendG (a baseline)"))
         .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
         .arg(Arg::new("csv").long("csv").value_parser(clap::value_parser!(PathBuf)).help("Write results as CSV"))
         .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
-}
-
-/// A duration with its unit (`1ms`, `500us`, `2s`; humantime's syntax). A
-/// bare number is refused rather than read in some unit it does not name.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?}: {e} (a duration with its unit, like 1ms or 500us)"))?;
-    if d.is_zero() || d > Duration::from_secs(3600) {
-        return Err(format!(
-            "{s:?} is out of range (more than 0, at most an hour)"
-        ));
-    }
-    Ok(d)
 }
 
 /// Checks, before a run of minutes, that the outputs can be written: each
@@ -97,23 +84,14 @@ fn real_main() -> Result<(), String> {
         None if quick => vec![cores],
         None => vec![cores, 2 * cores],
     };
-    if let Some(t) = threads.iter().find(|&&t| t == 0 || t > 1024) {
-        return Err(format!("--threads {t}: must be between 1 and 1024"));
-    }
     let probes = args
         .get_one::<usize>("probes")
         .copied()
         .unwrap_or(if quick { 60 } else { 1000 });
-    if probes == 0 {
-        return Err("--probes must be at least 1".into());
-    }
     let coop_probes = args
         .get_one::<usize>("coop-probes")
         .copied()
         .unwrap_or(probes.div_ceil(4));
-    if coop_probes == 0 {
-        return Err("--coop-probes must be at least 1".into());
-    }
     let interval = args
         .get_one::<Duration>("interval")
         .copied()
