@@ -417,7 +417,7 @@ pub fn handoff<P: PollStrategy>(
             // Oversubscribed, the partner may be waiting for this core: give
             // it up now and then (a call, but never a poll), or a handoff
             // would cost a whole scheduler time slice.
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 std::thread::yield_now();
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return done;

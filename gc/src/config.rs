@@ -104,7 +104,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         use crate::sizeclass::PAGE_SIZE;
         let e = |s: String| Err(ConfigError(s));
-        if self.arena_size == 0 || self.arena_size % PAGE_SIZE != 0 {
+        if self.arena_size == 0 || !self.arena_size.is_multiple_of(PAGE_SIZE) {
             return e(format!(
                 "arena_size: {} is not a positive multiple of the 8 KiB page",
                 self.arena_size

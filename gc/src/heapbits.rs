@@ -10,7 +10,7 @@ use crate::types::Type;
 
 pub(crate) fn extract_bits(bits: &[u64], i: usize, take: usize) -> u64 {
     let lo = bits.get(i / 64).copied().unwrap_or(0) >> (i % 64);
-    let hi = if i % 64 != 0 {
+    let hi = if !i.is_multiple_of(64) {
         bits.get(i / 64 + 1).copied().unwrap_or(0) << (64 - i % 64)
     } else {
         0

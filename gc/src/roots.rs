@@ -192,7 +192,7 @@ impl WordTable {
                         capacity: CHUNK * MAX_CHUNKS,
                     });
                 }
-                if i % CHUNK == 0 {
+                if i.is_multiple_of(CHUNK) {
                     let chunk: Box<[AtomicUsize]> =
                         (0..CHUNK).map(|_| AtomicUsize::new(0)).collect();
                     let p = Box::into_raw(chunk) as *mut AtomicUsize;

@@ -261,7 +261,7 @@ impl Span {
             let result = fi + bit;
             if result < self.nelems() {
                 let next = result + 1;
-                if next % 64 == 0 && next != self.nelems() {
+                if next.is_multiple_of(64) && next != self.nelems() {
                     return None; // crosses a cache word: slow path refills
                 }
                 // Two shifts: `bit + 1` is 64 when the last object of a
@@ -304,7 +304,7 @@ impl Span {
             return None;
         }
         let next = result + 1;
-        if next % 64 == 0 {
+        if next.is_multiple_of(64) {
             self.refill_alloc_cache(next);
         } else {
             self.alloc_cache.store(cache >> (bit + 1), Relaxed);

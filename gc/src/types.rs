@@ -116,7 +116,7 @@ pub(crate) fn register(desc: &TypeDesc<'_>) -> Result<Type, TypeError> {
             desc.align
         )));
     }
-    if desc.size % desc.align != 0 {
+    if !desc.size.is_multiple_of(desc.align) {
         return Err(TypeError(format!(
             "{name}: size {} is not a multiple of align {}",
             desc.size, desc.align

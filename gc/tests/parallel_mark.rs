@@ -67,7 +67,7 @@ fn build(workers: usize, gray_capacity: usize, seed: u64) -> Graph {
     let mut s = seed | 1;
     for i in 0..n {
         for f in 0..3 {
-            if xorshift(&mut s) % 4 != 0 {
+            if !xorshift(&mut s).is_multiple_of(4) {
                 edges_fix.push((rfirst + i, f, rfirst + (xorshift(&mut s) as usize % n)));
             }
         }

@@ -489,7 +489,7 @@ impl RegistryInner {
         }
         let n = inner.signals_sent.fetch_add(1, Ordering::Relaxed) + 1;
         let every = inner.config.drop_signal_every as u64;
-        if every != 0 && n % every == 0 {
+        if every != 0 && n.is_multiple_of(every) {
             return Nudged::Signalled; // test hook: this signal is "lost"
         }
         if !sys::send_signal(r.pid.load(Ordering::Relaxed), r.tid, inner.config.signal) {

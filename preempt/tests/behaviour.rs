@@ -79,7 +79,7 @@ fn coalescing_one_park_per_generation() {
         let mut x = 0u64;
         while !stop.load(Ordering::Relaxed) {
             x = black_box(x + 1);
-            if x % 4096 == 0 {
+            if x.is_multiple_of(4096) {
                 p.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -307,7 +307,7 @@ fn churn_and_panics_during_stops() {
                         for _ in 0..(20_000 * (i + 1)) {
                             x = black_box(x + 1);
                         }
-                        if x % 3 == 0 && i == 2 {
+                        if x.is_multiple_of(3) && i == 2 {
                             panic!("mutator panics while attached");
                         }
                         if i == 1 {
