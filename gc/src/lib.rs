@@ -71,7 +71,11 @@
 //!    drain per-worker gray stacks in reserved memory, handing work to idle
 //!    workers through a shared pool. If a gray stack overflows, marking goes
 //!    on by rescanning marked objects, slower but never wrong.
-//! 5. Flip the sweep generation (every span now needs sweeping), set the
+//! 5. Clear the [`Weak`] references whose object the mark left unmarked,
+//!    then queue and mark (resurrect) the finalizable objects left
+//!    unmarked, whose finalizers ([`Mutator::set_finalizer`]) run later on
+//!    a finalizer thread, never inside a stop.
+//! 6. Flip the sweep generation (every span now needs sweeping), set the
 //!    next goal, restart the world.
 //!
 //! Sweeping is lazy: a span is swept when a cache next wants it, or by the
