@@ -87,6 +87,9 @@ pub(crate) struct Collector {
     pub mutators: MutatorTable,
     /// The finalizer thread, once started (see `finalizer`).
     pub finalizer_thread: crate::finalizer::FinalizerThread,
+    /// Held for the whole of a concurrent cycle (see `concurrent`), so
+    /// cycles do not overlap; waited for in a safe region.
+    pub cycle: Mutex<()>,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -144,6 +147,9 @@ impl Heap {
         if let Some(v) = flag("PARDON_GENERATIONAL")? {
             config.generational = v;
         }
+        if let Some(v) = flag("PARDON_CONCURRENT")? {
+            config.concurrent = v;
+        }
         if let Ok(v) = std::env::var("PARDON_MARK_WORKERS") {
             config.mark_workers = v.parse::<usize>().map_err(|_| {
                 HeapError::Config(ConfigError(format!(
@@ -162,7 +168,7 @@ impl Heap {
         let verify = config.verify;
         let min_heap = config.min_heap;
         let raw = RawHeap::new(config).map_err(HeapError::Config)?;
-        Ok(Heap {
+        let heap = Heap {
             collector: Arc::new(Collector {
                 raw,
                 registry,
@@ -177,8 +183,13 @@ impl Heap {
                 })?),
                 mutators: MutatorTable::new(),
                 finalizer_thread: Default::default(),
+                cycle: Mutex::new(()),
             }),
-        })
+        };
+        if heap.collector.raw.config.concurrent {
+            crate::barrier::register(&heap.collector);
+        }
+        Ok(heap)
     }
 
     /// The raw heap underneath (lookup, statistics).

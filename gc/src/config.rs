@@ -52,6 +52,16 @@ pub struct Config {
     /// default). Off: they wait for
     /// [`Mutator::run_finalizers`](crate::Mutator::run_finalizers).
     pub finalizer_thread: bool,
+    /// Concurrent marking (also `PARDON_CONCURRENT=1`; see `concurrent`):
+    /// a collection stops the world twice, briefly (to take the roots, and
+    /// to finish), and marks in between while mutators run, behind a
+    /// snapshot-at-the-beginning deletion barrier. Every store of a
+    /// reference into a heap object that may overwrite another reference
+    /// must then go through [`Member::set`](crate::Member::set) or
+    /// [`Mutator::store_word`](crate::Mutator::store_word), which run the
+    /// barrier ([`Mutator::write_barrier`](crate::Mutator::write_barrier)
+    /// alone is not enough). Not with `generational` (yet). Off by default.
+    pub concurrent: bool,
 }
 
 impl Default for Config {
@@ -71,6 +81,7 @@ impl Default for Config {
             trace: false,
             generational: false,
             finalizer_thread: true,
+            concurrent: false,
         }
     }
 }
@@ -130,6 +141,13 @@ impl Config {
                 "gray_capacity: {} entries exceed the most that can be reserved ({})",
                 self.gray_capacity, MAX_GRAY_CAPACITY
             ));
+        }
+        if self.concurrent && self.generational {
+            return e(
+                "concurrent: concurrent marking and generational (sticky-mark) \
+                 collection cannot be combined yet; choose one"
+                    .into(),
+            );
         }
         if self.mark_workers == 0 || self.mark_workers > 256 {
             return e(format!(

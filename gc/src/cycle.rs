@@ -38,6 +38,10 @@ impl Collector {
             // Sweeping below would wait for the coordinator lock we hold.
             return Err(CollectError::Stop(StopError::Reentrant));
         }
+        if self.raw.config.concurrent {
+            let _ = want;
+            return self.collect_concurrent(entry_sp);
+        }
         let cycles_before = self.cycles.load(Relaxed);
         let t0 = Instant::now();
         // Sweep what is left while the world runs, to keep the pause short.
@@ -165,7 +169,7 @@ impl Collector {
 
 /// Runs heap-maintenance steps in a no-preempt region when the caller is an
 /// attached thread (see [`crate::sweep::LockScope`]).
-pub(crate) struct NoPreemptScope<'a>(&'a Registry);
+pub(crate) struct NoPreemptScope<'a>(pub(crate) &'a Registry);
 
 impl crate::sweep::LockScope for NoPreemptScope<'_> {
     fn run<R>(&self, f: impl FnOnce() -> R) -> R {

@@ -90,6 +90,28 @@ pub struct RawHeap {
     /// Registered finalizers (see `finalizer`): taken by mutators only
     /// outside stops, by a coordinator with the world stopped.
     pub(crate) finalizers: Mutex<crate::finalizer::FinalizerTable>,
+    /// Concurrent marking: `barrier::OFF` or `barrier::MARK`. Written by a
+    /// coordinator with the world stopped (raised at the first stop of a
+    /// cycle, lowered at the second); read by mutators' barriers and
+    /// allocation slow paths.
+    pub(crate) phase: AtomicU32,
+    /// Concurrent marking: objects the deletion barrier shaded (marked,
+    /// not yet scanned). Pushed by mutators inside no-preempt regions,
+    /// taken by the marking coordinator, and emptied at the second stop.
+    pub(crate) shaded: Mutex<Vec<usize>>,
+    /// Concurrent marking: spans a cache took while marking, with the slot
+    /// allocation resumed from (`Span::mark_start`): their slots from there
+    /// on are new, hence live, and are marked at the second stop. Pushed by
+    /// mutators inside no-preempt regions, read and cleared by the
+    /// coordinator with the world stopped.
+    pub(crate) new_spans: Mutex<Vec<usize>>,
+    /// Concurrent marking: the number of the cycle marking now (raised at
+    /// each first stop), so a span records its `mark_start` once a cycle.
+    pub(crate) mark_epoch: AtomicU64,
+    /// Concurrent marking: bytes of the objects mutators shaded this cycle
+    /// (counted live). Added to by mutators, read and reset by the
+    /// coordinator at the second stop.
+    pub(crate) shaded_bytes: AtomicUsize,
 }
 
 // SAFETY: the large lists' span pointers follow the same rules as Central's.
@@ -158,6 +180,11 @@ impl RawHeap {
             live_after_last: AtomicUsize::new(0),
             gray: Mutex::new(gray),
             weaks: crate::roots::WordTable::new(),
+            phase: AtomicU32::new(crate::barrier::OFF),
+            shaded: Mutex::new(Vec::new()),
+            new_spans: Mutex::new(Vec::new()),
+            mark_epoch: AtomicU64::new(0),
+            shaded_bytes: AtomicUsize::new(0),
             finalizers: Mutex::new(Default::default()),
             snapshot: if config.verify {
                 Some(

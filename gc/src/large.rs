@@ -49,6 +49,11 @@ impl RawHeap {
             }
         }
         self.allocated.fetch_add(npages * PAGE_SIZE, Relaxed);
+        if self.phase.load(Relaxed) != crate::barrier::OFF {
+            // Allocated black while a cycle marks (see `barrier`).
+            span.try_mark(0);
+            self.shaded_bytes.fetch_add(npages * PAGE_SIZE, Relaxed);
+        }
         span.state.store(IN_USE, Release);
         push(&mut lock(&self.large)[Self::swept_index(sg)], s);
         Ok(base)

@@ -191,11 +191,13 @@
 
 mod alloc_error;
 mod arena;
+mod barrier;
 mod cache;
 mod cards;
 mod central;
 mod collect;
 mod collector;
+mod concurrent;
 mod config;
 mod cycle;
 mod finalizer;

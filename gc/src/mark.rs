@@ -421,8 +421,10 @@ impl Tracer<'_> {
             while bits != 0 {
                 let k = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                // SAFETY: word `i + k` of an allocated object in our arena.
-                let v = unsafe { std::ptr::read((base + (i + k) * 8) as *const usize) };
+                // SAFETY: word `i + k` of an allocated object in our arena;
+                // read atomically, since mutators may be storing into it
+                // (concurrent marking).
+                let v = unsafe { &*((base + (i + k) * 8) as *const AtomicUsize) }.load(Relaxed);
                 self.mark_ref::<PAR>(v);
             }
             i += take;
@@ -536,6 +538,10 @@ pub struct Marker<'h> {
     heap: &'h RawHeap,
     gray: MutexGuard<'h, GrayStack>,
     stats: MarkStats,
+    /// A concurrent mark: mutators set mark bits too (the deletion
+    /// barrier), so every mark bit is set with an atomic read-modify-write,
+    /// even by a lone marker.
+    concurrent: bool,
 }
 
 impl RawHeap {
@@ -549,7 +555,17 @@ impl RawHeap {
             heap: self,
             gray,
             stats: MarkStats::default(),
+            concurrent: false,
         }
+    }
+
+    /// Starts a concurrent mark (see `concurrent`): as [`RawHeap::marker`],
+    /// with every mark bit set atomically, since mutators shade objects
+    /// while it runs.
+    pub(crate) fn marker_concurrent(&self) -> Marker<'_> {
+        let mut m = self.marker();
+        m.concurrent = true;
+        m
     }
 
     /// Starts a mark of `kind` (see [`CollectionKind`]): for `Minor`, first
@@ -573,6 +589,12 @@ impl RawHeap {
 }
 
 impl Marker<'_> {
+    /// Pushes `base`, a marked object, for scanning (an overflow is
+    /// recorded and recovered from, as for any push).
+    pub(crate) fn push_gray(&mut self, base: usize) {
+        self.gray.push(base);
+    }
+
     fn tracer(&mut self) -> Tracer<'_> {
         Tracer {
             heap: self.heap,
@@ -652,7 +674,12 @@ impl Marker<'_> {
         // Roots are offered by the coordinator alone, before helpers start.
         let (base, span, idx) = self.heap.find(word)?;
         self.stats.root_hits += 1;
-        if span.try_mark_single(idx) {
+        let won = if self.concurrent {
+            span.try_mark(idx)
+        } else {
+            span.try_mark_single(idx)
+        };
+        if won {
             self.stats.objects += 1;
             self.stats.bytes += span.elemsize();
             if !span.noscan() {
@@ -678,8 +705,13 @@ impl Marker<'_> {
 
     /// Scans everything reachable from the gray stack, on this thread alone.
     pub fn drain(&mut self) {
+        let concurrent = self.concurrent;
         let mut t = self.tracer();
-        t.drain::<false>(None);
+        if concurrent {
+            t.drain::<true>(None);
+        } else {
+            t.drain::<false>(None);
+        }
         let (o, b) = (t.objects, t.bytes);
         self.absorb(o, b);
     }
@@ -741,8 +773,13 @@ impl Marker<'_> {
         if span.noscan() {
             return;
         }
+        let concurrent = self.concurrent;
         let mut t = self.tracer();
-        t.scan_object::<false>(base, span);
+        if concurrent {
+            t.scan_object::<true>(base, span);
+        } else {
+            t.scan_object::<false>(base, span);
+        }
         let (o, b) = (t.objects, t.bytes);
         self.absorb(o, b);
     }
@@ -769,6 +806,7 @@ impl Marker<'_> {
         while self.gray.overflowed {
             self.gray.overflowed = false;
             self.stats.overflow_rescans += 1;
+            let concurrent = self.concurrent;
             let mut t = self.tracer();
             heap.pages.for_each_in_use(&heap.arena, |span| {
                 if span.noscan() {
@@ -777,8 +815,13 @@ impl Marker<'_> {
                 for idx in 0..span.nelems() {
                     if span.is_marked(idx) {
                         let base = span.base() + idx * span.elemsize();
-                        t.scan_object::<false>(base, span);
-                        t.drain::<false>(None);
+                        if concurrent {
+                            t.scan_object::<true>(base, span);
+                            t.drain::<true>(None);
+                        } else {
+                            t.scan_object::<false>(base, span);
+                            t.drain::<false>(None);
+                        }
                     }
                 }
             });

@@ -61,6 +61,12 @@ impl Pacer {
         self.next_gc.fetch_max(next, Relaxed);
     }
 
+    /// A concurrent cycle has begun: no paced collection until it ends
+    /// (`after_cycle` sets the next goal).
+    pub(crate) fn suspend(&self) {
+        self.next_gc.store(usize::MAX, Relaxed);
+    }
+
     /// The kind a collection asked for as `want` runs as: a `Minor` one is
     /// full once the live estimate `live` has reached the full goal.
     pub(crate) fn kind(&self, want: CollectionKind, live: usize) -> CollectionKind {

@@ -103,6 +103,14 @@ pub(crate) struct Span {
     /// Page heap, under its lock, while `FREE`: the collection count when the
     /// span was freed, for the scavenger's age rule.
     pub free_since_gc: AtomicU64,
+    /// Concurrent marking: the slot index a cache resumed allocation from
+    /// when it took the span during cycle `mark_epoch`; every slot from
+    /// there to `freeindex` is new (allocated black). Written by the cache
+    /// that takes the span (the first take of a cycle), read by the
+    /// coordinator at the second stop.
+    pub mark_start: AtomicU32,
+    /// See `mark_start`.
+    pub mark_epoch: AtomicU64,
     /// Intrusive list links, owned by whichever list holds the span (under
     /// that list's lock) or by the span pool.
     pub link: UnsafeCell<Links>,
@@ -148,6 +156,8 @@ impl Span {
             mark_bits: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             committed: AtomicBool::new(false),
             free_since_gc: AtomicU64::new(0),
+            mark_start: AtomicU32::new(0),
+            mark_epoch: AtomicU64::new(0),
             link: UnsafeCell::new(Links {
                 next: std::ptr::null_mut(),
                 prev: std::ptr::null_mut(),

@@ -54,6 +54,14 @@ pub struct CycleStats {
     pub cards: usize,
     /// Weak references cleared because their object died.
     pub weak_cleared: usize,
+    /// Concurrent cycles: the first stop (to take the roots), time to
+    /// safepoint included; `pause` is the two stops' sum.
+    pub pause_start: Duration,
+    /// Concurrent cycles: the second stop (to finish the mark).
+    pub pause_end: Duration,
+    /// Concurrent cycles: the marking done between the stops, while
+    /// mutators ran.
+    pub concurrent_mark: Duration,
     /// Finalizable objects found dead and queued (see
     /// [`Mutator::set_finalizer`](crate::Mutator::set_finalizer)).
     pub finalizers_queued: usize,
@@ -66,6 +74,16 @@ fn mb(b: usize) -> f64 {
 impl CycleStats {
     /// One line in the spirit of Go's `GODEBUG=gctrace=1`.
     pub fn trace_line(&self) -> String {
+        let concurrent = if self.concurrent_mark.is_zero() && self.pause_end.is_zero() {
+            String::new()
+        } else {
+            format!(
+                " [concurrent: stops {:.1} + {:.1} µs, marking {:.1} µs between]",
+                self.pause_start.as_secs_f64() * 1e6,
+                self.pause_end.as_secs_f64() * 1e6,
+                self.concurrent_mark.as_secs_f64() * 1e6
+            )
+        };
         format!(
             "pardon gc {}{}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise, stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
             self.number,
@@ -88,7 +106,7 @@ impl CycleStats {
             self.stopped_poll,
             self.stopped_safe,
             if self.verified { ", verified" } else { "" },
-        )
+        ) + &concurrent
     }
 }
 

@@ -152,20 +152,24 @@ impl<T: GcObject> Member<T> {
     /// in: neither heap's collections would see the reference.
     #[inline]
     pub fn set(&self, v: Option<&Root<'_, T>>) {
-        let addr = match v {
+        match v {
             Some(r) => {
                 assert!(
                     r.m.heap.collector.raw.arena.contains(self.addr_of()),
                     "Member::set with an object of another heap than the member's"
                 );
-                // The card is dirtied before the store (the Release store
-                // below keeps it first), while `r` still roots the object.
+                // The card is dirtied before the store (the release store
+                // keeps it first), while `r` still roots the object.
                 r.m.write_barrier(&self.word as *const AtomicUsize as usize);
-                r.addr()
+                // On a concurrent heap, with the deletion barrier (see
+                // `barrier`).
+                r.m.heap
+                    .collector
+                    .store_ref(|| r.m.attached().is_running(), &self.word, r.addr());
             }
-            None => 0,
-        };
-        self.word.store(addr, Ordering::Release);
+            // No mutator at hand: the barrier finds the heap by address.
+            None => crate::barrier::store_anywhere(&self.word, 0),
+        }
     }
 
     /// Where this field lives.

@@ -30,6 +30,9 @@ pub(crate) enum VerifyError {
     Remark(MarkMismatch),
     /// A weak reference still names an object the mark left unmarked.
     DanglingWeak(usize),
+    /// A full re-mark at the end of a concurrent cycle marked an object
+    /// the concurrent mark had left unmarked.
+    Concurrent(MarkMismatch),
 }
 
 impl fmt::Display for VerifyError {
@@ -38,6 +41,18 @@ impl fmt::Display for VerifyError {
             VerifyError::Layout(e) => e.fmt(f),
             VerifyError::Remark(e) => {
                 write!(f, "re-marking from scratch disagrees with the mark: {e}")
+            }
+            VerifyError::Concurrent(e) => {
+                write!(
+                    f,
+                    "a full re-mark at the end of a concurrent cycle found live objects the \
+                     concurrent mark left unmarked (a reference store without the deletion \
+                     barrier?)"
+                )?;
+                if let Some(a) = e.first_missed() {
+                    write!(f, ": the first is the object at {a:#x}")?;
+                }
+                write!(f, " ({e})")
             }
             VerifyError::DanglingWeak(a) => write!(
                 f,
@@ -143,6 +158,19 @@ pub struct MarkMismatch {
     pub remark: u64,
     /// The collection's kind.
     pub kind: CollectionKind,
+    /// The span's object size.
+    pub elemsize: usize,
+}
+
+impl MarkMismatch {
+    /// The first object the re-mark marked and the mark did not.
+    pub fn first_missed(&self) -> Option<usize> {
+        let missed = self.remark & !self.mark;
+        (missed != 0).then(|| {
+            let idx = self.word * 64 + missed.trailing_zeros() as usize;
+            self.span + idx * self.elemsize
+        })
+    }
 }
 
 impl fmt::Display for MarkMismatch {
@@ -217,6 +245,7 @@ impl RawHeap {
                         mark: before,
                         remark: now,
                         kind,
+                        elemsize: span.elemsize(),
                     });
                 }
                 if kind == CollectionKind::Minor {

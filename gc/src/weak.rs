@@ -204,6 +204,13 @@ impl<T: GcObject> Weak<T> {
         // The load and the rooting happen where no stop can come between
         // them unseen (see `Mutator::root_found` and the module comment).
         let (slot, v) = m.root_found(|| self.heap.collector.raw.weak_value(self.id))?;
+        // A concurrent mark may not have reached the object (it may even
+        // have been unreachable when the cycle began): now that a mutator
+        // holds it, it is live, so shade it.
+        let col = &self.heap.collector;
+        if col.raw.phase.load(std::sync::atomic::Ordering::Relaxed) != crate::barrier::OFF {
+            col.shade_excluding_stops(v);
+        }
         // SAFETY: a set weak word names a live T (it was made from a Root,
         // and is cleared in the stop that finds the object dead, before any
         // sweep can free it); it is now rooted.

@@ -30,7 +30,9 @@
 //!
 //! ## Stores and the write barrier
 //!
-//! [`Mutator::store_word`] runs the generational write barrier before every
+//! [`Mutator::store_word`] runs the barriers: the deletion barrier of
+//! concurrent marking (see [`Config::concurrent`](crate::Config::concurrent)),
+//! and the generational write barrier before every
 //! store (a range check and a byte store; without
 //! [`Config::generational`](crate::Config::generational) only the range
 //! check), so raw code needs nothing more. Loads and stores are atomic
@@ -115,7 +117,9 @@ impl Mutator {
     pub fn store_word(&self, obj: usize, index: usize, value: usize) -> Result<(), WordError> {
         let w = self.heap.collector.raw.word_of(obj, index)?;
         self.write_barrier(w as *const AtomicUsize as usize);
-        w.store(value, Ordering::Release);
+        self.heap
+            .collector
+            .store_ref(|| self.attached().is_running(), w, value);
         Ok(())
     }
 
@@ -140,6 +144,9 @@ impl Mutator {
         let slot = obj + index * 8;
         self.write_barrier(slot);
         // SAFETY: caller contract: an aligned word inside a live object.
-        unsafe { &*(slot as *const AtomicUsize) }.store(value, Ordering::Release);
+        let w = unsafe { &*(slot as *const AtomicUsize) };
+        self.heap
+            .collector
+            .store_ref(|| self.attached().is_running(), w, value);
     }
 }

@@ -1,0 +1,220 @@
+//! The deletion barrier of concurrent marking (Yuasa's snapshot at the
+//! beginning), and allocating black.
+//!
+//! While a cycle marks concurrently (`RawHeap::phase` is `MARK`), every
+//! store of a reference into a heap object *shades* the reference it
+//! overwrites: marks it and queues it for scanning. Every object reachable
+//! when the cycle took its roots is then marked, however the mutators
+//! rewire the heap meanwhile: a path to it can only be cut by overwriting
+//! one of its references, which shades the object behind it. Objects
+//! allocated while marking are live (*black*): a cache that takes a span
+//! records where allocation resumed (`Span::mark_start`), and the second
+//! stop marks every slot allocated since, without scanning it; large
+//! objects are marked as they are made. Stacks and registers are not
+//! covered by the barrier: they are scanned at the first stop, and again
+//! at the second (see below).
+//!
+//! ## The store sequence, and preemption
+//!
+//! A store runs `old = slot.swap(new)`, then (after a compiler fence) reads
+//! the phase, and shades `old` if marking. The swap, rather than a load and
+//! a store, matters when several threads store into one field at once:
+//! each then shades exactly the value its own store replaced, so the value
+//! that was there when the roots were taken is shaded by whichever store
+//! replaced it (with a load and a store, two threads can both read `x`,
+//! both shade `x`, and the `y` the first stored, which may be the
+//! snapshot's value, is lost unshaded).
+//!
+//! The sequence may be interrupted anywhere by the preemption signal, and
+//! is still sound, without a no-preempt region on the fast path:
+//!
+//! - stopped by the cycle's *first* stop after the swap and before the
+//!   phase check (so it will read the phase as marking, or as off if it
+//!   read it before): `old` is live in its registers or its frame, which
+//!   that stop scans conservatively, so `old` is marked anyway;
+//! - stopped by the *second* stop at the same place: `old` is in its
+//!   registers, and the second stop scans every thread's roots again (its
+//!   registers, stack and handles; a stop's cost, not a mark's) before it
+//!   finishes the mark;
+//! - the shading itself (mark the object, queue it) runs in a no-preempt
+//!   region (`outside_stops`), so no stop sees an object marked but not yet
+//!   queued, whose references would then never be scanned.
+//!
+//! A thread that is not plainly running on this heap's registry (not
+//! attached to it, or inside a safe region) is not stopped by it and its
+//! registers are not scanned: its whole store runs under `outside_stops`.
+//! `Member::set(None)` has no mutator to say which heap the field is in, so
+//! it finds the heap by address among the concurrent heaps, and takes that
+//! path too.
+//!
+//! When no heap has concurrent marking, a store is a plain release store
+//! after one load and branch on `CONCURRENT_HEAPS`.
+
+use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release, SeqCst};
+use std::sync::atomic::{compiler_fence, AtomicUsize};
+use std::sync::{Arc, Mutex};
+
+use crate::collector::Collector;
+use crate::heap::{lock, RawHeap};
+
+/// `RawHeap::phase`: no cycle is marking.
+pub(crate) const OFF: u32 = 0;
+/// `RawHeap::phase`: a cycle is marking concurrently; barriers shade and
+/// caches record new spans.
+pub(crate) const MARK: u32 = 1;
+
+/// Heaps with concurrent marking ever created in this process (never
+/// lowered): zero keeps every store plain.
+static CONCURRENT_HEAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// The concurrent heaps, by arena range, for stores that have no mutator
+/// at hand. Pruned of dropped heaps as it is searched.
+static HEAPS: Mutex<Vec<(usize, usize, std::sync::Weak<Collector>)>> = Mutex::new(Vec::new());
+
+/// Records a new heap with concurrent marking.
+pub(crate) fn register(col: &Arc<Collector>) {
+    let a = &col.raw.arena;
+    let size = a.npages << crate::sizeclass::PAGE_SHIFT;
+    lock(&HEAPS).push((a.base, a.base + size, Arc::downgrade(col)));
+    CONCURRENT_HEAPS.fetch_add(1, SeqCst);
+}
+
+/// Stores `new` into the reference field `slot` of an object of an unknown
+/// heap (`Member::set(None)`), running the barrier if the heap marks
+/// concurrently.
+#[inline(always)]
+pub(crate) fn store_anywhere(slot: &AtomicUsize, new: usize) {
+    if CONCURRENT_HEAPS.load(Relaxed) == 0 {
+        slot.store(new, Release);
+    } else {
+        store_anywhere_slow(slot, new);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn store_anywhere_slow(slot: &AtomicUsize, new: usize) {
+    let at = slot as *const AtomicUsize as usize;
+    let col = {
+        let mut heaps = lock(&HEAPS);
+        heaps.retain(|(_, _, w)| w.strong_count() > 0);
+        heaps
+            .iter()
+            .find(|(lo, hi, _)| (*lo..*hi).contains(&at))
+            .and_then(|(_, _, w)| w.upgrade())
+    };
+    match col {
+        Some(col) => col.store_ref_excluding_stops(slot, new),
+        None => slot.store(new, Release),
+    }
+}
+
+impl Collector {
+    /// Stores `new` into `slot`, a reference field of an object of this
+    /// heap, with the barrier when it marks concurrently (see the module
+    /// comment). `running_here` says whether the caller is a thread
+    /// attached to this heap and plainly running (not in a safe region);
+    /// it is asked only on a concurrent heap.
+    #[inline(always)]
+    pub(crate) fn store_ref(
+        &self,
+        running_here: impl FnOnce() -> bool,
+        slot: &AtomicUsize,
+        new: usize,
+    ) {
+        if !self.raw.config.concurrent {
+            slot.store(new, Release);
+            return;
+        }
+        if !running_here() {
+            return self.store_ref_excluding_stops(slot, new);
+        }
+        let old = slot.swap(new, AcqRel);
+        // The phase is read after the swap, in program order (see the
+        // module comment: `old` must be in hand whenever a stop can see
+        // the phase change).
+        compiler_fence(SeqCst);
+        if self.raw.phase.load(Relaxed) != OFF {
+            self.shade_excluding_stops(old);
+        }
+    }
+
+    /// The whole store sequence with no stop overlapping it: for threads
+    /// the stops do not see.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn store_ref_excluding_stops(&self, slot: &AtomicUsize, new: usize) {
+        self.registry.outside_stops(|| {
+            let old = slot.swap(new, AcqRel);
+            if self.raw.phase.load(Relaxed) != OFF {
+                self.raw.shade(old);
+            }
+        })
+    }
+
+    /// Shades `v` (see [`RawHeap::shade`]) with no stop in the middle.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn shade_excluding_stops(&self, v: usize) {
+        self.registry.outside_stops(|| {
+            if self.raw.phase.load(Relaxed) != OFF {
+                self.raw.shade(v);
+            }
+        })
+    }
+}
+
+impl RawHeap {
+    /// Marks the object `v` points into, if any, and queues it for
+    /// scanning unless it holds no references. Mutators, while marking,
+    /// with no stop overlapping (the marking coordinator takes the queue
+    /// at the second stop).
+    pub(crate) fn shade(&self, v: usize) {
+        let Some((base, span, idx)) = self.find(v) else {
+            return;
+        };
+        if span.try_mark(idx) {
+            self.shaded_bytes.fetch_add(span.elemsize(), Relaxed);
+            if !span.noscan() {
+                lock(&self.shaded).push(base);
+            }
+        }
+    }
+
+    /// A cache took `span` while marking, and allocates from slot `start`
+    /// on: records the span once per cycle, so that the second stop marks
+    /// what was allocated in it (allocating black). In the cache's refill,
+    /// inside a no-preempt region.
+    pub(crate) fn note_new_span(&self, span: &crate::span::Span, start: usize) {
+        let epoch = self.mark_epoch.load(Relaxed);
+        if span.mark_epoch.load(Relaxed) != epoch {
+            span.mark_epoch.store(epoch, Relaxed);
+            span.mark_start.store(start as u32, Relaxed);
+            lock(&self.new_spans).push(span as *const crate::span::Span as usize);
+        }
+    }
+
+    /// The second stop: marks every slot allocated while marking, in the
+    /// spans caches took meanwhile (black: not scanned). Returns the bytes
+    /// marked. World stopped, caches flushed.
+    pub(crate) fn mark_new_objects(&self) -> usize {
+        let mut spans = lock(&self.new_spans);
+        let mut bytes = 0;
+        for &s in spans.iter() {
+            let span = crate::heap::span_ref(s as *mut crate::span::Span);
+            let from = span.mark_start.load(Relaxed) as usize;
+            let to = span.freeindex.load(Relaxed) as usize;
+            for idx in from..to.min(span.nelems()) {
+                // Only slots free when the cycle began: one with its alloc
+                // bit set holds an object that survived the last cycle
+                // (allocation stepped over it), which the mark must scan.
+                let survivor = span.alloc_bits[idx / 64].load(Relaxed) & (1 << (idx % 64)) != 0;
+                if !survivor && span.try_mark(idx) {
+                    bytes += span.elemsize();
+                }
+            }
+        }
+        spans.clear();
+        bytes
+    }
+}

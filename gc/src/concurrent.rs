@@ -1,0 +1,320 @@
+//! One concurrent collection (`Config::concurrent`): two short stops with
+//! the marking between them done while the mutators run.
+//!
+//! 1. **Off.** Sweep what the last cycle left, world running.
+//! 2. **First stop** (the *start*): flush every cache (every span is then
+//!    on a central list, and a cache that takes one while marking records
+//!    it: see `barrier`), raise the phase to `MARK` (the deletion barrier
+//!    and allocating black begin), take every root — global roots, handle
+//!    tables, every thread's frames, stack and registers, the finalizer
+//!    table's roots — into the gray stack, and restart the world. The
+//!    pacer asks for no collection until the cycle ends.
+//! 3. **Concurrent mark.** The coordinator and the heap's helper threads
+//!    drain the gray objects in parallel rounds, every mark bit set
+//!    atomically, while mutators run. Between rounds the coordinator takes
+//!    the objects the barrier shaded; it stops once a round ends with
+//!    nothing shaded meanwhile.
+//! 4. **Second stop** (*termination*): flush the caches again, take what
+//!    the barrier shaded since, mark every object allocated while marking
+//!    (black, unscanned), take every root again (threads' registers and
+//!    stacks are not covered by the barrier: see `barrier` for why this
+//!    makes the store sequence safe to interrupt), and drain what that
+//!    finds — usually little, as nearly everything it reaches is marked.
+//!    Then as in a stop-the-world collection: weak references, finalizers,
+//!    verification (a full re-mark from the same roots must mark nothing
+//!    the concurrent mark left unmarked), the flip of the sweep generation,
+//!    the pacer's next goal; the phase falls to `OFF`; restart.
+//!
+//! If the second stop cannot be made (a thread that never reaches a stop
+//! point, past `stop_timeout`), the cycle is abandoned: the phase falls to
+//! `OFF` and every mark bit is cleared (the next cycle must start from clear
+//! marks: an object marked but never scanned would hide what it references).
+//!
+//! What is not done yet: mutator assists (a mutator that allocates faster
+//! than marking proceeds is neither slowed nor made to mark; the heap grows
+//! past its goal meanwhile), a share of the cores for background marking
+//! (the helpers run flat out; the coordinator is the thread that started
+//! the cycle), and composition with generational mode (refused by
+//! `Config::validate`).
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::time::Instant;
+
+use pardon_preempt::{StopError, StopKind, StoppedWorld};
+
+use crate::barrier::{MARK, OFF};
+use crate::collector::{CollectError, Collector};
+use crate::cycle::NoPreemptScope;
+use crate::heap::lock;
+use crate::mark::{CollectionKind, Marker};
+use crate::stats::CycleStats;
+use crate::verify::VerifyError;
+
+impl Collector {
+    /// A whole concurrent collection, coordinated by the calling thread
+    /// (see the module comment). `entry_sp` as for `Collector::collect`.
+    #[inline(never)]
+    pub(crate) fn collect_concurrent(&self, entry_sp: usize) -> Result<CycleStats, CollectError> {
+        if self.registry.world_held_by_me() {
+            return Err(CollectError::Stop(StopError::Reentrant));
+        }
+        // One cycle at a time. A thread that waits for the running one
+        // waits in a safe region: that cycle's second stop must not wait
+        // for it.
+        let cycles_before = self.cycles.load(Relaxed);
+        let _cycle = self.registry.blocking(|| lock(&self.cycle));
+        if self.cycles.load(Relaxed) != cycles_before {
+            return Ok(CycleStats {
+                number: self.cycles.load(Relaxed),
+                ..CycleStats::default()
+            });
+        }
+        let t0 = Instant::now();
+        let scope = NoPreemptScope(&self.registry);
+        self.raw.finish_sweep_in(&scope);
+        let heap_before = self.raw.stats().span_bytes;
+        let mut cycle = CycleStats {
+            heap_before,
+            ..CycleStats::default()
+        };
+
+        // The first stop.
+        let world = self.stop_or_abandon()?;
+        let start_at = Instant::now();
+        cycle.ttsp = world.stats().ttsp;
+        cycle.signals = world.stats().signals;
+        self.count_stopped(&world, &mut cycle);
+        self.flush_caches();
+        self.raw.finish_sweep();
+        self.raw.mark_epoch.fetch_add(1, Relaxed);
+        self.raw.shaded_bytes.store(0, Relaxed);
+        self.raw.phase.store(MARK, SeqCst);
+        self.pacer.suspend();
+        let mut m = self.raw.marker_concurrent();
+        self.mark_roots(&world, entry_sp, &mut cycle, &mut m);
+        lock(&self.raw.finalizers).offer_roots(&mut m);
+        drop(world);
+        cycle.pause_start = start_at.elapsed() + cycle.ttsp;
+
+        // The concurrent mark.
+        let mark_at = Instant::now();
+        for _ in 0..MAX_CONCURRENT_ROUNDS {
+            m.complete();
+            if m.take_shaded(self, false) == 0 {
+                break;
+            }
+        }
+        cycle.concurrent_mark = mark_at.elapsed();
+
+        // The second stop.
+        let world = match self.stop_or_abandon() {
+            Ok(w) => w,
+            Err(e) => {
+                drop(m);
+                self.abandon_marking();
+                return Err(e);
+            }
+        };
+        let end_at = Instant::now();
+        let ttsp_end = world.stats().ttsp;
+        self.flush_caches();
+        m.take_shaded(self, true);
+        let new_bytes = self.raw.mark_new_objects();
+        let mut roots = lock(&self.roots);
+        roots.clear();
+        let mut again = CycleStats::default();
+        self.gather_roots(&world, entry_sp, &mut again, &mut |b| roots.push(b));
+        let overflowed = roots.overflowed();
+        let root_words = |m: &mut Marker<'_>| {
+            if overflowed {
+                let mut more = CycleStats::default();
+                self.gather_roots(&world, entry_sp, &mut more, &mut |b| {
+                    m.mark_word(b);
+                });
+            } else {
+                for &b in roots.words() {
+                    m.mark_word(b);
+                }
+            }
+        };
+        root_words(&mut m);
+        let mut finalizers = lock(&self.raw.finalizers);
+        finalizers.offer_roots(&mut m);
+        m.complete();
+        let weak_cleared = self.raw.clear_dead_weaks(&m);
+        let finalizers_queued = finalizers.queue_unreachable(&mut m);
+        let mut st = m.finish();
+        st.bytes += new_bytes + self.raw.shaded_bytes.load(Relaxed);
+        let verified = if self.verify && !overflowed {
+            self.verify_concurrent(&root_words, &finalizers)
+        } else {
+            Ok(())
+        };
+        drop(finalizers);
+        drop(roots);
+        if let Err(e) = verified {
+            self.raw.phase.store(OFF, SeqCst);
+            drop(world);
+            panic!("pardon verify: {e}");
+        }
+        self.raw.phase.store(OFF, SeqCst);
+        let live = self.raw.flip_sweepgen(CollectionKind::Full, st.bytes);
+        self.pacer.after_cycle(CollectionKind::Full, live);
+        self.cycles.fetch_add(1, Relaxed);
+        drop(world);
+        cycle.pause_end = end_at.elapsed() + ttsp_end;
+        cycle.pause = cycle.pause_start + cycle.pause_end;
+        cycle.mark = cycle.concurrent_mark;
+        cycle.verified = self.verify && !overflowed;
+        cycle.marked_objects = st.objects;
+        cycle.mark_workers = st.workers;
+        cycle.kind = CollectionKind::Full;
+        cycle.live = live;
+        cycle.weak_cleared = weak_cleared;
+        cycle.finalizers_queued = finalizers_queued;
+        cycle.total = t0.elapsed();
+        cycle.heap_after = self.raw.stats().span_bytes;
+        cycle.number = self.cycles.load(Relaxed);
+        self.raw.scavenge_in(&scope);
+        if finalizers_queued > 0 && self.raw.config.finalizer_thread {
+            self.finalizer_thread.notify();
+        }
+        self.registry
+            .outside_stops(|| lock(&self.stats).record(&cycle));
+        if self.trace {
+            eprintln!("{}", cycle.trace_line());
+        }
+        Ok(cycle)
+    }
+
+    /// Stops the world, or counts and reports why not.
+    fn stop_or_abandon(&self) -> Result<StoppedWorld<'_>, CollectError> {
+        self.registry.stop_the_world().map_err(|e| {
+            let e = CollectError::Stop(e);
+            self.registry
+                .outside_stops(|| lock(&self.stats).abandoned += 1);
+            if self.trace {
+                eprintln!("gc abandoned: {e}");
+            }
+            e
+        })
+    }
+
+    /// A cycle whose second stop failed: the barrier stops, and every mark
+    /// bit is cleared, world running (nothing else marks, and no cache
+    /// records spans once the phase is `OFF`).
+    fn abandon_marking(&self) {
+        self.raw.phase.store(OFF, SeqCst);
+        self.registry.outside_stops(|| {
+            lock(&self.raw.shaded).clear();
+            lock(&self.raw.new_spans).clear();
+        });
+        self.raw.clear_marks();
+        self.pacer.back_off(self.raw.allocated.load(Relaxed));
+    }
+
+    /// Flushes every mutator's cache (world stopped).
+    pub(crate) fn flush_caches(&self) {
+        self.mutators.with(|table| {
+            for ms in table.all() {
+                // SAFETY: as in `cycle`: no owner is inside an allocation
+                // (attached owners are stopped outside no-preempt regions,
+                // detached ones use their cache only under the coordinator
+                // lock, which the stop holds).
+                unsafe { (*ms.cache.get()).flush(&self.raw) };
+            }
+        });
+    }
+
+    /// Counts how each thread stopped.
+    pub(crate) fn count_stopped(&self, world: &StoppedWorld<'_>, cycle: &mut CycleStats) {
+        for t in world.threads() {
+            match t.kind() {
+                StopKind::Injected => cycle.stopped_injected += 1,
+                StopKind::InHandler => cycle.stopped_in_handler += 1,
+                StopKind::Poll => cycle.stopped_poll += 1,
+                StopKind::SafeRegion => cycle.stopped_safe += 1,
+                StopKind::Coordinator => {}
+            }
+        }
+    }
+
+    /// Gathers the roots of `world` and offers them to `m`.
+    fn mark_roots(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        cycle: &mut CycleStats,
+        m: &mut Marker<'_>,
+    ) {
+        let mut roots = lock(&self.roots);
+        roots.clear();
+        self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
+        if roots.overflowed() {
+            let mut more = CycleStats::default();
+            self.gather_roots(world, entry_sp, &mut more, &mut |b| {
+                m.mark_word(b);
+            });
+        } else {
+            for &b in roots.words() {
+                m.mark_word(b);
+            }
+        }
+    }
+
+    /// Verify mode, at the second stop: a full re-mark from the same roots
+    /// (the second stop's, and the finalizer table's) must mark nothing the
+    /// concurrent mark left unmarked (it may mark less: the concurrent mark
+    /// keeps what died during the cycle, and everything allocated in it);
+    /// no weak reference may name an unmarked object. Allocation-free.
+    fn verify_concurrent(
+        &self,
+        roots: &impl Fn(&mut Marker<'_>),
+        finalizers: &crate::finalizer::FinalizerTable,
+    ) -> Result<(), VerifyError> {
+        let raw = &self.raw;
+        raw.check_layouts().map_err(VerifyError::Layout)?;
+        let snap = raw.take_mark_snapshot();
+        let mut again = raw.marker();
+        roots(&mut again);
+        finalizers.offer_roots(&mut again);
+        again.finish();
+        // `Minor`: the subset comparison, which puts the concurrent marks
+        // back afterwards.
+        raw.compare_mark_snapshot(&snap, CollectionKind::Minor)
+            .map_err(VerifyError::Concurrent)?;
+        if let Some(addr) = raw.find_dangling_weak() {
+            return Err(VerifyError::DanglingWeak(addr));
+        }
+        Ok(())
+    }
+}
+
+impl Marker<'_> {
+    /// Moves the objects the deletion barrier shaded onto the gray stack;
+    /// returns how many. `col` is the marking heap's collector; with
+    /// `world_stopped` false the queue is taken outside stops (mutators
+    /// take it only inside no-preempt regions, and this thread may be
+    /// stopped by another user of the registry).
+    pub(crate) fn take_shaded(&mut self, col: &Collector, world_stopped: bool) -> usize {
+        let mut take = || {
+            let mut shaded = lock(&col.raw.shaded);
+            let n = shaded.len();
+            for &b in shaded.iter() {
+                self.push_gray(b);
+            }
+            shaded.clear();
+            n
+        };
+        if world_stopped {
+            take()
+        } else {
+            col.registry.outside_stops(take)
+        }
+    }
+}
+
+/// At most this many concurrent rounds in a cycle: a mutator that shades
+/// faster than the markers drain would otherwise keep the cycle going; the
+/// second stop takes the rest.
+const MAX_CONCURRENT_ROUNDS: usize = 64;

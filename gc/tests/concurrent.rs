@@ -1,0 +1,187 @@
+//! Concurrent marking (`Config::concurrent`): mutators rewrite the heap
+//! while cycles mark, and nothing reachable is freed. Verify mode checks
+//! every cycle (a full re-mark at the second stop must find nothing the
+//! concurrent mark missed); canaries the test wrote itself check contents.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pardon::{gc_object, Config, Global, Heap, Member, Mutator, Root};
+
+gc_object! {
+    struct Node {
+        left: Member<Node>,
+        right: Member<Node>,
+        value: AtomicI64,
+    }
+}
+
+fn heap() -> Heap {
+    Heap::new(Config {
+        arena_size: 4 << 30,
+        gc_percent: None,
+        verify: true,
+        concurrent: true,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+/// A complete tree of `depth` whose nodes hold `value = tag * 1_000_000 + i`.
+fn tree<'m>(m: &'m Mutator, depth: u32, tag: i64, next: &mut i64) -> Root<'m, Node> {
+    let n = m.alloc::<Node>().unwrap();
+    n.value.store(tag * 1_000_000 + *next, Ordering::Relaxed);
+    *next += 1;
+    if depth > 0 {
+        let l = tree(m, depth - 1, tag, next);
+        n.left.set(Some(&l));
+        let r = tree(m, depth - 1, tag, next);
+        n.right.set(Some(&r));
+    }
+    n
+}
+
+/// Checks every node of `n`'s tree carries `tag`; returns the node count.
+fn check(m: &Mutator, n: &Root<'_, Node>, tag: i64) -> usize {
+    let v = n.value.load(Ordering::Relaxed);
+    assert_eq!(
+        v / 1_000_000,
+        tag,
+        "a node of tree {tag} reads {v:#x}: freed and reused?"
+    );
+    let mut count = 1;
+    for child in [&n.left, &n.right] {
+        if let Some(c) = child.get(m) {
+            count += check(m, &c, tag);
+        }
+    }
+    count
+}
+
+#[test]
+fn a_collection_with_no_mutators_marks_like_a_stop_the_world_one() {
+    let h = heap();
+    let m = h.attach().unwrap();
+    let mut next = 0;
+    let t = tree(&m, 10, 1, &mut next);
+    let g = Global::new(&t).unwrap();
+    drop(t);
+    for _ in 0..3 {
+        let st = m.collect().unwrap();
+        assert!(st.pause_start > Duration::ZERO && st.pause_end > Duration::ZERO);
+    }
+    let t = g.get(&m).unwrap();
+    assert_eq!(check(&m, &t, 1), (1 << 11) - 1);
+}
+
+/// Trees big enough (2 x 2 x 16 Ki nodes) that marking them takes a while,
+/// so that swaps land while a cycle is half-way through them.
+const DEPTH: u32 = 13;
+
+/// Mutators keep swapping subtrees between two trees and cutting and
+/// re-linking them (so the only reference to a subtree moves from the heap
+/// to a Root and back) while another thread collects back to back.
+#[test]
+fn mutators_rewiring_trees_while_cycles_mark() {
+    let h = heap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicUsize::new(0));
+    let collector = {
+        let (h, stop, cycles) = (h.clone(), stop.clone(), cycles.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                h.collect().unwrap();
+                cycles.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let workers: Vec<_> = (0..2i64)
+        .map(|w| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let m = h.attach().unwrap();
+                let mut next = 0;
+                let a = tree(&m, DEPTH, 10 + w, &mut next);
+                let b = tree(&m, DEPTH, 10 + w, &mut next);
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ w as u64;
+                let t0 = Instant::now();
+                let mut rounds = 0;
+                let mut inserted = 0;
+                while t0.elapsed() < Duration::from_secs(3) || rounds < 2000 {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    // Walk down a random path in each tree.
+                    let mut x = a.clone();
+                    let mut y = b.clone();
+                    for d in 0..(1 + rng % 6) {
+                        let go_left = (rng >> d) & 1 == 0;
+                        let nx = if go_left {
+                            x.left.get(&m)
+                        } else {
+                            x.right.get(&m)
+                        };
+                        let ny = if go_left {
+                            y.right.get(&m)
+                        } else {
+                            y.left.get(&m)
+                        };
+                        match (nx, ny) {
+                            (Some(nx), Some(ny)) => {
+                                x = nx;
+                                y = ny;
+                            }
+                            _ => break,
+                        }
+                    }
+                    // Swap x's left subtree with y's right one: for a
+                    // moment each is referenced only from a Root.
+                    let xl = x.left.get(&m);
+                    let yr = y.right.get(&m);
+                    // Half the time the old references are deleted by
+                    // storing null first, half the time by overwriting:
+                    // both paths of the barrier.
+                    if rounds % 2 == 0 {
+                        x.left.set(None);
+                        y.right.set(None);
+                    }
+                    // Garbage now and then, so the heap churns.
+                    if rounds % 64 == 0 {
+                        let mut g = 0;
+                        drop(tree(&m, 4, 99, &mut g));
+                    }
+                    if rounds % 16 == 0 {
+                        // A new node takes yr's place under x and holds it:
+                        // an object allocated while marking, linked into
+                        // the live trees (allocated black).
+                        let n = m.alloc::<Node>().unwrap();
+                        n.value
+                            .store((10 + w) * 1_000_000 + next, Ordering::Relaxed);
+                        next += 1;
+                        n.left.set(yr.as_ref());
+                        x.left.set(Some(&n));
+                        inserted += 1;
+                    } else {
+                        x.left.set(yr.as_ref());
+                    }
+                    y.right.set(xl.as_ref());
+                    rounds += 1;
+                    if rounds % 5000 == 0 {
+                        let n = check(&m, &a, 10 + w) + check(&m, &b, 10 + w);
+                        assert_eq!(n, 2 * ((2 << DEPTH) - 1) + inserted, "nodes lost");
+                    }
+                }
+                let n = check(&m, &a, 10 + w) + check(&m, &b, 10 + w);
+                assert_eq!(n, 2 * ((2 << DEPTH) - 1) + inserted);
+                rounds
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    collector.join().unwrap();
+    assert!(cycles.load(Ordering::Relaxed) > 0);
+}
