@@ -93,8 +93,12 @@ impl Collector {
         let mut m = self.raw.marker_concurrent();
         self.mark_roots(&world, entry_sp, &mut cycle, &mut m);
         lock(&self.raw.finalizers).offer_roots(&mut m);
-        drop(world);
+        // As in a stop-the-world cycle, a stop lasts until the restart
+        // begins: once the restart has woken the mutators, the coordinator
+        // may wait for a CPU before it returns (milliseconds on a busy
+        // machine), which they do not.
         cycle.pause_start = start_at.elapsed() + cycle.ttsp;
+        drop(world);
 
         // The concurrent mark.
         let mark_at = Instant::now();
@@ -120,6 +124,7 @@ impl Collector {
         self.flush_caches();
         m.take_shaded(self, true);
         let new_bytes = self.raw.mark_new_objects();
+        let t_new = end_at.elapsed();
         let mut roots = lock(&self.roots);
         roots.clear();
         let mut again = CycleStats::default();
@@ -138,12 +143,15 @@ impl Collector {
             }
         };
         root_words(&mut m);
+        let t_roots = end_at.elapsed();
         let mut finalizers = lock(&self.raw.finalizers);
         finalizers.offer_roots(&mut m);
         m.complete();
+        let t_drain = end_at.elapsed();
         let weak_cleared = self.raw.clear_dead_weaks(&m);
         let finalizers_queued = finalizers.queue_unreachable(&mut m);
         let mut st = m.finish();
+        let t_finish = end_at.elapsed();
         st.bytes += new_bytes + self.raw.shaded_bytes.load(Relaxed);
         let verified = if self.verify && !overflowed {
             self.verify_concurrent(&root_words, &finalizers)
@@ -161,8 +169,10 @@ impl Collector {
         let live = self.raw.flip_sweepgen(CollectionKind::Full, st.bytes);
         self.pacer.after_cycle(CollectionKind::Full, live);
         self.cycles.fetch_add(1, Relaxed);
+        let t_flip = end_at.elapsed();
+        cycle.pause_end = t_flip + ttsp_end;
         drop(world);
-        cycle.pause_end = end_at.elapsed() + ttsp_end;
+        let restart = end_at.elapsed() - t_flip;
         cycle.pause = cycle.pause_start + cycle.pause_end;
         cycle.mark = cycle.concurrent_mark;
         cycle.verified = self.verify && !overflowed;
@@ -182,7 +192,16 @@ impl Collector {
         self.registry
             .outside_stops(|| lock(&self.stats).record(&cycle));
         if self.trace {
-            eprintln!("{}", cycle.trace_line());
+            eprintln!(
+                "{} [second stop: caches, shaded and new objects {:.1} µs; roots {:.1}; drain {:.1}; weak and finalizers {:.1}; verify and flip {:.1}; then the restart call took {:.1}]",
+                cycle.trace_line(),
+                t_new.as_secs_f64() * 1e6,
+                (t_roots - t_new).as_secs_f64() * 1e6,
+                (t_drain - t_roots).as_secs_f64() * 1e6,
+                (t_finish - t_drain).as_secs_f64() * 1e6,
+                (t_flip - t_finish).as_secs_f64() * 1e6,
+                restart.as_secs_f64() * 1e6,
+            );
         }
         Ok(cycle)
     }

@@ -19,16 +19,36 @@ gc_object! {
     }
 }
 
-fn heap_with(generational: bool, finalizer_thread: bool) -> Heap {
+/// The three kinds of heap: plain, generational, concurrent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Plain,
+    Generational,
+    Concurrent,
+}
+
+const KINDS: [Kind; 3] = [Kind::Plain, Kind::Generational, Kind::Concurrent];
+
+fn heap_of(kind: Kind, finalizer_thread: bool) -> Heap {
     Heap::new(Config {
         arena_size: 1 << 30,
         gc_percent: None,
         verify: true,
-        generational,
+        generational: kind == Kind::Generational,
+        concurrent: kind == Kind::Concurrent,
         finalizer_thread,
         ..Config::default()
     })
     .unwrap()
+}
+
+fn heap_with(generational: bool, finalizer_thread: bool) -> Heap {
+    let kind = if generational {
+        Kind::Generational
+    } else {
+        Kind::Plain
+    };
+    heap_of(kind, finalizer_thread)
 }
 
 /// Runs `f` on a new attached thread, which ends before this returns.
@@ -58,8 +78,9 @@ fn collect_full(heap: &Heap) {
 
 #[test]
 fn weak_reads_while_reachable_and_clears_once_dead() {
-    for generational in [false, true] {
-        let heap = heap_with(generational, false);
+    for kind in KINDS {
+        let generational = kind;
+        let heap = heap_of(kind, false);
         // One object kept by a global, one kept by nothing.
         let (kept, dead, global) = on_thread(&heap, |m| {
             let a = pair(m, 100);
@@ -81,10 +102,10 @@ fn weak_reads_while_reachable_and_clears_once_dead() {
             });
             (k, dead.get(m).is_none() && dead.is_cleared())
         });
-        assert_eq!(kept_ok, Some((100, 101)), "generational={generational}");
+        assert_eq!(kept_ok, Some((100, 101)), "{generational:?}");
         assert!(
             dead_cleared,
-            "generational={generational}: a dead object's weak was not cleared"
+            "{generational:?}: a dead object's weak was not cleared"
         );
         drop(global);
     }
@@ -225,8 +246,9 @@ fn finalizers_run_once_on_the_finalizer_thread() {
 /// finalizer runs.
 #[test]
 fn finalizers_run_in_topological_order() {
-    for generational in [false, true] {
-        let heap = heap_with(generational, false);
+    for kind in KINDS {
+        let generational = kind;
+        let heap = heap_of(kind, false);
         let order = Arc::new(Mutex::new(Vec::new()));
         let o = order.clone();
         on_thread(&heap, move |m| {
@@ -254,14 +276,11 @@ fn finalizers_run_in_topological_order() {
             collect_full(&heap);
         }
         let ran = on_thread(&heap, |m| m.run_finalizers());
-        assert_eq!(
-            ran, 1,
-            "generational={generational}: only the referrer's finalizer"
-        );
+        assert_eq!(ran, 1, "{generational:?}: only the referrer's finalizer");
         assert_eq!(*order.lock().unwrap(), vec![(10, 10, 11)]);
         collect_full(&heap);
         let ran = on_thread(&heap, |m| m.run_finalizers());
-        assert_eq!(ran, 1, "generational={generational}");
+        assert_eq!(ran, 1, "{generational:?}");
         assert_eq!(*order.lock().unwrap(), vec![(10, 10, 11), (11, 11, 0)]);
         assert_eq!(on_thread(&heap, |m| m.pending_finalizers()), 0);
     }
@@ -272,7 +291,12 @@ fn finalizers_run_in_topological_order() {
 /// once dropped it is freed.
 #[test]
 fn resurrection() {
-    let heap = heap_with(false, false);
+    for kind in [Kind::Plain, Kind::Concurrent] {
+        resurrection_on(heap_of(kind, false));
+    }
+}
+
+fn resurrection_on(heap: Heap) {
     let runs = Arc::new(AtomicUsize::new(0));
     let keep: Arc<Mutex<Option<Global<Node>>>> = Arc::new(Mutex::new(None));
     let (r2, k2) = (runs.clone(), keep.clone());
@@ -322,7 +346,12 @@ fn resurrection() {
 /// runs exactly once and reads its canary.
 #[test]
 fn concurrent_registration_and_collection() {
-    let heap = heap_with(false, false);
+    for kind in [Kind::Plain, Kind::Concurrent] {
+        registration_and_collection_on(heap_of(kind, false));
+    }
+}
+
+fn registration_and_collection_on(heap: Heap) {
     let ran = Arc::new(AtomicUsize::new(0));
     let bad = Arc::new(AtomicUsize::new(0));
     const THREADS: usize = 3;

@@ -5,8 +5,13 @@
 //! safepoint, mark time and whole pause separately, and the mark throughput
 //! per marking thread.
 //!
+//! With `--concurrent`, the heap marks concurrently (`Config::concurrent`):
+//! "mark" is then the marking done between the cycle's two stops, while the
+//! mutators ran, and "pause" the two stops together (each includes its time
+//! to safepoint), as Go's `PauseNs` counts a cycle's stops.
+//!
 //! `pause [--live-mb 100] [--collections 10] [--mark-workers 1,2]
-//!        [--mode signal|signal-handler]`
+//!        [--mode signal|signal-handler] [--concurrent]`
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -31,6 +36,8 @@ struct Args {
     mark_workers: Vec<usize>,
     /// How the mutators are stopped (their loop never polls).
     mode: String,
+    /// Concurrent marking.
+    concurrent: bool,
 }
 
 fn parse_args() -> Args {
@@ -70,6 +77,12 @@ fn parse_args() -> Args {
                 .default_value("signal")
                 .help("How the mutators are stopped (their loop never polls, so not polls-only)"),
         )
+        .arg(
+            Arg::new("concurrent")
+                .long("concurrent")
+                .action(ArgAction::SetTrue)
+                .help("Mark concurrently (two short stops per cycle)"),
+        )
         .get_matches();
     Args {
         live_mb: *m.get_one::<usize>("live-mb").unwrap(),
@@ -80,6 +93,7 @@ fn parse_args() -> Args {
             .copied()
             .collect(),
         mode: m.get_one::<String>("mode").unwrap().clone(),
+        concurrent: m.get_flag("concurrent"),
     }
 }
 
@@ -103,6 +117,7 @@ fn run(args: &Args, preemption: Preemption, workers: usize) -> Result<Row, Strin
         preemption,
         mark_workers: workers,
         gc_percent: None,
+        concurrent: args.concurrent,
         ..Config::default()
     })
     .map_err(|e| e.to_string())?;
@@ -164,7 +179,16 @@ fn run(args: &Args, preemption: Preemption, workers: usize) -> Result<Row, Strin
         live: last.live,
         objects: last.marked_objects,
         ttsp: measured.iter().map(|c| c.ttsp).collect(),
-        mark: measured.iter().map(|c| c.mark).collect(),
+        mark: measured
+            .iter()
+            .map(|c| {
+                if args.concurrent {
+                    c.concurrent_mark
+                } else {
+                    c.mark
+                }
+            })
+            .collect(),
         pause: measured.iter().map(|c| c.pause).collect(),
         used: measured.iter().map(|c| c.mark_workers).max().unwrap_or(1),
     })
@@ -198,7 +222,13 @@ fn main() {
         "Mobj/s",
         "Mobj/s/core"
     );
-    let us = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1e3);
+    let us = |d: Duration| {
+        if d < Duration::from_millis(10) {
+            format!("{:.1}µs", d.as_secs_f64() * 1e6)
+        } else {
+            format!("{:.1}ms", d.as_secs_f64() * 1e3)
+        }
+    };
     let mut serial_mark = None;
     for &w in &args.mark_workers {
         let mut r = match run(&args, preemption, w) {
