@@ -194,25 +194,66 @@ impl RawHeap {
         }
     }
 
-    /// The second stop: marks every slot allocated while marking, in the
-    /// spans caches took meanwhile (black: not scanned). Returns the bytes
-    /// marked. World stopped, caches flushed.
+    /// Marks, in a span a cache took while marking, every slot allocated
+    /// since (from `mark_start` to `freeindex`) that was free when the
+    /// cycle began; returns the bytes it marked. A word of 64 slots at a
+    /// time: the pauses must not grow with what is allocated while marking
+    /// (binary-trees allocates millions of objects). A slot with its alloc
+    /// bit set holds an object that survived the last cycle (allocation
+    /// stepped over it), which the mark must scan, so it is left alone.
+    fn mark_new_in(span: &crate::span::Span) -> usize {
+        let from = span.mark_start.load(Relaxed) as usize;
+        let to = (span.freeindex.load(Relaxed) as usize).min(span.nelems());
+        let mut bytes = 0;
+        let mut idx = from;
+        while idx < to {
+            let w = idx / 64;
+            let lo = idx % 64;
+            let hi = (to - w * 64).min(64);
+            let range = if hi - lo == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
+            let new = range & !span.alloc_bits[w].load(Relaxed);
+            let before = span.mark_bits[w].fetch_or(new, Relaxed);
+            bytes += (new & !before).count_ones() as usize * span.elemsize();
+            idx = (w + 1) * 64;
+        }
+        bytes
+    }
+
+    /// While marking, world running: marks the new objects of every
+    /// recorded span that is full (no slot left to allocate from, so its
+    /// `freeindex` is final for this cycle) and forgets it, so the second
+    /// stop has only the spans still being allocated from. Returns the
+    /// bytes marked. Takes the list's lock outside stops (see
+    /// `RawHeap::new_spans`).
+    pub(crate) fn mark_new_objects_early(&self, registry: &pardon_preempt::Registry) -> usize {
+        registry.outside_stops(|| {
+            let mut bytes = 0;
+            lock(&self.new_spans).retain(|&s| {
+                let span = crate::heap::span_ref(s as *mut crate::span::Span);
+                if span.freeindex.load(Relaxed) as usize >= span.nelems() {
+                    bytes += Self::mark_new_in(span);
+                    false
+                } else {
+                    true
+                }
+            });
+            bytes
+        })
+    }
+
+    /// The second stop: marks every slot allocated while marking in the
+    /// spans caches took meanwhile and that `mark_new_objects_early` has not
+    /// done (black: not scanned). Returns the bytes marked. World stopped,
+    /// caches flushed.
     pub(crate) fn mark_new_objects(&self) -> usize {
         let mut spans = lock(&self.new_spans);
         let mut bytes = 0;
         for &s in spans.iter() {
-            let span = crate::heap::span_ref(s as *mut crate::span::Span);
-            let from = span.mark_start.load(Relaxed) as usize;
-            let to = span.freeindex.load(Relaxed) as usize;
-            for idx in from..to.min(span.nelems()) {
-                // Only slots free when the cycle began: one with its alloc
-                // bit set holds an object that survived the last cycle
-                // (allocation stepped over it), which the mark must scan.
-                let survivor = span.alloc_bits[idx / 64].load(Relaxed) & (1 << (idx % 64)) != 0;
-                if !survivor && span.try_mark(idx) {
-                    bytes += span.elemsize();
-                }
-            }
+            bytes += Self::mark_new_in(crate::heap::span_ref(s as *mut crate::span::Span));
         }
         spans.clear();
         bytes

@@ -102,8 +102,10 @@ impl Collector {
 
         // The concurrent mark.
         let mark_at = Instant::now();
+        let mut new_bytes = 0;
         for _ in 0..MAX_CONCURRENT_ROUNDS {
             m.complete();
+            new_bytes += self.raw.mark_new_objects_early(&self.registry);
             if m.take_shaded(self, false) == 0 {
                 break;
             }
@@ -123,7 +125,7 @@ impl Collector {
         let ttsp_end = world.stats().ttsp;
         self.flush_caches();
         m.take_shaded(self, true);
-        let new_bytes = self.raw.mark_new_objects();
+        new_bytes += self.raw.mark_new_objects();
         let t_new = end_at.elapsed();
         let mut roots = lock(&self.roots);
         roots.clear();
