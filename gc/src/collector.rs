@@ -167,13 +167,14 @@ impl Heap {
         let trace = flag("PARDON_GCTRACE")?.unwrap_or(config.trace);
         let verify = config.verify;
         let min_heap = config.min_heap;
+        let concurrent = config.concurrent;
         let raw = RawHeap::new(config).map_err(HeapError::Config)?;
         let heap = Heap {
             collector: Arc::new(Collector {
                 raw,
                 registry,
                 globals: WordTable::new(),
-                pacer: Pacer::new(gc_percent, min_heap),
+                pacer: Pacer::new(gc_percent, min_heap, concurrent),
                 trace,
                 verify,
                 stats: Mutex::new(StatsRecorder::new()),

@@ -30,11 +30,15 @@
 //! `OFF` and every mark bit is cleared (the next cycle must start from clear
 //! marks: an object marked but never scanned would hide what it references).
 //!
-//! What is not done yet: mutator assists (a mutator that allocates faster
-//! than marking proceeds is neither slowed nor made to mark; the heap grows
-//! past its goal meanwhile), a share of the cores for background marking
-//! (the helpers run flat out; the coordinator is the thread that started
-//! the cycle), and composition with generational mode (refused by
+//! Heap growth while marking: the pacer's next goal during a cycle is half
+//! as much again as was allocated when it began; a mutator that reaches it
+//! waits (in a safe region) for the cycle to end. A brake, not Go's
+//! assists: the mutator waits rather than marks.
+//!
+//! What is not done yet: proportional mutator assists (marking work in
+//! place of the wait), a share of the cores for background marking (the
+//! helpers run flat out; the coordinator is the thread that started the
+//! cycle), and composition with generational mode (refused by
 //! `Config::validate`).
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -89,7 +93,7 @@ impl Collector {
         self.raw.mark_epoch.fetch_add(1, Relaxed);
         self.raw.shaded_bytes.store(0, Relaxed);
         self.raw.phase.store(MARK, SeqCst);
-        self.pacer.suspend();
+        self.pacer.suspend(self.raw.allocated.load(Relaxed));
         let mut m = self.raw.marker_concurrent();
         self.mark_roots(&world, entry_sp, &mut cycle, &mut m);
         lock(&self.raw.finalizers).offer_roots(&mut m);

@@ -30,10 +30,16 @@ pub(crate) struct Pacer {
     full_goal: AtomicUsize,
     /// Live bytes after the last full collection.
     live_full: AtomicUsize,
+    /// Concurrent marking: paced cycles begin at 70 % of the way from the
+    /// live heap to the goal, so that they end near it.
+    concurrent: bool,
+    /// The goal of the current budget (live + budget): where a concurrent
+    /// cycle's brake sits (see `suspend`).
+    goal: AtomicUsize,
 }
 
 impl Pacer {
-    pub(crate) fn new(gc_percent: Option<u32>, min_heap: usize) -> Pacer {
+    pub(crate) fn new(gc_percent: Option<u32>, min_heap: usize, concurrent: bool) -> Pacer {
         Pacer {
             gc_percent,
             min_heap,
@@ -44,6 +50,8 @@ impl Pacer {
             }),
             full_goal: AtomicUsize::new(0),
             live_full: AtomicUsize::new(0),
+            concurrent,
+            goal: AtomicUsize::new(min_heap),
         }
     }
 
@@ -61,10 +69,21 @@ impl Pacer {
         self.next_gc.fetch_max(next, Relaxed);
     }
 
-    /// A concurrent cycle has begun: no paced collection until it ends
-    /// (`after_cycle` sets the next goal).
-    pub(crate) fn suspend(&self) {
-        self.next_gc.store(usize::MAX, Relaxed);
+    /// A concurrent cycle has begun with `allocated` bytes allocated: the
+    /// next paced collection is due at the goal (or `min_heap` beyond
+    /// `allocated`, if that is further: a cycle asked for past the goal),
+    /// before the cycle has ended. A mutator that gets there waits for the
+    /// running cycle to end (see `Collector::collect_concurrent`): the
+    /// brake that bounds the heap's growth while marking, in place of Go's
+    /// proportional assists. `after_cycle` sets the next trigger.
+    pub(crate) fn suspend(&self, allocated: usize) {
+        if self.gc_percent.is_some() {
+            let brake = self
+                .goal
+                .load(Relaxed)
+                .max(allocated.saturating_add(self.min_heap));
+            self.next_gc.store(brake, Relaxed);
+        }
     }
 
     /// The kind a collection asked for as `want` runs as: a `Minor` one is
@@ -88,8 +107,14 @@ impl Pacer {
         }
         let budget = (self.live_full.load(Relaxed) as u128 * pct / 100) as usize;
         if self.gc_percent.is_some() {
-            self.next_gc
-                .store((live + budget).max(self.min_heap), Relaxed);
+            let goal = (live + budget).max(self.min_heap);
+            self.goal.store(goal, Relaxed);
+            let trigger = if self.concurrent {
+                (live + budget * 7 / 10).max(self.min_heap)
+            } else {
+                goal
+            };
+            self.next_gc.store(trigger, Relaxed);
         }
     }
 }
