@@ -147,7 +147,7 @@ impl Model {
     /// old value of a store in progress (swapped out, not yet shaded: it is
     /// in the storing thread's registers, which the second stop scans).
     fn check_invariant(&self) -> Result<(), String> {
-        let mut covered = vec![false; OBJECTS];
+        let mut covered = [false; OBJECTS];
         let mut stack: Vec<usize> = self.gray.clone();
         for p in self.pending.iter().flatten().flatten() {
             if self.colour[*p] == Colour::White && !covered[*p] {
@@ -163,12 +163,14 @@ impl Model {
                 }
             }
         }
-        for o in 0..OBJECTS {
-            if self.snapshot[o] && self.colour[o] == Colour::White && !covered[o] {
-                return Err(format!("object {o}, reachable at the first stop, is white and no gray object leads to it"));
-            }
+        match (0..OBJECTS)
+            .find(|&o| self.snapshot[o] && self.colour[o] == Colour::White && !covered[o])
+        {
+            Some(o) => Err(format!(
+                "object {o}, reachable at the first stop, is white and no gray object leads to it"
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn step(&mut self, op: Op) -> Result<(), String> {
@@ -235,10 +237,12 @@ impl Model {
                     self.step(Op::MarkStep)?;
                 }
                 let reachable = self.reachable();
-                for o in 0..OBJECTS {
-                    if reachable[o] && self.colour[o] == Colour::White {
-                        return Err(format!("object {o} is reachable at the second stop but unmarked: the sweep would free it"));
-                    }
+                if let Some(o) =
+                    (0..OBJECTS).find(|&o| reachable[o] && self.colour[o] == Colour::White)
+                {
+                    return Err(format!(
+                        "object {o} is reachable at the second stop but unmarked: the sweep would free it"
+                    ));
                 }
                 // Sweep.
                 for o in 0..OBJECTS {
