@@ -44,7 +44,7 @@
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
 
-use pardon_preempt::{StopError, StopKind, StoppedWorld};
+use pardon_preempt::{StopError, StoppedWorld};
 
 use crate::barrier::{MARK, OFF};
 use crate::collector::{CollectError, Collector};
@@ -136,18 +136,7 @@ impl Collector {
         let mut again = CycleStats::default();
         self.gather_roots(&world, entry_sp, &mut again, &mut |b| roots.push(b));
         let overflowed = roots.overflowed();
-        let root_words = |m: &mut Marker<'_>| {
-            if overflowed {
-                let mut more = CycleStats::default();
-                self.gather_roots(&world, entry_sp, &mut more, &mut |b| {
-                    m.mark_word(b);
-                });
-            } else {
-                for &b in roots.words() {
-                    m.mark_word(b);
-                }
-            }
-        };
+        let root_words = |m: &mut Marker<'_>| self.offer_roots(&world, entry_sp, &roots, m);
         root_words(&mut m);
         let t_roots = end_at.elapsed();
         let mut finalizers = lock(&self.raw.finalizers);
@@ -238,32 +227,6 @@ impl Collector {
         self.pacer.back_off(self.raw.allocated.load(Relaxed));
     }
 
-    /// Flushes every mutator's cache (world stopped).
-    pub(crate) fn flush_caches(&self) {
-        self.mutators.with(|table| {
-            for ms in table.all() {
-                // SAFETY: as in `cycle`: no owner is inside an allocation
-                // (attached owners are stopped outside no-preempt regions,
-                // detached ones use their cache only under the coordinator
-                // lock, which the stop holds).
-                unsafe { (*ms.cache.get()).flush(&self.raw) };
-            }
-        });
-    }
-
-    /// Counts how each thread stopped.
-    pub(crate) fn count_stopped(&self, world: &StoppedWorld<'_>, cycle: &mut CycleStats) {
-        for t in world.threads() {
-            match t.kind() {
-                StopKind::Injected => cycle.stopped_injected += 1,
-                StopKind::InHandler => cycle.stopped_in_handler += 1,
-                StopKind::Poll => cycle.stopped_poll += 1,
-                StopKind::SafeRegion => cycle.stopped_safe += 1,
-                StopKind::Coordinator => {}
-            }
-        }
-    }
-
     /// Gathers the roots of `world` and offers them to `m`.
     fn mark_roots(
         &self,
@@ -275,16 +238,7 @@ impl Collector {
         let mut roots = lock(&self.roots);
         roots.clear();
         self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
-        if roots.overflowed() {
-            let mut more = CycleStats::default();
-            self.gather_roots(world, entry_sp, &mut more, &mut |b| {
-                m.mark_word(b);
-            });
-        } else {
-            for &b in roots.words() {
-                m.mark_word(b);
-            }
-        }
+        self.offer_roots(world, entry_sp, &roots, m);
     }
 
     /// Verify mode, at the second stop: a full re-mark from the same roots

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use pardon_preempt::{Registry, StopError, StopKind};
+use pardon_preempt::{Registry, StopError, StopKind, StoppedWorld};
 
 use crate::collector::{CollectError, Collector};
 use crate::heap::lock;
@@ -75,28 +75,8 @@ impl Collector {
             heap_before,
             ..CycleStats::default()
         };
-        // Every cache is flushed, so that every span is on a central list:
-        // those of stopped threads, and those of mutators whose thread is
-        // gone or detached (a leaked or thread-local `Mutator`).
-        self.mutators.with(|table| {
-            for ms in table.all() {
-                // SAFETY: no owner is inside an allocation: attached owners
-                // are stopped outside no-preempt regions, and detached ones
-                // use their cache only holding the coordinator lock, which
-                // this stop holds. Restart is ordered after this by the
-                // world's handshake.
-                unsafe { (*ms.cache.get()).flush(&self.raw) };
-            }
-        });
-        for t in world.threads() {
-            match t.kind() {
-                StopKind::Injected => cycle.stopped_injected += 1,
-                StopKind::InHandler => cycle.stopped_in_handler += 1,
-                StopKind::Poll => cycle.stopped_poll += 1,
-                StopKind::SafeRegion => cycle.stopped_safe += 1,
-                StopKind::Coordinator => {}
-            }
-        }
+        self.flush_caches();
+        self.count_stopped(&world, &mut cycle);
         self.raw.finish_sweep();
         let mark_start = Instant::now();
         let want = self
@@ -111,20 +91,9 @@ impl Collector {
         let overflowed = guard.overflowed();
         let roots = &*guard;
         // The roots, as a source the mark (and verification's re-mark) can
-        // replay: the buffer, or, if it overflowed (sixteen million root
-        // hits), gathering again and marking as they are found, which
-        // verification cannot replay.
+        // replay (see `offer_roots`).
         let source = |m: &mut crate::mark::Marker<'_>| {
-            if overflowed {
-                let mut again = CycleStats::default();
-                self.gather_roots(&world, entry_sp, &mut again, &mut |b| {
-                    m.mark_word(b);
-                });
-            } else {
-                for &b in roots.words() {
-                    m.mark_word(b);
-                }
-            }
+            self.offer_roots(&world, entry_sp, roots, m);
         };
         let marked = self.raw.mark_cycle(want, &source, !overflowed);
         drop(guard);
@@ -164,6 +133,38 @@ impl Collector {
             eprintln!("{}", cycle.trace_line());
         }
         Ok(cycle)
+    }
+}
+
+impl Collector {
+    /// Flushes every mutator's cache, so that every span is on a central
+    /// list: those of stopped threads, and those of mutators whose thread
+    /// is gone or detached (a leaked or thread-local `Mutator`). World
+    /// stopped.
+    pub(crate) fn flush_caches(&self) {
+        self.mutators.with(|table| {
+            for ms in table.all() {
+                // SAFETY: no owner is inside an allocation: attached owners
+                // are stopped outside no-preempt regions, and detached ones
+                // use their cache only holding the coordinator lock, which
+                // this stop holds. Restart is ordered after this by the
+                // world's handshake.
+                unsafe { (*ms.cache.get()).flush(&self.raw) };
+            }
+        });
+    }
+
+    /// Counts how each thread stopped.
+    pub(crate) fn count_stopped(&self, world: &StoppedWorld<'_>, cycle: &mut CycleStats) {
+        for t in world.threads() {
+            match t.kind() {
+                StopKind::Injected => cycle.stopped_injected += 1,
+                StopKind::InHandler => cycle.stopped_in_handler += 1,
+                StopKind::Poll => cycle.stopped_poll += 1,
+                StopKind::SafeRegion => cycle.stopped_safe += 1,
+                StopKind::Coordinator => {}
+            }
+        }
     }
 }
 

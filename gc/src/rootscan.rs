@@ -51,6 +51,28 @@ impl Collector {
         });
     }
 
+    /// Offers the roots gathered into `roots` to `m`: the buffer, or, if it
+    /// overflowed (sixteen million root hits), the roots gathered again and
+    /// marked as they are found (which verification cannot replay).
+    pub(crate) fn offer_roots(
+        &self,
+        world: &StoppedWorld<'_>,
+        entry_sp: usize,
+        roots: &RootBuf,
+        m: &mut crate::mark::Marker<'_>,
+    ) {
+        if roots.overflowed() {
+            let mut again = CycleStats::default();
+            self.gather_roots(world, entry_sp, &mut again, &mut |b| {
+                m.mark_word(b);
+            });
+        } else {
+            for &b in roots.words() {
+                m.mark_word(b);
+            }
+        }
+    }
+
     /// The stack, frames and registers of every stopped thread.
     pub(crate) fn gather_threads(
         &self,
