@@ -90,6 +90,8 @@ pub(crate) struct Collector {
     /// Held for the whole of a concurrent cycle (see `concurrent`), so
     /// cycles do not overlap; waited for in a safe region.
     pub cycle: Mutex<()>,
+    /// The background collector of a concurrent heap (see `background`).
+    pub background: crate::background::Background,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -185,6 +187,7 @@ impl Heap {
                 mutators: MutatorTable::new(),
                 finalizer_thread: Default::default(),
                 cycle: Mutex::new(()),
+                background: Default::default(),
             }),
         };
         if heap.collector.raw.config.concurrent {

@@ -30,16 +30,17 @@
 //! `OFF` and every mark bit is cleared (the next cycle must start from clear
 //! marks: an object marked but never scanned would hide what it references).
 //!
-//! Heap growth while marking: the pacer's next goal during a cycle is half
-//! as much again as was allocated when it began; a mutator that reaches it
-//! waits (in a safe region) for the cycle to end. A brake, not Go's
-//! assists: the mutator waits rather than marks.
+//! Paced cycles begin at 70 % of the way from the live heap to the goal and
+//! run on the heap's background collector thread (`background`), so the
+//! mutator that reached the trigger goes on allocating; a mutator that
+//! reaches the goal while the cycle is under way waits (in a safe region)
+//! for it to end. A brake, not Go's assists: the mutator waits rather than
+//! marks. `collect()` runs a cycle on its caller, as before.
 //!
 //! What is not done yet: proportional mutator assists (marking work in
-//! place of the wait), a share of the cores for background marking (the
-//! helpers run flat out; the coordinator is the thread that started the
-//! cycle), and composition with generational mode (refused by
-//! `Config::validate`).
+//! place of the wait), a bounded share of the cores for background marking
+//! (the background thread and the helpers run flat out), and composition
+//! with generational mode (refused by `Config::validate`).
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;

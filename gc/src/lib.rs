@@ -191,6 +191,7 @@
 
 mod alloc_error;
 mod arena;
+mod background;
 mod barrier;
 mod cache;
 mod cards;

@@ -247,6 +247,10 @@ impl Mutator {
     /// budget, not one per allocation.
     #[cold]
     pub(crate) fn paced_collect(&self) {
+        if self.heap.collector.raw.config.concurrent {
+            // On the background collector (see `background`).
+            return self.heap.collector.paced_concurrent();
+        }
         if self.collect_minor().is_err() {
             let col = &*self.heap.collector;
             col.pacer.back_off(col.raw.allocated.load(Relaxed));

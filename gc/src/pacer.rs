@@ -86,6 +86,20 @@ impl Pacer {
         }
     }
 
+    /// A background cycle was asked for: the next paced collection (which
+    /// waits for it) is due at the brake, the goal.
+    pub(crate) fn await_cycle(&self) {
+        if self.gc_percent.is_some() {
+            self.next_gc.fetch_max(self.goal.load(Relaxed), Relaxed);
+        }
+    }
+
+    /// Whether `allocated` bytes have reached the goal (the brake of a
+    /// concurrent cycle under way).
+    pub(crate) fn at_brake(&self, allocated: usize) -> bool {
+        self.gc_percent.is_some() && allocated >= self.goal.load(Relaxed)
+    }
+
     /// The kind a collection asked for as `want` runs as: a `Minor` one is
     /// full once the live estimate `live` has reached the full goal.
     pub(crate) fn kind(&self, want: CollectionKind, live: usize) -> CollectionKind {
