@@ -1,0 +1,42 @@
+//! # pardon-sched: goroutines for pardon (in progress)
+//!
+//! The goal (issue 20) is an M:N runtime in Go's shape: goroutines
+//! (stackful tasks) run on worker threads (Ms) through logical processors
+//! (Ps) with local run queues and work stealing, preempted by the same
+//! SIGURG and call injection as `pardon-preempt`, both for fairness (a
+//! goroutine that has run for a time slice is moved to the back of the
+//! queue) and for stopping the world. This crate will know nothing of
+//! heaps; a heap learns of goroutines through a narrow interface.
+//!
+//! What exists so far are the two layers everything else stands on:
+//!
+//! - **Stacks** ([`Stack`], [`StackPool`]): fixed `MAP_NORESERVE`
+//!   reservations with a guard page, pooled. pardon's heap scans
+//!   interrupted frames conservatively, so stacks cannot be moved (Go's
+//!   stacks grow by copying, which needs exact maps of every frame); a
+//!   reservation costs only the pages a task touches.
+//! - **The context switch** ([`Context`], [`switch`]): fifteen
+//!   instructions of our own assembly (`sys/linux_x86_64/switch.rs`) that
+//!   save the System V callee-saved registers (rbx, rbp, r12-r15) on the
+//!   running stack, store the stack pointer, load another, and jump (not
+//!   return: a `ret` into another context mispredicts every time) to where
+//!   that one left off. Floating-point control state is the thread's, not
+//!   switched (as with corosensei and Go). Why our own rather than
+//!   `corosensei` 0.3: a goroutine must resume on whichever thread runs it
+//!   next, and corosensei's `Coroutine` is `!Send` by design; the switch
+//!   must also be entered from the preemption trampoline's frame later.
+//!   The price, measured (`cargo bench -p pardon-bench --bench switch`):
+//!   a round trip (two switches) takes 6.9-7.2 ns against corosensei's 3.9 ns
+//!   here, small beside a scheduler's run-queue work.
+//!
+//! Not yet: G/M/P, run queues, the API (`Runtime`, `go`, `JoinHandle`,
+//! channels), preemption, the stack-overflow report. See docs/STATUS.md.
+
+#![warn(missing_docs)]
+
+mod context;
+mod stack;
+mod sys;
+
+pub use context::{switch, Context};
+pub use stack::{Stack, StackError, StackPool, GUARD, MIN_STACK};

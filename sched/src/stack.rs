@@ -1,0 +1,161 @@
+//! Goroutine stacks: fixed reservations, since pardon's heap scans
+//! interrupted frames conservatively and so cannot move a stack (Go grows
+//! its stacks by copying them, with exact maps of every frame). Each is an
+//! anonymous `MAP_NORESERVE` mapping: only the pages a task touches are
+//! ever committed. The lowest page is a guard (`PROT_NONE`), so an
+//! overflow faults instead of writing over whatever lies below. Stacks are
+//! pooled for reuse, and unmapped beyond the pool's capacity.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
+
+/// The page size assumed for the guard (4 KiB on x86-64 Linux).
+pub const GUARD: usize = 4096;
+
+/// The smallest stack accepted: a guard page and three usable pages.
+pub const MIN_STACK: usize = 4 * GUARD;
+
+/// Why a stack could not be made.
+#[derive(Debug)]
+pub enum StackError {
+    /// The size is below [`MIN_STACK`] or not a multiple of the page size.
+    BadSize(usize),
+    /// The kernel refused the mapping or the guard page.
+    Os(nix::Error),
+}
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StackError::BadSize(s) => write!(
+                f,
+                "stack size {s}: must be a multiple of {GUARD} and at least {MIN_STACK} bytes"
+            ),
+            StackError::Os(e) => write!(f, "cannot map a stack: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StackError {}
+
+/// One stack: `size` bytes of address space, the lowest page a guard.
+pub struct Stack {
+    base: NonNull<libc::c_void>,
+    size: usize,
+}
+
+// SAFETY: a Stack owns its mapping; nothing about it is tied to a thread.
+unsafe impl Send for Stack {}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Stack({:#x}..{:#x})",
+            self.base.as_ptr() as usize,
+            self.top()
+        )
+    }
+}
+
+impl Stack {
+    /// Maps a stack of `size` bytes (guard page included).
+    pub fn new(size: usize) -> Result<Stack, StackError> {
+        if size < MIN_STACK || !size.is_multiple_of(GUARD) {
+            return Err(StackError::BadSize(size));
+        }
+        let len = NonZeroUsize::new(size).ok_or(StackError::BadSize(size))?;
+        // SAFETY: a fresh anonymous mapping aliases nothing.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_STACK,
+            )
+        }
+        .map_err(StackError::Os)?;
+        // SAFETY: the first page of the mapping just made, which nothing uses.
+        if let Err(e) = unsafe { mprotect(base, GUARD, ProtFlags::PROT_NONE) } {
+            // SAFETY: the mapping just made, not shared.
+            let _ = unsafe { munmap(base, size) };
+            return Err(StackError::Os(e));
+        }
+        Ok(Stack { base, size })
+    }
+
+    /// One past the highest usable address (16-byte aligned): stacks grow
+    /// down from here.
+    pub fn top(&self) -> usize {
+        self.base.as_ptr() as usize + self.size
+    }
+
+    /// The lowest usable address (just above the guard page).
+    pub fn bottom(&self) -> usize {
+        self.base.as_ptr() as usize + GUARD
+    }
+
+    /// Whether `addr` is in the guard page (a fault there is an overflow).
+    pub fn in_guard(&self, addr: usize) -> bool {
+        (self.base.as_ptr() as usize..self.bottom()).contains(&addr)
+    }
+
+    /// The stack's size, guard included.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        let _ = unsafe { munmap(self.base, self.size) };
+    }
+}
+
+/// Stacks of one size kept for reuse: a dead task's stack goes back to the
+/// pool, up to `capacity`, and is unmapped beyond it.
+pub struct StackPool {
+    size: usize,
+    capacity: usize,
+    free: Mutex<Vec<Stack>>,
+}
+
+impl StackPool {
+    /// A pool of stacks of `size` bytes that keeps at most `capacity` free.
+    pub fn new(size: usize, capacity: usize) -> Result<StackPool, StackError> {
+        if size < MIN_STACK || !size.is_multiple_of(GUARD) {
+            return Err(StackError::BadSize(size));
+        }
+        Ok(StackPool {
+            size,
+            capacity,
+            free: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A stack from the pool, or a new one.
+    pub fn get(&self) -> Result<Stack, StackError> {
+        match self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            Some(s) => Ok(s),
+            None => Stack::new(self.size),
+        }
+    }
+
+    /// Gives a stack back (unmapped if the pool is full).
+    pub fn put(&self, stack: Stack) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.capacity && stack.size == self.size {
+            free.push(stack);
+        }
+    }
+
+    /// Stacks waiting in the pool.
+    pub fn pooled(&self) -> usize {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
