@@ -29,14 +29,27 @@
 //!   a round trip (two switches) takes 6.9-7.2 ns against corosensei's 3.9 ns
 //!   here, small beside a scheduler's run-queue work.
 //!
-//! Not yet: G/M/P, run queues, the API (`Runtime`, `go`, `JoinHandle`,
-//! channels), preemption, the stack-overflow report. See docs/STATUS.md.
+//! On them, a first **cooperative runtime** ([`Runtime`], [`go`],
+//! [`JoinHandle`], [`yield_now`]): `procs` workers, each with a local run
+//! queue, a global queue, stealing half of another worker's queue, idle
+//! workers asleep on a futex with no lost wake-up; a goroutine that joins
+//! is parked (its worker runs others) by a state word that never lets it
+//! be queued twice or resumed before its context is saved (`task`); a
+//! panic unwinds only its goroutine and is the join's error.
+//!
+//! Not yet: Ms decoupled from Ps (system-call hand-off), preemption by
+//! signal (fairness, stopping the world), sleep and timers, channels and
+//! goroutine-aware locks, the stack-overflow report, the heap over
+//! goroutines. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 
 mod context;
+mod runtime;
 mod stack;
 mod sys;
+mod task;
 
 pub use context::{switch, Context};
+pub use runtime::{go, yield_now, Config, JoinHandle, Runtime, RuntimeError};
 pub use stack::{Stack, StackError, StackPool, GUARD, MIN_STACK};

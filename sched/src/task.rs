@@ -1,0 +1,94 @@
+//! A goroutine (Go's `g`): its stack, its saved context, the closure it
+//! runs and its state word.
+//!
+//! The state word is how a goroutine parks without being resumed twice:
+//! a goroutine that is about to wait sets `PARKING` and switches to its
+//! worker's scheduler, which then commits the park (`PARKING -> WAITING`).
+//! A waker that comes before the commit finds `PARKING` and leaves
+//! `WAKE_PENDING` instead, which the scheduler sees and requeues the
+//! goroutine itself; a waker that comes after finds `WAITING` and queues
+//! it. Only whoever moves the word to `RUNNABLE` may queue the goroutine,
+//! so it is on at most one queue, and never resumed before its context is
+//! saved.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+use crate::context::Context;
+use crate::stack::Stack;
+
+/// On a run queue, or about to be.
+pub(crate) const RUNNABLE: u32 = 0;
+/// Running on a worker.
+pub(crate) const RUNNING: u32 = 1;
+/// Switching away to wait; the scheduler has not committed the park yet.
+pub(crate) const PARKING: u32 = 2;
+/// Parked: a waker must queue it.
+pub(crate) const WAITING: u32 = 3;
+/// Woken while `PARKING`: the scheduler queues it once it has switched
+/// away.
+pub(crate) const WAKE_PENDING: u32 = 4;
+/// Finished: its stack goes back to the pool.
+pub(crate) const DEAD: u32 = 5;
+
+/// One goroutine.
+pub(crate) struct Task {
+    /// Its context while not running. Written by the switch away from it
+    /// (on whichever worker ran it), read by the switch into it; never
+    /// both at once, by the state protocol.
+    pub ctx: UnsafeCell<Context>,
+    /// Its stack; taken back by the scheduler once it is `DEAD`.
+    pub stack: UnsafeCell<Option<Stack>>,
+    /// What it runs; taken by its first run.
+    pub work: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    /// See the module comment.
+    pub state: AtomicU32,
+}
+
+// SAFETY: the cells are used by one thread at a time: the worker running
+// the task, or the scheduler that switched away from it, as the state word
+// orders (SeqCst transitions between them).
+unsafe impl Sync for Task {}
+// SAFETY: as above.
+unsafe impl Send for Task {}
+
+impl Task {
+    pub(crate) fn new(work: Box<dyn FnOnce() + Send>) -> Task {
+        Task {
+            ctx: UnsafeCell::new(Context::empty()),
+            stack: UnsafeCell::new(None),
+            work: UnsafeCell::new(Some(work)),
+            state: AtomicU32::new(RUNNABLE),
+        }
+    }
+
+    /// Makes a parked (or parking) task runnable. Returns whether the
+    /// caller must queue it (it was `WAITING`); a task still `PARKING` is
+    /// marked `WAKE_PENDING` and queued by its scheduler.
+    pub(crate) fn wake(&self) -> bool {
+        loop {
+            match self.state.load(SeqCst) {
+                WAITING => {
+                    if self
+                        .state
+                        .compare_exchange(WAITING, RUNNABLE, SeqCst, SeqCst)
+                        .is_ok()
+                    {
+                        return true;
+                    }
+                }
+                PARKING => {
+                    if self
+                        .state
+                        .compare_exchange(PARKING, WAKE_PENDING, SeqCst, SeqCst)
+                        .is_ok()
+                    {
+                        return false;
+                    }
+                }
+                // Running, runnable, already woken or dead: nothing to do.
+                _ => return false,
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The cooperative runtime: many goroutines, joins from goroutines and
+//! from outside, panics as errors, yields interleaving goroutines on one
+//! worker, stacks reused.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pardon_sched::{go, yield_now, Config, Runtime};
+
+fn rt(procs: usize) -> Runtime {
+    Runtime::new(Config {
+        procs,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn ten_thousand_goroutines_sum() {
+    let rt = rt(2);
+    let total = rt
+        .block_on(|| {
+            let hs: Vec<_> = (0..10_000u64).map(|i| go(move || i * 2)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        })
+        .unwrap();
+    assert_eq!(total, 2 * (0..10_000u64).sum::<u64>());
+}
+
+#[test]
+fn a_panic_is_the_join_error_and_unwinds_only_its_goroutine() {
+    let rt = rt(2);
+    let r = rt.block_on(|| {
+        let bad = go(|| -> u32 { panic!("boom") });
+        let good = go(|| 7u32);
+        (bad.join().is_err(), good.join().unwrap())
+    });
+    assert_eq!(r.unwrap(), (true, 7));
+    let err = rt.block_on(|| panic!("outer")).unwrap_err();
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"outer"));
+}
+
+#[test]
+fn yields_interleave_goroutines_on_one_worker() {
+    let rt = rt(1);
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    rt.block_on(move || {
+        let hs: Vec<_> = (0..3)
+            .map(|g| {
+                let l = l2.clone();
+                go(move || {
+                    for i in 0..3 {
+                        l.lock().unwrap().push((g, i));
+                        yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    })
+    .unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 9);
+    // With one worker and yields, no goroutine runs its three steps in a
+    // row: each yield lets the others run.
+    let first_three: Vec<_> = log[..3].iter().map(|(g, _)| *g).collect();
+    assert!(
+        first_three.windows(2).all(|w| w[0] != w[1]),
+        "no interleaving: {log:?}"
+    );
+}
+
+#[test]
+fn deep_join_chains_and_nested_spawns() {
+    let rt = rt(2);
+    fn chain(n: u32) -> u32 {
+        if n == 0 {
+            0
+        } else {
+            go(move || chain(n - 1)).join().unwrap() + 1
+        }
+    }
+    assert_eq!(rt.block_on(|| chain(200)).unwrap(), 200);
+}
+
+#[test]
+fn goroutines_on_many_workers_all_run() {
+    let rt = rt(4);
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    rt.block_on(move || {
+        let hs: Vec<_> = (0..1000)
+            .map(|_| {
+                let c = c.clone();
+                go(move || {
+                    for _ in 0..10 {
+                        c.fetch_add(1, Ordering::Relaxed);
+                        yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(count.load(Ordering::Relaxed), 10_000);
+}
+
+#[test]
+fn bad_settings_are_errors() {
+    assert!(Runtime::new(Config {
+        procs: 0,
+        ..Config::default()
+    })
+    .is_err());
+    assert!(Runtime::new(Config {
+        stack_size: 1000,
+        ..Config::default()
+    })
+    .is_err());
+}
