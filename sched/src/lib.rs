@@ -37,19 +37,24 @@
 //! be queued twice or resumed before its context is saved (`task`); a
 //! panic unwinds only its goroutine and is the join's error.
 //!
+//! Goroutines wait without blocking their worker in [`JoinHandle::join`],
+//! [`WaitGroup::wait`], [`Mutex::lock`] and [`sleep`] (a timer thread wakes
+//! sleepers).
+//!
 //! Not yet: Ms decoupled from Ps (system-call hand-off), preemption by
-//! signal (fairness, stopping the world), sleep and timers, channels and
-//! goroutine-aware locks, the stack-overflow report, the heap over
-//! goroutines. See docs/STATUS.md.
+//! signal (fairness, stopping the world), channels and a `Condvar`, the
+//! stack-overflow report, the heap over goroutines. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 
 mod context;
 mod runtime;
 mod stack;
+mod sync;
 mod sys;
 mod task;
 
 pub use context::{switch, Context};
 pub use runtime::{go, yield_now, Config, JoinHandle, Runtime, RuntimeError};
 pub use stack::{Stack, StackError, StackPool, GUARD, MIN_STACK};
+pub use sync::{sleep, Mutex, MutexGuard, WaitGroup};

@@ -173,21 +173,40 @@ fn worker_main(index: usize, shared: Arc<Shared>) {
             break;
         }
         let seen = shared.work_seq.load(SeqCst);
-        let Some(t) = shared.find(index) else {
-            shared.sleepers.fetch_add(1, SeqCst);
-            if shared.find(index).is_none() && !shared.shutdown.load(SeqCst) {
-                pardon_preempt::futex::wait(
-                    &shared.work_seq,
-                    seen,
-                    Some(Duration::from_millis(50)),
-                );
+        let t = match shared.find(index) {
+            Some(t) => t,
+            None => {
+                // Counted as a sleeper before looking again, so an enqueue
+                // after this look wakes us (or moves `work_seq` first).
+                shared.sleepers.fetch_add(1, SeqCst);
+                let again = shared.find(index);
+                if again.is_none() && !shared.shutdown.load(SeqCst) {
+                    pardon_preempt::futex::wait(
+                        &shared.work_seq,
+                        seen,
+                        Some(Duration::from_millis(50)),
+                    );
+                }
+                shared.sleepers.fetch_sub(1, SeqCst);
+                // What the second look found is run, not dropped (it was:
+                // a lost goroutine, and a join that never returned).
+                match again {
+                    Some(t) => t,
+                    None => continue,
+                }
             }
-            shared.sleepers.fetch_sub(1, SeqCst);
-            continue;
         };
         run(&me, t);
     }
     WORKER.with(|w| w.set(std::ptr::null()));
+}
+
+/// The calling worker's index if it is a worker of `shared`'s runtime
+/// (its local queue is then the one to use), `None` otherwise.
+fn local_index(shared: &Arc<Shared>) -> Option<usize> {
+    worker()
+        .filter(|m| Arc::ptr_eq(&m.shared, shared))
+        .map(|m| m.index)
 }
 
 /// Runs `t` until it yields, parks or ends, then does what it asked.
@@ -365,10 +384,9 @@ impl Drop for Runtime {
 struct JoinState<T> {
     result: Mutex<Option<Result<T, Box<dyn Any + Send>>>>,
     /// Goroutines parked in `join`.
-    waiters: Mutex<Vec<TaskRef>>,
+    waiters: Mutex<Vec<Waker>>,
     /// Threads (outside the runtime) waiting in `join`.
     done: Condvar,
-    shared: Arc<Shared>,
 }
 
 /// A goroutine's result: [`JoinHandle::join`] waits for it.
@@ -384,7 +402,6 @@ fn spawn_on<T: Send + 'static>(
         result: Mutex::new(None),
         waiters: Mutex::new(Vec::new()),
         done: Condvar::new(),
-        shared: shared.clone(),
     });
     let s2 = state.clone();
     let work = Box::new(move || {
@@ -397,13 +414,11 @@ fn spawn_on<T: Send + 'static>(
         drop(slot);
         s2.done.notify_all();
         for w in waiters {
-            if w.wake() {
-                s2.shared.enqueue(w, worker().map(|m| m.index));
-            }
+            w.wake();
         }
     });
     let t = Arc::new(Task::new(work));
-    shared.enqueue(t, worker().map(|m| m.index));
+    shared.enqueue(t, local_index(shared));
     JoinHandle { state }
 }
 
@@ -413,6 +428,50 @@ pub fn go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHand
     let me = worker().expect("pardon_sched::go outside a runtime: use Runtime::go");
     let shared = me.shared.clone();
     spawn_on(&shared, f)
+}
+
+/// What wakes one parked goroutine.
+pub(crate) struct Waker {
+    task: TaskRef,
+    shared: Arc<Shared>,
+}
+
+impl Waker {
+    /// Makes the goroutine runnable (queueing it on the calling worker, or
+    /// the global queue from outside), unless it is no longer parked.
+    pub(crate) fn wake(self) {
+        if self.task.wake() {
+            let here = local_index(&self.shared);
+            self.shared.enqueue(self.task, here);
+        }
+    }
+}
+
+/// Parks the calling goroutine until a [`Waker`] that `register` is given
+/// wakes it. `register` runs with the goroutine already announced as
+/// parking (so a wake that comes before the switch is not lost: see
+/// `task`), and returns `false` if there is nothing to wait for after all
+/// (the park is then cancelled, and the waker must not be kept). Returns
+/// `false` outside a runtime, having called nothing.
+pub(crate) fn park(register: impl FnOnce(Waker) -> bool) -> bool {
+    let Some(m) = worker() else {
+        return false;
+    };
+    let Some(task) = m.current.borrow().clone() else {
+        return false;
+    };
+    let waker = Waker {
+        task: task.clone(),
+        shared: m.shared.clone(),
+    };
+    task.state.store(PARKING, SeqCst);
+    if register(waker) {
+        drop(task);
+        to_scheduler();
+    } else {
+        task.state.store(RUNNING, SeqCst);
+    }
+    true
 }
 
 /// Lets the other goroutines run: the caller goes to the back of the
@@ -431,22 +490,28 @@ impl<T> JoinHandle<T> {
     /// a thread outside the runtime blocks.
     pub fn join(self) -> Result<T, Box<dyn Any + Send>> {
         let st = &self.state;
-        match worker().and_then(|m| m.current.borrow().clone()) {
-            Some(me) => loop {
-                // Parking is announced first, so a completion between the
-                // check and the switch is not lost (see `task`).
-                me.state.store(PARKING, SeqCst);
+        loop {
+            let mut result = None;
+            let parked = park(|w| {
                 let mut slot = lock(&st.result);
-                if let Some(r) = slot.take() {
-                    drop(slot);
-                    me.state.store(RUNNING, SeqCst);
-                    return r;
+                match slot.take() {
+                    Some(r) => {
+                        result = Some(r);
+                        false
+                    }
+                    None => {
+                        // Registered under the result's lock: the
+                        // goroutine's end takes the waiters under it too.
+                        lock(&st.waiters).push(w);
+                        true
+                    }
                 }
-                lock(&st.waiters).push(me.clone());
-                drop(slot);
-                to_scheduler();
-            },
-            None => {
+            });
+            if let Some(r) = result {
+                return r;
+            }
+            if !parked {
+                // A thread outside the runtime: block it.
                 let mut slot = lock(&st.result);
                 loop {
                     if let Some(r) = slot.take() {

@@ -124,3 +124,75 @@ fn bad_settings_are_errors() {
     })
     .is_err());
 }
+
+#[test]
+fn wait_groups_mutexes_and_sleep_park_goroutines() {
+    use pardon_sched::{sleep, Mutex, WaitGroup};
+    use std::time::{Duration, Instant};
+    // One worker: a goroutine waiting on the mutex, the group or a sleep
+    // must let the others run, or this never finishes.
+    let rt = rt(1);
+    let r = rt.block_on(|| {
+        let m = Arc::new(Mutex::new(0u64));
+        let wg = WaitGroup::new();
+        let guard = m.lock();
+        for i in 0..50u64 {
+            wg.add(1);
+            let (m, wg) = (m.clone(), wg.clone());
+            go(move || {
+                sleep(Duration::from_millis(i % 5));
+                *m.lock() += i;
+                wg.done();
+            });
+        }
+        // Let them all reach the mutex while it is held.
+        let t0 = Instant::now();
+        sleep(Duration::from_millis(20));
+        let slept = t0.elapsed();
+        drop(guard);
+        wg.wait();
+        let total = *m.lock();
+        (total, slept)
+    });
+    let (total, slept) = r.unwrap();
+    assert_eq!(total, (0..50u64).sum::<u64>());
+    assert!(slept >= Duration::from_millis(20), "slept only {slept:?}");
+}
+
+#[test]
+fn two_runtimes_and_outside_threads_share_sync_objects() {
+    use pardon_sched::WaitGroup;
+    let a = rt(1);
+    let b = rt(3);
+    let wg = WaitGroup::new();
+    wg.add(2);
+    let (w1, w2) = (wg.clone(), wg.clone());
+    let h1 = a.go(move || w1.done());
+    let h2 = b.go(move || w2.done());
+    // An outside thread waits (it blocks).
+    wg.wait();
+    h1.join().unwrap();
+    h2.join().unwrap();
+    // A goroutine of one runtime joins one of the other's.
+    let h = b.go(|| 5u32);
+    assert_eq!(a.block_on(move || h.join().unwrap()).unwrap(), 5);
+}
+
+/// The shape that lost a goroutine before (an idle worker's second look at
+/// the queues took the task and dropped it): many short `block_on`s on two
+/// workers, each a join two deep. Debug builds hung within a few hundred
+/// rounds.
+#[test]
+fn an_idle_worker_never_drops_what_it_finds() {
+    let rt = rt(2);
+    fn chain(n: u32) -> u32 {
+        if n == 0 {
+            0
+        } else {
+            go(move || chain(n - 1)).join().unwrap() + 1
+        }
+    }
+    for _ in 0..2000 {
+        assert_eq!(rt.block_on(|| chain(2)).unwrap(), 2);
+    }
+}

@@ -1,0 +1,266 @@
+//! Synchronisation that parks the goroutine, not the thread: a
+//! [`WaitGroup`], a [`Mutex`], and [`sleep`]. Each also works from a thread
+//! outside the runtime, which then blocks (or, for the mutex, yields while
+//! it waits).
+
+use std::cell::UnsafeCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Condvar, Mutex as StdMutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::runtime::{park, Waker};
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits for a number of goroutines to finish (Go's `sync.WaitGroup`).
+/// Clones share one counter.
+#[derive(Clone, Default)]
+pub struct WaitGroup {
+    inner: Arc<WgInner>,
+}
+
+#[derive(Default)]
+struct WgInner {
+    /// The count, and the goroutines parked in `wait`.
+    state: StdMutex<(usize, Vec<Waker>)>,
+    /// Threads outside the runtime waiting in `wait`.
+    zero: Condvar,
+}
+
+impl WaitGroup {
+    /// A group with a count of zero.
+    pub fn new() -> WaitGroup {
+        WaitGroup::default()
+    }
+
+    /// Adds `n` to the count.
+    pub fn add(&self, n: usize) {
+        lock(&self.inner.state).0 += n;
+    }
+
+    /// Subtracts one from the count; at zero, wakes every waiter.
+    ///
+    /// # Panics
+    /// If the count is already zero (a `done` without its `add`).
+    pub fn done(&self) {
+        let waiters = {
+            let mut st = lock(&self.inner.state);
+            assert!(st.0 > 0, "WaitGroup::done with a count of zero");
+            st.0 -= 1;
+            if st.0 > 0 {
+                return;
+            }
+            std::mem::take(&mut st.1)
+        };
+        self.inner.zero.notify_all();
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Waits until the count is zero.
+    pub fn wait(&self) {
+        loop {
+            let mut zero = false;
+            let parked = park(|w| {
+                let mut st = lock(&self.inner.state);
+                if st.0 == 0 {
+                    zero = true;
+                    false
+                } else {
+                    st.1.push(w);
+                    true
+                }
+            });
+            if zero {
+                return;
+            }
+            if !parked {
+                let mut st = lock(&self.inner.state);
+                while st.0 > 0 {
+                    st = self.inner.zero.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A mutual-exclusion lock whose waiters are parked goroutines: a
+/// goroutine that waits for it lets its worker run others (a `std` mutex
+/// would block the worker's thread). Not fair: a woken waiter tries again
+/// and may lose to a newcomer.
+pub struct Mutex<T> {
+    /// Held, and the goroutines waiting for it.
+    state: StdMutex<(bool, VecDeque<Waker>)>,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only through a guard, and at most one guard
+// exists at a time (`state.0`).
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: as for any container of a `T: Send`.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+/// Access to a [`Mutex`]'s value; unlocks on drop.
+pub struct MutexGuard<'a, T> {
+    m: &'a Mutex<T>,
+}
+
+impl<T> Mutex<T> {
+    /// A mutex holding `value`.
+    pub fn new(value: T) -> Mutex<T> {
+        Mutex {
+            state: StdMutex::new((false, VecDeque::new())),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Locks, parking the calling goroutine while another holds it (a
+    /// thread outside the runtime yields meanwhile).
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        loop {
+            let mut got = false;
+            let parked = park(|w| {
+                let mut st = lock(&self.state);
+                if st.0 {
+                    st.1.push_back(w);
+                    true
+                } else {
+                    st.0 = true;
+                    got = true;
+                    false
+                }
+            });
+            if got {
+                return MutexGuard { m: self };
+            }
+            if !parked {
+                let mut st = lock(&self.state);
+                if !st.0 {
+                    st.0 = true;
+                    return MutexGuard { m: self };
+                }
+                drop(st);
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        let next = {
+            let mut st = lock(&self.m.state);
+            st.0 = false;
+            st.1.pop_front()
+        };
+        if let Some(w) = next {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard is the only one (see `Mutex`).
+        unsafe { &*self.m.value.get() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above.
+        unsafe { &mut *self.m.value.get() }
+    }
+}
+
+/// A sleeping goroutine: ordered by deadline, then by arrival.
+struct Sleeper {
+    at: Instant,
+    seq: u64,
+    waker: Waker,
+}
+
+impl PartialEq for Sleeper {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Sleeper {}
+impl PartialOrd for Sleeper {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Sleeper {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// The process's timer: sleeping goroutines by deadline, and the thread
+/// that wakes them.
+struct Timers {
+    heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64)>,
+    changed: Condvar,
+}
+
+fn timers() -> &'static Timers {
+    static T: OnceLock<&'static Timers> = OnceLock::new();
+    T.get_or_init(|| {
+        let t: &'static Timers = Box::leak(Box::new(Timers {
+            heap: StdMutex::new((BinaryHeap::new(), 0)),
+            changed: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("pardon-timers".into())
+            .spawn(move || timer_main(t))
+            .expect("the timer thread");
+        t
+    })
+}
+
+fn timer_main(t: &'static Timers) {
+    let mut h = lock(&t.heap);
+    loop {
+        let now = Instant::now();
+        while h.0.peek().is_some_and(|Reverse(s)| s.at <= now) {
+            let Reverse(s) = h.0.pop().expect("peeked");
+            s.waker.wake();
+        }
+        h = match h.0.peek().map(|Reverse(s)| s.at) {
+            Some(at) => {
+                t.changed
+                    .wait_timeout(h, at.saturating_duration_since(now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => t.changed.wait(h).unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+}
+
+/// Sleeps for at least `d`: a goroutine is parked (its worker runs
+/// others) and woken by the timer thread; a thread outside the runtime
+/// sleeps.
+pub fn sleep(d: Duration) {
+    let at = Instant::now() + d;
+    let t = timers();
+    let parked = park(|waker| {
+        let mut h = lock(&t.heap);
+        h.1 += 1;
+        let seq = h.1;
+        h.0.push(Reverse(Sleeper { at, seq, waker }));
+        t.changed.notify_one();
+        true
+    });
+    if !parked {
+        std::thread::sleep(d);
+    }
+}
