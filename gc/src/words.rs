@@ -110,11 +110,24 @@ impl Mutator {
     }
 
     /// Stores `value` into word `index` of the object containing `obj`,
-    /// running the write barrier first (see the module comment). As
-    /// [`Mutator::load_word`], checked. If the word is a reference word,
-    /// `value` must be held elsewhere until the store (a handle, a frame
-    /// slot, this thread's registers or stack).
-    pub fn store_word(&self, obj: usize, index: usize, value: usize) -> Result<(), WordError> {
+    /// running the barriers first (see the module comment). The address and
+    /// index are checked as for [`Mutator::load_word`]. If the word is a
+    /// reference word, `value` must be held elsewhere until the store (a
+    /// handle, a frame slot, this thread's registers or stack).
+    ///
+    /// # Safety
+    /// The object's own invariants are the caller's: in an object of a
+    /// [`gc_object!`](crate::gc_object!) type, a [`Member`](crate::Member)
+    /// word must hold null or the address of a live object of its type, and
+    /// other fields only what their type allows (safe code reads them
+    /// through `&T`). Raw objects, whose words only raw code reads, take any
+    /// value.
+    pub unsafe fn store_word(
+        &self,
+        obj: usize,
+        index: usize,
+        value: usize,
+    ) -> Result<(), WordError> {
         let w = self.heap.collector.raw.word_of(obj, index)?;
         self.write_barrier(w as *const AtomicUsize as usize);
         self.heap

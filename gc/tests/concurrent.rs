@@ -89,10 +89,12 @@ fn mutators_rewiring_trees_while_cycles_mark() {
     let cycles = Arc::new(AtomicUsize::new(0));
     let collector = {
         let (h, stop, cycles) = (h.clone(), stop.clone(), cycles.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                h.collect().unwrap();
-                cycles.fetch_add(1, Ordering::Relaxed);
+        std::thread::spawn(move || loop {
+            // At least one cycle, however late this thread gets a CPU.
+            h.collect().unwrap();
+            cycles.fetch_add(1, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
         })
     };

@@ -71,12 +71,14 @@ fn reference_words_hold_interior_pointers_and_tagged_integers() {
         let mut next = 0usize;
         for i in (0..N).rev() {
             let a = m.alloc_raw(ty).unwrap();
-            m.store_word(a, 0, 0xc0de_0000 + i).unwrap();
+            // SAFETY: a raw object, whose words only this test reads.
+            unsafe { m.store_word(a, 0, 0xc0de_0000 + i) }.unwrap();
             // An interior pointer to the next node (its word 3).
-            m.store_word(a, 1, if next == 0 { 0 } else { next + 24 })
-                .unwrap();
+            // SAFETY: as above.
+            unsafe { m.store_word(a, 1, if next == 0 { 0 } else { next + 24 }) }.unwrap();
             // A tagged small integer.
-            m.store_word(a, 2, (i << 1) | 1).unwrap();
+            // SAFETY: as above.
+            unsafe { m.store_word(a, 2, (i << 1) | 1) }.unwrap();
             next = a;
         }
         m.heap().add_root(next).unwrap()
@@ -113,10 +115,12 @@ fn word_accessors_refuse_bad_addresses_and_indices() {
         );
         // A 16-byte object: two words.
         assert_eq!(
-            m.store_word(n.addr(), 2, 1),
+            // SAFETY: refused before any store (out of bounds).
+            unsafe { m.store_word(n.addr(), 2, 1) },
             Err(WordError::OutOfBounds { index: 2, words: 2 })
         );
-        m.store_word(n.addr(), 1, 77).unwrap();
+        // SAFETY: word 1 of a Node is its `value`, an AtomicI64: any bits.
+        unsafe { m.store_word(n.addr(), 1, 77) }.unwrap();
         assert_eq!(n.value.load(Ordering::Relaxed), 77);
         // SAFETY: `n` is a live two-word object.
         assert_eq!(unsafe { m.load_word_unchecked(n.addr(), 1) }, 77);

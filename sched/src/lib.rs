@@ -31,8 +31,12 @@
 //!
 //! On them, a first **cooperative runtime** ([`Runtime`], [`go`],
 //! [`JoinHandle`], [`yield_now`]): `procs` workers, each with a local run
-//! queue, a global queue, stealing half of another worker's queue, idle
-//! workers asleep on a futex with no lost wake-up; a goroutine that joins
+//! queue, a global queue, stealing goroutines that have not run yet from
+//! another worker's queue, idle workers asleep on a futex with no lost
+//! wake-up; a goroutine stays on the worker it first ran on (Rust code may
+//! keep a thread-local's address across a call, and `!Send` values such as
+//! a `std` `MutexGuard` are tied to their thread, so migrating a running
+//! goroutine would let safe code reach another thread's data); a goroutine that joins
 //! is parked (its worker runs others) by a state word that never lets it
 //! be queued twice or resumed before its context is saved (`task`); a
 //! panic unwinds only its goroutine and is the join's error.

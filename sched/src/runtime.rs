@@ -5,10 +5,20 @@
 //! Each of the `procs` workers (Go's M bound to a P, for now) owns a local
 //! run queue; new goroutines go to the spawning worker's queue, or to the
 //! global queue when spawned from outside; a worker with nothing local
-//! takes from the global queue, then steals half of another worker's. An
-//! idle worker sleeps on a futex word that every enqueue raises: it reads
-//! the word before it looks at the queues and sleeps only if the word has
-//! not moved since, so no wake-up is lost.
+//! takes from the global queue, then steals half of the goroutines another
+//! worker has queued *that have not run yet*. An idle worker sleeps on a
+//! futex word that every enqueue raises: it reads the word before it looks
+//! at the queues and sleeps only if the word has not moved since, so no
+//! wake-up is lost.
+//!
+//! A goroutine never leaves the worker it first ran on (its *home*): it is
+//! requeued there after a yield, a park or a wake-up. Go migrates
+//! goroutines freely, but Rust code may keep a thread-local's address
+//! across any call (the compiler takes the thread to be fixed within a
+//! function), and some values are tied to the thread that made them (a
+//! `std` `MutexGuard`, which is `!Send`), so a goroutine that resumed on
+//! another thread could reach another thread's data from safe code. Load
+//! is balanced when goroutines start, by stealing those that have not.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -22,7 +32,7 @@ use std::time::Duration;
 
 use crate::context::{switch, Context};
 use crate::stack::{StackError, StackPool};
-use crate::task::{Task, DEAD, PARKING, RUNNABLE, RUNNING, WAITING, WAKE_PENDING};
+use crate::task::{Task, DEAD, NO_HOME, PARKING, RUNNABLE, RUNNING, WAITING, WAKE_PENDING};
 
 /// Runtime settings.
 #[derive(Clone, Debug)]
@@ -114,11 +124,22 @@ impl Shared {
         for k in 1..n {
             let victim = (w + k) % n;
             let mut v = lock(&self.locals[victim]);
-            let take = v.len().div_ceil(2);
+            // Only goroutines that have not run: the others stay home.
+            let fresh = v.iter().filter(|t| t.home.load(SeqCst) == NO_HOME).count();
+            let take = fresh.div_ceil(2);
             if take == 0 {
                 continue;
             }
-            let mut stolen: VecDeque<TaskRef> = v.drain(..take).collect();
+            let mut stolen = VecDeque::with_capacity(take);
+            let mut kept = VecDeque::with_capacity(v.len() - take);
+            for t in v.drain(..) {
+                if stolen.len() < take && t.home.load(SeqCst) == NO_HOME {
+                    stolen.push_back(t);
+                } else {
+                    kept.push_back(t);
+                }
+            }
+            *v = kept;
             drop(v);
             let first = stolen.pop_front();
             if !stolen.is_empty() {
@@ -217,6 +238,7 @@ fn run(me: &Worker, t: TaskRef) {
     if unsafe { (*t.stack.get()).is_none() } {
         match shared.stacks.get() {
             Ok(stack) => {
+                t.home.store(me.index, SeqCst);
                 let arg = Arc::as_ptr(&t) as usize;
                 // SAFETY: the stack is the task's alone until it is dead;
                 // `arg` is kept alive by `me.current` while it runs.
@@ -240,10 +262,10 @@ fn run(me: &Worker, t: TaskRef) {
     *me.current.borrow_mut() = None;
     match t.state.load(SeqCst) {
         RUNNING => {
-            // Yielded: to the back of the global queue, so the others on
-            // this worker run first.
+            // Yielded: to the back of this worker's queue, so the others
+            // here run first.
             t.state.store(RUNNABLE, SeqCst);
-            shared.enqueue(t, None);
+            shared.enqueue(t, Some(me.index));
         }
         PARKING => {
             if t.state
@@ -441,8 +463,9 @@ impl Waker {
     /// the global queue from outside), unless it is no longer parked.
     pub(crate) fn wake(self) {
         if self.task.wake() {
-            let here = local_index(&self.shared);
-            self.shared.enqueue(self.task, here);
+            // Home: a parked goroutine has run (see the module comment).
+            let home = self.task.home.load(SeqCst);
+            self.shared.enqueue(self.task, Some(home));
         }
     }
 }

@@ -12,7 +12,7 @@
 //! saved.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 
 use crate::context::Context;
 use crate::stack::Stack;
@@ -31,6 +31,9 @@ pub(crate) const WAKE_PENDING: u32 = 4;
 /// Finished: its stack goes back to the pool.
 pub(crate) const DEAD: u32 = 5;
 
+/// `Task::home` of a goroutine that has not run yet.
+pub(crate) const NO_HOME: usize = usize::MAX;
+
 /// One goroutine.
 pub(crate) struct Task {
     /// Its context while not running. Written by the switch away from it
@@ -43,6 +46,10 @@ pub(crate) struct Task {
     pub work: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
     /// See the module comment.
     pub state: AtomicU32,
+    /// The worker it first ran on, which it never leaves (`NO_HOME` until
+    /// then): set once, by that worker, before the first switch into it.
+    /// See `runtime` for why goroutines do not migrate.
+    pub home: AtomicUsize,
 }
 
 // SAFETY: the cells are used by one thread at a time: the worker running
@@ -59,6 +66,7 @@ impl Task {
             stack: UnsafeCell::new(None),
             work: UnsafeCell::new(Some(work)),
             state: AtomicU32::new(RUNNABLE),
+            home: AtomicUsize::new(NO_HOME),
         }
     }
 

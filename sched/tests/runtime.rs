@@ -196,3 +196,42 @@ fn an_idle_worker_never_drops_what_it_finds() {
         assert_eq!(rt.block_on(|| chain(2)).unwrap(), 2);
     }
 }
+
+/// A goroutine stays on the thread it first ran on, whatever it waits for
+/// (yield, sleep, join, mutex): safe code may hold thread-local addresses
+/// and thread-bound values across those calls.
+#[test]
+fn goroutines_never_change_thread() {
+    use pardon_sched::{sleep, Mutex};
+    use std::time::Duration;
+    let rt = rt(4);
+    let moved = Arc::new(AtomicUsize::new(0));
+    let m2 = moved.clone();
+    rt.block_on(move || {
+        let lock = Arc::new(Mutex::new(0u32));
+        let hs: Vec<_> = (0..200)
+            .map(|i| {
+                let (moved, lock) = (m2.clone(), lock.clone());
+                go(move || {
+                    let me = std::thread::current().id();
+                    for k in 0..20 {
+                        match (i + k) % 4 {
+                            0 => yield_now(),
+                            1 => sleep(Duration::from_micros(50)),
+                            2 => *lock.lock() += 1,
+                            _ => go(|| ()).join().unwrap(),
+                        }
+                        if std::thread::current().id() != me {
+                            moved.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(moved.load(Ordering::Relaxed), 0);
+}
