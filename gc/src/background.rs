@@ -131,7 +131,16 @@ fn background_main(shared: &Shared, heap: &std::sync::Weak<Collector>) {
             return;
         };
         let answered = lock(&shared.state).requested;
-        let r = crate::cycle::with_entry(|sp| col.collect_concurrent(sp));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::cycle::with_entry(|sp| col.collect_concurrent(sp))
+        }));
+        let Ok(r) = r else {
+            // A verification failure (the heap is not what it must be): no
+            // mutator may go on with it, and those waiting at the brake
+            // would wait for ever. The panic's message is printed already.
+            eprintln!("pardon: the background collector panicked; aborting");
+            std::process::abort();
+        };
         match r {
             Ok(_) => {
                 col.background.cycles.fetch_add(1, Relaxed);
