@@ -42,15 +42,16 @@
 //! panic unwinds only its goroutine and is the join's error.
 //!
 //! Goroutines wait without blocking their worker in [`JoinHandle::join`],
-//! [`WaitGroup::wait`], [`Mutex::lock`] and [`sleep`] (a timer thread wakes
-//! sleepers).
+//! [`WaitGroup::wait`], [`Mutex::lock`], [`sleep`] (a timer thread wakes
+//! sleepers) and on [`channel`]s (bounded, unbounded, rendezvous).
 //!
 //! Not yet: Ms decoupled from Ps (system-call hand-off), preemption by
-//! signal (fairness, stopping the world), channels and a `Condvar`, the
-//! stack-overflow report, the heap over goroutines. See docs/STATUS.md.
+//! signal (fairness, stopping the world), a `Condvar`, the stack-overflow
+//! report, the heap over goroutines. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 
+pub mod channel;
 mod context;
 mod runtime;
 mod stack;

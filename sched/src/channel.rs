@@ -1,0 +1,255 @@
+//! Channels between goroutines (Go's `chan`): bounded, unbounded, and
+//! rendezvous (capacity 0: a send returns once a receiver has taken the
+//! value). A goroutine that must wait parks (its worker runs others); a
+//! thread outside the runtime yields while it waits. Closing is by drop:
+//! when every sender is gone, receivers drain what is queued and then get
+//! [`RecvError`]; when every receiver is gone, a send returns its value in
+//! [`SendError`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::runtime::{park, Waker};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    /// `None`: unbounded; `Some(0)`: rendezvous.
+    cap: Option<usize>,
+    /// Values pushed and popped so far: a rendezvous sender waits until
+    /// its value's number has been popped.
+    pushed: u64,
+    popped: u64,
+    senders: usize,
+    receivers: usize,
+    /// Goroutines waiting to send (room, or their value taken).
+    send_waiters: Vec<Waker>,
+    /// Goroutines waiting for a value.
+    recv_waiters: Vec<Waker>,
+}
+
+struct Chan<T> {
+    state: Mutex<State<T>>,
+}
+
+/// The sending side; clone it for more senders.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The receiving side; clone it for more receivers.
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// Every receiver is gone: the value comes back.
+#[derive(PartialEq, Eq)]
+pub struct SendError<T>(pub T);
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sending on a channel whose receivers are all gone")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Every sender is gone and nothing is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvError;
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("receiving on an empty channel whose senders are all gone")
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            cap,
+            pushed: 0,
+            popped: 0,
+            senders: 1,
+            receivers: 1,
+            send_waiters: Vec::new(),
+            recv_waiters: Vec::new(),
+        }),
+    });
+    (Sender { chan: chan.clone() }, Receiver { chan })
+}
+
+/// A channel holding at most `cap` values; `cap == 0` is a rendezvous.
+pub fn channel<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
+    make(Some(cap))
+}
+
+/// A channel with no bound.
+pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+    make(None)
+}
+
+fn wake_all(ws: Vec<Waker>) {
+    for w in ws {
+        w.wake();
+    }
+}
+
+/// Waits until `ready` (run under the channel's lock) returns `Some`:
+/// parked as a goroutine, registered by `register`; yielding outside a
+/// runtime.
+fn wait<T, R>(
+    chan: &Chan<T>,
+    mut ready: impl FnMut(&mut State<T>) -> Option<R>,
+    register: impl Fn(&mut State<T>, Waker),
+) -> R {
+    loop {
+        let mut out = None;
+        let parked = park(|w| {
+            let mut st = lock(&chan.state);
+            match ready(&mut st) {
+                Some(r) => {
+                    out = Some(r);
+                    false
+                }
+                None => {
+                    register(&mut st, w);
+                    true
+                }
+            }
+        });
+        if let Some(r) = out {
+            return r;
+        }
+        if !parked {
+            if let Some(r) = ready(&mut lock(&chan.state)) {
+                return r;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends `v`, waiting for room (or, on a rendezvous channel, until a
+    /// receiver has taken it). Fails, returning `v`, once every receiver
+    /// is gone.
+    pub fn send(&self, v: T) -> Result<(), SendError<T>> {
+        let mut v = Some(v);
+        // Wait for room and push.
+        let ticket = wait(
+            &self.chan,
+            |st| {
+                if st.receivers == 0 {
+                    return Some(Err(SendError(v.take().expect("not sent yet"))));
+                }
+                let room = st.cap.is_none_or(|c| st.queue.len() < c.max(1));
+                if !room {
+                    return None;
+                }
+                st.queue.push_back(v.take().expect("not sent yet"));
+                st.pushed += 1;
+                wake_all(std::mem::take(&mut st.recv_waiters));
+                Some(Ok(st.pushed))
+            },
+            |st, w| st.send_waiters.push(w),
+        )?;
+        if lock(&self.chan.state).cap == Some(0) {
+            // A rendezvous: until a receiver has taken it.
+            wait(
+                &self.chan,
+                |st| (st.popped >= ticket || st.receivers == 0).then_some(()),
+                |st, w| st.send_waiters.push(w),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives the next value, waiting for one; fails once every sender
+    /// is gone and nothing is queued.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        wait(
+            &self.chan,
+            |st| match st.queue.pop_front() {
+                Some(v) => {
+                    st.popped += 1;
+                    wake_all(std::mem::take(&mut st.send_waiters));
+                    Some(Ok(v))
+                }
+                None if st.senders == 0 => Some(Err(RecvError)),
+                None => None,
+            },
+            |st, w| st.recv_waiters.push(w),
+        )
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Values queued now (a rendezvous channel holds at most the one a
+    /// sender is handing over).
+    pub fn len(&self) -> usize {
+        lock(&self.chan.state).queue.len()
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        lock(&self.chan.state).senders += 1;
+        Sender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        lock(&self.chan.state).receivers += 1;
+        Receiver {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.chan.state);
+        st.senders -= 1;
+        if st.senders == 0 {
+            let ws = std::mem::take(&mut st.recv_waiters);
+            drop(st);
+            wake_all(ws);
+        }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.chan.state);
+        st.receivers -= 1;
+        if st.receivers == 0 {
+            let ws = std::mem::take(&mut st.send_waiters);
+            drop(st);
+            wake_all(ws);
+        }
+    }
+}

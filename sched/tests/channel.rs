@@ -1,0 +1,108 @@
+//! Channels: values arrive once and in order per sender, bounded channels
+//! hold back senders, a rendezvous send returns only once the value is
+//! taken, closing by drop ends receivers and fails senders. On one worker,
+//! where a waiter that blocked its thread would hang the test.
+
+use pardon_sched::channel::{channel, unbounded, RecvError};
+use pardon_sched::{go, Config, Runtime};
+
+fn rt(procs: usize) -> Runtime {
+    Runtime::new(Config {
+        procs,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn many_producers_one_consumer_in_order_per_producer() {
+    for (procs, cap) in [
+        (1, Some(0)),
+        (1, Some(4)),
+        (2, Some(1)),
+        (2, None),
+        (4, Some(16)),
+    ] {
+        let rt = rt(procs);
+        let got = rt
+            .block_on(move || {
+                let (tx, rx) = match cap {
+                    Some(c) => channel::<(u32, u32)>(c),
+                    None => unbounded(),
+                };
+                for p in 0..4u32 {
+                    let tx = tx.clone();
+                    go(move || {
+                        for i in 0..500 {
+                            tx.send((p, i)).unwrap();
+                        }
+                    });
+                }
+                drop(tx);
+                let mut next = [0u32; 4];
+                let mut n = 0;
+                while let Ok((p, i)) = rx.recv() {
+                    assert_eq!(i, next[p as usize], "producer {p} out of order");
+                    next[p as usize] += 1;
+                    n += 1;
+                }
+                n
+            })
+            .unwrap();
+        assert_eq!(got, 2000, "procs {procs}, cap {cap:?}");
+    }
+}
+
+#[test]
+fn a_bounded_channel_holds_senders_back() {
+    let rt = rt(1);
+    rt.block_on(|| {
+        let (tx, rx) = channel::<u32>(2);
+        let (done_tx, done_rx) = unbounded::<u32>();
+        go(move || {
+            for i in 0..5 {
+                tx.send(i).unwrap();
+                done_tx.send(i).unwrap();
+            }
+        });
+        // One worker: the sender runs whenever this goroutine yields, until
+        // it blocks on the full channel (two values in, the third waiting).
+        for _ in 0..10 {
+            pardon_sched::yield_now();
+        }
+        assert_eq!(rx.len(), 2, "a capacity-2 channel holds two");
+        assert_eq!(done_rx.len(), 2, "the third send returned early");
+        for i in 0..5 {
+            assert_eq!(rx.recv(), Ok(i));
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn rendezvous_send_returns_once_taken_and_drop_closes() {
+    let rt = rt(1);
+    rt.block_on(|| {
+        let (tx, rx) = channel::<u32>(0);
+        let (log_tx, log_rx) = unbounded::<&'static str>();
+        let l2 = log_tx.clone();
+        go(move || {
+            tx.send(7).unwrap();
+            l2.send("sent").unwrap();
+        });
+        pardon_sched::yield_now();
+        log_tx.send("receiving").unwrap();
+        assert_eq!(rx.recv(), Ok(7));
+        pardon_sched::yield_now();
+        drop(log_tx);
+        let log: Vec<_> = std::iter::from_fn(|| log_rx.recv().ok()).collect();
+        assert_eq!(log, vec!["receiving", "sent"]);
+        // Every sender gone: receivers end.
+        assert_eq!(rx.recv(), Err(RecvError));
+        // Every receiver gone: a send fails with its value.
+        let (tx2, rx2) = channel::<u32>(1);
+        drop(rx2);
+        assert_eq!(tx2.send(3).unwrap_err().0, 3);
+    })
+    .unwrap();
+}
