@@ -45,14 +45,19 @@
 //! [`WaitGroup::wait`], [`Mutex::lock`], [`sleep`] (a timer thread wakes
 //! sleepers) and on [`channel`]s (bounded, unbounded, rendezvous).
 //!
+//! A goroutine that overflows its stack faults in the guard page and the
+//! process ends with "goroutine stack overflow" (`overflow`); a plain
+//! thread's overflow still gets std's report.
+//!
 //! Not yet: Ms decoupled from Ps (system-call hand-off), preemption by
-//! signal (fairness, stopping the world), a `Condvar`, the stack-overflow
-//! report, the heap over goroutines. See docs/STATUS.md.
+//! signal (fairness, stopping the world), a `Condvar`, the heap over
+//! goroutines. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 
 pub mod channel;
 mod context;
+mod overflow;
 mod runtime;
 mod stack;
 mod sync;

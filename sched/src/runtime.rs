@@ -256,9 +256,14 @@ fn run(me: &Worker, t: TaskRef) {
         }
     }
     *me.current.borrow_mut() = Some(t.clone());
+    // SAFETY: read-only: the stack stays with the task while it runs.
+    if let Some(stack) = unsafe { (*t.stack.get()).as_ref() } {
+        crate::overflow::set_guard(stack.bottom() - crate::stack::GUARD, stack.bottom());
+    }
     // SAFETY: the task's context was made above or saved by its last
     // switch away, and no other worker runs it (the state protocol).
     unsafe { switch(&mut *me.sched.get(), &*t.ctx.get()) };
+    crate::overflow::set_guard(0, 0);
     *me.current.borrow_mut() = None;
     match t.state.load(SeqCst) {
         RUNNING => {
@@ -351,6 +356,7 @@ impl Runtime {
         }
         let stacks =
             StackPool::new(config.stack_size, config.stack_pool).map_err(RuntimeError::Stack)?;
+        crate::overflow::install();
         let shared = Arc::new(Shared {
             locals: (0..config.procs)
                 .map(|_| Mutex::new(VecDeque::new()))
