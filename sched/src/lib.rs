@@ -42,7 +42,7 @@
 //! panic unwinds only its goroutine and is the join's error.
 //!
 //! Goroutines wait without blocking their worker in [`JoinHandle::join`],
-//! [`WaitGroup::wait`], [`Mutex::lock`], [`sleep`] (a timer thread wakes
+//! [`WaitGroup::wait`], [`Mutex::lock`], [`Condvar::wait`], [`sleep`] (a timer thread wakes
 //! sleepers) and on [`channel`]s (bounded, unbounded, rendezvous).
 //!
 //! A goroutine that overflows its stack faults in the guard page and the
@@ -50,8 +50,7 @@
 //! thread's overflow still gets std's report.
 //!
 //! Not yet: Ms decoupled from Ps (system-call hand-off), preemption by
-//! signal (fairness, stopping the world), a `Condvar`, the heap over
-//! goroutines. See docs/STATUS.md.
+//! signal (fairness, stopping the world), the heap over goroutines. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 
@@ -67,4 +66,4 @@ mod task;
 pub use context::{switch, Context};
 pub use runtime::{go, yield_now, Config, JoinHandle, Runtime, RuntimeError};
 pub use stack::{Stack, StackError, StackPool, GUARD, MIN_STACK};
-pub use sync::{sleep, Mutex, MutexGuard, WaitGroup};
+pub use sync::{sleep, Condvar, Mutex, MutexGuard, WaitGroup};

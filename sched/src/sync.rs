@@ -1,5 +1,5 @@
 //! Synchronisation that parks the goroutine, not the thread: a
-//! [`WaitGroup`], a [`Mutex`], and [`sleep`]. Each also works from a thread
+//! [`WaitGroup`], a [`Mutex`] and its [`Condvar`], and [`sleep`]. Each also works from a thread
 //! outside the runtime, which then blocks (or, for the mutex, yields while
 //! it waits).
 
@@ -7,7 +7,7 @@ use std::cell::UnsafeCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Condvar, Mutex as StdMutex, OnceLock};
+use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::runtime::{park, Waker};
@@ -28,7 +28,7 @@ struct WgInner {
     /// The count, and the goroutines parked in `wait`.
     state: StdMutex<(usize, Vec<Waker>)>,
     /// Threads outside the runtime waiting in `wait`.
-    zero: Condvar,
+    zero: StdCondvar,
 }
 
 impl WaitGroup {
@@ -180,6 +180,55 @@ impl<T> DerefMut for MutexGuard<'_, T> {
     }
 }
 
+/// A condition variable for [`Mutex`]: a goroutine that waits is parked.
+/// Wake-ups may be spurious (check the condition in a loop, as with any
+/// condition variable).
+#[derive(Default)]
+pub struct Condvar {
+    waiters: StdMutex<VecDeque<Waker>>,
+}
+
+impl Condvar {
+    /// A condition variable with no waiters.
+    pub fn new() -> Condvar {
+        Condvar::default()
+    }
+
+    /// Unlocks `guard`'s mutex, waits for a notification, and locks it
+    /// again. The waiter is registered before the mutex is released, so a
+    /// notification sent after that release is not lost.
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        let m = guard.m;
+        let parked = park(move |w| {
+            lock(&self.waiters).push_back(w);
+            drop(guard);
+            true
+        });
+        if !parked {
+            // Outside a runtime (the guard was dropped with the closure):
+            // a spurious wake-up, after letting others run.
+            std::thread::yield_now();
+        }
+        m.lock()
+    }
+
+    /// Wakes one waiter, if any.
+    pub fn notify_one(&self) {
+        let w = lock(&self.waiters).pop_front();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        let ws = std::mem::take(&mut *lock(&self.waiters));
+        for w in ws {
+            w.wake();
+        }
+    }
+}
+
 /// A sleeping goroutine: ordered by deadline, then by arrival.
 struct Sleeper {
     at: Instant,
@@ -208,7 +257,7 @@ impl Ord for Sleeper {
 /// that wakes them.
 struct Timers {
     heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64)>,
-    changed: Condvar,
+    changed: StdCondvar,
 }
 
 fn timers() -> &'static Timers {
@@ -216,7 +265,7 @@ fn timers() -> &'static Timers {
     T.get_or_init(|| {
         let t: &'static Timers = Box::leak(Box::new(Timers {
             heap: StdMutex::new((BinaryHeap::new(), 0)),
-            changed: Condvar::new(),
+            changed: StdCondvar::new(),
         }));
         std::thread::Builder::new()
             .name("pardon-timers".into())

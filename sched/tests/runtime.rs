@@ -235,3 +235,51 @@ fn goroutines_never_change_thread() {
     .unwrap();
     assert_eq!(moved.load(Ordering::Relaxed), 0);
 }
+
+/// A bounded buffer from a goroutine `Mutex` and two `Condvar`s, on one
+/// worker: every item arrives once, in order, and neither side blocks the
+/// worker (or this would hang).
+#[test]
+fn condvars_make_a_bounded_buffer() {
+    use pardon_sched::{Condvar, Mutex};
+    use std::collections::VecDeque;
+    struct Buf {
+        q: Mutex<VecDeque<u32>>,
+        not_full: Condvar,
+        not_empty: Condvar,
+    }
+    let rt = rt(1);
+    let got = rt
+        .block_on(|| {
+            let b = Arc::new(Buf {
+                q: Mutex::new(VecDeque::new()),
+                not_full: Condvar::new(),
+                not_empty: Condvar::new(),
+            });
+            let p = b.clone();
+            go(move || {
+                for i in 0..1000 {
+                    let mut q = p.q.lock();
+                    while q.len() == 3 {
+                        q = p.not_full.wait(q);
+                    }
+                    q.push_back(i);
+                    drop(q);
+                    p.not_empty.notify_one();
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 1000 {
+                let mut q = b.q.lock();
+                while q.is_empty() {
+                    q = b.not_empty.wait(q);
+                }
+                got.push(q.pop_front().unwrap());
+                drop(q);
+                b.not_full.notify_all();
+            }
+            got
+        })
+        .unwrap();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+}
