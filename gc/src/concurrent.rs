@@ -91,6 +91,12 @@ impl Collector {
         self.count_stopped(&world, &mut cycle);
         self.flush_caches();
         self.raw.finish_sweep();
+        if self.raw.marks_stale.swap(false, SeqCst) {
+            // An abandoned cycle's marks and queues (see `abandon_marking`).
+            self.raw.clear_marks();
+            lock(&self.raw.shaded).clear();
+            lock(&self.raw.new_spans).clear();
+        }
         self.raw.mark_epoch.fetch_add(1, Relaxed);
         self.raw.shaded_bytes.store(0, Relaxed);
         self.raw.phase.store(MARK, SeqCst);
@@ -215,16 +221,17 @@ impl Collector {
         })
     }
 
-    /// A cycle whose second stop failed: the barrier stops, and every mark
-    /// bit is cleared, world running (nothing else marks, and no cache
-    /// records spans once the phase is `OFF`).
+    /// A cycle whose second stop failed: the barrier stops. Its marks are
+    /// cleared at the next cycle's first stop, not here: a mutator that read
+    /// the phase as `MARK` just before may still be shading (inside a
+    /// no-preempt region), and a mark it set after a clear made now would
+    /// survive into the next cycle, whose marker would then take the object
+    /// for scanned already. With the world stopped, no shading is in flight.
+    /// Meanwhile nothing is swept (the sweep generation did not move), so
+    /// the stale marks free nothing and keep nothing.
     fn abandon_marking(&self) {
         self.raw.phase.store(OFF, SeqCst);
-        self.registry.outside_stops(|| {
-            lock(&self.raw.shaded).clear();
-            lock(&self.raw.new_spans).clear();
-        });
-        self.raw.clear_marks();
+        self.raw.marks_stale.store(true, SeqCst);
         self.pacer.back_off(self.raw.allocated.load(Relaxed));
     }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::Mutex;
 
 use crate::arena::Arena;
@@ -112,6 +112,11 @@ pub struct RawHeap {
     /// (counted live). Added to by mutators, read and reset by the
     /// coordinator at the second stop.
     pub(crate) shaded_bytes: AtomicUsize,
+    /// Concurrent marking: a cycle was abandoned at its second stop, and
+    /// its mark bits and queues are cleared at the next first stop (see
+    /// `Collector::abandon_marking`). Set by that cycle's coordinator, read
+    /// and cleared by the next one, world stopped.
+    pub(crate) marks_stale: AtomicBool,
 }
 
 // SAFETY: the large lists' span pointers follow the same rules as Central's.
@@ -185,6 +190,7 @@ impl RawHeap {
             new_spans: Mutex::new(Vec::new()),
             mark_epoch: AtomicU64::new(0),
             shaded_bytes: AtomicUsize::new(0),
+            marks_stale: AtomicBool::new(false),
             finalizers: Mutex::new(Default::default()),
             snapshot: if config.verify {
                 Some(
