@@ -130,7 +130,29 @@ pub struct Config {
     pub drop_signal_every: u32,
     /// How the coordinator waits for acknowledgements.
     pub wait: AckWait,
+    /// What a thread does when a yield is asked of it
+    /// ([`Registry::request_yield`](crate::Registry::request_yield)) and the
+    /// signal finds it at a point where it may yield: the injected call
+    /// runs this with every register saved (see [`YieldHook`]). `None` (the
+    /// default): yields cannot be asked. Needs [`Preemption::Signal`].
+    pub yield_hook: Option<YieldHook>,
 }
+
+/// A scheduler's entry from an injected call: called on the interrupted
+/// thread, on the stack it was running on, with the asker's token, after
+/// the trampoline has saved every register there and inside a no-preempt
+/// region of depth exactly 1 (raised for the hook, lowered when it
+/// returns). The hook may switch to another context on the same thread and
+/// come back later; when it returns, the interrupted code resumes with
+/// every register as it was. It is called only where the interrupted
+/// instruction lies in the executable's own code (not in a shared library
+/// such as libc, which may hold a lock), outside no-preempt regions, with
+/// room on the stack.
+///
+/// The hook must return on the thread that called it (the injected call
+/// then goes on with that thread's record), and must not unwind: a panic
+/// that leaves it aborts the process.
+pub type YieldHook = fn(token: u64);
 
 impl Default for Config {
     fn default() -> Self {
@@ -144,6 +166,7 @@ impl Default for Config {
             stop_timeout: Duration::from_secs(30),
             drop_signal_every: 0,
             wait: AckWait::Futex,
+            yield_hook: None,
         }
     }
 }
@@ -184,6 +207,12 @@ impl Config {
             return Err(ConfigError(
                 "stop_timeout: must be at least resend_initial".into(),
             ));
+        }
+        if self.yield_hook.is_some() && self.preemption != Preemption::Signal {
+            return Err(ConfigError(format!(
+                "yield_hook: yields are injected calls, which need preemption signal, not {}",
+                self.preemption
+            )));
         }
         if self.preemption == Preemption::Signal && !sys::xsave_layout().has_xsave {
             return Err(ConfigError(

@@ -73,11 +73,16 @@ pub(crate) struct ThreadRecord {
     /// call, and a stop should not make two per thread); set anew by the
     /// forking thread in a forked child (see `fork`), read by coordinators.
     pub pid: AtomicI32,
-    /// Lowest address of the thread's stack. Set at attach, never changed.
-    pub stack_lo: usize,
-    /// One past the highest address of the thread's stack. Set at attach,
-    /// never changed.
-    pub stack_hi: usize,
+    /// Lowest address of the stack the thread runs on. Set at attach; a
+    /// scheduler that runs tasks on stacks of their own changes it (and
+    /// `stack_hi`) at each switch, inside a no-preempt region
+    /// ([`Attached::set_stack_bounds`](crate::Attached::set_stack_bounds)),
+    /// so the handler, which reads both only outside such regions, always
+    /// sees the bounds of the stack it interrupted. Coordinators read it
+    /// after the thread's acknowledgement.
+    pub stack_lo: AtomicUsize,
+    /// One past the highest address of that stack. As `stack_lo`.
+    pub stack_hi: AtomicUsize,
     /// The opaque word given at attach
     /// ([`Registry::attach_with_context`](crate::Registry::attach_with_context));
     /// never changes afterwards, so whoever created the registry can trust
@@ -135,6 +140,21 @@ pub(crate) struct ThreadRecord {
     /// Signals that found the thread where it could not stop (no-preempt
     /// region, foreign stack, no room). As `signals_received`.
     pub deferred: AtomicU64,
+    /// Non-zero while a yield is asked of this thread (see `yielding`): the
+    /// asker's token, which the registry's yield hook receives. Written by
+    /// the asker (any thread), taken (swapped to 0) by the owner's injected
+    /// call.
+    pub yield_token: AtomicU64,
+    /// 1 between the handler's decision that the interrupted instruction is
+    /// a point where the thread may yield (and its injection of the call)
+    /// and the injected call, which takes it. Owner-only (the handler runs
+    /// on the owner).
+    pub yield_injected: AtomicU32,
+    /// Yield hooks called. Owner writes (relaxed); anyone reads.
+    pub yields: AtomicU64,
+    /// Yield signals that found the thread where it could not yield. As
+    /// `yields`.
+    pub yields_refused: AtomicU64,
 }
 
 impl Drop for ThreadRecord {
@@ -173,6 +193,15 @@ impl ThreadRecord {
         let n = self.no_preempt.load(Ordering::Relaxed);
         self.no_preempt.store(n - 1, Ordering::Relaxed);
         n
+    }
+
+    /// The bounds of the stack the thread runs on (see `stack_lo`).
+    #[inline]
+    pub(crate) fn stack_bounds(&self) -> (usize, usize) {
+        (
+            self.stack_lo.load(Ordering::Acquire),
+            self.stack_hi.load(Ordering::Acquire),
+        )
     }
 
     pub(crate) fn registry(&self) -> &RegistryInner {
@@ -256,6 +285,10 @@ pub(crate) fn current() -> Option<&'static ThreadRecord> {
 /// Shared registry state.
 pub(crate) struct RegistryInner {
     pub config: Config,
+    /// The executable's own code, `[lo, hi)`, where a yield may be taken
+    /// (`yielding`); `(0, 0)` unless the registry has a yield hook. Set at
+    /// creation.
+    pub text: (usize, usize),
     /// Attached threads. Held by a coordinator for the whole stop; taken by
     /// attach and detach. No thread that can be stopped holds it (see `stop`).
     pub threads: Mutex<Vec<*const ThreadRecord>>,

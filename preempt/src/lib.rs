@@ -145,6 +145,7 @@
 //   poll       the public polling API on Attached
 //   stop       a coordinator's side: stop_the_world, StoppedWorld, restart
 //   fork       pthread_atfork: no fork inside a stop
+//   yielding   yield requests: the signal used to switch tasks
 //   futex      futex wait and wake, for code built on pardon
 mod config;
 mod fatal;
@@ -158,8 +159,9 @@ mod safe;
 pub mod state;
 mod stop;
 mod sys;
+mod yielding;
 
-pub use config::{AckWait, Config, ConfigError, Preemption};
+pub use config::{AckWait, Config, ConfigError, Preemption, YieldHook};
 pub use fatal::holds_stopped_world;
 pub use poll::{
     BetweenCalls, EveryIteration, NoPoll, NoPreempt, PollStrategy, Poller, SafeRegion, StripMined,
@@ -168,6 +170,7 @@ pub use registry::{AttachError, Attached, Registry};
 pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
 pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
+pub use yielding::YieldRequest;
 
 /// Whether the calling thread is attached to any registry.
 pub fn is_attached() -> bool {

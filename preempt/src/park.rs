@@ -179,6 +179,10 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
     }
     let was_sent = rec.signal_pending.swap(0, Ordering::SeqCst) == 1;
     if rec.request_pending().is_none() {
+        if reg.config.preemption == Preemption::Signal {
+            // SAFETY: forwarded contract; `signal_pending` is cleared.
+            unsafe { crate::yielding::on_yield_signal(rec, uc) };
+        }
         return was_sent;
     }
     rec.signals_received.fetch_add(1, Ordering::Relaxed);
@@ -199,10 +203,11 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
     // SAFETY: caller contract: `uc` is the live ucontext.
     let sp = unsafe { sys::interrupted_sp(uc) };
     let here = sys::approx_sp();
+    let (stack_lo, stack_hi) = rec.stack_bounds();
     match preemption {
         Preemption::Signal => {
             let need = sys::injection_stack_need();
-            if sp < rec.stack_lo + need || sp > rec.stack_hi || here > rec.stack_hi {
+            if sp < stack_lo + need || sp > stack_hi || here > stack_hi {
                 // Not on our stack (foreign code on an alternate stack) or not
                 // enough room below it: leave the thread alone, and ask for
                 // another signal soon.
@@ -239,7 +244,7 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
             // signals are blocked until sigreturn. What runs after it here
             // (copies, atomics, one futex wake) stays far inside the scratch
             // gap.
-            if !unsafe { sys::inject_call(uc, rec.stack_lo + need) } {
+            if !unsafe { sys::inject_call(uc, stack_lo + need) } {
                 rec.state.store(state::RUNNING, Ordering::SeqCst);
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
                 reg.ask_retry();
@@ -276,7 +281,7 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
             // that is pending by then or lets it run.
         }
         Preemption::SignalInHandler => {
-            if here < rec.stack_lo + sys::PARK_STACK_NEED || here > rec.stack_hi {
+            if here < stack_lo + sys::PARK_STACK_NEED || here > stack_hi {
                 rec.deferred.fetch_add(1, Ordering::Relaxed);
                 reg.ask_retry();
                 return true;
@@ -305,6 +310,7 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
 /// `frame` and `xsave` must be the trampoline's frame and XSAVE image.
 pub(crate) unsafe fn park_injected(frame: &sys::TrampolineFrame, xsave: usize) {
     let Some(rec) = current() else { return };
+    let yielding = crate::yielding::begin_injected_yield(rec);
     let w = rec.early_world.swap(0, Ordering::Relaxed);
     if w != 0 {
         // The handler acknowledged already, from the ucontext: sleep on what
@@ -315,18 +321,21 @@ pub(crate) unsafe fn park_injected(frame: &sys::TrampolineFrame, xsave: usize) {
             rec.xsave_len.load(Ordering::Relaxed),
         );
         sleep_until_released(rec, w, StopKind::Injected, scan_lo, image);
-        return;
+    } else {
+        // SAFETY: owner-only write before acknowledgement (see ThreadRecord).
+        unsafe { *rec.gprs.get() = frame.to_gprs() };
+        match rec.request_pending() {
+            Some(_) => park(
+                rec,
+                StopKind::Injected,
+                xsave,
+                (xsave, sys::xsave_layout().size as usize),
+            ),
+            None => rec.state.store(state::RUNNING, Ordering::SeqCst),
+        }
     }
-    // SAFETY: owner-only write before acknowledgement (see ThreadRecord).
-    unsafe { *rec.gprs.get() = frame.to_gprs() };
-    match rec.request_pending() {
-        Some(_) => park(
-            rec,
-            StopKind::Injected,
-            xsave,
-            (xsave, sys::xsave_layout().size as usize),
-        ),
-        None => rec.state.store(state::RUNNING, Ordering::SeqCst),
+    if yielding {
+        crate::yielding::run_injected_yield(rec);
     }
 }
 

@@ -88,9 +88,23 @@ impl Registry {
             sys::install(config.signal)
                 .map_err(|e| ConfigError(format!("signal: cannot install handler: {e}")))?;
         }
+        let text = if config.yield_hook.is_some() {
+            let t = sys::exe_text_range();
+            if t.0 >= t.1 {
+                return Err(ConfigError(
+                    "yield_hook: the program's code cannot be located (dl_iterate_phdr), \
+                     so no instruction could be known safe to yield at"
+                        .into(),
+                ));
+            }
+            t
+        } else {
+            (0, 0)
+        };
         let reg = Registry {
             inner: Arc::new(RegistryInner {
                 config,
+                text,
                 threads: Mutex::new(Vec::new()),
                 coordinator: Mutex::new(()),
                 coordinator_tid: AtomicI32::new(0),
@@ -276,8 +290,8 @@ impl Registry {
             registry: Arc::as_ptr(&self.inner),
             tid: sys::gettid(),
             pid: std::sync::atomic::AtomicI32::new(nix::unistd::getpid().as_raw()),
-            stack_lo,
-            stack_hi,
+            stack_lo: AtomicUsize::new(stack_lo),
+            stack_hi: AtomicUsize::new(stack_hi),
             context,
             detached: std::sync::atomic::AtomicBool::new(false),
             in_list: std::sync::atomic::AtomicBool::new(true),
@@ -295,6 +309,10 @@ impl Registry {
             last_park_epoch: AtomicU64::new(0),
             last_park_world: AtomicU32::new(0),
             deferred: AtomicU64::new(0),
+            yield_token: AtomicU64::new(0),
+            yield_injected: AtomicU32::new(0),
+            yields: AtomicU64::new(0),
+            yields_refused: AtomicU64::new(0),
         });
         let ptr: *const ThreadRecord = Box::into_raw(rec);
         // Everything that may allocate or block happens before the record is
@@ -377,9 +395,10 @@ impl Attached {
         self.record().state.load(Ordering::Relaxed) == state::RUNNING
     }
 
-    /// The thread's stack bounds `(lo, hi)`, read once at attach.
+    /// The bounds `(lo, hi)` of the stack the thread runs on: read at
+    /// attach, or as last set by [`Attached::set_stack_bounds`].
     pub fn stack_bounds(&self) -> (usize, usize) {
-        (self.record().stack_lo, self.record().stack_hi)
+        self.record().stack_bounds()
     }
 
     /// Preemption signals this thread's handler has received.

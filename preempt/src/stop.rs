@@ -193,7 +193,7 @@ impl<'w> StoppedThread<'w> {
     }
     /// The stack bounds `(lo, hi)`.
     pub fn stack_bounds(&self) -> (usize, usize) {
-        (self.rec.stack_lo, self.rec.stack_hi)
+        self.rec.stack_bounds()
     }
     /// The general registers (in [`crate::GPR_NAMES`] order). For a thread
     /// stopped at a poll or in a safe region only the callee-saved ones and

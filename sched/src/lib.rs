@@ -55,15 +55,23 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+mod config;
 mod context;
 mod overflow;
+mod poll;
+mod queue;
+mod region;
 mod runtime;
 mod stack;
 mod sync;
 mod sys;
+mod sysmon;
 mod task;
+mod worker;
 
+pub use config::{Config, Preemption, RuntimeError};
 pub use context::{switch, Context};
-pub use runtime::{go, yield_now, Config, JoinHandle, Runtime, RuntimeError};
+pub use poll::{poll, GoroutinePoll, GoroutineStripMined};
+pub use runtime::{go, yield_now, JoinHandle, Runtime, RuntimeStats};
 pub use stack::{Stack, StackError, StackPool, GUARD, MIN_STACK};
 pub use sync::{sleep, Condvar, Mutex, MutexGuard, WaitGroup};

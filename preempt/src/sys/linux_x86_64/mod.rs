@@ -3,6 +3,7 @@
 mod futex;
 mod regs;
 mod signal;
+mod text;
 mod thread;
 mod trampoline;
 
@@ -13,7 +14,9 @@ pub(crate) use regs::{
 };
 pub use regs::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 pub(crate) use signal::{
-    handler_installed, inject_call, install, interrupted_sp, Ucontext, PARK_STACK_NEED, RED_ZONE,
+    handler_installed, inject_call, install, interrupted_pc, interrupted_sp, Ucontext,
+    PARK_STACK_NEED, RED_ZONE,
 };
+pub(crate) use text::exe_text_range;
 pub(crate) use thread::{approx_sp, current_cpu, current_stack_bounds, gettid, send_signal};
 pub(crate) use trampoline::injection_stack_need;

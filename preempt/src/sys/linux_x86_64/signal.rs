@@ -149,6 +149,15 @@ pub(crate) unsafe fn interrupted_sp(uc: *const libc::ucontext_t) -> usize {
     unsafe { (*uc).uc_mcontext.gregs[RSP_INDEX] as usize }
 }
 
+/// The interrupted instruction's address, from the ucontext.
+///
+/// # Safety
+/// `uc` must be the live ucontext of a handler on this thread.
+pub(crate) unsafe fn interrupted_pc(uc: *const libc::ucontext_t) -> usize {
+    // SAFETY: caller contract.
+    unsafe { (*uc).uc_mcontext.gregs[RIP_INDEX] as usize }
+}
+
 const RSP_INDEX: usize = libc::REG_RSP as usize;
 const RIP_INDEX: usize = libc::REG_RIP as usize;
 const _: () = assert!(RSP == 7);

@@ -1,0 +1,151 @@
+//! Runtime settings ([`Config`]), how goroutines are made to give up their
+//! worker ([`Preemption`]), and the errors of [`Runtime::new`](crate::Runtime::new).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::stack::StackError;
+
+/// How a goroutine that has used up its time slice is made to give up
+/// its worker. Stops of the world (a collector's) are `pardon-preempt`'s
+/// business and have their own strategy, [`pardon_preempt::Preemption`];
+/// this is the scheduler's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preemption {
+    /// `sysmon` signals the goroutine's worker (SIGURG, through
+    /// `pardon-preempt`), whose handler injects a call that switches the
+    /// goroutine out wherever it is in the program's own code, loops
+    /// without calls included (Go since 1.14). Needs
+    /// [`Runtime::with_signal_preemption`](crate::Runtime::with_signal_preemption),
+    /// which is `unsafe`: see there.
+    Signal,
+    /// `sysmon` raises a flag that [`poll`](crate::poll) reads: a goroutine
+    /// gives up its worker at a poll once its slice has run out (loop back
+    /// edges the program polls at), besides the cooperative points. The
+    /// default.
+    Poll,
+    /// No `sysmon`: a goroutine gives up its worker only when it waits
+    /// (channels, joins, locks, sleeps) or yields (Go up to 1.13, without
+    /// even its function-entry checks). A loop without such calls keeps its
+    /// worker for as long as it runs.
+    Cooperative,
+}
+
+impl Preemption {
+    /// Every mode, in report order.
+    pub const ALL: [Preemption; 3] = [
+        Preemption::Signal,
+        Preemption::Poll,
+        Preemption::Cooperative,
+    ];
+
+    /// The name tools use: `signal`, `poll` or `coop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preemption::Signal => "signal",
+            Preemption::Poll => "poll",
+            Preemption::Cooperative => "coop",
+        }
+    }
+}
+
+impl fmt::Display for Preemption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Preemption {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self, RuntimeError> {
+        Preemption::ALL
+            .into_iter()
+            .find(|p| p.name() == s || (s == "cooperative" && *p == Preemption::Cooperative))
+            .ok_or_else(|| {
+                RuntimeError::Config(format!(
+                    "preemption: unknown mode {s:?} (expected signal, poll or coop)"
+                ))
+            })
+    }
+}
+
+/// Runtime settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Worker threads (Go's `GOMAXPROCS`); default: the available cores
+    /// (also `PARDON_PROCS`).
+    pub procs: usize,
+    /// Bytes of address space per goroutine stack, guard page included
+    /// (committed only as touched). Default 256 KiB.
+    pub stack_size: usize,
+    /// Dead goroutines' stacks kept for reuse.
+    pub stack_pool: usize,
+    /// How a goroutine is made to give up its worker when its slice is
+    /// over. Default [`Preemption::Poll`].
+    pub preemption: Preemption,
+    /// How long a goroutine may keep its worker while others wait (Go's
+    /// `forcePreemptNS`, 10 ms, the default). Between 50 µs and 10 s. A
+    /// goroutine woken by another (a channel, a lock) runs in what is left
+    /// of its waker's slice, as in Go, so a pair that hands work back and
+    /// forth shares one slice.
+    pub time_slice: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            procs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stack_size: 256 * 1024,
+            stack_pool: 256,
+            preemption: Preemption::Poll,
+            time_slice: Duration::from_millis(10),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings, naming the one at fault.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if self.procs == 0 || self.procs > 1024 {
+            return Err(RuntimeError::Config(format!(
+                "procs: {} is not between 1 and 1024",
+                self.procs
+            )));
+        }
+        if self.time_slice < Duration::from_micros(50) || self.time_slice > Duration::from_secs(10)
+        {
+            return Err(RuntimeError::Config(format!(
+                "time_slice: {:?} is not between 50 µs and 10 s",
+                self.time_slice
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why a runtime could not be made.
+#[derive(Debug)]
+pub enum RuntimeError {
+    /// A setting is out of range; the message names it.
+    Config(String),
+    /// The stack settings were refused.
+    Stack(StackError),
+    /// A worker thread could not be started.
+    Spawn(std::io::Error),
+    /// The preemption signal could not be set up.
+    Preempt(String),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::Config(m) => f.write_str(m),
+            RuntimeError::Stack(e) => write!(f, "stack_size: {e}"),
+            RuntimeError::Spawn(e) => write!(f, "cannot start a worker thread: {e}"),
+            RuntimeError::Preempt(m) => write!(f, "preemption: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}

@@ -1,0 +1,241 @@
+//! The run queues (Go's `runq`, `runnext` and global run queue) and the
+//! state every worker shares with the others and with `sysmon`.
+//!
+//! Each worker (for now an M bound to its P for life) has a local queue
+//! and a `next` slot. A goroutine woken by another (a channel send, an
+//! unlock, a timer) goes into its home worker's `next` slot, pushing what
+//! was there to the back of the queue, and runs as soon as the goroutine
+//! running there gives up the worker — in what is left of the running
+//! goroutine's slice (Go's `inheritTime`), so a pair of goroutines handing
+//! work to each other cannot keep the others waiting longer than a slice.
+//! New goroutines go to the back of the spawning worker's queue (or the
+//! global queue when spawned from outside); a goroutine that yields or is
+//! preempted goes to the back of its home queue (Go sends it to the global
+//! queue, from which any P may take it; ours may not migrate: see
+//! `runtime`).
+//!
+//! A worker with nothing local takes from the global queue, then steals
+//! half of the goroutines another has queued *that have not run yet*. An
+//! idle worker sleeps on its own futex word, which an enqueue for it
+//! raises; an enqueue that any worker could take (the global queue, a
+//! goroutine that has not run) also wakes one sleeping worker. A worker
+//! reads its word before it looks at the queues, says it sleeps, looks
+//! again, and sleeps only if the word has not moved; an enqueuer pushes,
+//! then looks for sleepers: either it sees the sleeper, or the sleeper's
+//! second look sees the goroutine (every step `SeqCst`). So no wake-up is
+//! lost, and no idle worker spins (Go's `spinning` Ms, without the spin).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::region::lock;
+use crate::stack::StackPool;
+use crate::task::{Task, NO_HOME};
+
+pub(crate) type TaskRef = Arc<Task>;
+
+/// A worker's queue: `next`, then `queue` in order.
+#[derive(Default)]
+pub(crate) struct Local {
+    /// The goroutine to run next, in the current slice.
+    next: Option<TaskRef>,
+    queue: VecDeque<TaskRef>,
+}
+
+/// What a worker shares (Go's P, for now one per M).
+#[derive(Default)]
+pub(crate) struct Proc {
+    /// Its run queue. Locked by the owner to push and pop, by other
+    /// workers to push wake-ups and steal, always inside a no-preempt
+    /// region (`region::lock`).
+    pub local: Mutex<Local>,
+    /// Slices begun: raised by the owner (only) each time it runs a
+    /// goroutine that does not inherit the slice, before `running` is set;
+    /// read by `sysmon` and by the yield hook, which compare it with the
+    /// slice they meant to end.
+    pub tick: AtomicU64,
+    /// 1 while the owner runs a goroutine, 0 in its scheduler. Owner
+    /// writes; `sysmon` reads.
+    pub running: AtomicU32,
+    /// In poll mode, the slice (`tick`) `sysmon` wants ended, or 0: set by
+    /// `sysmon`, cleared by the owner's poll that acts on it.
+    pub want_yield: AtomicU64,
+    /// Goroutines switched out at the end of their slice (by a yield hook
+    /// or a poll). Owner writes; anyone reads.
+    pub preemptions: AtomicU64,
+    /// Requests `sysmon` made of this worker. `sysmon` writes.
+    pub asks: AtomicU64,
+    /// Yield signals refused on this worker, as its preempt record counts
+    /// them; copied by the owner after each goroutine it runs.
+    pub refused: AtomicU64,
+    /// Futex word the owner sleeps on when idle; raised by every enqueue
+    /// meant for it, and to wake it for other work.
+    pub seq: AtomicU32,
+    /// 1 while the owner sleeps on `seq` (or is about to). Owner writes.
+    pub sleeping: AtomicU32,
+}
+
+impl Proc {
+    /// Makes the owner look at the queues again, waking it if it sleeps.
+    /// Returns whether it was asleep.
+    pub(crate) fn kick(&self) -> bool {
+        self.seq.fetch_add(1, SeqCst);
+        if self.sleeping.load(SeqCst) != 0 {
+            pardon_preempt::futex::wake(&self.seq, 1);
+            return true;
+        }
+        false
+    }
+}
+
+/// Where `enqueue` puts a goroutine.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Place {
+    /// The worker's `next` slot (a wake-up).
+    Next(usize),
+    /// The back of the worker's queue.
+    Back(usize),
+    /// The global queue.
+    Global,
+}
+
+/// What the workers and `sysmon` share.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub procs: Vec<Proc>,
+    /// Goroutines spawned from outside the runtime.
+    global: Mutex<VecDeque<TaskRef>>,
+    /// How many goroutines `global` holds: a worker looks at it before
+    /// every choice, without the lock.
+    global_len: AtomicUsize,
+    pub shutdown: AtomicBool,
+    pub stacks: StackPool,
+    /// The preempt registry the workers attach to, in signal mode.
+    pub registry: Option<pardon_preempt::Registry>,
+    /// Futex word `sysmon` sleeps on; raised to wake it early.
+    pub sysmon_seq: AtomicU32,
+    /// Non-zero while `sysmon` sleeps longer than its busy period (nothing
+    /// was running): a worker that starts a goroutine then wakes it.
+    pub sysmon_idle: AtomicU32,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        stacks: StackPool,
+        registry: Option<pardon_preempt::Registry>,
+    ) -> Shared {
+        Shared {
+            procs: (0..config.procs).map(|_| Proc::default()).collect(),
+            config,
+            global: Mutex::new(VecDeque::new()),
+            global_len: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            stacks,
+            registry,
+            sysmon_seq: AtomicU32::new(0),
+            sysmon_idle: AtomicU32::new(0),
+        }
+    }
+
+    /// Queues a runnable goroutine and wakes the worker that must run it,
+    /// or, if any may (the global queue, a goroutine that has not run),
+    /// one that sleeps.
+    pub(crate) fn enqueue(&self, t: TaskRef, place: Place) {
+        let anyone = t.home.load(SeqCst) == NO_HOME;
+        let target = match place {
+            Place::Next(w) => {
+                let mut l = lock(&self.procs[w].local);
+                if let Some(old) = l.next.replace(t) {
+                    l.queue.push_back(old);
+                }
+                Some(w)
+            }
+            Place::Back(w) => {
+                lock(&self.procs[w].local).queue.push_back(t);
+                Some(w)
+            }
+            Place::Global => {
+                let mut g = lock(&self.global);
+                g.push_back(t);
+                self.global_len.store(g.len(), SeqCst);
+                None
+            }
+        };
+        if let Some(w) = target {
+            if self.procs[w].kick() || !anyone {
+                return;
+            }
+        }
+        // Anyone may take it: wake one sleeper (the target, if asleep, was
+        // woken above).
+        if let Some(p) = self.procs.iter().find(|p| p.sleeping.load(SeqCst) != 0) {
+            p.kick();
+        }
+    }
+
+    /// Wakes every worker (shutdown).
+    pub(crate) fn kick_all(&self) {
+        for p in &self.procs {
+            p.kick();
+        }
+    }
+
+    /// The next goroutine for worker `w`, and whether it inherits the
+    /// running slice: its `next` slot, then its queue, after moving a
+    /// batch of the global queue to the back of it (so goroutines spawned
+    /// from outside wait their turn behind those already here, never for
+    /// ever: a worker whose goroutines yield or are preempted always has
+    /// some queued); failing all that, half of the goroutines that have
+    /// not run from another's queue.
+    pub(crate) fn find(&self, w: usize) -> Option<(TaskRef, bool)> {
+        let mut l = lock(&self.procs[w].local);
+        if let Some(t) = l.next.take() {
+            return Some((t, true));
+        }
+        if self.global_len.load(SeqCst) > 0 {
+            let mut g = lock(&self.global);
+            let batch = (g.len() / self.procs.len() + 1).min(g.len());
+            l.queue.extend(g.drain(..batch));
+            self.global_len.store(g.len(), SeqCst);
+        }
+        if let Some(t) = l.queue.pop_front() {
+            return Some((t, false));
+        }
+        drop(l);
+        let n = self.procs.len();
+        for k in 1..n {
+            let victim = (w + k) % n;
+            let mut v = lock(&self.procs[victim].local);
+            // Only goroutines that have not run: the others stay home.
+            let fresh = v
+                .queue
+                .iter()
+                .filter(|t| t.home.load(SeqCst) == NO_HOME)
+                .count();
+            let take = fresh.div_ceil(2);
+            if take == 0 {
+                continue;
+            }
+            let mut stolen = VecDeque::with_capacity(take);
+            let mut kept = VecDeque::with_capacity(v.queue.len() - take);
+            for t in v.queue.drain(..) {
+                if stolen.len() < take && t.home.load(SeqCst) == NO_HOME {
+                    stolen.push_back(t);
+                } else {
+                    kept.push_back(t);
+                }
+            }
+            v.queue = kept;
+            drop(v);
+            let first = stolen.pop_front();
+            if !stolen.is_empty() {
+                lock(&self.procs[w].local).queue.extend(stolen);
+            }
+            return first.map(|t| (t, false));
+        }
+        None
+    }
+}

@@ -1,0 +1,88 @@
+//! No-preempt regions on a worker, and the lock every piece of runtime
+//! state is taken with.
+//!
+//! With signal preemption a goroutine can be switched out at any
+//! instruction of the program's own code (`pardon-preempt`'s yield
+//! requests). Switched out while it held one of the runtime's own locks (a
+//! run queue, a channel's state), it would leave the next goroutine on its
+//! worker that takes the same lock blocking the worker's thread for ever:
+//! the goroutine holding it can only run on that thread. So the runtime
+//! takes its locks inside a no-preempt region of the worker's preempt
+//! record, where the signal handler refuses to yield, and switches between
+//! contexts inside one too: the region's depth is 1 in the scheduler and
+//! 0 in a goroutine's own code, and moves with the thread across a switch
+//! (see `worker`). On a thread that is not a worker of a signal-preempted
+//! runtime, regions are empty.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::worker::worker;
+
+/// A no-preempt region, ended by drop.
+pub(crate) struct Region {
+    active: bool,
+}
+
+impl Region {
+    /// Enters a region on the calling worker, if it is one of a
+    /// signal-preempted runtime.
+    #[inline]
+    pub(crate) fn enter() -> Region {
+        match worker().and_then(|w| w.attached.as_ref()) {
+            Some(a) => {
+                a.enter_no_preempt();
+                Region { active: true }
+            }
+            None => Region { active: false },
+        }
+    }
+}
+
+impl Drop for Region {
+    #[inline]
+    fn drop(&mut self) {
+        if self.active {
+            if let Some(a) = worker().and_then(|w| w.attached.as_ref()) {
+                a.exit_no_preempt();
+            }
+        }
+    }
+}
+
+/// A locked runtime mutex, inside a no-preempt region: the guard unlocks
+/// before the region ends (fields drop in order).
+pub(crate) struct Locked<'a, T> {
+    guard: MutexGuard<'a, T>,
+    _region: Region,
+}
+
+impl<T> Deref for Locked<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for Locked<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+/// Locks a runtime mutex inside a no-preempt region (a poisoned lock is
+/// taken anyway: the runtime's state is kept consistent across the panics
+/// it lets through, which are the user's and happen outside its locks).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Locked<'_, T> {
+    let region = Region::enter();
+    Locked {
+        guard: lock_plain(m),
+        _region: region,
+    }
+}
+
+/// Locks a mutex without a region: for threads outside the runtime, which
+/// wait on a `std` condition variable with the guard.
+pub(crate) fn lock_plain<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,95 @@
+//! `sysmon`: the thread (with no P, never running goroutines) that ends
+//! time slices, Go's `sysmon` → `retake` → `preemptone`.
+//!
+//! Every round it reads each worker's slice counter (`Proc::tick`). A
+//! slice it sees for the first time is noted with the time; one it has
+//! seen running for `time_slice` or longer is asked to end: in signal mode
+//! by a yield request to the worker's preempt record (the signal and the
+//! injected call), in poll mode by the worker's `want_yield` flag. A
+//! refused request (the goroutine in a no-preempt region or in a shared
+//! library) is simply made again the next round.
+//!
+//! Go's `sysmon` notices a slice only at its own rounds, which stretch to
+//! 10 ms, so a goroutine may run for up to two of them (20 ms) before it
+//! is preempted; ours rounds every eighth of a slice, between 20 µs and
+//! 500 µs, while anything runs, so a slice ends at most a round late.
+//! While nothing runs it sleeps longer, doubling to 10 ms, and the first
+//! worker to start a goroutine wakes it.
+
+use std::num::NonZeroU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Preemption;
+use crate::queue::Shared;
+
+/// The round while goroutines run, for a given slice.
+pub(crate) fn busy_period(slice: Duration) -> Duration {
+    (slice / 8).clamp(Duration::from_micros(20), Duration::from_micros(500))
+}
+
+/// The longest sleep while nothing runs.
+const IDLE_MAX: Duration = Duration::from_millis(10);
+
+pub(crate) fn sysmon_main(shared: Arc<Shared>) {
+    // Wake-ups on time: the default timer slack (50 µs) would add to every
+    // round.
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and affects this thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
+    let slice = shared.config.time_slice;
+    let period = busy_period(slice);
+    let n = shared.procs.len();
+    // Per worker: the slice last seen, and when it was first seen.
+    let mut seen: Vec<(u64, Instant)> = vec![(0, Instant::now()); n];
+    let mut delay = period;
+    loop {
+        if shared.shutdown.load(SeqCst) {
+            return;
+        }
+        let seq = shared.sysmon_seq.load(SeqCst);
+        let now = Instant::now();
+        let mut any = false;
+        for (i, p) in shared.procs.iter().enumerate() {
+            if p.running.load(Acquire) == 0 {
+                continue;
+            }
+            any = true;
+            let tick = p.tick.load(Acquire);
+            if seen[i].0 != tick {
+                seen[i] = (tick, now);
+                continue;
+            }
+            if now.duration_since(seen[i].1) < slice {
+                continue;
+            }
+            let Some(token) = NonZeroU64::new(tick) else {
+                continue;
+            };
+            p.asks.fetch_add(1, Relaxed);
+            match shared.config.preemption {
+                Preemption::Signal => {
+                    if let Some(reg) = &shared.registry {
+                        reg.request_yield(i, token);
+                    }
+                }
+                Preemption::Poll => p.want_yield.store(tick, Relaxed),
+                Preemption::Cooperative => {}
+            }
+        }
+        if any {
+            delay = period;
+        } else {
+            delay = (delay * 2).min(IDLE_MAX);
+            // Checked by every worker that starts a goroutine.
+            shared.sysmon_idle.store(1, SeqCst);
+            if shared.procs.iter().any(|p| p.running.load(SeqCst) != 0) {
+                // Started while we looked: watch it from now on.
+                shared.sysmon_idle.store(0, SeqCst);
+                delay = period;
+            }
+        }
+        pardon_preempt::futex::wait(&shared.sysmon_seq, seq, Some(delay));
+        shared.sysmon_idle.store(0, SeqCst);
+    }
+}

@@ -1,0 +1,300 @@
+//! A worker: the thread that runs goroutines (Go's M, bound for now to one
+//! P), its scheduler loop, the switches into and out of goroutines, and
+//! the entry the preemption signal's injected call uses to switch a
+//! goroutine out.
+//!
+//! The no-preempt depth of the worker's preempt record (signal mode only)
+//! is the switch's invariant: 1 whenever the scheduler runs, 0 in a
+//! goroutine's own code. Code that switches to the scheduler raises it to
+//! 1 first (`to_scheduler`; the yield hook is called at 1), and code that
+//! is switched back into lowers it (`to_scheduler` after its switch
+//! returns, `task_entry` at a goroutine's first instruction, the injected
+//! call after the hook returns). So the handler never yields inside the
+//! scheduler or half-way through a switch, and the stack bounds the
+//! record holds, changed only at depth 1, always describe the stack the
+//! thread runs on when the depth is 0.
+
+use std::cell::{Cell, UnsafeCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::context::{switch, Context};
+use crate::queue::{Place, Proc, Shared, TaskRef};
+use crate::task::{Task, DEAD, PARKING, RUNNABLE, RUNNING, WAITING, WAKE_PENDING};
+
+/// The running worker's state, reached through a thread-local pointer.
+pub(crate) struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    /// This worker's entry in `shared.procs`.
+    proc_: *const Proc,
+    /// The scheduler's own context, which goroutines switch back to.
+    sched: UnsafeCell<Context>,
+    /// The goroutine running now. Read and written only at no-preempt
+    /// depth 1 (the scheduler, and a goroutine on its way to it).
+    current: UnsafeCell<Option<TaskRef>>,
+    /// The worker's preempt record, in signal mode.
+    pub attached: Option<pardon_preempt::Attached>,
+    /// The thread's own stack, as the record had it at attach.
+    own_stack: (usize, usize),
+}
+
+impl Worker {
+    pub(crate) fn proc_(&self) -> &Proc {
+        // SAFETY: points into `self.shared.procs`, which lives as long as
+        // the `shared` Arc this worker holds.
+        unsafe { &*self.proc_ }
+    }
+
+    /// The goroutine running now. Only at depth 1 (see `current`).
+    fn current(&self) -> Option<&TaskRef> {
+        // SAFETY: only this thread touches `current`, and never while a
+        // mutable access is live (they are all in this module, each a
+        // single statement).
+        unsafe { (*self.current.get()).as_ref() }
+    }
+
+    fn raise(&self) {
+        if let Some(a) = &self.attached {
+            a.enter_no_preempt();
+        }
+    }
+
+    fn lower(&self) {
+        if let Some(a) = &self.attached {
+            a.exit_no_preempt();
+        }
+    }
+}
+
+thread_local! {
+    static WORKER: Cell<*const Worker> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The worker running the caller, or `None` outside the runtime.
+#[inline(never)]
+pub(crate) fn worker() -> Option<&'static Worker> {
+    let p = WORKER.with(|w| w.get());
+    // SAFETY: set by the worker's loop to its own Worker, which outlives
+    // every goroutine it runs (the loop returns only at shutdown, and a
+    // goroutine never leaves its worker's thread).
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// A worker thread's body.
+pub(crate) fn worker_main(index: usize, shared: Arc<Shared>) {
+    let attached = shared.registry.as_ref().map(|r| {
+        // SAFETY: the context word is the worker's index, which is what
+        // `sysmon` asks yields by; nothing else stops this registry.
+        unsafe { r.attach_with_context(index) }
+            .unwrap_or_else(|e| panic!("pardon-sched: worker {index} cannot attach: {e}"))
+    });
+    let own_stack = attached.as_ref().map_or((0, 0), |a| a.stack_bounds());
+    let me = Worker {
+        index,
+        proc_: &shared.procs[index],
+        shared,
+        sched: UnsafeCell::new(Context::empty()),
+        current: UnsafeCell::new(None),
+        attached,
+        own_stack,
+    };
+    WORKER.with(|w| w.set(&me));
+    me.raise();
+    let shared = &me.shared;
+    let p = me.proc_();
+    loop {
+        if shared.shutdown.load(SeqCst) {
+            break;
+        }
+        let seen = p.seq.load(SeqCst);
+        let found = match shared.find(index) {
+            Some(t) => Some(t),
+            None => {
+                // Said to sleep before looking again, so an enqueue after
+                // this look kicks us (see `queue`).
+                p.sleeping.store(1, SeqCst);
+                let again = shared.find(index);
+                if again.is_none() && !shared.shutdown.load(SeqCst) {
+                    pardon_preempt::futex::wait(&p.seq, seen, None);
+                }
+                p.sleeping.store(0, SeqCst);
+                again
+            }
+        };
+        if let Some((t, inherit)) = found {
+            run(&me, t, inherit);
+        }
+    }
+    me.lower();
+    WORKER.with(|w| w.set(std::ptr::null()));
+}
+
+/// Runs `t` until it yields, is preempted, parks or ends, then does what
+/// it asked. `inherit`: it runs in what is left of the current slice.
+fn run(me: &Worker, t: TaskRef, inherit: bool) {
+    let shared = &me.shared;
+    let p = me.proc_();
+    t.state.store(RUNNING, SeqCst);
+    // SAFETY: only the worker running a task touches its cells.
+    if unsafe { (*t.stack.get()).is_none() } {
+        match shared.stacks.get() {
+            Ok(stack) => {
+                t.home.store(me.index, SeqCst);
+                let arg = Arc::as_ptr(&t) as usize;
+                // SAFETY: the stack is the task's alone until it is dead;
+                // `arg` is kept alive by `me.current` while it runs.
+                unsafe { *t.ctx.get() = Context::new(&stack, task_entry, arg) };
+                // SAFETY: as above.
+                unsafe { *t.stack.get() = Some(stack) };
+            }
+            Err(e) => {
+                eprintln!("pardon-sched: no stack for a goroutine ({e}); retrying later");
+                t.state.store(RUNNABLE, SeqCst);
+                shared.enqueue(t, Place::Global);
+                std::thread::sleep(Duration::from_millis(1));
+                return;
+            }
+        }
+    }
+    // SAFETY: depth 1; no other access to `current` is live.
+    unsafe { *me.current.get() = Some(t.clone()) };
+    // SAFETY: read-only: the stack stays with the task while it runs.
+    let (lo, hi) = match unsafe { (*t.stack.get()).as_ref() } {
+        Some(s) => (s.bottom(), s.top()),
+        None => unreachable!("a task runs with a stack"),
+    };
+    crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
+    if let Some(a) = &me.attached {
+        // SAFETY: depth 1; the goroutine lowers it only once it runs on
+        // this stack, and it stays on it until it raises it again.
+        unsafe { a.set_stack_bounds(lo, hi) };
+    }
+    if !inherit {
+        p.tick.store(p.tick.load(Relaxed) + 1, Release);
+    }
+    // SeqCst: ordered before the load below, against sysmon's store of
+    // `sysmon_idle` and its load of `running` (a Dekker pair).
+    p.running.store(1, SeqCst);
+    if shared.sysmon_idle.load(SeqCst) != 0 && shared.sysmon_idle.swap(0, SeqCst) != 0 {
+        // sysmon sleeps long while nothing runs: it must watch this slice.
+        shared.sysmon_seq.fetch_add(1, SeqCst);
+        pardon_preempt::futex::wake(&shared.sysmon_seq, 1);
+    }
+    // SAFETY: the task's context was made above or saved by its last
+    // switch away, and no other worker runs it (the state protocol).
+    unsafe { switch(&mut *me.sched.get(), &*t.ctx.get()) };
+    p.running.store(0, Release);
+    if let Some(a) = &me.attached {
+        p.refused.store(a.yields_refused(), Relaxed);
+        // SAFETY: depth 1, back on the thread's own stack.
+        unsafe { a.set_stack_bounds(me.own_stack.0, me.own_stack.1) };
+    }
+    crate::overflow::set_guard(0, 0);
+    // SAFETY: depth 1; no other access to `current` is live.
+    unsafe { *me.current.get() = None };
+    match t.state.load(SeqCst) {
+        RUNNING => {
+            // Yielded or preempted: to the back of this worker's queue, so
+            // the others here run first.
+            t.state.store(RUNNABLE, SeqCst);
+            shared.enqueue(t, Place::Back(me.index));
+        }
+        PARKING => {
+            if t.state
+                .compare_exchange(PARKING, WAITING, SeqCst, SeqCst)
+                .is_err()
+            {
+                // Woken before the park was committed.
+                t.state.store(RUNNABLE, SeqCst);
+                shared.enqueue(t, Place::Next(me.index));
+            }
+        }
+        WAKE_PENDING => {
+            t.state.store(RUNNABLE, SeqCst);
+            shared.enqueue(t, Place::Next(me.index));
+        }
+        DEAD => {
+            // SAFETY: the task will never run again.
+            if let Some(stack) = unsafe { (*t.stack.get()).take() } {
+                shared.stacks.put(stack);
+            }
+        }
+        s => unreachable!("a task switched away in state {s}"),
+    }
+}
+
+extern "C" fn task_entry(arg: usize) -> ! {
+    let me = worker().expect("a goroutine runs on a worker");
+    // Switched into at depth 1: this is goroutine code now.
+    me.lower();
+    // SAFETY: `arg` is the Task the worker keeps alive while it runs.
+    let t = unsafe { &*(arg as *const Task) };
+    // SAFETY: only the running task takes its work, once.
+    if let Some(work) = unsafe { (*t.work.get()).take() } {
+        // A panic is caught where the closure was wrapped (`go`); this one
+        // is only a guard against unwinding off the stack's top.
+        let _ = catch_unwind(AssertUnwindSafe(work));
+    }
+    me.raise();
+    t.state.store(DEAD, SeqCst);
+    // SAFETY: back to the scheduler for good: it frees the stack only
+    // after this switch has saved our (never resumed) context.
+    unsafe { switch(&mut *t.ctx.get(), &*me.sched.get()) };
+    unreachable!("a dead goroutine was resumed");
+}
+
+/// Switches the running goroutine to its scheduler, at depth 1.
+fn switch_out(me: &Worker) {
+    let ctx = me.current().expect("a running goroutine").ctx.get();
+    // SAFETY: saves this goroutine's context, resumes the scheduler's; the
+    // task stays alive in the scheduler's hands meanwhile.
+    unsafe { switch(&mut *ctx, &*me.sched.get()) };
+}
+
+/// Switches the calling goroutine back to its worker's scheduler, having
+/// set its state (`RUNNING` to yield, `PARKING` to park). `prepare` runs
+/// first, at depth 1, with the goroutine (a park registers its waker
+/// there); if it returns false nothing is switched.
+pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> bool {
+    let me = worker().expect("a goroutine runs on a worker");
+    me.raise();
+    let t = me.current().expect("a running goroutine").clone();
+    let go = prepare(me, &t);
+    drop(t);
+    if go {
+        switch_out(me);
+    }
+    me.lower();
+    go
+}
+
+/// The preempt registry's yield hook (signal mode): called in the
+/// injected call, at depth 1, with every register of the interrupted
+/// goroutine saved on its stack. Switches the goroutine out if `token` is
+/// still its slice (`sysmon` asks with the slice's tick; a goroutine that
+/// has given up the worker since is left alone).
+pub(crate) fn on_yield(token: u64) {
+    let Some(me) = worker() else { return };
+    let p = me.proc_();
+    if p.tick.load(Acquire) != token || p.running.load(Relaxed) == 0 || me.current().is_none() {
+        return;
+    }
+    p.preemptions.fetch_add(1, Relaxed);
+    switch_out(me);
+}
+
+/// The slow path of a poll: ends the slice `sysmon` asked to end, if it
+/// is still the running one.
+#[cold]
+#[inline(never)]
+pub(crate) fn poll_slow(me: &Worker, wanted: u64) {
+    let p = me.proc_();
+    p.want_yield.store(0, Relaxed);
+    if p.tick.load(Relaxed) == wanted {
+        p.preemptions.fetch_add(1, Relaxed);
+        to_scheduler(|_, _| true);
+    }
+}

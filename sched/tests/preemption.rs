@@ -1,0 +1,254 @@
+//! Time slices end: the talk's claims on our own scheduler. A goroutine
+//! spinning without calls for a lock another holds deadlocks a cooperative
+//! runtime and a polls-only one whose loop does not poll, and does not
+//! deadlock one preempted by signal (Go's `TestAsyncPreempt` shape); a
+//! pair of heavy goroutines and a pair of light ones on one worker make
+//! comparable progress (`TestPingPongHog`); and every register of a
+//! goroutine survives being switched out by the signal, across 10,000
+//! preemptions.
+//!
+//! These tests assert outcomes, never durations: a deadlock is detected by
+//! a watchdog that then releases the spinning goroutine (so the test never
+//! hangs), and the deadlock-free runs are only required to finish.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pardon_preempt::PollStrategy;
+use pardon_sched::{channel, go, yield_now, Config, GoroutinePoll, Preemption, Runtime};
+
+#[path = "../../preempt/tests/regloop/mod.rs"]
+mod regloop;
+
+fn config(procs: usize, preemption: Preemption, slice_us: u64) -> Config {
+    Config {
+        procs,
+        preemption,
+        time_slice: Duration::from_micros(slice_us),
+        ..Config::default()
+    }
+}
+
+fn runtime(c: Config) -> Runtime {
+    if c.preemption == Preemption::Signal {
+        // SAFETY: the goroutines of these tests use no thread-locals, do
+        // not print, and allocate only through the system allocator.
+        unsafe { Runtime::with_signal_preemption(c) }.unwrap()
+    } else {
+        Runtime::new(c).unwrap()
+    }
+}
+
+/// One round of the spinlock story on `rt`: goroutine A takes the lock,
+/// starts B, and yields while holding it; B spins for the lock with no
+/// calls (polling with `P` on each try), bailing out only when `abort` is
+/// set. Returns whether the round completed before `watchdog` ran out (if
+/// not, it sets `abort` and waits for the round to unwind).
+fn spinlock_round<P: PollStrategy + Default + Send + 'static>(
+    rt: &Runtime,
+    watchdog: Duration,
+) -> bool {
+    let lock = Arc::new(AtomicBool::new(false));
+    let abort = Arc::new(AtomicBool::new(false));
+    let (l2, a2) = (lock.clone(), abort.clone());
+    let round = rt.go(move || {
+        while l2.swap(true, SeqCst) {}
+        let (l3, a3) = (l2.clone(), a2.clone());
+        let b = go(move || {
+            let mut poll = P::default();
+            loop {
+                if l3
+                    .compare_exchange_weak(false, true, SeqCst, SeqCst)
+                    .is_ok()
+                {
+                    l3.store(false, SeqCst);
+                    return true;
+                }
+                if a3.load(SeqCst) {
+                    return false;
+                }
+                poll.tick();
+            }
+        });
+        yield_now();
+        // A runs again only once B has given up the worker.
+        l2.store(false, SeqCst);
+        b.join().unwrap()
+    });
+    let start = Instant::now();
+    while !round.is_finished() && start.elapsed() < watchdog {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !round.is_finished() {
+        abort.store(true, SeqCst);
+    }
+    let acquired = round.join().unwrap();
+    let finished = start.elapsed() < watchdog || acquired;
+    assert_eq!(finished, acquired);
+    acquired
+}
+
+#[derive(Default)]
+struct NoPoll;
+impl PollStrategy for NoPoll {
+    fn tick(&mut self) {}
+    fn between_calls(&mut self) {}
+}
+
+#[test]
+fn signal_preemption_ends_the_spinlock_deadlock() {
+    let rt = runtime(config(1, Preemption::Signal, 1000));
+    for round in 0..20 {
+        assert!(
+            spinlock_round::<NoPoll>(&rt, Duration::from_secs(60)),
+            "round {round} deadlocked under signal preemption"
+        );
+    }
+    let s = rt.stats();
+    assert!(s.preemptions >= 20, "{s:?}");
+}
+
+#[test]
+fn cooperative_runtime_deadlocks_on_the_spinlock() {
+    let rt = runtime(config(1, Preemption::Cooperative, 1000));
+    assert!(!spinlock_round::<NoPoll>(&rt, Duration::from_millis(300)));
+    // And after the watchdog released it, the runtime works.
+    assert_eq!(rt.block_on(|| 7).unwrap(), 7);
+    assert_eq!(rt.stats().preemptions, 0);
+}
+
+#[test]
+fn polls_end_the_deadlock_only_where_the_loop_polls() {
+    let rt = runtime(config(1, Preemption::Poll, 1000));
+    for _ in 0..5 {
+        assert!(spinlock_round::<GoroutinePoll>(
+            &rt,
+            Duration::from_secs(60)
+        ));
+    }
+    assert!(!spinlock_round::<NoPoll>(&rt, Duration::from_millis(300)));
+}
+
+/// Go's `TestPingPongHog`: two pairs of goroutines on one worker, each
+/// pair handing a token back and forth, the hogs doing 1,000 times the
+/// light pair's work per hand-off. A woken goroutine runs in its waker's
+/// slice, so each pair gets about half the worker; without that (or
+/// without preemption) the light pair, always woken next, would starve
+/// the hogs, or the reverse.
+fn ping_pong_hog(preemption: Preemption) -> (u64, u64) {
+    let rt = runtime(config(1, preemption, 2000));
+    let done = Arc::new(AtomicBool::new(false));
+    let hog = Arc::new(AtomicU64::new(0));
+    let light = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    let mut starts = Vec::new();
+    for (limit, counter) in [(1_000_000u64, &hog), (1_000, &light)] {
+        let (tx, rx) = channel::channel::<()>(1);
+        for _ in 0..2 {
+            let (tx, rx, done, counter) =
+                (tx.clone(), rx.clone(), done.clone(), (*counter).clone());
+            handles.push(rt.go(move || {
+                let mut local = 0u64;
+                while rx.recv().is_ok() {
+                    if done.load(SeqCst) {
+                        let _ = tx.send(());
+                        break;
+                    }
+                    for _ in 0..limit {
+                        local = std::hint::black_box(local + 1);
+                    }
+                    counter.store(local, SeqCst);
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        starts.push(tx);
+    }
+    for tx in &starts {
+        tx.send(()).unwrap();
+    }
+    // At least 50 slices' worth of switching, whatever the machine's load.
+    let start = Instant::now();
+    while rt.stats().preemptions < 50 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    done.store(true, SeqCst);
+    for h in handles {
+        h.join().unwrap();
+    }
+    (hog.load(SeqCst) * 2, light.load(SeqCst) * 2)
+}
+
+#[test]
+fn ping_pong_pairs_share_the_worker_fairly() {
+    let (hog, light) = ping_pong_hog(Preemption::Signal);
+    assert!(hog > 0 && light > 0, "hog {hog}, light {light}");
+    let ratio = hog as f64 / light as f64;
+    assert!(
+        (0.2..=5.0).contains(&ratio),
+        "hog {hog}, light {light}: ratio {ratio:.2} outside [0.2, 5]"
+    );
+}
+
+/// Every register of goroutines preempted by the signal comes back
+/// bit-exact: several goroutines per worker run the register loop with
+/// patterns of their own, so a preempted one resumes after others have
+/// loaded theirs.
+#[test]
+fn registers_survive_goroutine_preemption() {
+    use regloop::{compare, pattern, Width, WORDS};
+    const PREEMPTIONS: u64 = 10_000;
+    let rt = runtime(config(2, Preemption::Signal, 50));
+    let width = Width::best();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for g in 0..6u64 {
+        let done = done.clone();
+        handles.push(rt.go(move || {
+            let inp = pattern(1000 + g);
+            let mut out = vec![0u64; WORDS];
+            let mut failures = Vec::new();
+            let mut runs = 0u64;
+            while !done.load(SeqCst) {
+                width.run(&inp, &mut out, 200_000);
+                runs += 1;
+                let bad = compare(width, &inp, &out);
+                if !bad.is_empty() {
+                    failures.push(bad);
+                }
+            }
+            (runs, failures)
+        }));
+    }
+    let start = Instant::now();
+    while rt.stats().preemptions < PREEMPTIONS {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "only {:?} in 300 s",
+            rt.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done.store(true, SeqCst);
+    for h in handles {
+        let (runs, failures) = h.join().unwrap();
+        assert!(runs > 0);
+        assert!(
+            failures.is_empty(),
+            "register state corrupted: {:?}",
+            &failures[..1]
+        );
+    }
+    eprintln!("{width:?}: {:?} in {:?}", rt.stats(), start.elapsed());
+}
+
+#[test]
+fn signal_preemption_needs_the_unsafe_constructor() {
+    let e = Runtime::new(config(1, Preemption::Signal, 1000)).unwrap_err();
+    assert!(e.to_string().contains("with_signal_preemption"), "{e}");
+    let e = Runtime::new(config(1, Preemption::Poll, 10)).unwrap_err();
+    assert!(e.to_string().contains("time_slice"), "{e}");
+}
