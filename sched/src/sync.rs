@@ -273,10 +273,8 @@ fn timers() -> &'static Timers {
 }
 
 fn timer_main(t: &'static Timers) {
-    // Wake-ups on time: the default timer slack (50 µs) would make every
-    // sleep that much later.
-    // SAFETY: PR_SET_TIMERSLACK takes an integer and affects this thread.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
+    // Sleepers woken on time, even while every CPU runs a worker.
+    crate::sys::favour_wakeups();
     let mut h = lock_plain(&t.heap);
     loop {
         let now = Instant::now();

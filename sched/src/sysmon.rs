@@ -33,10 +33,8 @@ pub(crate) fn busy_period(slice: Duration) -> Duration {
 const IDLE_MAX: Duration = Duration::from_millis(10);
 
 pub(crate) fn sysmon_main(shared: Arc<Shared>) {
-    // Wake-ups on time: the default timer slack (50 µs) would add to every
-    // round.
-    // SAFETY: PR_SET_TIMERSLACK takes an integer and affects this thread.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
+    // Rounds on time, even while every CPU runs a worker.
+    crate::sys::favour_wakeups();
     let slice = shared.config.time_slice;
     let period = busy_period(slice);
     let n = shared.procs.len();

@@ -1,4 +1,5 @@
-//! Platform code: the context switch and the first entry into a new stack.
+//! Platform code: the context switch, the first entry into a new stack,
+//! and scheduler settings for threads that must wake on time.
 //! Only `linux_x86_64` exists; any other target fails to build with a
 //! message.
 

@@ -1,0 +1,421 @@
+//! The talk's goroutine claims on pardon-sched, in the shapes of
+//! `../shared/anchors-go/sched` (run that beside this, alternating):
+//!
+//! - `latency`: a ticker goroutine sleeps 1 ms, `--samples` times, and
+//!   records how late it wakes while `--workers` goroutines run call-free
+//!   loops on `--procs` workers;
+//! - `spinlock`: one worker; A takes a spinlock, starts B and yields while
+//!   holding it; B spins on it with no calls. Reports the time a round, or
+//!   DEADLOCK after `--timeout` (then exits with status 3, as Go's does);
+//! - `fairness`: Go's `TestPingPongHog` on one worker: the ratio of a
+//!   heavy pair's progress to a light pair's;
+//! - `spawn`: spawn and join `--n` goroutines;
+//! - `switch`: a ping-pong over a rendezvous channel on one worker (two
+//!   switches a round).
+//!
+//! `--preemption signal|poll|coop` chooses how slices end (in poll mode
+//! the loops poll on every iteration); `--slice` is the time slice.
+//!
+//! `goroutines --mode latency [--preemption signal] [--procs 2]
+//!   [--workers 4] [--samples 500] [--slice 10ms]`
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pardon_preempt::PollStrategy;
+use pardon_sched::{channel, go, sleep, yield_now, Config, GoroutinePoll, Preemption, Runtime};
+
+struct Args {
+    mode: String,
+    preemption: Preemption,
+    procs: usize,
+    workers: usize,
+    samples: usize,
+    slice: Duration,
+    rounds: usize,
+    timeout: Duration,
+    n: u64,
+}
+
+fn parse_args() -> Args {
+    use clap::{Arg, Command};
+    let m = Command::new("goroutines")
+        .about("Scheduling latency, the spinlock deadlock, fairness, spawn and switch costs")
+        .arg(
+            Arg::new("mode")
+                .long("mode")
+                .value_parser(["latency", "spinlock", "fairness", "spawn", "switch"])
+                .default_value("latency"),
+        )
+        .arg(
+            Arg::new("preemption")
+                .long("preemption")
+                .value_parser(["signal", "poll", "coop"])
+                .default_value("signal")
+                .help("How time slices end"),
+        )
+        .arg(
+            Arg::new("procs")
+                .long("procs")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 1024))
+                .default_value("2")
+                .help("Workers (GOMAXPROCS); spinlock, fairness and switch use 1"),
+        )
+        .arg(
+            Arg::new("workers")
+                .long("workers")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(0, 4096))
+                .default_value("4")
+                .help("latency: goroutines in call-free loops"),
+        )
+        .arg(
+            Arg::new("samples")
+                .long("samples")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 10_000_000))
+                .default_value("500")
+                .help("latency: ticker samples"),
+        )
+        .arg(
+            Arg::new("slice")
+                .long("slice")
+                .allow_hyphen_values(true)
+                .value_parser(pardon_bench::cli::duration)
+                .default_value("10ms")
+                .help("Time slice (Go's forcePreemptNS is 10 ms)"),
+        )
+        .arg(
+            Arg::new("rounds")
+                .long("rounds")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 1_000_000))
+                .default_value("20")
+                .help("spinlock: rounds"),
+        )
+        .arg(
+            Arg::new("timeout")
+                .long("timeout")
+                .allow_hyphen_values(true)
+                .value_parser(pardon_bench::cli::duration)
+                .default_value("10s")
+                .help("spinlock: no progress for this long is a deadlock"),
+        )
+        .arg(
+            Arg::new("n")
+                .long("n")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<u64>(1, 100_000_000))
+                .default_value("1000000")
+                .help("spawn/switch: count"),
+        )
+        .get_matches();
+    let preemption: Preemption = m
+        .get_one::<String>("preemption")
+        .unwrap()
+        .parse()
+        .expect("checked by clap");
+    Args {
+        mode: m.get_one::<String>("mode").unwrap().clone(),
+        preemption,
+        procs: *m.get_one("procs").unwrap(),
+        workers: *m.get_one("workers").unwrap(),
+        samples: *m.get_one("samples").unwrap(),
+        slice: *m.get_one("slice").unwrap(),
+        rounds: *m.get_one("rounds").unwrap(),
+        timeout: *m.get_one("timeout").unwrap(),
+        n: *m.get_one("n").unwrap(),
+    }
+}
+
+fn runtime(a: &Args, procs: usize) -> Runtime {
+    let c = Config {
+        procs,
+        preemption: a.preemption,
+        time_slice: a.slice,
+        ..Config::default()
+    };
+    let rt = if a.preemption == Preemption::Signal {
+        // SAFETY: the goroutines of this tool use no thread-locals, never
+        // print (results go back to the main thread, which prints), and
+        // allocate through the system allocator.
+        unsafe { Runtime::with_signal_preemption(c) }
+    } else {
+        Runtime::new(c)
+    };
+    rt.unwrap_or_else(|e| {
+        eprintln!("goroutines: {e}");
+        std::process::exit(2)
+    })
+}
+
+/// The Go anchor's call-free loop, one back edge a multiply-add; in poll
+/// mode each back edge polls.
+#[inline(never)]
+fn spin<P: PollStrategy>(n: u64, poll: &mut P) -> u64 {
+    let mut x = 1u64;
+    for i in 0..n {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+        poll.tick();
+    }
+    x
+}
+
+struct Quiet;
+impl PollStrategy for Quiet {
+    #[inline(always)]
+    fn tick(&mut self) {}
+    #[inline(always)]
+    fn between_calls(&mut self) {}
+}
+
+fn spin_for(preemption: Preemption, n: u64) -> u64 {
+    if preemption == Preemption::Poll {
+        spin(n, &mut GoroutinePoll)
+    } else {
+        spin(n, &mut Quiet)
+    }
+}
+
+fn pct(mut lat: Vec<Duration>) -> String {
+    lat.sort();
+    let q = |p: f64| lat[(p * (lat.len() - 1) as f64) as usize];
+    let us = |d: Duration| d.as_nanos() as f64 / 1000.0;
+    format!(
+        "p50_us={:.1} p99_us={:.1} max_us={:.1}",
+        us(q(0.5)),
+        us(q(0.99)),
+        us(lat[lat.len() - 1])
+    )
+}
+
+fn latency(a: &Args) {
+    let rt = runtime(a, a.procs);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(AtomicU64::new(0));
+    let p = a.preemption;
+    let spinners: Vec<_> = (0..a.workers)
+        .map(|_| {
+            let (stop, sink) = (stop.clone(), sink.clone());
+            rt.go(move || {
+                while !stop.load(SeqCst) {
+                    sink.fetch_add(spin_for(p, 200_000_000), SeqCst);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let samples = a.samples;
+    let ticker = rt.go(move || {
+        let mut lat = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t0 = Instant::now();
+            sleep(Duration::from_millis(1));
+            lat.push(t0.elapsed().saturating_sub(Duration::from_millis(1)));
+        }
+        lat
+    });
+    let start = Instant::now();
+    let limit = a.timeout.max(Duration::from_millis(samples as u64 * 50));
+    while !ticker.is_finished() {
+        if start.elapsed() > limit {
+            println!(
+                "latency pardon preemption={} procs={} workers={} slice={:?}: the ticker \
+                 made no progress for {limit:?} (starved)",
+                a.preemption, a.procs, a.workers, a.slice
+            );
+            std::process::exit(3);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let lat = ticker.join().unwrap();
+    stop.store(true, SeqCst);
+    let s = rt.stats();
+    println!(
+        "latency pardon preemption={} procs={} workers={} slice={:?}: wake lateness {} \
+         (preemptions {}, refused {})",
+        a.preemption,
+        a.procs,
+        a.workers,
+        a.slice,
+        pct(lat),
+        s.preemptions,
+        s.refused
+    );
+    // Each spinner ends at the end of its current loop.
+    for h in spinners {
+        h.join().unwrap();
+    }
+}
+
+fn spinlock(a: &Args) {
+    let rt = runtime(a, 1);
+    let lock = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let (l2, p2, rounds) = (lock.clone(), progress.clone(), a.rounds);
+    let poll = a.preemption == Preemption::Poll;
+    let start = Instant::now();
+    let all = rt.go(move || {
+        for _ in 0..rounds {
+            let l3 = l2.clone();
+            // A: takes the lock, starts B, yields while holding it.
+            while l3.swap(true, SeqCst) {}
+            let l4 = l3.clone();
+            let b = go(move || {
+                // In poll mode the spin loop polls on every try.
+                while l4
+                    .compare_exchange_weak(false, true, SeqCst, SeqCst)
+                    .is_err()
+                {
+                    if poll {
+                        pardon_sched::poll();
+                    }
+                }
+                l4.store(false, SeqCst);
+            });
+            yield_now(); // B runs now, and spins until A runs again
+            l3.store(false, SeqCst);
+            b.join().unwrap();
+            p2.fetch_add(1, SeqCst);
+        }
+    });
+    let mut last = (0, Instant::now());
+    while !all.is_finished() {
+        std::thread::sleep(Duration::from_millis(1));
+        let p = progress.load(SeqCst);
+        if p != last.0 {
+            last = (p, Instant::now());
+        } else if last.1.elapsed() > a.timeout {
+            println!(
+                "spinlock pardon preemption={}: DEADLOCK (no progress after {:?}, {p} of {} \
+                 rounds done)",
+                a.preemption, a.timeout, a.rounds
+            );
+            // The spinning goroutine holds its worker for ever; leave it.
+            std::process::exit(3);
+        }
+    }
+    all.join().unwrap();
+    let el = start.elapsed();
+    println!(
+        "spinlock pardon preemption={} slice={:?}: {} rounds in {:?} ({:.2} ms a round)",
+        a.preemption,
+        a.slice,
+        a.rounds,
+        el,
+        el.as_secs_f64() * 1000.0 / a.rounds as f64
+    );
+}
+
+fn fairness(a: &Args) {
+    let rt = runtime(a, 1);
+    let done = Arc::new(AtomicBool::new(false));
+    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let mut handles = Vec::new();
+    let mut starts = Vec::new();
+    for (limit, counter) in [(1_000_000u64, &counts[0]), (1_000, &counts[1])] {
+        let (tx, rx) = channel::channel::<()>(1);
+        for _ in 0..2 {
+            let (tx, rx, done, counter) = (tx.clone(), rx.clone(), done.clone(), counter.clone());
+            let p = a.preemption;
+            handles.push(rt.go(move || {
+                while rx.recv().is_ok() {
+                    if done.load(SeqCst) {
+                        let _ = tx.send(());
+                        break;
+                    }
+                    counter.fetch_add(limit, SeqCst);
+                    std::hint::black_box(spin_for(p, limit));
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        starts.push(tx);
+    }
+    for tx in &starts {
+        tx.send(()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let (hog, light) = (counts[0].load(SeqCst), counts[1].load(SeqCst));
+    done.store(true, SeqCst);
+    println!(
+        "fairness pardon preemption={} slice={:?}: hog {hog}, light {light}, ratio {:.2} \
+         (Go's test wants [0.2, 5])",
+        a.preemption,
+        a.slice,
+        hog as f64 / light.max(1) as f64
+    );
+    if a.preemption == Preemption::Cooperative {
+        // The hog pair may hold the worker; do not wait for it.
+        std::process::exit(0);
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+fn spawn(a: &Args) {
+    let rt = runtime(a, a.procs);
+    let n = a.n;
+    let t0 = Instant::now();
+    let sum = rt
+        .block_on(move || {
+            let hs: Vec<_> = (0..n).map(|i| go(move || i)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        })
+        .unwrap();
+    let el = t0.elapsed();
+    assert_eq!(sum, n * (n - 1) / 2);
+    println!(
+        "spawn pardon procs={}: {n} goroutines in {el:?} ({:.0} ns each)",
+        a.procs,
+        el.as_nanos() as f64 / n as f64
+    );
+}
+
+fn switch(a: &Args) {
+    let rt = runtime(a, 1);
+    let n = a.n;
+    let el = rt
+        .block_on(move || {
+            let (atx, arx) = channel::channel::<u64>(0);
+            let (btx, brx) = channel::channel::<u64>(0);
+            let echo = go(move || {
+                while let Ok(v) = arx.recv() {
+                    if btx.send(v).is_err() {
+                        break;
+                    }
+                }
+            });
+            let t0 = Instant::now();
+            for i in 0..n {
+                atx.send(i).unwrap();
+                assert_eq!(brx.recv().unwrap(), i);
+            }
+            let el = t0.elapsed();
+            drop(atx);
+            echo.join().unwrap();
+            el
+        })
+        .unwrap();
+    println!(
+        "switch pardon procs=1: {n} round trips in {el:?} ({:.0} ns a switch)",
+        el.as_nanos() as f64 / (2 * n) as f64
+    );
+}
+
+fn main() {
+    let a = parse_args();
+    match a.mode.as_str() {
+        "latency" => latency(&a),
+        "spinlock" => spinlock(&a),
+        "fairness" => fairness(&a),
+        "spawn" => spawn(&a),
+        "switch" => switch(&a),
+        _ => unreachable!("checked by clap"),
+    }
+}
