@@ -1,59 +1,87 @@
-//! # pardon-sched: goroutines for pardon (in progress)
+//! # pardon-sched: goroutines for pardon
 //!
-//! The goal (issue 20) is an M:N runtime in Go's shape: goroutines
-//! (stackful tasks) run on worker threads (Ms) through logical processors
-//! (Ps) with local run queues and work stealing, preempted by the same
-//! SIGURG and call injection as `pardon-preempt`, both for fairness (a
-//! goroutine that has run for a time slice is moved to the back of the
-//! queue) and for stopping the world. This crate will know nothing of
-//! heaps; a heap learns of goroutines through a narrow interface.
+//! An M:N runtime in Go's shape, preempted by the same SIGURG and call
+//! injection as `pardon-preempt`: goroutines (stackful tasks) run on
+//! `procs` worker threads, each with a local run queue and a `next` slot,
+//! beside a global queue; a `sysmon` thread ends time slices. It knows
+//! nothing of heaps (a heap will learn of goroutines through a narrow
+//! interface: issue 21).
 //!
-//! What exists so far are the two layers everything else stands on:
+//! ## Layers
 //!
 //! - **Stacks** ([`Stack`], [`StackPool`]): fixed `MAP_NORESERVE`
 //!   reservations with a guard page, pooled. pardon's heap scans
 //!   interrupted frames conservatively, so stacks cannot be moved (Go's
-//!   stacks grow by copying, which needs exact maps of every frame); a
-//!   reservation costs only the pages a task touches.
+//!   grow by copying, which needs exact maps of every frame); a
+//!   reservation costs only the pages a goroutine touches. An overflow
+//!   faults in the guard page and the process ends with "goroutine stack
+//!   overflow".
 //! - **The context switch** ([`Context`], [`switch`]): fifteen
-//!   instructions of our own assembly (`sys/linux_x86_64/switch.rs`) that
-//!   save the System V callee-saved registers (rbx, rbp, r12-r15) on the
-//!   running stack, store the stack pointer, load another, and jump (not
-//!   return: a `ret` into another context mispredicts every time) to where
-//!   that one left off. Floating-point control state is the thread's, not
-//!   switched (as with corosensei and Go). Why our own rather than
-//!   `corosensei` 0.3: a goroutine must resume on whichever thread runs it
-//!   next, and corosensei's `Coroutine` is `!Send` by design; the switch
-//!   must also be entered from the preemption trampoline's frame later.
-//!   The price, measured (`cargo bench -p pardon-bench --bench switch`):
-//!   a round trip (two switches) takes 6.9-7.2 ns against corosensei's 3.9 ns
-//!   here, small beside a scheduler's run-queue work.
+//!   instructions of our own (`sys/linux_x86_64/switch.rs`) that save the
+//!   callee-saved registers on the running stack, swap stack pointers and
+//!   jump (a `ret` into another context mispredicts every time). Chosen
+//!   over `corosensei` 0.3 (3.9 ns a round trip against our 6.9-7.2 ns,
+//!   `cargo bench -p pardon-bench --bench switch`) because the switch is
+//!   entered from the preemption trampoline's frame, which a coroutine
+//!   library's API does not allow.
+//! - **The scheduler** ([`Runtime`], [`go`], [`JoinHandle`],
+//!   [`yield_now`]): run queues and stealing (`queue`), workers and their
+//!   switches (`worker`), `sysmon` (`sysmon`). Goroutines wait without
+//!   blocking their worker in [`JoinHandle::join`], [`WaitGroup`],
+//!   [`Mutex`], [`Condvar`], [`sleep`] (a timer thread wakes sleepers),
+//!   [`channel`]s, and [`blocking`] (a closure run on a pool thread).
 //!
-//! On them, a first **cooperative runtime** ([`Runtime`], [`go`],
-//! [`JoinHandle`], [`yield_now`]): `procs` workers, each with a local run
-//! queue, a global queue, stealing goroutines that have not run yet from
-//! another worker's queue, idle workers asleep on a futex with no lost
-//! wake-up; a goroutine stays on the worker it first ran on (Rust code may
-//! keep a thread-local's address across a call, and `!Send` values such as
-//! a `std` `MutexGuard` are tied to their thread, so migrating a running
-//! goroutine would let safe code reach another thread's data); a goroutine that joins
-//! is parked (its worker runs others) by a state word that never lets it
-//! be queued twice or resumed before its context is saved (`task`); a
-//! panic unwinds only its goroutine and is the join's error.
+//! ## Time slices: three modes
 //!
-//! Goroutines wait without blocking their worker in [`JoinHandle::join`],
-//! [`WaitGroup::wait`], [`Mutex::lock`], [`Condvar::wait`], [`sleep`] (a timer thread wakes
-//! sleepers) and on [`channel`]s (bounded, unbounded, rendezvous).
+//! A goroutine that has run for [`Config::time_slice`] while others wait
+//! is switched out to the back of its worker's queue. How
+//! ([`Preemption`]):
 //!
-//! A goroutine that overflows its stack faults in the guard page and the
-//! process ends with "goroutine stack overflow" (`overflow`); a plain
-//! thread's overflow still gets std's report.
+//! - **Signal**: `sysmon` asks the worker's preempt record to yield; the
+//!   handler injects a call to the trampoline, which saves every register
+//!   on the goroutine's stack and runs this crate's yield hook, which
+//!   switches to the scheduler. Resumed later, the hook returns and the
+//!   trampoline restores every register: the goroutine goes on at the
+//!   interrupted instruction (Go's `asyncPreempt`). Only at *async-safe
+//!   points*: outside no-preempt regions (the runtime's own code and its
+//!   locks are inside one) and at an instruction of the program's own code,
+//!   never in a shared library such as libc, which may hold a lock. A
+//!   refused request is made again at `sysmon`'s next round.
+//! - **Poll**: `sysmon` raises a flag that [`poll`] (and the
+//!   [`GoroutinePoll`] and [`GoroutineStripMined`] loop strategies) reads.
+//! - **Cooperative**: no `sysmon`; goroutines give up their worker only
+//!   where they wait or yield (Go up to 1.13).
 //!
-//! Not yet: Ms decoupled from Ps (system-call hand-off), preemption by
-//! signal (fairness, stopping the world), the heap over goroutines. See docs/STATUS.md.
+//! ## Goroutines do not migrate, and what signal preemption costs in Rust
+//!
+//! A goroutine runs only on the worker it first ran on. Rust code may keep
+//! a thread-local's address across any call, and some values are bound to
+//! their thread (a `std` `MutexGuard`), so a goroutine resumed on another
+//! thread could reach another thread's data from safe code. Load is
+//! balanced when goroutines start, by stealing those that have not run.
+//!
+//! The goroutines of one worker share its thread-locals. At cooperative
+//! switch points that is what safe Rust already allows (any call may run
+//! other code that uses them), so cooperative and polling runtimes are
+//! safe to make. A goroutine preempted by signal is switched out between
+//! two arbitrary instructions, which safe Rust assumes cannot happen on a
+//! thread; so a signal-preempted runtime is made by the `unsafe`
+//! [`Runtime::with_signal_preemption`], whose contract lists what goroutine
+//! code must not do (share thread-local state, print through std's locked
+//! handles, use an allocator with thread caches in the program's own code).
+//! The runtime's own per-thread state is used only inside no-preempt
+//! regions. Go has no such problem because Go code has no thread-locals.
+//!
+//! ## Not yet
+//!
+//! Ms decoupled from Ps (a blocking call hands its P over in Go; here the
+//! call moves to a pool thread instead, see [`blocking`]); stops of the
+//! world over goroutines and the heap over goroutines (issue 21). See
+//! docs/STATUS.md.
 
 #![warn(missing_docs)]
 
+mod blocking;
 pub mod channel;
 mod config;
 mod context;
@@ -69,6 +97,7 @@ mod sysmon;
 mod task;
 mod worker;
 
+pub use blocking::blocking;
 pub use config::{Config, Preemption, RuntimeError};
 pub use context::{switch, Context};
 pub use poll::{poll, GoroutinePoll, GoroutineStripMined};

@@ -51,10 +51,11 @@ pub(crate) struct Proc {
     /// workers to push wake-ups and steal, always inside a no-preempt
     /// region (`region::lock`).
     pub local: Mutex<Local>,
-    /// Slices begun: raised by the owner (only) each time it runs a
-    /// goroutine that does not inherit the slice, before `running` is set;
-    /// read by `sysmon` and by the yield hook, which compare it with the
-    /// slice they meant to end.
+    /// Slices begun: raised by the owner (only) when a slice ends (a
+    /// yield, a preemption, going idle) and before it runs a goroutine
+    /// that does not inherit the slice (one not from `next`); read by
+    /// `sysmon` and by the yield hook, which compare it with the slice
+    /// they meant to end.
     pub tick: AtomicU64,
     /// 1 while the owner runs a goroutine, 0 in its scheduler. Owner
     /// writes; `sysmon` reads.

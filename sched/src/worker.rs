@@ -119,6 +119,8 @@ pub(crate) fn worker_main(index: usize, shared: Arc<Shared>) {
                 let again = shared.find(index);
                 if again.is_none() && !shared.shutdown.load(SeqCst) {
                     pardon_preempt::futex::wait(&p.seq, seen, None);
+                    // Idle: whatever runs next begins a slice of its own.
+                    end_slice(p);
                 }
                 p.sleeping.store(0, SeqCst);
                 again
@@ -173,7 +175,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         unsafe { a.set_stack_bounds(lo, hi) };
     }
     if !inherit {
-        p.tick.store(p.tick.load(Relaxed) + 1, Release);
+        end_slice(p);
     }
     // SeqCst: ordered before the load below, against sysmon's store of
     // `sysmon_idle` and its load of `running` (a Dekker pair).
@@ -197,8 +199,10 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     unsafe { *me.current.get() = None };
     match t.state.load(SeqCst) {
         RUNNING => {
-            // Yielded or preempted: to the back of this worker's queue, so
-            // the others here run first.
+            // Yielded or preempted: the slice is over (a goroutine woken
+            // into `next` does not inherit it), and this one goes to the
+            // back of the worker's queue, so the others here run first.
+            end_slice(p);
             t.state.store(RUNNABLE, SeqCst);
             shared.enqueue(t, Place::Back(me.index));
         }
@@ -224,6 +228,14 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         }
         s => unreachable!("a task switched away in state {s}"),
     }
+}
+
+/// Ends the worker's current slice: the next goroutine it runs begins a
+/// new one (`sysmon` and the yield hook compare slices by this counter).
+/// A slice passes from a goroutine to the one it woke only when the first
+/// parks or ends; a yield, a preemption or going idle ends it.
+fn end_slice(p: &Proc) {
+    p.tick.store(p.tick.load(Relaxed) + 1, Release);
 }
 
 extern "C" fn task_entry(arg: usize) -> ! {
