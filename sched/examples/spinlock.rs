@@ -38,20 +38,24 @@ fn main() {
         match a.as_str() {
             "--mode" => {
                 let v = value("--mode");
-                mode = Some(v.parse::<Preemption>().unwrap_or_else(|e| usage(&e.to_string())));
+                mode = Some(
+                    v.parse::<Preemption>()
+                        .unwrap_or_else(|e| usage(&e.to_string())),
+                );
             }
             "--rounds" => {
                 let v = value("--rounds");
-                rounds = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .unwrap_or_else(|| usage(&format!("--rounds: {v:?} is not a positive number")));
+                rounds =
+                    v.parse().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+                        usage(&format!("--rounds: {v:?} is not a positive number"))
+                    });
             }
             "--slice-us" => {
                 let v = value("--slice-us");
                 slice_us = v.parse().unwrap_or_else(|_| {
-                    usage(&format!("--slice-us: {v:?} is not a number of microseconds"))
+                    usage(&format!(
+                        "--slice-us: {v:?} is not a number of microseconds"
+                    ))
                 });
             }
             _ => usage(&format!("unknown argument {a:?}")),

@@ -99,8 +99,11 @@ pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
     make(None)
 }
 
-fn wake_all(ws: Vec<Waker>) {
-    for w in ws {
+/// Wakes every waiter of `ws`, keeping the vector's allocation for the
+/// next ones (a park then costs no allocation). Called under the
+/// channel's lock: waking takes a run queue's lock, never the reverse.
+fn wake_all(ws: &mut Vec<Waker>) {
+    for w in ws.drain(..) {
         w.wake();
     }
 }
@@ -159,7 +162,7 @@ impl<T> Sender<T> {
                 }
                 st.queue.push_back(v.take().expect("not sent yet"));
                 st.pushed += 1;
-                wake_all(std::mem::take(&mut st.recv_waiters));
+                wake_all(&mut st.recv_waiters);
                 Some(Ok(st.pushed))
             },
             |st, w| st.send_waiters.push(w),
@@ -185,7 +188,7 @@ impl<T> Receiver<T> {
             |st| match st.queue.pop_front() {
                 Some(v) => {
                     st.popped += 1;
-                    wake_all(std::mem::take(&mut st.send_waiters));
+                    wake_all(&mut st.send_waiters);
                     Some(Ok(v))
                 }
                 None if st.senders == 0 => Some(Err(RecvError)),
@@ -232,9 +235,7 @@ impl<T> Drop for Sender<T> {
         let mut st = lock(&self.chan.state);
         st.senders -= 1;
         if st.senders == 0 {
-            let ws = std::mem::take(&mut st.recv_waiters);
-            drop(st);
-            wake_all(ws);
+            wake_all(&mut st.recv_waiters);
         }
     }
 }
@@ -244,9 +245,7 @@ impl<T> Drop for Receiver<T> {
         let mut st = lock(&self.chan.state);
         st.receivers -= 1;
         if st.receivers == 0 {
-            let ws = std::mem::take(&mut st.send_waiters);
-            drop(st);
-            wake_all(ws);
+            wake_all(&mut st.send_waiters);
         }
     }
 }
