@@ -34,15 +34,16 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 const IDLE: Duration = Duration::from_secs(10);
 
 struct Pool {
-    /// Jobs, and how many threads are waiting for one.
-    state: Mutex<(VecDeque<Job>, usize)>,
+    /// Jobs, how many threads are waiting for one, and the fork generation
+    /// those threads belong to (in a forked child they do not exist).
+    state: Mutex<(VecDeque<Job>, usize, u64)>,
     more: Condvar,
 }
 
 fn pool() -> &'static Pool {
     static P: OnceLock<Pool> = OnceLock::new();
     P.get_or_init(|| Pool {
-        state: Mutex::new((VecDeque::new(), 0)),
+        state: Mutex::new((VecDeque::new(), 0, crate::fork::generation())),
         more: Condvar::new(),
     })
 }
@@ -78,6 +79,12 @@ fn submit(job: Job) -> Result<(), Job> {
     // calls `blocking`) waiting for it.
     let _region = Region::enter();
     let mut st = lock_plain(&p.state);
+    let generation = crate::fork::generation();
+    if st.2 != generation {
+        // A forked child: the waiting threads were the parent's.
+        st.1 = 0;
+        st.2 = generation;
+    }
     st.0.push_back(job);
     if st.1 > 0 {
         p.more.notify_one();

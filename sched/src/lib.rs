@@ -85,6 +85,7 @@ mod blocking;
 pub mod channel;
 mod config;
 mod context;
+mod fork;
 mod overflow;
 mod poll;
 mod queue;

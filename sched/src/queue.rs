@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     global_len: AtomicUsize,
     pub shutdown: AtomicBool,
     pub stacks: StackPool,
+    /// The fork generation the runtime was made in (`fork`).
+    pub generation: u64,
     /// The preempt registry the workers attach to, in signal mode.
     pub registry: Option<pardon_preempt::Registry>,
     /// Futex word `sysmon` sleeps on; raised to wake it early.
@@ -135,6 +137,7 @@ impl Shared {
             global_len: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             stacks,
+            generation: crate::fork::generation(),
             registry,
             sysmon_seq: AtomicU32::new(0),
             sysmon_idle: AtomicU32::new(0),

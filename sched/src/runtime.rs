@@ -131,6 +131,7 @@ impl Runtime {
         let stacks =
             StackPool::new(config.stack_size, config.stack_pool).map_err(RuntimeError::Stack)?;
         crate::overflow::install();
+        crate::fork::install();
         let registry = match config.preemption {
             Preemption::Signal => Some(
                 pardon_preempt::Registry::new(pardon_preempt::Config {
@@ -201,6 +202,11 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        if self.shared.generation != crate::fork::generation() {
+            // A forked child: the threads are not here to join.
+            self.threads.clear();
+            return;
+        }
         self.shared.shutdown.store(true, SeqCst);
         self.shared.kick_all();
         self.shared.sysmon_seq.fetch_add(1, SeqCst);
@@ -218,6 +224,8 @@ struct JoinState<T> {
     waiters: Mutex<Vec<Waker>>,
     /// Threads (outside the runtime) waiting in `join`.
     done: Condvar,
+    /// The fork generation of the runtime (`fork`).
+    generation: u64,
 }
 
 /// A goroutine's result: [`JoinHandle::join`] waits for it.
@@ -237,10 +245,12 @@ fn spawn_on<T: Send + 'static>(
     shared: &Arc<Shared>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
+    crate::fork::check(shared.generation, "spawning a goroutine");
     let state = Arc::new(JoinState {
         result: Mutex::new(None),
         waiters: Mutex::new(Vec::new()),
         done: Condvar::new(),
+        generation: shared.generation,
     });
     let s2 = state.clone();
     let work = Box::new(move || {
@@ -359,6 +369,7 @@ impl<T> JoinHandle<T> {
                     if let Some(r) = slot.take() {
                         return r;
                     }
+                    crate::fork::check(st.generation, "joining an unfinished goroutine");
                     slot = st.done.wait(slot).unwrap_or_else(|e| e.into_inner());
                 }
             }

@@ -253,23 +253,36 @@ impl Ord for Sleeper {
 /// The process's timer: sleeping goroutines by deadline, and the thread
 /// that wakes them.
 struct Timers {
-    heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64)>,
+    /// The sleepers; a sequence number for ties; and the fork generation
+    /// of the timer thread, if one was started (in a forked child the
+    /// parent's does not exist, and a new one is started).
+    heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64, Option<u64>)>,
     changed: StdCondvar,
 }
 
 fn timers() -> &'static Timers {
-    static T: OnceLock<&'static Timers> = OnceLock::new();
-    T.get_or_init(|| {
-        let t: &'static Timers = Box::leak(Box::new(Timers {
-            heap: StdMutex::new((BinaryHeap::new(), 0)),
-            changed: StdCondvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("pardon-timers".into())
-            .spawn(move || timer_main(t))
-            .expect("the timer thread");
-        t
+    static T: OnceLock<Timers> = OnceLock::new();
+    T.get_or_init(|| Timers {
+        heap: StdMutex::new((BinaryHeap::new(), 0, None)),
+        changed: StdCondvar::new(),
     })
+}
+
+/// Starts the timer thread if this process has none; called with the
+/// timers' lock held. Returns false if it cannot be started.
+fn ensure_timer_thread(t: &'static Timers, thread_gen: &mut Option<u64>) -> bool {
+    let g = crate::fork::generation();
+    if *thread_gen == Some(g) {
+        return true;
+    }
+    let ok = std::thread::Builder::new()
+        .name("pardon-timers".into())
+        .spawn(move || timer_main(t))
+        .is_ok();
+    if ok {
+        *thread_gen = Some(g);
+    }
+    ok
 }
 
 fn timer_main(t: &'static Timers) {
@@ -300,15 +313,21 @@ fn timer_main(t: &'static Timers) {
 pub fn sleep(d: Duration) {
     let at = Instant::now() + d;
     let t = timers();
+    let mut no_timer = false;
     let parked = park(|waker| {
         let mut h = lock(&t.heap);
+        if !ensure_timer_thread(t, &mut h.2) {
+            // No thread to wake us: sleep on the worker instead (below).
+            no_timer = true;
+            return false;
+        }
         h.1 += 1;
         let seq = h.1;
         h.0.push(Reverse(Sleeper { at, seq, waker }));
         t.changed.notify_one();
         true
     });
-    if !parked {
+    if !parked || no_timer {
         std::thread::sleep(d);
     }
 }

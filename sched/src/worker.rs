@@ -118,7 +118,7 @@ pub(crate) fn worker_main(index: usize, shared: Arc<Shared>) {
                 p.sleeping.store(1, SeqCst);
                 let again = shared.find(index);
                 if again.is_none() && !shared.shutdown.load(SeqCst) {
-                    pardon_preempt::futex::wait(&p.seq, seen, None);
+                    idle_wait(&me, seen);
                     // Idle: whatever runs next begins a slice of its own.
                     end_slice(p);
                 }
@@ -132,6 +132,26 @@ pub(crate) fn worker_main(index: usize, shared: Arc<Shared>) {
     }
     me.lower();
     WORKER.with(|w| w.set(std::ptr::null()));
+}
+
+/// Sleeps until the worker's futex word moves from `seen`. In signal mode
+/// the worker sleeps in a safe region, at depth 0: asleep it counts as
+/// stopped, so a stop (a fork's, a collector's) does not wait for it. A
+/// yield request that lands between the depth and the region finds no
+/// goroutine running, and the hook returns.
+fn idle_wait(me: &Worker, seen: u32) {
+    let word = &me.proc_().seq;
+    match &me.attached {
+        Some(a) => {
+            a.exit_no_preempt();
+            {
+                let _asleep = a.enter_safe_region();
+                pardon_preempt::futex::wait(word, seen, None);
+            }
+            a.enter_no_preempt();
+        }
+        None => pardon_preempt::futex::wait(word, seen, None),
+    }
 }
 
 /// Runs `t` until it yields, is preempted, parks or ends, then does what
