@@ -253,8 +253,11 @@ fn spawn_on<T: Send + 'static>(
         generation: shared.generation,
     });
     let s2 = state.clone();
-    let work = Box::new(move || {
-        let r = catch_unwind(AssertUnwindSafe(f));
+    let work = Box::new(move |refused: Option<String>| {
+        let r = match refused {
+            None => catch_unwind(AssertUnwindSafe(f)),
+            Some(why) => Err(Box::new(why) as Box<dyn Any + Send>),
+        };
         // Waiters are taken under the result's lock, so a joiner that
         // finds no result has registered before this runs.
         let mut slot = lock(&s2.result);
@@ -338,8 +341,10 @@ pub fn yield_now() {
 }
 impl<T> JoinHandle<T> {
     /// Waits for the goroutine and returns its value, or its panic as the
-    /// error. A goroutine that joins is parked (its worker runs others);
-    /// a thread outside the runtime blocks.
+    /// error (or, for a goroutine that could not start because no stack
+    /// could be mapped, a `String` saying so). A goroutine that joins is
+    /// parked (its worker runs others); a thread outside the runtime
+    /// blocks.
     pub fn join(self) -> Result<T, Box<dyn Any + Send>> {
         let st = &self.state;
         loop {

@@ -34,6 +34,11 @@ pub(crate) const DEAD: u32 = 5;
 /// `Task::home` of a goroutine that has not run yet.
 pub(crate) const NO_HOME: usize = usize::MAX;
 
+/// What a goroutine runs: called once, with `None` on the goroutine's own
+/// stack, or with the reason it could not start (no stack) on its worker's,
+/// in which case it must only report that to whoever joins.
+pub(crate) type Work = Box<dyn FnOnce(Option<String>) + Send>;
+
 /// One goroutine.
 pub(crate) struct Task {
     /// Its context while not running. Written by the switch away from it
@@ -43,7 +48,7 @@ pub(crate) struct Task {
     /// Its stack; taken back by the scheduler once it is `DEAD`.
     pub stack: UnsafeCell<Option<Stack>>,
     /// What it runs; taken by its first run.
-    pub work: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    pub work: UnsafeCell<Option<Work>>,
     /// See the module comment.
     pub state: AtomicU32,
     /// The worker it first ran on, which it never leaves (`NO_HOME` until
@@ -60,7 +65,7 @@ unsafe impl Sync for Task {}
 unsafe impl Send for Task {}
 
 impl Task {
-    pub(crate) fn new(work: Box<dyn FnOnce() + Send>) -> Task {
+    pub(crate) fn new(work: Work) -> Task {
         Task {
             ctx: UnsafeCell::new(Context::empty()),
             stack: UnsafeCell::new(None),

@@ -18,7 +18,6 @@ use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::context::{switch, Context};
 use crate::queue::{Place, Proc, Shared, TaskRef};
@@ -173,10 +172,17 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
                 unsafe { *t.stack.get() = Some(stack) };
             }
             Err(e) => {
-                eprintln!("pardon-sched: no stack for a goroutine ({e}); retrying later");
-                t.state.store(RUNNABLE, SeqCst);
-                shared.enqueue(t, Place::Global);
-                std::thread::sleep(Duration::from_millis(1));
+                // It cannot start: its join reports why (waiting for
+                // another goroutine's stack could wait for ever, and a
+                // retry loop did: every stack was held by a goroutine
+                // parked until this one ran).
+                t.state.store(DEAD, SeqCst);
+                // SAFETY: only the worker running a task takes its work.
+                if let Some(work) = unsafe { (*t.work.get()).take() } {
+                    work(Some(format!(
+                        "pardon-sched: the goroutine could not start: no stack ({e})"
+                    )));
+                }
                 return;
             }
         }
@@ -268,7 +274,7 @@ extern "C" fn task_entry(arg: usize) -> ! {
     if let Some(work) = unsafe { (*t.work.get()).take() } {
         // A panic is caught where the closure was wrapped (`go`); this one
         // is only a guard against unwinding off the stack's top.
-        let _ = catch_unwind(AssertUnwindSafe(work));
+        let _ = catch_unwind(AssertUnwindSafe(|| work(None)));
     }
     me.raise();
     t.state.store(DEAD, SeqCst);

@@ -283,3 +283,76 @@ fn condvars_make_a_bounded_buffer() {
         .unwrap();
     assert_eq!(got, (0..1000).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_goroutine_without_a_stack_is_a_join_error_not_a_hang() {
+    // 100 TiB of address space per stack: more than a process has, so
+    // every stack mapping fails.
+    let rt = Runtime::new(Config {
+        procs: 1,
+        stack_size: 100 << 40,
+        ..Config::default()
+    })
+    .unwrap();
+    let e = rt.block_on(|| 1).unwrap_err();
+    let msg = e.downcast_ref::<String>().expect("a message");
+    assert!(msg.contains("could not start"), "{msg}");
+}
+
+/// Whether the kernel has lightweight guard regions (Linux 6.13), without
+/// which each stack costs two of the process's `vm.max_map_count`
+/// mappings and about 32,000 stacks is the limit.
+fn kernel_has_guard_regions() -> bool {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (6, 13)
+}
+
+#[test]
+fn forty_thousand_goroutines_park_at_once() {
+    if !kernel_has_guard_regions() {
+        eprintln!("skipped: this kernel has no guard regions (Linux 6.13)");
+        return;
+    }
+    const N: usize = 40_000;
+    let rt = Runtime::new(Config {
+        procs: 2,
+        ..Config::default()
+    })
+    .unwrap();
+    let (tx, rx) = pardon_sched::channel::unbounded::<()>();
+    let started = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..N)
+        .map(|_| {
+            let (rx, started) = (rx.clone(), started.clone());
+            rt.go(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                rx.recv().is_ok()
+            })
+        })
+        .collect();
+    // Every one of them holds a stack, parked in `recv`, once all have
+    // started; one that could not start has finished (with an error).
+    let t0 = std::time::Instant::now();
+    while started.load(Ordering::SeqCst) < N
+        && !handles.iter().any(|h| h.is_finished())
+        && t0.elapsed() < std::time::Duration::from_secs(120)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        N,
+        "not all goroutines started"
+    );
+    for _ in 0..N {
+        tx.send(()).unwrap();
+    }
+    for h in handles {
+        assert!(h.join().unwrap());
+    }
+}

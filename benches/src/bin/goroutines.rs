@@ -11,7 +11,9 @@
 //!   heavy pair's progress to a light pair's;
 //! - `spawn`: spawn and join `--n` goroutines;
 //! - `switch`: a ping-pong over a rendezvous channel on one worker (two
-//!   switches a round).
+//!   switches a round);
+//! - `parked`: the resident memory of `--n` goroutines parked on a
+//!   channel (stack pages touched, task, closure), from `/proc/self/statm`.
 //!
 //! `--preemption signal|poll|coop` chooses how slices end (in poll mode
 //! the loops poll on every iteration); `--slice` is the time slice.
@@ -45,7 +47,9 @@ fn parse_args() -> Args {
         .arg(
             Arg::new("mode")
                 .long("mode")
-                .value_parser(["latency", "spinlock", "fairness", "spawn", "switch"])
+                .value_parser([
+                    "latency", "spinlock", "fairness", "spawn", "switch", "parked",
+                ])
                 .default_value("latency"),
         )
         .arg(
@@ -408,6 +412,54 @@ fn switch(a: &Args) {
     );
 }
 
+/// Resident bytes of this process.
+fn resident() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("statm's resident field");
+    // SAFETY: sysconf takes an integer.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+fn parked(a: &Args) {
+    let rt = runtime(a, a.procs);
+    let n = a.n;
+    // Warm the allocator and the stack pool's first pages.
+    rt.block_on(|| ()).unwrap();
+    let before = resident();
+    let (tx, rx) = channel::unbounded::<()>();
+    let wg = pardon_sched::WaitGroup::new();
+    let started = pardon_sched::WaitGroup::new();
+    let mut handles = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let (rx, started) = (rx.clone(), started.clone());
+        started.add(1);
+        handles.push(rt.go(move || {
+            started.done();
+            let _ = rx.recv();
+        }));
+    }
+    started.wait();
+    let during = resident();
+    for _ in 0..n {
+        tx.send(()).unwrap();
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    drop(wg);
+    println!(
+        "parked pardon procs={}: {n} goroutines parked on a channel: {:.0} bytes resident each \
+         ({} MiB in all)",
+        a.procs,
+        (during.saturating_sub(before)) as f64 / n as f64,
+        during.saturating_sub(before) >> 20
+    );
+}
+
 fn main() {
     let a = parse_args();
     match a.mode.as_str() {
@@ -416,6 +468,7 @@ fn main() {
         "fairness" => fairness(&a),
         "spawn" => spawn(&a),
         "switch" => switch(&a),
+        "parked" => parked(&a),
         _ => unreachable!("checked by clap"),
     }
 }
