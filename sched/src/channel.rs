@@ -145,8 +145,8 @@ fn wait<T, R>(
 
 impl<T> Sender<T> {
     /// Sends `v`, waiting for room (or, on a rendezvous channel, until a
-    /// receiver has taken it). Fails, returning `v`, once every receiver
-    /// is gone.
+    /// receiver has taken it, or one waiting in `recv` has been woken to
+    /// take it). Fails, returning `v`, once every receiver is gone.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
         let mut v = Some(v);
         // Wait for room and push.
@@ -162,12 +162,18 @@ impl<T> Sender<T> {
                 }
                 st.queue.push_back(v.take().expect("not sent yet"));
                 st.pushed += 1;
+                // A rendezvous with a receiver parked in `recv` is done:
+                // woken, that receiver takes this value (or another
+                // receiver does first), as Go hands a value straight to a
+                // waiting receiver. Otherwise the sender waits below.
+                let handed = st.cap == Some(0) && !st.recv_waiters.is_empty();
                 wake_all(&mut st.recv_waiters);
-                Some(Ok(st.pushed))
+                Some(Ok((st.pushed, handed)))
             },
             |st, w| st.send_waiters.push(w),
         )?;
-        if lock(&self.chan.state).cap == Some(0) {
+        let (ticket, handed) = ticket;
+        if !handed && lock(&self.chan.state).cap == Some(0) {
             // A rendezvous: until a receiver has taken it.
             wait(
                 &self.chan,

@@ -91,6 +91,10 @@ impl Proc {
     }
 }
 
+/// The most goroutines one steal takes (Go's `runqsteal` takes half of a
+/// 256-slot queue).
+const STEAL_MAX: usize = 64;
+
 /// Where `enqueue` puts a goroutine.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Place {
@@ -223,20 +227,25 @@ impl Shared {
             if take == 0 {
                 continue;
             }
-            let mut stolen = VecDeque::with_capacity(take);
-            let mut kept = VecDeque::with_capacity(v.queue.len() - take);
-            for t in v.queue.drain(..) {
-                if stolen.len() < take && t.home.load(SeqCst) == NO_HOME {
-                    stolen.push_back(t);
+            // At most STEAL_MAX, into a buffer on the stack: no allocation.
+            let take = take.min(STEAL_MAX);
+            let mut stolen: [Option<TaskRef>; STEAL_MAX] = [const { None }; STEAL_MAX];
+            let mut n = 0;
+            v.queue.retain(|t| {
+                if n < take && t.home.load(SeqCst) == NO_HOME {
+                    stolen[n] = Some(t.clone());
+                    n += 1;
+                    false
                 } else {
-                    kept.push_back(t);
+                    true
                 }
-            }
-            v.queue = kept;
+            });
             drop(v);
-            let first = stolen.pop_front();
-            if !stolen.is_empty() {
-                lock(&self.procs[w].local).queue.extend(stolen);
+            let first = stolen[0].take();
+            if n > 1 {
+                let mut mine = lock(&self.procs[w].local);
+                mine.queue
+                    .extend(stolen[1..n].iter_mut().filter_map(Option::take));
             }
             return first.map(|t| (t, false));
         }

@@ -19,9 +19,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::worker::worker;
 
-/// A no-preempt region, ended by drop.
+/// A no-preempt region, ended by drop: the worker's preempt record, if
+/// the region was entered on one.
 pub(crate) struct Region {
-    active: bool,
+    attached: Option<&'static pardon_preempt::Attached>,
 }
 
 impl Region {
@@ -29,23 +30,21 @@ impl Region {
     /// signal-preempted runtime.
     #[inline]
     pub(crate) fn enter() -> Region {
-        match worker().and_then(|w| w.attached.as_ref()) {
-            Some(a) => {
-                a.enter_no_preempt();
-                Region { active: true }
-            }
-            None => Region { active: false },
+        let attached = worker().and_then(|w| w.attached.as_ref());
+        if let Some(a) = attached {
+            a.enter_no_preempt();
         }
+        Region { attached }
     }
 }
 
 impl Drop for Region {
     #[inline]
     fn drop(&mut self) {
-        if self.active {
-            if let Some(a) = worker().and_then(|w| w.attached.as_ref()) {
-                a.exit_no_preempt();
-            }
+        // The same thread's record: a region does not outlive the call
+        // that entered it, and goroutines never change thread.
+        if let Some(a) = self.attached {
+            a.exit_no_preempt();
         }
     }
 }

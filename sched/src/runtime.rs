@@ -23,7 +23,7 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 
@@ -319,7 +319,9 @@ pub(crate) fn park(register: impl FnOnce(Waker) -> bool) -> bool {
             task: task.clone(),
             shared: me.shared.clone(),
         };
-        task.state.store(PARKING, SeqCst);
+        // Release is enough: a waker finds the goroutine through what
+        // `register` publishes under a lock, after this store.
+        task.state.store(PARKING, Release);
         if register(waker) {
             true
         } else {

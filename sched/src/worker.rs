@@ -72,8 +72,9 @@ thread_local! {
     static WORKER: Cell<*const Worker> = const { Cell::new(std::ptr::null()) };
 }
 
-/// The worker running the caller, or `None` outside the runtime.
-#[inline(never)]
+/// The worker running the caller, or `None` outside the runtime. (A
+/// thread-local read is safe to inline: goroutines never change thread.)
+#[inline]
 pub(crate) fn worker() -> Option<&'static Worker> {
     let p = WORKER.with(|w| w.get());
     // SAFETY: set by the worker's loop to its own Worker, which outlives
@@ -299,9 +300,7 @@ fn switch_out(me: &Worker) {
 pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> bool {
     let me = worker().expect("a goroutine runs on a worker");
     me.raise();
-    let t = me.current().expect("a running goroutine").clone();
-    let go = prepare(me, &t);
-    drop(t);
+    let go = prepare(me, me.current().expect("a running goroutine"));
     if go {
         switch_out(me);
     }
