@@ -190,6 +190,29 @@ impl Runtime {
         spawn_on(&self.shared, f)
     }
 
+    /// Stops every worker of a signal-preempted runtime, by the same signal
+    /// that ends time slices: a goroutine running on a worker is stopped
+    /// where it is (the trampoline saves every register on its stack),
+    /// idle workers count as stopped, and parked goroutines are on no
+    /// thread, so their number does not matter. The returned guard
+    /// restarts them when dropped. The world a collector over goroutines
+    /// needs (issue 21); the `goroutines` tool's `stw` mode measures it.
+    /// Callable from any thread, a goroutine of this runtime included (its
+    /// worker is the coordinator then). Fails for other modes (their
+    /// workers are not attached to a registry yet) and if a worker does
+    /// not answer within the preempt registry's timeout.
+    pub fn stop_the_world(&self) -> Result<pardon_preempt::StoppedWorld<'_>, RuntimeError> {
+        let Some(reg) = &self.shared.registry else {
+            return Err(RuntimeError::Config(format!(
+                "stop_the_world: only a signal-preempted runtime can stop its workers \
+                 (this one is {})",
+                self.shared.config.preemption
+            )));
+        };
+        reg.stop_the_world()
+            .map_err(|e| RuntimeError::Preempt(e.to_string()))
+    }
+
     /// Runs `f` as a goroutine and waits, on this thread, for its result
     /// (a panic in it is returned as the error).
     pub fn block_on<T: Send + 'static>(
@@ -211,6 +234,13 @@ impl Drop for Runtime {
         self.shared.kick_all();
         self.shared.sysmon_seq.fetch_add(1, SeqCst);
         pardon_preempt::futex::wake(&self.shared.sysmon_seq, 1);
+        if local_index(&self.shared).is_some() {
+            // Dropped by one of its own goroutines (the last `Arc` of it
+            // was there): joining would wait for this very thread. The
+            // threads end on their own once this goroutine returns.
+            self.threads.clear();
+            return;
+        }
         for h in self.threads.drain(..) {
             let _ = h.join();
         }

@@ -299,6 +299,10 @@ fn switch_out(me: &Worker) {
 /// there); if it returns false nothing is switched.
 pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> bool {
     let me = worker().expect("a goroutine runs on a worker");
+    if me.attached.is_some() && pardon_preempt::holds_stopped_world() {
+        // Its worker would run other goroutines in the stopped world.
+        panic!("a goroutine cannot wait or yield while it holds a stopped world");
+    }
     me.raise();
     let go = prepare(me, me.current().expect("a running goroutine"));
     if go {

@@ -252,3 +252,63 @@ fn signal_preemption_needs_the_unsafe_constructor() {
     let e = Runtime::new(config(1, Preemption::Poll, 10)).unwrap_err();
     assert!(e.to_string().contains("time_slice"), "{e}");
 }
+
+/// `Runtime::stop_the_world` stops goroutines in loops without calls:
+/// while the guard is held their counters do not move; from outside the
+/// runtime and from one of its goroutines; other modes refuse by name.
+#[test]
+fn the_world_of_goroutines_stops() {
+    let rt = Arc::new(runtime(config(2, Preemption::Signal, 1000)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let spinners: Vec<_> = counters
+        .iter()
+        .map(|c| {
+            let (c, stop) = (c.clone(), stop.clone());
+            rt.go(move || {
+                while !stop.load(SeqCst) {
+                    c.fetch_add(1, SeqCst);
+                }
+            })
+        })
+        .collect();
+    let read = |cs: &[Arc<AtomicU64>]| cs.iter().map(|c| c.load(SeqCst)).collect::<Vec<_>>();
+    for _ in 0..20 {
+        let w = rt.stop_the_world().unwrap();
+        let before = read(&counters);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(
+            read(&counters),
+            before,
+            "a goroutine ran in a stopped world"
+        );
+        drop(w);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // From a goroutine: its own worker coordinates.
+    let (rt2, cs) = (rt.clone(), counters.clone());
+    let from_inside = rt.go(move || {
+        let mut ok = 0;
+        for _ in 0..10 {
+            let w = rt2.stop_the_world().unwrap();
+            let before = read(&cs);
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(1) {
+                std::hint::spin_loop();
+            }
+            ok += usize::from(read(&cs) == before);
+            drop(w);
+        }
+        ok
+    });
+    assert_eq!(from_inside.join().unwrap(), 10);
+    stop.store(true, SeqCst);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    let polling = runtime(config(1, Preemption::Poll, 1000));
+    let Err(e) = polling.stop_the_world() else {
+        panic!("a polling runtime stopped its world");
+    };
+    assert!(e.to_string().contains("signal-preempted"), "{e}");
+}

@@ -13,7 +13,13 @@
 //! - `switch`: a ping-pong over a rendezvous channel on one worker (two
 //!   switches a round);
 //! - `parked`: the resident memory of `--n` goroutines parked on a
-//!   channel (stack pages touched, task, closure), from `/proc/self/statm`.
+//!   channel (stack pages touched, task, closure), from `/proc/self/statm`;
+//! - `stw`: stop-the-world latency over goroutines (`Runtime::stop_the_world`,
+//!   signal mode) while `--workers` goroutines run call-free loops and
+//!   `--parked` more are parked on a channel, probed `--samples` times from a
+//!   goroutine 1 ms apart; the shape of `../shared/anchors-go/stwprobe.go
+//!   -workers W -parked N` (whose probe is `ReadMemStats`). Reports the
+//!   whole stop and restart, and the time to safepoint.
 //!
 //! `--preemption signal|poll|coop` chooses how slices end (in poll mode
 //! the loops poll on every iteration); `--slice` is the time slice.
@@ -38,6 +44,7 @@ struct Args {
     rounds: usize,
     timeout: Duration,
     n: u64,
+    parked: u64,
 }
 
 fn parse_args() -> Args {
@@ -48,7 +55,7 @@ fn parse_args() -> Args {
             Arg::new("mode")
                 .long("mode")
                 .value_parser([
-                    "latency", "spinlock", "fairness", "spawn", "switch", "parked",
+                    "latency", "spinlock", "fairness", "spawn", "switch", "parked", "stw",
                 ])
                 .default_value("latency"),
         )
@@ -113,7 +120,15 @@ fn parse_args() -> Args {
                 .allow_negative_numbers(true)
                 .value_parser(pardon_bench::cli::whole::<u64>(1, 100_000_000))
                 .default_value("1000000")
-                .help("spawn/switch: count"),
+                .help("spawn/switch/parked: count"),
+        )
+        .arg(
+            Arg::new("parked")
+                .long("parked")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<u64>(0, 10_000_000))
+                .default_value("0")
+                .help("stw: goroutines parked on a channel meanwhile"),
         )
         .get_matches();
     let preemption: Preemption = m
@@ -131,6 +146,7 @@ fn parse_args() -> Args {
         rounds: *m.get_one("rounds").unwrap(),
         timeout: *m.get_one("timeout").unwrap(),
         n: *m.get_one("n").unwrap(),
+        parked: *m.get_one("parked").unwrap(),
     }
 }
 
@@ -412,6 +428,65 @@ fn switch(a: &Args) {
     );
 }
 
+fn stw(a: &Args) {
+    if a.preemption != Preemption::Signal {
+        eprintln!("goroutines: --mode stw needs --preemption signal");
+        std::process::exit(2);
+    }
+    let rt = Arc::new(runtime(a, a.procs));
+    let (tx, rx) = channel::unbounded::<()>();
+    let parked: Vec<_> = (0..a.parked)
+        .map(|_| {
+            let rx = rx.clone();
+            rt.go(move || {
+                let _ = rx.recv();
+            })
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(AtomicU64::new(0));
+    let spinners: Vec<_> = (0..a.workers)
+        .map(|_| {
+            let (stop, sink) = (stop.clone(), sink.clone());
+            rt.go(move || {
+                while !stop.load(SeqCst) {
+                    sink.fetch_add(spin_for(Preemption::Signal, 50_000_000), SeqCst);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let (rt2, samples) = (rt.clone(), a.samples);
+    let prober = rt.go(move || {
+        let mut whole = Vec::with_capacity(samples);
+        let mut ttsp = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t0 = Instant::now();
+            let w = rt2.stop_the_world().expect("stop");
+            let s = w.stats();
+            drop(w);
+            whole.push(t0.elapsed());
+            ttsp.push(s.ttsp);
+            sleep(Duration::from_millis(1));
+        }
+        (whole, ttsp)
+    });
+    let (whole, ttsp) = prober.join().unwrap();
+    stop.store(true, SeqCst);
+    drop(tx);
+    for h in spinners.into_iter().chain(parked) {
+        h.join().unwrap();
+    }
+    println!(
+        "stw pardon procs={} workers={} parked={}: stop+restart {}; ttsp {}",
+        a.procs,
+        a.workers,
+        a.parked,
+        pct(whole),
+        pct(ttsp)
+    );
+}
+
 /// Resident bytes of this process.
 fn resident() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
@@ -469,6 +544,7 @@ fn main() {
         "spawn" => spawn(&a),
         "switch" => switch(&a),
         "parked" => parked(&a),
+        "stw" => stw(&a),
         _ => unreachable!("checked by clap"),
     }
 }
