@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use pardon_preempt::PollStrategy;
 use pardon_sched::{channel, go, sleep, yield_now, Config, GoroutinePoll, Preemption, Runtime};
+use serde_json::json;
 
 struct Args {
     mode: String,
@@ -45,6 +46,12 @@ struct Args {
     timeout: Duration,
     n: u64,
     parked: u64,
+    json_line: bool,
+    suite: bool,
+    quick: bool,
+    json: Option<std::path::PathBuf>,
+    /// `--slice` as given, for the suite's children.
+    slice_arg: String,
 }
 
 fn parse_args() -> Args {
@@ -130,6 +137,30 @@ fn parse_args() -> Args {
                 .default_value("0")
                 .help("stw: goroutines parked on a channel meanwhile"),
         )
+        .arg(
+            Arg::new("json-line")
+                .long("json-line")
+                .action(clap::ArgAction::SetTrue)
+                .help("Print the result as one JSON object instead of a text line"),
+        )
+        .arg(
+            Arg::new("suite")
+                .long("suite")
+                .action(clap::ArgAction::SetTrue)
+                .help("Run the goroutine rows: latency, spinlock and fairness per preemption mode, and stw with 0, 10k and 100k parked, each in a child process"),
+        )
+        .arg(
+            Arg::new("quick")
+                .long("quick")
+                .action(clap::ArgAction::SetTrue)
+                .help("--suite: fewer samples and parked goroutines"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("--suite: write the results as JSON to this file"),
+        )
         .get_matches();
     let preemption: Preemption = m
         .get_one::<String>("preemption")
@@ -147,6 +178,14 @@ fn parse_args() -> Args {
         timeout: *m.get_one("timeout").unwrap(),
         n: *m.get_one("n").unwrap(),
         parked: *m.get_one("parked").unwrap(),
+        json_line: m.get_flag("json-line"),
+        suite: m.get_flag("suite"),
+        quick: m.get_flag("quick"),
+        json: m.get_one::<std::path::PathBuf>("json").cloned(),
+        slice_arg: m
+            .get_raw("slice")
+            .and_then(|mut v| v.next())
+            .map_or("10ms".into(), |v| v.to_string_lossy().into_owned()),
     }
 }
 
@@ -199,6 +238,33 @@ fn spin_for(preemption: Preemption, n: u64) -> u64 {
     }
 }
 
+/// `{"p50", "p99", "max"}` of `lat`, in nanoseconds.
+fn quantiles(lat: &[Duration]) -> serde_json::Value {
+    let mut v: Vec<u64> = lat.iter().map(|d| d.as_nanos() as u64).collect();
+    v.sort_unstable();
+    let q = |p: f64| v[(p * (v.len() - 1) as f64) as usize];
+    json!({"p50": q(0.5), "p99": q(0.99), "max": v[v.len() - 1]})
+}
+
+/// Prints a run's result: its text line, or with `--json-line` one JSON
+/// object (the run's settings and `result`), which `--suite` reads.
+fn emit(a: &Args, text: String, result: serde_json::Value) {
+    if a.json_line {
+        let line = json!({
+            "mode": a.mode,
+            "preemption": a.preemption.name(),
+            "procs": a.procs,
+            "workers": a.workers,
+            "parked": a.parked,
+            "slice_ns": a.slice.as_nanos() as u64,
+            "result": result,
+        });
+        println!("{line}");
+    } else {
+        println!("{text}");
+    }
+}
+
 fn pct(mut lat: Vec<Duration>) -> String {
     lat.sort();
     let q = |p: f64| lat[(p * (lat.len() - 1) as f64) as usize];
@@ -241,10 +307,14 @@ fn latency(a: &Args) {
     let limit = a.timeout.max(Duration::from_millis(samples as u64 * 50));
     while !ticker.is_finished() {
         if start.elapsed() > limit {
-            println!(
-                "latency pardon preemption={} procs={} workers={} slice={:?}: the ticker \
-                 made no progress for {limit:?} (starved)",
-                a.preemption, a.procs, a.workers, a.slice
+            emit(
+                a,
+                format!(
+                    "latency pardon preemption={} procs={} workers={} slice={:?}: the ticker \
+                     made no progress for {limit:?} (starved)",
+                    a.preemption, a.procs, a.workers, a.slice
+                ),
+                json!({"outcome": "starved", "after_ms": limit.as_millis() as u64}),
             );
             std::process::exit(3);
         }
@@ -253,16 +323,22 @@ fn latency(a: &Args) {
     let lat = ticker.join().unwrap();
     stop.store(true, SeqCst);
     let s = rt.stats();
-    println!(
-        "latency pardon preemption={} procs={} workers={} slice={:?}: wake lateness {} \
-         (preemptions {}, refused {})",
-        a.preemption,
-        a.procs,
-        a.workers,
-        a.slice,
-        pct(lat),
-        s.preemptions,
-        s.refused
+    let q = quantiles(&lat);
+    emit(
+        a,
+        format!(
+            "latency pardon preemption={} procs={} workers={} slice={:?}: wake lateness {} \
+             (preemptions {}, refused {})",
+            a.preemption,
+            a.procs,
+            a.workers,
+            a.slice,
+            pct(lat),
+            s.preemptions,
+            s.refused
+        ),
+        json!({"outcome": "ok", "lateness_ns": q, "preemptions": s.preemptions,
+               "refused": s.refused}),
     );
     // Each spinner ends at the end of its current loop.
     for h in spinners {
@@ -308,10 +384,15 @@ fn spinlock(a: &Args) {
         if p != last.0 {
             last = (p, Instant::now());
         } else if last.1.elapsed() > a.timeout {
-            println!(
-                "spinlock pardon preemption={}: DEADLOCK (no progress after {:?}, {p} of {} \
-                 rounds done)",
-                a.preemption, a.timeout, a.rounds
+            emit(
+                a,
+                format!(
+                    "spinlock pardon preemption={}: DEADLOCK (no progress after {:?}, {p} of {} \
+                     rounds done)",
+                    a.preemption, a.timeout, a.rounds
+                ),
+                json!({"outcome": "deadlock", "rounds_done": p,
+                       "after_ms": a.timeout.as_millis() as u64}),
             );
             // The spinning goroutine holds its worker for ever; leave it.
             std::process::exit(3);
@@ -319,13 +400,18 @@ fn spinlock(a: &Args) {
     }
     all.join().unwrap();
     let el = start.elapsed();
-    println!(
-        "spinlock pardon preemption={} slice={:?}: {} rounds in {:?} ({:.2} ms a round)",
-        a.preemption,
-        a.slice,
-        a.rounds,
-        el,
-        el.as_secs_f64() * 1000.0 / a.rounds as f64
+    emit(
+        a,
+        format!(
+            "spinlock pardon preemption={} slice={:?}: {} rounds in {:?} ({:.2} ms a round)",
+            a.preemption,
+            a.slice,
+            a.rounds,
+            el,
+            el.as_secs_f64() * 1000.0 / a.rounds as f64
+        ),
+        json!({"outcome": "ok", "rounds_done": a.rounds,
+               "round_ns": el.as_nanos() as u64 / a.rounds as u64}),
     );
 }
 
@@ -362,12 +448,16 @@ fn fairness(a: &Args) {
     std::thread::sleep(Duration::from_millis(1000));
     let (hog, light) = (counts[0].load(SeqCst), counts[1].load(SeqCst));
     done.store(true, SeqCst);
-    println!(
-        "fairness pardon preemption={} slice={:?}: hog {hog}, light {light}, ratio {:.2} \
-         (Go's test wants [0.2, 5])",
-        a.preemption,
-        a.slice,
-        hog as f64 / light.max(1) as f64
+    let ratio = hog as f64 / light.max(1) as f64;
+    emit(
+        a,
+        format!(
+            "fairness pardon preemption={} slice={:?}: hog {hog}, light {light}, ratio {ratio:.2} \
+             (Go's test wants [0.2, 5])",
+            a.preemption, a.slice,
+        ),
+        json!({"outcome": if (0.2..=5.0).contains(&ratio) { "ok" } else { "unfair" },
+               "hog": hog, "light": light, "ratio": ratio}),
     );
     if a.preemption == Preemption::Cooperative {
         // The hog pair may hold the worker; do not wait for it.
@@ -477,13 +567,18 @@ fn stw(a: &Args) {
     for h in spinners.into_iter().chain(parked) {
         h.join().unwrap();
     }
-    println!(
-        "stw pardon procs={} workers={} parked={}: stop+restart {}; ttsp {}",
-        a.procs,
-        a.workers,
-        a.parked,
-        pct(whole),
-        pct(ttsp)
+    let (qw, qt) = (quantiles(&whole), quantiles(&ttsp));
+    emit(
+        a,
+        format!(
+            "stw pardon procs={} workers={} parked={}: stop+restart {}; ttsp {}",
+            a.procs,
+            a.workers,
+            a.parked,
+            pct(whole),
+            pct(ttsp)
+        ),
+        json!({"outcome": "ok", "stop_restart_ns": qw, "ttsp_ns": qt}),
     );
 }
 
@@ -535,8 +630,150 @@ fn parked(a: &Args) {
     );
 }
 
+/// `--suite`: every row in a child process of its own (a cooperative
+/// run that deadlocks leaves a worker spinning for ever; the child exits
+/// instead), then a table, and JSON with `--json`.
+fn suite(a: &Args) {
+    let exe = std::env::current_exe().expect("this program's path");
+    let samples = if a.quick { "100" } else { "300" };
+    let parked: &[&str] = if a.quick {
+        &["0", "10000"]
+    } else {
+        &["0", "10000", "100000"]
+    };
+    let mut runs: Vec<Vec<String>> = Vec::new();
+    for p in ["signal", "poll", "coop"] {
+        let common = |mode: &str| {
+            vec![
+                "--mode".to_string(),
+                mode.to_string(),
+                "--preemption".into(),
+                p.into(),
+                "--slice".into(),
+                a.slice_arg.clone(),
+                "--json-line".into(),
+            ]
+        };
+        let mut l = common("latency");
+        l.extend(
+            [
+                "--procs",
+                "2",
+                "--workers",
+                "4",
+                "--samples",
+                samples,
+                "--timeout",
+                "2s",
+            ]
+            .map(String::from),
+        );
+        runs.push(l);
+        let mut s = common("spinlock");
+        s.extend(["--rounds", "10", "--timeout", "2s"].map(String::from));
+        runs.push(s);
+        runs.push(common("fairness"));
+    }
+    for n in parked {
+        let mut s: Vec<String> = [
+            "--mode",
+            "stw",
+            "--preemption",
+            "signal",
+            "--procs",
+            "2",
+            "--workers",
+            "2",
+            "--samples",
+            samples,
+            "--parked",
+            n,
+            "--json-line",
+            "--slice",
+        ]
+        .map(String::from)
+        .to_vec();
+        s.push(a.slice_arg.clone());
+        runs.push(s);
+    }
+    let mut results = Vec::new();
+    println!("row       mode    parked   result");
+    for args in runs {
+        let out = std::process::Command::new(&exe)
+            .args(&args)
+            .output()
+            .expect("run a child");
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            json!({"mode": args[1], "preemption": args[3],
+                   "result": {"outcome": "error",
+                              "stderr": String::from_utf8_lossy(&out.stderr)}})
+        });
+        let r = &v["result"];
+        let shown = match (v["mode"].as_str(), r["outcome"].as_str()) {
+            (Some("latency"), Some("ok")) => format!(
+                "lateness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                r["lateness_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e6,
+                r["lateness_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e6,
+                r["lateness_ns"]["max"].as_f64().unwrap_or(0.0) / 1e6
+            ),
+            (Some("spinlock"), Some("ok")) => format!(
+                "{:.2} ms a round",
+                r["round_ns"].as_f64().unwrap_or(0.0) / 1e6
+            ),
+            (Some("fairness"), Some(_)) => format!(
+                "ratio {:.2} ({})",
+                r["ratio"].as_f64().unwrap_or(0.0),
+                r["outcome"].as_str().unwrap_or("?")
+            ),
+            (Some("stw"), Some("ok")) => format!(
+                "stop+restart p50 {:.0} us, p99 {:.0} us; ttsp p50 {:.0} us, p99 {:.0} us",
+                r["stop_restart_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                r["stop_restart_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3,
+                r["ttsp_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                r["ttsp_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
+            ),
+            (_, Some(o)) => o.to_uppercase(),
+            _ => "?".into(),
+        };
+        println!(
+            "{:<9} {:<7} {:<8} {}",
+            v["mode"].as_str().unwrap_or("?"),
+            v["preemption"].as_str().unwrap_or("?"),
+            if v["mode"] == "stw" {
+                v["parked"].to_string()
+            } else {
+                "-".into()
+            },
+            shown
+        );
+        results.push(v);
+    }
+    if let Some(path) = &a.json {
+        let doc = json!({
+            "schema": 1,
+            "machine": pardon_bench::report::machine(),
+            "config": {"slice_ns": a.slice.as_nanos() as u64, "quick": a.quick},
+            "results": results,
+        });
+        let text = serde_json::to_string_pretty(&doc).expect("JSON");
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("goroutines: cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     let a = parse_args();
+    if a.suite {
+        suite(&a);
+        return;
+    }
     match a.mode.as_str() {
         "latency" => latency(&a),
         "spinlock" => spinlock(&a),
