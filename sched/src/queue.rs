@@ -184,6 +184,17 @@ impl Shared {
         }
     }
 
+    /// Drops every queued goroutine (after shutdown, once no worker runs).
+    pub(crate) fn clear_queues(&self) {
+        for p in &self.procs {
+            let mut l = lock(&p.local);
+            l.next = None;
+            l.queue.clear();
+        }
+        lock(&self.global).clear();
+        self.global_len.store(0, SeqCst);
+    }
+
     /// Wakes every worker (shutdown).
     pub(crate) fn kick_all(&self) {
         for p in &self.procs {

@@ -244,6 +244,9 @@ impl Drop for Runtime {
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
+        // Goroutines still queued never run; they hold the shared state
+        // (and it them): let them go.
+        self.shared.clear_queues();
     }
 }
 
@@ -299,7 +302,7 @@ fn spawn_on<T: Send + 'static>(
             w.wake();
         }
     });
-    let t = Arc::new(Task::new(work));
+    let t = Arc::new(Task::new(work, shared.clone()));
     let place = local_index(shared).map_or(Place::Global, Place::Back);
     shared.enqueue(t, place);
     JoinHandle { state }
@@ -316,7 +319,6 @@ pub fn go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHand
 /// What wakes one parked goroutine.
 pub(crate) struct Waker {
     task: TaskRef,
-    shared: Arc<Shared>,
 }
 
 impl Waker {
@@ -328,7 +330,8 @@ impl Waker {
             // Home: a parked goroutine has run (see the module comment).
             let home = self.task.home.load(SeqCst);
             debug_assert_ne!(home, NO_HOME);
-            self.shared.enqueue(self.task, Place::Next(home));
+            let shared = self.task.shared.clone();
+            shared.enqueue(self.task, Place::Next(home));
         }
     }
 }
@@ -344,11 +347,8 @@ pub(crate) fn park(register: impl FnOnce(Waker) -> bool) -> bool {
     if worker().is_none() {
         return false;
     }
-    to_scheduler(|me, task| {
-        let waker = Waker {
-            task: task.clone(),
-            shared: me.shared.clone(),
-        };
+    to_scheduler(|_, task| {
+        let waker = Waker { task: task.clone() };
         // Release is enough: a waker finds the goroutine through what
         // `register` publishes under a lock, after this store.
         task.state.store(PARKING, Release);

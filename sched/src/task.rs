@@ -14,7 +14,10 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 
+use std::sync::Arc;
+
 use crate::context::Context;
+use crate::queue::Shared;
 use crate::stack::Stack;
 
 /// On a run queue, or about to be.
@@ -55,6 +58,10 @@ pub(crate) struct Task {
     /// then): set once, by that worker, before the first switch into it.
     /// See `runtime` for why goroutines do not migrate.
     pub home: AtomicUsize,
+    /// Its runtime, which a waker queues it on. (Queued goroutines keep
+    /// their runtime's shared state alive: `Runtime::drop` empties the
+    /// queues once the workers are gone.)
+    pub shared: Arc<Shared>,
 }
 
 // SAFETY: the cells are used by one thread at a time: the worker running
@@ -65,8 +72,9 @@ unsafe impl Sync for Task {}
 unsafe impl Send for Task {}
 
 impl Task {
-    pub(crate) fn new(work: Work) -> Task {
+    pub(crate) fn new(work: Work, shared: Arc<Shared>) -> Task {
         Task {
+            shared,
             ctx: UnsafeCell::new(Context::empty()),
             stack: UnsafeCell::new(None),
             work: UnsafeCell::new(Some(work)),

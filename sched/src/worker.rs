@@ -159,7 +159,9 @@ fn idle_wait(me: &Worker, seen: u32) {
 fn run(me: &Worker, t: TaskRef, inherit: bool) {
     let shared = &me.shared;
     let p = me.proc_();
-    t.state.store(RUNNING, SeqCst);
+    // Release: only the worker that dequeued it writes it now (wakers act
+    // only on PARKING and WAITING).
+    t.state.store(RUNNING, Release);
     // SAFETY: only the worker running a task touches its cells.
     if unsafe { (*t.stack.get()).is_none() } {
         match shared.stacks.get() {
@@ -188,8 +190,6 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             }
         }
     }
-    // SAFETY: depth 1; no other access to `current` is live.
-    unsafe { *me.current.get() = Some(t.clone()) };
     // SAFETY: read-only: the stack stays with the task while it runs.
     let (lo, hi) = match unsafe { (*t.stack.get()).as_ref() } {
         Some(s) => (s.bottom(), s.top()),
@@ -212,9 +212,16 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         shared.sysmon_seq.fetch_add(1, SeqCst);
         pardon_preempt::futex::wake(&shared.sysmon_seq, 1);
     }
+    // The task moves into `current` for the run and back out after it
+    // (no reference count traffic).
+    let ctx = t.ctx.get();
+    let task_ptr: *const Task = Arc::as_ptr(&t);
+    // SAFETY: depth 1; no other access to `current` is live.
+    unsafe { *me.current.get() = Some(t) };
     // SAFETY: the task's context was made above or saved by its last
-    // switch away, and no other worker runs it (the state protocol).
-    unsafe { switch(&mut *me.sched.get(), &*t.ctx.get()) };
+    // switch away, and no other worker runs it (the state protocol); the
+    // task, in `current`, outlives the switch.
+    unsafe { switch(&mut *me.sched.get(), &*ctx) };
     p.running.store(0, Release);
     if let Some(a) = &me.attached {
         p.refused.store(a.yields_refused(), Relaxed);
@@ -223,7 +230,8 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     }
     crate::overflow::set_guard(0, 0);
     // SAFETY: depth 1; no other access to `current` is live.
-    unsafe { *me.current.get() = None };
+    let t = unsafe { (*me.current.get()).take() }.expect("the task that ran");
+    debug_assert!(std::ptr::eq(Arc::as_ptr(&t), task_ptr));
     match t.state.load(SeqCst) {
         RUNNING => {
             // Yielded or preempted: the slice is over (a goroutine woken
