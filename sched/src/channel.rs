@@ -25,9 +25,20 @@ struct State<T> {
     receivers: usize,
     /// Goroutines waiting to send (room, or their value taken).
     send_waiters: Vec<Waker>,
-    /// Goroutines waiting for a value.
-    recv_waiters: Vec<Waker>,
+    /// Goroutines parked in `recv`, each with the slot on its stack where
+    /// a sender may put a value straight away (see `Sender::send`).
+    recv_waiters: VecDeque<(Waker, Slot<T>)>,
 }
+
+/// Where a parked receiver takes a value handed to it: an `Option<T>` in
+/// its `recv` frame, which stays put while it is parked (it resumes only
+/// when woken, and every wake-up takes its entry out of `recv_waiters`).
+struct Slot<T>(*mut Option<T>);
+
+// SAFETY: the pointee is written only by a sender holding the channel's
+// lock, before it wakes the receiver, and read by the receiver after it
+// has been woken (the wake-up orders the two); `T: Send` moves across.
+unsafe impl<T: Send> Send for Slot<T> {}
 
 struct Chan<T> {
     state: Mutex<State<T>>,
@@ -83,7 +94,7 @@ fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             senders: 1,
             receivers: 1,
             send_waiters: Vec::new(),
-            recv_waiters: Vec::new(),
+            recv_waiters: VecDeque::new(),
         }),
     });
     (Sender { chan: chan.clone() }, Receiver { chan })
@@ -145,8 +156,8 @@ fn wait<T, R>(
 
 impl<T> Sender<T> {
     /// Sends `v`, waiting for room (or, on a rendezvous channel, until a
-    /// receiver has taken it, or one waiting in `recv` has been woken to
-    /// take it). Fails, returning `v`, once every receiver is gone.
+    /// receiver has taken it). A receiver parked in `recv` is handed the
+    /// value directly. Fails, returning `v`, once every receiver is gone.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
         let mut v = Some(v);
         // Wait for room and push.
@@ -160,15 +171,22 @@ impl<T> Sender<T> {
                 if !room {
                     return None;
                 }
+                // A receiver parked in `recv` (the queue is empty then)
+                // gets the value straight into its slot, as Go hands a
+                // value to a waiting receiver: the send is done, even on a
+                // rendezvous channel, since that receiver has it.
+                if let Some((w, slot)) = st.recv_waiters.pop_front() {
+                    // SAFETY: see `Slot`: the receiver is parked in `recv`
+                    // until this wake-up, and we hold the lock.
+                    unsafe { *slot.0 = v.take() };
+                    st.pushed += 1;
+                    st.popped += 1;
+                    w.wake();
+                    return Some(Ok((st.pushed, true)));
+                }
                 st.queue.push_back(v.take().expect("not sent yet"));
                 st.pushed += 1;
-                // A rendezvous with a receiver parked in `recv` is done:
-                // woken, that receiver takes this value (or another
-                // receiver does first), as Go hands a value straight to a
-                // waiting receiver. Otherwise the sender waits below.
-                let handed = st.cap == Some(0) && !st.recv_waiters.is_empty();
-                wake_all(&mut st.recv_waiters);
-                Some(Ok((st.pushed, handed)))
+                Some(Ok((st.pushed, false)))
             },
             |st, w| st.send_waiters.push(w),
         )?;
@@ -189,9 +207,8 @@ impl<T> Receiver<T> {
     /// Receives the next value, waiting for one; fails once every sender
     /// is gone and nothing is queued.
     pub fn recv(&self) -> Result<T, RecvError> {
-        wait(
-            &self.chan,
-            |st| match st.queue.pop_front() {
+        fn ready<T>(st: &mut State<T>) -> Option<Result<T, RecvError>> {
+            match st.queue.pop_front() {
                 Some(v) => {
                     st.popped += 1;
                     wake_all(&mut st.send_waiters);
@@ -199,9 +216,39 @@ impl<T> Receiver<T> {
                 }
                 None if st.senders == 0 => Some(Err(RecvError)),
                 None => None,
-            },
-            |st, w| st.recv_waiters.push(w),
-        )
+            }
+        }
+        let mut slot: Option<T> = None;
+        loop {
+            let mut out = None;
+            let ptr = Slot(&mut slot as *mut Option<T>);
+            let parked = park(|w| {
+                let mut st = lock(&self.chan.state);
+                match ready(&mut st) {
+                    Some(r) => {
+                        out = Some(r);
+                        false
+                    }
+                    None => {
+                        st.recv_waiters.push_back((w, ptr));
+                        true
+                    }
+                }
+            });
+            if let Some(v) = slot.take() {
+                return Ok(v);
+            }
+            if let Some(r) = out {
+                return r;
+            }
+            if !parked {
+                // A thread outside the runtime: look, then yield.
+                if let Some(r) = ready(&mut lock(&self.chan.state)) {
+                    return r;
+                }
+                std::thread::yield_now();
+            }
+        }
     }
 }
 
@@ -241,7 +288,9 @@ impl<T> Drop for Sender<T> {
         let mut st = lock(&self.chan.state);
         st.senders -= 1;
         if st.senders == 0 {
-            wake_all(&mut st.recv_waiters);
+            for (w, _) in st.recv_waiters.drain(..) {
+                w.wake();
+            }
         }
     }
 }

@@ -422,14 +422,26 @@ fn fairness(a: &Args) {
     let mut handles = Vec::new();
     let mut starts = Vec::new();
     for (limit, counter) in [(1_000_000u64, &counts[0]), (1_000, &counts[1])] {
-        let (tx, rx) = channel::channel::<()>(1);
+        // Unbuffered, as in Go's test: a token sent goes to the partner.
+        let (tx, rx) = channel::channel::<()>(0);
+        let quit = Arc::new(std::sync::atomic::AtomicU32::new(0));
         for _ in 0..2 {
-            let (tx, rx, done, counter) = (tx.clone(), rx.clone(), done.clone(), counter.clone());
+            let (tx, rx, done, counter, quit) = (
+                tx.clone(),
+                rx.clone(),
+                done.clone(),
+                counter.clone(),
+                quit.clone(),
+            );
             let p = a.preemption;
             handles.push(rt.go(move || {
                 while rx.recv().is_ok() {
                     if done.load(SeqCst) {
-                        let _ = tx.send(());
+                        // The first of the pair to see it passes the token
+                        // on, so that the other wakes and sees it too.
+                        if quit.fetch_add(1, SeqCst) == 0 {
+                            let _ = tx.send(());
+                        }
                         break;
                     }
                     counter.fetch_add(limit, SeqCst);
