@@ -108,35 +108,43 @@ fn rendezvous_send_returns_once_taken_and_drop_closes() {
 }
 
 /// A value sent while a receiver is parked in `recv` goes to that
-/// receiver, never to the sender's own next `recv` (as in Go, where it is
-/// handed over directly): here the sender, receiving on the same channel
-/// just after, must get the parked receiver's reply, not its own value.
+/// receiver (as in Go, where it is handed over directly), so nothing is
+/// left in the channel for anyone else, the sender's own next `recv`
+/// included: on one worker, right after the send and before the receiver
+/// has run again, the channel is empty.
 #[test]
 fn a_value_sent_to_a_parked_receiver_is_that_receivers() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     for cap in [0, 1, 4] {
-        let r = rt(1)
+        let (queued, got) = rt(1)
             .block_on(move || {
                 let (tx, rx) = channel::<u32>(cap);
-                let (tx2, rx2) = (tx.clone(), rx.clone());
-                let parked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let probe = rx.clone();
+                let (reply_tx, reply_rx) = channel::<u32>(1);
+                let parked = std::sync::Arc::new(AtomicBool::new(false));
                 let p2 = parked.clone();
                 let echo = go(move || {
-                    p2.store(true, std::sync::atomic::Ordering::SeqCst);
-                    let v = rx2.recv().unwrap();
-                    tx2.send(v + 1).unwrap();
+                    p2.store(true, SeqCst);
+                    let v = rx.recv().unwrap();
+                    reply_tx.send(v + 1).unwrap();
                 });
-                // One worker: once the echo goroutine has run, it is parked
-                // in `recv` (it has nothing else to wait for).
-                while !parked.load(std::sync::atomic::Ordering::SeqCst) {
+                // One worker: once the echo goroutine has run, it is
+                // parked in `recv` (it has nothing else to wait for).
+                while !parked.load(SeqCst) {
                     pardon_sched::yield_now();
                 }
                 pardon_sched::yield_now();
                 tx.send(1).unwrap();
-                let got = rx.recv().unwrap();
+                let queued = probe.len();
+                let got = reply_rx.recv().unwrap();
                 echo.join().unwrap();
-                got
+                (queued, got)
             })
             .unwrap();
-        assert_eq!(r, 2, "capacity {cap}: the sender received its own value");
+        assert_eq!(
+            queued, 0,
+            "capacity {cap}: the value was queued, not handed over"
+        );
+        assert_eq!(got, 2);
     }
 }
