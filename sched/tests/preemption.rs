@@ -178,8 +178,13 @@ fn ping_pong_hog(preemption: Preemption) -> (u64, u64) {
         }
         starts.push(tx);
     }
-    for tx in &starts {
-        tx.send(()).unwrap();
+    // Each pair's first token, sent by a goroutine: the channels are
+    // unbuffered, and in cooperative mode the light pair may never run to
+    // take it, which must not block this thread.
+    for tx in starts {
+        rt.go(move || {
+            let _ = tx.send(());
+        });
     }
     // At least 50 slices' worth of switching, whatever the machine's load.
     let start = Instant::now();

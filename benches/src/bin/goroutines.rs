@@ -454,8 +454,13 @@ fn fairness(a: &Args) {
         }
         starts.push(tx);
     }
-    for tx in &starts {
-        tx.send(()).unwrap();
+    // Each pair's first token, sent by a goroutine: the channels are
+    // unbuffered, and in cooperative mode the light pair may never run to
+    // take it, which must not block this thread.
+    for tx in starts {
+        rt.go(move || {
+            let _ = tx.send(());
+        });
     }
     std::thread::sleep(Duration::from_millis(1000));
     let (hog, light) = (counts[0].load(SeqCst), counts[1].load(SeqCst));
@@ -642,6 +647,28 @@ fn parked(a: &Args) {
     );
 }
 
+/// Runs this program with `args`, killing it if it has not ended within
+/// `limit` (each mode has its own watchdog; this one guards the suite
+/// against a bug in them).
+fn run_child(exe: &std::path::Path, args: &[String], limit: Duration) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a child");
+    let t0 = Instant::now();
+    while child.try_wait().expect("wait for a child").is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("a child's output")
+}
+
 /// `--suite`: every row in a child process of its own (a cooperative
 /// run that deadlocks leaves a worker spinning for ever; the child exits
 /// instead), then a table, and JSON with `--json`.
@@ -711,10 +738,7 @@ fn suite(a: &Args) {
     let mut results = Vec::new();
     println!("row       mode    parked   result");
     for args in runs {
-        let out = std::process::Command::new(&exe)
-            .args(&args)
-            .output()
-            .expect("run a child");
+        let out = run_child(&exe, &args, Duration::from_secs(120));
         let line = String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
