@@ -11,7 +11,11 @@
 //! created:
 //!
 //! - **prepare** (in the forking thread): stops the world of every live
-//!   registry, with the forking thread as coordinator. That waits out any
+//!   registry, with the forking thread as coordinator; that stop parks no
+//!   thread inside a shared library, unless it is blocked in a system
+//!   call (`RegistryInner::forking`): glibc's `fork` takes every `malloc`
+//!   arena lock after this handler, and a thread parked inside `malloc`
+//!   held one, which hung the fork (found in CI, 2026-12-06). That waits out any
 //!   stop in progress and keeps new ones from starting, and parks every
 //!   other attached thread outside its no-preempt regions, so none holds a
 //!   lock the stopped world relies on (a collector's heap locks); threads
@@ -41,6 +45,7 @@
 //! itself takes longer on a process with a large address space).
 
 use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 
 use crate::handshake::{RegistryInner, ThreadRecord};
@@ -106,7 +111,12 @@ extern "C" fn prepare() {
             // SAFETY: the box is kept in the same `Held`, whose field order
             // drops the borrowers first; the box never moves its contents.
             let r: &'static Registry = unsafe { &*(&*reg as *const Registry) };
-            let (world, coord, threads) = match r.stop_the_world() {
+            // A count, not a flag: another thread's fork may be stopping
+            // the same registry, and must not find it lowered.
+            r.inner.forking.fetch_add(1, Ordering::SeqCst);
+            let stopped = r.stop_the_world();
+            r.inner.forking.fetch_sub(1, Ordering::SeqCst);
+            let (world, coord, threads) = match stopped {
                 Ok(w) => (Some(w), None, None),
                 // The forking thread holds this world already (it forks from
                 // inside a stop): no stop can be in progress, and its own

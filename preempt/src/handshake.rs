@@ -195,6 +195,21 @@ impl ThreadRecord {
         n
     }
 
+    /// The handler's claim before it injects the trampoline call:
+    /// `RUNNING -> PREEMPTING`. False if the thread is not running (already
+    /// injected, parked, in a safe region).
+    #[inline]
+    pub(crate) fn begin_injection(&self) -> bool {
+        self.state
+            .compare_exchange(
+                state::RUNNING,
+                state::PREEMPTING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
     /// The bounds of the stack the thread runs on (see `stack_lo`).
     #[inline]
     pub(crate) fn stack_bounds(&self) -> (usize, usize) {
@@ -286,8 +301,8 @@ pub(crate) fn current() -> Option<&'static ThreadRecord> {
 pub(crate) struct RegistryInner {
     pub config: Config,
     /// The executable's own code, `[lo, hi)`, where a yield may be taken
-    /// (`yielding`); `(0, 0)` unless the registry has a yield hook. Set at
-    /// creation.
+    /// (`yielding`) and where a fork's stop may park a thread (see
+    /// `forking`); `(0, 0)` if it could not be found. Set at creation.
     pub text: (usize, usize),
     /// Attached threads. Held by a coordinator for the whole stop; taken by
     /// attach and detach. No thread that can be stopped holds it (see `stop`).
@@ -334,6 +349,13 @@ pub(crate) struct RegistryInner {
     pub local_wakes: AtomicU64,
     /// Signals sent, for the drop-one-in-N hook and statistics.
     pub signals_sent: AtomicU64,
+    /// How many `fork` prepare handlers are stopping this registry's
+    /// world now (forks on several threads overlap). Such a stop must not park a thread inside a shared library
+    /// (libc): glibc's `fork` takes every `malloc` arena lock right after
+    /// the prepare handlers, and a thread parked inside `malloc` holds
+    /// one. The handler then defers, as in a no-preempt region, unless
+    /// the thread is blocked in a system call (see `park::fork_may_park`).
+    pub forking: AtomicU32,
 }
 
 impl RegistryInner {

@@ -201,6 +201,13 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
         return true;
     }
     // SAFETY: caller contract: `uc` is the live ucontext.
+    if reg.forking.load(Ordering::SeqCst) != 0 && !unsafe { fork_may_park(reg, uc) } {
+        // Possibly holding a libc lock that `fork` takes next: not here.
+        rec.deferred.fetch_add(1, Ordering::Relaxed);
+        reg.ask_retry();
+        return true;
+    }
+    // SAFETY: caller contract: `uc` is the live ucontext.
     let sp = unsafe { sys::interrupted_sp(uc) };
     let here = sys::approx_sp();
     let (stack_lo, stack_hi) = rec.stack_bounds();
@@ -215,16 +222,7 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
                 reg.ask_retry();
                 return true;
             }
-            if rec
-                .state
-                .compare_exchange(
-                    state::RUNNING,
-                    state::PREEMPTING,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                )
-                .is_err()
-            {
+            if !rec.begin_injection() {
                 return true;
             }
             // The thread stops here, not in the trampoline: read what it
@@ -302,6 +300,39 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
         Preemption::Poll => {}
     }
     true
+}
+
+/// Whether a fork's stop may park the thread where the signal found it:
+/// in the program's own code, or blocked in one of the system calls that
+/// wait for something outside the process (`read`, `futex`, `poll`, ...)
+/// anywhere. Inside a library otherwise it may hold a lock `fork` takes
+/// (see `RegistryInner::forking`); being in a system call is not enough:
+/// glibc's `free` returns memory with `madvise` while it holds its arena
+/// lock, and a thread parked there hung the fork. A blocked call is
+/// recognised as the kernel leaves one it will restart: the interrupted
+/// instruction is the `syscall` itself and RAX the call's number. If the
+/// program's code is unknown, any place is allowed, as before.
+///
+/// # Safety
+/// `uc` must be the live ucontext of a handler on this thread.
+unsafe fn fork_may_park(reg: &crate::handshake::RegistryInner, uc: *mut sys::Ucontext) -> bool {
+    let (lo, hi) = reg.text;
+    if lo >= hi {
+        return true;
+    }
+    // SAFETY: caller contract.
+    let pc = unsafe { sys::interrupted_pc(uc) };
+    if (lo..hi).contains(&pc) {
+        return true;
+    }
+    const SYSCALL: [u8; 2] = [0x0f, 0x05];
+    // SAFETY: `pc` is the address the thread was executing, in a mapped,
+    // readable code page (x86-64 Linux maps code readable); two bytes are
+    // read only where both lie in that page.
+    let at_syscall =
+        pc & 4095 <= 4094 && unsafe { std::ptr::read_volatile(pc as *const [u8; 2]) } == SYSCALL;
+    // SAFETY: caller contract.
+    at_syscall && sys::is_waiting_syscall(unsafe { sys::interrupted_rax(uc) })
 }
 
 /// Called from the trampoline with every register saved on this stack.

@@ -88,19 +88,14 @@ impl Registry {
             sys::install(config.signal)
                 .map_err(|e| ConfigError(format!("signal: cannot install handler: {e}")))?;
         }
-        let text = if config.yield_hook.is_some() {
-            let t = sys::exe_text_range();
-            if t.0 >= t.1 {
-                return Err(ConfigError(
-                    "yield_hook: the program's code cannot be located (dl_iterate_phdr), \
-                     so no instruction could be known safe to yield at"
-                        .into(),
-                ));
-            }
-            t
-        } else {
-            (0, 0)
-        };
+        let text = sys::exe_text_range();
+        if config.yield_hook.is_some() && text.0 >= text.1 {
+            return Err(ConfigError(
+                "yield_hook: the program's code cannot be located (dl_iterate_phdr), \
+                 so no instruction could be known safe to yield at"
+                    .into(),
+            ));
+        }
         let reg = Registry {
             inner: Arc::new(RegistryInner {
                 config,
@@ -120,6 +115,7 @@ impl Registry {
                 local_waker: AtomicU32::new(0),
                 local_wakes: AtomicU64::new(0),
                 signals_sent: AtomicU64::new(0),
+                forking: AtomicU32::new(0),
             }),
         };
         crate::fork::register(&reg.inner);

@@ -197,16 +197,7 @@ pub(crate) unsafe fn on_yield_signal(rec: &ThreadRecord, uc: *mut sys::Ucontext)
     if sp < lo + need || sp > hi || here < lo + need || here > hi {
         return refuse();
     }
-    if rec
-        .state
-        .compare_exchange(
-            state::RUNNING,
-            state::PREEMPTING,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        )
-        .is_err()
-    {
+    if !rec.begin_injection() {
         return;
     }
     // SAFETY: `uc` is live, the floor is inside the declared stack with

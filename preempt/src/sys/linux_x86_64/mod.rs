@@ -14,8 +14,8 @@ pub(crate) use regs::{
 };
 pub use regs::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 pub(crate) use signal::{
-    handler_installed, inject_call, install, interrupted_pc, interrupted_sp, Ucontext,
-    PARK_STACK_NEED, RED_ZONE,
+    handler_installed, inject_call, install, interrupted_pc, interrupted_rax, interrupted_sp,
+    is_waiting_syscall, Ucontext, PARK_STACK_NEED, RED_ZONE,
 };
 pub(crate) use text::exe_text_range;
 pub(crate) use thread::{approx_sp, current_cpu, current_stack_bounds, gettid, send_signal};

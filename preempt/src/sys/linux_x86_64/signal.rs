@@ -158,6 +158,51 @@ pub(crate) unsafe fn interrupted_pc(uc: *const libc::ucontext_t) -> usize {
     unsafe { (*uc).uc_mcontext.gregs[RIP_INDEX] as usize }
 }
 
+/// RAX in the ucontext: for a system call the kernel will restart, its
+/// number.
+///
+/// # Safety
+/// `uc` must be the live ucontext of a handler on this thread.
+pub(crate) unsafe fn interrupted_rax(uc: *const libc::ucontext_t) -> u64 {
+    // SAFETY: caller contract.
+    unsafe { (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] as u64 }
+}
+
+/// Whether `nr` is a system call that waits for something outside the
+/// process (I/O, a futex, a timer, a child), where a thread holds no lock
+/// of the library that made the call.
+pub(crate) fn is_waiting_syscall(nr: u64) -> bool {
+    const WAITING: [libc::c_long; 26] = [
+        libc::SYS_read,
+        libc::SYS_write,
+        libc::SYS_readv,
+        libc::SYS_writev,
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_select,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_nanosleep,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_accept,
+        libc::SYS_accept4,
+        libc::SYS_recvfrom,
+        libc::SYS_recvmsg,
+        libc::SYS_sendto,
+        libc::SYS_sendmsg,
+        libc::SYS_connect,
+        libc::SYS_wait4,
+        libc::SYS_waitid,
+        libc::SYS_pause,
+        libc::SYS_futex,
+        libc::SYS_rt_sigtimedwait,
+    ];
+    WAITING.iter().any(|&w| w as u64 == nr)
+}
+
 const RSP_INDEX: usize = libc::REG_RSP as usize;
 const RIP_INDEX: usize = libc::REG_RIP as usize;
 const _: () = assert!(RSP == 7);
