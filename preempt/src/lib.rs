@@ -97,6 +97,20 @@
 //! interrupted stack (the kernel's saved XSAVE image lies there), and the
 //! layout the trampoline builds.
 //!
+//! ## Yields: the same signal, to switch tasks
+//!
+//! A scheduler that runs tasks on attached threads (pardon-sched's
+//! goroutines) registers a [`YieldHook`] in the [`Config`] and asks a
+//! thread to yield with [`Registry::request_yield`]: a token in its record
+//! and the same signal. The handler injects the trampoline call only at a
+//! point where switching tasks is safe (running, outside no-preempt
+//! regions, the interrupted instruction in the executable's own code, the
+//! stack pointer inside the stack the thread declared with
+//! [`Attached::set_stack_bounds`]); the injected call then runs the hook
+//! with every register saved, and the hook switches to the scheduler and
+//! back. A stop always takes precedence. The crate still knows nothing of
+//! tasks: a hook is a plain `fn(u64)`, a task's stack a pair of bounds.
+//!
 //! ## Invariants
 //!
 //! 1. A thread is counted stopped for epoch `e` exactly once, by the CAS of its
