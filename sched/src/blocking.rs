@@ -139,8 +139,8 @@ pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     });
     // SAFETY: the borrow this erases ends when the closure is dropped,
     // which the job below does before it sets `done`; the goroutine
-    // borrowing the data does not return (nor unwind: nothing here
-    // panics) until then.
+    // borrowing the data does not leave this frame, by return or unwind,
+    // until then (`UntilDone`).
     let call: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(call) };
     let job: Job = Box::new(move || {
         call();
@@ -153,6 +153,10 @@ pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             w.wake();
         }
     });
+    // Declared after `slot`, so dropped before it: whatever happens below,
+    // even an unwind, this frame is not left while the pool may still
+    // write `slot` or hold the closure's borrows.
+    let _until_done = UntilDone(&done);
     if let Err(job) = submit(job) {
         // No thread could be started: run it here (the worker blocks,
         // which is what the caller would have had without us).
@@ -178,6 +182,18 @@ pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         Some(Ok(r)) => r,
         Some(Err(p)) => resume_unwind(p),
         None => unreachable!("a finished blocking call left no result"),
+    }
+}
+
+/// Waits, when dropped, until the call is done: the last word on how
+/// long `blocking`'s frame lives (on the normal path it is done already).
+struct UntilDone<'a>(&'a Done);
+
+impl Drop for UntilDone<'_> {
+    fn drop(&mut self) {
+        while !lock_plain(&self.0.state).0 {
+            std::thread::yield_now();
+        }
     }
 }
 
