@@ -155,6 +155,12 @@ pub(crate) struct ThreadRecord {
     /// Yield signals that found the thread where it could not yield. As
     /// `yields`.
     pub yields_refused: AtomicU64,
+    /// The running task's word: opaque here, 0 at attach. Written by the
+    /// owner (a scheduler saves and restores it per task at each switch;
+    /// pardon's heap keeps the head of the shadow-stack frame chain in it);
+    /// read by coordinators after the thread's acknowledgement. See
+    /// [`Attached::task_word_cell`](crate::Attached::task_word_cell).
+    pub task_word: AtomicUsize,
 }
 
 impl Drop for ThreadRecord {
@@ -349,6 +355,11 @@ pub(crate) struct RegistryInner {
     pub local_wakes: AtomicU64,
     /// Signals sent, for the drop-one-in-N hook and statistics.
     pub signals_sent: AtomicU64,
+    /// The task sources added to this registry (see `tasks`). Changed
+    /// only inside `outside_stops` (so never while a world is stopped, and
+    /// never by a thread a stop could catch holding it); read by the
+    /// coordinator of a stopped world.
+    pub sources: Mutex<crate::tasks::Sources>,
     /// How many `fork` prepare handlers are stopping this registry's
     /// world now (forks on several threads overlap). Such a stop must not park a thread inside a shared library
     /// (libc): glibc's `fork` takes every `malloc` arena lock right after

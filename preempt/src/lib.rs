@@ -173,6 +173,7 @@ mod safe;
 pub mod state;
 mod stop;
 mod sys;
+mod tasks;
 mod yielding;
 
 pub use config::{AckWait, Config, ConfigError, Preemption, YieldHook};
@@ -184,6 +185,7 @@ pub use registry::{AttachError, Attached, Registry};
 pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
 pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
+pub use tasks::{SuspendedTask, TaskSource, TaskSourceId};
 pub use yielding::YieldRequest;
 
 /// Whether the calling thread is attached to any registry.

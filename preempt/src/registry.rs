@@ -116,6 +116,7 @@ impl Registry {
                 local_wakes: AtomicU64::new(0),
                 signals_sent: AtomicU64::new(0),
                 forking: AtomicU32::new(0),
+                sources: Mutex::new(Default::default()),
             }),
         };
         crate::fork::register(&reg.inner);
@@ -309,6 +310,7 @@ impl Registry {
             yield_injected: AtomicU32::new(0),
             yields: AtomicU64::new(0),
             yields_refused: AtomicU64::new(0),
+            task_word: AtomicUsize::new(0),
         });
         let ptr: *const ThreadRecord = Box::into_raw(rec);
         // Everything that may allocate or block happens before the record is
@@ -395,6 +397,42 @@ impl Attached {
     /// attach, or as last set by [`Attached::set_stack_bounds`].
     pub fn stack_bounds(&self) -> (usize, usize) {
         self.record().stack_bounds()
+    }
+
+    /// The task word: 0 at attach, then whatever the thread's code last
+    /// stored through [`Attached::task_word_cell`]. Coordinators see it as
+    /// [`StoppedThread::task_word`](crate::StoppedThread::task_word).
+    pub fn task_word(&self) -> usize {
+        self.record().task_word.load(Ordering::Relaxed)
+    }
+
+    /// The cell holding the task word: one word per attached thread that
+    /// this crate never interprets and every coordinator of the registry
+    /// can read while the thread is stopped
+    /// ([`StoppedThread::task_word`](crate::StoppedThread::task_word)). A
+    /// scheduler that runs tasks on the thread saves it when it switches a
+    /// task out and restores it when it switches the task back in (0 for a
+    /// task's first run), so that it is always the running task's; the
+    /// same value appears for a suspended task in
+    /// [`SuspendedTask::word`](crate::SuspendedTask::word). pardon's heap
+    /// keeps the head of the shadow-stack frame chain here, which is how
+    /// the chain follows a goroutine.
+    ///
+    /// # Safety
+    /// Coordinators of this registry may interpret the word (pardon's heap
+    /// walks it as a chain of frames on the stack the thread runs on).
+    /// Store only what that code expects: through the code that owns the
+    /// meaning (a heap's frame API), or, for a scheduler, a value read
+    /// from this cell while the same task ran, or 0 for a task that has
+    /// not run.
+    pub unsafe fn task_word_cell(&self) -> &AtomicUsize {
+        &self.record().task_word
+    }
+
+    /// Whether this handle attaches the thread to `registry` (and not to
+    /// another one).
+    pub fn belongs_to(&self, registry: &Registry) -> bool {
+        Arc::ptr_eq(&self._registry, &registry.inner)
     }
 
     /// Preemption signals this thread's handler has received.

@@ -220,9 +220,19 @@ impl<'w> StoppedThread<'w> {
     pub fn context(&self) -> usize {
         self.rec.context
     }
+    /// The thread's task word as it stopped: the running task's (see
+    /// [`Attached::task_word_cell`](crate::Attached::task_word_cell)).
+    pub fn task_word(&self) -> usize {
+        self.rec.task_word.load(Ordering::Acquire)
+    }
 }
 
 impl StoppedWorld<'_> {
+    /// The registry whose world this is.
+    pub(crate) fn registry(&self) -> &Registry {
+        self.reg
+    }
+
     /// Figures for this stop.
     pub fn stats(&self) -> StopStats {
         self.stats

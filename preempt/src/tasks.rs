@@ -1,0 +1,129 @@
+//! Suspended tasks: execution contexts that are on no thread, which a
+//! stopped world covers too.
+//!
+//! A scheduler that runs many tasks on few threads (pardon-sched's
+//! goroutines) leaves most of them suspended at any moment: switched out,
+//! their registers saved on their own stacks. They are already stopped —
+//! nothing runs them while the world is — so a stop never signals or waits
+//! for them, and its time to safepoint does not depend on how many there
+//! are. But a collector must still see their stacks. The scheduler adds a
+//! [`TaskSource`] to the registry its workers are attached to; a
+//! coordinator asks [`StoppedWorld::for_each_suspended`] for every
+//! suspended task of every source, beside [`StoppedWorld::threads`] for
+//! the running ones.
+//!
+//! This crate still knows nothing of heaps or frames: a suspended task is
+//! a stack range, a saved stack pointer and an opaque word, the same three
+//! things a stopped thread reports.
+
+use std::sync::Arc;
+
+use crate::registry::{lock, Registry};
+use crate::stop::StoppedWorld;
+
+/// One suspended task, as a [`TaskSource`] reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct SuspendedTask<'a> {
+    /// The bounds `(lo, hi)` of the stack it runs on.
+    pub stack: (usize, usize),
+    /// Its saved stack pointer: the lowest address to scan. Whatever the
+    /// switch away from it saved on its stack (callee-saved registers, or
+    /// every register after an asynchronous preemption) lies at or above
+    /// it.
+    pub sp: usize,
+    /// Registers saved somewhere other than its stack (often none).
+    pub registers: &'a [u64],
+    /// Its task word, saved from its thread's
+    /// [`Attached::task_word_cell`](crate::Attached::task_word_cell) when
+    /// it was switched out.
+    pub word: usize,
+}
+
+/// A source of suspended tasks: a scheduler's goroutines that are not
+/// running on a thread.
+///
+/// # Safety
+/// Implementors promise, for every call of
+/// [`TaskSource::for_each_suspended`] made as its contract allows:
+/// - *completeness*: every task of the scheduler whose stack may hold
+///   something a coordinator cares about, and that is not running on a
+///   thread attached to the registry, is reported exactly once (a
+///   collector frees what no thread and no reported task reaches);
+/// - *stability*: `[sp, stack.1)` of each report is mapped, readable and
+///   not written by anything until the world restarts;
+/// - the word is the task's own, saved as the cell's contract says.
+pub unsafe trait TaskSource: Send + Sync {
+    /// Calls `f` with every suspended task.
+    ///
+    /// # Safety
+    /// The caller holds a stopped world of a registry this source was
+    /// added to (so no thread of the scheduler is switching a task in or
+    /// out).
+    unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>));
+}
+
+/// Identifies a source added to a registry, to remove it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskSourceId(u64);
+
+/// The sources of one registry.
+#[derive(Default)]
+pub(crate) struct Sources {
+    next: u64,
+    list: Vec<(u64, Arc<dyn TaskSource>)>,
+}
+
+impl Registry {
+    /// Runs `f` on the sources with no stopped world reading them: outside
+    /// stops, or inside the caller's own (whose coordinator is then this
+    /// thread, and every other thread that could change them is stopped or
+    /// waits for the coordinator lock).
+    fn with_sources<R>(&self, f: impl FnOnce(&mut Sources) -> R) -> R {
+        if self.world_held_by_me() {
+            return f(&mut lock(&self.inner.sources));
+        }
+        self.outside_stops(|| f(&mut lock(&self.inner.sources)))
+    }
+
+    /// Adds a source of suspended tasks, which every later stopped world
+    /// of this registry reports (see [`StoppedWorld::for_each_suspended`]).
+    /// Waits for a stop in progress to end (unless the caller holds it).
+    pub fn add_task_source(&self, source: Arc<dyn TaskSource>) -> TaskSourceId {
+        self.with_sources(|s| {
+            s.next += 1;
+            let id = s.next;
+            s.list.push((id, source));
+            TaskSourceId(id)
+        })
+    }
+
+    /// Removes a source; returns it, or `None` if `id` is not one of this
+    /// registry's. Waits for a stop in progress to end (unless the caller
+    /// holds it), so no coordinator is using it afterwards.
+    pub fn remove_task_source(&self, id: TaskSourceId) -> Option<Arc<dyn TaskSource>> {
+        self.with_sources(|s| {
+            let i = s.list.iter().position(|(k, _)| *k == id.0)?;
+            Some(s.list.remove(i).1)
+        })
+    }
+}
+
+impl StoppedWorld<'_> {
+    /// Calls `f` with every suspended task of every source added to the
+    /// registry. Never allocates; takes only the sources' lock, which no
+    /// stopped thread can hold (it is taken only outside stops). `f` must
+    /// not add or remove sources (the lock is held while it runs).
+    pub fn for_each_suspended(&self, mut f: impl FnMut(&SuspendedTask<'_>)) {
+        let s = lock(&self.registry().inner.sources);
+        for (_, src) in &s.list {
+            // SAFETY: this world of the source's registry is stopped, and
+            // held by the caller until after this call.
+            unsafe { src.for_each_suspended(&mut f) };
+        }
+    }
+
+    /// How many sources of suspended tasks the world reports.
+    pub fn task_sources(&self) -> usize {
+        lock(&self.registry().inner.sources).list.len()
+    }
+}
