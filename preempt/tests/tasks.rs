@@ -12,7 +12,7 @@ use pardon_preempt::{Registry, SuspendedTask, TaskSource};
 /// A test double: fixed "tasks" whose stacks are plain buffers, and a
 /// count of the calls made to it.
 struct Fake {
-    stacks: Vec<Box<[usize; 16]>>,
+    stacks: Vec<[usize; 16]>,
     calls: AtomicUsize,
 }
 
@@ -23,7 +23,7 @@ unsafe impl TaskSource for Fake {
         self.calls.fetch_add(1, SeqCst);
         for (i, s) in self.stacks.iter().enumerate() {
             let lo = s.as_ptr() as usize;
-            let hi = lo + std::mem::size_of_val(&**s);
+            let hi = lo + std::mem::size_of_val(s);
             f(&SuspendedTask {
                 stack: (lo, hi),
                 sp: lo + 8 * i,
@@ -36,7 +36,7 @@ unsafe impl TaskSource for Fake {
 
 fn fake(n: usize) -> Arc<Fake> {
     Arc::new(Fake {
-        stacks: (0..n).map(|_| Box::new([0usize; 16])).collect(),
+        stacks: vec![[0usize; 16]; n],
         calls: AtomicUsize::new(0),
     })
 }
