@@ -26,7 +26,7 @@ fn nest<const N: usize>(
     }
     let slots: [AtomicUsize; N] =
         std::array::from_fn(|i| AtomicUsize::new(if i == 1 { 0 } else { v }));
-    with_frame_slots(FrameChain(chain), map, &slots, |_| {
+    with_frame_slots(FrameChain::new(chain), map, &slots, |_| {
         nest::<N>(depth - 1, chain, map, v, f)
     });
 }

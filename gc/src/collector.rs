@@ -132,6 +132,21 @@ impl Heap {
     /// (generational mode: every reference store must then use the write
     /// barrier), `PARDON_MARK_WORKERS` (marking threads).
     pub fn new(config: Config) -> Result<Heap, HeapError> {
+        Heap::build(config, None)
+    }
+
+    /// Creates a heap whose mutators attach to `registry`, an existing
+    /// preempt registry shared with other code: a goroutine runtime's
+    /// (`pardon-sched`'s `Runtime::with_registry`), so that a collection's
+    /// stop stops its workers and its task source reports its parked
+    /// goroutines (see the `goroutines` module). The registry's own
+    /// settings decide how threads are stopped: `config.preemption`,
+    /// `stop_timeout` and `stop_wait` are not used.
+    pub fn with_registry(config: Config, registry: Registry) -> Result<Heap, HeapError> {
+        Heap::build(config, Some(registry))
+    }
+
+    fn build(config: Config, registry: Option<Registry>) -> Result<Heap, HeapError> {
         let mut config = config;
         let flag = |name| env_flag(name).map_err(HeapError::Config);
         if let Some(v) = flag("PARDON_VERIFY")? {
@@ -159,13 +174,16 @@ impl Heap {
                 )))
             })?;
         }
-        let registry = Registry::new(pardon_preempt::Config {
-            preemption: config.preemption,
-            stop_timeout: config.stop_timeout,
-            wait: config.stop_wait,
-            ..pardon_preempt::Config::default()
-        })
-        .map_err(HeapError::Preempt)?;
+        let registry = match registry {
+            Some(r) => r,
+            None => Registry::new(pardon_preempt::Config {
+                preemption: config.preemption,
+                stop_timeout: config.stop_timeout,
+                wait: config.stop_wait,
+                ..pardon_preempt::Config::default()
+            })
+            .map_err(HeapError::Preempt)?,
+        };
         let trace = flag("PARDON_GCTRACE")?.unwrap_or(config.trace);
         let verify = config.verify;
         let min_heap = config.min_heap;
@@ -213,33 +231,41 @@ impl Heap {
 
     /// Attaches the calling thread as a mutator.
     pub fn attach(&self) -> Result<Mutator, pardon_preempt::AttachError> {
+        self.attach_as(0)
+    }
+
+    /// Attaches the calling thread with preempt context word `context`,
+    /// which the heap does not interpret (a goroutine scheduler sharing
+    /// the registry addresses its workers' yields by it).
+    pub(crate) fn attach_as(&self, context: usize) -> Result<Mutator, pardon_preempt::AttachError> {
         if pardon_preempt::is_attached() {
             return Err(pardon_preempt::AttachError::AlreadyAttached);
         }
         if self.collector.registry.world_held_by_me() {
             return Err(pardon_preempt::AttachError::WorldHeld);
         }
-        let tid = nix::unistd::gettid().as_raw();
-        let state = Arc::new(MutatorState::new(tid));
+        let state = Arc::new(MutatorState::new());
         // Unattached here, so this holds the coordinator lock: the table's
         // lock is then never held by a thread a stop (or a fork, see
         // `pardon_preempt`'s fork handling) could catch holding it.
-        let ctx = self
+        let slot = self
             .collector
             .registry
             .outside_stops(|| self.collector.mutators.insert(state.clone()));
-        // SAFETY: the context word of this heap's registry is always an index
-        // into `mutators` plus one, which every coordinator validates against
-        // the thread's tid before use.
-        match unsafe { self.collector.registry.attach_with_context(ctx) } {
+        // SAFETY: the heap gives context words no meaning (it finds a
+        // thread's frames through its task word, its cache and handles
+        // through the table); a scheduler that shares the registry uses
+        // them only to address yields, whose hook ignores threads that are
+        // not its workers.
+        match unsafe { self.collector.registry.attach_with_context(context) } {
             Ok(attached) => Ok(Mutator {
                 heap: self.clone(),
                 attached,
                 state,
-                ctx,
+                slot,
             }),
             Err(e) => {
-                drop(self.collector.mutators.remove(ctx));
+                drop(self.collector.mutators.remove(slot));
                 Err(e)
             }
         }

@@ -202,6 +202,7 @@ mod concurrent;
 mod config;
 mod cycle;
 mod finalizer;
+mod goroutines;
 mod heap;
 mod heapbits;
 mod integrity;
@@ -228,6 +229,7 @@ pub use cache::ThreadCache;
 pub use collector::{CollectError, GlobalRootId, Heap, HeapError, DEFAULT_STOP_TIMEOUT};
 pub use config::{default_mark_workers, Config, ConfigError};
 pub use finalizer::NotAnObject;
+pub use goroutines::{with_mutator, WorkerMutator};
 /// The histogram crate whose `Histogram` type [`GcStats`] uses.
 pub use hdrhistogram;
 pub use heap::{HeapStats, RawHeap, POISON};

@@ -15,6 +15,7 @@ use crate::cycle::with_entry;
 use crate::heap::RawHeap;
 use crate::mark::CollectionKind;
 use crate::mutators::MutatorState;
+use crate::roots::HandleFree;
 use crate::stats::CycleStats;
 use crate::types::Type;
 
@@ -24,8 +25,8 @@ pub struct Mutator {
     pub(crate) heap: Heap,
     pub(crate) attached: Attached,
     pub(crate) state: Arc<MutatorState>,
-    /// This mutator's context word: its index in the heap's table, plus one.
-    pub(crate) ctx: usize,
+    /// This mutator's entry in the heap's table: its index there, plus one.
+    pub(crate) slot: usize,
 }
 
 impl fmt::Debug for Mutator {
@@ -47,9 +48,15 @@ impl Mutator {
         &self.attached
     }
 
-    /// The frame chain to link [`pardon_stackscan`] frames into.
+    /// The frame chain to link [`pardon_stackscan`] frames into: the
+    /// thread's task word, which a coordinator reads for the stopped thread
+    /// (and which a goroutine scheduler saves and restores per goroutine,
+    /// so each goroutine has a chain of its own).
     pub fn frames(&self) -> FrameChain<'_> {
-        FrameChain(&self.state.chain)
+        // SAFETY: the word is handed out only inside a `FrameChain`, whose
+        // links store nothing but frames kept linked until they restore the
+        // previous head: the chain the coordinator walks.
+        FrameChain::new(unsafe { self.attached.task_word_cell() })
     }
 
     /// A safepoint poll.
@@ -104,6 +111,20 @@ impl Mutator {
         } else {
             self.attached.as_running(f)
         }
+    }
+
+    /// Runs `f` with the handle table's free list borrowed mutably, in a
+    /// no-yield region: on a goroutine worker, whose goroutines share this
+    /// mutator, no other goroutine runs on the thread until `f` returns
+    /// (a stop may still be taken there; it reads only the atomic slots).
+    #[inline(always)]
+    fn with_handle_free<R>(&self, f: impl FnOnce(&mut HandleFree) -> R) -> R {
+        self.attached.no_yield(|| {
+            // SAFETY: owner thread (`Mutator` is neither Send nor Sync), and
+            // no other borrow is live: every one is made here, in a region
+            // no goroutine switch can interrupt, and `f` does not re-enter.
+            f(unsafe { &mut *self.state.handle_free.get() })
+        })
     }
 
     /// Collects now, with this thread as the coordinator. If another
@@ -267,10 +288,7 @@ impl Mutator {
     /// Adds `addr` to the handle table; the caller has excluded stops as
     /// `excluding_stops` would.
     pub(crate) fn insert_handle(&self, addr: usize) -> usize {
-        // SAFETY: owner thread; `Mutator` is not Send or Sync, so no other
-        // reference to the free list exists.
-        let own = unsafe { &mut *self.state.handle_free.get() };
-        match self.state.handles.insert(own, addr) {
+        match self.with_handle_free(|own| self.state.handles.insert(own, addr)) {
             Ok(i) => i,
             Err(e) => panic!("pardon: {e}"),
         }
@@ -336,16 +354,13 @@ impl Mutator {
 
     pub(crate) fn pop_handle(&self, slot: usize) {
         self.excluding_stops(|| {
-            // SAFETY: as in `push_handle`.
-            let own = unsafe { &mut *self.state.handle_free.get() };
-            self.state.handles.remove(own, slot);
+            self.with_handle_free(|own| self.state.handles.remove(own, slot));
         })
     }
 
     /// Live handles in this thread's table.
     pub fn handle_count(&self) -> usize {
-        // SAFETY: owner thread; read-only.
-        unsafe { (*self.state.handle_free.get()).live() }
+        self.with_handle_free(|own| own.live())
     }
 }
 
@@ -356,7 +371,7 @@ impl Drop for Mutator {
             col.registry.outside_stops(|| {
                 // SAFETY: owner thread, no stop overlapping (see alloc_with).
                 unsafe { (*self.state.cache.get()).flush(&col.raw) };
-                col.mutators.remove(self.ctx)
+                col.mutators.remove(self.slot)
             })
         });
         // Our own `Arc` still holds the state, which is freed (with its

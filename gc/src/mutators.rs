@@ -12,10 +12,10 @@
 //! whatever became of the thread; a leaked state costs its memory, never a
 //! live object.
 //!
-//! A thread's preempt context word (fixed at attach, no public setter) is
-//! its index here plus one; a coordinator accepts an entry only if its tid
-//! matches the stopped thread's, so a reused index never lends one thread
-//! another's frames.
+//! A thread's frame chain is not here but in its preempt record (the task
+//! word, which a goroutine scheduler switches per goroutine): a
+//! coordinator finds a stopped thread's frames through the thread itself,
+//! so no table entry can lend one thread another's.
 //!
 //! Locking: the table's lock is taken by a thread about to attach (not yet
 //! attached, so never stopped while holding it), by `Mutator::drop` inside
@@ -24,7 +24,6 @@
 //! lock except `insert`, which runs unattached.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use crate::cache::ThreadCache;
@@ -37,15 +36,10 @@ pub(crate) struct MutatorState {
     /// overlaps (a no-preempt region, or the coordinator lock once the
     /// thread is detached); flushed by a coordinator with the world stopped.
     pub cache: UnsafeCell<ThreadCache>,
-    /// The head of the shadow-stack frame chain. Written by the owner,
-    /// read by a coordinator while the owner is stopped.
-    pub chain: AtomicUsize,
     /// The handle table (atomic slots, read by coordinators) and its free
     /// list (owner only).
     pub handles: SlotTable,
     pub handle_free: UnsafeCell<HandleFree>,
-    /// The owner's kernel thread id, to validate a context word.
-    pub tid: i32,
 }
 
 // SAFETY: the cells are used by one thread at a time, as each field says:
@@ -56,14 +50,12 @@ unsafe impl Sync for MutatorState {}
 unsafe impl Send for MutatorState {}
 
 impl MutatorState {
-    pub(crate) fn new(tid: i32) -> MutatorState {
+    pub(crate) fn new() -> MutatorState {
         let (handles, handle_free) = SlotTable::new();
         MutatorState {
             cache: UnsafeCell::new(ThreadCache::new()),
-            chain: AtomicUsize::new(0),
             handles,
             handle_free: UnsafeCell::new(handle_free),
-            tid,
         }
     }
 }
@@ -90,7 +82,7 @@ impl MutatorTable {
         }
     }
 
-    /// Adds a state; returns its context word (index + 1). Call before the
+    /// Adds a state; returns its slot (index + 1). Call before the
     /// thread attaches: it may allocate.
     pub(crate) fn insert(&self, ms: Arc<MutatorState>) -> usize {
         let mut s = lock(&self.slots);
@@ -109,7 +101,7 @@ impl MutatorTable {
         i + 1
     }
 
-    /// Removes the state of context `ctx` and returns it, for the caller to
+    /// Removes the state in slot `ctx` and returns it, for the caller to
     /// drop outside any no-preempt region (dropping frees memory). Never
     /// allocates.
     pub(crate) fn remove(&self, ctx: usize) -> Option<Arc<MutatorState>> {
@@ -135,14 +127,5 @@ impl Entries<'_> {
     /// Every state, whatever became of its thread.
     pub(crate) fn all(&self) -> impl Iterator<Item = &MutatorState> {
         self.0.iter().flatten().map(|a| &**a)
-    }
-
-    /// The state of the stopped thread `tid` that attached with context
-    /// word `ctx`, if it is a mutator of this heap.
-    pub(crate) fn of(&self, ctx: usize, tid: i32) -> Option<&MutatorState> {
-        self.0
-            .get(ctx.wrapping_sub(1))?
-            .as_deref()
-            .filter(|ms| ms.tid == tid)
     }
 }

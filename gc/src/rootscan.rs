@@ -6,7 +6,6 @@ use pardon_preempt::{StopKind, StoppedWorld};
 use pardon_stackscan::{RootKind, Scanner};
 
 use crate::collector::Collector;
-use crate::mutators::Entries;
 use crate::stats::CycleStats;
 
 impl Collector {
@@ -47,8 +46,8 @@ impl Collector {
                     }
                 });
             }
-            self.gather_threads(world, entry_sp, cycle, table, sink);
         });
+        self.gather_threads(world, entry_sp, cycle, sink);
     }
 
     /// Offers the roots gathered into `roots` to `m`: the buffer, or, if it
@@ -73,21 +72,22 @@ impl Collector {
         }
     }
 
-    /// The stack, frames and registers of every stopped thread.
+    /// The stack, frames and registers of every stopped thread, then of
+    /// every suspended task (a parked goroutine) the world reports.
     pub(crate) fn gather_threads(
         &self,
         world: &StoppedWorld<'_>,
         entry_sp: usize,
         cycle: &mut CycleStats,
-        table: &Entries<'_>,
         sink: &mut impl FnMut(usize),
     ) {
         let raw = &self.raw;
+        let finder = |a: usize| raw.find_object(a);
         for t in world.threads() {
             let (lo, hi) = t.stack_bounds();
-            let ms = table.of(t.context(), t.tid());
-            let head = ms.map_or(0, |ms| ms.chain.load(std::sync::atomic::Ordering::Acquire));
-            let finder = |a: usize| raw.find_object(a);
+            // The thread's task word is the head of its frame chain (see
+            // `Mutator::frames`): 0 for a thread that declared none.
+            let head = t.task_word();
             let mut hits: usize = 0;
             let mut sc = Scanner::new(&finder, lo, hi, |base, kind| {
                 if kind != RootKind::Precise {
@@ -103,13 +103,33 @@ impl Collector {
             // SAFETY: the thread is stopped, or is this coordinator, whose
             // frames above its entry point do not change while it marks, or
             // is held in a safe region, whose scanned range stays readable
-            // (it is its own live stack); its frames are linked.
+            // (it is its own live stack); its frames are linked (the task
+            // word is written only by frame links and by a scheduler
+            // restoring a task's own word, as `task_word_cell` requires).
             unsafe { sc.thread(scan_lo, head, t.gprs()) };
             t.for_each_vector_word(|v| sc.word(v as usize, RootKind::Register));
             cycle.words_scanned += sc.stats.words_examined;
             cycle.precise_roots += sc.stats.precise_roots;
             cycle.conservative_roots += hits;
         }
+        world.for_each_suspended(|task| {
+            let mut hits: usize = 0;
+            let (lo, hi) = task.stack;
+            let mut sc = Scanner::new(&finder, lo, hi, |base, kind| {
+                if kind != RootKind::Precise {
+                    hits += 1;
+                }
+                sink(base);
+            });
+            // SAFETY: the source promises `[sp, hi)` readable and unchanged
+            // until the restart, and the word the task's own chain head,
+            // saved when it was switched out (`TaskSource`'s contract).
+            unsafe { sc.thread(task.sp, task.word, task.registers) };
+            cycle.words_scanned += sc.stats.words_examined;
+            cycle.precise_roots += sc.stats.precise_roots;
+            cycle.conservative_roots += hits;
+            cycle.suspended_tasks += 1;
+        });
     }
 }
 

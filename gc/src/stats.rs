@@ -36,6 +36,9 @@ pub struct CycleStats {
     pub precise_roots: usize,
     /// Words examined conservatively.
     pub words_scanned: usize,
+    /// Suspended tasks (parked goroutines) whose stacks were scanned, as
+    /// the stopped world's task sources reported them.
+    pub suspended_tasks: usize,
     /// Signals sent for the stop.
     pub signals: u32,
     /// Threads stopped by each route.

@@ -144,7 +144,7 @@ fn panicking_mutators_with_frames_lose_nothing() {
                     build_then_panic(&m, ty, 3)
                 }));
                 assert!(r.is_err());
-                assert_eq!(m.frames().0.load(Ordering::Relaxed), 0, "frames unlinked");
+                assert_eq!(m.frames().head(), 0, "frames unlinked");
                 m.collect().unwrap();
             }
         });

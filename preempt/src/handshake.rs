@@ -161,6 +161,11 @@ pub(crate) struct ThreadRecord {
     /// read by coordinators after the thread's acknowledgement. See
     /// [`Attached::task_word_cell`](crate::Attached::task_word_cell).
     pub task_word: AtomicUsize,
+    /// Nesting depth of no-yield regions
+    /// ([`Attached::no_yield`](crate::Attached::no_yield)): stops are
+    /// taken there, yields refused. Written only by the owner; read by its
+    /// handler.
+    pub no_yield: AtomicU32,
 }
 
 impl Drop for ThreadRecord {

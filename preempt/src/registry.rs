@@ -311,6 +311,7 @@ impl Registry {
             yields: AtomicU64::new(0),
             yields_refused: AtomicU64::new(0),
             task_word: AtomicUsize::new(0),
+            no_yield: AtomicU32::new(0),
         });
         let ptr: *const ThreadRecord = Box::into_raw(rec);
         // Everything that may allocate or block happens before the record is

@@ -18,7 +18,7 @@
 //! as Go's `sysmon` does.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::handshake::{current, ThreadRecord};
 use crate::registry::{lock, Attached, Registry};
@@ -143,6 +143,39 @@ impl Attached {
         rec.stack_hi.store(hi, Ordering::Release);
     }
 
+    /// Runs `f` so that the thread is never switched to another task
+    /// inside it: yield signals are refused (and a scheduler's own waits
+    /// refuse to run there), while stops are taken as anywhere else. For
+    /// per-thread state that the tasks of one thread share and that `f`
+    /// borrows mutably (a heap mutator's handle table): a region that may
+    /// call the system allocator, which a no-preempt region must not (a
+    /// stop could have caught another thread holding malloc's lock, and
+    /// would then wait for this one for ever).
+    #[inline]
+    pub fn no_yield<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Leave<'a>(&'a AtomicU32);
+        impl Drop for Leave<'_> {
+            #[inline]
+            fn drop(&mut self) {
+                std::sync::atomic::compiler_fence(Ordering::SeqCst);
+                // Owner only: a plain decrement (the handler that reads it
+                // runs on this thread).
+                self.0
+                    .store(self.0.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            }
+        }
+        let d = &self.record().no_yield;
+        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let _leave = Leave(d);
+        f()
+    }
+
+    /// The depth of no-yield regions the thread is in.
+    pub fn no_yield_depth(&self) -> u32 {
+        self.record().no_yield.load(Ordering::Relaxed)
+    }
+
     /// Yield hooks this thread has run.
     pub fn yields(&self) -> u64 {
         self.record().yields.load(Ordering::Relaxed)
@@ -161,7 +194,7 @@ impl Attached {
 /// - it is running (not already in an injected call, parked or in a safe
 ///   region), outside every no-preempt region (the scheduler's own code
 ///   and the library critical sections built on this crate run inside
-///   one);
+///   one) and every no-yield region;
 /// - the interrupted instruction is in the executable's own code, never in
 ///   a shared library that may hold a lock (`sys::exe_text_range`);
 /// - the interrupted stack pointer, and the handler's, are inside the
@@ -181,7 +214,7 @@ pub(crate) unsafe fn on_yield_signal(rec: &ThreadRecord, uc: *mut sys::Ucontext)
     let refuse = || {
         rec.yields_refused.fetch_add(1, Ordering::Relaxed);
     };
-    if rec.no_preempt.load(Ordering::SeqCst) != 0 {
+    if rec.no_preempt.load(Ordering::SeqCst) != 0 || rec.no_yield.load(Ordering::SeqCst) != 0 {
         return refuse();
     }
     // SAFETY: caller contract: `uc` is live.

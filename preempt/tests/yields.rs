@@ -210,3 +210,52 @@ fn bad_requests_are_refused_by_name() {
     .unwrap_err();
     assert!(e.to_string().contains("yield_hook"), "{e}");
 }
+
+/// A no-yield region refuses yields but still stops for a stop.
+#[test]
+fn no_yield_region_refuses_yields_but_not_stops() {
+    const CTX: usize = 5;
+    // A registry of its own: the other tests' threads sit in no-preempt
+    // regions on purpose, and this test stops the world.
+    let reg = Registry::new(Config {
+        yield_hook: Some(hook),
+        ..Config::default()
+    })
+    .unwrap();
+    let r2 = reg.clone();
+    let (go_on, stopped) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (g, st) = (go_on.clone(), stopped.clone());
+    let t = std::thread::spawn(move || {
+        // SAFETY: nothing interprets the context word of this registry.
+        let me = unsafe { r2.attach_with_context(CTX) }.unwrap();
+        let (seen_in_region, parks_in_region) = me.no_yield(|| {
+            assert_eq!(me.no_yield_depth(), 1);
+            while !g.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+            (
+                SEEN[CTX].load(SeqCst),
+                me.parks(pardon_preempt::StopKind::Injected),
+            )
+        });
+        assert_eq!(me.no_yield_depth(), 0);
+        st.store(true, SeqCst);
+        (seen_in_region, parks_in_region, me.yields_refused())
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    for n in 1..=30 {
+        reg.request_yield(CTX, token(CTX, n));
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    // A stop is taken inside the region.
+    drop(reg.stop_the_world().unwrap());
+    go_on.store(true, SeqCst);
+    let (in_region, parks, refused) = t.join().unwrap();
+    assert!(stopped.load(SeqCst));
+    assert_eq!(in_region, 0, "a yield was taken inside a no-yield region");
+    assert!(parks >= 1, "the stop did not stop the thread in the region");
+    assert!(refused > 0);
+}

@@ -15,11 +15,30 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use crate::map::FrameMap;
 
 /// The per-thread word holding the address of the innermost frame header (0
-/// when the thread has no frames). The runtime keeps one per thread,
-/// somewhere its collector can find for a stopped thread — pardon keeps it in
-/// the heap's mutator table (`Mutator::frames` hands it out).
+/// when the thread has no frames). The runtime keeps one per thread (per
+/// task, under a scheduler), somewhere its collector can find for a stopped
+/// thread — pardon keeps it in the thread's preempt record as its task word
+/// (`Mutator::frames` hands it out).
+///
+/// The word is reachable only through [`with_frame`] and
+/// [`with_frame_slots`], which store nothing but the address of a frame
+/// they keep linked until they restore the previous head: a collector that
+/// walks the chain (an `unsafe` act) can rely on that for a word it hands
+/// out only inside a `FrameChain`.
 #[derive(Clone, Copy, Debug)]
-pub struct FrameChain<'a>(pub &'a AtomicUsize);
+pub struct FrameChain<'a>(&'a AtomicUsize);
+
+impl<'a> FrameChain<'a> {
+    /// A chain whose head is `head`.
+    pub fn new(head: &'a AtomicUsize) -> FrameChain<'a> {
+        FrameChain(head)
+    }
+
+    /// The innermost frame's header address, or 0.
+    pub fn head(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// What the scanner reads of a frame. `#[repr(C)]`, so generated code can
 /// build one too.
@@ -120,7 +139,7 @@ fn bad_site(site: usize, sites: usize) -> ! {
 /// use pardon_stackscan::{frame_map, with_frame, FrameChain, FrameMap};
 /// static MAP: FrameMap = frame_map!(2; [0], [0, 1]);
 /// let head = AtomicUsize::new(0);
-/// with_frame::<2, _>(FrameChain(&head), &MAP, |fr| {
+/// with_frame::<2, _>(FrameChain::new(&head), &MAP, |fr| {
 ///     fr.set(0, 0x1000);
 ///     fr.set_site(1); // about to make call 1, where both slots are live
 ///     assert_ne!(head.load(std::sync::atomic::Ordering::Relaxed), 0);

@@ -89,7 +89,7 @@ fn nest(
         .iter()
         .map(|v| AtomicUsize::new(v.map_or(0, |(o, off)| bases[o] + off % sizes[o])))
         .collect();
-    with_frame_slots(FrameChain(chain), map, &slots, |fr| {
+    with_frame_slots(FrameChain::new(chain), map, &slots, |fr| {
         fr.set_site(spec.site);
         nest(chain, rest, objs, sizes, at_top);
     });
@@ -202,28 +202,38 @@ fn dead_caller_slot_is_not_a_root_but_the_interrupted_range_is() {
     let caller_map = FrameMap::new(1, &[&[0], &[]]).unwrap();
     let inner_map = FrameMap::new(1, &[&[]]).unwrap();
     let caller_slots = [AtomicUsize::new(b[0] + 8)];
-    with_frame_slots(FrameChain(&chain), &caller_map, &caller_slots, |caller| {
-        caller.set_site(1); // the call in progress: slot 0 is dead here
-        let inner_slots = [AtomicUsize::new(0)];
-        with_frame_slots(FrameChain(&chain), &inner_map, &inner_slots, |_inner| {
-            let finder = |a: usize| objs.find(a);
-            // Precise part only: the dead slot keeps nothing alive.
-            let mut got = Vec::new();
-            let mut sc = Scanner::new(&finder, 0, usize::MAX, |x, k| got.push((x, k)));
-            // SAFETY: linked on this thread.
-            unsafe { sc.frames(chain.load(Ordering::Relaxed)) };
-            assert!(got.is_empty(), "{got:?}");
-            // The same pointer in the interrupted range (a local array here,
-            // standing for the interrupted frame) is found.
-            let interrupted = [0usize, b[0] + 8, 7];
-            let mut got = Vec::new();
-            let mut sc = Scanner::new(&finder, 0, 0, |x, k| got.push((x, k)));
-            let lo = interrupted.as_ptr() as usize;
-            // SAFETY: a live local array.
-            unsafe { sc.range(lo, lo + 24) };
-            assert_eq!(got, vec![(b[0], RootKind::Stack)]);
-        });
-    });
+    with_frame_slots(
+        FrameChain::new(&chain),
+        &caller_map,
+        &caller_slots,
+        |caller| {
+            caller.set_site(1); // the call in progress: slot 0 is dead here
+            let inner_slots = [AtomicUsize::new(0)];
+            with_frame_slots(
+                FrameChain::new(&chain),
+                &inner_map,
+                &inner_slots,
+                |_inner| {
+                    let finder = |a: usize| objs.find(a);
+                    // Precise part only: the dead slot keeps nothing alive.
+                    let mut got = Vec::new();
+                    let mut sc = Scanner::new(&finder, 0, usize::MAX, |x, k| got.push((x, k)));
+                    // SAFETY: linked on this thread.
+                    unsafe { sc.frames(chain.load(Ordering::Relaxed)) };
+                    assert!(got.is_empty(), "{got:?}");
+                    // The same pointer in the interrupted range (a local array here,
+                    // standing for the interrupted frame) is found.
+                    let interrupted = [0usize, b[0] + 8, 7];
+                    let mut got = Vec::new();
+                    let mut sc = Scanner::new(&finder, 0, 0, |x, k| got.push((x, k)));
+                    let lo = interrupted.as_ptr() as usize;
+                    // SAFETY: a live local array.
+                    unsafe { sc.range(lo, lo + 24) };
+                    assert_eq!(got, vec![(b[0], RootKind::Stack)]);
+                },
+            );
+        },
+    );
 }
 
 /// Two frames inlined into one native frame may sit in either address order.
@@ -309,7 +319,7 @@ fn slot_count_mismatch_panics_clearly() {
         AtomicUsize::new(0),
         AtomicUsize::new(0),
     ];
-    with_frame_slots(FrameChain(&chain), &map, &slots, |_| {});
+    with_frame_slots(FrameChain::new(&chain), &map, &slots, |_| {});
 }
 
 #[test]
@@ -317,7 +327,7 @@ fn frames_unlink_on_panic() {
     let chain = AtomicUsize::new(0);
     let map = FrameMap::new(1, &[&[0]]).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pardon_stackscan::with_frame::<1, ()>(FrameChain(&chain), &map, |f| {
+        pardon_stackscan::with_frame::<1, ()>(FrameChain::new(&chain), &map, |f| {
             f.set(0, 42);
             panic!("boom");
         })
