@@ -90,6 +90,12 @@ pub struct Config {
     /// of its waker's slice, as in Go, so a pair that hands work back and
     /// forth shares one slice.
     pub time_slice: Duration,
+    /// How each worker attaches to the preempt registry, for a runtime
+    /// made with [`Runtime::with_registry`](crate::Runtime::with_registry)
+    /// whose embedder keeps per-worker state in the attachment (a heap's
+    /// mutator: `pardon`'s `Heap::worker_attacher`). `None`: the worker
+    /// attaches itself. Ignored without a registry.
+    pub attach: Option<crate::attach::Attacher>,
 }
 
 impl Default for Config {
@@ -100,6 +106,7 @@ impl Default for Config {
             stack_pool: 256,
             preemption: Preemption::Poll,
             time_slice: Duration::from_millis(10),
+            attach: None,
         }
     }
 }
@@ -135,6 +142,9 @@ pub enum RuntimeError {
     Spawn(std::io::Error),
     /// The preemption signal could not be set up.
     Preempt(String),
+    /// A worker could not attach to the preempt registry (its attach
+    /// hook failed or returned something unusable); the message says why.
+    Attach(String),
 }
 
 impl fmt::Display for RuntimeError {
@@ -144,6 +154,7 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Stack(e) => write!(f, "stack_size: {e}"),
             RuntimeError::Spawn(e) => write!(f, "cannot start a worker thread: {e}"),
             RuntimeError::Preempt(m) => write!(f, "preemption: {m}"),
+            RuntimeError::Attach(m) => write!(f, "attach: {m}"),
         }
     }
 }

@@ -19,6 +19,12 @@ impl Context {
         Context::default()
     }
 
+    /// The saved stack pointer: every register the switch away saved
+    /// lies at or above it, on the context's stack.
+    pub(crate) fn sp(&self) -> usize {
+        self.regs.sp
+    }
+
     /// A context that, when first switched to, calls `entry(arg)` on
     /// `stack`. `entry` must never return: it ends by switching away for
     /// good.

@@ -81,6 +81,7 @@
 
 #![warn(missing_docs)]
 
+mod attach;
 mod blocking;
 pub mod channel;
 mod config;
@@ -92,12 +93,14 @@ mod queue;
 mod region;
 mod runtime;
 mod stack;
+mod suspended;
 mod sync;
 mod sys;
 mod sysmon;
 mod task;
 mod worker;
 
+pub use attach::{registry_config, AttachFn, Attacher};
 pub use blocking::blocking;
 pub use config::{Config, Preemption, RuntimeError};
 pub use context::{switch, Context};

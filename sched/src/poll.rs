@@ -20,7 +20,7 @@ pub fn poll() {
         if wanted != 0 {
             poll_slow(me, wanted);
         }
-        if let Some(a) = &me.attached {
+        if let Some(a) = me.attached() {
             a.poll();
         }
     }

@@ -76,6 +76,10 @@ pub(crate) struct Proc {
     pub seq: AtomicU32,
     /// 1 while the owner sleeps on `seq` (or is about to). Owner writes.
     pub sleeping: AtomicU32,
+    /// Its goroutines that have a stack, in runtimes that report them to
+    /// a shared registry's stops (`Shared::track_tasks`). Changed by the
+    /// owner at depth 1; read by a stopped world's coordinator.
+    pub tasks: Mutex<crate::suspended::TaskList>,
 }
 
 impl Proc {
@@ -121,6 +125,10 @@ pub(crate) struct Shared {
     pub generation: u64,
     /// The preempt registry the workers attach to, in signal mode.
     pub registry: Option<pardon_preempt::Registry>,
+    /// Whether the workers keep lists of their goroutines for a task
+    /// source (a registry shared through `Runtime::with_registry`, which
+    /// someone else may stop). Set at creation.
+    pub track_tasks: bool,
     /// Futex word `sysmon` sleeps on; raised to wake it early.
     pub sysmon_seq: AtomicU32,
     /// Non-zero while `sysmon` sleeps longer than its busy period (nothing
@@ -133,6 +141,7 @@ impl Shared {
         config: Config,
         stacks: StackPool,
         registry: Option<pardon_preempt::Registry>,
+        track_tasks: bool,
     ) -> Shared {
         Shared {
             procs: (0..config.procs).map(|_| Proc::default()).collect(),
@@ -143,6 +152,7 @@ impl Shared {
             stacks,
             generation: crate::fork::generation(),
             registry,
+            track_tasks,
             sysmon_seq: AtomicU32::new(0),
             sysmon_idle: AtomicU32::new(0),
         }
@@ -193,6 +203,9 @@ impl Shared {
         }
         lock(&self.global).clear();
         self.global_len.store(0, SeqCst);
+        for p in &self.procs {
+            lock(&p.tasks).clear();
+        }
     }
 
     /// Wakes every worker (shutdown).

@@ -30,7 +30,7 @@ impl Region {
     /// signal-preempted runtime.
     #[inline]
     pub(crate) fn enter() -> Region {
-        let attached = worker().and_then(|w| w.attached.as_ref());
+        let attached = worker().and_then(|w| w.attached());
         if let Some(a) = attached {
             a.enter_no_preempt();
         }

@@ -38,6 +38,8 @@ use crate::worker::{to_scheduler, worker, worker_main};
 pub struct Runtime {
     shared: Arc<Shared>,
     threads: Vec<ThreadHandle<()>>,
+    /// The task source added to a shared registry, removed on drop.
+    source: Option<pardon_preempt::TaskSourceId>,
 }
 
 impl fmt::Debug for Runtime {
@@ -79,7 +81,7 @@ impl Runtime {
                     .into(),
             ));
         }
-        Runtime::start(config)
+        Runtime::start(config, None)
     }
 
     /// Starts a runtime whose goroutines are preempted by signal at the end
@@ -115,13 +117,51 @@ impl Runtime {
     /// goroutines locks it, for ever (the holder can only resume on that
     /// thread); use [`crate::Mutex`], which parks goroutines instead.
     pub unsafe fn with_signal_preemption(config: Config) -> Result<Runtime, RuntimeError> {
-        Runtime::start(Config {
-            preemption: Preemption::Signal,
-            ..config
-        })
+        Runtime::start(
+            Config {
+                preemption: Preemption::Signal,
+                ..config
+            },
+            None,
+        )
     }
 
-    fn start(mut config: Config) -> Result<Runtime, RuntimeError> {
+    /// Starts a signal-preempted runtime whose workers attach to
+    /// `registry`, a preempt registry made with [`crate::registry_config`]
+    /// and shared with other code — a heap whose collections must stop
+    /// the goroutines and scan their stacks. Every worker attaches through
+    /// `config.attach` if set (a heap's mutator per worker), and the
+    /// runtime adds a task source to the registry, through which a stopped
+    /// world reports every goroutine that is not running: its stack, its
+    /// saved stack pointer and its task word (removed when the runtime is
+    /// dropped). Each worker's task word is switched with its goroutines.
+    ///
+    /// # Safety
+    /// As for [`Runtime::with_signal_preemption`].
+    pub unsafe fn with_registry(
+        config: Config,
+        registry: pardon_preempt::Registry,
+    ) -> Result<Runtime, RuntimeError> {
+        if !crate::attach::has_our_hook(&registry) {
+            return Err(RuntimeError::Config(
+                "registry: not made with pardon_sched::registry_config (signal preemption \
+                 and the scheduler's yield hook)"
+                    .into(),
+            ));
+        }
+        Runtime::start(
+            Config {
+                preemption: Preemption::Signal,
+                ..config
+            },
+            Some(registry),
+        )
+    }
+
+    fn start(
+        mut config: Config,
+        shared_registry: Option<pardon_preempt::Registry>,
+    ) -> Result<Runtime, RuntimeError> {
         if let Ok(v) = std::env::var("PARDON_PROCS") {
             config.procs = v.trim().parse().map_err(|_| {
                 RuntimeError::Config(format!("PARDON_PROCS: {v:?} is not a number of workers"))
@@ -132,31 +172,49 @@ impl Runtime {
             StackPool::new(config.stack_size, config.stack_pool).map_err(RuntimeError::Stack)?;
         crate::overflow::install();
         crate::fork::install();
-        let registry = match config.preemption {
-            Preemption::Signal => Some(
-                pardon_preempt::Registry::new(pardon_preempt::Config {
-                    preemption: pardon_preempt::Preemption::Signal,
-                    yield_hook: Some(crate::worker::on_yield),
-                    ..Default::default()
-                })
-                .map_err(|e| RuntimeError::Preempt(e.to_string()))?,
+        let track_tasks = shared_registry.is_some();
+        let registry = match (config.preemption, shared_registry) {
+            (_, Some(r)) => Some(r),
+            (Preemption::Signal, None) => Some(
+                pardon_preempt::Registry::new(crate::attach::registry_config(Default::default()))
+                    .map_err(|e| RuntimeError::Preempt(e.to_string()))?,
             ),
             _ => None,
         };
         let procs = config.procs;
         let sysmon = config.preemption != Preemption::Cooperative;
-        let shared = Arc::new(Shared::new(config, stacks, registry));
+        let shared = Arc::new(Shared::new(config, stacks, registry, track_tasks));
         let mut rt = Runtime {
             shared: shared.clone(),
             threads: Vec::new(),
+            source: None,
         };
+        if let (true, Some(r)) = (track_tasks, &shared.registry) {
+            rt.source = Some(r.add_task_source(Arc::new(crate::suspended::Source(shared.clone()))));
+        }
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         for i in 0..procs {
             let s = shared.clone();
+            let tx = ready_tx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("pardon-m{i}"))
-                .spawn(move || worker_main(i, s))
+                .spawn(move || worker_main(i, s, tx))
                 .map_err(RuntimeError::Spawn)?;
             rt.threads.push(h);
+        }
+        drop(ready_tx);
+        // Every worker says whether it could attach; the first refusal is
+        // the error (dropping `rt` stops the others).
+        for _ in 0..procs {
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(RuntimeError::Attach(e)),
+                Err(_) => {
+                    return Err(RuntimeError::Attach(
+                        "a worker ended before it attached".into(),
+                    ))
+                }
+            }
         }
         if sysmon {
             let s = shared.clone();
@@ -223,6 +281,19 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    fn remove_source(&mut self) {
+        if let (Some(id), Some(r)) = (self.source.take(), &self.shared.registry) {
+            r.remove_task_source(id);
+        }
+    }
+
+    /// The preempt registry the workers are attached to (signal mode).
+    pub fn registry(&self) -> Option<&pardon_preempt::Registry> {
+        self.shared.registry.as_ref()
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         if self.shared.generation != crate::fork::generation() {
@@ -238,12 +309,17 @@ impl Drop for Runtime {
             // Dropped by one of its own goroutines (the last `Arc` of it
             // was there): joining would wait for this very thread. The
             // threads end on their own once this goroutine returns.
+            // Those that run meanwhile are scanned on their threads; the
+            // others never run again.
             self.threads.clear();
+            self.remove_source();
             return;
         }
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
+        // No goroutine runs any more: none needs its stack scanned.
+        self.remove_source();
         // Goroutines still queued never run; they hold the shared state
         // (and it them): let them go.
         self.shared.clear_queues();

@@ -68,7 +68,7 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
             match shared.config.preemption {
                 Preemption::Signal => {
                     if let Some(reg) = &shared.registry {
-                        reg.request_yield(i, token);
+                        reg.request_yield(crate::attach::context_of(i), token);
                     }
                 }
                 Preemption::Poll => p.want_yield.store(tick, Relaxed),

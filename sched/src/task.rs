@@ -62,6 +62,15 @@ pub(crate) struct Task {
     /// their runtime's shared state alive: `Runtime::drop` empties the
     /// queues once the workers are gone.)
     pub shared: Arc<Shared>,
+    /// Its task word while it is switched out (see
+    /// `pardon_preempt::Attached::task_word_cell`): 0 until it first runs,
+    /// then saved by its worker after each switch away from it and put
+    /// back before each switch into it. Read by a stopped world's
+    /// coordinator through the task source.
+    pub word: UnsafeCell<usize>,
+    /// Its index in its worker's task list (`suspended`), in runtimes
+    /// that keep one. Set by its worker at its first run.
+    pub slot: UnsafeCell<usize>,
 }
 
 // SAFETY: the cells are used by one thread at a time: the worker running
@@ -80,6 +89,8 @@ impl Task {
             work: UnsafeCell::new(Some(work)),
             state: AtomicU32::new(RUNNABLE),
             home: AtomicUsize::new(NO_HOME),
+            word: UnsafeCell::new(0),
+            slot: UnsafeCell::new(usize::MAX),
         }
     }
 

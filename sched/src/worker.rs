@@ -19,8 +19,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 
+use crate::attach::Holder;
 use crate::context::{switch, Context};
 use crate::queue::{Place, Proc, Shared, TaskRef};
+use crate::region::lock_plain;
 use crate::task::{Task, DEAD, PARKING, RUNNABLE, RUNNING, WAITING, WAKE_PENDING};
 
 /// The running worker's state, reached through a thread-local pointer.
@@ -34,13 +36,19 @@ pub(crate) struct Worker {
     /// The goroutine running now. Read and written only at no-preempt
     /// depth 1 (the scheduler, and a goroutine on its way to it).
     current: UnsafeCell<Option<TaskRef>>,
-    /// The worker's preempt record, in signal mode.
-    pub attached: Option<pardon_preempt::Attached>,
+    /// The worker's attachment to the preempt registry, in signal mode.
+    holder: Option<Holder>,
     /// The thread's own stack, as the record had it at attach.
     own_stack: (usize, usize),
 }
 
 impl Worker {
+    /// The worker's preempt record, in signal mode.
+    #[inline(always)]
+    pub(crate) fn attached(&self) -> Option<&pardon_preempt::Attached> {
+        self.holder.as_ref().map(Holder::get)
+    }
+
     pub(crate) fn proc_(&self) -> &Proc {
         // SAFETY: points into `self.shared.procs`, which lives as long as
         // the `shared` Arc this worker holds.
@@ -56,13 +64,13 @@ impl Worker {
     }
 
     fn raise(&self) {
-        if let Some(a) = &self.attached {
+        if let Some(a) = self.attached() {
             a.enter_no_preempt();
         }
     }
 
     fn lower(&self) {
-        if let Some(a) = &self.attached {
+        if let Some(a) = self.attached() {
             a.exit_no_preempt();
         }
     }
@@ -83,22 +91,33 @@ pub(crate) fn worker() -> Option<&'static Worker> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-/// A worker thread's body.
-pub(crate) fn worker_main(index: usize, shared: Arc<Shared>) {
-    let attached = shared.registry.as_ref().map(|r| {
-        // SAFETY: the context word is the worker's index, which is what
-        // `sysmon` asks yields by; nothing else stops this registry.
-        unsafe { r.attach_with_context(index) }
-            .unwrap_or_else(|e| panic!("pardon-sched: worker {index} cannot attach: {e}"))
-    });
-    let own_stack = attached.as_ref().map_or((0, 0), |a| a.stack_bounds());
+/// A worker thread's body. `ready` hears whether it could attach (the
+/// runtime's constructor waits for every worker's answer).
+pub(crate) fn worker_main(
+    index: usize,
+    shared: Arc<Shared>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let holder = match &shared.registry {
+        Some(r) => match Holder::attach(r, shared.config.attach.as_ref(), index) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        },
+        None => None,
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let own_stack = holder.as_ref().map_or((0, 0), |h| h.get().stack_bounds());
     let me = Worker {
         index,
         proc_: &shared.procs[index],
         shared,
         sched: UnsafeCell::new(Context::empty()),
         current: UnsafeCell::new(None),
-        attached,
+        holder,
         own_stack,
     };
     WORKER.with(|w| w.set(&me));
@@ -141,7 +160,7 @@ pub(crate) fn worker_main(index: usize, shared: Arc<Shared>) {
 /// goroutine running, and the hook returns.
 fn idle_wait(me: &Worker, seen: u32) {
     let word = &me.proc_().seq;
-    match &me.attached {
+    match me.attached() {
         Some(a) => {
             a.exit_no_preempt();
             {
@@ -167,6 +186,11 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         match shared.stacks.get() {
             Ok(stack) => {
                 t.home.store(me.index, SeqCst);
+                if shared.track_tasks {
+                    let i = lock_plain(&p.tasks).add(t.clone());
+                    // SAFETY: only the worker running a task touches it.
+                    unsafe { *t.slot.get() = i };
+                }
                 let arg = Arc::as_ptr(&t) as usize;
                 // SAFETY: the stack is the task's alone until it is dead;
                 // `arg` is kept alive by `me.current` while it runs.
@@ -196,10 +220,13 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         None => unreachable!("a task runs with a stack"),
     };
     crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
-    if let Some(a) = &me.attached {
+    if let Some(a) = me.attached() {
         // SAFETY: depth 1; the goroutine lowers it only once it runs on
         // this stack, and it stays on it until it raises it again.
         unsafe { a.set_stack_bounds(lo, hi) };
+        // SAFETY: the goroutine's own word, saved below when it was last
+        // switched out (0 before its first run), as the cell requires.
+        unsafe { a.task_word_cell().store(*t.word.get(), Relaxed) };
     }
     if !inherit {
         end_slice(p);
@@ -223,7 +250,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     // task, in `current`, outlives the switch.
     unsafe { switch(&mut *me.sched.get(), &*ctx) };
     p.running.store(0, Release);
-    if let Some(a) = &me.attached {
+    if let Some(a) = me.attached() {
         p.refused.store(a.yields_refused(), Relaxed);
         // SAFETY: depth 1, back on the thread's own stack.
         unsafe { a.set_stack_bounds(me.own_stack.0, me.own_stack.1) };
@@ -232,6 +259,14 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     // SAFETY: depth 1; no other access to `current` is live.
     let t = unsafe { (*me.current.get()).take() }.expect("the task that ran");
     debug_assert!(std::ptr::eq(Arc::as_ptr(&t), task_ptr));
+    if let Some(a) = me.attached() {
+        // The goroutine's word goes with it (a stop sees it in the task
+        // source's report); the scheduler runs with none. SAFETY: the
+        // cell's contract: 0, or a goroutine's own saved word.
+        let w = unsafe { a.task_word_cell() }.swap(0, Relaxed);
+        // SAFETY: only the worker that ran a task touches its cells.
+        unsafe { *t.word.get() = w };
+    }
     match t.state.load(SeqCst) {
         RUNNING => {
             // Yielded or preempted: the slice is over (a goroutine woken
@@ -256,7 +291,12 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             shared.enqueue(t, Place::Next(me.index));
         }
         DEAD => {
-            // SAFETY: the task will never run again.
+            if shared.track_tasks {
+                // SAFETY: only the worker running a task touches its cells.
+                lock_plain(&p.tasks).remove(unsafe { *t.slot.get() });
+            }
+            // SAFETY: the task will never run again (and has left the
+            // task list, so no stopped world reads its stack any more).
             if let Some(stack) = unsafe { (*t.stack.get()).take() } {
                 shared.stacks.put(stack);
             }
@@ -307,9 +347,24 @@ fn switch_out(me: &Worker) {
 /// there); if it returns false nothing is switched.
 pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> bool {
     let me = worker().expect("a goroutine runs on a worker");
-    if me.attached.is_some() && pardon_preempt::holds_stopped_world() {
-        // Its worker would run other goroutines in the stopped world.
-        panic!("a goroutine cannot wait or yield while it holds a stopped world");
+    if let Some(a) = me.attached() {
+        if pardon_preempt::holds_stopped_world() {
+            // Its worker would run other goroutines in the stopped world.
+            panic!("a goroutine cannot wait or yield while it holds a stopped world");
+        }
+        if !a.is_running() {
+            // In a safe region (a heap mutator's `blocking`): the other
+            // goroutines would run while stops count the thread stopped.
+            panic!(
+                "a goroutine cannot wait or yield inside a safe region \
+                 (use pardon_sched::blocking for blocking calls)"
+            );
+        }
+        if a.no_preempt_depth() != 0 || a.no_yield_depth() != 0 {
+            // Inside a region whose state the other goroutines of this
+            // worker share (a heap mutator's handle table, say).
+            panic!("a goroutine cannot wait or yield inside a no-preempt or no-yield region");
+        }
     }
     me.raise();
     let go = prepare(me, me.current().expect("a running goroutine"));

@@ -1,0 +1,100 @@
+//! The goroutines a stopped world must report: every one that has a stack
+//! and is not running, found through per-worker lists, and the task source
+//! that hands them to whoever stops the registry (a collector, through
+//! `pardon-preempt`'s [`TaskSource`]).
+//!
+//! Kept only by runtimes made with
+//! [`Runtime::with_registry`](crate::Runtime::with_registry), whose
+//! registry someone else may stop. A goroutine enters its worker's list
+//! when it first runs (it gets its stack then) and leaves it when it ends;
+//! both happen in the worker's scheduler, at no-preempt depth 1, so no
+//! stopped world sees a list half-changed, and no stopped thread holds a
+//! list's lock (the coordinator takes it).
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use pardon_preempt::{SuspendedTask, TaskSource};
+
+use crate::queue::{Shared, TaskRef};
+use crate::region::lock_plain;
+use crate::task::RUNNING;
+
+/// One worker's goroutines that have a stack: a slab, so that adding and
+/// removing cost no search (a goroutine remembers its index).
+#[derive(Default)]
+pub(crate) struct TaskList {
+    slots: Vec<Option<TaskRef>>,
+    free: Vec<usize>,
+}
+
+impl TaskList {
+    /// Adds `t`; returns its index.
+    pub(crate) fn add(&mut self, t: TaskRef) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(t);
+                i
+            }
+            None => {
+                self.slots.push(Some(t));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Removes the task at `i`.
+    pub(crate) fn remove(&mut self, i: usize) {
+        if let Some(s) = self.slots.get_mut(i) {
+            if s.take().is_some() {
+                self.free.push(i);
+            }
+        }
+    }
+
+    /// Empties the list (the runtime is gone).
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+        self.free.clear();
+    }
+}
+
+/// A runtime's task source.
+pub(crate) struct Source(pub Arc<Shared>);
+
+// SAFETY: completeness: every goroutine with a stack is in its worker's
+// list from before its first switch in until after its last switch out,
+// and one that is not RUNNING is on no thread (RUNNING is set and cleared
+// by its worker at depth 1, around the switches). Stability: a goroutine
+// that is not running is resumed only by its worker's scheduler, which is
+// stopped (or idle in a safe region, from which it returns only after the
+// restart); its stack is freed only after it ends. The word is the one
+// `worker::run` saved from the task word cell when it switched it out.
+unsafe impl TaskSource for Source {
+    unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        for p in &self.0.procs {
+            let list = lock_plain(&p.tasks);
+            for t in list.slots.iter().flatten() {
+                if t.state.load(SeqCst) == RUNNING {
+                    continue;
+                }
+                // SAFETY: the task is switched out and its worker stopped
+                // (see above), so nothing writes its cells now; its stack
+                // stays with it until it is dead, and dead tasks leave the
+                // list before their stacks are returned.
+                let (stack, sp, word) = unsafe {
+                    let Some(s) = (*t.stack.get()).as_ref() else {
+                        continue;
+                    };
+                    ((s.bottom(), s.top()), (*t.ctx.get()).sp(), *t.word.get())
+                };
+                f(&SuspendedTask {
+                    stack,
+                    sp,
+                    registers: &[],
+                    word,
+                });
+            }
+        }
+    }
+}
