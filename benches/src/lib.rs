@@ -35,6 +35,7 @@
 
 pub mod cli;
 pub mod floor;
+pub mod goroutine_heap;
 pub mod kernels;
 pub mod report;
 pub mod suite;

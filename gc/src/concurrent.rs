@@ -245,7 +245,9 @@ impl Collector {
     ) {
         let mut roots = lock(&self.roots);
         roots.clear();
+        let roots_start = std::time::Instant::now();
         self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
+        cycle.roots = roots_start.elapsed();
         self.offer_roots(world, entry_sp, &roots, m);
     }
 

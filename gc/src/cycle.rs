@@ -87,7 +87,9 @@ impl Collector {
         // thread may be stopped by the next coordinator, who needs it.
         let mut guard = lock(&self.roots);
         guard.clear();
+        let roots_start = Instant::now();
         self.gather_roots(&world, entry_sp, &mut cycle, &mut |b| guard.push(b));
+        cycle.roots = roots_start.elapsed();
         let overflowed = guard.overflowed();
         let roots = &*guard;
         // The roots, as a source the mark (and verification's re-mark) can

@@ -18,6 +18,10 @@ pub struct CycleStats {
     pub pause: Duration,
     /// Marking (and verification) time inside the pause.
     pub mark: Duration,
+    /// Gathering the roots inside the pause: global roots, handle tables,
+    /// every stopped thread's frames, stack and registers, and every
+    /// suspended task's (parked goroutines').
+    pub roots: Duration,
     /// Whole collection, including the sweep before stopping.
     pub total: Duration,
     /// Span bytes in use before and after.
@@ -88,7 +92,7 @@ impl CycleStats {
             )
         };
         format!(
-            "pardon gc {}{}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise, stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
+            "pardon gc {}{}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise ({} suspended tasks, roots {:.1} µs), stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
             self.number,
             match self.kind {
                 CollectionKind::Full => String::new(),
@@ -104,6 +108,8 @@ impl CycleStats {
             self.marked_objects,
             self.conservative_roots,
             self.precise_roots,
+            self.suspended_tasks,
+            self.roots.as_secs_f64() * 1e6,
             self.stopped_injected,
             self.stopped_in_handler,
             self.stopped_poll,

@@ -19,7 +19,13 @@
 //!   `--parked` more are parked on a channel, probed `--samples` times from a
 //!   goroutine 1 ms apart; the shape of `../shared/anchors-go/stwprobe.go
 //!   -workers W -parked N` (whose probe is `ReadMemStats`). Reports the
-//!   whole stop and restart, and the time to safepoint.
+//!   whole stop and restart, and the time to safepoint;
+//! - `gc`: full collections of a `pardon` heap over the goroutines (issue
+//!   21), from an attached thread, while `--workers` goroutines run
+//!   call-free loops and `--parked` more are parked holding `--frames`
+//!   shadow frames each: time to safepoint, pause, and the time spent
+//!   gathering roots, per collection and per parked goroutine
+//!   (`pardon_bench::goroutine_heap`).
 //!
 //! `--preemption signal|poll|coop` chooses how slices end (in poll mode
 //! the loops poll on every iteration); `--slice` is the time slice.
@@ -46,6 +52,7 @@ struct Args {
     timeout: Duration,
     n: u64,
     parked: u64,
+    frames: usize,
     json_line: bool,
     suite: bool,
     quick: bool,
@@ -62,7 +69,7 @@ fn parse_args() -> Args {
             Arg::new("mode")
                 .long("mode")
                 .value_parser([
-                    "latency", "spinlock", "fairness", "spawn", "switch", "parked", "stw",
+                    "latency", "spinlock", "fairness", "spawn", "switch", "parked", "stw", "gc",
                 ])
                 .default_value("latency"),
         )
@@ -135,7 +142,15 @@ fn parse_args() -> Args {
                 .allow_negative_numbers(true)
                 .value_parser(pardon_bench::cli::whole::<u64>(0, 10_000_000))
                 .default_value("0")
-                .help("stw: goroutines parked on a channel meanwhile"),
+                .help("stw, gc: goroutines parked on a channel meanwhile"),
+        )
+        .arg(
+            Arg::new("frames")
+                .long("frames")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 8))
+                .default_value("4")
+                .help("gc: shadow frames each parked goroutine holds"),
         )
         .arg(
             Arg::new("json-line")
@@ -178,6 +193,7 @@ fn parse_args() -> Args {
         timeout: *m.get_one("timeout").unwrap(),
         n: *m.get_one("n").unwrap(),
         parked: *m.get_one("parked").unwrap(),
+        frames: *m.get_one("frames").unwrap(),
         json_line: m.get_flag("json-line"),
         suite: m.get_flag("suite"),
         quick: m.get_flag("quick"),
@@ -599,6 +615,54 @@ fn stw(a: &Args) {
     );
 }
 
+/// `gc`: collections of a heap over the goroutines.
+fn gc(a: &Args) {
+    if a.preemption != Preemption::Signal {
+        eprintln!("goroutines: --mode gc needs --preemption signal");
+        std::process::exit(2);
+    }
+    let o = pardon_bench::goroutine_heap::Options {
+        procs: a.procs,
+        workers: a.workers,
+        parked: a.parked as usize,
+        frames: a.frames,
+        samples: a.samples,
+        slice: a.slice,
+    };
+    let s = match pardon_bench::goroutine_heap::run(o) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("goroutines: gc: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut roots = s.roots.clone();
+    roots.sort();
+    let median = roots[roots.len() / 2];
+    let per_parked = (a.parked > 0).then(|| median.as_nanos() as f64 / a.parked as f64);
+    emit(
+        a,
+        format!(
+            "gc pardon procs={} workers={} parked={} frames={}: ttsp {}; pause {}; roots {}{}; {} suspended, {} marked, {} words scanned",
+            a.procs,
+            a.workers,
+            a.parked,
+            a.frames,
+            pct(s.ttsp.clone()),
+            pct(s.pause.clone()),
+            pct(s.roots.clone()),
+            per_parked.map_or(String::new(), |n| format!(" ({n:.0} ns a parked goroutine)")),
+            s.suspended,
+            s.marked,
+            s.words,
+        ),
+        json!({"outcome": "ok", "frames": a.frames, "ttsp_ns": quantiles(&s.ttsp),
+               "pause_ns": quantiles(&s.pause), "roots_ns": quantiles(&s.roots),
+               "roots_per_parked_ns": per_parked, "suspended": s.suspended,
+               "marked": s.marked, "words_scanned": s.words}),
+    );
+}
+
 /// Resident bytes of this process.
 fn resident() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
@@ -735,6 +799,28 @@ fn suite(a: &Args) {
         s.push(a.slice_arg.clone());
         runs.push(s);
     }
+    for n in parked {
+        let mut s: Vec<String> = [
+            "--mode",
+            "gc",
+            "--preemption",
+            "signal",
+            "--procs",
+            "2",
+            "--workers",
+            "2",
+            "--samples",
+            if a.quick { "30" } else { "100" },
+            "--parked",
+            n,
+            "--json-line",
+            "--slice",
+        ]
+        .map(String::from)
+        .to_vec();
+        s.push(a.slice_arg.clone());
+        runs.push(s);
+    }
     let mut results = Vec::new();
     println!("row       mode    parked   result");
     for args in runs {
@@ -773,6 +859,18 @@ fn suite(a: &Args) {
                 r["ttsp_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
                 r["ttsp_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
             ),
+            (Some("gc"), Some("ok")) => format!(
+                "ttsp p50 {:.0} us, p99 {:.0} us; pause p50 {:.0} us; roots p50 {:.0} us{}",
+                r["ttsp_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                r["ttsp_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3,
+                r["pause_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                r["roots_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                r["roots_per_parked_ns"]
+                    .as_f64()
+                    .map_or(String::new(), |n| format!(
+                        " ({n:.0} ns a parked goroutine)"
+                    ))
+            ),
             (_, Some(o)) => o.to_uppercase(),
             _ => "?".into(),
         };
@@ -780,7 +878,7 @@ fn suite(a: &Args) {
             "{:<9} {:<7} {:<8} {}",
             v["mode"].as_str().unwrap_or("?"),
             v["preemption"].as_str().unwrap_or("?"),
-            if v["mode"] == "stw" {
+            if v["mode"] == "stw" || v["mode"] == "gc" {
                 v["parked"].to_string()
             } else {
                 "-".into()
@@ -818,6 +916,7 @@ fn main() {
         "switch" => switch(&a),
         "parked" => parked(&a),
         "stw" => stw(&a),
+        "gc" => gc(&a),
         _ => unreachable!("checked by clap"),
     }
 }

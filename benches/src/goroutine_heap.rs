@@ -1,0 +1,185 @@
+//! Collections over goroutines: a `pardon` heap and a signal-preempted
+//! `pardon-sched` runtime sharing one preempt registry (issue 21), measured
+//! while `workers` goroutines run call-free loops and `parked` more are
+//! parked, each holding `frames` nested shadow frames with an object in
+//! each. Full collections from an attached thread, `samples` of them, 1 ms
+//! apart; each reports its time to safepoint, its pause and the time it
+//! spent gathering roots, of which the parked goroutines are nearly all.
+//!
+//! The `goroutines` tool's `gc` mode runs this (`--parked`, `--workers`,
+//! `--frames`), and its suite's `gc` rows with 0, 10,000 and 100,000 parked
+//! goroutines; `../shared/anchors-go/stwprobe.go -workers 2 -parked N` is
+//! Go's side for the time to safepoint.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pardon::preempt::Registry;
+use pardon::stackscan::{frame_map, with_frame, FrameMap};
+use pardon::{with_mutator, Config, Heap, Mutator, Type, TypeDesc};
+use pardon_sched::{channel, registry_config, Attacher, Runtime};
+
+/// What to run.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Workers (Ps).
+    pub procs: usize,
+    /// Goroutines in call-free loops.
+    pub workers: usize,
+    /// Goroutines parked on a channel, each with `frames` frames.
+    pub parked: usize,
+    /// Nested shadow frames a parked goroutine holds (1..=8).
+    pub frames: usize,
+    /// Collections measured.
+    pub samples: usize,
+    /// The runtime's time slice.
+    pub slice: Duration,
+}
+
+/// What one run measured, one entry a collection.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    /// Time to safepoint.
+    pub ttsp: Vec<Duration>,
+    /// Stop to restart.
+    pub pause: Vec<Duration>,
+    /// Gathering the roots.
+    pub roots: Vec<Duration>,
+    /// Suspended tasks the collections reported (the last one's).
+    pub suspended: usize,
+    /// Objects the last collection marked.
+    pub marked: usize,
+    /// Words the last collection scanned conservatively.
+    pub words: usize,
+}
+
+static ONE: FrameMap = frame_map!(1; [0]);
+
+/// `depth` nested frames, each holding a new object, then a park until
+/// `rx` yields (or closes).
+fn hold_frames(
+    m: &Mutator,
+    ty: Type,
+    depth: usize,
+    rx: &channel::Receiver<()>,
+    parked: &AtomicUsize,
+) {
+    if depth == 0 {
+        parked.fetch_add(1, SeqCst);
+        let _ = rx.recv();
+        return;
+    }
+    with_frame::<1, _>(m.frames(), &ONE, |fr| {
+        fr.set(0, m.alloc_raw(ty).expect("allocate"));
+        fr.set_site(0);
+        hold_frames(m, ty, depth - 1, rx, parked);
+    });
+}
+
+/// A call-free loop until `stop` (the time slice preempts it).
+#[inline(never)]
+fn spin(stop: &AtomicU32) {
+    // SAFETY: reads `*stop`; touches only rcx.
+    unsafe {
+        std::arch::asm!(
+            "2:",
+            "pause",
+            "cmp dword ptr [{f}], 0",
+            "je 2b",
+            f = in(reg) stop.as_ptr(),
+        );
+    }
+}
+
+/// Runs the measurement. Errors name what could not be set up.
+pub fn run(o: Options) -> Result<Samples, String> {
+    if !(1..=8).contains(&o.frames) {
+        return Err(format!("frames: {} is not between 1 and 8", o.frames));
+    }
+    let registry = Registry::new(registry_config(Default::default())).map_err(|e| e.to_string())?;
+    let heap = Heap::with_registry(
+        Config {
+            gc_percent: None,
+            ..Config::default()
+        },
+        registry.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let ty = heap
+        .register_type(&TypeDesc {
+            name: "node",
+            size: 32,
+            align: 8,
+            pointer_words: &[1],
+        })
+        .map_err(|e| e.to_string())?;
+    // SAFETY: the goroutines below use no thread-local state of their own
+    // and do not print.
+    let rt = unsafe {
+        Runtime::with_registry(
+            pardon_sched::Config {
+                procs: o.procs,
+                time_slice: o.slice,
+                attach: Some(Attacher::new(heap.worker_attacher())),
+                ..pardon_sched::Config::default()
+            },
+            registry,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    let (tx, rx) = channel::unbounded::<()>();
+    let parked = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(o.parked + o.workers);
+    for _ in 0..o.parked {
+        let (rx, parked) = (rx.clone(), parked.clone());
+        let frames = o.frames;
+        handles.push(rt.go(move || {
+            with_mutator(|m| hold_frames(m, ty, frames, &rx, &parked));
+        }));
+    }
+    let stop = Arc::new(AtomicU32::new(0));
+    // Ends the loops however this returns, so the runtime's drop, which
+    // waits for its workers, cannot wait for ever.
+    struct StopOnDrop(Arc<AtomicU32>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(1, SeqCst);
+        }
+    }
+    let _stop = StopOnDrop(stop.clone());
+    for _ in 0..o.workers {
+        let stop = stop.clone();
+        handles.push(rt.go(move || spin(&stop)));
+    }
+    let t0 = Instant::now();
+    while parked.load(SeqCst) < o.parked {
+        if t0.elapsed() > Duration::from_secs(120) {
+            return Err(format!(
+                "only {} of {} goroutines parked after 120 s",
+                parked.load(SeqCst),
+                o.parked
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let m = heap.attach().map_err(|e| e.to_string())?;
+    let mut s = Samples::default();
+    for _ in 0..o.samples {
+        let c = m.collect().map_err(|e| e.to_string())?;
+        s.ttsp.push(c.ttsp);
+        s.pause.push(c.pause);
+        s.roots.push(c.roots);
+        s.suspended = c.suspended_tasks;
+        s.marked = c.marked_objects;
+        s.words = c.words_scanned;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(1, SeqCst);
+    drop(tx);
+    for h in handles {
+        h.join().map_err(|_| "a goroutine panicked".to_string())?;
+    }
+    Ok(s)
+}
