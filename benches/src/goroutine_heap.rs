@@ -2,8 +2,8 @@
 //! `pardon-sched` runtime sharing one preempt registry (issue 21), measured
 //! while `workers` goroutines run call-free loops and `parked` more are
 //! parked, each holding `frames` nested shadow frames with an object in
-//! each. Full collections from an attached thread, `samples` of them, 1 ms
-//! apart; each reports its time to safepoint, its pause and the time it
+//! each. Full collections from an attached thread, `samples` of them, each
+//! followed by as long a run as its pause (at least 1 ms); each reports its time to safepoint, its pause and the time it
 //! spent gathering roots, of which the parked goroutines are nearly all.
 //!
 //! The `goroutines` tool's `gc` mode runs this (`--parked`, `--workers`,
@@ -174,7 +174,11 @@ pub fn run(o: Options) -> Result<Samples, String> {
         s.suspended = c.suspended_tasks;
         s.marked = c.marked_objects;
         s.words = c.words_scanned;
-        std::thread::sleep(Duration::from_millis(1));
+        // The world runs at least as long as it was stopped: back to back,
+        // 45 ms pauses 1 ms apart left the workers no time to settle (the
+        // next stop found them waiting for a CPU behind the sweep), a
+        // collector spending 98% of the time stopped, which no pacer does.
+        std::thread::sleep(c.pause.max(Duration::from_millis(1)));
     }
     stop.store(1, SeqCst);
     drop(tx);
