@@ -139,6 +139,21 @@
 //!   mutator or cross threads, and its object stays live while it exists.
 //!   Raw addresses ([`Mutator::alloc_raw`]) are the embedder's to root.
 //!
+//! ## Goroutines
+//!
+//! The heap knows nothing of any scheduler; it learns of goroutines only
+//! through `pardon-preempt`. Made with [`Heap::with_registry`] over the
+//! registry a goroutine runtime's workers attach to (pardon-sched's
+//! `Runtime::with_registry`, with [`Heap::worker_attacher`] as its attach
+//! hook), a collection stops the workers like any mutator threads, finds
+//! each running goroutine's frame chain in its thread's *task word* (the
+//! scheduler switches it per goroutine: [`Mutator::frames`] is that word),
+//! and scans every parked goroutine the registry's task sources report by
+//! the same hybrid rule as a stopped thread, from its saved stack pointer.
+//! Each worker is one [`Mutator`] (its cache the per-P cache) that its
+//! goroutines share through [`with_mutator`]. See the `goroutines` module
+//! and docs/design.md.
+//!
 //! ## Debugging
 //!
 //! `Config::verify` (or `PARDON_VERIFY=1`) poisons freed slots with

@@ -110,6 +110,24 @@
 //! with every register saved, and the hook switches to the scheduler and
 //! back. A stop always takes precedence. The crate still knows nothing of
 //! tasks: a hook is a plain `fn(u64)`, a task's stack a pair of bounds.
+//! [`Attached::no_yield`] marks code that must not be switched out (state
+//! the tasks of one thread share) but may still be stopped.
+//!
+//! ## Tasks in a stopped world: task words and task sources
+//!
+//! A registry may be shared by a scheduler and a collector that stops it.
+//! Two things let the collector see tasks without this crate knowing what
+//! either keeps: every attached thread has a *task word*
+//! ([`Attached::task_word_cell`], reported as
+//! [`StoppedThread::task_word`]) that the scheduler saves and restores per
+//! task at each switch (a collector keeps its frame chain there, so the
+//! chain follows its task); and a scheduler adds a [`TaskSource`] to the
+//! registry ([`Registry::add_task_source`]), through which a stopped world
+//! reports every *suspended* task — stack bounds, saved stack pointer,
+//! task word — beside its stopped threads
+//! ([`StoppedWorld::for_each_suspended`]). Suspended tasks are already
+//! stopped: a stop neither signals nor waits for them, so its time to
+//! safepoint does not grow with their number.
 //!
 //! ## Invariants
 //!

@@ -72,12 +72,28 @@
 //! The runtime's own per-thread state is used only inside no-preempt
 //! regions. Go has no such problem because Go code has no thread-locals.
 //!
+//! ## Sharing a registry: a heap over goroutines
+//!
+//! [`Runtime::with_registry`] runs the workers on a preempt registry that
+//! other code also stops — a garbage-collected heap — made with
+//! [`registry_config`]. This crate still knows nothing of heaps; it gives
+//! whoever stops the registry three things, all defined by
+//! `pardon-preempt`: each worker attached through an embedder's hook
+//! ([`Config::attach`], [`Attacher`]: pardon's `Heap::worker_attacher`
+//! makes each worker a heap mutator its goroutines share); each worker's
+//! *task word*, saved and restored per goroutine at every switch (pardon
+//! keeps its frame chain there); and a *task source* through which a
+//! stopped world reports every goroutine that is not running — its stack,
+//! its saved stack pointer (every register the switch saved lies above
+//! it) and its task word — so that parked goroutines are scanned without
+//! being woken. A goroutine does not wait or yield inside a safe region, a
+//! no-preempt region or a no-yield region (it panics, saying which).
+//!
 //! ## Not yet
 //!
 //! Ms decoupled from Ps (a blocking call hands its P over in Go; here the
-//! call moves to a pool thread instead, see [`blocking`]); stops of the
-//! world over goroutines and the heap over goroutines (issue 21). See
-//! docs/STATUS.md.
+//! call moves to a pool thread instead, see [`blocking`]); sharing a
+//! registry in poll or cooperative mode. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 
