@@ -76,6 +76,13 @@ pub(crate) struct Proc {
     pub seq: AtomicU32,
     /// 1 while the owner sleeps on `seq` (or is about to). Owner writes.
     pub sleeping: AtomicU32,
+    /// 1 once an enqueue that any worker may take has chosen to wake this
+    /// one while it sleeps; cleared by the owner before it says it sleeps.
+    /// So the next such enqueue wakes another sleeper rather than the same
+    /// one again (two goroutines spawned from outside used to wake one
+    /// worker twice, which took both, and the other slept on: half the
+    /// parallelism until something else woke it).
+    pub chosen: AtomicU32,
     /// Its goroutines that have a stack, in runtimes that report them to
     /// a shared registry's stops (`Shared::track_tasks`). Changed by the
     /// owner at depth 1; read by a stopped world's coordinator.
@@ -189,7 +196,11 @@ impl Shared {
         }
         // Anyone may take it: wake one sleeper (the target, if asleep, was
         // woken above).
-        if let Some(p) = self.procs.iter().find(|p| p.sleeping.load(SeqCst) != 0) {
+        if let Some(p) = self
+            .procs
+            .iter()
+            .find(|p| p.sleeping.load(SeqCst) != 0 && p.chosen.swap(1, SeqCst) == 0)
+        {
             p.kick();
         }
     }

@@ -134,6 +134,7 @@ pub(crate) fn worker_main(
             None => {
                 // Said to sleep before looking again, so an enqueue after
                 // this look kicks us (see `queue`).
+                p.chosen.store(0, SeqCst);
                 p.sleeping.store(1, SeqCst);
                 let again = shared.find(index);
                 if again.is_none() && !shared.shutdown.load(SeqCst) {

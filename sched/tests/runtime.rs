@@ -356,3 +356,47 @@ fn forty_thousand_goroutines_park_at_once() {
         assert!(h.join().unwrap());
     }
 }
+
+/// Goroutines spawned from outside while every worker sleeps each wake a
+/// worker of their own: two cooperative goroutines that wait for each
+/// other without yielding both run. (Each such spawn used to wake the
+/// first sleeper it found, the same worker twice: that worker took both,
+/// and the other slept on, so the first goroutine waited for ever.)
+#[test]
+fn spawns_from_outside_wake_distinct_sleepers() {
+    use std::time::{Duration, Instant};
+    let rt = Runtime::new(Config {
+        procs: 2,
+        preemption: pardon_sched::Preemption::Cooperative,
+        ..Config::default()
+    })
+    .unwrap();
+    for round in 0..20 {
+        // Both workers asleep first.
+        std::thread::sleep(Duration::from_millis(5));
+        let started = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let started = started.clone();
+                rt.go(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let t0 = Instant::now();
+                    // No yield: only another worker can run the other one.
+                    while started.load(Ordering::SeqCst) < 2 {
+                        if t0.elapsed() > Duration::from_secs(20) {
+                            return false;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    true
+                })
+            })
+            .collect();
+        for h in hs {
+            assert!(
+                h.join().unwrap(),
+                "round {round}: the second goroutine never ran"
+            );
+        }
+    }
+}
