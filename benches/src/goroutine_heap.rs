@@ -92,79 +92,111 @@ fn spin(stop: &AtomicU32) {
     }
 }
 
+/// The goroutines of a measurement, running: what [`Scene::collect`]
+/// collects over. Dropping it ends the loops and the parked goroutines.
+pub struct Scene {
+    heap: Heap,
+    stop: Arc<AtomicU32>,
+    release: Option<channel::Sender<()>>,
+    handles: Vec<pardon_sched::JoinHandle<()>>,
+    /// Dropped after the goroutines have ended (fields drop in order).
+    rt: Runtime,
+}
+
+impl Scene {
+    /// Starts the runtime and its goroutines, and waits until every one
+    /// meant to park has. Errors name what could not be set up.
+    pub fn new(o: &Options) -> Result<Scene, String> {
+        if !(1..=8).contains(&o.frames) {
+            return Err(format!("frames: {} is not between 1 and 8", o.frames));
+        }
+        let registry =
+            Registry::new(registry_config(Default::default())).map_err(|e| e.to_string())?;
+        let heap = Heap::with_registry(
+            Config {
+                gc_percent: None,
+                ..Config::default()
+            },
+            registry.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let ty = heap
+            .register_type(&TypeDesc {
+                name: "node",
+                size: 32,
+                align: 8,
+                pointer_words: &[1],
+            })
+            .map_err(|e| e.to_string())?;
+        // SAFETY: the goroutines below use no thread-local state of their
+        // own and do not print.
+        let rt = unsafe {
+            Runtime::with_registry(
+                pardon_sched::Config {
+                    procs: o.procs,
+                    time_slice: o.slice,
+                    attach: Some(Attacher::new(heap.worker_attacher())),
+                    ..pardon_sched::Config::default()
+                },
+                registry,
+            )
+        }
+        .map_err(|e| e.to_string())?;
+        let (tx, rx) = channel::unbounded::<()>();
+        let parked = Arc::new(AtomicUsize::new(0));
+        let mut scene = Scene {
+            heap,
+            stop: Arc::new(AtomicU32::new(0)),
+            release: Some(tx),
+            handles: Vec::with_capacity(o.parked + o.workers),
+            rt,
+        };
+        for _ in 0..o.parked {
+            let (rx, parked) = (rx.clone(), parked.clone());
+            let frames = o.frames;
+            scene.handles.push(scene.rt.go(move || {
+                with_mutator(|m| hold_frames(m, ty, frames, &rx, &parked));
+            }));
+        }
+        for _ in 0..o.workers {
+            let stop = scene.stop.clone();
+            scene.handles.push(scene.rt.go(move || spin(&stop)));
+        }
+        let t0 = Instant::now();
+        while parked.load(SeqCst) < o.parked {
+            if t0.elapsed() > Duration::from_secs(120) {
+                return Err(format!(
+                    "only {} of {} goroutines parked after 120 s",
+                    parked.load(SeqCst),
+                    o.parked
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(scene)
+    }
+
+    /// The heap.
+    pub fn heap(&self) -> &Heap {
+        &self.heap
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.stop.store(1, SeqCst);
+        drop(self.release.take());
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Runs the measurement. Errors name what could not be set up.
 pub fn run(o: Options) -> Result<Samples, String> {
-    if !(1..=8).contains(&o.frames) {
-        return Err(format!("frames: {} is not between 1 and 8", o.frames));
-    }
-    let registry = Registry::new(registry_config(Default::default())).map_err(|e| e.to_string())?;
-    let heap = Heap::with_registry(
-        Config {
-            gc_percent: None,
-            ..Config::default()
-        },
-        registry.clone(),
-    )
-    .map_err(|e| e.to_string())?;
-    let ty = heap
-        .register_type(&TypeDesc {
-            name: "node",
-            size: 32,
-            align: 8,
-            pointer_words: &[1],
-        })
-        .map_err(|e| e.to_string())?;
-    // SAFETY: the goroutines below use no thread-local state of their own
-    // and do not print.
-    let rt = unsafe {
-        Runtime::with_registry(
-            pardon_sched::Config {
-                procs: o.procs,
-                time_slice: o.slice,
-                attach: Some(Attacher::new(heap.worker_attacher())),
-                ..pardon_sched::Config::default()
-            },
-            registry,
-        )
-    }
-    .map_err(|e| e.to_string())?;
-    let (tx, rx) = channel::unbounded::<()>();
-    let parked = Arc::new(AtomicUsize::new(0));
-    let mut handles = Vec::with_capacity(o.parked + o.workers);
-    for _ in 0..o.parked {
-        let (rx, parked) = (rx.clone(), parked.clone());
-        let frames = o.frames;
-        handles.push(rt.go(move || {
-            with_mutator(|m| hold_frames(m, ty, frames, &rx, &parked));
-        }));
-    }
-    let stop = Arc::new(AtomicU32::new(0));
-    // Ends the loops however this returns, so the runtime's drop, which
-    // waits for its workers, cannot wait for ever.
-    struct StopOnDrop(Arc<AtomicU32>);
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.store(1, SeqCst);
-        }
-    }
-    let _stop = StopOnDrop(stop.clone());
-    for _ in 0..o.workers {
-        let stop = stop.clone();
-        handles.push(rt.go(move || spin(&stop)));
-    }
-    let t0 = Instant::now();
-    while parked.load(SeqCst) < o.parked {
-        if t0.elapsed() > Duration::from_secs(120) {
-            return Err(format!(
-                "only {} of {} goroutines parked after 120 s",
-                parked.load(SeqCst),
-                o.parked
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let m = heap.attach().map_err(|e| e.to_string())?;
+    let scene = Scene::new(&o)?;
+    let m = scene.heap().attach().map_err(|e| e.to_string())?;
     let mut s = Samples::default();
     for _ in 0..o.samples {
         let c = m.collect().map_err(|e| e.to_string())?;
@@ -179,11 +211,6 @@ pub fn run(o: Options) -> Result<Samples, String> {
         // next stop found them waiting for a CPU behind the sweep), a
         // collector spending 98% of the time stopped, which no pacer does.
         std::thread::sleep(c.pause.max(Duration::from_millis(1)));
-    }
-    stop.store(1, SeqCst);
-    drop(tx);
-    for h in handles {
-        h.join().map_err(|_| "a goroutine panicked".to_string())?;
     }
     Ok(s)
 }
