@@ -220,3 +220,98 @@ fn a_goroutine_cannot_wait_where_its_worker_state_is_borrowed() {
     // The runtime goes on.
     assert_eq!(rt.block_on(|| 7).unwrap(), 7);
 }
+
+pardon::gc_object! {
+    struct Link {
+        next: pardon::Member<Link>,
+        value: std::sync::atomic::AtomicI64,
+    }
+}
+
+/// Three goroutines on one worker share its mutator — one allocation
+/// cache, one handle table — while a 50 µs slice preempts them wherever
+/// the signal finds them: in allocation fast and slow paths, in the card
+/// barrier of a generational heap, in handle-table changes. A switch
+/// inside any of them would hand the next goroutine a cache or table
+/// half-way through a change. Collections run meanwhile in verify mode;
+/// every goroutine checks every list it built through the values it
+/// wrote.
+#[test]
+fn goroutines_preempted_amid_allocations_and_barriers_share_one_cache() {
+    use pardon::Config;
+    use std::sync::atomic::AtomicBool;
+    let (heap, rt, _ty) = setup_with(
+        1,
+        Duration::from_micros(50),
+        Config {
+            generational: true,
+            verify: true,
+            gc_percent: Some(50),
+            min_heap: 1 << 20,
+            ..Config::default()
+        },
+    );
+    let raw = heap
+        .register_type(&pardon::TypeDesc {
+            name: "words",
+            size: 8,
+            align: 8,
+            pointer_words: &[],
+        })
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let hs: Vec<_> = (0..3i64)
+        .map(|g| {
+            let done = done.clone();
+            rt.go(move || {
+                with_mutator(|m| {
+                    let mut rounds = 0u64;
+                    while !done.load(SeqCst) || rounds == 0 {
+                        let head = m.alloc::<Link>().unwrap();
+                        head.value.store(g, SeqCst);
+                        let mut tail = head.clone();
+                        for i in 1..=64i64 {
+                            let n = m.alloc::<Link>().unwrap();
+                            n.value.store(g * 1_000_000 + i, SeqCst);
+                            tail.next.set(Some(&n));
+                            tail = n;
+                            if i % 16 == 0 {
+                                // A slow path: an array.
+                                std::hint::black_box(m.alloc_raw_array(raw, 100).unwrap());
+                            }
+                        }
+                        let (mut cur, mut i) = (head.next.get(m), 1i64);
+                        while let Some(n) = cur {
+                            if n.value.load(SeqCst) != g * 1_000_000 + i {
+                                return Err(format!("goroutine {g}: node {i} damaged"));
+                            }
+                            i += 1;
+                            cur = n.next.get(m);
+                        }
+                        if i != 65 {
+                            return Err(format!("goroutine {g}: list cut at {i}"));
+                        }
+                        rounds += 1;
+                    }
+                    Ok(rounds)
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    // Collections from an attached thread until the goroutines have been
+    // preempted often (a condition to reach, with a generous bound).
+    let m = heap.attach().unwrap();
+    let t0 = std::time::Instant::now();
+    while rt.stats().preemptions < 300 && t0.elapsed() < Duration::from_secs(60) {
+        assert!(m.collect().unwrap().verified);
+        m.blocking(|| std::thread::sleep(Duration::from_millis(2)));
+    }
+    done.store(true, SeqCst);
+    let preemptions = rt.stats().preemptions;
+    for h in hs {
+        let rounds = h.join().unwrap().unwrap();
+        assert!(rounds > 0);
+    }
+    assert!(preemptions >= 300, "only {preemptions} preemptions in 60 s");
+}

@@ -20,16 +20,21 @@ pub static ONE: FrameMap = frame_map!(1; [0]);
 pub const KEY: usize = 0x5a5a_0000_0000_0000;
 
 pub fn setup(procs: usize, slice: Duration) -> (Heap, Runtime, Type) {
-    let registry = Registry::new(registry_config(Default::default())).unwrap();
-    let heap = Heap::with_registry(
+    setup_with(
+        procs,
+        slice,
         Config {
             gc_percent: None,
             verify: true,
             ..Config::default()
         },
-        registry.clone(),
     )
-    .unwrap();
+}
+
+/// As `setup`, with the heap's settings.
+pub fn setup_with(procs: usize, slice: Duration, config: Config) -> (Heap, Runtime, Type) {
+    let registry = Registry::new(registry_config(Default::default())).unwrap();
+    let heap = Heap::with_registry(config, registry.clone()).unwrap();
     let ty = heap
         .register_type(&TypeDesc {
             name: "node",
