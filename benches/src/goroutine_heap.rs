@@ -92,8 +92,8 @@ fn spin(stop: &AtomicU32) {
     }
 }
 
-/// The goroutines of a measurement, running: what [`Scene::collect`]
-/// collects over. Dropping it ends the loops and the parked goroutines.
+/// The goroutines of a measurement, running: what a collection of
+/// [`Scene::heap`] scans. Dropping it ends the loops and the parked goroutines.
 pub struct Scene {
     heap: Heap,
     stop: Arc<AtomicU32>,
