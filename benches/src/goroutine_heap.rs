@@ -92,6 +92,44 @@ fn spin(stop: &AtomicU32) {
     }
 }
 
+/// A heap made with `config` and a signal-preempted runtime made with
+/// `sched` sharing its preempt registry, each worker a mutator of the heap
+/// (`sched.attach` is set here): the wiring of docs/embedding.md section
+/// 12, for the tools and tests that run goroutines over a heap.
+pub fn heap_and_runtime(
+    config: Config,
+    sched: pardon_sched::Config,
+) -> Result<(Heap, Runtime), String> {
+    let registry = Registry::new(registry_config(Default::default())).map_err(|e| e.to_string())?;
+    let heap = Heap::with_registry(config, registry.clone()).map_err(|e| e.to_string())?;
+    // SAFETY: the callers' goroutine code keeps no thread-local state of its
+    // own and does not print; the heap's per-worker state is shared only
+    // as its no-preempt and no-yield regions allow.
+    let rt = unsafe {
+        Runtime::with_registry(
+            pardon_sched::Config {
+                attach: Some(Attacher::new(heap.worker_attacher())),
+                ..sched
+            },
+            registry,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((heap, rt))
+}
+
+/// The tools' and tests' object: 32 bytes, word 0 data, word 1 a
+/// reference.
+pub fn node_type(heap: &Heap) -> Result<Type, String> {
+    heap.register_type(&TypeDesc {
+        name: "node",
+        size: 32,
+        align: 8,
+        pointer_words: &[1],
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// The goroutines of a measurement, running: what a collection of
 /// [`Scene::heap`] scans. Dropping it ends the loops and the parked goroutines.
 pub struct Scene {
@@ -110,38 +148,18 @@ impl Scene {
         if !(1..=8).contains(&o.frames) {
             return Err(format!("frames: {} is not between 1 and 8", o.frames));
         }
-        let registry =
-            Registry::new(registry_config(Default::default())).map_err(|e| e.to_string())?;
-        let heap = Heap::with_registry(
+        let (heap, rt) = heap_and_runtime(
             Config {
                 gc_percent: None,
                 ..Config::default()
             },
-            registry.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let ty = heap
-            .register_type(&TypeDesc {
-                name: "node",
-                size: 32,
-                align: 8,
-                pointer_words: &[1],
-            })
-            .map_err(|e| e.to_string())?;
-        // SAFETY: the goroutines below use no thread-local state of their
-        // own and do not print.
-        let rt = unsafe {
-            Runtime::with_registry(
-                pardon_sched::Config {
-                    procs: o.procs,
-                    time_slice: o.slice,
-                    attach: Some(Attacher::new(heap.worker_attacher())),
-                    ..pardon_sched::Config::default()
-                },
-                registry,
-            )
-        }
-        .map_err(|e| e.to_string())?;
+            pardon_sched::Config {
+                procs: o.procs,
+                time_slice: o.slice,
+                ..pardon_sched::Config::default()
+            },
+        )?;
+        let ty = node_type(&heap)?;
         let (tx, rx) = channel::unbounded::<()>();
         let parked = Arc::new(AtomicUsize::new(0));
         let mut scene = Scene {

@@ -165,25 +165,13 @@ pub fn heap(preemption: Preemption) -> Heap {
 /// runtime (`procs` workers, each a mutator of the heap) sharing its
 /// registry.
 pub fn heap_and_runtime(procs: usize) -> Result<(Heap, pardon_sched::Runtime), String> {
-    let registry =
-        pardon::preempt::Registry::new(pardon_sched::registry_config(Default::default()))
-            .map_err(|e| e.to_string())?;
-    let heap =
-        Heap::with_registry(Config::default(), registry.clone()).map_err(|e| e.to_string())?;
-    // SAFETY: the benchmarks' goroutine code keeps no thread-local state of
-    // its own and does not print.
-    let rt = unsafe {
-        pardon_sched::Runtime::with_registry(
-            pardon_sched::Config {
-                procs,
-                attach: Some(pardon_sched::Attacher::new(heap.worker_attacher())),
-                ..pardon_sched::Config::default()
-            },
-            registry,
-        )
-    }
-    .map_err(|e| e.to_string())?;
-    Ok((heap, rt))
+    crate::goroutine_heap::heap_and_runtime(
+        Config::default(),
+        pardon_sched::Config {
+            procs,
+            ..pardon_sched::Config::default()
+        },
+    )
 }
 
 /// Finishes a peer benchmark run: the summary for `heap` since `start`.

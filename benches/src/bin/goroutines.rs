@@ -777,49 +777,30 @@ fn suite(a: &Args) {
         runs.push(s);
         runs.push(common("fairness"));
     }
-    for n in parked {
-        let mut s: Vec<String> = [
-            "--mode",
-            "stw",
-            "--preemption",
-            "signal",
-            "--procs",
-            "2",
-            "--workers",
-            "2",
-            "--samples",
-            samples,
-            "--parked",
-            n,
-            "--json-line",
-            "--slice",
-        ]
-        .map(String::from)
-        .to_vec();
-        s.push(a.slice_arg.clone());
-        runs.push(s);
-    }
-    for n in parked {
-        let mut s: Vec<String> = [
-            "--mode",
-            "gc",
-            "--preemption",
-            "signal",
-            "--procs",
-            "2",
-            "--workers",
-            "2",
-            "--samples",
-            if a.quick { "30" } else { "100" },
-            "--parked",
-            n,
-            "--json-line",
-            "--slice",
-        ]
-        .map(String::from)
-        .to_vec();
-        s.push(a.slice_arg.clone());
-        runs.push(s);
+    // Stops of goroutines alone, then collections of a heap over them.
+    for (mode, samples) in [("stw", samples), ("gc", if a.quick { "30" } else { "100" })] {
+        for n in parked {
+            let mut s: Vec<String> = [
+                "--mode",
+                mode,
+                "--preemption",
+                "signal",
+                "--procs",
+                "2",
+                "--workers",
+                "2",
+                "--samples",
+                samples,
+                "--parked",
+                n,
+                "--json-line",
+                "--slice",
+            ]
+            .map(String::from)
+            .to_vec();
+            s.push(a.slice_arg.clone());
+            runs.push(s);
+        }
     }
     let mut results = Vec::new();
     println!("row       mode    parked   result");

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pardon::preempt::Registry;
 use pardon::stackscan::{frame_map, DynFrame, FrameMap};
-use pardon::{Config, Heap, Mutator, Type, TypeDesc};
-use pardon_sched::{registry_config, Attacher, Runtime};
+use pardon::{Config, Heap, Mutator, Type};
+use pardon_sched::Runtime;
 
 pub static ONE: FrameMap = frame_map!(1; [0]);
 
@@ -33,31 +32,16 @@ pub fn setup(procs: usize, slice: Duration) -> (Heap, Runtime, Type) {
 
 /// As `setup`, with the heap's settings.
 pub fn setup_with(procs: usize, slice: Duration, config: Config) -> (Heap, Runtime, Type) {
-    let registry = Registry::new(registry_config(Default::default())).unwrap();
-    let heap = Heap::with_registry(config, registry.clone()).unwrap();
-    let ty = heap
-        .register_type(&TypeDesc {
-            name: "node",
-            size: 32,
-            align: 8,
-            pointer_words: &[1],
-        })
-        .unwrap();
-    // SAFETY: the goroutines below keep no thread-local state of their
-    // own and do not print; the heap's per-worker state is shared only
-    // as its no-preempt and no-yield regions allow.
-    let rt = unsafe {
-        Runtime::with_registry(
-            pardon_sched::Config {
-                procs,
-                time_slice: slice,
-                attach: Some(Attacher::new(heap.worker_attacher())),
-                ..pardon_sched::Config::default()
-            },
-            registry,
-        )
-    }
+    let (heap, rt) = pardon_bench::goroutine_heap::heap_and_runtime(
+        config,
+        pardon_sched::Config {
+            procs,
+            time_slice: slice,
+            ..pardon_sched::Config::default()
+        },
+    )
     .unwrap();
+    let ty = pardon_bench::goroutine_heap::node_type(&heap).unwrap();
     (heap, rt, ty)
 }
 
