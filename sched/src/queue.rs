@@ -209,17 +209,30 @@ impl Shared {
     }
 
     /// Drops every queued goroutine (after shutdown, once no worker runs).
+    ///
+    /// Each queue is emptied under its lock but its goroutines are dropped
+    /// after it is released: dropping one drops what its closure captured
+    /// (a channel's last sender, say), which may wake a goroutine of this
+    /// runtime and queue it again, taking the lock of the queue being
+    /// emptied. (What is queued again that way stays, with the shared
+    /// state it holds: memory, not a deadlock.)
     pub(crate) fn clear_queues(&self) {
+        let mut dropped: Vec<TaskRef> = Vec::new();
         for p in &self.procs {
             let mut l = lock(&p.local);
-            l.next = None;
-            l.queue.clear();
+            dropped.extend(l.next.take());
+            dropped.extend(l.queue.drain(..));
         }
-        lock(&self.global).clear();
-        self.global_len.store(0, SeqCst);
+        {
+            let mut g = lock(&self.global);
+            dropped.extend(g.drain(..));
+            self.global_len.store(0, SeqCst);
+        }
         for p in &self.procs {
-            lock(&p.tasks).clear();
+            let mut list = lock(&p.tasks);
+            dropped.extend(list.drain());
         }
+        drop(dropped);
     }
 
     /// Wakes every worker (shutdown).

@@ -31,7 +31,7 @@ use crate::config::{Config, Preemption, RuntimeError};
 use crate::queue::{Place, Shared, TaskRef};
 use crate::region::{lock, lock_plain};
 use crate::stack::StackPool;
-use crate::task::{Task, NO_HOME, PARKING, RUNNING};
+use crate::task::{Run, Task, NO_HOME, PARKING, RUNNING};
 use crate::worker::{to_scheduler, worker, worker_main};
 
 /// A runtime: its workers run goroutines until it is dropped.
@@ -337,9 +337,58 @@ struct JoinState<T> {
     generation: u64,
 }
 
+/// A goroutine's closure and its join state, in one allocation: the task
+/// runs it through [`Run`], the handle reads the result through
+/// [`JoinSlot`] (one allocation a spawn fewer than a boxed closure beside
+/// a shared state).
+struct Spawned<T, F> {
+    join: JoinState<T>,
+    /// Taken by the one run of the goroutine.
+    f: std::cell::UnsafeCell<Option<F>>,
+}
+
+// SAFETY: `f` is taken once, by the worker that runs the goroutine (the
+// task's `work` is taken before it is called, so no second run exists);
+// everything else is behind locks.
+unsafe impl<T: Send, F: Send> Sync for Spawned<T, F> {}
+
+/// What a join handle reads.
+trait JoinSlot<T>: Send + Sync {
+    fn join_state(&self) -> &JoinState<T>;
+}
+
+impl<T: Send, F: Send> JoinSlot<T> for Spawned<T, F> {
+    fn join_state(&self) -> &JoinState<T> {
+        &self.join
+    }
+}
+
+impl<T: Send, F: FnOnce() -> T + Send> Run for Spawned<T, F> {
+    fn run(&self, refused: Option<String>) {
+        // SAFETY: see the `Sync` impl: the only run takes it.
+        let f = unsafe { (*self.f.get()).take() };
+        let r = match (refused, f) {
+            (None, Some(f)) => catch_unwind(AssertUnwindSafe(f)),
+            (Some(why), _) => Err(Box::new(why) as Box<dyn Any + Send>),
+            (None, None) => return,
+        };
+        let st = &self.join;
+        // Waiters are taken under the result's lock, so a joiner that
+        // finds no result has registered before this runs.
+        let mut slot = lock(&st.result);
+        *slot = Some(r);
+        let waiters = std::mem::take(&mut *lock(&st.waiters));
+        drop(slot);
+        st.done.notify_all();
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
 /// A goroutine's result: [`JoinHandle::join`] waits for it.
 pub struct JoinHandle<T> {
-    state: Arc<JoinState<T>>,
+    state: Arc<dyn JoinSlot<T>>,
 }
 
 /// The calling worker's index if it is a worker of `shared`'s runtime
@@ -355,33 +404,19 @@ fn spawn_on<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
     crate::fork::check(shared.generation, "spawning a goroutine");
-    let state = Arc::new(JoinState {
-        result: Mutex::new(None),
-        waiters: Mutex::new(Vec::new()),
-        done: Condvar::new(),
-        generation: shared.generation,
+    let spawned = Arc::new(Spawned {
+        join: JoinState {
+            result: Mutex::new(None),
+            waiters: Mutex::new(Vec::new()),
+            done: Condvar::new(),
+            generation: shared.generation,
+        },
+        f: std::cell::UnsafeCell::new(Some(f)),
     });
-    let s2 = state.clone();
-    let work = Box::new(move |refused: Option<String>| {
-        let r = match refused {
-            None => catch_unwind(AssertUnwindSafe(f)),
-            Some(why) => Err(Box::new(why) as Box<dyn Any + Send>),
-        };
-        // Waiters are taken under the result's lock, so a joiner that
-        // finds no result has registered before this runs.
-        let mut slot = lock(&s2.result);
-        *slot = Some(r);
-        let waiters = std::mem::take(&mut *lock(&s2.waiters));
-        drop(slot);
-        s2.done.notify_all();
-        for w in waiters {
-            w.wake();
-        }
-    });
-    let t = Arc::new(Task::new(work, shared.clone()));
+    let t = Arc::new(Task::new(spawned.clone(), shared.clone()));
     let place = local_index(shared).map_or(Place::Global, Place::Back);
     shared.enqueue(t, place);
-    JoinHandle { state }
+    JoinHandle { state: spawned }
 }
 
 /// Starts a goroutine on the runtime the caller runs in. Panics outside a
@@ -454,7 +489,7 @@ impl<T> JoinHandle<T> {
     /// parked (its worker runs others); a thread outside the runtime
     /// blocks.
     pub fn join(self) -> Result<T, Box<dyn Any + Send>> {
-        let st = &self.state;
+        let st = self.state.join_state();
         loop {
             let mut result = None;
             let parked = park(|w| {
@@ -491,6 +526,6 @@ impl<T> JoinHandle<T> {
 
     /// Whether the goroutine has finished.
     pub fn is_finished(&self) -> bool {
-        lock(&self.state.result).is_some()
+        lock(&self.state.join_state().result).is_some()
     }
 }

@@ -52,10 +52,11 @@ impl TaskList {
         }
     }
 
-    /// Empties the list (the runtime is gone).
-    pub(crate) fn clear(&mut self) {
-        self.slots.clear();
+    /// Empties the list (the runtime is gone), handing its goroutines to
+    /// the caller to drop outside the lock.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = TaskRef> + '_ {
         self.free.clear();
+        self.slots.drain(..).flatten()
     }
 }
 

@@ -37,10 +37,16 @@ pub(crate) const DEAD: u32 = 5;
 /// `Task::home` of a goroutine that has not run yet.
 pub(crate) const NO_HOME: usize = usize::MAX;
 
-/// What a goroutine runs: called once, with `None` on the goroutine's own
-/// stack, or with the reason it could not start (no stack) on its worker's,
-/// in which case it must only report that to whoever joins.
-pub(crate) type Work = Box<dyn FnOnce(Option<String>) + Send>;
+/// What a goroutine runs: [`Run::run`] is called once, with `None` on the
+/// goroutine's own stack, or with the reason it could not start (no stack)
+/// on its worker's, in which case it must only report that to whoever
+/// joins.
+pub(crate) trait Run: Send + Sync {
+    fn run(&self, refused: Option<String>);
+}
+
+/// A goroutine's work: shared with its join handle (one allocation).
+pub(crate) type Work = Arc<dyn Run>;
 
 /// One goroutine.
 pub(crate) struct Task {

@@ -207,7 +207,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
                 t.state.store(DEAD, SeqCst);
                 // SAFETY: only the worker running a task takes its work.
                 if let Some(work) = unsafe { (*t.work.get()).take() } {
-                    work(Some(format!(
+                    work.run(Some(format!(
                         "pardon-sched: the goroutine could not start: no stack ({e})"
                     )));
                 }
@@ -324,7 +324,7 @@ extern "C" fn task_entry(arg: usize) -> ! {
     if let Some(work) = unsafe { (*t.work.get()).take() } {
         // A panic is caught where the closure was wrapped (`go`); this one
         // is only a guard against unwinding off the stack's top.
-        let _ = catch_unwind(AssertUnwindSafe(|| work(None)));
+        let _ = catch_unwind(AssertUnwindSafe(|| work.run(None)));
     }
     me.raise();
     t.state.store(DEAD, SeqCst);
