@@ -95,12 +95,18 @@ fn spin(stop: &AtomicU32) {
 /// A heap made with `config` and a signal-preempted runtime made with
 /// `sched` sharing its preempt registry, each worker a mutator of the heap
 /// (`sched.attach` is set here): the wiring of docs/embedding.md section
-/// 12, for the tools and tests that run goroutines over a heap.
+/// 12, for the tools and tests that run goroutines over a heap. The
+/// registry stops threads by signal with `config`'s timeout and wait.
 pub fn heap_and_runtime(
     config: Config,
     sched: pardon_sched::Config,
 ) -> Result<(Heap, Runtime), String> {
-    let registry = Registry::new(registry_config(Default::default())).map_err(|e| e.to_string())?;
+    let registry = Registry::new(registry_config(pardon_preempt::Config {
+        stop_timeout: config.stop_timeout,
+        wait: config.stop_wait,
+        ..Default::default()
+    }))
+    .map_err(|e| e.to_string())?;
     let heap = Heap::with_registry(config, registry.clone()).map_err(|e| e.to_string())?;
     // SAFETY: the callers' goroutine code keeps no thread-local state of its
     // own and does not print; the heap's per-worker state is shared only

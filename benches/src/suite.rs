@@ -50,7 +50,7 @@
 //! phases drops those that straddle a change.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -154,6 +154,9 @@ pub struct RunConfig {
     pub max_call: Option<Duration>,
     /// How the coordinator waits for acknowledgements.
     pub wait: AckWait,
+    /// Run the kernels as goroutines of a `pardon-sched` runtime with one
+    /// worker a kernel, over the heap (signal mode and the reference only).
+    pub goroutines: bool,
 }
 
 /// One run's measurements.
@@ -296,21 +299,50 @@ enum Strategy<'a> {
 
 /// Runs one configuration.
 pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
-    let heap = Heap::new(Config {
+    let config = Config {
         preemption: cfg.mode.preemption(),
         arena_size: 16 << 30,
         // A stop this slow is already the answer; the run reports it.
         stop_timeout: Duration::from_secs(10),
         stop_wait: cfg.wait,
         ..Config::default()
-    })
-    .map_err(|e| format!("creating the heap: {e}"))?;
+    };
+    let (heap, rt) = if cfg.goroutines {
+        if !matches!(cfg.mode, Variant::Signal | Variant::Reference) {
+            return Err(format!(
+                "{} / {}: goroutines share a signal registry: only the signal mode \
+                 (and the reference) can run as goroutines",
+                cfg.kernel,
+                cfg.mode.name()
+            ));
+        }
+        let (h, rt) = crate::goroutine_heap::heap_and_runtime(
+            config,
+            pardon_sched::Config {
+                procs: cfg.threads,
+                ..pardon_sched::Config::default()
+            },
+        )?;
+        (h, Some(rt))
+    } else {
+        let h = Heap::new(config).map_err(|e| format!("creating the heap: {e}"))?;
+        (h, None)
+    };
+    // Goroutine runs: the kernel thread of each goroutine, to check that
+    // each has a worker of its own (a goroutine never leaves its worker).
+    let tids: Arc<Vec<std::sync::atomic::AtomicI32>> = Arc::new(
+        (0..cfg.threads)
+            .map(|_| std::sync::atomic::AtomicI32::new(0))
+            .collect(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let phases = Arc::new(Phases {
         now: AtomicU32::new(0),
         started: (0..cfg.threads).map(|_| AtomicU32::new(0)).collect(),
     });
-    let ready = Arc::new(Barrier::new(cfg.threads + 1));
+    // Each kernel says it is ready (`arrived`), then waits for `go`.
+    let arrived = Arc::new(AtomicU64::new(0));
+    let go = Arc::new(AtomicBool::new(false));
     let attached = Arc::new(AtomicU64::new(0));
     // spinlock: threads pair up (an odd one out pairs with nobody and gives up
     // at once, doing no work); syscall: a pipe per thread and a feeder.
@@ -346,14 +378,16 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             }
         })
     });
-    let mut handles = Vec::new();
+    let mut handles: Vec<Box<dyn FnOnce() -> Result<Log, String>>> = Vec::new();
     for i in 0..cfg.threads {
-        let (heap, stop, ready, attached, phases) = (
+        let (heap, stop, arrived, go, attached, phases, tids) = (
             heap.clone(),
             stop.clone(),
-            ready.clone(),
+            arrived.clone(),
+            go.clone(),
             attached.clone(),
             phases.clone(),
+            tids.clone(),
         );
         let kernel = cfg.kernel;
         let mode = cfg.mode;
@@ -367,31 +401,90 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             None
         };
         let fd = pipes.get(i).map_or(-1, |p| p[0]);
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("{kernel}-{i}"))
-                .spawn(move || -> Result<Log, String> {
-                    let m = heap.attach().map_err(|e| format!("attach: {e}"))?;
-                    attached.fetch_add(1, Ordering::Relaxed);
-                    let mut ctx = ThreadCtx::new(&m, kernel, i, pair, fd);
-                    ctx.set_max_call(max_call);
-                    let mut log = Log::with_capacity(4096);
-                    // Wait for everyone in a safe region: a stop made while
-                    // threads are still starting must not wait for us.
-                    m.blocking(|| ready.wait());
-                    let ph = (&*phases, i);
-                    with_strategy(mode, &m, |s| match s {
-                        Strategy::None(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
-                        Strategy::Every(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
-                        Strategy::Strip(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
-                        Strategy::Between(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
-                    });
-                    Ok(log)
-                })
-                .map_err(|e| format!("spawning a thread: {e}"))?,
-        );
+        let body = move |m: &pardon::Mutator| -> Result<Log, String> {
+            attached.fetch_add(1, Ordering::Relaxed);
+            tids[i].store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+            let mut ctx = ThreadCtx::new(m, kernel, i, pair, fd);
+            ctx.set_max_call(max_call);
+            let mut log = Log::with_capacity(4096);
+            // Wait for everyone in a safe region: a stop made while
+            // threads are still starting must not wait for us. (A goroutine
+            // blocks its worker's thread here, so the others are taken by
+            // other workers: one kernel a worker.)
+            arrived.fetch_add(1, Ordering::SeqCst);
+            m.blocking(|| {
+                while !go.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            });
+            let ph = (&*phases, i);
+            with_strategy(mode, m, |s| match s {
+                Strategy::None(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
+                Strategy::Every(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
+                Strategy::Strip(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
+                Strategy::Between(p) => worker(&mut ctx, n, p, ph, &stop, &mut log),
+            });
+            Ok(log)
+        };
+        match &rt {
+            Some(rt) => {
+                let h = rt.go(move || {
+                    pardon::with_mutator(body)
+                        .unwrap_or_else(|| Err("a goroutine without a worker mutator".into()))
+                });
+                handles.push(Box::new(move || {
+                    h.join()
+                        .map_err(|_| "a benchmark goroutine panicked".to_string())?
+                }));
+            }
+            None => {
+                let h = std::thread::Builder::new()
+                    .name(format!("{kernel}-{i}"))
+                    .spawn(move || -> Result<Log, String> {
+                        let m = heap.attach().map_err(|e| format!("attach: {e}"))?;
+                        body(&m)
+                    })
+                    .map_err(|e| format!("spawning a thread: {e}"))?;
+                handles.push(Box::new(move || {
+                    h.join()
+                        .map_err(|_| "a benchmark thread panicked".to_string())?
+                }));
+            }
+        }
     }
-    ready.wait();
+    let t0 = Instant::now();
+    while arrived.load(Ordering::SeqCst) < cfg.threads as u64 {
+        if t0.elapsed() > Duration::from_secs(30) {
+            // Goroutines: two landed on one worker, whose thread the first
+            // blocks, so the second never starts (reported, not hung).
+            stop.store(true, Ordering::Relaxed);
+            go.store(true, Ordering::Release);
+            return Err(format!(
+                "{} / {}: only {} of {} kernels started in 30 s",
+                cfg.kernel,
+                cfg.mode.name(),
+                arrived.load(Ordering::SeqCst),
+                cfg.threads
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    go.store(true, Ordering::Release);
+    if rt.is_some() {
+        let mut seen: Vec<i32> = tids.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != cfg.threads {
+            stop.store(true, Ordering::Relaxed);
+            return Err(format!(
+                "{} / {}: {} goroutines landed on {} workers",
+                cfg.kernel,
+                cfg.mode.name(),
+                cfg.threads,
+                seen.len()
+            ));
+        }
+    }
     // Let every thread get into its loop.
     std::thread::sleep(Duration::from_millis(20));
     let mut ttsp = hist();
@@ -466,10 +559,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     stop.store(true, Ordering::Relaxed);
     let mut logs = Vec::new();
     for h in handles {
-        logs.push(
-            h.join()
-                .map_err(|_| "a benchmark thread panicked".to_string())??,
-        );
+        logs.push(h()?);
     }
     if let Some(f) = feeder {
         let _ = f.join();
@@ -653,6 +743,7 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
         _ => 1_000_000,
     };
     let r = run(&RunConfig {
+        goroutines: false,
         kernel,
         mode: Variant::Reference,
         threads,

@@ -30,6 +30,7 @@ fn cli() -> Command {
         .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("A short run (under a minute): fewer probes, threads = cores only"))
         .arg(Arg::new("floor-samples").long("floor-samples").allow_negative_numbers(true).value_parser(cli::whole::<usize>(0, 1_000_000)).help("Samples for the machine-floor measurement made first (the kernel's cost of a cross-CPU signal, a hand-off, a wake; default 500, 100 with --quick; 0 skips it)"))
         .arg(Arg::new("wait").long("wait").value_parser(["futex", "go-suspendg"]).help("How the coordinator waits for acknowledgements: sleeping on a futex (default), or spinning and yielding like Go's suspendG (a baseline)"))
+        .arg(Arg::new("runtime").long("runtime").value_parser(["threads", "goroutines"]).default_value("threads").help("Run the kernels on threads, or as goroutines of a pardon-sched runtime with a worker each, over the heap (signal mode only; default mode then: signal)"))
         .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
         .arg(Arg::new("csv").long("csv").value_parser(clap::value_parser!(PathBuf)).help("Write results as CSV"))
         .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
@@ -72,13 +73,26 @@ fn real_main() -> Result<(), String> {
             .collect(),
         None => KERNELS.to_vec(),
     };
+    let goroutines = args
+        .get_one::<String>("runtime")
+        .is_some_and(|r| r == "goroutines");
     let modes: Vec<Variant> = match args.get_many::<String>("mode") {
         Some(v) => v.map(|m| Variant::parse(m)).collect::<Result<_, _>>()?,
+        None if goroutines => vec![Variant::Signal],
         None => MODES
             .iter()
             .map(|m| Variant::parse(m).expect("known"))
             .collect(),
     };
+    if goroutines {
+        if let Some(m) = modes.iter().find(|m| **m != Variant::Signal) {
+            return Err(format!(
+                "--runtime goroutines: mode {} cannot run as goroutines (the runtime and the \
+                 heap share a signal registry): use --mode signal",
+                m.name()
+            ));
+        }
+    }
     let threads: Vec<usize> = match args.get_many::<usize>("threads") {
         Some(v) => v.copied().collect(),
         None if quick => vec![cores],
@@ -171,6 +185,7 @@ fn real_main() -> Result<(), String> {
                     phases,
                     max_call: Some(stretch * SPINLOCK_MAX_CALL),
                     wait,
+                    goroutines,
                 }) {
                     Ok(r) => r,
                     Err(e) => {
@@ -239,6 +254,7 @@ fn real_main() -> Result<(), String> {
         "stretch_ms": stretch.as_secs_f64() * 1e3,
         "quick": quick,
         "wait": wait_name,
+        "runtime": if goroutines { "goroutines" } else { "threads" },
     });
     if let Some(path) = args.get_one::<PathBuf>("json") {
         let doc = serde_json::json!({
