@@ -294,8 +294,9 @@ fn esc(s: &str) -> String {
 }
 
 /// SVG: the time-to-safepoint distribution per mode (all kernels merged),
-/// as quantile curves on a log time axis.
-pub fn svg_ttsp(rows: &[Row], threads: usize) -> String {
+/// as quantile curves on a log time axis. `unit` names what ran the
+/// kernels (`threads`, `goroutines`).
+pub fn svg_ttsp(rows: &[Row], threads: usize, unit: &str) -> String {
     let mut modes: Vec<(String, Histogram<u64>)> = Vec::new();
     for r in rows
         .iter()
@@ -318,7 +319,7 @@ pub fn svg_ttsp(rows: &[Row], threads: usize) -> String {
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n\
          <rect width='100%' height='100%' fill='white'/>\n\
-         <text x='{}' y='20' font-size='14' text-anchor='middle'>Time to safepoint by mode ({threads} threads, all kernels)</text>\n",
+         <text x='{}' y='20' font-size='14' text-anchor='middle'>Time to safepoint by mode ({threads} {unit}, all kernels)</text>\n",
         l + pw / 2.0
     );
     for e in 2..=9 {
@@ -379,7 +380,8 @@ pub fn svg_ttsp(rows: &[Row], threads: usize) -> String {
 }
 
 /// SVG: throughput ratio (running time) per kernel and mode, grouped bars.
-pub fn svg_throughput(rows: &[Row], threads: usize) -> String {
+/// `unit` as for [`svg_ttsp`].
+pub fn svg_throughput(rows: &[Row], threads: usize, unit: &str) -> String {
     let rows: Vec<&Row> = rows
         .iter()
         .filter(|r| r.threads == threads && r.error.is_none())
@@ -403,7 +405,7 @@ pub fn svg_throughput(rows: &[Row], threads: usize) -> String {
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n\
          <rect width='100%' height='100%' fill='white'/>\n\
-         <text x='{}' y='20' font-size='14' text-anchor='middle'>Mutator throughput vs. no runtime ({threads} threads)</text>\n",
+         <text x='{}' y='20' font-size='14' text-anchor='middle'>Mutator throughput vs. no runtime ({threads} {unit})</text>\n",
         l + pw / 2.0
     );
     let mut v = 0.0;

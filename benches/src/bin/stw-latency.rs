@@ -272,12 +272,16 @@ fn real_main() -> Result<(), String> {
     }
     if let Some(dir) = args.get_one::<PathBuf>("plot") {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let unit = if goroutines { "goroutines" } else { "threads" };
         for &t in &threads {
             for (name, svg) in [
-                (format!("ttsp-{t}threads.svg"), report::svg_ttsp(&rows, t)),
                 (
-                    format!("throughput-{t}threads.svg"),
-                    report::svg_throughput(&rows, t),
+                    format!("ttsp-{t}{unit}.svg"),
+                    report::svg_ttsp(&rows, t, unit),
+                ),
+                (
+                    format!("throughput-{t}{unit}.svg"),
+                    report::svg_throughput(&rows, t, unit),
                 ),
             ] {
                 let p = dir.join(name);
