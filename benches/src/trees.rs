@@ -161,17 +161,28 @@ pub fn heap(preemption: Preemption) -> Heap {
     .expect("default heap configuration")
 }
 
-/// A heap for a peer benchmark run as goroutines, and the signal-preempted
-/// runtime (`procs` workers, each a mutator of the heap) sharing its
-/// registry.
-pub fn heap_and_runtime(procs: usize) -> Result<(Heap, pardon_sched::Runtime), String> {
-    crate::goroutine_heap::heap_and_runtime(
+/// The heap of a peer benchmark, and with `procs = Some(n)` the
+/// signal-preempted runtime of `n` workers sharing its registry that runs
+/// the benchmark as goroutines (`--runtime goroutines`, which needs the
+/// signal mode: an error naming `--mode` otherwise).
+pub fn heap_and_runtime(
+    preemption: Preemption,
+    procs: Option<usize>,
+) -> Result<(Heap, Option<pardon_sched::Runtime>), String> {
+    let Some(procs) = procs else {
+        return Ok((heap(preemption), None));
+    };
+    if preemption != Preemption::Signal {
+        return Err("--runtime goroutines needs --mode signal".into());
+    }
+    let (h, rt) = crate::goroutine_heap::heap_and_runtime(
         Config::default(),
         pardon_sched::Config {
             procs,
             ..pardon_sched::Config::default()
         },
-    )
+    )?;
+    Ok((h, Some(rt)))
 }
 
 /// Finishes a peer benchmark run: the summary for `heap` since `start`.

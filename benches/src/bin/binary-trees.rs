@@ -74,21 +74,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if args.goroutines && preemption != pardon::Preemption::Signal {
-        eprintln!("binary-trees: --runtime goroutines needs --mode signal");
-        std::process::exit(1);
-    }
-    let (heap, rt) = if args.goroutines {
-        match trees::heap_and_runtime(args.threads) {
-            Ok((h, rt)) => (h, Some(rt)),
+    let (heap, rt) =
+        match trees::heap_and_runtime(preemption, args.goroutines.then_some(args.threads)) {
+            Ok(hr) => hr,
             Err(e) => {
                 eprintln!("binary-trees: {e}");
                 std::process::exit(1);
             }
-        }
-    } else {
-        (trees::heap(preemption), None)
-    };
+        };
     let ty = node_type(&heap, 2);
     let start = Instant::now();
     let min_depth = 4;

@@ -63,20 +63,12 @@ fn main() {
         min_depth: 4,
         max_depth: 16 - scale,
     };
-    if goroutines && preemption != pardon::Preemption::Signal {
-        eprintln!("gcbench: --runtime goroutines needs --mode signal");
-        std::process::exit(1);
-    }
-    let (heap, rt) = if goroutines {
-        match trees::heap_and_runtime(1) {
-            Ok((h, rt)) => (h, Some(rt)),
-            Err(e) => {
-                eprintln!("gcbench: {e}");
-                std::process::exit(1);
-            }
+    let (heap, rt) = match trees::heap_and_runtime(preemption, goroutines.then_some(1)) {
+        Ok(hr) => hr,
+        Err(e) => {
+            eprintln!("gcbench: {e}");
+            std::process::exit(1);
         }
-    } else {
-        (trees::heap(preemption), None)
     };
     // Node: left, right, i, j (Java ints; here two words, for alignment).
     let ty = node_type(&heap, 4);
