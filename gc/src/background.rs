@@ -1,9 +1,9 @@
 //! The background collector of a concurrent heap: paced cycles run on a
 //! thread of the heap's own, so the mutator whose allocation reached the
 //! trigger goes on allocating while the cycle marks (on two cores, one
-//! core mutates while the other marks). A mutator waits only at the
-//! brake: the goal, reached while a cycle is still under way (see
-//! `Pacer::suspend`).
+//! core mutates while the other marks). While it marks, mutators that
+//! allocate assist (see `assist`); one waits only at the brake: the goal,
+//! reached while a cycle is still under way (see `Pacer::suspend`).
 //!
 //! The thread is started with the first paced cycle, is never attached (no
 //! stop waits for it, and its stack is not a root), holds only a weak
@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicI32, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::barrier::MARK;
 use crate::collector::Collector;
 use crate::heap::lock;
 
@@ -66,6 +67,21 @@ impl Collector {
     pub(crate) fn paced_concurrent(self: &Arc<Self>) {
         let shared = &self.background.shared;
         let at_brake = self.pacer.at_brake(self.raw.allocated.load(Relaxed));
+        if !at_brake && self.raw.phase.load(Relaxed) == MARK {
+            // An assist check (see `assist`).
+            self.assist();
+            self.registry.outside_stops(|| {
+                if self.raw.phase.load(Relaxed) == MARK {
+                    self.pacer.rearm_assist(self.raw.allocated.load(Relaxed));
+                }
+            });
+            return;
+        }
+        if !at_brake && !self.pacer.due(self.raw.allocated.load(Relaxed)) {
+            // An assist check that found the cycle over: its end set the
+            // next trigger, not reached yet.
+            return;
+        }
         let target = {
             let mut s = lock(&shared.state);
             if s.requested == s.answered {
@@ -80,6 +96,7 @@ impl Collector {
         };
         self.ensure_background_thread();
         if at_brake {
+            self.raw.assist.brake_waits.fetch_add(1, Relaxed);
             // A stop must not wait for us meanwhile.
             self.registry.blocking(|| {
                 let mut s = lock(&shared.state);

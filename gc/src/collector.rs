@@ -130,7 +130,9 @@ impl Heap {
     /// `off`), `PARDON_GCTRACE=1` (one line per collection on stderr),
     /// `PARDON_VERIFY=1` (verification mode), `PARDON_GENERATIONAL=1`
     /// (generational mode: every reference store must then use the write
-    /// barrier), `PARDON_MARK_WORKERS` (marking threads).
+    /// barrier), `PARDON_CONCURRENT=1` (concurrent marking),
+    /// `PARDON_MARK_PERCENT` (its background share of the cores),
+    /// `PARDON_MARK_WORKERS` (marking threads).
     pub fn new(config: Config) -> Result<Heap, HeapError> {
         Heap::build(config, None)
     }
@@ -166,6 +168,13 @@ impl Heap {
         }
         if let Some(v) = flag("PARDON_CONCURRENT")? {
             config.concurrent = v;
+        }
+        if let Ok(v) = std::env::var("PARDON_MARK_PERCENT") {
+            config.background_mark_percent = v.parse::<u32>().map_err(|_| {
+                HeapError::Config(ConfigError(format!(
+                    "PARDON_MARK_PERCENT: {v:?} is not a percentage"
+                )))
+            })?;
         }
         if let Ok(v) = std::env::var("PARDON_MARK_WORKERS") {
             config.mark_workers = v.parse::<usize>().map_err(|_| {

@@ -9,11 +9,12 @@
 //!    tables, every thread's frames, stack and registers, the finalizer
 //!    table's roots — into the gray stack, and restart the world. The
 //!    pacer asks for no collection until the cycle ends.
-//! 3. **Concurrent mark.** The coordinator and the heap's helper threads
-//!    drain the gray objects in parallel rounds, every mark bit set
-//!    atomically, while mutators run. Between rounds the coordinator takes
-//!    the objects the barrier shaded; it stops once a round ends with
-//!    nothing shaded meanwhile.
+//! 3. **Concurrent mark.** The coordinator (with helpers, as the
+//!    background share allows: see `assist`) drains the gray objects, every
+//!    mark bit set atomically, while mutators run; mutators that allocate
+//!    meanwhile assist. Between rounds the coordinator takes the objects
+//!    the barrier shaded and the assists left; it stops once a round ends
+//!    with nothing queued meanwhile and no assist under way.
 //! 4. **Second stop** (*termination*): flush the caches again, take what
 //!    the barrier shaded since, mark every object allocated while marking
 //!    (black, unscanned), take every root again (threads' registers and
@@ -32,15 +33,13 @@
 //!
 //! Paced cycles begin at 70 % of the way from the live heap to the goal and
 //! run on the heap's background collector thread (`background`), so the
-//! mutator that reached the trigger goes on allocating; a mutator that
-//! reaches the goal while the cycle is under way waits (in a safe region)
-//! for it to end. A brake, not Go's assists: the mutator waits rather than
-//! marks. `collect()` runs a cycle on its caller, as before.
+//! mutator that reached the trigger goes on allocating, assisting in
+//! proportion (`assist`); a mutator that reaches the goal while the cycle
+//! is under way waits (in a safe region) for it to end: the brake.
+//! `collect()` runs a cycle on its caller.
 //!
-//! What is not done yet: proportional mutator assists (marking work in
-//! place of the wait), a bounded share of the cores for background marking
-//! (the background thread and the helpers run flat out), and composition
-//! with generational mode (refused by `Config::validate`).
+//! Not done yet: composition with generational mode (refused by
+//! `Config::validate`).
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
@@ -101,6 +100,11 @@ impl Collector {
         self.raw.shaded_bytes.store(0, Relaxed);
         self.raw.phase.store(MARK, SeqCst);
         self.pacer.suspend(self.raw.allocated.load(Relaxed));
+        let expected = match self.raw.live_after_last.load(Relaxed) {
+            0 => heap_before,
+            live => live,
+        };
+        self.begin_assists(expected);
         let mut m = self.raw.marker_concurrent();
         self.mark_roots(&world, entry_sp, &mut cycle, &mut m);
         lock(&self.raw.finalizers).offer_roots(&mut m);
@@ -114,10 +118,13 @@ impl Collector {
         // The concurrent mark.
         let mark_at = Instant::now();
         let mut new_bytes = 0;
-        for _ in 0..MAX_CONCURRENT_ROUNDS {
-            m.complete();
+        // Ends: every entry taken is an object marked this cycle and not
+        // yet scanned, and each round scans what it takes, so the rounds
+        // scan each object of the heap at most once between them.
+        loop {
+            self.mark_in_background(&mut m);
             new_bytes += self.raw.mark_new_objects_early(&self.registry);
-            if m.take_shaded(self, false) == 0 {
+            if self.take_queued_or_close(&mut m) == 0 {
                 break;
             }
         }
@@ -135,7 +142,8 @@ impl Collector {
         let end_at = Instant::now();
         let ttsp_end = world.stats().ttsp;
         self.flush_caches();
-        m.take_shaded(self, true);
+        m.take_shaded(&self.raw);
+        let assists = self.end_assists(&mut m);
         new_bytes += self.raw.mark_new_objects();
         let t_new = end_at.elapsed();
         let mut roots = lock(&self.roots);
@@ -154,7 +162,7 @@ impl Collector {
         let finalizers_queued = finalizers.queue_unreachable(&mut m);
         let mut st = m.finish();
         let t_finish = end_at.elapsed();
-        st.bytes += new_bytes + self.raw.shaded_bytes.load(Relaxed);
+        st.bytes += new_bytes + self.raw.shaded_bytes.load(Relaxed) + assists.bytes;
         let verified = if self.verify && !overflowed {
             self.verify_concurrent(&root_words, &finalizers)
         } else {
@@ -184,6 +192,9 @@ impl Collector {
         cycle.live = live;
         cycle.weak_cleared = weak_cleared;
         cycle.finalizers_queued = finalizers_queued;
+        cycle.assist_bytes = assists.bytes;
+        cycle.assist_units = assists.units;
+        cycle.brake_waits = assists.brake_waits;
         cycle.total = t0.elapsed();
         cycle.heap_after = self.raw.stats().span_bytes;
         cycle.number = self.cycles.load(Relaxed);
@@ -280,30 +291,13 @@ impl Collector {
 }
 
 impl Marker<'_> {
-    /// Moves the objects the deletion barrier shaded onto the gray stack;
-    /// returns how many. `col` is the marking heap's collector; with
-    /// `world_stopped` false the queue is taken outside stops (mutators
-    /// take it only inside no-preempt regions, and this thread may be
-    /// stopped by another user of the registry).
-    pub(crate) fn take_shaded(&mut self, col: &Collector, world_stopped: bool) -> usize {
-        let mut take = || {
-            let mut shaded = lock(&col.raw.shaded);
-            let n = shaded.len();
-            for &b in shaded.iter() {
-                self.push_gray(b);
-            }
-            shaded.clear();
-            n
-        };
-        if world_stopped {
-            take()
-        } else {
-            col.registry.outside_stops(take)
+    /// The second stop, world stopped: moves the objects the barrier
+    /// shaded and the assists left onto the gray stack.
+    pub(crate) fn take_shaded(&mut self, raw: &crate::heap::RawHeap) {
+        let mut shaded = lock(&raw.shaded);
+        for &b in shaded.iter() {
+            self.push_gray(b);
         }
+        shaded.clear();
     }
 }
-
-/// At most this many concurrent rounds in a cycle: a mutator that shades
-/// faster than the markers drain would otherwise keep the cycle going; the
-/// second stop takes the rest.
-const MAX_CONCURRENT_ROUNDS: usize = 64;

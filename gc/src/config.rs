@@ -62,6 +62,13 @@ pub struct Config {
     /// barrier ([`Mutator::write_barrier`](crate::Mutator::write_barrier)
     /// alone is not enough). Not with `generational` (yet). Off by default.
     pub concurrent: bool,
+    /// Concurrent marking: the share of the machine's cores, in percent,
+    /// that marking may take while the mutators run (Go's 25 %; also
+    /// `PARDON_MARK_PERCENT`). Below one core's worth the coordinator
+    /// marks duty-cycled; a mutator that allocates while a cycle marks
+    /// assists in proportion (see `assist`). 100: every marking thread
+    /// flat out. Stops mark with every `mark_workers` thread regardless.
+    pub background_mark_percent: u32,
 }
 
 impl Default for Config {
@@ -82,6 +89,7 @@ impl Default for Config {
             generational: false,
             finalizer_thread: true,
             concurrent: false,
+            background_mark_percent: 25,
         }
     }
 }
@@ -148,6 +156,12 @@ impl Config {
                  collection cannot be combined yet; choose one"
                     .into(),
             );
+        }
+        if self.background_mark_percent == 0 || self.background_mark_percent > 100 {
+            return e(format!(
+                "background_mark_percent: {} is not between 1 and 100",
+                self.background_mark_percent
+            ));
         }
         if self.mark_workers == 0 || self.mark_workers > 256 {
             return e(format!(

@@ -117,6 +117,9 @@ pub struct RawHeap {
     /// `Collector::abandon_marking`). Set by that cycle's coordinator, read
     /// and cleared by the next one, world stopped.
     pub(crate) marks_stale: AtomicBool,
+    /// Concurrent marking: the background share and mutator assists (see
+    /// `assist`; its fields say who writes them).
+    pub(crate) assist: crate::assist::Assist,
 }
 
 // SAFETY: the large lists' span pointers follow the same rules as Central's.
@@ -191,6 +194,7 @@ impl RawHeap {
             mark_epoch: AtomicU64::new(0),
             shaded_bytes: AtomicUsize::new(0),
             marks_stale: AtomicBool::new(false),
+            assist: crate::assist::Assist::new(config.background_mark_percent),
             finalizers: Mutex::new(Default::default()),
             snapshot: if config.verify {
                 Some(

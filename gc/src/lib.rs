@@ -206,6 +206,7 @@
 
 mod alloc_error;
 mod arena;
+mod assist;
 mod background;
 mod barrier;
 mod cache;

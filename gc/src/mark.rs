@@ -123,6 +123,40 @@ impl GrayStack {
         self.len -= k;
     }
 
+    /// Moves up to `k` entries from the bottom of `self` to the end of
+    /// `to` (the oldest entries: the largest unexplored subgraphs, as in
+    /// `give_bottom`); returns how many.
+    pub(crate) fn give_bottom_to_vec(&mut self, to: &mut Vec<usize>, k: usize) -> usize {
+        let k = k.min(self.len);
+        let src = self.slots();
+        // SAFETY: the first `k <= len` entries are initialised; the shift
+        // moves the `len - k` after them down within the mapping.
+        unsafe {
+            to.extend_from_slice(std::slice::from_raw_parts(src, k));
+            std::ptr::copy(src.add(k), src, self.len - k);
+        }
+        self.len -= k;
+        k
+    }
+
+    /// Moves up to `k` entries from the end of `from` onto this stack (as
+    /// room allows); returns how many.
+    pub(crate) fn take_from_vec(&mut self, from: &mut Vec<usize>, k: usize) -> usize {
+        let k = k.min(from.len()).min(self.cap - self.len);
+        for v in from.drain(from.len() - k..) {
+            self.push(v);
+        }
+        k
+    }
+
+    /// Moves every entry to the end of `to`, and clears the overflow
+    /// record into the return value.
+    pub(crate) fn empty_into(&mut self, to: &mut Vec<usize>) -> bool {
+        let n = self.len;
+        self.give_bottom_to_vec(to, n);
+        std::mem::take(&mut self.overflowed)
+    }
+
     /// Moves the top `k` entries of `self` onto `to`.
     fn give_top(&mut self, to: &mut GrayStack, k: usize) {
         debug_assert!(k <= self.len && to.len + k <= to.cap);
@@ -133,6 +167,22 @@ impl GrayStack {
         unsafe { std::ptr::copy_nonoverlapping(src.add(self.len - k), dst.add(to.len), k) };
         to.len += k;
         self.len -= k;
+    }
+}
+
+impl GrayStack {
+    /// A mutator assist's marking (see `assist`): scans from this stack,
+    /// with the concurrent mark's atomic mark bits, until it is empty or
+    /// about `budget` bytes are marked; returns the bytes marked.
+    pub(crate) fn drain_assist(&mut self, heap: &RawHeap, budget: usize) -> usize {
+        let mut t = Tracer {
+            heap,
+            gray: self,
+            objects: 0,
+            bytes: 0,
+        };
+        t.drain::<true>(None, |t| t.bytes >= budget);
+        t.bytes
     }
 }
 
@@ -184,8 +234,15 @@ const SHARE_MAX: usize = 512;
 /// works, closes it and waits until no helper is `inside`; only then does it
 /// read the totals. Between rounds no helper touches anything but `ctl`.
 pub(crate) struct MarkTeam {
-    /// Workers in a round, the coordinator included. Set at creation.
+    /// Workers in a round at most, the coordinator included. Set at
+    /// creation.
     workers: usize,
+    /// Workers in the current round, the coordinator included: `workers`
+    /// while the world is stopped, fewer while mutators run
+    /// (`Config::background_mark_percent`). Helpers numbered from this up
+    /// sit the round out. Stored by the coordinator before it opens the
+    /// round; read by the workers in it.
+    round_workers: AtomicUsize,
     /// Round control; see [`Ctl`]. Helpers sleep on `wake` under it.
     ctl: Mutex<Ctl>,
     /// Wakes helpers for a round (or for shutdown).
@@ -221,6 +278,24 @@ pub(crate) struct MarkTeam {
     active_workers: AtomicUsize,
     /// Hand-overs to the pool in the round (a statistic); as `objects`.
     shares: AtomicUsize,
+}
+
+impl MarkTeam {
+    /// Moves up to `k` entries from the pool onto `to` (a mutator assist's
+    /// stack; see `assist`); returns how many. Outside rounds the pool is
+    /// empty.
+    pub(crate) fn give_to(&self, to: &mut GrayStack, k: usize) -> usize {
+        if self.pool_len.load(Relaxed) == 0 {
+            return 0;
+        }
+        let mut pool = lock(&self.pool);
+        let k = k.min(pool.len).min(to.cap - to.len);
+        if k > 0 {
+            pool.give_top(to, k);
+            self.pool_len.store(pool.len, Relaxed);
+        }
+        k
+    }
 }
 
 /// Round control, under `MarkTeam::ctl`.
@@ -261,6 +336,7 @@ impl MarkHelpers {
         }
         let team = Arc::new(MarkTeam {
             workers,
+            round_workers: AtomicUsize::new(workers),
             ctl: Mutex::new(Ctl {
                 round: 0,
                 heap: 0,
@@ -290,7 +366,7 @@ impl MarkHelpers {
             let team = team.clone();
             let h = std::thread::Builder::new()
                 .name(format!("pardon-mark-{i}"))
-                .spawn(move || helper_main(&team, local))?;
+                .spawn(move || helper_main(&team, local, i))?;
             helpers.threads.push(h);
         }
         Ok(helpers)
@@ -328,7 +404,8 @@ impl Drop for MarkHelpers {
     }
 }
 
-fn helper_main(team: &MarkTeam, mut local: GrayStack) {
+/// Helper `index` (1 up; the coordinator is 0).
+fn helper_main(team: &MarkTeam, mut local: GrayStack, index: usize) {
     let mut seen = 0u64;
     loop {
         let heap_addr = {
@@ -338,7 +415,11 @@ fn helper_main(team: &MarkTeam, mut local: GrayStack) {
                     return;
                 }
                 if c.open && c.round != seen {
-                    break;
+                    if index < team.round_workers.load(Relaxed) {
+                        break;
+                    }
+                    // Not in this round.
+                    seen = c.round;
                 }
                 c = team.wake.wait(c).unwrap_or_else(|e| e.into_inner());
             }
@@ -438,11 +519,20 @@ impl Tracer<'_> {
     /// scan, and are prefetched on entering it, so the cache miss on each
     /// object's memory overlaps the scanning of the ones before it (the
     /// prefetch-on-grey scheme of Cher, Hosking and Vijaykumar, ASPLOS 2004).
+    ///
+    /// `stop` is asked every 64 objects (give `|_| false` to drain to the
+    /// end); when it says so, the objects in the FIFO go back on the stack
+    /// and the drain returns false. True: the stack is empty.
     #[inline(always)]
-    fn drain<const PAR: bool>(&mut self, team: Option<&MarkTeam>) {
+    fn drain<const PAR: bool>(
+        &mut self,
+        team: Option<&MarkTeam>,
+        mut stop: impl FnMut(&Tracer<'_>) -> bool,
+    ) -> bool {
         const AHEAD: usize = 8;
         let mut ring = [0usize; AHEAD];
         let (mut head, mut len) = (0usize, 0usize);
+        let mut n = 0u32;
         loop {
             while len < AHEAD {
                 let Some(base) = self.gray.pop() else { break };
@@ -451,12 +541,21 @@ impl Tracer<'_> {
                 len += 1;
             }
             if len == 0 {
-                return;
+                return true;
+            }
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(64) && stop(self) {
+                for i in 0..len {
+                    // Room: each came off this stack since its last push.
+                    self.gray.push(ring[(head + i) % AHEAD]);
+                }
+                return false;
             }
             if PAR {
                 if let Some(team) = team {
                     if self.gray.len >= 2
-                        && team.idle.load(Relaxed) > 0
+                        && (team.idle.load(Relaxed) > 0
+                            || self.heap.assist.hungry.load(Relaxed) > 0)
                         && team.pool_len.load(Relaxed) == 0
                     {
                         self.share(team);
@@ -488,9 +587,10 @@ impl Tracer<'_> {
     /// until every worker is idle and the pool is empty. `idle` says whether
     /// the worker is already counted idle.
     fn work(&mut self, team: &MarkTeam, mut idle: bool) {
+        let workers = team.round_workers.load(Relaxed);
         'outer: loop {
             if !idle {
-                self.drain::<true>(Some(team));
+                self.drain::<true>(Some(team), |_| false);
                 team.idle.fetch_add(1, SeqCst);
             }
             let mut spins = 0u32;
@@ -498,7 +598,7 @@ impl Tracer<'_> {
                 if team.done.load(Acquire) {
                     break 'outer;
                 }
-                if team.pool_len.load(Relaxed) > 0 || team.idle.load(SeqCst) == team.workers {
+                if team.pool_len.load(Relaxed) > 0 || team.idle.load(SeqCst) == workers {
                     let mut pool = lock(&team.pool);
                     if pool.len > 0 {
                         let idle_now = team.idle.fetch_sub(1, SeqCst);
@@ -508,7 +608,7 @@ impl Tracer<'_> {
                         idle = false;
                         continue 'outer;
                     }
-                    if team.idle.load(SeqCst) == team.workers {
+                    if team.idle.load(SeqCst) == workers {
                         team.done.store(true, Release);
                         break 'outer;
                     }
@@ -708,20 +808,57 @@ impl Marker<'_> {
         let concurrent = self.concurrent;
         let mut t = self.tracer();
         if concurrent {
-            t.drain::<true>(None);
+            t.drain::<true>(None, |_| false);
         } else {
-            t.drain::<false>(None);
+            t.drain::<false>(None, |_| false);
         }
         let (o, b) = (t.objects, t.bytes);
         self.absorb(o, b);
     }
 
-    /// Drains with the helper threads.
-    fn drain_parallel(&mut self, team: &MarkTeam) {
+    /// Concurrent marking, on this thread alone: drains until the gray
+    /// stack is empty (true) or `stop` says so (asked every 64 objects
+    /// with the bytes marked so far in this call; false). Leaves overflow
+    /// to `complete`.
+    pub(crate) fn drain_until(&mut self, mut stop: impl FnMut(usize) -> bool) -> bool {
+        debug_assert!(self.concurrent);
+        let mut t = self.tracer();
+        let emptied = t.drain::<true>(None, |t| stop(t.bytes));
+        let (o, b) = (t.objects, t.bytes);
+        self.absorb(o, b);
+        emptied
+    }
+
+    /// Bytes marked so far by this marker and its helpers.
+    pub(crate) fn marked_bytes(&self) -> usize {
+        self.stats.bytes
+    }
+
+    /// Gray entries on the coordinator's stack.
+    pub(crate) fn gray_len(&self) -> usize {
+        self.gray.len
+    }
+
+    /// Moves up to `k` gray entries, the oldest, to `to` (a share for
+    /// mutator assists).
+    pub(crate) fn give_gray(&mut self, to: &mut Vec<usize>, k: usize) -> usize {
+        self.gray.give_bottom_to_vec(to, k)
+    }
+
+    /// Records that gray objects were lost to an overflow elsewhere (an
+    /// assist's stack): `complete` rescans the heap.
+    pub(crate) fn note_overflow(&mut self) {
+        self.gray.overflowed = true;
+    }
+
+    /// Drains with the helper threads, `workers` of the team in all (the
+    /// coordinator included; at least 2).
+    fn drain_parallel(&mut self, team: &MarkTeam, workers: usize) {
         team.pool_len.store(0, Relaxed);
         lock(&team.pool).len = 0;
         // Helpers join counted idle; the coordinator starts busy.
-        team.idle.store(team.workers - 1, SeqCst);
+        team.round_workers.store(workers, Relaxed);
+        team.idle.store(workers - 1, SeqCst);
         team.done.store(false, Relaxed);
         team.overflow.store(false, Relaxed);
         team.objects.store(0, Relaxed);
@@ -795,13 +932,22 @@ impl Marker<'_> {
     /// Drains everything offered so far (in parallel when the heap has
     /// helpers) and recovers from overflow; the mark can go on afterwards.
     pub(crate) fn complete(&mut self) {
+        self.complete_with(usize::MAX);
+    }
+
+    /// As `complete`, with at most `workers` marking threads (the
+    /// coordinator included).
+    pub(crate) fn complete_with(&mut self, workers: usize) {
         let heap = self.heap;
-        let workers = self.stats.workers.max(1);
+        let before = self.stats.workers.max(1);
         self.stats.workers = 1;
         match heap.helpers.team() {
-            Some(team) if self.gray.len > 0 => self.drain_parallel(team),
+            Some(team) if self.gray.len > 0 && workers >= 2 => {
+                self.drain_parallel(team, workers.min(team.workers))
+            }
             _ => self.drain(),
         }
+        let workers = before;
         self.stats.workers = self.stats.workers.max(workers);
         while self.gray.overflowed {
             self.gray.overflowed = false;
@@ -817,10 +963,10 @@ impl Marker<'_> {
                         let base = span.base() + idx * span.elemsize();
                         if concurrent {
                             t.scan_object::<true>(base, span);
-                            t.drain::<true>(None);
+                            t.drain::<true>(None, |_| false);
                         } else {
                             t.scan_object::<false>(base, span);
-                            t.drain::<false>(None);
+                            t.drain::<false>(None, |_| false);
                         }
                     }
                 }

@@ -1,6 +1,6 @@
 //! The pacer: when the next collection is due, and whether a paced
-//! collection of a generational heap is minor or full (Go's `mgcpacer.go`,
-//! without the concurrent-mark parts).
+//! collection of a generational heap is minor or full (Go's `mgcpacer.go`;
+//! the assist ratio of concurrent marking is in `assist`).
 //!
 //! Full collections follow Go's goal: the next is due when the bytes handed
 //! to allocation since reach live × (1 + p/100), p being `gc_percent`. On a
@@ -33,9 +33,12 @@ pub(crate) struct Pacer {
     /// Concurrent marking: paced cycles begin at 70 % of the way from the
     /// live heap to the goal, so that they end near it.
     concurrent: bool,
-    /// The goal of the current budget (live + budget): where a concurrent
-    /// cycle's brake sits (see `suspend`).
+    /// The goal of the current budget (live + budget).
     goal: AtomicUsize,
+    /// Concurrent marking: where a mutator waits for the running cycle to
+    /// end (the goal, or further if the cycle began past it; see
+    /// `suspend`).
+    brake: AtomicUsize,
 }
 
 impl Pacer {
@@ -52,6 +55,7 @@ impl Pacer {
             live_full: AtomicUsize::new(0),
             concurrent,
             goal: AtomicUsize::new(min_heap),
+            brake: AtomicUsize::new(min_heap),
         }
     }
 
@@ -70,20 +74,39 @@ impl Pacer {
     }
 
     /// A concurrent cycle has begun with `allocated` bytes allocated: the
-    /// next paced collection is due at the goal (or `min_heap` beyond
-    /// `allocated`, if that is further: a cycle asked for past the goal),
-    /// before the cycle has ended. A mutator that gets there waits for the
-    /// running cycle to end (see `Collector::collect_concurrent`): the
-    /// brake that bounds the heap's growth while marking, in place of Go's
-    /// proportional assists. `after_cycle` sets the next trigger.
+    /// brake is at the goal (or `min_heap` beyond `allocated`, if that is
+    /// further: a cycle asked for past the goal), and the next paced check
+    /// is the first assist check (see `assist`). A mutator that reaches
+    /// the brake waits for the running cycle to end: the bound on the
+    /// heap's growth while marking, should assists not keep up.
+    /// `after_cycle` sets the next trigger.
     pub(crate) fn suspend(&self, allocated: usize) {
         if self.gc_percent.is_some() {
             let brake = self
                 .goal
                 .load(Relaxed)
                 .max(allocated.saturating_add(self.min_heap));
-            self.next_gc.store(brake, Relaxed);
+            self.brake.store(brake, Relaxed);
+            self.rearm_assist(allocated);
         }
+    }
+
+    /// While a concurrent cycle marks: the next paced check comes after
+    /// another assist step of allocation, or at the brake. The caller
+    /// excludes stops and has seen the cycle marking (so `after_cycle`,
+    /// which runs at a stop, comes after this, never before).
+    pub(crate) fn rearm_assist(&self, allocated: usize) {
+        if self.gc_percent.is_some() {
+            let next = allocated
+                .saturating_add(crate::assist::ASSIST_STEP)
+                .min(self.brake.load(Relaxed));
+            self.next_gc.store(next, Relaxed);
+        }
+    }
+
+    /// The goal of the current budget.
+    pub(crate) fn goal(&self) -> usize {
+        self.goal.load(Relaxed)
     }
 
     /// A background cycle was asked for: the next paced collection (which
@@ -94,10 +117,10 @@ impl Pacer {
         }
     }
 
-    /// Whether `allocated` bytes have reached the goal (the brake of a
-    /// concurrent cycle under way).
+    /// Whether `allocated` bytes have reached the brake of a concurrent
+    /// cycle under way (or asked for).
     pub(crate) fn at_brake(&self, allocated: usize) -> bool {
-        self.gc_percent.is_some() && allocated >= self.goal.load(Relaxed)
+        self.gc_percent.is_some() && allocated >= self.brake.load(Relaxed)
     }
 
     /// The kind a collection asked for as `want` runs as: a `Minor` one is
@@ -123,6 +146,7 @@ impl Pacer {
         if self.gc_percent.is_some() {
             let goal = (live + budget).max(self.min_heap);
             self.goal.store(goal, Relaxed);
+            self.brake.store(goal, Relaxed);
             let trigger = if self.concurrent {
                 (live + budget * 7 / 10).max(self.min_heap)
             } else {

@@ -72,6 +72,14 @@ pub struct CycleStats {
     /// Finalizable objects found dead and queued (see
     /// [`Mutator::set_finalizer`](crate::Mutator::set_finalizer)).
     pub finalizers_queued: usize,
+    /// Concurrent cycles: bytes mutator assists marked.
+    pub assist_bytes: usize,
+    /// Concurrent cycles: assist units run (each a short no-preempt
+    /// region of marking).
+    pub assist_units: usize,
+    /// Concurrent cycles: allocations that waited at the brake (the goal,
+    /// reached before the cycle ended).
+    pub brake_waits: usize,
 }
 
 fn mb(b: usize) -> f64 {
@@ -85,10 +93,13 @@ impl CycleStats {
             String::new()
         } else {
             format!(
-                " [concurrent: stops {:.1} + {:.1} µs, marking {:.1} µs between]",
+                " [concurrent: stops {:.1} + {:.1} µs, marking {:.1} µs between; assists {:.1} MB in {} units, {} brake waits]",
                 self.pause_start.as_secs_f64() * 1e6,
                 self.pause_end.as_secs_f64() * 1e6,
-                self.concurrent_mark.as_secs_f64() * 1e6
+                self.concurrent_mark.as_secs_f64() * 1e6,
+                mb(self.assist_bytes),
+                self.assist_units,
+                self.brake_waits,
             )
         };
         format!(

@@ -140,6 +140,22 @@ impl Registry {
         lock(&self.inner.threads).len()
     }
 
+    /// Attached threads running now: neither in a safe region nor stopped.
+    /// A hint for a caller choosing whether to take a CPU (pardon's
+    /// concurrent marker marks flat out when fewer threads run than there
+    /// are cores); stale as soon as it returns. Takes the thread-list lock
+    /// outside stops.
+    pub fn running_threads(&self) -> usize {
+        self.outside_stops(|| {
+            lock(&self.inner.threads)
+                .iter()
+                // SAFETY: records in the list are live while its lock is held.
+                .map(|&p| unsafe { &*p })
+                .filter(|r| r.state.load(Ordering::Relaxed) == state::RUNNING)
+                .count()
+        })
+    }
+
     /// Total preemption signals sent so far.
     pub fn signals_sent(&self) -> u64 {
         self.inner.signals_sent.load(Ordering::Relaxed)
