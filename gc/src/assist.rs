@@ -38,15 +38,25 @@
 //!
 //! # Soundness
 //!
-//! An assist unit runs in a no-preempt region (`outside_stops`): no stop
-//! sees its gray stack, which is empty again (onto the shaded queue) before
-//! the region ends. So every object marked but not yet scanned is, at any
-//! stop, on the coordinator's stack, in the helpers' pool, or on the shaded
-//! queue, which the second stop takes; the invariant the deletion barrier
-//! keeps is unchanged. A unit is bounded (`ASSIST_UNIT` bytes of marking,
-//! some microseconds), so it holds a stop up no longer than an allocation
-//! slow path does. An assist's overflowed stack is recorded, and the
-//! second stop rescans the heap as for any overflow.
+//! A unit takes its gray objects from the shaded queue and counts itself
+//! *active* under the queue's lock, and puts what is left back before it
+//! stops counting; the coordinator closes the marking (after which no
+//! unit starts) only under the same lock, with the queue empty and no unit
+//! active. So when the second stop comes, every object marked but not yet
+//! scanned is on the coordinator's stack or in the shaded queue, which
+//! that stop takes; the invariant the deletion barrier keeps is unchanged.
+//! The queue and stack-pool operations run in no-preempt regions (a stop
+//! never finds their locks held); the marking between them does not, so a
+//! stop other than the second (the next cycle's cannot come earlier) may
+//! park a mutator mid-unit. A long no-preempt region would make every stop
+//! wait for a mutator the kernel had descheduled inside it (three threads
+//! on two CPUs: 1-4 ms stops, seen with the first version). An assist's
+//! overflowed stack is recorded, and the second stop rescans the heap as
+//! for any overflow.
+//!
+//! A `fork` in the middle of a unit leaves the child with a unit that
+//! never ends; a concurrent cycle in flight at a fork does not finish in
+//! the child in any case (its coordinator thread is not there).
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -203,7 +213,7 @@ impl Collector {
                 return;
             }
             let budget = (owed - paid).clamp(ASSIST_MIN, ASSIST_UNIT);
-            match self.registry.outside_stops(|| self.assist_unit(budget)) {
+            match self.assist_unit(budget) {
                 None => return,
                 Some(true) => {
                     fruitless = 0;
@@ -230,14 +240,20 @@ impl Collector {
         }
     }
 
-    /// One assist unit, inside a no-preempt region: takes gray objects,
-    /// marks up to `budget` bytes from them, and queues what is left.
-    /// `Some(false)` if there was nothing to take; `None` once the marking
-    /// is closing or over.
+    /// One assist unit: takes gray objects, marks up to `budget` bytes from
+    /// them, and queues what is left. `Some(false)` if there was nothing to
+    /// take; `None` once the marking is closing or over.
+    ///
+    /// Only the queue and pool operations exclude stops (a stop must never
+    /// find their locks held); the marking between them may be interrupted
+    /// by any stop but the second one of this cycle, which waits for every
+    /// unit that holds gray objects (see `take_queued_or_close`). A stop
+    /// inside a long no-preempt region would wait for a mutator the kernel
+    /// has descheduled: with three threads on two CPUs, 1-4 ms.
     fn assist_unit(&self, budget: usize) -> Option<bool> {
         let raw = &self.raw;
         let a = &raw.assist;
-        {
+        let (mut stack, took) = self.registry.outside_stops(|| {
             if raw.phase.load(Relaxed) != MARK || a.closing.load(Relaxed) {
                 return None;
             }
@@ -245,44 +261,58 @@ impl Collector {
                 Some(s) => s,
                 None => GrayStack::new(ASSIST_STACK).ok()?,
             };
-            let mut took = {
-                let mut queue = lock(&raw.shaded);
-                if a.closing.load(Relaxed) {
-                    drop(queue);
-                    lock(&a.stacks).push(stack);
-                    return None;
-                }
-                // Counted under the queue's lock, so the coordinator never
-                // sees the work neither queued nor announced.
+            let mut queue = lock(&raw.shaded);
+            if a.closing.load(Relaxed) {
+                drop(queue);
+                lock(&a.stacks).push(stack);
+                return None;
+            }
+            // Counted under the queue's lock, so the coordinator never sees
+            // the work neither queued nor announced; a unit that finds
+            // nothing is not counted (assists that keep looking must not
+            // hold the end of the marking off).
+            let mut took = stack.take_from_vec(&mut queue, ASSIST_TAKE);
+            if took > 0 {
                 a.active.fetch_add(1, SeqCst);
-                stack.take_from_vec(&mut queue, ASSIST_TAKE)
-            };
+            }
+            drop(queue);
             if took == 0 {
                 if let Some(team) = raw.helpers.team() {
+                    // Only rounds fill the pool, and none runs once the
+                    // coordinator can close: counted first all the same.
+                    a.active.fetch_add(1, SeqCst);
                     took = team.give_to(&mut stack, ASSIST_TAKE);
+                    if took == 0 {
+                        a.active.fetch_sub(1, SeqCst);
+                    }
                 }
             }
+            Some((stack, took))
+        })?;
+        if took > 0 {
+            let bytes = stack.drain_assist(raw, budget);
+            a.assisted.fetch_add(bytes, Relaxed);
+            a.units.fetch_add(1, Relaxed);
+        }
+        self.registry.outside_stops(|| {
             if took > 0 {
-                let bytes = stack.drain_assist(raw, budget);
                 if stack.empty_into(&mut lock(&raw.shaded)) {
                     a.overflowed.store(true, Relaxed);
                 }
-                a.assisted.fetch_add(bytes, Relaxed);
-                a.units.fetch_add(1, Relaxed);
+                a.active.fetch_sub(1, SeqCst);
             }
-            a.active.fetch_sub(1, SeqCst);
             lock(&a.stacks).push(stack);
-            Some(took > 0)
-        }
+        });
+        Some(took > 0)
     }
 
     /// The coordinator, between rounds of the concurrent mark, its gray
     /// stack empty: moves what the barrier shaded and the assists left onto
-    /// `m` and returns how many; or, if nothing is queued and no assist is
-    /// under way (waiting for those that are: units are short), closes the
-    /// marking to assists and returns 0. Then nothing gray exists outside
-    /// the shaded queue, and only the barrier adds to it until the second
-    /// stop takes it.
+    /// `m` and returns how many; or, if nothing is queued and no unit holds
+    /// gray objects (waiting for those that do: units are short), closes
+    /// the marking to assists and returns 0. Then nothing gray exists
+    /// outside the shaded queue, and only the barrier adds to it until the
+    /// second stop takes it.
     pub(crate) fn take_queued_or_close(&self, m: &mut Marker<'_>) -> usize {
         let a = &self.raw.assist;
         loop {

@@ -128,6 +128,9 @@ impl Collector {
                 break;
             }
         }
+        // What the mutators allocated in full spans meanwhile, so that the
+        // second stop has only the spans in their caches.
+        new_bytes += self.raw.mark_new_objects_early(&self.registry);
         cycle.concurrent_mark = mark_at.elapsed();
 
         // The second stop.
