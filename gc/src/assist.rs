@@ -109,6 +109,9 @@ pub(crate) struct Assist {
     /// Assists waiting for gray objects: raised and lowered by each around
     /// its wait; read by background markers, which then hand work over.
     pub(crate) hungry: AtomicUsize,
+    /// Hand-overs of gray objects to hungry assists so far (raised by the
+    /// coordinator after each), which a waiting assist watches.
+    donations: AtomicUsize,
     /// Assists inside a unit (they may hold gray objects): the coordinator
     /// waits for none before it decides the marking is done.
     active: AtomicUsize,
@@ -148,6 +151,7 @@ impl Assist {
             background: AtomicUsize::new(0),
             assisted: AtomicUsize::new(0),
             hungry: AtomicUsize::new(0),
+            donations: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -228,10 +232,14 @@ impl Collector {
             // Ask the background marker for work, and wait a moment for
             // it (a donation takes it some dozens of objects), or for its
             // credit to cover the debt.
+            // (No lock here: outside a no-preempt region, a stop could
+            // park this thread holding it. A version that peeked at the
+            // queue with `try_lock` deadlocked the second stop.)
             a.hungry.fetch_add(1, SeqCst);
             let t0 = Instant::now();
+            let donations = a.donations.load(Relaxed);
             while t0.elapsed() < HUNGRY_WAIT
-                && !self.raw.shaded_hint()
+                && a.donations.load(Relaxed) == donations
                 && a.background.load(Relaxed) + a.assisted.load(Relaxed) < owed
             {
                 std::hint::spin_loop();
@@ -368,6 +376,7 @@ impl Collector {
                 let k = (m.gray_len() / 2).clamp(1, DONATE_MAX);
                 self.registry
                     .outside_stops(|| m.give_gray(&mut lock(&self.raw.shaded), k));
+                a.donations.fetch_add(1, Relaxed);
                 gave = true;
             };
             a.background.store(m.marked_bytes(), Relaxed);

@@ -181,12 +181,6 @@ impl RawHeap {
         }
     }
 
-    /// Whether the shaded queue looks non-empty (without waiting for its
-    /// lock; a hint).
-    pub(crate) fn shaded_hint(&self) -> bool {
-        self.shaded.try_lock().map_or(true, |q| !q.is_empty())
-    }
-
     /// A cache took `span` while marking, and allocates from slot `start`
     /// on: records the span once per cycle, so that the second stop marks
     /// what was allocated in it (allocating black). In the cache's refill,
