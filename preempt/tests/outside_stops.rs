@@ -59,3 +59,35 @@ fn outside_stops_in_a_safe_region_excludes_stops() {
 fn no_preempt_in_a_safe_region_excludes_stops() {
     assert!(!stop_overlaps(|reg, f| reg.no_preempt(f)));
 }
+
+/// `running_threads` counts attached threads that are neither in a safe
+/// region nor stopped.
+#[test]
+fn running_threads_leaves_out_safe_regions() {
+    let reg = Registry::new(Config::default()).unwrap();
+    assert_eq!(reg.running_threads(), 0);
+    let (attached, entered, leave) = (Barrier::new(2), Barrier::new(2), Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _a = reg.attach().unwrap();
+            attached.wait();
+            entered.wait();
+            reg.blocking(|| leave.wait());
+        });
+        attached.wait();
+        assert_eq!(reg.running_threads(), 1, "attached and running");
+        entered.wait();
+        // The thread is in its safe region once `leave` can be reached;
+        // until then it may still be on its way in.
+        let t0 = Instant::now();
+        while reg.running_threads() != 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "never left the count"
+            );
+            std::thread::yield_now();
+        }
+        leave.wait();
+    });
+    assert_eq!(reg.running_threads(), 0, "detached");
+}
