@@ -84,7 +84,7 @@ const DEPTH: u32 = 13;
 /// to a Root and back) while another thread collects back to back.
 #[test]
 fn mutators_rewiring_trees_while_cycles_mark() {
-    let (cycles, _) = rewire(heap(), 64);
+    let (cycles, _) = rewire(heap(), 64, false);
     assert!(cycles > 0);
 }
 
@@ -103,20 +103,23 @@ fn mutators_rewiring_trees_while_assists_mark() {
         ..Config::default()
     })
     .unwrap();
-    let (cycles, assist_units) = rewire(h, 4);
+    let (cycles, assist_units) = rewire(h, 4, true);
     eprintln!("{cycles} cycles, {assist_units} assist units");
     assert!(cycles > 0);
-    // Coverage, not speed: each mutator allocates some 256 KiB of garbage
-    // (1 KiB every 4 of its 2000 or more rounds) while cycles mark back to
-    // back, and every 64 KiB allocated while marking with the debt unpaid
-    // runs an assist.
-    assert!(assist_units > 0, "no assist ran: the test covers nothing");
+    // Coverage, not speed: the mutators go on (up to a minute) until an
+    // assist has run, which on any machine comes within seconds (every 64
+    // KiB allocated while marking with the debt unpaid runs one).
+    assert!(
+        assist_units > 0,
+        "no assist ran in a minute: the test covers nothing"
+    );
 }
 
 /// The rewiring workload on `h`, two mutators, a garbage tree every
-/// `garbage_every` rounds; returns the cycles run and the assist units
-/// they counted.
-fn rewire(h: Heap, garbage_every: u64) -> (usize, usize) {
+/// `garbage_every` rounds, for 3 s and 2000 rounds at least (and, with
+/// `until_assisted`, until an assist unit has run, or a minute); returns
+/// the cycles run and the assist units they counted.
+fn rewire(h: Heap, garbage_every: u64, until_assisted: bool) -> (usize, usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let cycles = Arc::new(AtomicUsize::new(0));
     let assist_units = Arc::new(AtomicUsize::new(0));
@@ -139,7 +142,7 @@ fn rewire(h: Heap, garbage_every: u64) -> (usize, usize) {
     };
     let workers: Vec<_> = (0..2i64)
         .map(|w| {
-            let h = h.clone();
+            let (h, units) = (h.clone(), assist_units.clone());
             std::thread::spawn(move || {
                 let m = h.attach().unwrap();
                 let mut next = 0;
@@ -149,7 +152,14 @@ fn rewire(h: Heap, garbage_every: u64) -> (usize, usize) {
                 let t0 = Instant::now();
                 let mut rounds = 0;
                 let mut inserted = 0;
-                while t0.elapsed() < Duration::from_secs(3) || rounds < 2000 {
+                let more = |rounds: u64| {
+                    t0.elapsed() < Duration::from_secs(3)
+                        || rounds < 2000
+                        || (until_assisted
+                            && units.load(Ordering::Relaxed) == 0
+                            && t0.elapsed() < Duration::from_secs(60))
+                };
+                while more(rounds) {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
