@@ -28,7 +28,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pardon::stackscan::{frame_map, with_frame, FrameMap};
+use pardon::stackscan::{frame_map, with_frame, Frame, FrameMap};
 use pardon::{Config, CycleStats, Heap, Preemption};
 use pardon_bench::trees::{bottom_up, node_type};
 
@@ -120,6 +120,26 @@ fn parse_args() -> Args {
     }
 }
 
+/// Builds `trees` trees of `TREE_DEPTH` into the list held in `fr`'s slot
+/// 0 (slot 1 holds each new tree while its cell is allocated; cleared at
+/// the end).
+fn build_list(m: &pardon::Mutator, fr: &Frame<'_, 2>, ty: pardon::Type, trees: usize) {
+    for _ in 0..trees {
+        fr.set_site(0);
+        fr.set(1, bottom_up(m, ty, TREE_DEPTH));
+        fr.set_site(1);
+        let cell = m.alloc_raw(ty).expect("alloc") as *mut usize;
+        // SAFETY: a fresh 16-byte node: word 0 is the tree, word 1 the
+        // rest of the list (both live in the frame).
+        unsafe {
+            *cell = fr.get(1);
+            *cell.add(1) = fr.get(0);
+        }
+        fr.set(0, cell as usize);
+    }
+    fr.set(1, 0);
+}
+
 struct Row {
     workers: usize,
     live: usize,
@@ -156,19 +176,7 @@ fn run(args: &Args, preemption: Preemption, workers: usize) -> Result<Row, Strin
             s.spawn(move || {
                 let m = heap.attach().expect("attach");
                 with_frame::<2, _>(m.frames(), &LIST, |fr| {
-                    for _ in 0..per_thread {
-                        fr.set_site(0);
-                        fr.set(1, bottom_up(&m, ty, TREE_DEPTH));
-                        fr.set_site(1);
-                        let cell = m.alloc_raw(ty).expect("alloc") as *mut usize;
-                        // SAFETY: a fresh 16-byte node: word 0 is the tree,
-                        // word 1 the rest of the list (both live in the frame).
-                        unsafe {
-                            *cell = fr.get(1);
-                            *cell.add(1) = fr.get(0);
-                        }
-                        fr.set(0, cell as usize);
-                    }
+                    build_list(&m, fr, ty, per_thread);
                     ready.fetch_add(1, Ordering::SeqCst);
                     // A loop without calls or polls: only a signal stops it.
                     let mut x = 1u64;
@@ -424,21 +432,7 @@ fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
                     s.spawn(move || {
                         let m = heap.attach().expect("attach");
                         with_frame::<2, _>(m.frames(), &LIST, |fr| {
-                            for _ in 0..per_thread {
-                                fr.set_site(0);
-                                fr.set(1, bottom_up(&m, ty, TREE_DEPTH));
-                                fr.set_site(1);
-                                let cell = m.alloc_raw(ty).expect("alloc") as *mut usize;
-                                // SAFETY: a fresh 16-byte node: word 0 is the
-                                // tree, word 1 the rest of the list (both live
-                                // in the frame).
-                                unsafe {
-                                    *cell = fr.get(1);
-                                    *cell.add(1) = fr.get(0);
-                                }
-                                fr.set(0, cell as usize);
-                            }
-                            fr.set(1, 0);
+                            build_list(&m, fr, ty, per_thread);
                             ready.fetch_add(1, Ordering::SeqCst);
                             while !go.load(Ordering::SeqCst) {
                                 std::thread::sleep(Duration::from_millis(1));
