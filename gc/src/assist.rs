@@ -33,8 +33,9 @@
 //! more check points and pays more; one that does not allocate pays
 //! nothing. With no gray object to take it says it is hungry (the
 //! background marker then hands over part of its stack) and waits a few
-//! microseconds; after `ASSIST_WAITS` fruitless tries it goes on. The brake stays as the bound: at the goal a mutator waits for the
-//! cycle to end.
+//! microseconds; after `ASSIST_WAITS` fruitless tries it goes on. The
+//! brake stays as the bound: at the goal a mutator waits for the cycle to
+//! end.
 //!
 //! # Soundness
 //!
@@ -70,7 +71,7 @@ use crate::mark::{GrayStack, Marker};
 
 /// Allocation between two assist checks while marking.
 pub(crate) const ASSIST_STEP: usize = 64 << 10;
-/// Most bytes of marking in one assist unit (one no-preempt region).
+/// Most bytes of marking in one assist unit.
 const ASSIST_UNIT: usize = 32 << 10;
 /// Least bytes of marking an assist unit aims for.
 const ASSIST_MIN: usize = 4 << 10;
@@ -161,6 +162,13 @@ impl Assist {
         }
     }
 
+    /// Bytes of marking done this cycle that count against the debt: the
+    /// background's, the assists' and the barrier's shading
+    /// (`shaded_bytes`).
+    fn credit(&self, shaded_bytes: usize) -> usize {
+        self.background.load(Relaxed) + self.assisted.load(Relaxed) + shaded_bytes
+    }
+
     /// Bytes of marking the mutators owe with `allocated` bytes allocated.
     fn owed(&self, allocated: usize) -> usize {
         let since = allocated.saturating_sub(self.alloc_start.load(Relaxed)) as u128;
@@ -210,9 +218,7 @@ impl Collector {
         let mut fruitless = 0;
         while self.raw.phase.load(Relaxed) == MARK {
             let owed = a.owed(self.raw.allocated.load(Relaxed));
-            let paid = a.background.load(Relaxed)
-                + a.assisted.load(Relaxed)
-                + self.raw.shaded_bytes.load(Relaxed);
+            let paid = a.credit(self.raw.shaded_bytes.load(Relaxed));
             if paid >= owed {
                 return;
             }
@@ -240,7 +246,7 @@ impl Collector {
             let donations = a.donations.load(Relaxed);
             while t0.elapsed() < HUNGRY_WAIT
                 && a.donations.load(Relaxed) == donations
-                && a.background.load(Relaxed) + a.assisted.load(Relaxed) < owed
+                && a.credit(self.raw.shaded_bytes.load(Relaxed)) < owed
             {
                 std::hint::spin_loop();
             }
