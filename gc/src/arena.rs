@@ -16,7 +16,7 @@
 //!   the arena, touched only where objects with pointers live.
 //! - the *card table*: one byte per 512-byte card of the arena, set by the
 //!   write barrier when a reference is stored into the card (generational
-//!   mode reads and clears it; see `mark.rs`). 1/512 of the arena.
+//!   mode reads and clears it; see `mark/marker.rs`). 1/512 of the arena.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 

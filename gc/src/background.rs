@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicI32, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::barrier::MARK;
 use crate::collector::Collector;
 use crate::heap::lock;
+use crate::mark::barrier::MARK;
 
 /// Requests and completions, shared with the thread.
 #[derive(Default)]

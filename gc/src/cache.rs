@@ -220,7 +220,7 @@ impl ThreadCache {
         );
         self.spans[spc] = s;
         let i = span.next_free().expect("a cached span has a free slot");
-        if heap.phase.load(Relaxed) != crate::barrier::OFF {
+        if heap.phase.load(Relaxed) != crate::mark::barrier::OFF {
             heap.note_new_span(span, i);
         }
         Ok((span, i))

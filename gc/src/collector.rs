@@ -218,7 +218,7 @@ impl Heap {
             }),
         };
         if heap.collector.raw.config.concurrent {
-            crate::barrier::register(&heap.collector);
+            crate::mark::barrier::register(&heap.collector);
         }
         Ok(heap)
     }

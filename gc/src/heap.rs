@@ -119,7 +119,7 @@ pub struct RawHeap {
     pub(crate) marks_stale: AtomicBool,
     /// Concurrent marking: the background share and mutator assists (see
     /// `assist`; its fields say who writes them).
-    pub(crate) assist: crate::assist::Assist,
+    pub(crate) assist: crate::mark::assist::Assist,
 }
 
 // SAFETY: the large lists' span pointers follow the same rules as Central's.
@@ -188,13 +188,13 @@ impl RawHeap {
             live_after_last: AtomicUsize::new(0),
             gray: Mutex::new(gray),
             weaks: crate::roots::WordTable::new(),
-            phase: AtomicU32::new(crate::barrier::OFF),
+            phase: AtomicU32::new(crate::mark::barrier::OFF),
             shaded: Mutex::new(Vec::new()),
             new_spans: Mutex::new(Vec::new()),
             mark_epoch: AtomicU64::new(0),
             shaded_bytes: AtomicUsize::new(0),
             marks_stale: AtomicBool::new(false),
-            assist: crate::assist::Assist::new(config.background_mark_percent),
+            assist: crate::mark::assist::Assist::new(config.background_mark_percent),
             finalizers: Mutex::new(Default::default()),
             snapshot: if config.verify {
                 Some(

@@ -49,7 +49,7 @@ impl RawHeap {
             }
         }
         self.allocated.fetch_add(npages * PAGE_SIZE, Relaxed);
-        if self.phase.load(Relaxed) != crate::barrier::OFF {
+        if self.phase.load(Relaxed) != crate::mark::barrier::OFF {
             // Allocated black while a cycle marks (see `barrier`).
             span.try_mark(0);
             self.shaded_bytes.fetch_add(npages * PAGE_SIZE, Relaxed);

@@ -206,15 +206,12 @@
 
 mod alloc_error;
 mod arena;
-mod assist;
 mod background;
-mod barrier;
 mod cache;
 mod cards;
 mod central;
 mod collect;
 mod collector;
-mod concurrent;
 mod config;
 mod cycle;
 mod finalizer;

@@ -98,7 +98,7 @@ impl Pacer {
     pub(crate) fn rearm_assist(&self, allocated: usize) {
         if self.gc_percent.is_some() {
             let next = allocated
-                .saturating_add(crate::assist::ASSIST_STEP)
+                .saturating_add(crate::mark::assist::ASSIST_STEP)
                 .min(self.brake.load(Relaxed));
             self.next_gc.store(next, Relaxed);
         }

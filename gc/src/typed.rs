@@ -168,7 +168,7 @@ impl<T: GcObject> Member<T> {
                     .store_ref(|| r.m.attached().is_running(), &self.word, r.addr());
             }
             // No mutator at hand: the barrier finds the heap by address.
-            None => crate::barrier::store_anywhere(&self.word, 0),
+            None => crate::mark::barrier::store_anywhere(&self.word, 0),
         }
     }
 

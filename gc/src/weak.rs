@@ -208,7 +208,7 @@ impl<T: GcObject> Weak<T> {
         // have been unreachable when the cycle began): now that a mutator
         // holds it, it is live, so shade it.
         let col = &self.heap.collector;
-        if col.raw.phase.load(std::sync::atomic::Ordering::Relaxed) != crate::barrier::OFF {
+        if col.raw.phase.load(std::sync::atomic::Ordering::Relaxed) != crate::mark::barrier::OFF {
             col.shade_excluding_stops(v);
         }
         // SAFETY: a set weak word names a live T (it was made from a Root,

@@ -7,7 +7,7 @@
 //! the cycle began is marked, or reachable through unmarked ones from a
 //! gray object or from the old value of a store in progress. At the second stop nothing reachable may be unmarked.
 //!
-//! This checks the design (gc/src/barrier.rs, gc/src/concurrent.rs), not
+//! This checks the design (gc/src/mark/barrier.rs, gc/src/mark/concurrent.rs), not
 //! the code: `tests/concurrent.rs` checks the code. The same checker finds
 //! violations in broken variants of the design (no barrier; a second stop
 //! that does not rescan the threads), so it can fail.

@@ -46,10 +46,10 @@ use std::time::Instant;
 
 use pardon_preempt::{StopError, StoppedWorld};
 
-use crate::barrier::{MARK, OFF};
 use crate::collector::{CollectError, Collector};
 use crate::cycle::NoPreemptScope;
 use crate::heap::lock;
+use crate::mark::barrier::{MARK, OFF};
 use crate::mark::{CollectionKind, Marker};
 use crate::stats::CycleStats;
 use crate::verify::VerifyError;

@@ -64,9 +64,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::barrier::MARK;
 use crate::collector::Collector;
 use crate::heap::lock;
+use crate::mark::barrier::MARK;
 use crate::mark::{GrayStack, Marker};
 
 /// Allocation between two assist checks while marking.

@@ -1,0 +1,139 @@
+//! Gray stacks: the objects marked but not yet scanned, one stack a
+//! marking thread, each in its own `MAP_NORESERVE` mapping so pushing never
+//! calls the system allocator. A push onto a full stack drops the entry and
+//! records the overflow (the object stays marked; `Marker::complete`
+//! rescans the heap for such objects).
+
+use memmap2::{MmapMut, MmapOptions};
+
+use super::tracer::Tracer;
+use crate::heap::RawHeap;
+
+pub(crate) struct GrayStack {
+    pub(super) map: MmapMut,
+    pub(super) cap: usize,
+    pub(super) len: usize,
+    pub(super) overflowed: bool,
+}
+
+impl GrayStack {
+    pub fn new(cap: usize) -> std::io::Result<GrayStack> {
+        let map = MmapOptions::new()
+            .len(cap * 8)
+            .no_reserve_swap()
+            .map_anon()?;
+        Ok(GrayStack {
+            map,
+            cap,
+            len: 0,
+            overflowed: false,
+        })
+    }
+
+    #[inline(always)]
+    pub(super) fn slots(&mut self) -> *mut usize {
+        self.map.as_mut_ptr() as *mut usize
+    }
+
+    #[inline(always)]
+    pub(super) fn push(&mut self, v: usize) {
+        if self.len == self.cap {
+            self.overflowed = true;
+            return;
+        }
+        // SAFETY: `len < cap` and the mapping holds `cap` words.
+        unsafe { *self.slots().add(self.len) = v };
+        self.len += 1;
+    }
+
+    #[inline(always)]
+    pub(super) fn pop(&mut self) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        // SAFETY: `len < cap` after the decrement.
+        Some(unsafe { *self.slots().add(self.len) })
+    }
+
+    /// Moves the bottom `k` entries of `self` onto the top of `to` (which has
+    /// room for them), and shifts the rest down.
+    pub(super) fn give_bottom(&mut self, to: &mut GrayStack, k: usize) {
+        debug_assert!(k <= self.len && to.len + k <= to.cap);
+        let src = self.slots();
+        let dst = to.slots();
+        // SAFETY: `k <= self.len` entries are read from the start of our
+        // mapping and written after `to.len` in `to`'s mapping, which has
+        // room (checked by the caller); the two mappings are distinct. The
+        // shift moves `len - k` initialised entries within our mapping
+        // (`copy` allows overlap).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, dst.add(to.len), k);
+            std::ptr::copy(src.add(k), src, self.len - k);
+        }
+        to.len += k;
+        self.len -= k;
+    }
+
+    /// Moves up to `k` entries from the bottom of `self` to the end of
+    /// `to` (the oldest entries: the largest unexplored subgraphs, as in
+    /// `give_bottom`); returns how many.
+    pub(crate) fn give_bottom_to_vec(&mut self, to: &mut Vec<usize>, k: usize) -> usize {
+        let k = k.min(self.len);
+        let src = self.slots();
+        // SAFETY: the first `k <= len` entries are initialised; the shift
+        // moves the `len - k` after them down within the mapping.
+        unsafe {
+            to.extend_from_slice(std::slice::from_raw_parts(src, k));
+            std::ptr::copy(src.add(k), src, self.len - k);
+        }
+        self.len -= k;
+        k
+    }
+
+    /// Moves up to `k` entries from the end of `from` onto this stack (as
+    /// room allows); returns how many.
+    pub(crate) fn take_from_vec(&mut self, from: &mut Vec<usize>, k: usize) -> usize {
+        let k = k.min(from.len()).min(self.cap - self.len);
+        for v in from.drain(from.len() - k..) {
+            self.push(v);
+        }
+        k
+    }
+
+    /// Moves every entry to the end of `to`, and clears the overflow
+    /// record into the return value.
+    pub(crate) fn empty_into(&mut self, to: &mut Vec<usize>) -> bool {
+        let n = self.len;
+        self.give_bottom_to_vec(to, n);
+        std::mem::take(&mut self.overflowed)
+    }
+
+    /// Moves the top `k` entries of `self` onto `to`.
+    pub(super) fn give_top(&mut self, to: &mut GrayStack, k: usize) {
+        debug_assert!(k <= self.len && to.len + k <= to.cap);
+        let src = self.slots();
+        let dst = to.slots();
+        // SAFETY: `k <= self.len` initialised entries below `self.len` are
+        // copied after `to.len` in a distinct mapping with room for them.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(self.len - k), dst.add(to.len), k) };
+        to.len += k;
+        self.len -= k;
+    }
+}
+
+impl GrayStack {
+    /// A mutator assist's marking (see `assist`): scans from this stack,
+    /// with the concurrent mark's atomic mark bits, until it is empty or
+    /// about `budget` bytes are marked; returns the bytes marked.
+    pub(crate) fn drain_assist(&mut self, heap: &RawHeap, budget: usize) -> usize {
+        let mut t = Tracer {
+            heap,
+            gray: self,
+            objects: 0,
+            bytes: 0,
+        };
+        t.drain::<true>(None, |t| t.bytes >= budget);
+        t.bytes
+    }
+}
