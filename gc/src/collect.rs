@@ -100,6 +100,9 @@ impl RawHeap {
     /// mark's figures and the live estimate. A verification failure returns
     /// before the flip, as a `Copy` value: allocation-free, for the stopped
     /// world.
+    // A large error on purpose: it is built with the world stopped, where
+    // boxing it would call the system allocator (see `missed_path`).
+    #[allow(clippy::result_large_err)]
     pub(crate) fn mark_cycle(
         &self,
         want: CollectionKind,
@@ -126,11 +129,14 @@ impl RawHeap {
             self.check_layouts().map_err(VerifyError::Layout)?;
             if replayable {
                 let snap = self.take_mark_snapshot();
+                let all_roots = |m: &mut Marker<'_>| {
+                    roots(m);
+                    finalizers.offer_roots(m);
+                };
                 let mut again = self.marker();
-                roots(&mut again);
-                finalizers.offer_roots(&mut again);
+                all_roots(&mut again);
                 again.finish();
-                self.compare_mark_snapshot(&snap, kind)
+                self.compare_mark_snapshot(&snap, kind, &all_roots)
                     .map_err(VerifyError::Remark)?;
             }
             // Every weak word still set must name an object the sweep keeps

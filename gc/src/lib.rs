@@ -221,6 +221,7 @@ mod heapbits;
 mod integrity;
 mod large;
 mod mark;
+mod missed_path;
 mod mutator;
 mod mutators;
 mod pacer;
@@ -247,6 +248,7 @@ pub use goroutines::{with_mutator, WorkerMutator};
 pub use hdrhistogram;
 pub use heap::{HeapStats, RawHeap, POISON};
 pub use mark::{CollectionKind, MarkStats, Marker};
+pub use missed_path::{MissedPath, PATH_MAX};
 pub use mutator::Mutator;
 pub use pardon_preempt as preempt;
 /// How the collector stops mutator threads: the preemption strategy,

@@ -19,7 +19,8 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::heap::RawHeap;
-use crate::mark::CollectionKind;
+use crate::mark::{CollectionKind, Marker};
+use crate::missed_path::MissedPath;
 use crate::span::BITMAP_WORDS;
 use crate::types::{Type, TypeInfo};
 
@@ -160,6 +161,10 @@ pub struct MarkMismatch {
     pub kind: CollectionKind,
     /// The span's object size.
     pub elemsize: usize,
+    /// The path from a root to the first missed object (see
+    /// [`MarkMismatch::first_missed`]); empty when the re-mark missed
+    /// nothing the mark had (the mark kept more than the re-mark).
+    pub path: MissedPath,
 }
 
 impl MarkMismatch {
@@ -180,6 +185,9 @@ impl fmt::Display for MarkMismatch {
             "span {:#x} (class {}): mark word {} was {:#018x}, re-mark gives {:#018x}",
             self.span, self.class, self.word, self.mark, self.remark
         )?;
+        if self.path.len > 0 {
+            write!(f, "; {}", self.path)?;
+        }
         if self.kind == CollectionKind::Minor {
             f.write_str(
                 " (the minor mark missed reachable objects: a reference stored into an old \
@@ -209,24 +217,33 @@ impl RawHeap {
         n
     }
 
-    /// Verify mode: checks the current mark bits (a full re-mark) against
-    /// the snapshot (the collection's mark). After a full collection they
-    /// must be equal. After a minor one the re-mark must be a subset (the
-    /// minor mark keeps old garbage until the next full collection; a
-    /// reachable object it missed means a missing write barrier), and the
-    /// snapshot's marks are put back, so the heap goes on as it would have
-    /// without verification.
+    /// Verify mode: checks the current mark bits (a full re-mark from
+    /// `roots`) against the snapshot (the collection's mark). After a full
+    /// collection they must be equal. After a minor one the re-mark must
+    /// be a subset (the minor mark keeps old garbage until the next full
+    /// collection; a reachable object it missed means a missing write
+    /// barrier), and the snapshot's marks are put back, so the heap goes on
+    /// as it would have without verification. An object the re-mark found
+    /// and the mark missed comes with its path from a root (see
+    /// `missed_path`). World stopped; allocates nothing.
+    // A large error on purpose: it is built with the world stopped, where
+    // boxing it would call the system allocator (see `missed_path`).
+    #[allow(clippy::result_large_err)]
     pub(crate) fn compare_mark_snapshot(
         &self,
         _token: &usize,
         kind: CollectionKind,
+        roots: &dyn Fn(&mut Marker<'_>),
     ) -> Result<(), MarkMismatch> {
         let Some(snap) = &self.snapshot else {
             return Ok(());
         };
         let base = snap.as_ptr() as *const u64;
-        let mut err = None;
+        let mut err: Option<MarkMismatch> = None;
         self.pages.for_each_in_use(&self.arena, |span| {
+            if err.is_some() {
+                return;
+            }
             let p = self.arena.page_of(span.base());
             for w in 0..BITMAP_WORDS {
                 // SAFETY: as in take_mark_snapshot.
@@ -236,7 +253,7 @@ impl RawHeap {
                     CollectionKind::Full => before != now,
                     CollectionKind::Minor => now & !before != 0,
                 };
-                if bad && err.is_none() {
+                if bad {
                     // No formatting here: the world is stopped.
                     err = Some(MarkMismatch {
                         span: span.base(),
@@ -246,13 +263,28 @@ impl RawHeap {
                         remark: now,
                         kind,
                         elemsize: span.elemsize(),
+                        path: MissedPath::default(),
                     });
-                }
-                if kind == CollectionKind::Minor {
-                    span.mark_bits[w].store(before, Relaxed);
+                    return;
                 }
             }
         });
+        // The path needs both marks: before the minor mark's are put back.
+        if let Some(e) = &mut err {
+            if let Some(missed) = e.first_missed() {
+                e.path = self.explain_missed(missed, roots);
+            }
+        }
+        if kind == CollectionKind::Minor {
+            self.pages.for_each_in_use(&self.arena, |span| {
+                let p = self.arena.page_of(span.base());
+                for w in 0..BITMAP_WORDS {
+                    // SAFETY: as in take_mark_snapshot.
+                    let before = unsafe { *base.add(p * BITMAP_WORDS + w) };
+                    span.mark_bits[w].store(before, Relaxed);
+                }
+            });
+        }
         err.map_or(Ok(()), Err)
     }
 }

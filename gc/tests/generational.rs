@@ -155,16 +155,19 @@ fn the_pacer_runs_minor_collections_and_full_ones_as_old_objects_grow() {
 /// Stores a fresh object into an old one *without* the barrier, on a thread
 /// that then detaches and exits, so no stack or register of any thread still
 /// holds the fresh object's address for the conservative scan to find.
-fn store_without_barrier(h: &Heap, ty: pardon::Type, old: usize) {
+/// Returns the fresh object's address (a plain number: it roots nothing).
+fn store_without_barrier(h: &Heap, ty: pardon::Type, slot: usize) -> usize {
     let h = h.clone();
     std::thread::spawn(move || {
         let m = h.attach().unwrap();
         let young = m.alloc_raw(ty).unwrap();
-        // SAFETY: `old` is a live 16-byte object whose word 0 is a reference.
-        unsafe { *(old as *mut usize) = young };
+        // SAFETY: `slot` is a reference word of a live object (word 0 or 1
+        // of a rooted pair).
+        unsafe { *(slot as *mut usize) = young };
+        young
     })
     .join()
-    .unwrap();
+    .unwrap()
 }
 
 #[test]
@@ -189,5 +192,41 @@ fn verify_mode_catches_a_store_without_the_barrier() {
     // The young object is reachable only through the unrecorded store: the
     // minor mark misses it, and the verification re-mark says so.
     let _ = h.collect_minor();
+    h.remove_root(id);
+}
+
+/// The panic names the path: the global root, the old object (marked: old)
+/// and, at word 1, the young object the minor mark missed.
+#[test]
+fn verify_mode_names_the_path_to_the_missed_object() {
+    let h = heap(true);
+    let ty = h
+        .register_type(&TypeDesc {
+            name: "pair",
+            size: 16,
+            align: 8,
+            pointer_words: &[0, 1],
+        })
+        .unwrap();
+    let old = {
+        let m = h.attach().unwrap();
+        m.alloc_raw(ty).unwrap()
+    };
+    let id = h.add_root(old).unwrap();
+    h.collect().unwrap();
+    let young = store_without_barrier(&h, ty, old + 8);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.collect_minor()));
+    let msg = match r {
+        Ok(_) => panic!("verify mode missed the unbarriered store"),
+        Err(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .expect("a formatted panic message"),
+    };
+    let want = format!(
+        "path: root -> {old:#x} (marked) word 1 -> {young:#x} (unmarked); the marked object \
+         {old:#x} references the unmarked {young:#x} at word 1"
+    );
+    assert!(msg.contains(&want), "{msg}\nwants: {want}");
     h.remove_root(id);
 }

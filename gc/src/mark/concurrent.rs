@@ -270,6 +270,9 @@ impl Collector {
     /// concurrent mark left unmarked (it may mark less: the concurrent mark
     /// keeps what died during the cycle, and everything allocated in it);
     /// no weak reference may name an unmarked object. Allocation-free.
+    // A large error on purpose: it is built with the world stopped, where
+    // boxing it would call the system allocator (see `missed_path`).
+    #[allow(clippy::result_large_err)]
     fn verify_concurrent(
         &self,
         roots: &impl Fn(&mut Marker<'_>),
@@ -278,13 +281,16 @@ impl Collector {
         let raw = &self.raw;
         raw.check_layouts().map_err(VerifyError::Layout)?;
         let snap = raw.take_mark_snapshot();
+        let all_roots = |m: &mut Marker<'_>| {
+            roots(m);
+            finalizers.offer_roots(m);
+        };
         let mut again = raw.marker();
-        roots(&mut again);
-        finalizers.offer_roots(&mut again);
+        all_roots(&mut again);
         again.finish();
         // `Minor`: the subset comparison, which puts the concurrent marks
         // back afterwards.
-        raw.compare_mark_snapshot(&snap, CollectionKind::Minor)
+        raw.compare_mark_snapshot(&snap, CollectionKind::Minor, &all_roots)
             .map_err(VerifyError::Concurrent)?;
         if let Some(addr) = raw.find_dangling_weak() {
             return Err(VerifyError::DanglingWeak(addr));

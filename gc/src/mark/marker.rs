@@ -23,6 +23,12 @@ pub struct Marker<'h> {
     /// barrier), so every mark bit is set with an atomic read-modify-write,
     /// even by a lone marker.
     concurrent: bool,
+    /// Verify mode's root probe (see `missed_path`): when non-zero, this
+    /// marker marks nothing; it only records, in `probe_hit`, whether a
+    /// root word offered to it names the object at this base.
+    probe: usize,
+    /// Set when a root names `probe`.
+    probe_hit: bool,
 }
 
 impl RawHeap {
@@ -37,7 +43,18 @@ impl RawHeap {
             gray,
             stats: MarkStats::default(),
             concurrent: false,
+            probe: 0,
+            probe_hit: false,
         }
+    }
+
+    /// A marker that marks nothing and only watches the roots offered to
+    /// it for the object at `base` (see [`Marker::probe_hit`]). World
+    /// stopped; allocates nothing.
+    pub(crate) fn root_probe(&self, base: usize) -> Marker<'_> {
+        let mut m = self.marker();
+        m.probe = base;
+        m
     }
 
     /// Starts a concurrent mark (see `concurrent`): as [`RawHeap::marker`],
@@ -154,6 +171,10 @@ impl Marker<'_> {
         self.stats.root_words += 1;
         // Roots are offered by the coordinator alone, before helpers start.
         let (base, span, idx) = self.heap.find(word)?;
+        if self.probe != 0 {
+            self.probe_hit |= base == self.probe;
+            return Some(base);
+        }
         self.stats.root_hits += 1;
         let won = if self.concurrent {
             span.try_mark(idx)
@@ -264,6 +285,11 @@ impl Marker<'_> {
         if span.noscan() {
             return;
         }
+        if self.probe != 0 {
+            let probe = self.probe;
+            self.probe_hit |= self.heap.references_from(base, span, |_, to| to == probe);
+            return;
+        }
         let concurrent = self.concurrent;
         let mut t = self.tracer();
         if concurrent {
@@ -273,6 +299,12 @@ impl Marker<'_> {
         }
         let (o, b) = (t.objects, t.bytes);
         self.absorb(o, b);
+    }
+
+    /// A root probe's answer: whether a root offered so far names the
+    /// probed object (see [`RawHeap::root_probe`]).
+    pub(crate) fn probe_hit(&self) -> bool {
+        self.probe_hit
     }
 
     /// Whether the object at `addr` is marked (false if `addr` is not in an
