@@ -14,11 +14,16 @@
 //!                 "signal_victim_ns": int | null}},
 //!   "config":  {"kernels": [str], "modes": [str], "threads": [int], "probes": int,
 //!               "interval_us": int, "stretch_ms": float, "quick": bool,
-//!               "wait": "futex" | "go-suspendg"},
+//!               "wait": "futex" | "go-suspendg", "runtime": "threads" | "goroutines",
+//!               "probe": "stop" | "collect"},   // collect: ttsp_ns has two
+//!                                               // stops a probe
 //!   "results": [{
 //!     "kernel": str, "mode": str, "threads": int, "stops": int,
 //!     "ttsp_ns":    {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
 //!     "restart_ns": {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
+//!                                      // --probe collect: the whole collection
+//!     "stop_first_ns": {...same quantiles} | null,  // --probe collect: the
+//!     "stop_second_ns": {...same quantiles} | null, // two stops' lengths
 //!     "coordinator_cpu_ns": {...same quantiles},  // the coordinator's CPU
 //!                                      // time per probe (stop and restart)
 //!     "signals_per_stop": float, "resends_per_stop": float,
@@ -55,8 +60,13 @@ pub struct Row {
     pub stops: u64,
     /// Time to safepoint, ns.
     pub ttsp: Histogram<u64>,
-    /// Stop to restart, ns.
+    /// Stop to restart, ns (a collection probe: the whole collection).
     pub restart: Histogram<u64>,
+    /// Collection probes (`--probe collect`): the first stop's length,
+    /// time to safepoint included, ns; empty for bare stops.
+    pub stop_first: Histogram<u64>,
+    /// Collection probes: the second stop's length, ns.
+    pub stop_second: Histogram<u64>,
     /// The coordinator's CPU time per probe, ns.
     pub coord_cpu: Histogram<u64>,
     /// Signals per stop.
@@ -150,6 +160,38 @@ pub fn table(rows: &[Row]) -> String {
             ratio_cell(r.ratio_wall)
         );
     }
+    let collected: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.error.is_none() && !r.stop_first.is_empty())
+        .collect();
+    if !collected.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nthe whole pause: each probe a concurrent collection, two stops (µs; time to safepoint above counts both)"
+        );
+        let _ = writeln!(
+            s,
+            "{:<9} {:<15} {:>3} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>9}",
+            "kernel", "mode", "thr", "1st p50", "p99", "max", "2nd p50", "p99", "max", "cycle p50"
+        );
+        for r in collected {
+            let q = |h: &Histogram<u64>, p: f64| us(h.value_at_quantile(p));
+            let _ = writeln!(
+                s,
+                "{:<9} {:<15} {:>3} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>9}",
+                r.kernel,
+                r.mode,
+                r.threads,
+                q(&r.stop_first, 0.5),
+                q(&r.stop_first, 0.99),
+                us(r.stop_first.max()),
+                q(&r.stop_second, 0.5),
+                q(&r.stop_second, 0.99),
+                us(r.stop_second.max()),
+                q(&r.restart, 0.5),
+            );
+        }
+    }
     s
 }
 
@@ -181,6 +223,8 @@ pub fn row_json(r: &Row) -> Value {
         "stops": r.stops,
         "ttsp_ns": quantiles(&r.ttsp),
         "restart_ns": quantiles(&r.restart),
+        "stop_first_ns": (!r.stop_first.is_empty()).then(|| quantiles(&r.stop_first)),
+        "stop_second_ns": (!r.stop_second.is_empty()).then(|| quantiles(&r.stop_second)),
         "coordinator_cpu_ns": quantiles(&r.coord_cpu),
         "signals_per_stop": r.signals_per_stop,
         "resends_per_stop": r.resends_per_stop,
@@ -224,11 +268,14 @@ pub fn csv(rows: &[Row]) -> Result<String, String> {
     let mut header: Vec<String> = ["kernel", "mode", "threads", "stops"]
         .map(String::from)
         .to_vec();
-    for pre in ["ttsp_ns", "restart_ns"] {
+    let quantile_columns = |header: &mut Vec<String>, pre: &str| {
         for (k, _) in QUANTILES {
             header.push(format!("{pre}_{k}"));
         }
         header.push(format!("{pre}_max"));
+    };
+    for pre in ["ttsp_ns", "restart_ns"] {
+        quantile_columns(&mut header, pre);
     }
     header.extend(
         [
@@ -246,6 +293,10 @@ pub fn csv(rows: &[Row]) -> Result<String, String> {
         ]
         .map(String::from),
     );
+    // Added later, so at the end: `--probe collect`'s two stops.
+    for pre in ["stop_first_ns", "stop_second_ns"] {
+        quantile_columns(&mut header, pre);
+    }
     let mut w = csv::Writer::from_writer(Vec::new());
     let err = |e: csv::Error| format!("writing the CSV: {e}");
     w.write_record(&header).map_err(err)?;
@@ -256,11 +307,19 @@ pub fn csv(rows: &[Row]) -> Result<String, String> {
             r.threads.to_string(),
             r.stops.to_string(),
         ];
-        for h in [&r.ttsp, &r.restart] {
+        let quantile_fields = |rec: &mut Vec<String>, h: &Histogram<u64>| {
+            if h.is_empty() {
+                // Bare stops have no stop lengths: empty fields.
+                rec.extend(std::iter::repeat_n(String::new(), QUANTILES.len() + 1));
+                return;
+            }
             for (_, q) in QUANTILES {
                 rec.push(h.value_at_quantile(*q).to_string());
             }
             rec.push(h.max().to_string());
+        };
+        for h in [&r.ttsp, &r.restart] {
+            quantile_fields(&mut rec, h);
         }
         rec.extend([
             format!("{:.4}", r.signals_per_stop),
@@ -275,6 +334,9 @@ pub fn csv(rows: &[Row]) -> Result<String, String> {
             r.coord_cpu.value_at_quantile(0.99).to_string(),
             format!("{:.4}", r.local_wakes_per_stop),
         ]);
+        for h in [&r.stop_first, &r.stop_second] {
+            quantile_fields(&mut rec, h);
+        }
         w.write_record(&rec).map_err(err)?;
     }
     let bytes = w
@@ -472,6 +534,8 @@ mod tests {
             stops: 7,
             ttsp: h.clone(),
             restart: h.clone(),
+            stop_first: crate::suite::empty_histogram(),
+            stop_second: h.clone(),
             coord_cpu: h,
             signals_per_stop: 1.5,
             resends_per_stop: 0.0,
@@ -501,5 +565,23 @@ mod tests {
         assert_eq!(&recs[1][0], "a, \"quoted\" kernel");
         let ratio = header.iter().position(|h| h == "throughput_ratio").unwrap();
         assert_eq!(&recs[0][ratio], "", "NaN is an empty field");
+        // The two stops' columns come last; an empty histogram (bare stops)
+        // gives empty fields, a filled one its values.
+        let first = header
+            .iter()
+            .position(|h| h == "stop_first_ns_p50")
+            .unwrap();
+        let second = header
+            .iter()
+            .position(|h| h == "stop_second_ns_p50")
+            .unwrap();
+        let local = header
+            .iter()
+            .position(|h| h == "local_wakes_per_stop")
+            .unwrap();
+        assert!(local < first && first < second);
+        assert_eq!(&recs[0][first], "");
+        assert_eq!(&recs[0][second], "1000");
+        assert_eq!(header.iter().last().unwrap(), "stop_second_ns_max");
     }
 }

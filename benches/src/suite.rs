@@ -157,14 +157,54 @@ pub struct RunConfig {
     /// Run the kernels as goroutines of a `pardon-sched` runtime with one
     /// worker a kernel, over the heap (signal mode and the reference only).
     pub goroutines: bool,
+    /// What a probe is: a bare stop and restart, or a whole concurrent
+    /// collection (two stops).
+    pub probe: Probe,
+}
+
+/// What the coordinator does at each probe (`--probe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Stop the world and restart it at once: time to safepoint alone.
+    Stop,
+    /// Run a concurrent collection (`Config::concurrent`): its two stops'
+    /// times to safepoint go into `ttsp`, their lengths into `stop_first`
+    /// and `stop_second`, so the table shows the whole pause.
+    Collect,
+}
+
+impl Probe {
+    /// The `--probe` value.
+    pub fn parse(s: &str) -> Result<Probe, String> {
+        match s {
+            "stop" => Ok(Probe::Stop),
+            "collect" => Ok(Probe::Collect),
+            _ => Err(format!("unknown probe {s:?} (stop or collect)")),
+        }
+    }
+
+    /// The `--probe` value's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Probe::Stop => "stop",
+            Probe::Collect => "collect",
+        }
+    }
 }
 
 /// One run's measurements.
 pub struct RunResult {
-    /// Time to safepoint per probe, ns.
+    /// Time to safepoint per stop, ns (two stops a probe when probes are
+    /// collections).
     pub ttsp: Histogram<u64>,
-    /// Stop request to end of restart per probe, ns.
+    /// Stop request to end of restart per probe, ns (a collection probe:
+    /// the whole collection, marking between the stops included).
     pub restart: Histogram<u64>,
+    /// Collection probes: the first stop's length (time to safepoint
+    /// included), ns; empty for bare stops.
+    pub stop_first: Histogram<u64>,
+    /// Collection probes: the second stop's length, as `stop_first`.
+    pub stop_second: Histogram<u64>,
     /// The coordinator's CPU time per probe, stop and restart, ns.
     pub coord_cpu: Histogram<u64>,
     /// Signals sent in all probes.
@@ -177,7 +217,7 @@ pub struct RunResult {
     /// Stops whose sleeping coordinator was woken by a parked thread on its
     /// own CPU (`Registry::local_wakes`): how often that optimisation fired.
     pub local_wakes: u64,
-    /// Probes made.
+    /// Stops made: one a probe, two for collection probes.
     pub stops: u64,
     /// Units per CPU second, the median over each thread's counted mode
     /// calls, summed over threads (for a reference run, its calls).
@@ -305,6 +345,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         // A stop this slow is already the answer; the run reports it.
         stop_timeout: Duration::from_secs(10),
         stop_wait: cfg.wait,
+        concurrent: cfg.probe == Probe::Collect,
         ..Config::default()
     };
     let (heap, rt) = if cfg.goroutines {
@@ -490,6 +531,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let mut ttsp = hist();
     let mut restart = hist();
     let mut coord_cpu = hist();
+    let (mut stop_first, mut stop_second) = (hist(), hist());
     let (mut signals, mut resends, mut held, mut stops) = (0u64, 0u64, 0u64, 0u64);
     let gc_before = heap.collections();
     let local_before = heap.registry().local_wakes();
@@ -529,18 +571,39 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
             while made < share {
                 std::thread::sleep(gap);
                 let (t0, c0) = (Instant::now(), thread_cpu_time());
-                match heap.registry().stop_the_world() {
-                    Ok(world) => {
-                        let st = world.stats();
-                        drop(world);
+                let probed = match cfg.probe {
+                    Probe::Stop => heap
+                        .registry()
+                        .stop_the_world()
+                        .map(|world| {
+                            let st = world.stats();
+                            drop(world);
+                            ttsp.saturating_record(st.ttsp.as_nanos().max(1) as u64);
+                            resends += st.resends as u64;
+                            held += st.held as u64;
+                            st.signals as u64
+                        })
+                        .map_err(|e| e.to_string()),
+                    Probe::Collect => heap
+                        .collect()
+                        .map(|cs| {
+                            for t in [cs.ttsp, cs.ttsp_end] {
+                                ttsp.saturating_record(t.as_nanos().max(1) as u64);
+                            }
+                            stop_first.saturating_record(cs.pause_start.as_nanos().max(1) as u64);
+                            stop_second.saturating_record(cs.pause_end.as_nanos().max(1) as u64);
+                            held += cs.held as u64;
+                            cs.signals as u64
+                        })
+                        .map_err(|e| e.to_string()),
+                };
+                match probed {
+                    Ok(sent) => {
                         let (t1, c1) = (Instant::now(), thread_cpu_time());
-                        ttsp.saturating_record(st.ttsp.as_nanos().max(1) as u64);
                         restart.saturating_record((t1 - t0).as_nanos().max(1) as u64);
                         coord_cpu.saturating_record((c1 - c0).as_nanos().max(1) as u64);
-                        signals += st.signals as u64;
-                        resends += st.resends as u64;
-                        held += st.held as u64;
-                        stops += 1;
+                        signals += sent;
+                        stops += if cfg.probe == Probe::Collect { 2 } else { 1 };
                         made += 1;
                     }
                     Err(e) => {
@@ -574,6 +637,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
     let mut r = RunResult {
         ttsp,
         restart,
+        stop_first,
+        stop_second,
         coord_cpu,
         signals,
         resends,
@@ -754,6 +819,7 @@ pub fn calibrate(kernel: &'static str, threads: usize, stretch: Duration) -> Res
         phases: 1,
         max_call: None,
         wait: AckWait::Futex,
+        probe: Probe::Stop,
     })?;
     // Wall rate: a call must last `stretch` of wall time (the CPU rate of a
     // kernel that blocks, `syscall`, is far higher). The median call's, not

@@ -72,6 +72,7 @@ impl Collector {
         let mut cycle = CycleStats {
             ttsp: world.stats().ttsp,
             signals: world.stats().signals,
+            held: world.stats().held,
             heap_before,
             ..CycleStats::default()
         };

@@ -12,8 +12,12 @@ use crate::mark::CollectionKind;
 pub struct CycleStats {
     /// Collection number (1-based).
     pub number: u64,
-    /// Time to safepoint: request to every thread stopped.
+    /// Time to safepoint: request to every thread stopped (a concurrent
+    /// cycle's first stop; its second is `ttsp_end`).
     pub ttsp: Duration,
+    /// Concurrent cycles: the second stop's time to safepoint (part of
+    /// `pause_end`).
+    pub ttsp_end: Duration,
     /// Stop-to-restart: time to safepoint plus the stopped-world work.
     pub pause: Duration,
     /// Marking (and verification) time inside the pause.
@@ -43,8 +47,12 @@ pub struct CycleStats {
     /// Suspended tasks (parked goroutines) whose stacks were scanned, as
     /// the stopped world's task sources reported them.
     pub suspended_tasks: usize,
-    /// Signals sent for the stop.
+    /// Signals sent for the stop (for both stops of a concurrent cycle).
     pub signals: u32,
+    /// Threads the stop found still parked from the stop before, and held
+    /// without a signal (both stops of a concurrent cycle; see
+    /// `pardon_preempt::StopStats::held`).
+    pub held: u32,
     /// Threads stopped by each route.
     pub stopped_injected: u32,
     /// See `stopped_injected`.

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pardon::preempt::AckWait;
 use pardon_bench::kernels::KERNELS;
 use pardon_bench::report::{self, Row};
-use pardon_bench::suite::{self, RunConfig, Variant, MODES};
+use pardon_bench::suite::{self, Probe, RunConfig, Variant, MODES};
 use pardon_bench::{cli, floor};
 
 /// A `spinlock` call ends after this many call-free stretches even if its
@@ -31,6 +31,7 @@ fn cli() -> Command {
         .arg(Arg::new("floor-samples").long("floor-samples").allow_negative_numbers(true).value_parser(cli::whole::<usize>(0, 1_000_000)).help("Samples for the machine-floor measurement made first (the kernel's cost of a cross-CPU signal, a hand-off, a wake; default 500, 100 with --quick; 0 skips it)"))
         .arg(Arg::new("wait").long("wait").value_parser(["futex", "go-suspendg"]).help("How the coordinator waits for acknowledgements: sleeping on a futex (default), or spinning and yielding like Go's suspendG (a baseline)"))
         .arg(Arg::new("runtime").long("runtime").value_parser(["threads", "goroutines"]).default_value("threads").help("Run the kernels on threads, or as goroutines of a pardon-sched runtime with a worker each, over the heap (signal mode only; default mode then: signal)"))
+        .arg(Arg::new("probe").long("probe").value_parser(["stop", "collect"]).default_value("stop").help("What each probe is: a bare stop and restart (time to safepoint), or a concurrent collection, whose two stops' lengths are reported beside it (the whole pause)"))
         .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
         .arg(Arg::new("csv").long("csv").value_parser(clap::value_parser!(PathBuf)).help("Write results as CSV"))
         .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
@@ -115,6 +116,7 @@ fn real_main() -> Result<(), String> {
         .copied()
         .unwrap_or(Duration::from_millis(if quick { 5 } else { 10 }));
 
+    let probe = Probe::parse(args.get_one::<String>("probe").expect("has a default"))?;
     let wait_name = args
         .get_one::<String>("wait")
         .map_or("futex", |s| s.as_str());
@@ -137,12 +139,13 @@ fn real_main() -> Result<(), String> {
         machine["floor"] = f.to_json();
     }
     eprintln!(
-        "stw-latency: {} on {} cores; {} kernels x {} modes x threads {:?}; {probes} probes every {interval:?}; call-free stretch {stretch:?}; coordinator waits by {wait_name}",
+        "stw-latency: {} on {} cores; {} kernels x {} modes x threads {:?}; {probes} probes ({}) every {interval:?}; call-free stretch {stretch:?}; coordinator waits by {wait_name}",
         machine["cpu"].as_str().unwrap_or("?"),
         cores,
         kernels.len(),
         modes.len(),
-        threads
+        threads,
+        probe.name()
     );
     let total = (kernels.len() * threads.len() * (modes.len() + 1)) as u64;
     let bar = if std::io::stderr().is_terminal() {
@@ -186,6 +189,7 @@ fn real_main() -> Result<(), String> {
                     max_call: Some(stretch * SPINLOCK_MAX_CALL),
                     wait,
                     goroutines,
+                    probe,
                 }) {
                     Ok(r) => r,
                     Err(e) => {
@@ -199,6 +203,8 @@ fn real_main() -> Result<(), String> {
                             stops: 0,
                             ttsp: suite::empty_histogram(),
                             restart: suite::empty_histogram(),
+                            stop_first: suite::empty_histogram(),
+                            stop_second: suite::empty_histogram(),
                             coord_cpu: suite::empty_histogram(),
                             signals_per_stop: 0.0,
                             resends_per_stop: 0.0,
@@ -223,6 +229,8 @@ fn real_main() -> Result<(), String> {
                     stops: r.stops,
                     ttsp: r.ttsp,
                     restart: r.restart,
+                    stop_first: r.stop_first,
+                    stop_second: r.stop_second,
                     coord_cpu: r.coord_cpu,
                     signals_per_stop: r.signals as f64 / stops,
                     resends_per_stop: r.resends as f64 / stops,
@@ -255,6 +263,7 @@ fn real_main() -> Result<(), String> {
         "quick": quick,
         "wait": wait_name,
         "runtime": if goroutines { "goroutines" } else { "threads" },
+        "probe": probe.name(),
     });
     if let Some(path) = args.get_one::<PathBuf>("json") {
         let doc = serde_json::json!({

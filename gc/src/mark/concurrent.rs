@@ -87,6 +87,7 @@ impl Collector {
         let start_at = Instant::now();
         cycle.ttsp = world.stats().ttsp;
         cycle.signals = world.stats().signals;
+        cycle.held = world.stats().held;
         self.count_stopped(&world, &mut cycle);
         self.flush_caches();
         self.raw.finish_sweep();
@@ -144,6 +145,9 @@ impl Collector {
         };
         let end_at = Instant::now();
         let ttsp_end = world.stats().ttsp;
+        cycle.ttsp_end = ttsp_end;
+        cycle.signals += world.stats().signals;
+        cycle.held += world.stats().held;
         self.flush_caches();
         m.take_shaded(&self.raw);
         let assists = self.end_assists(&mut m);
