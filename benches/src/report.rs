@@ -582,6 +582,6 @@ mod tests {
         assert!(local < first && first < second);
         assert_eq!(&recs[0][first], "");
         assert_eq!(&recs[0][second], "1000");
-        assert_eq!(header.iter().last().unwrap(), "stop_second_ns_max");
+        assert_eq!(&header[header.len() - 1], "stop_second_ns_max");
     }
 }
