@@ -1,0 +1,3 @@
+module pausemmu
+
+go 1.19
