@@ -142,22 +142,48 @@ impl FinalizerTable {
 }
 
 impl RawHeap {
-    /// Registers `action` for the object containing `addr`. Outside stops
-    /// only (see the module comment).
+    /// Registers the action in `action` (taking it) for the object
+    /// containing `addr`, if the table has room for it without growing:
+    /// `Ok(false)` (nothing taken) if it has not. Outside stops only (see
+    /// the module comment), where the system allocator must not be called:
+    /// grow the table first with [`RawHeap::grow_finalizers`].
     fn register_finalizer(
         &self,
         addr: usize,
-        action: Box<dyn Any + Send>,
-    ) -> Result<(), NotAnObject> {
+        action: &mut Option<Box<dyn Any + Send>>,
+    ) -> Result<bool, NotAnObject> {
         if self.find(addr).is_none() {
             return Err(NotAnObject { addr });
         }
-        lock(&self.finalizers).entries.push(Entry {
+        let mut t = lock(&self.finalizers);
+        if t.entries.len() == t.entries.capacity() {
+            return Ok(false);
+        }
+        t.entries.push(Entry {
             addr,
             queued: false,
-            action,
+            action: action.take().expect("an action to register"),
         });
-        Ok(())
+        Ok(true)
+    }
+
+    /// Doubles the finalizer table's room, allocating (and freeing the old
+    /// buffer) outside `excluding`, which runs the move with no stop in
+    /// between (a no-preempt region): only moving entries happens there.
+    fn grow_finalizers(&self, excluding: impl Fn(&mut dyn FnMut())) {
+        let mut cap = 0;
+        excluding(&mut || cap = lock(&self.finalizers).entries.capacity());
+        let mut bigger: Vec<Entry> = Vec::with_capacity((cap * 2).max(16));
+        excluding(&mut || {
+            let mut t = lock(&self.finalizers);
+            if t.entries.capacity() == cap {
+                // Room for all of them: moving allocates nothing.
+                bigger.append(&mut t.entries);
+                std::mem::swap(&mut t.entries, &mut bigger);
+            }
+        });
+        // The old buffer (or the unused new one), freed here.
+        drop(bigger);
     }
 }
 
@@ -290,9 +316,16 @@ impl Mutator {
 
     fn register(&self, addr: usize, action: Action) -> Result<(), NotAnObject> {
         let col = &self.heap.collector;
+        // Boxed here: the region below must not call the system allocator
+        // (a stop may have caught the thread holding its lock).
+        let mut action: Option<Box<dyn Any + Send>> = Some(Box::new(action));
         // Checked and recorded with no stop in between.
-        col.registry
-            .outside_stops(|| col.raw.register_finalizer(addr, Box::new(action)))?;
+        while !col
+            .registry
+            .outside_stops(|| col.raw.register_finalizer(addr, &mut action))?
+        {
+            col.raw.grow_finalizers(|f| col.registry.outside_stops(f));
+        }
         if col.raw.config.finalizer_thread {
             col.ensure_finalizer_thread();
         }
@@ -306,6 +339,10 @@ impl Mutator {
         let col = &self.heap.collector;
         let mut ran = 0;
         loop {
+            // A free handle slot first, so that rooting below allocates
+            // nothing inside its region (a stop may have caught the thread
+            // holding the allocator's lock).
+            self.reserve_handle();
             // Taken and rooted with no stop in between: once taken, the
             // entry no longer roots the object.
             let next = col.registry.outside_stops(|| {

@@ -98,12 +98,21 @@ pub struct RawHeap {
     /// Concurrent marking: objects the deletion barrier shaded (marked,
     /// not yet scanned). Pushed by mutators inside no-preempt regions,
     /// taken by the marking coordinator, and emptied at the second stop.
-    pub(crate) shaded: Mutex<Vec<usize>>,
+    /// A stack in a mapping of its own (`gray_capacity` entries), so a
+    /// push never calls the system allocator: a thread stopped inside
+    /// `malloc` may hold its lock for the whole stop, and a mutator that
+    /// waited for it inside its no-preempt region would hold the stop off.
+    /// A push onto a full queue records an overflow, recovered from at the
+    /// second stop by the heap rescan.
+    pub(crate) shaded: Mutex<crate::mark::GrayStack>,
     /// Concurrent marking: spans a cache took while marking, with the slot
     /// allocation resumed from (`Span::mark_start`): their slots from there
     /// on are new, hence live, and are marked at the second stop. Pushed by
     /// mutators inside no-preempt regions, read and cleared by the
     /// coordinator with the world stopped.
+    /// Reserved at creation with room for every span the arena can hold
+    /// (a span is recorded at most once a cycle), so a push never calls
+    /// the system allocator inside its region (see `shaded`).
     pub(crate) new_spans: Mutex<Vec<usize>>,
     /// Concurrent marking: the number of the cycle marking now (raised at
     /// each first stop), so a span records its `mark_start` once a cycle.
@@ -189,8 +198,20 @@ impl RawHeap {
             gray: Mutex::new(gray),
             weaks: crate::roots::WordTable::new(),
             phase: AtomicU32::new(crate::mark::barrier::OFF),
-            shaded: Mutex::new(Vec::new()),
-            new_spans: Mutex::new(Vec::new()),
+            shaded: Mutex::new(
+                crate::mark::GrayStack::new(config.gray_capacity).map_err(|e| {
+                    ConfigError(format!(
+                        "gray_capacity: cannot reserve the shaded queue: {e}"
+                    ))
+                })?,
+            ),
+            new_spans: Mutex::new(if config.concurrent {
+                // One per span structure the arena reserves (a page each,
+                // and one more). Virtual: touched as spans are recorded.
+                Vec::with_capacity(config.arena_size / crate::sizeclass::PAGE_SIZE + 1)
+            } else {
+                Vec::new()
+            }),
             mark_epoch: AtomicU64::new(0),
             shaded_bytes: AtomicUsize::new(0),
             marks_stale: AtomicBool::new(false),

@@ -287,6 +287,14 @@ impl Mutator {
 
     /// Adds `addr` to the handle table; the caller has excluded stops as
     /// `excluding_stops` would.
+    /// Makes sure the next `insert_handle` allocates nothing (see
+    /// `HandleTable::reserve`). Outside any no-preempt region.
+    pub(crate) fn reserve_handle(&self) {
+        if let Err(e) = self.with_handle_free(|own| self.state.handles.reserve(own)) {
+            panic!("pardon: {e}");
+        }
+    }
+
     pub(crate) fn insert_handle(&self, addr: usize) -> usize {
         match self.with_handle_free(|own| self.state.handles.insert(own, addr)) {
             Ok(i) => i,

@@ -80,6 +80,17 @@ impl SlotTable {
     /// the lock that call would wait for. It needs no such region: the
     /// coordinator sees the slot as 0 or as `v`, and either is consistent.
     pub fn insert(&self, own: &mut HandleFree, v: usize) -> Result<usize, String> {
+        self.reserve(own)?;
+        let i = own.free.pop().expect("a free slot") as usize;
+        self.slot(i).store(v, Ordering::Release);
+        own.live += 1;
+        Ok(i)
+    }
+
+    /// Makes sure a free slot exists, allocating a chunk if none does, so
+    /// that the next `insert` allocates nothing (and may then run inside a
+    /// no-preempt region). Owner only; outside any no-preempt region.
+    pub fn reserve(&self, own: &mut HandleFree) -> Result<(), String> {
         if own.free.is_empty() {
             if own.nchunks == HANDLE_CHUNKS {
                 return Err(format!(
@@ -98,10 +109,7 @@ impl SlotTable {
                 .extend((base..base + HANDLE_CHUNK).rev().map(|i| i as u32));
             own.nchunks += 1;
         }
-        let i = own.free.pop().expect("a free slot") as usize;
-        self.slot(i).store(v, Ordering::Release);
-        own.live += 1;
-        Ok(i)
+        Ok(())
     }
 
     /// Frees slot `i`. Owner only; never allocates (the free list has room

@@ -136,11 +136,26 @@ impl Heap {
     /// (or its address in a running attached thread's registers or stack)
     /// until this returns. Typed code uses [`Weak`].
     pub fn add_weak(&self, addr: usize) -> Result<WeakId, WeakError> {
+        let raw = &self.collector.raw;
+        // A slot first, holding 0 (no weak reference): taking it may
+        // allocate and takes the table's lock, neither of which a
+        // no-preempt region may do (a stop may have caught the thread that
+        // holds the allocator's lock, or the table's).
+        let id = raw.weaks.insert(0)?;
         // Validated and stored with no stop in between: a stop that freed
         // the object after the check would leave a dangling word.
-        self.collector
-            .registry
-            .outside_stops(|| self.collector.raw.add_weak(addr))
+        let ok = self.collector.registry.outside_stops(|| {
+            let ok = raw.find(addr).is_some();
+            if ok {
+                raw.weaks.set(id, addr);
+            }
+            ok
+        });
+        if !ok {
+            raw.weaks.remove(id);
+            return Err(WeakError::NotAnObject { addr });
+        }
+        Ok(WeakId(id))
     }
 
     /// The word of weak reference `id` (0 once its object died). Creates no
@@ -231,14 +246,16 @@ impl<T: GcObject> Clone for Weak<T> {
     /// If the weak-reference table is full.
     fn clone(&self) -> Self {
         let raw = &self.heap.collector.raw;
-        // Read and copied with no stop in between: a stop after the read
-        // could clear our word and free the object, leaving the copy
-        // dangling.
-        let id = self
-            .heap
-            .collector
-            .registry
-            .outside_stops(|| raw.weaks.insert(raw.weak_value(self.id)));
+        // A slot first, holding 0, outside any region (see
+        // `Heap::add_weak`); then read and copied with no stop in between:
+        // a stop after the read could clear our word and free the object,
+        // leaving the copy dangling.
+        let id = raw.weaks.insert(0).inspect(|&id| {
+            self.heap
+                .collector
+                .registry
+                .outside_stops(|| raw.weaks.set(id, raw.weak_value(self.id)))
+        });
         match id {
             Ok(id) => Weak {
                 heap: self.heap.clone(),

@@ -88,6 +88,24 @@ fn mutators_rewiring_trees_while_cycles_mark() {
     assert!(cycles > 0);
 }
 
+/// The same with gray stacks and a shaded queue of 16 entries (the least): markers,
+/// the barrier and assists overflow all the time, and what they drop
+/// (marked, not queued) must be found by the rescans.
+#[test]
+fn mutators_rewiring_trees_while_every_queue_overflows() {
+    let h = Heap::new(Config {
+        arena_size: 4 << 30,
+        gc_percent: None,
+        verify: true,
+        concurrent: true,
+        gray_capacity: 16,
+        ..Config::default()
+    })
+    .unwrap();
+    let (cycles, _) = rewire(h, 64, false);
+    assert!(cycles > 0);
+}
+
 /// The same with pacing on (so allocation while marking owes assists) and a
 /// background share of 1 % (the coordinator marks 0.5 ms in every 25 or so
 /// while the mutators run): mutator assists do most of the marking, and

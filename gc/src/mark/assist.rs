@@ -85,6 +85,10 @@ const ASSIST_WAITS: u32 = 2;
 const HUNGRY_WAIT: Duration = Duration::from_micros(20);
 /// The duty-cycled background marker's quantum.
 const QUANTUM: Duration = Duration::from_micros(500);
+/// Most assist gray stacks a heap makes: more mutators than this assisting
+/// at once leave the rest to skip (the brake still bounds their debt).
+const ASSIST_STACKS: usize = 64;
+
 /// Most gray entries handed to hungry assists at once.
 const DONATE_MAX: usize = 1024;
 
@@ -125,8 +129,14 @@ pub(crate) struct Assist {
     /// taken by the coordinator at the second stop (which rescans).
     overflowed: AtomicBool,
     /// Assist gray stacks not in use (each in its own mapping, made on
-    /// first need and kept). Taken inside no-preempt regions.
+    /// first need and kept). Taken and given back inside no-preempt
+    /// regions, so the vector has room for `ASSIST_STACKS` from the start
+    /// and never grows (growing calls the system allocator, whose lock a
+    /// stopped thread may hold).
     stacks: Mutex<Vec<GrayStack>>,
+    /// Assist stacks made so far, at most `ASSIST_STACKS`. Under `stacks`'
+    /// lock.
+    stacks_made: AtomicUsize,
     /// Assist units run this cycle (a statistic).
     units: AtomicUsize,
     /// Mutators that waited at the brake this cycle (a statistic).
@@ -156,7 +166,8 @@ impl Assist {
             active: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            stacks: Mutex::new(Vec::new()),
+            stacks: Mutex::new(Vec::with_capacity(ASSIST_STACKS)),
+            stacks_made: AtomicUsize::new(0),
             units: AtomicUsize::new(0),
             brake_waits: AtomicUsize::new(0),
         }
@@ -271,9 +282,19 @@ impl Collector {
             if raw.phase.load(Relaxed) != MARK || a.closing.load(Relaxed) {
                 return None;
             }
-            let mut stack = match lock(&a.stacks).pop() {
-                Some(s) => s,
-                None => GrayStack::new(ASSIST_STACK).ok()?,
+            let mut stack = {
+                let mut stacks = lock(&a.stacks);
+                match stacks.pop() {
+                    Some(s) => s,
+                    // More assists at once than stacks: this one skips.
+                    None if a.stacks_made.load(Relaxed) == ASSIST_STACKS => return None,
+                    None => {
+                        // A mapping: a system call, not the allocator.
+                        let s = GrayStack::new(ASSIST_STACK).ok()?;
+                        a.stacks_made.fetch_add(1, Relaxed);
+                        s
+                    }
+                }
             };
             let mut queue = lock(&raw.shaded);
             if a.closing.load(Relaxed) {
@@ -285,7 +306,7 @@ impl Collector {
             // the work neither queued nor announced; a unit that finds
             // nothing is not counted (assists that keep looking must not
             // hold the end of the marking off).
-            let mut took = stack.take_from_vec(&mut queue, ASSIST_TAKE);
+            let mut took = queue.give_some(&mut stack, ASSIST_TAKE);
             if took > 0 {
                 a.active.fetch_add(1, SeqCst);
             }
@@ -310,9 +331,8 @@ impl Collector {
         }
         self.registry.outside_stops(|| {
             if took > 0 {
-                if stack.empty_into(&mut lock(&raw.shaded)) {
-                    a.overflowed.store(true, Relaxed);
-                }
+                // What does not fit is recorded as the queue's overflow.
+                stack.spill_into(&mut lock(&raw.shaded));
                 a.active.fetch_sub(1, SeqCst);
             }
             lock(&a.stacks).push(stack);
@@ -333,12 +353,7 @@ impl Collector {
             let taken = self.registry.outside_stops(|| {
                 let mut queue = lock(&self.raw.shaded);
                 if !queue.is_empty() {
-                    let n = queue.len();
-                    for &b in queue.iter() {
-                        m.push_gray(b);
-                    }
-                    queue.clear();
-                    return Some(n);
+                    return Some(m.take_all(&mut queue));
                 }
                 if a.active.load(SeqCst) == 0 {
                     a.closing.store(true, Relaxed);

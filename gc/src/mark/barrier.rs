@@ -190,7 +190,11 @@ impl RawHeap {
         if span.mark_epoch.load(Relaxed) != epoch {
             span.mark_epoch.store(epoch, Relaxed);
             span.mark_start.store(start as u32, Relaxed);
-            lock(&self.new_spans).push(span as *const crate::span::Span as usize);
+            let mut spans = lock(&self.new_spans);
+            // Room reserved for every span of the arena (see `new_spans`):
+            // this push never reallocates.
+            debug_assert!(spans.len() < spans.capacity());
+            spans.push(span as *const crate::span::Span as usize);
         }
     }
 

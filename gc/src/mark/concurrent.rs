@@ -308,9 +308,10 @@ impl Marker<'_> {
     /// shaded and the assists left onto the gray stack.
     pub(crate) fn take_shaded(&mut self, raw: &crate::heap::RawHeap) {
         let mut shaded = lock(&raw.shaded);
-        for &b in shaded.iter() {
-            self.push_gray(b);
+        self.take_all(&mut shaded);
+        if std::mem::take(&mut shaded.overflowed) {
+            // Objects shaded while the queue was full: marked, not queued.
+            self.note_overflow();
         }
-        shaded.clear();
     }
 }

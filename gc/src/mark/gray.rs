@@ -75,38 +75,34 @@ impl GrayStack {
         self.len -= k;
     }
 
-    /// Moves up to `k` entries from the bottom of `self` to the end of
-    /// `to` (the oldest entries: the largest unexplored subgraphs, as in
-    /// `give_bottom`); returns how many.
-    pub(crate) fn give_bottom_to_vec(&mut self, to: &mut Vec<usize>, k: usize) -> usize {
-        let k = k.min(self.len);
-        let src = self.slots();
-        // SAFETY: the first `k <= len` entries are initialised; the shift
-        // moves the `len - k` after them down within the mapping.
-        unsafe {
-            to.extend_from_slice(std::slice::from_raw_parts(src, k));
-            std::ptr::copy(src.add(k), src, self.len - k);
-        }
-        self.len -= k;
+    /// Moves up to `k` entries from the top of `self` onto `to`, as room
+    /// allows; returns how many.
+    pub(crate) fn give_some(&mut self, to: &mut GrayStack, k: usize) -> usize {
+        let k = k.min(self.len).min(to.cap - to.len);
+        self.give_top(to, k);
         k
     }
 
-    /// Moves up to `k` entries from the end of `from` onto this stack (as
-    /// room allows); returns how many.
-    pub(crate) fn take_from_vec(&mut self, from: &mut Vec<usize>, k: usize) -> usize {
-        let k = k.min(from.len()).min(self.cap - self.len);
-        for v in from.drain(from.len() - k..) {
-            self.push(v);
+    /// Moves every entry onto `to`. What does not fit is dropped and
+    /// recorded as `to`'s overflow (the objects stay marked: the overflow
+    /// rescan finds them), as is an overflow of `self`, which is cleared.
+    pub(crate) fn spill_into(&mut self, to: &mut GrayStack) {
+        let moved = self.give_some(to, self.len);
+        if moved < self.len || std::mem::take(&mut self.overflowed) {
+            to.overflowed = true;
         }
-        k
+        self.len = 0;
     }
 
-    /// Moves every entry to the end of `to`, and clears the overflow
-    /// record into the return value.
-    pub(crate) fn empty_into(&mut self, to: &mut Vec<usize>) -> bool {
-        let n = self.len;
-        self.give_bottom_to_vec(to, n);
-        std::mem::take(&mut self.overflowed)
+    /// Empties the stack and forgets its overflow.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.overflowed = false;
+    }
+
+    /// Whether the stack holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Moves the top `k` entries of `self` onto `to`.

@@ -87,12 +87,6 @@ impl RawHeap {
 }
 
 impl Marker<'_> {
-    /// Pushes `base`, a marked object, for scanning (an overflow is
-    /// recorded and recovered from, as for any push).
-    pub(crate) fn push_gray(&mut self, base: usize) {
-        self.gray.push(base);
-    }
-
     fn tracer(&mut self) -> Tracer<'_> {
         Tracer {
             heap: self.heap,
@@ -242,9 +236,21 @@ impl Marker<'_> {
     }
 
     /// Moves up to `k` gray entries, the oldest, to `to` (a share for
-    /// mutator assists).
-    pub(crate) fn give_gray(&mut self, to: &mut Vec<usize>, k: usize) -> usize {
-        self.gray.give_bottom_to_vec(to, k)
+    /// mutator assists), as room allows; returns how many.
+    pub(crate) fn give_gray(&mut self, to: &mut GrayStack, k: usize) -> usize {
+        let k = k.min(self.gray.len).min(to.cap - to.len);
+        self.gray.give_bottom(to, k);
+        k
+    }
+
+    /// Moves every entry of `from` (the shaded queue) onto the gray stack.
+    /// `from`'s overflow stays with it (the second stop takes it over).
+    pub(crate) fn take_all(&mut self, from: &mut GrayStack) -> usize {
+        let n = from.len;
+        while let Some(b) = from.pop() {
+            self.gray.push(b);
+        }
+        n
     }
 
     /// Records that gray objects were lost to an overflow elsewhere (an
