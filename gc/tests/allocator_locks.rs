@@ -109,12 +109,13 @@ enum Hold {
 /// keeps it held until the world restarts, as a thread stopped inside
 /// `malloc` would. `victim` calls [`arm`] once it has made what it needs,
 /// then does what must not allocate inside a region. Returns the first
-/// error of a stop or a collection, if any.
+/// error of a stop or a collection, if any, and how many times the victim
+/// waited for the lock.
 fn stops_while_held(
     heap: &Heap,
     hold: Hold,
     victim: impl FnOnce(&Mutator) + Send,
-) -> Result<(), String> {
+) -> (Result<(), String>, usize) {
     // The lock and the counter are the process's: one test at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -187,7 +188,7 @@ fn stops_while_held(
             }
         };
         v.join().unwrap();
-        r
+        (r, WAITING.load(SeqCst))
     })
 }
 
@@ -195,7 +196,7 @@ fn stops_while_held(
 fn registering_a_finalizer_does_not_allocate_inside_a_region() {
     for concurrent in [false, true] {
         let h = heap(concurrent);
-        let r = stops_while_held(&h, Hold::UntilStopped, |m| {
+        let (r, waited) = stops_while_held(&h, Hold::UntilStopped, |m| {
             let objs: Vec<_> = (0..20).map(|_| m.alloc::<Node>().unwrap().addr()).collect();
             arm();
             // A capture-free closure is boxed without allocating; what the
@@ -206,17 +207,14 @@ fn registering_a_finalizer_does_not_allocate_inside_a_region() {
             }
         });
         assert!(r.is_ok(), "concurrent={concurrent}: {}", r.unwrap_err());
-        assert!(
-            WAITING.load(SeqCst) > 0,
-            "the victim never met the held lock"
-        );
+        assert!(waited > 0, "the victim never met the held lock");
     }
 }
 
 #[test]
 fn cloning_a_weak_reference_does_not_allocate_inside_a_region() {
     let h = heap(false);
-    let r = stops_while_held(&h, Hold::UntilStopped, |m| {
+    let (r, waited) = stops_while_held(&h, Hold::UntilStopped, |m| {
         let obj = m.alloc::<Node>().unwrap();
         let w = Weak::new(&obj).unwrap();
         let mut clones = std::mem::ManuallyDrop::new(Vec::with_capacity(20_000));
@@ -227,10 +225,7 @@ fn cloning_a_weak_reference_does_not_allocate_inside_a_region() {
         }
     });
     assert!(r.is_ok(), "{}", r.unwrap_err());
-    assert!(
-        WAITING.load(SeqCst) > 0,
-        "the victim never met the held lock"
-    );
+    assert!(waited > 0, "the victim never met the held lock");
 }
 
 #[test]
@@ -239,7 +234,7 @@ fn the_barrier_and_new_spans_do_not_allocate_inside_a_region() {
     // the reference it overwrites (the deletion barrier), and a cache that
     // takes a span records it: neither may grow a vector in its region.
     let h = heap(true);
-    let r = stops_while_held(&h, Hold::Bursts, |m| {
+    let (r, _) = stops_while_held(&h, Hold::Bursts, |m| {
         // A list long enough that marking it takes a while, reachable only
         // through `keep`: the marker goes from the head, the stores below
         // work near the tail, where nodes are still unmarked.
@@ -311,7 +306,7 @@ fn running_finalizers_does_not_allocate_inside_a_region() {
     .unwrap();
     h.collect().unwrap();
     let ran = AtomicUsize::new(0);
-    let r = stops_while_held(&h, Hold::UntilStopped, |m| {
+    let (r, waited) = stops_while_held(&h, Hold::UntilStopped, |m| {
         // A fresh thread's handle table is empty: rooting the first queued
         // object takes a chunk of handles, which must be allocated before
         // the region that takes the entry and roots it.
@@ -319,5 +314,6 @@ fn running_finalizers_does_not_allocate_inside_a_region() {
         ran.store(m.run_finalizers(), SeqCst);
     });
     assert!(r.is_ok(), "{}", r.unwrap_err());
+    assert!(waited > 0, "the victim never met the held lock");
     assert_eq!(ran.load(SeqCst), 4);
 }
