@@ -128,15 +128,7 @@ impl RawHeap {
             // reference bit makes both marks agree on the wrong answer.
             self.check_layouts().map_err(VerifyError::Layout)?;
             if replayable {
-                let snap = self.take_mark_snapshot();
-                let all_roots = |m: &mut Marker<'_>| {
-                    roots(m);
-                    finalizers.offer_roots(m);
-                };
-                let mut again = self.marker();
-                all_roots(&mut again);
-                again.finish();
-                self.compare_mark_snapshot(&snap, kind, &all_roots)
+                self.remark_and_compare(roots, &finalizers, kind)
                     .map_err(VerifyError::Remark)?;
             }
             // Every weak word still set must name an object the sweep keeps

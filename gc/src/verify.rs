@@ -217,6 +217,31 @@ impl RawHeap {
         n
     }
 
+    /// Verify mode, world stopped: re-marks from scratch from `roots` and
+    /// the finalizer table's roots, and checks the collection's mark
+    /// against it (see [`RawHeap::compare_mark_snapshot`]: equal for a
+    /// full collection, a superset for a minor or a concurrent one).
+    /// Allocation-free.
+    // A large error on purpose: it is built with the world stopped, where
+    // boxing it would call the system allocator (see `missed_path`).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn remark_and_compare(
+        &self,
+        roots: &dyn Fn(&mut Marker<'_>),
+        finalizers: &crate::finalizer::FinalizerTable,
+        kind: CollectionKind,
+    ) -> Result<(), MarkMismatch> {
+        let snap = self.take_mark_snapshot();
+        let all_roots = |m: &mut Marker<'_>| {
+            roots(m);
+            finalizers.offer_roots(m);
+        };
+        let mut again = self.marker();
+        all_roots(&mut again);
+        again.finish();
+        self.compare_mark_snapshot(&snap, kind, &all_roots)
+    }
+
     /// Verify mode: checks the current mark bits (a full re-mark from
     /// `roots`) against the snapshot (the collection's mark). After a full
     /// collection they must be equal. After a minor one the re-mark must
@@ -229,7 +254,7 @@ impl RawHeap {
     // A large error on purpose: it is built with the world stopped, where
     // boxing it would call the system allocator (see `missed_path`).
     #[allow(clippy::result_large_err)]
-    pub(crate) fn compare_mark_snapshot(
+    fn compare_mark_snapshot(
         &self,
         _token: &usize,
         kind: CollectionKind,

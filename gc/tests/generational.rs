@@ -170,9 +170,10 @@ fn store_without_barrier(h: &Heap, ty: pardon::Type, slot: usize) -> usize {
     .unwrap()
 }
 
-#[test]
-#[should_panic(expected = "without the write barrier")]
-fn verify_mode_catches_a_store_without_the_barrier() {
+/// A generational heap in verify mode, a pair type (two reference
+/// words), and one pair, old (it survived a collection) and held by a
+/// global root.
+fn old_pair() -> (Heap, pardon::Type, usize, pardon::GlobalRootId) {
     let h = heap(true);
     let ty = h
         .register_type(&TypeDesc {
@@ -188,6 +189,13 @@ fn verify_mode_catches_a_store_without_the_barrier() {
     };
     let id = h.add_root(old).unwrap();
     h.collect().unwrap();
+    (h, ty, old, id)
+}
+
+#[test]
+#[should_panic(expected = "without the write barrier")]
+fn verify_mode_catches_a_store_without_the_barrier() {
+    let (h, ty, old, id) = old_pair();
     store_without_barrier(&h, ty, old);
     // The young object is reachable only through the unrecorded store: the
     // minor mark misses it, and the verification re-mark says so.
@@ -199,21 +207,7 @@ fn verify_mode_catches_a_store_without_the_barrier() {
 /// and, at word 1, the young object the minor mark missed.
 #[test]
 fn verify_mode_names_the_path_to_the_missed_object() {
-    let h = heap(true);
-    let ty = h
-        .register_type(&TypeDesc {
-            name: "pair",
-            size: 16,
-            align: 8,
-            pointer_words: &[0, 1],
-        })
-        .unwrap();
-    let old = {
-        let m = h.attach().unwrap();
-        m.alloc_raw(ty).unwrap()
-    };
-    let id = h.add_root(old).unwrap();
-    h.collect().unwrap();
+    let (h, ty, old, id) = old_pair();
     let young = store_without_barrier(&h, ty, old + 8);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.collect_minor()));
     let msg = match r {

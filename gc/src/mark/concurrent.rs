@@ -284,17 +284,9 @@ impl Collector {
     ) -> Result<(), VerifyError> {
         let raw = &self.raw;
         raw.check_layouts().map_err(VerifyError::Layout)?;
-        let snap = raw.take_mark_snapshot();
-        let all_roots = |m: &mut Marker<'_>| {
-            roots(m);
-            finalizers.offer_roots(m);
-        };
-        let mut again = raw.marker();
-        all_roots(&mut again);
-        again.finish();
         // `Minor`: the subset comparison, which puts the concurrent marks
         // back afterwards.
-        raw.compare_mark_snapshot(&snap, CollectionKind::Minor, &all_roots)
+        raw.remark_and_compare(roots, finalizers, CollectionKind::Minor)
             .map_err(VerifyError::Concurrent)?;
         if let Some(addr) = raw.find_dangling_weak() {
             return Err(VerifyError::DanglingWeak(addr));
