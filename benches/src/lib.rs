@@ -36,6 +36,7 @@
 pub mod cli;
 pub mod floor;
 pub mod goroutine_heap;
+pub mod goroutine_suite;
 pub mod kernels;
 pub mod report;
 pub mod suite;

@@ -57,6 +57,8 @@ struct Args {
     suite: bool,
     quick: bool,
     json: Option<std::path::PathBuf>,
+    plot: Option<std::path::PathBuf>,
+    go_stwprobe: Option<std::path::PathBuf>,
     /// `--slice` as given, for the suite's children.
     slice_arg: String,
 }
@@ -176,6 +178,18 @@ fn parse_args() -> Args {
                 .value_parser(clap::value_parser!(std::path::PathBuf))
                 .help("--suite: write the results as JSON to this file"),
         )
+        .arg(
+            Arg::new("plot")
+                .long("plot")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("--suite: write stw-vs-parked.svg (stop and time to safepoint against parked goroutines) into this directory"),
+        )
+        .arg(
+            Arg::new("go-stwprobe")
+                .long("go-stwprobe")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("--suite: Go 1.19's stwprobe binary (../shared/anchors-go/stwprobe.go, built), run with GOMAXPROCS=2 after each stw row with the same parked count, for the Go rows and the plot"),
+        )
         .get_matches();
     let preemption: Preemption = m
         .get_one::<String>("preemption")
@@ -198,6 +212,8 @@ fn parse_args() -> Args {
         suite: m.get_flag("suite"),
         quick: m.get_flag("quick"),
         json: m.get_one::<std::path::PathBuf>("json").cloned(),
+        plot: m.get_one::<std::path::PathBuf>("plot").cloned(),
+        go_stwprobe: m.get_one::<std::path::PathBuf>("go-stwprobe").cloned(),
         slice_arg: m
             .get_raw("slice")
             .and_then(|mut v| v.next())
@@ -711,182 +727,21 @@ fn parked(a: &Args) {
     );
 }
 
-/// Runs this program with `args`, killing it if it has not ended within
-/// `limit` (each mode has its own watchdog; this one guards the suite
-/// against a bug in them).
-fn run_child(exe: &std::path::Path, args: &[String], limit: Duration) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run a child");
-    let t0 = Instant::now();
-    while child.try_wait().expect("wait for a child").is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("a child's output")
-}
-
-/// `--suite`: every row in a child process of its own (a cooperative
-/// run that deadlocks leaves a worker spinning for ever; the child exits
-/// instead), then a table, and JSON with `--json`.
-fn suite(a: &Args) {
-    let exe = std::env::current_exe().expect("this program's path");
-    let samples = if a.quick { "100" } else { "300" };
-    let parked: &[&str] = if a.quick {
-        &["0", "10000"]
-    } else {
-        &["0", "10000", "100000"]
-    };
-    let mut runs: Vec<Vec<String>> = Vec::new();
-    for p in ["signal", "poll", "coop"] {
-        let common = |mode: &str| {
-            vec![
-                "--mode".to_string(),
-                mode.to_string(),
-                "--preemption".into(),
-                p.into(),
-                "--slice".into(),
-                a.slice_arg.clone(),
-                "--json-line".into(),
-            ]
-        };
-        let mut l = common("latency");
-        l.extend(
-            [
-                "--procs",
-                "2",
-                "--workers",
-                "4",
-                "--samples",
-                samples,
-                "--timeout",
-                "2s",
-            ]
-            .map(String::from),
-        );
-        runs.push(l);
-        let mut s = common("spinlock");
-        s.extend(["--rounds", "10", "--timeout", "2s"].map(String::from));
-        runs.push(s);
-        runs.push(common("fairness"));
-    }
-    // Stops of goroutines alone, then collections of a heap over them.
-    for (mode, samples) in [("stw", samples), ("gc", if a.quick { "30" } else { "100" })] {
-        for n in parked {
-            let mut s: Vec<String> = [
-                "--mode",
-                mode,
-                "--preemption",
-                "signal",
-                "--procs",
-                "2",
-                "--workers",
-                "2",
-                "--samples",
-                samples,
-                "--parked",
-                n,
-                "--json-line",
-                "--slice",
-            ]
-            .map(String::from)
-            .to_vec();
-            s.push(a.slice_arg.clone());
-            runs.push(s);
-        }
-    }
-    let mut results = Vec::new();
-    println!("row       mode    parked   result");
-    for args in runs {
-        let out = run_child(&exe, &args, Duration::from_secs(120));
-        let line = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            json!({"mode": args[1], "preemption": args[3],
-                   "result": {"outcome": "error",
-                              "stderr": String::from_utf8_lossy(&out.stderr)}})
-        });
-        let r = &v["result"];
-        let shown = match (v["mode"].as_str(), r["outcome"].as_str()) {
-            (Some("latency"), Some("ok")) => format!(
-                "lateness p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                r["lateness_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e6,
-                r["lateness_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e6,
-                r["lateness_ns"]["max"].as_f64().unwrap_or(0.0) / 1e6
-            ),
-            (Some("spinlock"), Some("ok")) => format!(
-                "{:.2} ms a round",
-                r["round_ns"].as_f64().unwrap_or(0.0) / 1e6
-            ),
-            (Some("fairness"), Some(_)) => format!(
-                "ratio {:.2} ({})",
-                r["ratio"].as_f64().unwrap_or(0.0),
-                r["outcome"].as_str().unwrap_or("?")
-            ),
-            (Some("stw"), Some("ok")) => format!(
-                "stop+restart p50 {:.0} us, p99 {:.0} us; ttsp p50 {:.0} us, p99 {:.0} us",
-                r["stop_restart_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
-                r["stop_restart_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3,
-                r["ttsp_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
-                r["ttsp_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
-            ),
-            (Some("gc"), Some("ok")) => format!(
-                "ttsp p50 {:.0} us, p99 {:.0} us; pause p50 {:.0} us; roots p50 {:.0} us{}",
-                r["ttsp_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
-                r["ttsp_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3,
-                r["pause_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
-                r["roots_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
-                r["roots_per_parked_ns"]
-                    .as_f64()
-                    .map_or(String::new(), |n| format!(
-                        " ({n:.0} ns a parked goroutine)"
-                    ))
-            ),
-            (_, Some(o)) => o.to_uppercase(),
-            _ => "?".into(),
-        };
-        println!(
-            "{:<9} {:<7} {:<8} {}",
-            v["mode"].as_str().unwrap_or("?"),
-            v["preemption"].as_str().unwrap_or("?"),
-            if v["mode"] == "stw" || v["mode"] == "gc" {
-                v["parked"].to_string()
-            } else {
-                "-".into()
-            },
-            shown
-        );
-        results.push(v);
-    }
-    if let Some(path) = &a.json {
-        let doc = json!({
-            "schema": 1,
-            "machine": pardon_bench::report::machine(),
-            "config": {"slice_ns": a.slice.as_nanos() as u64, "quick": a.quick},
-            "results": results,
-        });
-        let text = serde_json::to_string_pretty(&doc).expect("JSON");
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("goroutines: cannot write {}: {e}", path.display());
-            std::process::exit(1);
-        }
-    }
-}
-
 fn main() {
     let a = parse_args();
     if a.suite {
-        suite(&a);
+        let cfg = pardon_bench::goroutine_suite::SuiteConfig {
+            quick: a.quick,
+            slice_arg: a.slice_arg.clone(),
+            slice: a.slice,
+            json: a.json.clone(),
+            plot: a.plot.clone(),
+            go_stwprobe: a.go_stwprobe.clone(),
+        };
+        if let Err(e) = pardon_bench::goroutine_suite::run(&cfg) {
+            eprintln!("goroutines: {e}");
+            std::process::exit(1);
+        }
         return;
     }
     match a.mode.as_str() {
