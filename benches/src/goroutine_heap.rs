@@ -140,7 +140,8 @@ pub fn node_type(heap: &Heap) -> Result<Type, String> {
 /// [`Scene::heap`] scans. Dropping it ends the loops and the parked goroutines.
 pub struct Scene {
     heap: Heap,
-    stop: Arc<AtomicU32>,
+    /// The call-free loops, one a worker (see `spinners`).
+    spinners: Option<crate::spinners::Spinners>,
     release: Option<channel::Sender<()>>,
     handles: Vec<pardon_sched::JoinHandle<()>>,
     /// Dropped after the goroutines have ended (fields drop in order).
@@ -170,7 +171,7 @@ impl Scene {
         let parked = Arc::new(AtomicUsize::new(0));
         let mut scene = Scene {
             heap,
-            stop: Arc::new(AtomicU32::new(0)),
+            spinners: None,
             release: Some(tx),
             handles: Vec::with_capacity(o.parked + o.workers),
             rt,
@@ -182,10 +183,9 @@ impl Scene {
                 with_mutator(|m| hold_frames(m, ty, frames, &rx, &parked));
             }));
         }
-        for _ in 0..o.workers {
-            let stop = scene.stop.clone();
-            scene.handles.push(scene.rt.go(move || spin(&stop)));
-        }
+        scene.spinners = Some(crate::spinners::Spinners::start(
+            &scene.rt, o.workers, o.procs, spin,
+        )?);
         let t0 = Instant::now();
         while parked.load(SeqCst) < o.parked {
             if t0.elapsed() > Duration::from_secs(120) {
@@ -209,7 +209,9 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        self.stop.store(1, SeqCst);
+        if let Some(s) = self.spinners.take() {
+            let _ = s.stop();
+        }
         drop(self.release.take());
         for h in self.handles.drain(..) {
             let _ = h.join();

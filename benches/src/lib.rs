@@ -39,6 +39,7 @@ pub mod goroutine_heap;
 pub mod goroutine_suite;
 pub mod kernels;
 pub mod report;
+pub mod spinners;
 pub mod suite;
 pub mod trees;
 

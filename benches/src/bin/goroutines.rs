@@ -582,18 +582,17 @@ fn stw(a: &Args) {
             })
         })
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
     let sink = Arc::new(AtomicU64::new(0));
-    let spinners: Vec<_> = (0..a.workers)
-        .map(|_| {
-            let (stop, sink) = (stop.clone(), sink.clone());
-            rt.go(move || {
-                while !stop.load(SeqCst) {
-                    sink.fetch_add(spin_for(Preemption::Signal, 50_000_000), SeqCst);
-                }
-            })
-        })
-        .collect();
+    // Spread over the workers (see `pardon_bench::spinners`).
+    let spinners = pardon_bench::spinners::Spinners::start(&rt, a.workers, a.procs, move |stop| {
+        while stop.load(SeqCst) == 0 {
+            sink.fetch_add(spin_for(Preemption::Signal, 50_000_000), SeqCst);
+        }
+    })
+    .unwrap_or_else(|e| {
+        eprintln!("goroutines: stw: {e}");
+        std::process::exit(1);
+    });
     std::thread::sleep(Duration::from_millis(50));
     let (rt2, samples) = (rt.clone(), a.samples);
     let prober = rt.go(move || {
@@ -611,9 +610,9 @@ fn stw(a: &Args) {
         (whole, ttsp)
     });
     let (whole, ttsp) = prober.join().unwrap();
-    stop.store(true, SeqCst);
+    spinners.stop().expect("spinners");
     drop(tx);
-    for h in spinners.into_iter().chain(parked) {
+    for h in parked {
         h.join().unwrap();
     }
     let (qw, qt) = (quantiles(&whole), quantiles(&ttsp));
