@@ -1,8 +1,10 @@
 //! Gray stacks: the objects marked but not yet scanned, one stack a
-//! marking thread, each in its own `MAP_NORESERVE` mapping so pushing never
-//! calls the system allocator. A push onto a full stack drops the entry and
-//! records the overflow (the object stays marked; `Marker::complete`
-//! rescans the heap for such objects).
+//! marking thread (and one more for what the barrier shades: the heap's
+//! shaded queue), each in its own `MAP_NORESERVE` mapping so pushing never
+//! calls the system allocator — not even inside a mutator's no-preempt
+//! region. A push onto a full stack drops the entry and records the
+//! overflow (the object stays marked; `Marker::complete` rescans the heap
+//! for such objects).
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -10,9 +12,15 @@ use super::tracer::Tracer;
 use crate::heap::RawHeap;
 
 pub(crate) struct GrayStack {
+    /// `cap` words, committed by the kernel as they are first touched.
     pub(super) map: MmapMut,
+    /// Entries the mapping holds; fixed at creation.
     pub(super) cap: usize,
+    /// Entries in use: the first `len` words are object bases, `len <= cap`.
     pub(super) len: usize,
+    /// An entry was dropped because the stack was full: set by `push` (and
+    /// by `spill_into`), cleared only by whoever recovers (the heap rescan)
+    /// or starts afresh.
     pub(super) overflowed: bool,
 }
 
