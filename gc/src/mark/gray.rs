@@ -95,8 +95,10 @@ impl GrayStack {
     /// recorded as `to`'s overflow (the objects stay marked: the overflow
     /// rescan finds them), as is an overflow of `self`, which is cleared.
     pub(crate) fn spill_into(&mut self, to: &mut GrayStack) {
-        let moved = self.give_some(to, self.len);
-        if moved < self.len || std::mem::take(&mut self.overflowed) {
+        self.give_some(to, self.len);
+        // Left over (no room): dropped, so recorded as `to`'s overflow.
+        let dropped = self.len > 0;
+        if std::mem::take(&mut self.overflowed) || dropped {
             to.overflowed = true;
         }
         self.len = 0;
@@ -139,5 +141,87 @@ impl GrayStack {
         };
         t.drain::<true>(None, |t| t.bytes >= budget);
         t.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Moves between stacks against a model (vectors), over every length
+    //! and room up to a few entries: what arrives, in what order, and when
+    //! an overflow must be recorded.
+
+    use super::GrayStack;
+
+    fn stack(cap: usize, entries: &[usize]) -> GrayStack {
+        let mut s = GrayStack::new(cap).unwrap();
+        for &e in entries {
+            s.push(e);
+        }
+        s
+    }
+
+    fn contents(s: &mut GrayStack) -> Vec<usize> {
+        let mut v = Vec::new();
+        while let Some(e) = s.pop() {
+            v.push(e);
+        }
+        v.reverse();
+        v
+    }
+
+    #[test]
+    fn spilling_keeps_what_fits_and_records_what_does_not() {
+        for from_len in 0..6 {
+            for to_cap in 1..6 {
+                for to_len in 0..=to_cap {
+                    for from_overflowed in [false, true] {
+                        let ours: Vec<usize> = (100..100 + from_len).collect();
+                        let theirs: Vec<usize> = (0..to_len).collect();
+                        let mut from = stack(8, &ours);
+                        from.overflowed = from_overflowed;
+                        let mut to = stack(to_cap, &theirs);
+                        from.spill_into(&mut to);
+                        let room = to_cap - to_len;
+                        let moved = from_len.min(room);
+                        // The model: the top `moved` of ours, in order, on
+                        // top of theirs; an overflow iff something was
+                        // left over or ours had overflowed.
+                        let mut want = theirs.clone();
+                        want.extend(&ours[from_len - moved..]);
+                        let case = format!(
+                            "from {from_len} (overflowed {from_overflowed}), to {to_len}/{to_cap}"
+                        );
+                        assert_eq!(from.len, 0, "{case}");
+                        assert!(!from.overflowed, "{case}");
+                        assert_eq!(to.overflowed, moved < from_len || from_overflowed, "{case}");
+                        assert_eq!(contents(&mut to), want, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn giving_some_moves_at_most_what_was_asked_and_fits() {
+        for from_len in 0..6 {
+            for to_cap in 1..6 {
+                for to_len in 0..=to_cap {
+                    for k in 0..7 {
+                        let ours: Vec<usize> = (100..100 + from_len).collect();
+                        let mut from = stack(8, &ours);
+                        let mut to = stack(to_cap, &(0..to_len).collect::<Vec<_>>());
+                        let n = from.give_some(&mut to, k);
+                        let want = k.min(from_len).min(to_cap - to_len);
+                        assert_eq!(n, want);
+                        assert_eq!(from.len, from_len - want);
+                        assert_eq!(to.len, to_len + want);
+                        assert!(!to.overflowed && !from.overflowed);
+                        let moved = &ours[from_len - want..];
+                        assert_eq!(&contents(&mut to)[to_len..], moved);
+                        assert_eq!(contents(&mut from), &ours[..from_len - want]);
+                    }
+                }
+            }
+        }
     }
 }
