@@ -88,22 +88,28 @@ fn mutators_rewiring_trees_while_cycles_mark() {
     assert!(cycles > 0);
 }
 
-/// The same with gray stacks and a shaded queue of 16 entries (the least): markers,
-/// the barrier and assists overflow all the time, and what they drop
-/// (marked, not queued) must be found by the rescans.
+/// The assists' workload below with gray stacks and a shaded queue of 16
+/// entries (the least): markers, the barrier and assists (giving their
+/// leftovers back) overflow all the time, and what they drop (marked, not
+/// queued) must be found by the second stop's rescan.
 #[test]
 fn mutators_rewiring_trees_while_every_queue_overflows() {
     let h = Heap::new(Config {
         arena_size: 4 << 30,
-        gc_percent: None,
+        gc_percent: Some(100),
         verify: true,
         concurrent: true,
+        background_mark_percent: 1,
         gray_capacity: 16,
         ..Config::default()
     })
     .unwrap();
-    let (cycles, _) = rewire(h, 64, false);
+    let (cycles, assist_units) = rewire(h, 4, true);
     assert!(cycles > 0);
+    assert!(
+        assist_units > 0,
+        "no assist ran in a minute: the test covers nothing"
+    );
 }
 
 /// The same with pacing on (so allocation while marking owes assists) and a
