@@ -88,42 +88,34 @@ fn mutators_rewiring_trees_while_cycles_mark() {
     assert!(cycles > 0);
 }
 
-/// The assists' workload below with gray stacks and a shaded queue of 16
-/// entries (the least): markers, the barrier and assists (giving their
-/// leftovers back) overflow all the time, and what they drop (marked, not
-/// queued) must be found by the second stop's rescan.
-#[test]
-fn mutators_rewiring_trees_while_every_queue_overflows() {
-    let h = Heap::new(Config {
-        arena_size: 4 << 30,
-        gc_percent: Some(100),
-        verify: true,
-        concurrent: true,
-        background_mark_percent: 1,
-        gray_capacity: 16,
-        ..Config::default()
-    })
-    .unwrap();
-    let (cycles, assist_units) = rewire(h, 4, true);
-    assert!(cycles > 0);
-    assert!(
-        assist_units > 0,
-        "no assist ran in a minute: the test covers nothing"
-    );
-}
-
 /// The same with pacing on (so allocation while marking owes assists) and a
 /// background share of 1 % (the coordinator marks 0.5 ms in every 25 or so
 /// while the mutators run): mutator assists do most of the marking, and
 /// verify mode and the canaries check what they mark.
 #[test]
 fn mutators_rewiring_trees_while_assists_mark() {
+    rewire_with_assists(Config::default().gray_capacity);
+}
+
+/// The same with gray stacks and a shaded queue of 16 entries (the least):
+/// markers, the barrier and assists (giving their leftovers back) overflow
+/// all the time, and what they drop (marked, not queued) must be found by
+/// the second stop's rescan.
+#[test]
+fn mutators_rewiring_trees_while_every_queue_overflows() {
+    rewire_with_assists(16);
+}
+
+/// The assists' workload: a paced heap with a 1 % background share and
+/// gray stacks of `gray_capacity` entries, rewired until an assist has run.
+fn rewire_with_assists(gray_capacity: usize) {
     let h = Heap::new(Config {
         arena_size: 4 << 30,
         gc_percent: Some(100),
         verify: true,
         concurrent: true,
         background_mark_percent: 1,
+        gray_capacity,
         ..Config::default()
     })
     .unwrap();
