@@ -25,7 +25,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::region::{lock, lock_plain, Region};
+use crate::region::{lock, lock_plain};
 use crate::runtime::{park, Waker};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -74,37 +74,40 @@ fn pool_thread(p: &'static Pool) {
 /// Returns the job if no thread could be started.
 fn submit(job: Job) -> Result<(), Job> {
     let p = pool();
-    // A no-preempt region: a goroutine switched out holding this lock
-    // would leave the pool threads (and any goroutine of its worker that
-    // calls `blocking`) waiting for it.
-    let _region = Region::enter();
-    let mut st = lock_plain(&p.state);
-    let generation = crate::fork::generation();
-    if st.2 != generation {
-        // A forked child: the waiting threads were the parent's.
-        st.1 = 0;
-        st.2 = generation;
-    }
-    st.0.push_back(job);
-    if st.1 > 0 {
-        p.more.notify_one();
-        return Ok(());
-    }
-    drop(st);
-    match std::thread::Builder::new()
-        .name("pardon-blocking".into())
-        .spawn(move || pool_thread(p))
-    {
-        Ok(_) => Ok(()),
-        Err(_) => {
-            // Take it back, if no other thread took it meanwhile.
-            let mut st = lock_plain(&p.state);
-            match st.0.pop_back() {
-                Some(job) => Err(job),
-                None => Ok(()),
+    // A no-yield region: a goroutine switched out holding this lock would
+    // leave the pool threads (and any goroutine of its worker that calls
+    // `blocking`) waiting for it. Not a no-preempt one: queueing the job
+    // and starting a thread allocate, and a stop must be able to park
+    // this thread here (see `linked`); no stopped world needs this lock.
+    crate::region::no_yield(|| {
+        let mut st = lock_plain(&p.state);
+        let generation = crate::fork::generation();
+        if st.2 != generation {
+            // A forked child: the waiting threads were the parent's.
+            st.1 = 0;
+            st.2 = generation;
+        }
+        st.0.push_back(job);
+        if st.1 > 0 {
+            p.more.notify_one();
+            return Ok(());
+        }
+        drop(st);
+        match std::thread::Builder::new()
+            .name("pardon-blocking".into())
+            .spawn(move || pool_thread(p))
+        {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                // Take it back, if no other thread took it meanwhile.
+                let mut st = lock_plain(&p.state);
+                match st.0.pop_back() {
+                    Some(job) => Err(job),
+                    None => Ok(()),
+                }
             }
         }
-    }
+    })
 }
 
 /// Completion of one call: set by the pool thread once the closure has

@@ -10,10 +10,14 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use crate::linked::WaitList;
 use crate::region::lock;
+use crate::room::Room;
 use crate::runtime::{park, Waker};
 
 struct State<T> {
+    /// Filled only where it has room, and grown before the region that
+    /// fills it (see `room`).
     queue: VecDeque<T>,
     /// `None`: unbounded; `Some(0)`: rendezvous.
     cap: Option<usize>,
@@ -24,10 +28,11 @@ struct State<T> {
     senders: usize,
     receivers: usize,
     /// Goroutines waiting to send (room, or their value taken).
-    send_waiters: Vec<Waker>,
-    /// Goroutines parked in `recv`, each with the slot on its stack where
-    /// a sender may put a value straight away (see `Sender::send`).
-    recv_waiters: VecDeque<(Waker, Slot<T>)>,
+    send_waiters: WaitList,
+    /// Goroutines parked in `recv`, each with the address of the slot on
+    /// its stack (a `Slot<T>`) where a sender may put a value straight
+    /// away (see `Sender::send`).
+    recv_waiters: WaitList,
 }
 
 /// Where a parked receiver takes a value handed to it: an `Option<T>` in
@@ -93,8 +98,8 @@ fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             popped: 0,
             senders: 1,
             receivers: 1,
-            send_waiters: Vec::new(),
-            recv_waiters: VecDeque::new(),
+            send_waiters: WaitList::new(),
+            recv_waiters: WaitList::new(),
         }),
     });
     (Sender { chan: chan.clone() }, Receiver { chan })
@@ -108,15 +113,6 @@ pub fn channel<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
 /// A channel with no bound.
 pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
     make(None)
-}
-
-/// Wakes every waiter of `ws`, keeping the vector's allocation for the
-/// next ones (a park then costs no allocation). Called under the
-/// channel's lock: waking takes a run queue's lock, never the reverse.
-fn wake_all(ws: &mut Vec<Waker>) {
-    for w in ws.drain(..) {
-        w.wake();
-    }
 }
 
 /// Waits until `ready` (run under the channel's lock) returns `Some`:
@@ -154,6 +150,17 @@ fn wait<T, R>(
     }
 }
 
+/// How a send's attempt under the lock ended.
+enum Sent<T> {
+    /// Pushed or handed over: the value's number, and whether a parked
+    /// receiver took it.
+    Done(u64, bool),
+    /// Every receiver is gone.
+    Closed(T),
+    /// The buffer is full of its allocation: grow it outside the region.
+    NoRoom,
+}
+
 impl<T> Sender<T> {
     /// Sends `v`, waiting for room (or, on a rendezvous channel, until a
     /// receiver has taken it). A receiver parked in `recv` is handed the
@@ -161,36 +168,47 @@ impl<T> Sender<T> {
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
         let mut v = Some(v);
         // Wait for room and push.
-        let ticket = wait(
-            &self.chan,
-            |st| {
-                if st.receivers == 0 {
-                    return Some(Err(SendError(v.take().expect("not sent yet"))));
-                }
-                let room = st.cap.is_none_or(|c| st.queue.len() < c.max(1));
-                if !room {
-                    return None;
-                }
-                // A receiver parked in `recv` (the queue is empty then)
-                // gets the value straight into its slot, as Go hands a
-                // value to a waiting receiver: the send is done, even on a
-                // rendezvous channel, since that receiver has it.
-                if let Some((w, slot)) = st.recv_waiters.pop_front() {
-                    // SAFETY: see `Slot`: the receiver is parked in `recv`
-                    // until this wake-up, and we hold the lock.
-                    unsafe { *slot.0 = v.take() };
+        let (ticket, handed) = loop {
+            let sent = wait(
+                &self.chan,
+                |st| {
+                    if st.receivers == 0 {
+                        return Some(Sent::Closed(v.take().expect("not sent yet")));
+                    }
+                    let room = st.cap.is_none_or(|c| st.queue.len() < c.max(1));
+                    if !room {
+                        return None;
+                    }
+                    // A receiver parked in `recv` (the queue is empty then)
+                    // gets the value straight into its slot, as Go hands a
+                    // value to a waiting receiver: the send is done, even
+                    // on a rendezvous channel, since that receiver has it.
+                    if let Some((w, slot)) = st.recv_waiters.pop_with() {
+                        let slot = Slot(slot as *mut Option<T>);
+                        // SAFETY: see `Slot`: the receiver is parked in
+                        // `recv` until this wake-up, and we hold the lock.
+                        unsafe { *slot.0 = v.take() };
+                        st.pushed += 1;
+                        st.popped += 1;
+                        w.wake();
+                        return Some(Sent::Done(st.pushed, true));
+                    }
+                    if !st.queue.has_room() {
+                        // Not here: growing allocates.
+                        return Some(Sent::NoRoom);
+                    }
+                    st.queue.push_back(v.take().expect("not sent yet"));
                     st.pushed += 1;
-                    st.popped += 1;
-                    w.wake();
-                    return Some(Ok((st.pushed, true)));
-                }
-                st.queue.push_back(v.take().expect("not sent yet"));
-                st.pushed += 1;
-                Some(Ok((st.pushed, false)))
-            },
-            |st, w| st.send_waiters.push(w),
-        )?;
-        let (ticket, handed) = ticket;
+                    Some(Sent::Done(st.pushed, false))
+                },
+                |st, w| st.send_waiters.push(w),
+            );
+            match sent {
+                Sent::Done(ticket, handed) => break (ticket, handed),
+                Sent::Closed(v) => return Err(SendError(v)),
+                Sent::NoRoom => crate::room::grow(&self.chan.state, |st| &mut st.queue),
+            }
+        };
         if !handed && lock(&self.chan.state).cap == Some(0) {
             // A rendezvous: until a receiver has taken it.
             wait(
@@ -211,7 +229,7 @@ impl<T> Receiver<T> {
             match st.queue.pop_front() {
                 Some(v) => {
                     st.popped += 1;
-                    wake_all(&mut st.send_waiters);
+                    st.send_waiters.wake_all();
                     Some(Ok(v))
                 }
                 None if st.senders == 0 => Some(Err(RecvError)),
@@ -230,7 +248,7 @@ impl<T> Receiver<T> {
                         false
                     }
                     None => {
-                        st.recv_waiters.push_back((w, ptr));
+                        st.recv_waiters.push_with(w, ptr.0 as usize);
                         true
                     }
                 }
@@ -288,9 +306,7 @@ impl<T> Drop for Sender<T> {
         let mut st = lock(&self.chan.state);
         st.senders -= 1;
         if st.senders == 0 {
-            for (w, _) in st.recv_waiters.drain(..) {
-                w.wake();
-            }
+            st.recv_waiters.wake_all();
         }
     }
 }
@@ -300,7 +316,7 @@ impl<T> Drop for Receiver<T> {
         let mut st = lock(&self.chan.state);
         st.receivers -= 1;
         if st.receivers == 0 {
-            wake_all(&mut st.send_waiters);
+            st.send_waiters.wake_all();
         }
     }
 }

@@ -52,6 +52,19 @@
 //! - **Cooperative**: no `sysmon`; goroutines give up their worker only
 //!   where they wait or yield (Go up to 1.13).
 //!
+//! ## Nothing allocates where a stop must wait
+//!
+//! The scheduler runs in a no-preempt region throughout, and the runtime
+//! takes its locks in such regions. A stop of the registry (a collector's,
+//! `Runtime::stop_the_world`, a `fork`'s) waits for a worker to leave its
+//! region, while the threads it has already stopped stay where it caught
+//! them, perhaps inside `malloc` with the allocator's lock held. So no
+//! region calls the allocator: goroutines queue and wait on lists linked
+//! through themselves (`linked`), value buffers are grown before the
+//! region that fills them (`room`), and what must allocate in the
+//! scheduler (freeing a dead goroutine, growing a worker's task list) runs
+//! in a window at depth 0 where a stop may park the worker.
+//!
 //! ## Goroutines do not migrate, and what signal preemption costs in Rust
 //!
 //! A goroutine runs only on the worker it first ran on. Rust code may keep
@@ -103,10 +116,12 @@ pub mod channel;
 mod config;
 mod context;
 mod fork;
+mod linked;
 mod overflow;
 mod poll;
 mod queue;
 mod region;
+mod room;
 mod runtime;
 mod stack;
 mod suspended;

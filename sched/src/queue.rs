@@ -25,11 +25,11 @@
 //! second look sees the goroutine (every step `SeqCst`). So no wake-up is
 //! lost, and no idle worker spins (Go's `spinning` Ms, without the spin).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::linked::{Fifo, RunLink};
 use crate::region::lock;
 use crate::stack::StackPool;
 use crate::task::{Task, NO_HOME};
@@ -41,7 +41,8 @@ pub(crate) type TaskRef = Arc<Task>;
 pub(crate) struct Local {
     /// The goroutine to run next, in the current slice.
     next: Option<TaskRef>,
-    queue: VecDeque<TaskRef>,
+    /// Linked through the goroutines (`linked`): pushing never allocates.
+    queue: Fifo<RunLink>,
 }
 
 /// What a worker shares (Go's P, for now one per M).
@@ -125,7 +126,7 @@ pub(crate) struct Shared {
     pub config: Config,
     pub procs: Vec<Proc>,
     /// Goroutines spawned from outside the runtime.
-    global: Mutex<VecDeque<TaskRef>>,
+    global: Mutex<Fifo<RunLink>>,
     /// How many goroutines `global` holds: a worker looks at it before
     /// every choice, without the lock.
     global_len: AtomicUsize,
@@ -156,7 +157,7 @@ impl Shared {
         Shared {
             procs: (0..config.procs).map(|_| Proc::default()).collect(),
             config,
-            global: Mutex::new(VecDeque::new()),
+            global: Mutex::new(Fifo::new()),
             global_len: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             stacks,
@@ -166,6 +167,14 @@ impl Shared {
             sysmon_seq: AtomicU32::new(0),
             sysmon_idle: AtomicU32::new(0),
         }
+    }
+
+    /// A runtime's shared state with no workers, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Arc<Shared> {
+        let config = Config::default();
+        let stacks = StackPool::new(config.stack_size, 0).unwrap();
+        Arc::new(Shared::new(config, stacks, None, false))
     }
 
     /// Queues a runnable goroutine and wakes the worker that must run it,
@@ -218,20 +227,22 @@ impl Shared {
     /// state it holds: memory, not a deadlock.)
     pub(crate) fn clear_queues(&self) {
         let mut dropped: Vec<TaskRef> = Vec::new();
+        let mut queues: Vec<Fifo<RunLink>> = Vec::new();
         for p in &self.procs {
             let mut l = lock(&p.local);
             dropped.extend(l.next.take());
-            dropped.extend(l.queue.drain(..));
+            queues.push(std::mem::take(&mut l.queue));
         }
         {
             let mut g = lock(&self.global);
-            dropped.extend(g.drain(..));
+            queues.push(std::mem::take(&mut *g));
             self.global_len.store(0, SeqCst);
         }
         for p in &self.procs {
             let mut list = lock(&p.tasks);
             dropped.extend(list.drain());
         }
+        drop(queues);
         drop(dropped);
     }
 
@@ -257,7 +268,8 @@ impl Shared {
         if self.global_len.load(SeqCst) > 0 {
             let mut g = lock(&self.global);
             let batch = (g.len() / self.procs.len() + 1).min(g.len());
-            l.queue.extend(g.drain(..batch));
+            let mut taken = g.split_front(batch);
+            l.queue.append(&mut taken);
             self.global_len.store(g.len(), SeqCst);
         }
         if let Some(t) = l.queue.pop_front() {
@@ -273,41 +285,34 @@ impl Shared {
             // the same however long the victim's queue is (counting and
             // filtering the whole of it was a fifth of a spawn's cost when
             // one goroutine spawned many).
-            let window = v.queue.len().min(WINDOW);
             let fresh = v
                 .queue
                 .iter()
-                .take(window)
+                .take(WINDOW)
                 .filter(|t| t.home.load(SeqCst) == NO_HOME)
                 .count();
-            // At most STEAL_MAX, into buffers on the stack: no allocation.
             let take = fresh.div_ceil(2).min(STEAL_MAX);
             if take == 0 {
                 continue;
             }
-            let mut stolen: [Option<TaskRef>; STEAL_MAX] = [const { None }; STEAL_MAX];
-            let mut kept: [Option<TaskRef>; WINDOW] = [const { None }; WINDOW];
-            let (mut n, mut k) = (0, 0);
-            while n < take && k < WINDOW {
+            // Relinked, not copied: no allocation.
+            let mut stolen: Fifo<RunLink> = Fifo::new();
+            let mut kept: Fifo<RunLink> = Fifo::new();
+            while stolen.len() < take && stolen.len() + kept.len() < WINDOW {
                 let Some(t) = v.queue.pop_front() else { break };
                 if t.home.load(SeqCst) == NO_HOME {
-                    stolen[n] = Some(t);
-                    n += 1;
+                    stolen.push_back(t);
                 } else {
-                    kept[k] = Some(t);
-                    k += 1;
+                    kept.push_back(t);
                 }
             }
             // The ones passed over go back in front, in their order.
-            for t in kept[..k].iter_mut().rev().filter_map(Option::take) {
-                v.queue.push_front(t);
-            }
+            kept.append(&mut v.queue);
+            v.queue = kept;
             drop(v);
-            let first = stolen[0].take();
-            if n > 1 {
-                let mut mine = lock(&self.procs[w].local);
-                mine.queue
-                    .extend(stolen[1..n].iter_mut().filter_map(Option::take));
+            let first = stolen.pop_front();
+            if !stolen.is_empty() {
+                lock(&self.procs[w].local).queue.append(&mut stolen);
             }
             return first.map(|t| (t, false));
         }

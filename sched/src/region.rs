@@ -49,6 +49,18 @@ impl Drop for Region {
     }
 }
 
+/// Runs `f` where the calling goroutine is never switched out (yields
+/// are refused) but stops are taken as anywhere: for a lock that only
+/// code outside stopped worlds takes, held where the allocator is called
+/// (starting a thread). On a thread that is not a worker of a
+/// signal-preempted runtime, just runs `f`.
+pub(crate) fn no_yield<R>(f: impl FnOnce() -> R) -> R {
+    match worker().and_then(|w| w.attached()) {
+        Some(a) => a.no_yield(f),
+        None => f(),
+    }
+}
+
 /// A locked runtime mutex, inside a no-preempt region: the guard unlocks
 /// before the region ends (fields drop in order).
 pub(crate) struct Locked<'a, T> {

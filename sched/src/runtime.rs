@@ -28,6 +28,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 
 use crate::config::{Config, Preemption, RuntimeError};
+use crate::linked::WaitList;
 use crate::queue::{Place, Shared, TaskRef};
 use crate::region::{lock, lock_plain};
 use crate::stack::StackPool;
@@ -330,7 +331,7 @@ impl Drop for Runtime {
 struct JoinState<T> {
     result: Mutex<Option<Result<T, Box<dyn Any + Send>>>>,
     /// Goroutines parked in `join`.
-    waiters: Mutex<Vec<Waker>>,
+    waiters: Mutex<WaitList>,
     /// Threads (outside the runtime) waiting in `join`.
     done: Condvar,
     /// The fork generation of the runtime (`fork`).
@@ -377,12 +378,10 @@ impl<T: Send, F: FnOnce() -> T + Send> Run for Spawned<T, F> {
         // finds no result has registered before this runs.
         let mut slot = lock(&st.result);
         *slot = Some(r);
-        let waiters = std::mem::take(&mut *lock(&st.waiters));
+        let mut waiters = lock(&st.waiters).take();
         drop(slot);
         st.done.notify_all();
-        for w in waiters {
-            w.wake();
-        }
+        waiters.wake_all();
     }
 }
 
@@ -407,7 +406,7 @@ fn spawn_on<T: Send + 'static>(
     let spawned = Arc::new(Spawned {
         join: JoinState {
             result: Mutex::new(None),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(WaitList::new()),
             done: Condvar::new(),
             generation: shared.generation,
         },
@@ -433,6 +432,14 @@ pub(crate) struct Waker {
 }
 
 impl Waker {
+    pub(crate) fn from_task(task: TaskRef) -> Waker {
+        Waker { task }
+    }
+
+    pub(crate) fn into_task(self) -> TaskRef {
+        self.task
+    }
+
     /// Makes the goroutine runnable, in its home worker's `next` slot
     /// (it runs in the rest of the current slice there), unless it is no
     /// longer parked.

@@ -37,6 +37,9 @@ pub enum StackError {
     BadSize(usize),
     /// The kernel refused the mapping or the guard page.
     Os(nix::Error),
+    /// A pool this large cannot keep its list of free stacks (reserved
+    /// whole at creation, so that returning a stack never allocates).
+    PoolTooLarge(usize),
 }
 
 impl fmt::Display for StackError {
@@ -47,6 +50,9 @@ impl fmt::Display for StackError {
                 "stack size {s}: must be a multiple of {GUARD} and at least {MIN_STACK} bytes"
             ),
             StackError::Os(e) => write!(f, "cannot map a stack: {e}"),
+            StackError::PoolTooLarge(n) => {
+                write!(f, "a pool of {n} stacks: cannot reserve its list")
+            }
         }
     }
 }
@@ -159,19 +165,25 @@ impl Drop for Stack {
 pub struct StackPool {
     size: usize,
     capacity: usize,
+    /// Reserved for `capacity` stacks at creation: a scheduler returns
+    /// stacks in its no-preempt region, where nothing may allocate.
     free: Mutex<Vec<Stack>>,
 }
 
 impl StackPool {
-    /// A pool of stacks of `size` bytes that keeps at most `capacity` free.
+    /// A pool of stacks of `size` bytes that keeps at most `capacity` free
+    /// (its list of them is reserved now).
     pub fn new(size: usize, capacity: usize) -> Result<StackPool, StackError> {
         if size < MIN_STACK || !size.is_multiple_of(GUARD) {
             return Err(StackError::BadSize(size));
         }
+        let mut free = Vec::new();
+        free.try_reserve_exact(capacity)
+            .map_err(|_| StackError::PoolTooLarge(capacity))?;
         Ok(StackPool {
             size,
             capacity,
-            free: Mutex::new(Vec::new()),
+            free: Mutex::new(free),
         })
     }
 

@@ -18,10 +18,17 @@ use pardon_preempt::{SuspendedTask, TaskSource};
 
 use crate::queue::{Shared, TaskRef};
 use crate::region::lock_plain;
+use crate::room::Room;
 use crate::task::RUNNING;
 
 /// One worker's goroutines that have a stack: a slab, so that adding and
 /// removing cost no search (a goroutine remembers its index).
+///
+/// Changed by the scheduler, in its no-preempt region, which must not
+/// allocate (see `linked`): so it is grown beforehand, outside the region
+/// (`room::grow`, through [`Room`]), and `add` and `remove` never
+/// allocate. `free` can always take every index of `slots`: its capacity
+/// is at least the slots'.
 #[derive(Default)]
 pub(crate) struct TaskList {
     slots: Vec<Option<TaskRef>>,
@@ -29,8 +36,10 @@ pub(crate) struct TaskList {
 }
 
 impl TaskList {
-    /// Adds `t`; returns its index.
+    /// Adds `t`; returns its index. The list must have room
+    /// ([`Room::has_room`]).
     pub(crate) fn add(&mut self, t: TaskRef) -> usize {
+        debug_assert!(self.has_room(), "TaskList::add would allocate");
         match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(t);
@@ -43,13 +52,13 @@ impl TaskList {
         }
     }
 
-    /// Removes the task at `i`.
-    pub(crate) fn remove(&mut self, i: usize) {
-        if let Some(s) = self.slots.get_mut(i) {
-            if s.take().is_some() {
-                self.free.push(i);
-            }
-        }
+    /// Removes the task at `i`, handing it back (to drop where freeing is
+    /// allowed).
+    pub(crate) fn remove(&mut self, i: usize) -> Option<TaskRef> {
+        let t = self.slots.get_mut(i)?.take()?;
+        debug_assert!(self.free.len() < self.free.capacity());
+        self.free.push(i);
+        Some(t)
     }
 
     /// Empties the list (the runtime is gone), handing its goroutines to
@@ -57,6 +66,27 @@ impl TaskList {
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = TaskRef> + '_ {
         self.free.clear();
         self.slots.drain(..).flatten()
+    }
+}
+
+impl Room for TaskList {
+    fn has_room(&self) -> bool {
+        !self.free.is_empty() || self.slots.len() < self.room_for()
+    }
+    fn room_for(&self) -> usize {
+        self.slots.capacity().min(self.free.capacity())
+    }
+    fn with_room(n: usize) -> Self {
+        TaskList {
+            slots: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+        }
+    }
+    fn move_into(&mut self, to: &mut Self) {
+        // Indices are kept: the slots move in order.
+        debug_assert!(to.slots.is_empty() && to.room_for() >= self.slots.len());
+        to.slots.append(&mut self.slots);
+        to.free.append(&mut self.free);
     }
 }
 

@@ -5,12 +5,14 @@
 
 use std::cell::UnsafeCell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::linked::WaitList;
 use crate::region::{lock, lock_plain};
+use crate::room::Room;
 use crate::runtime::{park, Waker};
 
 /// Waits for a number of goroutines to finish (Go's `sync.WaitGroup`).
@@ -23,7 +25,7 @@ pub struct WaitGroup {
 #[derive(Default)]
 struct WgInner {
     /// The count, and the goroutines parked in `wait`.
-    state: StdMutex<(usize, Vec<Waker>)>,
+    state: StdMutex<(usize, WaitList)>,
     /// Threads outside the runtime waiting in `wait`.
     zero: StdCondvar,
 }
@@ -51,12 +53,11 @@ impl WaitGroup {
             if st.0 > 0 {
                 return;
             }
-            std::mem::take(&mut st.1)
+            st.1.take()
         };
         self.inner.zero.notify_all();
-        for w in waiters {
-            w.wake();
-        }
+        let mut waiters = waiters;
+        waiters.wake_all();
     }
 
     /// Waits until the count is zero.
@@ -93,7 +94,7 @@ impl WaitGroup {
 /// and may lose to a newcomer.
 pub struct Mutex<T> {
     /// Held, and the goroutines waiting for it.
-    state: StdMutex<(bool, VecDeque<Waker>)>,
+    state: StdMutex<(bool, WaitList)>,
     value: UnsafeCell<T>,
 }
 
@@ -112,7 +113,7 @@ impl<T> Mutex<T> {
     /// A mutex holding `value`.
     pub fn new(value: T) -> Mutex<T> {
         Mutex {
-            state: StdMutex::new((false, VecDeque::new())),
+            state: StdMutex::new((false, WaitList::new())),
             value: UnsafeCell::new(value),
         }
     }
@@ -125,7 +126,7 @@ impl<T> Mutex<T> {
             let parked = park(|w| {
                 let mut st = lock(&self.state);
                 if st.0 {
-                    st.1.push_back(w);
+                    st.1.push(w);
                     true
                 } else {
                     st.0 = true;
@@ -154,7 +155,7 @@ impl<T> Drop for MutexGuard<'_, T> {
         let next = {
             let mut st = lock(&self.m.state);
             st.0 = false;
-            st.1.pop_front()
+            st.1.pop()
         };
         if let Some(w) = next {
             w.wake();
@@ -182,7 +183,7 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 /// condition variable).
 #[derive(Default)]
 pub struct Condvar {
-    waiters: StdMutex<VecDeque<Waker>>,
+    waiters: StdMutex<WaitList>,
 }
 
 impl Condvar {
@@ -197,7 +198,7 @@ impl Condvar {
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         let m = guard.m;
         let parked = park(move |w| {
-            lock(&self.waiters).push_back(w);
+            lock(&self.waiters).push(w);
             drop(guard);
             true
         });
@@ -211,7 +212,7 @@ impl Condvar {
 
     /// Wakes one waiter, if any.
     pub fn notify_one(&self) {
-        let w = lock(&self.waiters).pop_front();
+        let w = lock(&self.waiters).pop();
         if let Some(w) = w {
             w.wake();
         }
@@ -219,10 +220,8 @@ impl Condvar {
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        let ws = std::mem::take(&mut *lock(&self.waiters));
-        for w in ws {
-            w.wake();
-        }
+        let mut ws = lock(&self.waiters).take();
+        ws.wake_all();
     }
 }
 
@@ -253,36 +252,46 @@ impl Ord for Sleeper {
 /// The process's timer: sleeping goroutines by deadline, and the thread
 /// that wakes them.
 struct Timers {
-    /// The sleepers; a sequence number for ties; and the fork generation
-    /// of the timer thread, if one was started (in a forked child the
-    /// parent's does not exist, and a new one is started).
-    heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64, Option<u64>)>,
+    /// The sleepers (pushed only where the heap has room: see `room`), and
+    /// a sequence number for ties.
+    heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64)>,
     changed: StdCondvar,
+    /// The fork generation of the timer thread, if one was started (in a
+    /// forked child the parent's does not exist, and a new one is
+    /// started).
+    thread_gen: StdMutex<Option<u64>>,
 }
 
 fn timers() -> &'static Timers {
     static T: OnceLock<Timers> = OnceLock::new();
     T.get_or_init(|| Timers {
-        heap: StdMutex::new((BinaryHeap::new(), 0, None)),
+        heap: StdMutex::new((BinaryHeap::new(), 0)),
         changed: StdCondvar::new(),
+        thread_gen: StdMutex::new(None),
     })
 }
 
-/// Starts the timer thread if this process has none; called with the
-/// timers' lock held. Returns false if it cannot be started.
-fn ensure_timer_thread(t: &'static Timers, thread_gen: &mut Option<u64>) -> bool {
-    let g = crate::fork::generation();
-    if *thread_gen == Some(g) {
-        return true;
-    }
-    let ok = std::thread::Builder::new()
-        .name("pardon-timers".into())
-        .spawn(move || timer_main(t))
-        .is_ok();
-    if ok {
-        *thread_gen = Some(g);
-    }
-    ok
+/// Starts the timer thread if this process has none. Returns false if it
+/// cannot be started. Starting a thread allocates, so this runs outside
+/// any no-preempt region: in a no-yield one (a stop may park the caller
+/// holding `thread_gen`, which no stopped world needs; no other goroutine
+/// of its worker can run and wait for it).
+fn ensure_timer_thread(t: &'static Timers) -> bool {
+    crate::region::no_yield(|| {
+        let g = crate::fork::generation();
+        let mut started = lock_plain(&t.thread_gen);
+        if *started == Some(g) {
+            return true;
+        }
+        let ok = std::thread::Builder::new()
+            .name("pardon-timers".into())
+            .spawn(move || timer_main(t))
+            .is_ok();
+        if ok {
+            *started = Some(g);
+        }
+        ok
+    })
 }
 
 fn timer_main(t: &'static Timers) {
@@ -312,22 +321,34 @@ fn timer_main(t: &'static Timers) {
 /// sleeps.
 pub fn sleep(d: Duration) {
     let at = Instant::now() + d;
-    let t = timers();
-    let mut no_timer = false;
-    let parked = park(|waker| {
-        let mut h = lock(&t.heap);
-        if !ensure_timer_thread(t, &mut h.2) {
-            // No thread to wake us: sleep on the worker instead (below).
-            no_timer = true;
-            return false;
-        }
-        h.1 += 1;
-        let seq = h.1;
-        h.0.push(Reverse(Sleeper { at, seq, waker }));
-        t.changed.notify_one();
-        true
-    });
-    if !parked || no_timer {
+    if crate::worker::worker().is_none() {
         std::thread::sleep(d);
+        return;
+    }
+    let t = timers();
+    if !ensure_timer_thread(t) {
+        // No thread to wake us: sleep on the worker instead.
+        std::thread::sleep(d);
+        return;
+    }
+    loop {
+        crate::room::grow(&t.heap, |h| &mut h.0);
+        let mut no_room = false;
+        park(|waker| {
+            let mut h = lock(&t.heap);
+            if !h.0.has_room() {
+                // Taken by another sleeper since `grow`: grow again.
+                no_room = true;
+                return false;
+            }
+            h.1 += 1;
+            let seq = h.1;
+            h.0.push(Reverse(Sleeper { at, seq, waker }));
+            t.changed.notify_one();
+            true
+        });
+        if !no_room {
+            return;
+        }
     }
 }

@@ -77,11 +77,21 @@ pub(crate) struct Task {
     /// Its index in its worker's task list (`suspended`), in runtimes
     /// that keep one. Set by its worker at its first run.
     pub slot: UnsafeCell<usize>,
+    /// The next goroutine on the run queue it is on (see `linked`):
+    /// guarded by that queue's lock.
+    pub run_link: UnsafeCell<*const Task>,
+    /// The next goroutine on the wait list it is on (see `linked`):
+    /// guarded by that list's lock.
+    pub wait_link: UnsafeCell<*const Task>,
+    /// A word the wait list it is on keeps for it (a parked receiver's
+    /// slot): guarded by that list's lock.
+    pub wait_data: UnsafeCell<usize>,
 }
 
 // SAFETY: the cells are used by one thread at a time: the worker running
 // the task, or the scheduler that switched away from it, as the state word
-// orders (SeqCst transitions between them).
+// orders (SeqCst transitions between them); the link words and
+// `wait_data` by the holder of the lock of the queue the task is on.
 unsafe impl Sync for Task {}
 // SAFETY: as above.
 unsafe impl Send for Task {}
@@ -97,7 +107,20 @@ impl Task {
             home: AtomicUsize::new(NO_HOME),
             word: UnsafeCell::new(0),
             slot: UnsafeCell::new(usize::MAX),
+            run_link: UnsafeCell::new(std::ptr::null()),
+            wait_link: UnsafeCell::new(std::ptr::null()),
+            wait_data: UnsafeCell::new(0),
         }
+    }
+
+    /// A task that runs nothing, for unit tests of the queues.
+    #[cfg(test)]
+    pub(crate) fn for_tests(shared: &Arc<Shared>) -> Task {
+        struct Nothing;
+        impl Run for Nothing {
+            fn run(&self, _: Option<String>) {}
+        }
+        Task::new(Arc::new(Nothing), shared.clone())
     }
 
     /// Makes a parked (or parking) task runnable. Returns whether the

@@ -188,6 +188,9 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             Ok(stack) => {
                 t.home.store(me.index, SeqCst);
                 if shared.track_tasks {
+                    // Only this worker adds to its list: room made here
+                    // stays until the add.
+                    window(me, || crate::room::grow(&p.tasks, |l| l));
                     let i = lock_plain(&p.tasks).add(t.clone());
                     // SAFETY: only the worker running a task touches it.
                     unsafe { *t.slot.get() = i };
@@ -206,11 +209,17 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
                 // parked until this one ran).
                 t.state.store(DEAD, SeqCst);
                 // SAFETY: only the worker running a task takes its work.
-                if let Some(work) = unsafe { (*t.work.get()).take() } {
-                    work.run(Some(format!(
-                        "pardon-sched: the goroutine could not start: no stack ({e})"
-                    )));
-                }
+                let work = unsafe { (*t.work.get()).take() };
+                // The report allocates (the message, the join's result),
+                // and so may dropping the task.
+                window(me, move || {
+                    if let Some(work) = work {
+                        work.run(Some(format!(
+                            "pardon-sched: the goroutine could not start: no stack ({e})"
+                        )));
+                    }
+                    drop(t);
+                });
                 return;
             }
         }
@@ -292,18 +301,40 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             shared.enqueue(t, Place::Next(me.index));
         }
         DEAD => {
-            if shared.track_tasks {
+            let listed = if shared.track_tasks {
                 // SAFETY: only the worker running a task touches its cells.
-                lock_plain(&p.tasks).remove(unsafe { *t.slot.get() });
-            }
+                lock_plain(&p.tasks).remove(unsafe { *t.slot.get() })
+            } else {
+                None
+            };
             // SAFETY: the task will never run again (and has left the
             // task list, so no stopped world reads its stack any more).
             if let Some(stack) = unsafe { (*t.stack.get()).take() } {
                 shared.stacks.put(stack);
             }
+            // Likely the last references: freeing the task is for a
+            // window.
+            window(me, move || drop((listed, t)));
         }
         s => unreachable!("a task switched away in state {s}"),
     }
+}
+
+/// Runs `f` in the scheduler at no-preempt depth 0, where it may call the
+/// allocator: a stop may then park the worker here, as anywhere in a
+/// goroutine's code. Called only where the scheduler holds no lock and runs
+/// no goroutine (`current` empty), on its own stack with its own stack
+/// bounds set, so a stop or a yield request finds nothing half-done: the
+/// yield hook sees no goroutine and returns. (The scheduler's region is
+/// otherwise kept from the allocator: a worker blocked there on a lock
+/// that a stopped thread holds, `malloc`'s, would hold a stop off for
+/// ever; see `linked`.)
+fn window<R>(me: &Worker, f: impl FnOnce() -> R) -> R {
+    debug_assert!(me.current().is_none());
+    me.lower();
+    let r = f();
+    me.raise();
+    r
 }
 
 /// Ends the worker's current slice: the next goroutine it runs begins a
