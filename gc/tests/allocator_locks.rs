@@ -5,62 +5,20 @@
 //! hold the stop off until `stop_timeout`, and the collection would be
 //! abandoned (or, with the default timeout, hang for 30 s).
 //!
-//! This binary's global allocator emulates such a lock: while `HELD` is
-//! set, every allocation or free by a thread marked as a victim waits.
-//! One attached thread "holds" it (sets `HELD`, then spins in a call-free
+//! This binary's global allocator emulates such a lock
+//! (`pardon_preempt::testing`): while it is "held", every allocation or
+//! free by a thread marked as a victim waits.
+//! One attached thread "holds" it (takes it, then spins in a call-free
 //! loop, where the stop parks it); a victim thread then calls a heap
 //! operation that allocates; a collection must still complete, whether
 //! the victim waits outside any region (it is then stopped like any thread)
 //! or does not allocate at all.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use pardon::{gc_object, Config, Heap, Member, Mutator, Weak};
-
-struct Gate;
-
-/// Another thread "holds malloc's lock".
-static HELD: AtomicBool = AtomicBool::new(false);
-/// A victim reached the allocator while it was held.
-static WAITING: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Allocations on this thread wait while `HELD` (const-initialised and
-    /// without a destructor: reading it allocates nothing).
-    static VICTIM: Cell<bool> = const { Cell::new(false) };
-}
-
-fn gate() {
-    if VICTIM.with(Cell::get) && HELD.load(SeqCst) {
-        WAITING.fetch_add(1, SeqCst);
-        while HELD.load(SeqCst) {
-            std::hint::spin_loop();
-        }
-    }
-}
-
-// SAFETY: forwards every call to `System` unchanged, after `gate`, which
-// allocates nothing.
-unsafe impl GlobalAlloc for Gate {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        gate();
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        gate();
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        gate();
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use pardon_preempt::testing::{self as gate, Gate};
 
 #[global_allocator]
 static GATE: Gate = Gate;
@@ -87,7 +45,7 @@ fn heap(concurrent: bool) -> Heap {
 /// From here on, the calling thread's allocations wait while the lock is
 /// "held".
 fn arm() {
-    VICTIM.with(|v| v.set(true));
+    gate::arm();
 }
 
 /// How the lock is "held" (see [`stops_while_held`]).
@@ -119,7 +77,7 @@ fn stops_while_held(
     // The lock and the counter are the process's: one test at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    WAITING.store(0, SeqCst);
+    gate::reset();
     let done = AtomicBool::new(false);
     let released = AtomicBool::new(false);
     let holding = AtomicBool::new(false);
@@ -127,7 +85,7 @@ fn stops_while_held(
         s.spawn(|| {
             let _m = heap.attach().unwrap();
             while !released.load(SeqCst) {
-                HELD.store(true, SeqCst);
+                gate::hold(true);
                 holding.store(true, SeqCst);
                 // Stopped by the signal anywhere in here, "holding" it.
                 let t0 = Instant::now();
@@ -136,7 +94,7 @@ fn stops_while_held(
                 {
                     std::hint::spin_loop();
                 }
-                HELD.store(false, SeqCst);
+                gate::hold(false);
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
@@ -146,12 +104,12 @@ fn stops_while_held(
         let v = s.spawn(|| {
             let m = heap.attach().unwrap();
             victim(&m);
-            VICTIM.with(|v| v.set(false));
+            gate::disarm();
         });
         let r = match hold {
             Hold::UntilStopped => {
                 let t0 = Instant::now();
-                while WAITING.load(SeqCst) == 0 && !v.is_finished() {
+                while gate::waits() == 0 && !v.is_finished() {
                     assert!(t0.elapsed() < Duration::from_secs(60), "the victim hung");
                     std::thread::yield_now();
                 }
@@ -188,7 +146,7 @@ fn stops_while_held(
             }
         };
         v.join().unwrap();
-        (r, WAITING.load(SeqCst))
+        (r, gate::waits())
     })
 }
 

@@ -192,6 +192,9 @@ pub mod state;
 mod stop;
 mod sys;
 mod tasks;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 mod yielding;
 
 pub use config::{AckWait, Config, ConfigError, Preemption, YieldHook};

@@ -5,66 +5,23 @@
 //! system allocator there: a worker that blocked on that lock would hold
 //! the stop off until `stop_timeout`, and the stop would fail.
 //!
-//! This binary's global allocator emulates such a lock: while `HELD` is
-//! set, every allocation or free on a worker thread waits. A thread
-//! attached to the runtime's registry "holds" it in bursts (sets `HELD`,
+//! This binary's global allocator emulates such a lock
+//! (`pardon_preempt::testing`): while it is "held", every allocation or
+//! free on a worker thread waits. A thread
+//! attached to the runtime's registry "holds" it in bursts (takes it,
 //! then spins in a call-free loop, where a stop parks it), while the world
 //! is stopped and restarted every millisecond and goroutines exercise one
 //! part of the runtime. A worker that waits at no-preempt depth 0 (in a
 //! goroutine's own code) is stopped like any thread; one that waits in a
 //! region fails the stop.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pardon_preempt::testing::{self as gate, Gate};
 use pardon_preempt::{Attached, Registry};
 use pardon_sched::{channel, go, sleep, yield_now, Attacher, Config, Runtime};
-
-struct Gate;
-
-/// Another thread "holds malloc's lock".
-static HELD: AtomicBool = AtomicBool::new(false);
-/// A worker reached the allocator while it was held.
-static WAITING: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Allocations on this thread wait while `HELD`: set on the workers by
-    /// the attach hook (const-initialised and without a destructor: reading
-    /// it allocates nothing).
-    static VICTIM: Cell<bool> = const { Cell::new(false) };
-}
-
-fn gate() {
-    if VICTIM.with(Cell::get) && HELD.load(SeqCst) {
-        WAITING.fetch_add(1, SeqCst);
-        while HELD.load(SeqCst) {
-            std::hint::spin_loop();
-        }
-    }
-}
-
-// SAFETY: forwards every call to `System` unchanged, after `gate`, which
-// allocates nothing.
-unsafe impl GlobalAlloc for Gate {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        gate();
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        gate();
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        gate();
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GATE: Gate = Gate;
@@ -89,7 +46,7 @@ fn runtime() -> (Runtime, Registry) {
     .unwrap();
     let r = registry.clone();
     let attach = Attacher::new(move |ctx| {
-        VICTIM.with(|v| v.set(true));
+        gate::arm();
         // SAFETY: the runtime addresses its worker's yields by `ctx`, as
         // the hook's contract asks; nothing else uses that word here.
         let a = unsafe { r.attach_with_context(ctx) }.map_err(|e| e.to_string())?;
@@ -118,7 +75,7 @@ fn stops_while_held(copies: usize, work: fn(&AtomicBool)) -> (Result<(), String>
     // The lock and the counter are the process's: one test at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    WAITING.store(0, SeqCst);
+    gate::reset();
     let (rt, registry) = runtime();
     let done = Arc::new(AtomicBool::new(false));
     let goroutines: Vec<_> = (0..copies)
@@ -132,13 +89,13 @@ fn stops_while_held(copies: usize, work: fn(&AtomicBool)) -> (Result<(), String>
         s.spawn(|| {
             let _a = registry.attach().unwrap();
             while !released.load(SeqCst) {
-                HELD.store(true, SeqCst);
+                gate::hold(true);
                 // Stopped by the signal anywhere in here, "holding" it.
                 let t0 = Instant::now();
                 while !released.load(SeqCst) && t0.elapsed() < Duration::from_millis(20) {
                     std::hint::spin_loop();
                 }
-                HELD.store(false, SeqCst);
+                gate::hold(false);
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
@@ -159,7 +116,7 @@ fn stops_while_held(copies: usize, work: fn(&AtomicBool)) -> (Result<(), String>
         g.join().unwrap();
     }
     drop(rt);
-    (r, WAITING.load(SeqCst))
+    (r, gate::waits())
 }
 
 fn check(copies: usize, work: fn(&AtomicBool)) {
