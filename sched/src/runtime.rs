@@ -329,13 +329,23 @@ impl Drop for Runtime {
 
 /// The result slot of a goroutine, and who waits for it.
 struct JoinState<T> {
-    result: Mutex<Option<Result<T, Box<dyn Any + Send>>>>,
+    result: Mutex<Outcome<T>>,
     /// Goroutines parked in `join`.
     waiters: Mutex<WaitList>,
     /// Threads (outside the runtime) waiting in `join`.
     done: Condvar,
     /// The fork generation of the runtime (`fork`).
     generation: u64,
+}
+
+/// A goroutine's result once it has ended, and whether a thread outside
+/// the runtime waits for it on `JoinState::done` (set by that thread under
+/// the lock before it waits, read by the goroutine's end under the same
+/// lock: std's condition variable makes a system call on every notify,
+/// which cost every goroutine's end one when nobody waited).
+struct Outcome<T> {
+    value: Option<Result<T, Box<dyn Any + Send>>>,
+    thread_waits: bool,
 }
 
 /// A goroutine's closure and its join state, in one allocation: the task
@@ -377,10 +387,13 @@ impl<T: Send, F: FnOnce() -> T + Send> Run for Spawned<T, F> {
         // Waiters are taken under the result's lock, so a joiner that
         // finds no result has registered before this runs.
         let mut slot = lock(&st.result);
-        *slot = Some(r);
+        slot.value = Some(r);
         let mut waiters = lock(&st.waiters).take();
+        let threads = slot.thread_waits;
         drop(slot);
-        st.done.notify_all();
+        if threads {
+            st.done.notify_all();
+        }
         waiters.wake_all();
     }
 }
@@ -405,7 +418,10 @@ fn spawn_on<T: Send + 'static>(
     crate::fork::check(shared.generation, "spawning a goroutine");
     let spawned = Arc::new(Spawned {
         join: JoinState {
-            result: Mutex::new(None),
+            result: Mutex::new(Outcome {
+                value: None,
+                thread_waits: false,
+            }),
             waiters: Mutex::new(WaitList::new()),
             done: Condvar::new(),
             generation: shared.generation,
@@ -501,7 +517,7 @@ impl<T> JoinHandle<T> {
             let mut result = None;
             let parked = park(|w| {
                 let mut slot = lock(&st.result);
-                match slot.take() {
+                match slot.value.take() {
                     Some(r) => {
                         result = Some(r);
                         false
@@ -521,10 +537,11 @@ impl<T> JoinHandle<T> {
                 // A thread outside the runtime: block it.
                 let mut slot = lock_plain(&st.result);
                 loop {
-                    if let Some(r) = slot.take() {
+                    if let Some(r) = slot.value.take() {
                         return r;
                     }
                     crate::fork::check(st.generation, "joining an unfinished goroutine");
+                    slot.thread_waits = true;
                     slot = st.done.wait(slot).unwrap_or_else(|e| e.into_inner());
                 }
             }
@@ -533,6 +550,6 @@ impl<T> JoinHandle<T> {
 
     /// Whether the goroutine has finished.
     pub fn is_finished(&self) -> bool {
-        lock(&self.state.join_state().result).is_some()
+        lock(&self.state.join_state().result).value.is_some()
     }
 }
