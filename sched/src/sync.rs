@@ -344,7 +344,12 @@ pub fn sleep(d: Duration) {
             h.1 += 1;
             let seq = h.1;
             h.0.push(Reverse(Sleeper { at, seq, waker }));
-            t.changed.notify_one();
+            // The timer thread sleeps until the earliest deadline: it need
+            // hear of this one only if it is now the earliest (a notify is
+            // a system call, waiter or not).
+            if h.0.peek().is_some_and(|Reverse(s)| s.seq == seq) {
+                t.changed.notify_one();
+            }
             true
         });
         if !no_room {
