@@ -3,7 +3,7 @@
 //! and registers (conservatively); then marking from them.
 
 use pardon_preempt::{StopKind, StoppedWorld};
-use pardon_stackscan::{RootKind, Scanner};
+use pardon_stackscan::{ObjectFinder, RootKind, Scanner};
 
 use crate::collector::Collector;
 use crate::stats::CycleStats;
@@ -81,8 +81,7 @@ impl Collector {
         cycle: &mut CycleStats,
         sink: &mut impl FnMut(usize),
     ) {
-        let raw = &self.raw;
-        let finder = |a: usize| raw.find_object(a);
+        let finder = HeapFinder(&self.raw);
         for t in world.threads() {
             let (lo, hi) = t.stack_bounds();
             // The thread's task word is the head of its frame chain (see
@@ -130,6 +129,22 @@ impl Collector {
             cycle.conservative_roots += hits;
             cycle.suspended_tasks += 1;
         });
+    }
+}
+
+/// The heap as the stack scanner's oracle: exact lookups, and the arena as
+/// the range outside which no word can name an object.
+struct HeapFinder<'a>(&'a crate::heap::RawHeap);
+
+impl ObjectFinder for HeapFinder<'_> {
+    #[inline(always)]
+    fn find_object(&self, addr: usize) -> Option<usize> {
+        self.0.find_object(addr)
+    }
+
+    fn candidates(&self) -> Option<(usize, usize)> {
+        // `find_object` answers `None` outside the arena (`span_of`).
+        Some(self.0.arena_range())
     }
 }
 

@@ -118,7 +118,12 @@ unsafe impl TaskSource for Source {
                 // places on, and for the saved stack words of the one half
                 // as far (whose task should have arrived by then).
                 if let Some(Some(n)) = slots.get(i + AHEAD) {
-                    crate::sys::prefetch(Arc::as_ptr(n) as usize);
+                    // The fields read here lead the task (`Task` is
+                    // `repr(C)`), but an allocation is only 16-aligned:
+                    // they may straddle two lines.
+                    let at = Arc::as_ptr(n) as usize;
+                    crate::sys::prefetch(at);
+                    crate::sys::prefetch(at + 63);
                 }
                 if let Some(Some(n)) = slots.get(i + AHEAD / 2) {
                     // SAFETY: as below: a switched-out task's context is

@@ -48,18 +48,27 @@ pub(crate) trait Run: Send + Sync {
 /// A goroutine's work: shared with its join handle (one allocation).
 pub(crate) type Work = Arc<dyn Run>;
 
-/// One goroutine.
+/// One goroutine. `repr(C)`, the fields a stopped world's report reads
+/// for every parked goroutine first (`state`, `ctx`, `stack`, `word`): in
+/// one or two cache lines, which the report prefetches.
+#[repr(C)]
 pub(crate) struct Task {
+    /// See the module comment.
+    pub state: AtomicU32,
     /// Its context while not running. Written by the switch away from it
     /// (on whichever worker ran it), read by the switch into it; never
     /// both at once, by the state protocol.
     pub ctx: UnsafeCell<Context>,
     /// Its stack; taken back by the scheduler once it is `DEAD`.
     pub stack: UnsafeCell<Option<Stack>>,
+    /// Its task word while it is switched out (see
+    /// `pardon_preempt::Attached::task_word_cell`): 0 until it first runs,
+    /// then saved by its worker after each switch away from it and put
+    /// back before each switch into it. Read by a stopped world's
+    /// coordinator through the task source.
+    pub word: UnsafeCell<usize>,
     /// What it runs; taken by its first run.
     pub work: UnsafeCell<Option<Work>>,
-    /// See the module comment.
-    pub state: AtomicU32,
     /// The worker it first ran on, which it never leaves (`NO_HOME` until
     /// then): set once, by that worker, before the first switch into it.
     /// See `runtime` for why goroutines do not migrate.
@@ -68,12 +77,6 @@ pub(crate) struct Task {
     /// their runtime's shared state alive: `Runtime::drop` empties the
     /// queues once the workers are gone.)
     pub shared: Arc<Shared>,
-    /// Its task word while it is switched out (see
-    /// `pardon_preempt::Attached::task_word_cell`): 0 until it first runs,
-    /// then saved by its worker after each switch away from it and put
-    /// back before each switch into it. Read by a stopped world's
-    /// coordinator through the task source.
-    pub word: UnsafeCell<usize>,
     /// Its index in its worker's task list (`suspended`), in runtimes
     /// that keep one. Set by its worker at its first run.
     pub slot: UnsafeCell<usize>,
