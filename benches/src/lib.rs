@@ -41,6 +41,7 @@ pub mod kernels;
 pub mod report;
 pub mod spinners;
 pub mod suite;
+mod throughput;
 pub mod trees;
 
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).
