@@ -65,16 +65,12 @@ impl<T: Ord> Room for BinaryHeap<T> {
 }
 
 /// Makes sure the buffer `field` picks out of `m`'s state has room for one
-/// more entry, allocating only outside a region: doubles it if it is full.
-/// Returns at once if it has room. Must be called outside any no-preempt
-/// region (a goroutine's own code, or a thread outside the runtime).
+/// more entry, allocating outside the lock's region: doubles it if it is
+/// full. Returns at once if it has room. Called by the runtime at depth 0
+/// (a goroutine's own code, the scheduler's window, a thread outside the
+/// runtime); a caller inside a no-preempt region of its own (an
+/// embedder's) allocates in it, which is that caller's choice.
 pub(crate) fn grow<S, B: Room>(m: &Mutex<S>, field: impl Fn(&mut S) -> &mut B) {
-    debug_assert!(
-        crate::worker::worker()
-            .and_then(|w| w.attached())
-            .is_none_or(|a| a.no_preempt_depth() == 0),
-        "room::grow inside a no-preempt region"
-    );
     let size = {
         let mut st = lock(m);
         let b = field(&mut st);
