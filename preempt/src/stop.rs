@@ -151,6 +151,9 @@ pub struct StoppedWorld<'r> {
     reg: &'r Registry,
     threads: Option<MutexGuard<'r, Vec<*const ThreadRecord>>>,
     _coord: Option<MutexGuard<'r, ()>>,
+    /// The coordinator's no-yield region (if it is attached): dropped
+    /// after `_coord`, so it is never switched out holding that lock.
+    _no_yield: Option<crate::yielding::NoYield<'r>>,
     me: Option<&'r ThreadRecord>,
     stats: StopStats,
     /// Dropped after the restart (fields drop after `Drop::drop`).
@@ -336,6 +339,9 @@ impl Registry {
             });
         }
         let me = current().filter(|r| std::ptr::eq(r.registry, inner));
+        // Never switched to another task (a goroutine's yield) while this
+        // thread holds the coordinator lock: see `NoYield`.
+        let no_yield = me.map(crate::yielding::NoYield::enter);
         // Another coordinator may stop us while we wait for the lock: wait in
         // a safe region.
         let coord = match me {
@@ -390,6 +396,7 @@ impl Registry {
             reg: self,
             threads: Some(threads),
             _coord: Some(coord),
+            _no_yield: no_yield,
             me,
             stats,
             _holding: holding,

@@ -153,21 +153,7 @@ impl Attached {
     /// would then wait for this one for ever).
     #[inline]
     pub fn no_yield<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Leave<'a>(&'a AtomicU32);
-        impl Drop for Leave<'_> {
-            #[inline]
-            fn drop(&mut self) {
-                std::sync::atomic::compiler_fence(Ordering::SeqCst);
-                // Owner only: a plain decrement (the handler that reads it
-                // runs on this thread).
-                self.0
-                    .store(self.0.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-            }
-        }
-        let d = &self.record().no_yield;
-        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        let _leave = Leave(d);
+        let _region = NoYield::enter(self.record());
         f()
     }
 
@@ -241,6 +227,37 @@ pub(crate) unsafe fn on_yield_signal(rec: &ThreadRecord, uc: *mut sys::Ucontext)
         return refuse();
     }
     rec.yield_injected.store(1, Ordering::Relaxed);
+}
+
+/// A no-yield region of the calling thread's record, ended by drop (see
+/// [`Attached::no_yield`]). Also held by a coordinator from before it waits
+/// for the registry's coordinator lock until after it has let go of it: a
+/// task switched out holding that lock would leave the next task of its
+/// thread that stops the world waiting for it for ever (found: a goroutine
+/// preempted between taking the lock and becoming the coordinator, and
+/// another of its worker blocked in its own collection).
+pub(crate) struct NoYield<'a>(&'a AtomicU32);
+
+impl<'a> NoYield<'a> {
+    /// Enters the region; `rec` must be the calling thread's record.
+    #[inline]
+    pub(crate) fn enter(rec: &'a ThreadRecord) -> NoYield<'a> {
+        let d = &rec.no_yield;
+        // Owner only: a plain increment (the handler that reads it runs on
+        // this thread).
+        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        NoYield(d)
+    }
+}
+
+impl Drop for NoYield<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        self.0
+            .store(self.0.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    }
 }
 
 /// The injected call's start, when the handler injected it for a yield:

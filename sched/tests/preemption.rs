@@ -328,3 +328,41 @@ fn the_world_of_goroutines_stops() {
     };
     assert!(e.to_string().contains("signal-preempted"), "{e}");
 }
+
+/// Goroutines of one worker that stop the world over and over, preempted
+/// every 50 µs: one must never be switched out while it holds the
+/// registry's coordinator lock (it was, between taking the lock and
+/// becoming the coordinator, and after the restart before letting go),
+/// or the next of them to stop the world blocks the worker's thread on
+/// that lock for ever. Each goroutine stops the world for two seconds;
+/// the whole must end well within the watchdog's minute.
+#[test]
+fn goroutines_stopping_the_world_are_not_switched_out_holding_the_coordinator_lock() {
+    let rt = Arc::new(runtime(config(1, Preemption::Signal, 50)));
+    let stops = Arc::new(AtomicU64::new(0));
+    let hs: Vec<_> = (0..3)
+        .map(|_| {
+            let (rt, stops) = (rt.clone(), stops.clone());
+            rt.clone().go(move || {
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_secs(2) {
+                    let w = rt.stop_the_world().unwrap();
+                    drop(w);
+                    stops.fetch_add(1, SeqCst);
+                }
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    while !hs.iter().all(|h| h.is_finished()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "stuck after {} stops (a goroutine holding the coordinator lock was switched out?)",
+            stops.load(SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+}
