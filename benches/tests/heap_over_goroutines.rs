@@ -324,3 +324,97 @@ fn goroutines_preempted_amid_allocations_and_barriers_share_one_cache() {
     }
     assert!(verified > 0, "no collection of this thread's was verified");
 }
+
+/// Goroutines of one worker, preempted every 50 µs, allocating on a
+/// concurrent heap whose collections they trigger themselves: the one
+/// asking the background collector for a cycle, coordinating one or
+/// assisting it with gray objects in hand must never be switched out (the
+/// others of its worker would then wait on the request's lock, the
+/// cycle's lock or at the allocation brake, blocking the thread the cycle
+/// needs to go on). Every goroutine builds and checks lists for two
+/// seconds, keeping the last `keep` of them; all must finish within the
+/// watchdog's minute. `background_percent` is the background marking's
+/// share: small, and the assists do much of the marking.
+fn concurrent_cycles_on_one_worker(keep: usize, background_percent: u32) {
+    use pardon::Config;
+    use std::sync::atomic::AtomicBool;
+    let (heap, rt, _ty) = setup_with(
+        1,
+        Duration::from_micros(50),
+        Config {
+            concurrent: true,
+            verify: true,
+            gc_percent: Some(50),
+            min_heap: 1 << 20,
+            background_mark_percent: background_percent,
+            ..Config::default()
+        },
+    );
+    let hs: Vec<_> = (0..3i64)
+        .map(|g| {
+            rt.go(move || {
+                with_mutator(|m| {
+                    let t0 = std::time::Instant::now();
+                    let mut kept = Vec::new();
+                    while t0.elapsed() < Duration::from_secs(2) {
+                        let head = m.alloc::<Link>().unwrap();
+                        let mut tail = head.clone();
+                        for i in 1..=64i64 {
+                            let n = m.alloc::<Link>().unwrap();
+                            n.value.store(g * 1_000_000 + i, SeqCst);
+                            tail.next.set(Some(&n));
+                            tail = n;
+                        }
+                        let (mut cur, mut i) = (head.next.get(m), 1i64);
+                        while let Some(n) = cur {
+                            if n.value.load(SeqCst) != g * 1_000_000 + i {
+                                return Err(format!("goroutine {g}: node {i} damaged"));
+                            }
+                            i += 1;
+                            cur = n.next.get(m);
+                        }
+                        // Lists live on, so cycles have marking to do.
+                        kept.push(head);
+                        if kept.len() > keep {
+                            kept.swap_remove(0);
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let stuck = AtomicBool::new(false);
+    while !hs.iter().all(|h| h.is_finished()) {
+        if t0.elapsed() > Duration::from_secs(60) {
+            stuck.store(true, SeqCst);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if stuck.load(SeqCst) {
+        // The goroutines cannot be joined; leave them (and the runtime,
+        // whose drop would wait for them) behind.
+        std::mem::forget(rt);
+        panic!("the goroutines did not finish within a minute");
+    }
+    for h in hs {
+        h.join().unwrap().unwrap();
+    }
+    assert!(heap.stats().collections > 0);
+}
+
+/// Many short cycles (little live data, the default background share):
+/// many requests to the background collector, brakes now and then.
+#[test]
+fn goroutines_trigger_concurrent_cycles_on_one_worker() {
+    concurrent_cycles_on_one_worker(64, 25);
+}
+
+/// Longer cycles marked mostly by the goroutines' assists.
+#[test]
+fn goroutines_assist_concurrent_cycles_on_one_worker() {
+    concurrent_cycles_on_one_worker(1000, 1);
+}

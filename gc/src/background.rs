@@ -101,7 +101,7 @@ impl Collector {
             self.registry.blocking(|| {
                 let mut s = lock(&shared.state);
                 while s.answered < target && !s.shutdown {
-                    s = shared.done.wait(s).unwrap_or_else(|e| e.into_inner());
+                    s = s.wait(&shared.done);
                 }
             });
         }
@@ -138,7 +138,7 @@ fn background_main(shared: &Shared, heap: &std::sync::Weak<Collector>) {
         {
             let mut s = lock(&shared.state);
             while s.requested == s.answered && !s.shutdown {
-                s = shared.work.wait(s).unwrap_or_else(|e| e.into_inner());
+                s = s.wait(&shared.work);
             }
             if s.shutdown {
                 return;

@@ -251,7 +251,7 @@ fn finalizer_main(signal: &FinalizerSignal, heap: &std::sync::Weak<Collector>) {
         {
             let mut s = lock(&signal.state);
             while s.0 == seen && !s.1 {
-                s = signal.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                s = s.wait(&signal.wake);
             }
             if s.1 {
                 return;

@@ -152,8 +152,51 @@ pub(crate) fn span_ref<'a>(s: *mut Span) -> &'a Span {
     unsafe { &*s }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks one of the heap's mutexes (a poisoned one is taken anyway), in a
+/// no-yield region of the calling thread for as long as the guard lives.
+/// On a goroutine's worker, a goroutine switched out holding a heap lock
+/// would leave the next goroutine of that worker to take it blocking the
+/// worker's thread for ever (the holder can only resume there): found
+/// with the background collector's request lock, taken by an allocation
+/// on a concurrent heap. Stops are taken as anywhere.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Locked<'_, T> {
+    let no_yield = pardon_preempt::no_yield_here();
+    Locked {
+        guard: m.lock().unwrap_or_else(|e| e.into_inner()),
+        _no_yield: no_yield,
+    }
+}
+
+/// A heap mutex's guard, in a no-yield region (see [`lock`]); the guard
+/// is released before the region ends (fields drop in order).
+pub(crate) struct Locked<'a, T> {
+    guard: std::sync::MutexGuard<'a, T>,
+    _no_yield: pardon_preempt::NoYieldHere,
+}
+
+impl<'a, T> Locked<'a, T> {
+    /// Waits on `cv` with the lock, as `Condvar::wait`, still in the
+    /// no-yield region.
+    pub(crate) fn wait(self, cv: &std::sync::Condvar) -> Locked<'a, T> {
+        let Locked { guard, _no_yield } = self;
+        Locked {
+            guard: cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
+            _no_yield,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Locked<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Locked<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
 }
 
 impl RawHeap {

@@ -33,10 +33,12 @@ pub(crate) struct PageHeap {
     published: [AtomicUsize; 3],
 }
 
-/// The locked page heap; publishes the figures on unlock.
+/// The locked page heap; publishes the figures on unlock. In a no-yield
+/// region while held, as every heap lock (see `heap::lock`).
 struct Locked<'a> {
     g: MutexGuard<'a, Inner>,
     published: &'a [AtomicUsize; 3],
+    _no_yield: pardon_preempt::NoYieldHere,
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -183,9 +185,11 @@ impl PageHeap {
     }
 
     fn lock(&self) -> Locked<'_> {
+        let no_yield = pardon_preempt::no_yield_here();
         Locked {
             g: self.inner.lock().unwrap_or_else(|e| e.into_inner()),
             published: &self.published,
+            _no_yield: no_yield,
         }
     }
 

@@ -190,7 +190,8 @@ impl WordTable {
     }
 
     pub fn insert(&self, v: usize) -> Result<usize, RootTableFull> {
-        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        // A heap lock (no-yield: see `heap::lock`).
+        let mut g = crate::heap::lock(&self.free);
         let i = match g.0.pop() {
             Some(i) => i,
             None => {
@@ -224,11 +225,7 @@ impl WordTable {
 
     pub fn remove(&self, i: usize) {
         self.slot(i).store(0, Ordering::Release);
-        self.free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .push(i);
+        crate::heap::lock(&self.free).0.push(i);
     }
 
     /// Calls `f` with every non-zero word, taking no lock.

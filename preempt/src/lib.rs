@@ -207,7 +207,7 @@ pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
 pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 pub use tasks::{SuspendedTask, TaskSource, TaskSourceId};
-pub use yielding::YieldRequest;
+pub use yielding::{no_yield_here, NoYieldHere, YieldRequest};
 
 /// Whether the calling thread is attached to any registry.
 pub fn is_attached() -> bool {

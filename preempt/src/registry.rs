@@ -485,10 +485,14 @@ impl Drop for Attached {
         // record to us, its last user). A record detached while this thread
         // held the stopped world stays in the list until the restart prunes
         // it: it is leaked then, as the restart reads it.
-        if !self.record().in_list.load(Ordering::SeqCst) {
+        // A record whose no-yield count is open is leaked too: a guard
+        // (`NoYieldHere`, a coordinator's) will still count down in it.
+        if !self.record().in_list.load(Ordering::SeqCst)
+            && self.record().no_yield.load(Ordering::Relaxed) == 0
+        {
             // SAFETY: `rec` came from Box::into_raw in attach; the exit guard
             // never frees a record whose handle exists, nothing else does,
-            // and no registry list holds it any more.
+            // no registry list holds it any more, and no guard refers to it.
             drop(unsafe { Box::from_raw(self.rec as *mut ThreadRecord) });
         }
     }

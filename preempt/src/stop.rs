@@ -151,13 +151,15 @@ pub struct StoppedWorld<'r> {
     reg: &'r Registry,
     threads: Option<MutexGuard<'r, Vec<*const ThreadRecord>>>,
     _coord: Option<MutexGuard<'r, ()>>,
-    /// The coordinator's no-yield region (if it is attached): dropped
-    /// after `_coord`, so it is never switched out holding that lock.
-    _no_yield: Option<crate::yielding::NoYield<'r>>,
     me: Option<&'r ThreadRecord>,
     stats: StopStats,
     /// Dropped after the restart (fields drop after `Drop::drop`).
     _holding: crate::fatal::Holding,
+    /// The coordinator's no-yield region (if it is attached): dropped last,
+    /// after `_coord` (so it is never switched out holding that lock) and
+    /// after `_holding`, whose thread-local count another task of the
+    /// thread would otherwise update between its read and its write.
+    _no_yield: Option<crate::yielding::NoYield<'r>>,
     _not_send: PhantomData<*const ()>,
 }
 

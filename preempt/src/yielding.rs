@@ -260,6 +260,50 @@ impl Drop for NoYield<'_> {
     }
 }
 
+/// A no-yield region of the calling thread, whatever registry it is
+/// attached to, ended by drop (see [`Attached::no_yield`]); nothing if the
+/// thread is not attached. For a library's own locks that tasks of one
+/// thread may all take (a heap's, from goroutines of one worker): a task
+/// switched out holding one would leave the next task of its thread that
+/// takes it blocking the thread for ever, as the holder can only resume
+/// there. Stops are taken inside as anywhere else.
+///
+/// The record stays allocated while a guard is open: a thread that
+/// detaches inside one leaks its record (memory, never soundness).
+pub struct NoYieldHere {
+    rec: *const ThreadRecord,
+}
+
+/// Opens a [`NoYieldHere`] on the calling thread.
+#[inline]
+pub fn no_yield_here() -> NoYieldHere {
+    let rec = crate::handshake::CURRENT.with(|c| c.get());
+    if !rec.is_null() {
+        // SAFETY: a non-null CURRENT is the calling thread's live record.
+        let d = unsafe { &(*rec).no_yield };
+        // Owner only: a plain increment (the handler that reads it runs on
+        // this thread).
+        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+    NoYieldHere { rec }
+}
+
+impl Drop for NoYieldHere {
+    #[inline]
+    fn drop(&mut self) {
+        if self.rec.is_null() {
+            return;
+        }
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // SAFETY: the record this guard counted in: not freed while its
+        // no-yield count is open (`Attached`'s drop leaks it then), and the
+        // guard is `!Send`, so this is its owner thread.
+        let d = unsafe { &(*self.rec).no_yield };
+        d.store(d.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    }
+}
+
 /// The injected call's start, when the handler injected it for a yield:
 /// whether it did (then the no-preempt region the hook runs in has been
 /// entered, before the thread becomes `RUNNING` again, so no second

@@ -276,6 +276,11 @@ impl Collector {
     /// inside a long no-preempt region would wait for a mutator the kernel
     /// has descheduled: with three threads on two CPUs, 1-4 ms.
     fn assist_unit(&self, budget: usize) -> Option<bool> {
+        // A goroutine is never switched out holding a unit's gray objects:
+        // the cycle cannot end until they are marked, and another
+        // goroutine of its worker waiting at the brake would block the
+        // only thread that can run it (see `heap::lock`).
+        let _no_yield = pardon_preempt::no_yield_here();
         let raw = &self.raw;
         let a = &raw.assist;
         let (mut stack, took) = self.registry.outside_stops(|| {

@@ -3,7 +3,6 @@
 //! helper team) and the recovery from gray-stack overflow.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::MutexGuard;
 
 use super::gray::GrayStack;
 use super::team::MarkTeam;
@@ -17,7 +16,7 @@ use crate::span::IN_USE;
 /// then [`Marker::finish`].
 pub struct Marker<'h> {
     heap: &'h RawHeap,
-    gray: MutexGuard<'h, GrayStack>,
+    gray: crate::heap::Locked<'h, GrayStack>,
     stats: MarkStats,
     /// A concurrent mark: mutators set mark bits too (the deletion
     /// barrier), so every mark bit is set with an atomic read-modify-write,

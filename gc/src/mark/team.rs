@@ -136,7 +136,7 @@ impl MarkTeam {
         let mut c = lock(&self.ctl);
         c.open = false;
         while c.inside > 0 {
-            c = self.left.wait(c).unwrap_or_else(|e| e.into_inner());
+            c = c.wait(&self.left);
         }
         c.heap = 0;
         drop(c);
@@ -273,7 +273,7 @@ fn helper_main(team: &MarkTeam, mut local: GrayStack, index: usize) {
                     // Not in this round.
                     seen = c.round;
                 }
-                c = team.wake.wait(c).unwrap_or_else(|e| e.into_inner());
+                c = c.wait(&team.wake);
             }
             seen = c.round;
             c.inside += 1;
