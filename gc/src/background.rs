@@ -108,6 +108,11 @@ impl Collector {
     }
 
     fn ensure_background_thread(self: &Arc<Self>) {
+        // A goroutine switched out between claiming the start and starting
+        // the thread would leave the goroutines of its worker that wait at
+        // the brake (blocking its thread) waiting for ever: no yields from
+        // the claim to the start.
+        let _no_yield = pardon_preempt::no_yield_here();
         let me = std::process::id() as i32;
         let b = &self.background;
         if b.pid.load(SeqCst) == me || b.pid.swap(me, SeqCst) == me {

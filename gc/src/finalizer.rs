@@ -227,6 +227,8 @@ impl Drop for FinalizerThread {
 impl Collector {
     /// Starts the finalizer thread unless this process has it already.
     fn ensure_finalizer_thread(self: &Arc<Self>) {
+        // From the claim to the start, as the background collector's.
+        let _no_yield = pardon_preempt::no_yield_here();
         let me = std::process::id() as i32;
         let t = &self.finalizer_thread;
         if t.pid.swap(me, Ordering::SeqCst) == me {

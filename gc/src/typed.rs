@@ -259,6 +259,14 @@ macro_rules! gc_object {
         unsafe impl $crate::GcObject for $name {
             fn gc_type() -> $crate::Type {
                 static TYPE: ::std::sync::OnceLock<$crate::Type> = ::std::sync::OnceLock::new();
+                if let ::std::option::Option::Some(t) = TYPE.get() {
+                    return *t;
+                }
+                // The first call registers the type. A goroutine switched
+                // out inside the initialisation would leave the next
+                // goroutine of its worker to ask waiting for it, blocking
+                // the only thread that can finish it: no yields here.
+                let _no_yield = $crate::preempt::no_yield_here();
                 *TYPE.get_or_init(|| {
                     let mut refs = ::std::vec::Vec::new();
                     $(

@@ -42,9 +42,13 @@ struct Pool {
 
 fn pool() -> &'static Pool {
     static P: OnceLock<Pool> = OnceLock::new();
-    P.get_or_init(|| Pool {
-        state: Mutex::new((VecDeque::new(), 0, crate::fork::generation())),
-        more: Condvar::new(),
+    // Not switched out inside the initialisation, which another goroutine
+    // of the worker would wait for (blocking the thread).
+    crate::region::no_yield(|| {
+        P.get_or_init(|| Pool {
+            state: Mutex::new((VecDeque::new(), 0, crate::fork::generation())),
+            more: Condvar::new(),
+        })
     })
 }
 

@@ -264,10 +264,13 @@ struct Timers {
 
 fn timers() -> &'static Timers {
     static T: OnceLock<Timers> = OnceLock::new();
-    T.get_or_init(|| Timers {
-        heap: StdMutex::new((BinaryHeap::new(), 0)),
-        changed: StdCondvar::new(),
-        thread_gen: StdMutex::new(None),
+    // As `blocking::pool`.
+    crate::region::no_yield(|| {
+        T.get_or_init(|| Timers {
+            heap: StdMutex::new((BinaryHeap::new(), 0)),
+            changed: StdCondvar::new(),
+            thread_gen: StdMutex::new(None),
+        })
     })
 }
 
