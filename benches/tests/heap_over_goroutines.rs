@@ -223,6 +223,40 @@ pardon::gc_object! {
     }
 }
 
+/// Builds a list of 64 nodes after a head, goroutine `g`'s values in
+/// them, calling `every_16th` after every 16th node, then walks it back
+/// checking every value and the length; returns the head.
+fn linked_list(
+    m: &pardon::Mutator,
+    g: i64,
+    mut every_16th: impl FnMut(),
+) -> Result<pardon::Root<'_, Link>, String> {
+    let head = m.alloc::<Link>().unwrap();
+    head.value.store(g, SeqCst);
+    let mut tail = head.clone();
+    for i in 1..=64i64 {
+        let n = m.alloc::<Link>().unwrap();
+        n.value.store(g * 1_000_000 + i, SeqCst);
+        tail.next.set(Some(&n));
+        tail = n;
+        if i % 16 == 0 {
+            every_16th();
+        }
+    }
+    let (mut cur, mut i) = (head.next.get(m), 1i64);
+    while let Some(n) = cur {
+        if n.value.load(SeqCst) != g * 1_000_000 + i {
+            return Err(format!("goroutine {g}: node {i} damaged"));
+        }
+        i += 1;
+        cur = n.next.get(m);
+    }
+    if i != 65 {
+        return Err(format!("goroutine {g}: list cut at {i}"));
+    }
+    Ok(head)
+}
+
 /// Three goroutines on one worker share its mutator — one allocation
 /// cache, one handle table — while a 50 µs slice preempts them wherever
 /// the signal finds them: in allocation fast and slow paths, in the card
@@ -262,33 +296,13 @@ fn goroutines_preempted_amid_allocations_and_barriers_share_one_cache() {
                 with_mutator(|m| {
                     let mut rounds = 0u64;
                     while !done.load(SeqCst) || rounds == 0 {
-                        let head = m.alloc::<Link>().unwrap();
-                        head.value.store(g, SeqCst);
-                        let mut tail = head.clone();
-                        for i in 1..=64i64 {
-                            let n = m.alloc::<Link>().unwrap();
-                            n.value.store(g * 1_000_000 + i, SeqCst);
-                            tail.next.set(Some(&n));
-                            tail = n;
-                            if i % 16 == 0 {
-                                // A slow path: an array.
-                                std::hint::black_box(m.alloc_raw_array(raw, 100).unwrap());
-                            }
-                        }
-                        let (mut cur, mut i) = (head.next.get(m), 1i64);
-                        while let Some(n) = cur {
-                            if n.value.load(SeqCst) != g * 1_000_000 + i {
-                                return Err(format!("goroutine {g}: node {i} damaged"));
-                            }
-                            i += 1;
-                            cur = n.next.get(m);
-                        }
-                        if i != 65 {
-                            return Err(format!("goroutine {g}: list cut at {i}"));
-                        }
+                        linked_list(m, g, || {
+                            // A slow path: an array.
+                            std::hint::black_box(m.alloc_raw_array(raw, 100).unwrap());
+                        })?;
                         rounds += 1;
                     }
-                    Ok(rounds)
+                    Ok::<_, String>(rounds)
                 })
                 .unwrap()
             })
@@ -357,29 +371,14 @@ fn concurrent_cycles_on_one_worker(keep: usize, background_percent: u32) {
                     let t0 = std::time::Instant::now();
                     let mut kept = Vec::new();
                     while t0.elapsed() < Duration::from_secs(2) {
-                        let head = m.alloc::<Link>().unwrap();
-                        let mut tail = head.clone();
-                        for i in 1..=64i64 {
-                            let n = m.alloc::<Link>().unwrap();
-                            n.value.store(g * 1_000_000 + i, SeqCst);
-                            tail.next.set(Some(&n));
-                            tail = n;
-                        }
-                        let (mut cur, mut i) = (head.next.get(m), 1i64);
-                        while let Some(n) = cur {
-                            if n.value.load(SeqCst) != g * 1_000_000 + i {
-                                return Err(format!("goroutine {g}: node {i} damaged"));
-                            }
-                            i += 1;
-                            cur = n.next.get(m);
-                        }
+                        let head = linked_list(m, g, || {})?;
                         // Lists live on, so cycles have marking to do.
                         kept.push(head);
                         if kept.len() > keep {
                             kept.swap_remove(0);
                         }
                     }
-                    Ok(())
+                    Ok::<_, String>(())
                 })
                 .unwrap()
             })
