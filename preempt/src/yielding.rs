@@ -18,7 +18,7 @@
 //! as Go's `sysmon` does.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::handshake::{current, ThreadRecord};
 use crate::registry::{lock, Attached, Registry};
@@ -153,7 +153,7 @@ impl Attached {
     /// would then wait for this one for ever).
     #[inline]
     pub fn no_yield<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _region = NoYield::enter(self.record());
+        let _region = NoYieldHere::on(self.record());
         f()
     }
 
@@ -229,37 +229,6 @@ pub(crate) unsafe fn on_yield_signal(rec: &ThreadRecord, uc: *mut sys::Ucontext)
     rec.yield_injected.store(1, Ordering::Relaxed);
 }
 
-/// A no-yield region of the calling thread's record, ended by drop (see
-/// [`Attached::no_yield`]). Also held by a coordinator from before it waits
-/// for the registry's coordinator lock until after it has let go of it: a
-/// task switched out holding that lock would leave the next task of its
-/// thread that stops the world waiting for it for ever (found: a goroutine
-/// preempted between taking the lock and becoming the coordinator, and
-/// another of its worker blocked in its own collection).
-pub(crate) struct NoYield<'a>(&'a AtomicU32);
-
-impl<'a> NoYield<'a> {
-    /// Enters the region; `rec` must be the calling thread's record.
-    #[inline]
-    pub(crate) fn enter(rec: &'a ThreadRecord) -> NoYield<'a> {
-        let d = &rec.no_yield;
-        // Owner only: a plain increment (the handler that reads it runs on
-        // this thread).
-        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        NoYield(d)
-    }
-}
-
-impl Drop for NoYield<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        self.0
-            .store(self.0.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-    }
-}
-
 /// A no-yield region of the calling thread, whatever registry it is
 /// attached to, ended by drop (see [`Attached::no_yield`]); nothing if the
 /// thread is not attached. For a library's own locks that tasks of one
@@ -277,16 +246,29 @@ pub struct NoYieldHere {
 /// Opens a [`NoYieldHere`] on the calling thread.
 #[inline]
 pub fn no_yield_here() -> NoYieldHere {
-    let rec = crate::handshake::CURRENT.with(|c| c.get());
-    if !rec.is_null() {
-        // SAFETY: a non-null CURRENT is the calling thread's live record.
-        let d = unsafe { &(*rec).no_yield };
-        // Owner only: a plain increment (the handler that reads it runs on
-        // this thread).
-        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    NoYieldHere::on(crate::handshake::CURRENT.with(|c| c.get()))
+}
+
+impl NoYieldHere {
+    /// Opens the region in `rec`, which must be null or the calling
+    /// thread's live record. Also held by a coordinator from before it
+    /// waits for the registry's coordinator lock until after it has let go
+    /// of it (found: a goroutine preempted between taking the lock and
+    /// becoming the coordinator, and another of its worker blocked in its
+    /// own collection).
+    #[inline]
+    pub(crate) fn on(rec: *const ThreadRecord) -> NoYieldHere {
+        if !rec.is_null() {
+            // SAFETY: the caller's contract: the calling thread's live
+            // record.
+            let d = unsafe { &(*rec).no_yield };
+            // Owner only: a plain increment (the handler that reads it
+            // runs on this thread).
+            d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        }
+        NoYieldHere { rec }
     }
-    NoYieldHere { rec }
 }
 
 impl Drop for NoYieldHere {
