@@ -347,7 +347,7 @@ fn goroutines_preempted_amid_allocations_and_barriers_share_one_cache() {
 /// others of its worker would then wait on the request's lock, the
 /// cycle's lock or at the allocation brake, blocking the thread the cycle
 /// needs to go on). Every goroutine builds and checks lists for two
-/// seconds, keeping the last `keep` of them; all must finish within the
+/// seconds and at least 2,000 of them, keeping the last `keep`; all must finish within the
 /// watchdog's minute. `background_percent` is the background marking's
 /// share: small, and the assists do much of the marking.
 fn concurrent_cycles_on_one_worker(keep: usize, background_percent: u32) {
@@ -371,7 +371,12 @@ fn concurrent_cycles_on_one_worker(keep: usize, background_percent: u32) {
                 with_mutator(|m| {
                     let t0 = std::time::Instant::now();
                     let mut kept = Vec::new();
-                    while t0.elapsed() < Duration::from_secs(2) {
+                    // Two seconds, and at least 2,000 lists (some 4 MB,
+                    // past the 1 MiB minimum heap: cycles happen however
+                    // slow the machine).
+                    let mut rounds = 0;
+                    while t0.elapsed() < Duration::from_secs(2) || rounds < 2000 {
+                        rounds += 1;
                         let head = linked_list(m, g, || {})?;
                         // Lists live on, so cycles have marking to do.
                         kept.push(head);
