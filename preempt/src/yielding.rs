@@ -238,7 +238,10 @@ pub(crate) unsafe fn on_yield_signal(rec: &ThreadRecord, uc: *mut sys::Ucontext)
 /// there. Stops are taken inside as anywhere else.
 ///
 /// The record stays allocated while a guard is open: a thread that
-/// detaches inside one leaks its record (memory, never soundness).
+/// detaches inside one leaks its record (memory, never soundness). A
+/// guard leaked with `mem::forget` leaves the region open for good: the
+/// thread is never yielded again, and a scheduler's waits on it refuse to
+/// run (pardon-sched panics, naming the region).
 pub struct NoYieldHere {
     rec: *const ThreadRecord,
 }
