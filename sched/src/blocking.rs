@@ -177,7 +177,7 @@ pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 finished = true;
                 false
             } else {
-                st.1 = Some(w);
+                st.1 = Some(w.waker());
                 true
             }
         });

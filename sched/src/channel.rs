@@ -21,13 +21,18 @@ struct State<T> {
     queue: VecDeque<T>,
     /// `None`: unbounded; `Some(0)`: rendezvous.
     cap: Option<usize>,
-    /// Values pushed and popped so far: a rendezvous sender waits until
-    /// its value's number has been popped.
+    /// Values pushed and popped so far: a rendezvous sender outside the
+    /// runtime (which cannot park) waits until its value's number has been
+    /// popped.
     pushed: u64,
     popped: u64,
     senders: usize,
     receivers: usize,
-    /// Goroutines waiting to send (room, or their value taken).
+    /// Goroutines waiting to send: for room on a buffered channel; on a
+    /// rendezvous, each with the address of the `Option<T>` in its `send`
+    /// frame that holds its value (a `Slot<T>`), for a receiver to take
+    /// straight from there (Go's parked sender, whose `sudog` holds the
+    /// element).
     send_waiters: WaitList,
     /// Goroutines parked in `recv`, each with the address of the slot on
     /// its stack (a `Slot<T>`) where a sender may put a value straight
@@ -35,18 +40,23 @@ struct State<T> {
     recv_waiters: WaitList,
 }
 
-/// Where a parked receiver takes a value handed to it: an `Option<T>` in
-/// its `recv` frame, which stays put while it is parked (it resumes only
-/// when woken, and every wake-up takes its entry out of `recv_waiters`).
+/// Where a value passes between a parked goroutine and the one that
+/// meets it: an `Option<T>` in the parked one's `recv` (or rendezvous
+/// `send`) frame, which stays put while it is parked (it resumes only
+/// when woken, and every wake-up takes its entry out of the wait list
+/// first). A parked receiver's slot is filled, a parked sender's emptied.
 struct Slot<T>(*mut Option<T>);
 
-// SAFETY: the pointee is written only by a sender holding the channel's
-// lock, before it wakes the receiver, and read by the receiver after it
-// has been woken (the wake-up orders the two); `T: Send` moves across.
+// SAFETY: the pointee is touched by the goroutine that meets the parked
+// one only while it holds the channel's lock, before it wakes it, and by
+// the parked one only after it has been woken (the wake-up orders the
+// two); `T: Send` moves across.
 unsafe impl<T: Send> Send for Slot<T> {}
 
 struct Chan<T> {
     state: Mutex<State<T>>,
+    /// Capacity 0 (fixed at creation, so read without the lock).
+    rendezvous: bool,
 }
 
 /// The sending side; clone it for more senders.
@@ -101,6 +111,7 @@ fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             send_waiters: WaitList::new(),
             recv_waiters: WaitList::new(),
         }),
+        rendezvous: cap == Some(0),
     });
     (Sender { chan: chan.clone() }, Receiver { chan })
 }
@@ -133,7 +144,7 @@ fn wait<T, R>(
                     false
                 }
                 None => {
-                    register(&mut st, w);
+                    register(&mut st, w.waker());
                     true
                 }
             }
@@ -166,6 +177,9 @@ impl<T> Sender<T> {
     /// receiver has taken it). A receiver parked in `recv` is handed the
     /// value directly. Fails, returning `v`, once every receiver is gone.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
+        if self.chan.rendezvous && crate::worker::worker().is_some() {
+            return self.send_parked(v);
+        }
         let mut v = Some(v);
         // Wait for room and push.
         let (ticket, handed) = loop {
@@ -209,8 +223,9 @@ impl<T> Sender<T> {
                 Sent::NoRoom => crate::room::grow(&self.chan.state, |st| &mut st.queue),
             }
         };
-        if !handed && lock(&self.chan.state).cap == Some(0) {
-            // A rendezvous: until a receiver has taken it.
+        if !handed && self.chan.rendezvous {
+            // A rendezvous from outside the runtime: until a receiver has
+            // taken it.
             wait(
                 &self.chan,
                 |st| (st.popped >= ticket || st.receivers == 0).then_some(()),
@@ -219,6 +234,52 @@ impl<T> Sender<T> {
         }
         Ok(())
     }
+
+    /// A goroutine's send on a rendezvous channel, as Go's: handed to a
+    /// parked receiver, or parked with the value until a receiver takes it
+    /// from the sender's own frame. One lock a send (queueing the value
+    /// and waiting for it to be popped took four).
+    fn send_parked(&self, v: T) -> Result<(), SendError<T>> {
+        let mut slot = Some(v);
+        let ptr = Slot(&mut slot as *mut Option<T>);
+        loop {
+            let mut closed = false;
+            park(|w| {
+                let mut st = lock(&self.chan.state);
+                if st.receivers == 0 {
+                    closed = true;
+                    return false;
+                }
+                // SAFETY: our own slot; a receiver touches it only while
+                // this goroutine is parked with it listed, which it is not.
+                let mine = unsafe { &mut *ptr.0 };
+                if let Some((r, theirs)) = st.recv_waiters.pop_with() {
+                    // SAFETY: see `Slot`: that receiver is parked in
+                    // `recv` until this wake-up, and we hold the lock.
+                    unsafe { *(theirs as *mut Option<T>) = mine.take() };
+                    st.pushed += 1;
+                    st.popped += 1;
+                    r.wake();
+                    return false;
+                }
+                st.send_waiters.push_with(w.waker(), ptr.0 as usize);
+                true
+            });
+            // SAFETY: no receiver holds our slot now: we are listed in no
+            // wait list (handed over, cancelled, or woken, which unlists).
+            let left = unsafe { (*ptr.0).take() };
+            match left {
+                None => return Ok(()),
+                Some(v) if closed => return Err(SendError(v)),
+                // Woken with the value still here (every receiver gone, or
+                // the park cancelled): look again.
+                Some(v) => {
+                    // SAFETY: as above.
+                    unsafe { *ptr.0 = Some(v) };
+                }
+            }
+        }
+    }
 }
 
 impl<T> Receiver<T> {
@@ -226,14 +287,31 @@ impl<T> Receiver<T> {
     /// is gone and nothing is queued.
     pub fn recv(&self) -> Result<T, RecvError> {
         fn ready<T>(st: &mut State<T>) -> Option<Result<T, RecvError>> {
-            match st.queue.pop_front() {
-                Some(v) => {
-                    st.popped += 1;
+            if let Some(v) = st.queue.pop_front() {
+                st.popped += 1;
+                if st.cap != Some(0) {
+                    // Room now. (A rendezvous's waiting senders are parked
+                    // with their values: only threads queue.)
                     st.send_waiters.wake_all();
-                    Some(Ok(v))
                 }
-                None if st.senders == 0 => Some(Err(RecvError)),
-                None => None,
+                return Some(Ok(v));
+            }
+            if st.cap == Some(0) {
+                if let Some((w, theirs)) = st.send_waiters.pop_with() {
+                    // SAFETY: see `Slot`: that sender is parked in
+                    // `send_parked` until this wake-up, and we hold the
+                    // lock; its slot holds its value while it is listed.
+                    let v = unsafe { (*(theirs as *mut Option<T>)).take() };
+                    st.pushed += 1;
+                    st.popped += 1;
+                    w.wake();
+                    return Some(Ok(v.expect("a parked sender holds its value")));
+                }
+            }
+            if st.senders == 0 {
+                Some(Err(RecvError))
+            } else {
+                None
             }
         }
         let mut slot: Option<T> = None;
@@ -248,7 +326,7 @@ impl<T> Receiver<T> {
                         false
                     }
                     None => {
-                        st.recv_waiters.push_with(w, ptr.0 as usize);
+                        st.recv_waiters.push_with(w.waker(), ptr.0 as usize);
                         true
                     }
                 }
@@ -271,8 +349,9 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// Values queued now (a rendezvous channel holds at most the one a
-    /// sender is handing over).
+    /// Values queued now. A rendezvous channel holds at most the one a
+    /// thread outside the runtime is handing over: a goroutine's value
+    /// waits in its own `send` frame until a receiver takes it.
     pub fn len(&self) -> usize {
         lock(&self.chan.state).queue.len()
     }

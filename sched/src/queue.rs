@@ -42,7 +42,7 @@ pub(crate) struct Local {
     /// The goroutine to run next, in the current slice.
     next: Option<TaskRef>,
     /// Linked through the goroutines (`linked`): pushing never allocates.
-    queue: Fifo<RunLink>,
+    pub(crate) queue: Fifo<RunLink>,
 }
 
 /// What a worker shares (Go's P, for now one per M).

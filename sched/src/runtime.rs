@@ -464,34 +464,66 @@ impl Waker {
             // Home: a parked goroutine has run (see the module comment).
             let home = self.task.home.load(SeqCst);
             debug_assert_ne!(home, NO_HOME);
+            if let Some(me) = worker() {
+                if me.index == home && Arc::ptr_eq(&me.shared, &self.task.shared) {
+                    // Woken on its own worker: no lock, no kick.
+                    me.put_next(self.task);
+                    return;
+                }
+            }
             let shared = self.task.shared.clone();
             shared.enqueue(self.task, Place::Next(home));
         }
     }
 }
 
-/// Parks the calling goroutine until a [`Waker`] that `register` is given
-/// wakes it. `register` runs with the goroutine already announced as
-/// parking (so a wake that comes before the switch is not lost: see
-/// `task`), inside a no-preempt region, and returns `false` if there is
-/// nothing to wait for after all (the park is then cancelled, and the
-/// waker must not be kept). Returns `false` outside a runtime, having
-/// called nothing.
-pub(crate) fn park(register: impl FnOnce(Waker) -> bool) -> bool {
+/// The goroutine that is deciding whether to park, as `park` hands it to
+/// its `register` closure: [`Parker::waker`] announces the park and makes
+/// the waker, only once the closure has found it must wait. (A closure
+/// that finds what it waits for already there then costs no reference
+/// count and no state change: a channel send to a parked receiver is
+/// one of those.)
+pub(crate) struct Parker<'a> {
+    task: &'a TaskRef,
+    announced: &'a std::cell::Cell<bool>,
+}
+
+impl Parker<'_> {
+    /// Announces the park and returns what wakes it. Called under the
+    /// lock that publishes the waker: a waker is found only after this
+    /// store, which is why Release is enough (see `task`).
+    pub(crate) fn waker(self) -> Waker {
+        self.task.state.store(PARKING, Release);
+        self.announced.set(true);
+        Waker {
+            task: self.task.clone(),
+        }
+    }
+}
+
+/// Parks the calling goroutine until a [`Waker`] that `register` makes
+/// wakes it. `register` runs inside a no-preempt region and returns
+/// `false` if there is nothing to wait for after all; otherwise it must
+/// have made the waker ([`Parker::waker`], which announces the park, so a
+/// wake that comes before the switch is not lost: see `task`) and
+/// published it. A waker made by a `register` that returns `false` must not
+/// be kept (the park is cancelled). Returns `false` outside a runtime,
+/// having called nothing.
+pub(crate) fn park(register: impl FnOnce(Parker<'_>) -> bool) -> bool {
     if worker().is_none() {
         return false;
     }
     to_scheduler(|_, task| {
-        let waker = Waker { task: task.clone() };
-        // Release is enough: a waker finds the goroutine through what
-        // `register` publishes under a lock, after this store.
-        task.state.store(PARKING, Release);
-        if register(waker) {
-            true
-        } else {
+        let announced = std::cell::Cell::new(false);
+        let go = register(Parker {
+            task,
+            announced: &announced,
+        });
+        debug_assert!(!go || announced.get(), "a park registered no waker");
+        if !go && announced.get() {
             task.state.store(RUNNING, SeqCst);
-            false
         }
+        go && announced.get()
     });
     true
 }
@@ -525,7 +557,7 @@ impl<T> JoinHandle<T> {
                     None => {
                         // Registered under the result's lock: the
                         // goroutine's end takes the waiters under it too.
-                        lock(&st.waiters).push(w);
+                        lock(&st.waiters).push(w.waker());
                         true
                     }
                 }

@@ -70,7 +70,7 @@ impl WaitGroup {
                     zero = true;
                     false
                 } else {
-                    st.1.push(w);
+                    st.1.push(w.waker());
                     true
                 }
             });
@@ -126,7 +126,7 @@ impl<T> Mutex<T> {
             let parked = park(|w| {
                 let mut st = lock(&self.state);
                 if st.0 {
-                    st.1.push(w);
+                    st.1.push(w.waker());
                     true
                 } else {
                     st.0 = true;
@@ -198,7 +198,7 @@ impl Condvar {
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         let m = guard.m;
         let parked = park(move |w| {
-            lock(&self.waiters).push(w);
+            lock(&self.waiters).push(w.waker());
             drop(guard);
             true
         });
@@ -346,7 +346,11 @@ pub fn sleep(d: Duration) {
             }
             h.1 += 1;
             let seq = h.1;
-            h.0.push(Reverse(Sleeper { at, seq, waker }));
+            h.0.push(Reverse(Sleeper {
+                at,
+                seq,
+                waker: waker.waker(),
+            }));
             // The timer thread sleeps until the earliest deadline: it need
             // hear of this one only if it is now the earliest (a notify is
             // a system call, waiter or not).

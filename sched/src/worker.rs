@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::attach::Holder;
 use crate::context::{switch, Context};
 use crate::queue::{Place, Proc, Shared, TaskRef};
-use crate::region::lock_plain;
+use crate::region::{lock, lock_plain, Region};
 use crate::task::{Task, DEAD, PARKING, RUNNABLE, RUNNING, WAITING, WAKE_PENDING};
 
 /// The running worker's state, reached through a thread-local pointer.
@@ -36,6 +36,15 @@ pub(crate) struct Worker {
     /// The goroutine running now. Read and written only at no-preempt
     /// depth 1 (the scheduler, and a goroutine on its way to it).
     current: UnsafeCell<Option<TaskRef>>,
+    /// The goroutine to run next that this worker itself woke (a send to
+    /// a receiver parked here, say): the private half of Go's `runnext`.
+    /// A wake-up from this thread needs no lock and no kick (the worker
+    /// is awake: it runs the waker); one from another thread goes to the
+    /// `next` slot of the proc's locked queue. Touched only by this
+    /// thread, inside no-preempt regions (so one goroutine's access is
+    /// never interleaved with another's), and emptied into the locked
+    /// queue when the worker stops.
+    next: UnsafeCell<Option<TaskRef>>,
     /// The worker's attachment to the preempt registry, in signal mode.
     holder: Option<Holder>,
     /// The thread's own stack, as the record had it at attach.
@@ -61,6 +70,20 @@ impl Worker {
         // mutable access is live (they are all in this module, each a
         // single statement).
         unsafe { (*self.current.get()).as_ref() }
+    }
+
+    /// Queues `t`, woken on this thread, to run next here: see `next`.
+    /// `t` must be runnable and at home here.
+    pub(crate) fn put_next(&self, t: TaskRef) {
+        debug_assert_eq!(t.home.load(Relaxed), self.index);
+        let _region = Region::enter();
+        // SAFETY: this thread's own slot, inside a region (see `next`);
+        // the one access ends before the lock below.
+        let old = unsafe { (*self.next.get()).replace(t) };
+        if let Some(old) = old {
+            // Displaced, as by Go's `runqput`: to the back of the queue.
+            lock(&self.proc_().local).queue.push_back(old);
+        }
     }
 
     fn raise(&self) {
@@ -117,6 +140,7 @@ pub(crate) fn worker_main(
         shared,
         sched: UnsafeCell::new(Context::empty()),
         current: UnsafeCell::new(None),
+        next: UnsafeCell::new(None),
         holder,
         own_stack,
     };
@@ -128,12 +152,19 @@ pub(crate) fn worker_main(
         if shared.shutdown.load(SeqCst) {
             break;
         }
+        // SAFETY: this thread's own slot, at depth 1 (see `next`).
+        if let Some(t) = unsafe { (*me.next.get()).take() } {
+            run(&me, t, true);
+            continue;
+        }
         let seen = p.seq.load(SeqCst);
         let found = match shared.find(index) {
             Some(t) => Some(t),
             None => {
                 // Said to sleep before looking again, so an enqueue after
-                // this look kicks us (see `queue`).
+                // this look kicks us (see `queue`). Nothing runs while
+                // asleep: `sysmon` may sleep long.
+                p.running.store(0, Release);
                 p.chosen.store(0, SeqCst);
                 p.sleeping.store(1, SeqCst);
                 let again = shared.find(index);
@@ -149,6 +180,12 @@ pub(crate) fn worker_main(
         if let Some((t, inherit)) = found {
             run(&me, t, inherit);
         }
+    }
+    // A goroutine woken here and not run goes where the runtime's drop
+    // finds the queued ones.
+    // SAFETY: this thread's own slot, at depth 1 (see `next`).
+    if let Some(t) = unsafe { (*me.next.get()).take() } {
+        lock(&p.local).queue.push_back(t);
     }
     me.lower();
     WORKER.with(|w| w.set(std::ptr::null()));
@@ -241,13 +278,18 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     if !inherit {
         end_slice(p);
     }
-    // SeqCst: ordered before the load below, against sysmon's store of
-    // `sysmon_idle` and its load of `running` (a Dekker pair).
-    p.running.store(1, SeqCst);
-    if shared.sysmon_idle.load(SeqCst) != 0 && shared.sysmon_idle.swap(0, SeqCst) != 0 {
-        // sysmon sleeps long while nothing runs: it must watch this slice.
-        shared.sysmon_seq.fetch_add(1, SeqCst);
-        pardon_preempt::futex::wake(&shared.sysmon_seq, 1);
+    // `running` stays 1 from here until the worker goes idle (a store
+    // every switch was a locked instruction each).
+    if p.running.load(Relaxed) == 0 {
+        // SeqCst: ordered before the load below, against sysmon's store
+        // of `sysmon_idle` and its load of `running` (a Dekker pair).
+        p.running.store(1, SeqCst);
+        if shared.sysmon_idle.load(SeqCst) != 0 && shared.sysmon_idle.swap(0, SeqCst) != 0 {
+            // sysmon sleeps long while nothing runs: it must watch this
+            // slice.
+            shared.sysmon_seq.fetch_add(1, SeqCst);
+            pardon_preempt::futex::wake(&shared.sysmon_seq, 1);
+        }
     }
     // The task moves into `current` for the run and back out after it
     // (no reference count traffic).
@@ -259,7 +301,6 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     // switch away, and no other worker runs it (the state protocol); the
     // task, in `current`, outlives the switch.
     unsafe { switch(&mut *me.sched.get(), &*ctx) };
-    p.running.store(0, Release);
     if let Some(a) = me.attached() {
         p.refused.store(a.yields_refused(), Relaxed);
         // SAFETY: depth 1, back on the thread's own stack.
@@ -293,12 +334,12 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             {
                 // Woken before the park was committed.
                 t.state.store(RUNNABLE, SeqCst);
-                shared.enqueue(t, Place::Next(me.index));
+                me.put_next(t);
             }
         }
         WAKE_PENDING => {
             t.state.store(RUNNABLE, SeqCst);
-            shared.enqueue(t, Place::Next(me.index));
+            me.put_next(t);
         }
         DEAD => {
             let listed = if shared.track_tasks {

@@ -148,3 +148,107 @@ fn a_value_sent_to_a_parked_receiver_is_that_receivers() {
         assert_eq!(got, 2);
     }
 }
+
+/// A goroutine parked in a rendezvous send holds its value in its own
+/// frame (Go's parked sender): when the last receiver goes, the send
+/// fails with that very value, and nothing is lost or dropped twice.
+#[test]
+fn a_parked_rendezvous_sender_gets_its_value_back_when_receivers_go() {
+    let rt = rt(1);
+    rt.block_on(|| {
+        let (tx, rx) = channel::<Box<u32>>(0);
+        let senders: Vec<_> = (0..3u32)
+            .map(|i| {
+                let tx = tx.clone();
+                go(move || tx.send(Box::new(i)).map_err(|e| *e.0))
+            })
+            .collect();
+        // One worker: each sender runs and parks with its value.
+        for _ in 0..10 {
+            pardon_sched::yield_now();
+        }
+        assert_eq!(rx.len(), 0, "a goroutine's value waits in its frame");
+        // The first in line is taken, in order.
+        assert_eq!(*rx.recv().unwrap(), 0);
+        drop(rx);
+        let results: Vec<_> = senders.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(results, vec![Ok(()), Err(1), Err(2)]);
+        assert_eq!(tx.send(Box::new(9)).unwrap_err().0, Box::new(9));
+    })
+    .unwrap();
+}
+
+/// Goroutine senders (parked with their values) and a thread outside the
+/// runtime (which queues its value and waits for it to be popped) share a
+/// rendezvous channel, received by goroutines and by a thread: every value
+/// arrives exactly once, in order per sender.
+#[test]
+fn rendezvous_between_goroutines_and_threads_delivers_each_value_once() {
+    for procs in [1, 2] {
+        let rt = rt(procs);
+        let (tx, rx) = channel::<(u32, u32)>(0);
+        let thread_tx = tx.clone();
+        let thread_rx = rx.clone();
+        let sender = std::thread::spawn(move || {
+            for i in 0..300 {
+                thread_tx.send((9, i)).unwrap();
+            }
+        });
+        let receiver = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(v) = thread_rx.recv() {
+                got.push(v);
+            }
+            got
+        });
+        let mut got = rt
+            .block_on(move || {
+                for p in 0..3u32 {
+                    let tx = tx.clone();
+                    go(move || {
+                        for i in 0..300 {
+                            tx.send((p, i)).unwrap();
+                        }
+                    });
+                }
+                drop(tx);
+                let receivers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let rx = rx.clone();
+                        go(move || {
+                            let mut got = Vec::new();
+                            while let Ok(v) = rx.recv() {
+                                got.push(v);
+                            }
+                            got
+                        })
+                    })
+                    .collect();
+                drop(rx);
+                receivers
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        sender.join().unwrap();
+        got.push(receiver.join().unwrap());
+        // Each receiver sees each sender's values in order.
+        for part in &got {
+            for p in [0, 1, 2, 9] {
+                let seq: Vec<u32> = part.iter().filter(|v| v.0 == p).map(|v| v.1).collect();
+                assert!(
+                    seq.windows(2).all(|w| w[0] < w[1]),
+                    "procs {procs}: sender {p} out of order"
+                );
+            }
+        }
+        let mut got: Vec<(u32, u32)> = got.into_iter().flatten().collect();
+        got.sort_unstable();
+        let want: Vec<(u32, u32)> = [0, 1, 2, 9]
+            .into_iter()
+            .flat_map(|p| (0..300).map(move |i| (p, i)))
+            .collect();
+        assert_eq!(got, want, "procs {procs}: every value exactly once");
+    }
+}
