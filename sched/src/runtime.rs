@@ -330,8 +330,6 @@ impl Drop for Runtime {
 /// The result slot of a goroutine, and who waits for it.
 struct JoinState<T> {
     result: Mutex<Outcome<T>>,
-    /// Goroutines parked in `join`.
-    waiters: Mutex<WaitList>,
     /// Threads (outside the runtime) waiting in `join`.
     done: Condvar,
     /// The fork generation of the runtime (`fork`).
@@ -346,6 +344,9 @@ struct JoinState<T> {
 struct Outcome<T> {
     value: Option<Result<T, Box<dyn Any + Send>>>,
     thread_waits: bool,
+    /// Goroutines parked in `join` (under the same lock as the value: a
+    /// joiner that finds no value has registered before the end looks).
+    waiters: WaitList,
 }
 
 /// A goroutine's closure and its join state, in one allocation: the task
@@ -388,7 +389,7 @@ impl<T: Send, F: FnOnce() -> T + Send> Run for Spawned<T, F> {
         // finds no result has registered before this runs.
         let mut slot = lock(&st.result);
         slot.value = Some(r);
-        let mut waiters = lock(&st.waiters).take();
+        let mut waiters = slot.waiters.take();
         let threads = slot.thread_waits;
         drop(slot);
         if threads {
@@ -421,8 +422,8 @@ fn spawn_on<T: Send + 'static>(
             result: Mutex::new(Outcome {
                 value: None,
                 thread_waits: false,
+                waiters: WaitList::new(),
             }),
-            waiters: Mutex::new(WaitList::new()),
             done: Condvar::new(),
             generation: shared.generation,
         },
@@ -555,9 +556,7 @@ impl<T> JoinHandle<T> {
                         false
                     }
                     None => {
-                        // Registered under the result's lock: the
-                        // goroutine's end takes the waiters under it too.
-                        lock(&st.waiters).push(w.waker());
+                        slot.waiters.push(w.waker());
                         true
                     }
                 }
