@@ -7,6 +7,7 @@ use std::cell::UnsafeCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,10 +25,25 @@ pub struct WaitGroup {
 
 #[derive(Default)]
 struct WgInner {
-    /// The count, and the goroutines parked in `wait`.
-    state: StdMutex<(usize, WaitList)>,
+    /// The count, changed without a lock (a `done` that leaves it above
+    /// zero costs one atomic instruction, as Go's); the `done` that brings
+    /// it to zero then takes `waiters`' lock to wake them. A waiter reads
+    /// it under that lock before it registers, so either it sees zero or
+    /// that `done` finds it registered.
+    count: AtomicUsize,
+    /// Who waits in `wait`, under the lock the fall to zero takes.
+    waiters: StdMutex<WgWaiters>,
     /// Threads outside the runtime waiting in `wait`.
     zero: StdCondvar,
+}
+
+#[derive(Default)]
+struct WgWaiters {
+    /// Goroutines parked in `wait`.
+    parked: WaitList,
+    /// Whether a thread waits on `zero` (a notify is a system call,
+    /// waiter or not).
+    threads: bool,
 }
 
 impl WaitGroup {
@@ -38,7 +54,7 @@ impl WaitGroup {
 
     /// Adds `n` to the count.
     pub fn add(&self, n: usize) {
-        lock(&self.inner.state).0 += n;
+        self.inner.count.fetch_add(n, SeqCst);
     }
 
     /// Subtracts one from the count; at zero, wakes every waiter.
@@ -46,40 +62,44 @@ impl WaitGroup {
     /// # Panics
     /// If the count is already zero (a `done` without its `add`).
     pub fn done(&self) {
-        let waiters = {
-            let mut st = lock(&self.inner.state);
-            assert!(st.0 > 0, "WaitGroup::done with a count of zero");
-            st.0 -= 1;
-            if st.0 > 0 {
-                return;
-            }
-            st.1.take()
+        let before = self.inner.count.fetch_sub(1, SeqCst);
+        if before == 0 {
+            self.inner.count.fetch_add(1, SeqCst);
+            panic!("WaitGroup::done with a count of zero");
+        }
+        if before > 1 {
+            return;
+        }
+        let (mut parked, threads) = {
+            let mut w = lock(&self.inner.waiters);
+            let threads = std::mem::take(&mut w.threads);
+            (w.parked.take(), threads)
         };
-        self.inner.zero.notify_all();
-        let mut waiters = waiters;
-        waiters.wake_all();
+        if threads {
+            self.inner.zero.notify_all();
+        }
+        parked.wake_all();
     }
 
     /// Waits until the count is zero.
     pub fn wait(&self) {
         loop {
-            let mut zero = false;
+            if self.inner.count.load(SeqCst) == 0 {
+                return;
+            }
             let parked = park(|w| {
-                let mut st = lock(&self.inner.state);
-                if st.0 == 0 {
-                    zero = true;
+                let mut st = lock(&self.inner.waiters);
+                if self.inner.count.load(SeqCst) == 0 {
                     false
                 } else {
-                    st.1.push(w.waker());
+                    st.parked.push(w.waker());
                     true
                 }
             });
-            if zero {
-                return;
-            }
             if !parked {
-                let mut st = lock_plain(&self.inner.state);
-                while st.0 > 0 {
+                let mut st = lock_plain(&self.inner.waiters);
+                while self.inner.count.load(SeqCst) > 0 {
+                    st.threads = true;
                     st = self.inner.zero.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
                 return;

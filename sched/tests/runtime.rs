@@ -178,6 +178,58 @@ fn two_runtimes_and_outside_threads_share_sync_objects() {
     assert_eq!(a.block_on(move || h.join().unwrap()).unwrap(), 5);
 }
 
+/// A `WaitGroup` reused round after round, its count falling to zero on
+/// whichever worker finishes last, waited for by goroutines on both
+/// workers and by a thread outside: no waiter returns before every `done`
+/// of its round (each round's goroutines count what they did), none is
+/// left waiting. And a `done` without its `add` panics, leaving the count
+/// at zero.
+#[test]
+fn a_wait_group_wakes_every_waiter_once_its_count_falls_to_zero() {
+    use pardon_sched::WaitGroup;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let rt = rt(2);
+    let finished = Arc::new(AtomicUsize::new(0));
+    for round in 0..200usize {
+        let wg = WaitGroup::new();
+        let n = 1 + round % 17;
+        wg.add(n);
+        for _ in 0..n {
+            let (wg, finished) = (wg.clone(), finished.clone());
+            rt.go(move || {
+                finished.fetch_add(1, SeqCst);
+                wg.done();
+            });
+        }
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (wg, finished) = (wg.clone(), finished.clone());
+                rt.go(move || {
+                    wg.wait();
+                    finished.load(SeqCst)
+                })
+            })
+            .collect();
+        wg.wait();
+        let want = (0..=round).map(|r| 1 + r % 17).sum::<usize>();
+        assert!(
+            finished.load(SeqCst) >= want,
+            "round {round}: a thread woke early"
+        );
+        for w in waiters {
+            assert!(
+                w.join().unwrap() >= want,
+                "round {round}: a goroutine woke early"
+            );
+        }
+    }
+    let wg = WaitGroup::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wg.done()));
+    assert!(r.is_err(), "a done without its add must panic");
+    wg.wait();
+}
+
 /// The shape that lost a goroutine before (an idle worker's second look at
 /// the queues took the task and dropped it): many short `block_on`s on two
 /// workers, each a join two deep. Debug builds hung within a few hundred

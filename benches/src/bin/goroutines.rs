@@ -9,7 +9,10 @@
 //!   DEADLOCK after `--timeout` (then exits with status 3, as Go's does);
 //! - `fairness`: Go's `TestPingPongHog` on one worker: the ratio of a
 //!   heavy pair's progress to a light pair's;
-//! - `spawn`: spawn and join `--n` goroutines;
+//! - `spawn`: spawn `--n` goroutines and join each through its handle
+//!   (which returns its value);
+//! - `spawn-wg`: spawn `--n` goroutines that each add to a counter and
+//!   mark a `WaitGroup` done, then wait for the group: Go's `spawn` shape;
 //! - `switch`: a ping-pong over a rendezvous channel on one worker (two
 //!   switches a round);
 //! - `parked`: the resident memory of `--n` goroutines parked on a
@@ -71,7 +74,8 @@ fn parse_args() -> Args {
             Arg::new("mode")
                 .long("mode")
                 .value_parser([
-                    "latency", "spinlock", "fairness", "spawn", "switch", "parked", "stw", "gc",
+                    "latency", "spinlock", "fairness", "spawn", "spawn-wg", "switch", "parked",
+                    "stw", "gc",
                 ])
                 .default_value("latency"),
         )
@@ -536,6 +540,35 @@ fn spawn(a: &Args) {
     );
 }
 
+/// Go's `spawn`: a `WaitGroup`, no values, no handles kept.
+fn spawn_wg(a: &Args) {
+    static SINK: AtomicU64 = AtomicU64::new(0);
+    let rt = runtime(a, a.procs);
+    let n = a.n;
+    let el = rt
+        .block_on(move || {
+            let wg = pardon_sched::WaitGroup::new();
+            let t0 = Instant::now();
+            for _ in 0..n {
+                wg.add(1);
+                let wg = wg.clone();
+                go(move || {
+                    SINK.fetch_add(1, SeqCst);
+                    wg.done();
+                });
+            }
+            wg.wait();
+            t0.elapsed()
+        })
+        .unwrap();
+    assert_eq!(SINK.load(SeqCst), n);
+    println!(
+        "spawn-wg pardon procs={}: {n} goroutines in {el:?} ({:.0} ns each)",
+        a.procs,
+        el.as_nanos() as f64 / n as f64
+    );
+}
+
 fn switch(a: &Args) {
     let rt = runtime(a, 1);
     let n = a.n;
@@ -748,6 +781,7 @@ fn main() {
         "spinlock" => spinlock(&a),
         "fairness" => fairness(&a),
         "spawn" => spawn(&a),
+        "spawn-wg" => spawn_wg(&a),
         "switch" => switch(&a),
         "parked" => parked(&a),
         "stw" => stw(&a),
