@@ -188,7 +188,9 @@ impl<L: Link> Fifo<L> {
         front
     }
 
-    /// The tasks in order, for a look without taking them.
+    /// The tasks in order, for a look without taking them (the model
+    /// test's).
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Task> + '_ {
         let mut p = self.head;
         std::iter::from_fn(move || {

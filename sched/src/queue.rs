@@ -103,6 +103,14 @@ impl Proc {
     }
 }
 
+/// The most finished goroutines a worker keeps for reuse (Go's per-P
+/// `gFree` moves half to the global list past 64).
+pub(crate) const FREE_LOCAL_MAX: usize = 64;
+
+/// The most the runtime's shared free list keeps (a burst of a million
+/// goroutines should not keep a million tasks once it is over).
+pub(crate) const FREE_GLOBAL_MAX: usize = 4096;
+
 /// The most goroutines one steal takes (Go's `runqsteal` takes half of a
 /// 256-slot queue).
 const STEAL_MAX: usize = 64;
@@ -140,6 +148,12 @@ pub(crate) struct Shared {
     /// source (a registry shared through `Runtime::with_registry`, which
     /// someone else may stop). Set at creation.
     pub track_tasks: bool,
+    /// Finished goroutines kept for reuse (Go's global `gFree`): workers
+    /// move batches here when their own list is long and take batches when
+    /// theirs is empty (see `worker::Worker::new_task`). At most
+    /// `FREE_GLOBAL_MAX`. Each holds the runtime's shared state: emptied
+    /// by `clear_queues`.
+    pub free: Mutex<Fifo<RunLink>>,
     /// Futex word `sysmon` sleeps on; raised to wake it early.
     pub sysmon_seq: AtomicU32,
     /// Non-zero while `sysmon` sleeps longer than its busy period (nothing
@@ -164,6 +178,7 @@ impl Shared {
             generation: crate::fork::generation(),
             registry,
             track_tasks,
+            free: Mutex::new(Fifo::new()),
             sysmon_seq: AtomicU32::new(0),
             sysmon_idle: AtomicU32::new(0),
         }
@@ -238,6 +253,7 @@ impl Shared {
             queues.push(std::mem::take(&mut *g));
             self.global_len.store(0, SeqCst);
         }
+        queues.push(std::mem::take(&mut *lock(&self.free)));
         for p in &self.procs {
             let mut list = lock(&p.tasks);
             dropped.extend(list.drain());
@@ -281,17 +297,12 @@ impl Shared {
             let victim = (w + k) % n;
             let mut v = lock(&self.procs[victim].local);
             // Only goroutines that have not run (the others stay home),
-            // and only from the front WINDOW of the queue: a steal costs
-            // the same however long the victim's queue is (counting and
-            // filtering the whole of it was a fifth of a spawn's cost when
-            // one goroutine spawned many).
-            let fresh = v
-                .queue
-                .iter()
-                .take(WINDOW)
-                .filter(|t| t.home.load(SeqCst) == NO_HOME)
-                .count();
-            let take = fresh.div_ceil(2).min(STEAL_MAX);
+            // as many as half the queue's length, looked for only in the
+            // front WINDOW of it: a steal costs the same however long the
+            // victim's queue is, and reads each task it looks at once
+            // (counting the fresh ones first read them twice: a steal was a
+            // tenth of a spawn's cost when one goroutine spawned many).
+            let take = v.queue.len().div_ceil(2).min(STEAL_MAX);
             if take == 0 {
                 continue;
             }
@@ -310,11 +321,13 @@ impl Shared {
             kept.append(&mut v.queue);
             v.queue = kept;
             drop(v);
-            let first = stolen.pop_front();
+            let Some(first) = stolen.pop_front() else {
+                continue;
+            };
             if !stolen.is_empty() {
                 lock(&self.procs[w].local).queue.append(&mut stolen);
             }
-            return first.map(|t| (t, false));
+            return Some((first, false));
         }
         None
     }

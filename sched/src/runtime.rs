@@ -429,8 +429,11 @@ fn spawn_on<T: Send + 'static>(
         },
         f: std::cell::UnsafeCell::new(Some(f)),
     });
-    let t = Arc::new(Task::new(spawned.clone(), shared.clone()));
     let place = local_index(shared).map_or(Place::Global, Place::Back);
+    let t = match (place, worker()) {
+        (Place::Back(_), Some(me)) => me.new_task(spawned.clone()),
+        _ => Arc::new(Task::new(spawned.clone(), shared.clone())),
+    };
     shared.enqueue(t, place);
     JoinHandle { state: spawned }
 }

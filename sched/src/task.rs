@@ -116,6 +116,25 @@ impl Task {
         }
     }
 
+    /// Makes a finished task, whose only reference the caller holds, a
+    /// new one that runs `work` (Go reuses its `g`s from free lists, and
+    /// so does a worker: see `worker::Worker::new_task`). Every field
+    /// goes back to what `Task::new` gives, but `shared`: a task is reused
+    /// only by its own runtime.
+    pub(crate) fn reuse(&mut self, work: Work) {
+        debug_assert_eq!(*self.state.get_mut(), DEAD);
+        debug_assert!(self.stack.get_mut().is_none());
+        *self.state.get_mut() = RUNNABLE;
+        *self.ctx.get_mut() = Context::empty();
+        *self.word.get_mut() = 0;
+        *self.work.get_mut() = Some(work);
+        *self.home.get_mut() = NO_HOME;
+        *self.slot.get_mut() = usize::MAX;
+        *self.run_link.get_mut() = std::ptr::null();
+        *self.wait_link.get_mut() = std::ptr::null();
+        *self.wait_data.get_mut() = 0;
+    }
+
     /// A task that runs nothing, for unit tests of the queues.
     #[cfg(test)]
     pub(crate) fn for_tests(shared: &Arc<Shared>) -> Task {
@@ -154,5 +173,70 @@ impl Task {
                 _ => return false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field a reused task has is the one a new task has (all but
+    /// the work, which is the new one's), whatever the finished task left
+    /// in them.
+    #[test]
+    fn a_reused_task_is_a_new_task() {
+        let shared = Shared::for_tests();
+        let fresh = Arc::new(Task::for_tests(&shared));
+        let mut t = Arc::new(Task::for_tests(&shared));
+        extern "C" fn never(_: usize) -> ! {
+            unreachable!()
+        }
+        let stack = shared.stacks.get().unwrap();
+        {
+            let m = Arc::get_mut(&mut t).unwrap();
+            *m.state.get_mut() = DEAD;
+            // SAFETY: never switched to.
+            *m.ctx.get_mut() = unsafe { Context::new(&stack, never, 1) };
+            *m.word.get_mut() = 77;
+            *m.work.get_mut() = None;
+            *m.home.get_mut() = 3;
+            *m.slot.get_mut() = 9;
+            *m.run_link.get_mut() = Arc::as_ptr(&fresh);
+            *m.wait_link.get_mut() = Arc::as_ptr(&fresh);
+            *m.wait_data.get_mut() = 5;
+        }
+        struct Marked;
+        impl Run for Marked {
+            fn run(&self, _: Option<String>) {}
+        }
+        let work: Work = Arc::new(Marked);
+        Arc::get_mut(&mut t).unwrap().reuse(work.clone());
+        assert_ne!(
+            format!("{:?}", Context::empty()),
+            // SAFETY: never switched to.
+            format!("{:?}", unsafe { Context::new(&stack, never, 1) }),
+            "a context made for a stack differs from an empty one"
+        );
+        let words = |t: &Task| {
+            // SAFETY: no other thread has these tasks.
+            unsafe {
+                (
+                    t.state.load(SeqCst),
+                    format!("{:?}", *t.ctx.get()),
+                    (*t.stack.get()).is_none(),
+                    *t.word.get(),
+                    t.home.load(SeqCst),
+                    *t.slot.get(),
+                    *t.run_link.get(),
+                    *t.wait_link.get(),
+                    *t.wait_data.get(),
+                )
+            }
+        };
+        assert_eq!(words(&t), words(&fresh));
+        assert!(Arc::ptr_eq(&t.shared, &fresh.shared));
+        // SAFETY: as above.
+        let w = unsafe { (*t.work.get()).as_ref().unwrap() };
+        assert!(Arc::ptr_eq(w, &work), "the new work");
     }
 }

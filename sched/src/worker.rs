@@ -21,8 +21,10 @@ use std::sync::Arc;
 
 use crate::attach::Holder;
 use crate::context::{switch, Context};
-use crate::queue::{Place, Proc, Shared, TaskRef};
+use crate::linked::{Fifo, RunLink};
+use crate::queue::{Place, Proc, Shared, TaskRef, FREE_GLOBAL_MAX, FREE_LOCAL_MAX};
 use crate::region::{lock, lock_plain, Region};
+use crate::task::Work;
 use crate::task::{Task, DEAD, PARKING, RUNNABLE, RUNNING, WAITING, WAKE_PENDING};
 
 /// The running worker's state, reached through a thread-local pointer.
@@ -45,6 +47,13 @@ pub(crate) struct Worker {
     /// never interleaved with another's), and emptied into the locked
     /// queue when the worker stops.
     next: UnsafeCell<Option<TaskRef>>,
+    /// Finished goroutines this worker keeps for its next spawns (Go's
+    /// per-P `gFree`): reusing one costs no allocation and no free, and
+    /// the tasks of a spawning goroutine are mostly finished on the other
+    /// workers, whose frees then went through another thread's arena.
+    /// Touched only by this thread inside no-preempt regions, as `next`;
+    /// dropped (outside any region) when the worker ends.
+    free: UnsafeCell<Fifo<RunLink>>,
     /// The worker's attachment to the preempt registry, in signal mode.
     holder: Option<Holder>,
     /// The thread's own stack, as the record had it at attach.
@@ -70,6 +79,56 @@ impl Worker {
         // mutable access is live (they are all in this module, each a
         // single statement).
         unsafe { (*self.current.get()).as_ref() }
+    }
+
+    /// A new task of this worker's runtime that runs `work`: a finished
+    /// one from this worker's free list (refilled from the runtime's when
+    /// empty), or a new allocation. Called from goroutine code (depth 0) or
+    /// the scheduler.
+    pub(crate) fn new_task(&self, work: Work) -> TaskRef {
+        let reused = {
+            let _region = Region::enter();
+            // SAFETY: this thread's own list, inside a region (see `free`).
+            let free = unsafe { &mut *self.free.get() };
+            if free.is_empty() {
+                let mut g = lock(&self.shared.free);
+                let n = g.len().min(FREE_LOCAL_MAX / 2);
+                let mut batch = g.split_front(n);
+                free.append(&mut batch);
+            }
+            free.pop_front()
+        };
+        match reused {
+            Some(mut t) => {
+                Arc::get_mut(&mut t)
+                    .expect("a task on a free list has no other reference")
+                    .reuse(work);
+                t
+            }
+            None => Arc::new(Task::new(work, self.shared.clone())),
+        }
+    }
+
+    /// Keeps a finished task for reuse if nothing else refers to it and
+    /// the free lists have room; otherwise gives it back (to be dropped in
+    /// a window). At depth 1.
+    fn recycle(&self, mut t: TaskRef) -> Option<TaskRef> {
+        if Arc::get_mut(&mut t).is_none() {
+            return Some(t);
+        }
+        // SAFETY: this thread's own list, at depth 1 (see `free`).
+        let free = unsafe { &mut *self.free.get() };
+        if free.len() >= FREE_LOCAL_MAX {
+            let mut g = lock(&self.shared.free);
+            if g.len() + FREE_LOCAL_MAX / 2 > FREE_GLOBAL_MAX {
+                // Enough kept.
+                return Some(t);
+            }
+            let mut half = free.split_front(FREE_LOCAL_MAX / 2);
+            g.append(&mut half);
+        }
+        free.push_back(t);
+        None
     }
 
     /// Queues `t`, woken on this thread, to run next here: see `next`.
@@ -141,6 +200,7 @@ pub(crate) fn worker_main(
         sched: UnsafeCell::new(Context::empty()),
         current: UnsafeCell::new(None),
         next: UnsafeCell::new(None),
+        free: UnsafeCell::new(Fifo::new()),
         holder,
         own_stack,
     };
@@ -353,9 +413,13 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             if let Some(stack) = unsafe { (*t.stack.get()).take() } {
                 shared.stacks.put(stack);
             }
-            // Likely the last references: freeing the task is for a
-            // window.
-            window(me, move || drop((listed, t)));
+            // The list's reference is never the last (we hold one).
+            drop(listed);
+            // Kept for reuse, or, if something else holds it still or the
+            // free lists are full, dropped (freeing is for a window).
+            if let Some(t) = me.recycle(t) {
+                window(me, move || drop(t));
+            }
         }
         s => unreachable!("a task switched away in state {s}"),
     }
