@@ -1,0 +1,138 @@
+//! What goroutines cost: a spawn (with handles, or Go's `WaitGroup`
+//! shape), a switch over a rendezvous channel, and a parked goroutine's
+//! resident memory.
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Instant;
+
+use pardon_sched::{channel, go};
+
+use crate::args::Args;
+use crate::runtime;
+
+pub(crate) fn spawn(a: &Args) {
+    let rt = runtime(a, a.procs);
+    let n = a.n;
+    let t0 = Instant::now();
+    let sum = rt
+        .block_on(move || {
+            let hs: Vec<_> = (0..n).map(|i| go(move || i)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        })
+        .unwrap();
+    let el = t0.elapsed();
+    assert_eq!(sum, n * (n - 1) / 2);
+    println!(
+        "spawn pardon procs={}: {n} goroutines in {el:?} ({:.0} ns each)",
+        a.procs,
+        el.as_nanos() as f64 / n as f64
+    );
+}
+
+/// Go's `spawn`: a `WaitGroup`, no values, no handles kept.
+pub(crate) fn spawn_wg(a: &Args) {
+    static SINK: AtomicU64 = AtomicU64::new(0);
+    let rt = runtime(a, a.procs);
+    let n = a.n;
+    let el = rt
+        .block_on(move || {
+            let wg = pardon_sched::WaitGroup::new();
+            let t0 = Instant::now();
+            for _ in 0..n {
+                wg.add(1);
+                let wg = wg.clone();
+                go(move || {
+                    SINK.fetch_add(1, SeqCst);
+                    wg.done();
+                });
+            }
+            wg.wait();
+            t0.elapsed()
+        })
+        .unwrap();
+    assert_eq!(SINK.load(SeqCst), n);
+    println!(
+        "spawn-wg pardon procs={}: {n} goroutines in {el:?} ({:.0} ns each)",
+        a.procs,
+        el.as_nanos() as f64 / n as f64
+    );
+}
+
+pub(crate) fn switch(a: &Args) {
+    let rt = runtime(a, 1);
+    let n = a.n;
+    let el = rt
+        .block_on(move || {
+            let (atx, arx) = channel::channel::<u64>(0);
+            let (btx, brx) = channel::channel::<u64>(0);
+            let echo = go(move || {
+                while let Ok(v) = arx.recv() {
+                    if btx.send(v).is_err() {
+                        break;
+                    }
+                }
+            });
+            let t0 = Instant::now();
+            for i in 0..n {
+                atx.send(i).unwrap();
+                assert_eq!(brx.recv().unwrap(), i);
+            }
+            let el = t0.elapsed();
+            drop(atx);
+            echo.join().unwrap();
+            el
+        })
+        .unwrap();
+    println!(
+        "switch pardon procs=1: {n} round trips in {el:?} ({:.0} ns a switch)",
+        el.as_nanos() as f64 / (2 * n) as f64
+    );
+}
+
+/// Resident bytes of this process.
+fn resident() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("statm's resident field");
+    // SAFETY: sysconf takes an integer.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+pub(crate) fn parked(a: &Args) {
+    let rt = runtime(a, a.procs);
+    let n = a.n;
+    // Warm the allocator and the stack pool's first pages.
+    rt.block_on(|| ()).unwrap();
+    let before = resident();
+    let (tx, rx) = channel::unbounded::<()>();
+    let wg = pardon_sched::WaitGroup::new();
+    let started = pardon_sched::WaitGroup::new();
+    let mut handles = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let (rx, started) = (rx.clone(), started.clone());
+        started.add(1);
+        handles.push(rt.go(move || {
+            started.done();
+            let _ = rx.recv();
+        }));
+    }
+    started.wait();
+    let during = resident();
+    for _ in 0..n {
+        tx.send(()).unwrap();
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    drop(wg);
+    println!(
+        "parked pardon procs={}: {n} goroutines parked on a channel: {:.0} bytes resident each \
+         ({} MiB in all)",
+        a.procs,
+        (during.saturating_sub(before)) as f64 / n as f64,
+        during.saturating_sub(before) >> 20
+    );
+}
