@@ -165,7 +165,7 @@ impl<T: GcObject> Member<T> {
                 // `barrier`).
                 r.m.heap
                     .collector
-                    .store_ref(|| r.m.attached().is_running(), &self.word, r.addr());
+                    .store_ref(r.m.attached(), &self.word, r.addr());
             }
             // No mutator at hand: the barrier finds the heap by address.
             None => crate::mark::barrier::store_anywhere(&self.word, 0),

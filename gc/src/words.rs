@@ -132,7 +132,7 @@ impl Mutator {
         self.write_barrier(w as *const AtomicUsize as usize);
         self.heap
             .collector
-            .store_ref(|| self.attached().is_running(), w, value);
+            .store_ref(self.attached(), w, value);
         Ok(())
     }
 
@@ -160,6 +160,6 @@ impl Mutator {
         let w = unsafe { &*(slot as *const AtomicUsize) };
         self.heap
             .collector
-            .store_ref(|| self.attached().is_running(), w, value);
+            .store_ref(self.attached(), w, value);
     }
 }

@@ -23,7 +23,14 @@
 //! of collections, so the figure is an upper bound).
 //!
 //! `pause [--live-mb 100] [--collections 10] [--mark-workers 1,2]
-//!        [--mode signal|signal-handler] [--concurrent] [--churn SECS]`
+//!        [--mode signal|signal-handler] [--concurrent] [--churn SECS]
+//!        [--stores SECS [--mutators 2] [--no-collections]]`
+//!
+//! `--stores` measures the write barrier on code that only stores
+//! references (the `stores` module).
+
+mod churn;
+mod stores;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -34,25 +41,31 @@ use pardon_bench::trees::{bottom_up, node_type};
 
 /// Slot 0: the list of trees built so far; slot 1: the newest tree. Site 0
 /// (building a tree): the list; site 1 (allocating its cell): both.
-static LIST: FrameMap = frame_map!(2; [0], [0, 1]);
+pub(crate) static LIST: FrameMap = frame_map!(2; [0], [0, 1]);
 
 /// Depth of each tree in the list: 2^17 - 1 nodes, 2 MiB.
-const TREE_DEPTH: u32 = 16;
+pub(crate) const TREE_DEPTH: u32 = 16;
 
-struct Args {
+pub(crate) struct Args {
     /// Live heap to build, MiB (split between the two mutators).
-    live_mb: usize,
+    pub(crate) live_mb: usize,
     /// Forced collections measured per configuration.
-    collections: usize,
+    pub(crate) collections: usize,
     /// Marking-thread counts to compare.
-    mark_workers: Vec<usize>,
+    pub(crate) mark_workers: Vec<usize>,
     /// How the mutators are stopped (their loop never polls).
-    mode: String,
+    pub(crate) mode: String,
     /// Concurrent marking.
-    concurrent: bool,
+    pub(crate) concurrent: bool,
     /// Churn for this many seconds instead of spinning (see the module
     /// comment).
-    churn: Option<u64>,
+    pub(crate) churn: Option<u64>,
+    /// Store references for this many seconds (see `stores`).
+    pub(crate) stores: Option<u64>,
+    /// Mutator threads of `--stores`.
+    pub(crate) mutators: usize,
+    /// `--stores` without collections.
+    pub(crate) no_collections: bool,
 }
 
 fn parse_args() -> Args {
@@ -105,6 +118,27 @@ fn parse_args() -> Args {
                 .value_parser(pardon_bench::cli::whole::<u64>(1, 3600))
                 .help("Seconds of garbage and pointer rewriting, paced collections, MMU (instead of spinners and forced collections)"),
         )
+        .arg(
+            Arg::new("stores")
+                .long("stores")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<u64>(1, 3600))
+                .help("Seconds of barriered reference stores only, collections back to back: the barrier's cost (see --no-collections)"),
+        )
+        .arg(
+            Arg::new("mutators")
+                .long("mutators")
+                .allow_negative_numbers(true)
+                .value_parser(pardon_bench::cli::whole::<usize>(1, 64))
+                .default_value("2")
+                .help("Mutator threads of --stores"),
+        )
+        .arg(
+            Arg::new("no-collections")
+                .long("no-collections")
+                .action(ArgAction::SetTrue)
+                .help("--stores with no collection (the barrier's off path)"),
+        )
         .get_matches();
     Args {
         live_mb: *m.get_one::<usize>("live-mb").unwrap(),
@@ -117,13 +151,16 @@ fn parse_args() -> Args {
         mode: m.get_one::<String>("mode").unwrap().clone(),
         concurrent: m.get_flag("concurrent"),
         churn: m.get_one::<u64>("churn").copied(),
+        stores: m.get_one::<u64>("stores").copied(),
+        mutators: *m.get_one::<usize>("mutators").unwrap(),
+        no_collections: m.get_flag("no-collections"),
     }
 }
 
 /// Builds `trees` trees of `TREE_DEPTH` into the list held in `fr`'s slot
 /// 0 (slot 1 holds each new tree while its cell is allocated; cleared at
 /// the end).
-fn build_list(m: &pardon::Mutator, fr: &Frame<'_, 2>, ty: pardon::Type, trees: usize) {
+pub(crate) fn build_list(m: &pardon::Mutator, fr: &Frame<'_, 2>, ty: pardon::Type, trees: usize) {
     for _ in 0..trees {
         fr.set_site(0);
         fr.set(1, bottom_up(m, ty, TREE_DEPTH));
@@ -239,8 +276,11 @@ fn main() {
         eprintln!("pause: --collections must be positive and --mark-workers between 1 and 256");
         std::process::exit(1);
     }
+    if let Some(secs) = args.stores {
+        return stores::stores_main(&args, preemption, secs);
+    }
     if let Some(secs) = args.churn {
-        return churn_main(&args, preemption, secs);
+        return churn::churn_main(&args, preemption, secs);
     }
     println!(
         "{:>7} {:>9} {:>10} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12} {:>12}",
@@ -305,177 +345,5 @@ fn main() {
                 s.as_secs_f64() / m50.as_secs_f64()
             );
         }
-    }
-}
-
-/// Iterations between two time stamps of a churning mutator.
-const STAMP_EVERY: u64 = 1024;
-
-/// A churning mutator's loop (see the module comment) until `stop`: returns
-/// its time stamps, nanoseconds from `t0`, one every `STAMP_EVERY`
-/// iterations. `list` is the frame slot holding its list of trees.
-fn churn(
-    m: &pardon::Mutator,
-    ty: pardon::Type,
-    list: usize,
-    t0: std::time::Instant,
-    stop: &AtomicBool,
-) -> Vec<u64> {
-    let mut cells = Vec::new();
-    let mut c = list;
-    while c != 0 {
-        cells.push(c);
-        c = m.load_word(c, 1).expect("a list cell");
-    }
-    let mut stamps = Vec::with_capacity(1 << 20);
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ list as u64;
-    let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        // Garbage.
-        std::hint::black_box(m.alloc_raw(ty).expect("alloc"));
-        if i.is_multiple_of(16) && cells.len() >= 2 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let a = cells[(rng % cells.len() as u64) as usize];
-            let b = cells[((rng >> 32) % cells.len() as u64) as usize];
-            // Swap a subtree of one tree's root with one of the other's:
-            // for a moment each is referenced only from this frame.
-            let (ta, tb) = (m.load_word(a, 0).unwrap(), m.load_word(b, 0).unwrap());
-            let (wa, wb) = ((rng >> 8) as usize & 1, (rng >> 9) as usize & 1);
-            let (sa, sb) = (m.load_word(ta, wa).unwrap(), m.load_word(tb, wb).unwrap());
-            // SAFETY: raw tree nodes, whose reference words hold null or a
-            // node; sa and sb stay in this frame until stored.
-            unsafe {
-                m.store_word(ta, wa, sb).unwrap();
-                m.store_word(tb, wb, sa).unwrap();
-            }
-            std::hint::black_box((sa, sb));
-        }
-        i += 1;
-        if i.is_multiple_of(STAMP_EVERY) {
-            stamps.push(t0.elapsed().as_nanos() as u64);
-        }
-    }
-    stamps
-}
-
-/// The lowest utilisation over windows of `w` ns of a stamp series (see
-/// the module comment), against the best rate over 100 ms windows. A
-/// window starting at a stamp counts the stamps after it (the work done
-/// inside it), so a window in which the mutator did nothing counts 0.
-fn mmu(stamps: &[u64], w: u64) -> f64 {
-    let best = best_count(stamps, 100_000_000) as f64 / 100_000_000.0;
-    let (Some(&first), Some(&last)) = (stamps.first(), stamps.last()) else {
-        return f64::NAN;
-    };
-    if best == 0.0 || last - first < w {
-        return f64::NAN;
-    }
-    let mut worst = f64::INFINITY;
-    let mut hi = 0;
-    for (lo, &t) in stamps.iter().enumerate() {
-        if t + w > last {
-            break;
-        }
-        while hi < stamps.len() && stamps[hi] <= t + w {
-            hi += 1;
-        }
-        worst = worst.min((hi - lo - 1) as f64 / (w as f64 * best));
-    }
-    worst.min(1.0)
-}
-
-/// The most stamps in any window of `w` ns.
-fn best_count(stamps: &[u64], w: u64) -> usize {
-    let mut best = 0;
-    let mut hi = 0;
-    for (lo, &t) in stamps.iter().enumerate() {
-        while hi < stamps.len() && stamps[hi] < t + w {
-            hi += 1;
-        }
-        best = best.max(hi - lo);
-    }
-    best
-}
-
-fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
-    println!(
-        "{:>7} {:>9} {:>7} | {:>9} {:>9} {:>9} | {:>7} {:>7} {:>7}",
-        "markers", "live MiB", "cycles", "pause p50", "p99", "max", "MMU 1ms", "10ms", "100ms"
-    );
-    for &w in &args.mark_workers {
-        let heap = match Heap::new(Config {
-            preemption,
-            mark_workers: w,
-            concurrent: args.concurrent,
-            ..Config::default()
-        }) {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("pause: {e}");
-                std::process::exit(1);
-            }
-        };
-        let ty = node_type(&heap, 2);
-        let tree_bytes = ((1usize << (TREE_DEPTH + 1)) - 1) * 16;
-        let per_thread = (args.live_mb << 20).div_ceil(2 * tree_bytes).max(1);
-        let ready = AtomicUsize::new(0);
-        let go = AtomicBool::new(false);
-        let stop = AtomicBool::new(false);
-        let t0 = std::time::Instant::now();
-        let mut before = None;
-        let stamps: Vec<Vec<u64>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..2)
-                .map(|_| {
-                    let (heap, ready, go, stop) = (heap.clone(), &ready, &go, &stop);
-                    s.spawn(move || {
-                        let m = heap.attach().expect("attach");
-                        with_frame::<2, _>(m.frames(), &LIST, |fr| {
-                            build_list(&m, fr, ty, per_thread);
-                            ready.fetch_add(1, Ordering::SeqCst);
-                            while !go.load(Ordering::SeqCst) {
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
-                            churn(&m, ty, fr.get(0), t0, stop)
-                        })
-                    })
-                })
-                .collect();
-            while ready.load(Ordering::SeqCst) < 2 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            // The building's collections are not counted.
-            let _ = heap.collect();
-            before = Some(heap.stats());
-            go.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_secs(secs));
-            stop.store(true, Ordering::SeqCst);
-            hs.into_iter().map(|h| h.join().expect("mutator")).collect()
-        });
-        let (before, after) = (before.expect("stats"), heap.stats());
-        let mut pauses = after.pause_ns.clone();
-        // Histograms of the same bounds: cannot fail.
-        let _ = pauses.subtract(&before.pause_ns);
-        let cycles = after.collections - before.collections;
-        let q = |x: f64| format!("{:.1}µs", pauses.value_at_quantile(x) as f64 / 1e3);
-        let worst = |win: u64| {
-            stamps
-                .iter()
-                .map(|s| mmu(s, win))
-                .fold(f64::INFINITY, f64::min)
-        };
-        println!(
-            "{:>7} {:>9.1} {:>7} | {:>9} {:>9} {:>9} | {:>7.2} {:>7.2} {:>7.2}",
-            format!("{w}"),
-            after.last.live as f64 / (1 << 20) as f64,
-            cycles,
-            q(0.5),
-            q(0.99),
-            format!("{:.1}µs", pauses.max() as f64 / 1e3),
-            worst(1_000_000),
-            worst(10_000_000),
-            worst(100_000_000),
-        );
     }
 }
