@@ -130,9 +130,7 @@ impl Mutator {
     ) -> Result<(), WordError> {
         let w = self.heap.collector.raw.word_of(obj, index)?;
         self.write_barrier(w as *const AtomicUsize as usize);
-        self.heap
-            .collector
-            .store_ref(self.attached(), w, value);
+        self.heap.collector.store_ref(self.attached(), w, value);
         Ok(())
     }
 
@@ -158,8 +156,6 @@ impl Mutator {
         self.write_barrier(slot);
         // SAFETY: caller contract: an aligned word inside a live object.
         let w = unsafe { &*(slot as *const AtomicUsize) };
-        self.heap
-            .collector
-            .store_ref(self.attached(), w, value);
+        self.heap.collector.store_ref(self.attached(), w, value);
     }
 }

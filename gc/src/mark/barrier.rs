@@ -140,8 +140,8 @@ impl Collector {
     /// Shades `v` for a running thread of this heap, `here` its
     /// attachment, with no stop in the middle: in a no-preempt region of
     /// its own record, entered directly (what `outside_stops` does for
-    /// such a thread, once it has looked the thread up: a third of the
-    /// barrier's time while marking went to that look-up).
+    /// such a thread, once it has looked the thread up: over a third of
+    /// the shading's time went to that look-up).
     #[cold]
     #[inline(never)]
     fn shade_running(&self, here: &Attached, v: usize) {
