@@ -32,6 +32,7 @@ fn cli() -> Command {
         .arg(Arg::new("wait").long("wait").value_parser(["futex", "go-suspendg"]).help("How the coordinator waits for acknowledgements: sleeping on a futex (default), or spinning and yielding like Go's suspendG (a baseline)"))
         .arg(Arg::new("runtime").long("runtime").value_parser(["threads", "goroutines"]).default_value("threads").help("Run the kernels on threads, or as goroutines of a pardon-sched runtime with a worker each, over the heap (signal mode only; default mode then: signal)"))
         .arg(Arg::new("probe").long("probe").value_parser(["stop", "collect"]).default_value("stop").help("What each probe is: a bare stop and restart (time to safepoint), or a concurrent collection, whose two stops' lengths are reported beside it (the whole pause)"))
+        .arg(Arg::new("parked").long("parked").allow_negative_numbers(true).value_parser(pardon_bench::cli::whole::<usize>(0, 1_000_000)).help("With --runtime goroutines: this many more goroutines parked on a channel during every run (a stop must not wait for them; default 0)"))
         .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
         .arg(Arg::new("csv").long("csv").value_parser(clap::value_parser!(PathBuf)).help("Write results as CSV"))
         .arg(Arg::new("plot").long("plot").value_parser(clap::value_parser!(PathBuf)).help("Write SVG charts into this directory"))
@@ -117,6 +118,10 @@ fn real_main() -> Result<(), String> {
         .unwrap_or(Duration::from_millis(if quick { 5 } else { 10 }));
 
     let probe = Probe::parse(args.get_one::<String>("probe").expect("has a default"))?;
+    let parked = args.get_one::<usize>("parked").copied().unwrap_or(0);
+    if parked > 0 && !goroutines {
+        return Err("--parked needs --runtime goroutines".into());
+    }
     let wait_name = args
         .get_one::<String>("wait")
         .map_or("futex", |s| s.as_str());
@@ -189,6 +194,7 @@ fn real_main() -> Result<(), String> {
                     max_call: Some(stretch * SPINLOCK_MAX_CALL),
                     wait,
                     goroutines,
+                    parked,
                     probe,
                 }) {
                     Ok(r) => r,
@@ -263,6 +269,7 @@ fn real_main() -> Result<(), String> {
         "quick": quick,
         "wait": wait_name,
         "runtime": if goroutines { "goroutines" } else { "threads" },
+        "parked": parked,
         "probe": probe.name(),
     });
     if let Some(path) = args.get_one::<PathBuf>("json") {
