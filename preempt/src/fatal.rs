@@ -46,6 +46,7 @@ impl Drop for Holding {
 }
 
 /// Whether the calling thread holds a stopped world.
+#[inline]
 pub fn holds_stopped_world() -> bool {
     HOLDING.with(|h| h.get()) > 0
 }

@@ -442,6 +442,7 @@ impl Attached {
     /// meaning (a heap's frame API), or, for a scheduler, a value read
     /// from this cell while the same task ran, or 0 for a task that has
     /// not run.
+    #[inline]
     pub unsafe fn task_word_cell(&self) -> &AtomicUsize {
         &self.record().task_word
     }

@@ -121,6 +121,7 @@ impl Attached {
     }
 
     /// The depth of no-preempt regions the thread is in.
+    #[inline]
     pub fn no_preempt_depth(&self) -> u32 {
         self.record().no_preempt.load(Ordering::Relaxed)
     }
@@ -136,6 +137,7 @@ impl Attached {
     /// memory of the stack it runs on: the handler writes the injected
     /// call's frame below the interrupted stack pointer, down to no lower
     /// than `lo` plus the room it needs.
+    #[inline]
     pub unsafe fn set_stack_bounds(&self, lo: usize, hi: usize) {
         let rec = self.record();
         debug_assert!(rec.no_preempt.load(Ordering::Relaxed) > 0);
@@ -158,6 +160,7 @@ impl Attached {
     }
 
     /// The depth of no-yield regions the thread is in.
+    #[inline]
     pub fn no_yield_depth(&self) -> u32 {
         self.record().no_yield.load(Ordering::Relaxed)
     }
@@ -168,6 +171,7 @@ impl Attached {
     }
 
     /// Yield signals that found this thread where it could not yield.
+    #[inline]
     pub fn yields_refused(&self) -> u64 {
         self.record().yields_refused.load(Ordering::Relaxed)
     }
