@@ -38,6 +38,7 @@ pub mod floor;
 pub mod goroutine_heap;
 pub mod goroutine_suite;
 pub mod kernels;
+pub mod parked;
 pub mod report;
 pub mod spinners;
 pub mod suite;

@@ -334,7 +334,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         return Err("parked goroutines need a goroutine run".into());
     }
     let _parked = match &rt {
-        Some(rt) if cfg.parked > 0 => Some(Parked::start(rt, cfg.parked)?),
+        Some(rt) if cfg.parked > 0 => Some(crate::parked::Parked::start(rt, cfg.parked)?),
         _ => None,
     };
     // Goroutine runs: the kernel thread of each goroutine, to check that
@@ -653,58 +653,6 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
 /// Switches the threads to `phase`: sets the phase word and waits until
 /// every thread has started a call in it (each finishes the call it is in
 /// first, about one call-free stretch).
-/// Goroutines parked on a channel for a run; woken and joined on drop
-/// (before the runtime, which is declared first).
-struct Parked {
-    wake: Option<pardon_sched::channel::Sender<()>>,
-    handles: Vec<pardon_sched::JoinHandle<()>>,
-}
-
-impl Parked {
-    /// Starts `n` goroutines and returns once each is about to park (a
-    /// goroutine that counted itself parks at its next instruction but
-    /// one; the kernels, started after, wait for workers the parking ones
-    /// give up at once).
-    fn start(rt: &pardon_sched::Runtime, n: usize) -> Result<Parked, String> {
-        let (wake, rx) = pardon_sched::channel::unbounded::<()>();
-        let counted = Arc::new(AtomicU64::new(0));
-        let handles = (0..n)
-            .map(|_| {
-                let (rx, counted) = (rx.clone(), counted.clone());
-                rt.go(move || {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let _ = rx.recv();
-                })
-            })
-            .collect();
-        let parked = Parked {
-            wake: Some(wake),
-            handles,
-        };
-        let t0 = Instant::now();
-        while counted.load(Ordering::SeqCst) < n as u64 {
-            if t0.elapsed() > Duration::from_secs(60) {
-                return Err(format!(
-                    "only {} of {n} parked goroutines started in 60 s",
-                    counted.load(Ordering::SeqCst)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(parked)
-    }
-}
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        // Closing the channel wakes them all.
-        drop(self.wake.take());
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
 fn switch_phase(phases: &Phases, phase: u32) -> Result<(), String> {
     phases.now.store(phase, Ordering::Release);
     let t0 = Instant::now();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pardon_sched::{channel, sleep, Preemption};
+use pardon_sched::{sleep, Preemption};
 use serde_json::json;
 
 use crate::args::Args;
@@ -17,15 +17,10 @@ pub(crate) fn stw(a: &Args) {
         std::process::exit(2);
     }
     let rt = Arc::new(runtime(a, a.procs));
-    let (tx, rx) = channel::unbounded::<()>();
-    let parked: Vec<_> = (0..a.parked)
-        .map(|_| {
-            let rx = rx.clone();
-            rt.go(move || {
-                let _ = rx.recv();
-            })
-        })
-        .collect();
+    let parked = pardon_bench::parked::Parked::start(&rt, a.parked as usize).unwrap_or_else(|e| {
+        eprintln!("goroutines: stw: {e}");
+        std::process::exit(1);
+    });
     let sink = Arc::new(AtomicU64::new(0));
     // Spread over the workers (see `pardon_bench::spinners`).
     let spinners = pardon_bench::spinners::Spinners::start(&rt, a.workers, a.procs, move |stop| {
@@ -55,10 +50,7 @@ pub(crate) fn stw(a: &Args) {
     });
     let (whole, ttsp) = prober.join().unwrap();
     spinners.stop().expect("spinners");
-    drop(tx);
-    for h in parked {
-        h.join().unwrap();
-    }
+    drop(parked);
     let (qw, qt) = (quantiles(&whole), quantiles(&ttsp));
     emit(
         a,
