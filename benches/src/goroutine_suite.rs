@@ -8,7 +8,10 @@
 //! `stw` row with the same number of parked goroutines (alternating, so
 //! both see the same stretch of a noisy machine), and `--plot` draws both
 //! against the number parked: the claim is a time to safepoint
-//! flat in it.
+//! flat in it. Last, what goroutines cost (`spawn-wg`, Go's `spawn`
+//! shape; `spawn` joining each handle; `switch`; `parked`, the resident
+//! memory of a parked goroutine), and with `--go-sched` Go's `sched`
+//! anchor right after the spawn and switch rows with the same count.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ pub struct SuiteConfig {
     pub plot: Option<PathBuf>,
     /// Go's `stwprobe`, built.
     pub go_stwprobe: Option<PathBuf>,
+    /// Go's `sched` anchor, built.
+    pub go_sched: Option<PathBuf>,
 }
 
 /// Runs this program with `args`, killing it if it has not ended within
@@ -122,6 +127,30 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
             runs.push(s);
         }
     }
+    // What goroutines cost, in signal mode (the cost rows' counts).
+    let n = if a.quick { "200000" } else { "1000000" };
+    for (mode, procs, count) in [
+        ("spawn-wg", "2", n),
+        ("spawn", "2", n),
+        ("switch", "1", n),
+        ("parked", "2", if a.quick { "10000" } else { "100000" }),
+    ] {
+        runs.push(
+            [
+                "--mode",
+                mode,
+                "--preemption",
+                "signal",
+                "--procs",
+                procs,
+                "--n",
+                count,
+                "--json-line",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+    }
     let mut results = Vec::new();
     println!("row       mode    parked   result");
     for args in runs {
@@ -172,6 +201,19 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
                         " ({n:.0} ns a parked goroutine)"
                     ))
             ),
+            (Some("spawn" | "spawn-wg"), Some("ok")) => {
+                format!("{:.0} ns a goroutine", r["ns_each"].as_f64().unwrap_or(0.0))
+            }
+            (Some("switch"), Some("ok")) => {
+                format!(
+                    "{:.0} ns a switch",
+                    r["ns_a_switch"].as_f64().unwrap_or(0.0)
+                )
+            }
+            (Some("parked"), Some("ok")) => format!(
+                "{:.0} bytes resident a parked goroutine",
+                r["bytes_each"].as_f64().unwrap_or(0.0)
+            ),
             (_, Some(o)) => o.to_uppercase(),
             _ => "?".into(),
         };
@@ -190,6 +232,11 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
             (Some(go), Some("stw"), Some(n)) => Some(go_stw_row(go, n, samples)),
             _ => None,
         };
+        let go_cost = match (&a.go_sched, v["mode"].as_str()) {
+            (Some(go), Some("spawn-wg")) => Some(go_sched_row(go, "spawn", "2", n)),
+            (Some(go), Some("switch")) => Some(go_sched_row(go, "switch", "1", n)),
+            _ => None,
+        };
         results.push(v);
         if let Some(g) = go_row {
             let r = &g["result"];
@@ -205,6 +252,19 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
                         r["stop_restart_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
                     ),
                     _ => format!("ERROR {}", r["error"]),
+                }
+            );
+            results.push(g);
+        }
+        if let Some(g) = go_cost {
+            println!(
+                "{:<9} {:<7} {:<8} {}",
+                g["mode"].as_str().unwrap_or("?"),
+                "go1.19",
+                "-",
+                match g["result"]["ns"].as_f64() {
+                    Some(ns) => format!("{ns:.0} ns"),
+                    None => format!("ERROR {}", g["result"]["error"]),
                 }
             );
             results.push(g);
@@ -227,6 +287,34 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
             .map_err(|e| format!("writing {}: {e}", p.display()))?;
     }
     Ok(())
+}
+
+/// Runs Go's `sched` anchor in `mode` (`spawn`: a goroutine each, with a
+/// `WaitGroup`; `switch`: a channel ping-pong on one P) with `n` and
+/// `GOMAXPROCS=procs`; a row in the suite's JSON shape, its figure in ns
+/// (a goroutine, or a switch).
+fn go_sched_row(go: &Path, mode: &str, procs: &str, n: &str) -> Value {
+    let out = std::process::Command::new(go)
+        .args(["-mode", mode, "-n", n])
+        .env("GOMAXPROCS", procs)
+        .output();
+    let result = match out {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            // "... (123 ns each)" or "... (123 ns a switch)".
+            let ns = text
+                .rsplit_once('(')
+                .and_then(|(_, t)| t.split_whitespace().next())
+                .and_then(|x| x.parse::<f64>().ok());
+            match ns {
+                Some(ns) => json!({"outcome": "ok", "ns": ns}),
+                None => json!({"outcome": "error", "error": format!(
+                    "no result in its output: {text} {}", String::from_utf8_lossy(&o.stderr))}),
+            }
+        }
+        Err(e) => json!({"outcome": "error", "error": format!("{}: {e}", go.display())}),
+    };
+    json!({"mode": format!("go-{mode}"), "preemption": "go1.19", "procs": procs, "result": result})
 }
 
 /// Runs Go's `stwprobe` with `parked` goroutines parked and two spinning

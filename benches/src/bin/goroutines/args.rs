@@ -22,6 +22,7 @@ pub(crate) struct Args {
     pub(crate) json: Option<std::path::PathBuf>,
     pub(crate) plot: Option<std::path::PathBuf>,
     pub(crate) go_stwprobe: Option<std::path::PathBuf>,
+    pub(crate) go_sched: Option<std::path::PathBuf>,
     /// `--slice` as given, for the suite's children.
     pub(crate) slice_arg: String,
 }
@@ -154,6 +155,12 @@ pub(crate) fn parse_args() -> Args {
                 .value_parser(clap::value_parser!(std::path::PathBuf))
                 .help("--suite: Go 1.19's stwprobe binary (../shared/anchors-go/stwprobe.go, built), run with GOMAXPROCS=2 after each stw row with the same parked count, for the Go rows and the plot"),
         )
+        .arg(
+            Arg::new("go-sched")
+                .long("go-sched")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("--suite: Go 1.19's sched anchor (../shared/anchors-go/sched, built), run after the spawn-wg row (-mode spawn, GOMAXPROCS=2) and the switch row (-mode switch) with the same count"),
+        )
         .get_matches();
     let preemption: Preemption = m
         .get_one::<String>("preemption")
@@ -178,6 +185,7 @@ pub(crate) fn parse_args() -> Args {
         json: m.get_one::<std::path::PathBuf>("json").cloned(),
         plot: m.get_one::<std::path::PathBuf>("plot").cloned(),
         go_stwprobe: m.get_one::<std::path::PathBuf>("go-stwprobe").cloned(),
+        go_sched: m.get_one::<std::path::PathBuf>("go-sched").cloned(),
         slice_arg: m
             .get_raw("slice")
             .and_then(|mut v| v.next())

@@ -8,7 +8,9 @@ use std::time::Instant;
 use pardon_sched::{channel, go};
 
 use crate::args::Args;
-use crate::runtime;
+use serde_json::json;
+
+use crate::{emit, runtime};
 
 pub(crate) fn spawn(a: &Args) {
     let rt = runtime(a, a.procs);
@@ -22,10 +24,14 @@ pub(crate) fn spawn(a: &Args) {
         .unwrap();
     let el = t0.elapsed();
     assert_eq!(sum, n * (n - 1) / 2);
-    println!(
-        "spawn pardon procs={}: {n} goroutines in {el:?} ({:.0} ns each)",
-        a.procs,
-        el.as_nanos() as f64 / n as f64
+    let each = el.as_nanos() as f64 / n as f64;
+    emit(
+        a,
+        format!(
+            "spawn pardon procs={}: {n} goroutines in {el:?} ({each:.0} ns each)",
+            a.procs
+        ),
+        json!({"outcome": "ok", "n": n, "ns_each": each}),
     );
 }
 
@@ -51,10 +57,14 @@ pub(crate) fn spawn_wg(a: &Args) {
         })
         .unwrap();
     assert_eq!(SINK.load(SeqCst), n);
-    println!(
-        "spawn-wg pardon procs={}: {n} goroutines in {el:?} ({:.0} ns each)",
-        a.procs,
-        el.as_nanos() as f64 / n as f64
+    let each = el.as_nanos() as f64 / n as f64;
+    emit(
+        a,
+        format!(
+            "spawn-wg pardon procs={}: {n} goroutines in {el:?} ({each:.0} ns each)",
+            a.procs
+        ),
+        json!({"outcome": "ok", "n": n, "ns_each": each}),
     );
 }
 
@@ -83,9 +93,11 @@ pub(crate) fn switch(a: &Args) {
             el
         })
         .unwrap();
-    println!(
-        "switch pardon procs=1: {n} round trips in {el:?} ({:.0} ns a switch)",
-        el.as_nanos() as f64 / (2 * n) as f64
+    let each = el.as_nanos() as f64 / (2 * n) as f64;
+    emit(
+        a,
+        format!("switch pardon procs=1: {n} round trips in {el:?} ({each:.0} ns a switch)"),
+        json!({"outcome": "ok", "n": n, "ns_a_switch": each}),
     );
 }
 
@@ -128,11 +140,15 @@ pub(crate) fn parked(a: &Args) {
         h.join().unwrap();
     }
     drop(wg);
-    println!(
-        "parked pardon procs={}: {n} goroutines parked on a channel: {:.0} bytes resident each \
-         ({} MiB in all)",
-        a.procs,
-        (during.saturating_sub(before)) as f64 / n as f64,
-        during.saturating_sub(before) >> 20
+    let each = (during.saturating_sub(before)) as f64 / n as f64;
+    emit(
+        a,
+        format!(
+            "parked pardon procs={}: {n} goroutines parked on a channel: {each:.0} bytes \
+             resident each ({} MiB in all)",
+            a.procs,
+            during.saturating_sub(before) >> 20
+        ),
+        json!({"outcome": "ok", "n": n, "bytes_each": each}),
     );
 }

@@ -147,6 +147,7 @@ fn main() {
             json: a.json.clone(),
             plot: a.plot.clone(),
             go_stwprobe: a.go_stwprobe.clone(),
+            go_sched: a.go_sched.clone(),
         };
         if let Err(e) = pardon_bench::goroutine_suite::run(&cfg) {
             eprintln!("goroutines: {e}");
