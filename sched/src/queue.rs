@@ -3,8 +3,9 @@
 //!
 //! Each worker (for now an M bound to its P for life) has a local queue
 //! and a `next` slot. A goroutine woken by another (a channel send, an
-//! unlock, a timer) goes into its home worker's `next` slot, pushing what
-//! was there to the back of the queue, and runs as soon as the goroutine
+//! unlock, a timer) goes into its home worker's `next` slot (the worker's
+//! private one when the waker runs on that worker: `worker::Worker::next`),
+//! pushing what was there to the back of the queue, and runs as soon as the goroutine
 //! running there gives up the worker — in what is left of the running
 //! goroutine's slice (Go's `inheritTime`), so a pair of goroutines handing
 //! work to each other cannot keep the others waiting longer than a slice.
@@ -58,8 +59,12 @@ pub(crate) struct Proc {
     /// `sysmon` and by the yield hook, which compare it with the slice
     /// they meant to end.
     pub tick: AtomicU64,
-    /// 1 while the owner runs a goroutine, 0 in its scheduler. Owner
-    /// writes; `sysmon` reads.
+    /// 1 from when the owner starts a goroutine until it next goes idle
+    /// (so also in its scheduler between two goroutines: storing it twice
+    /// a switch cost two locked instructions), 0 while it is idle. `sysmon`
+    /// watches only busy workers; a request it makes while the owner is in
+    /// its scheduler is refused there (depth 1) or finds no goroutine, and
+    /// is made again. Owner writes; `sysmon` reads.
     pub running: AtomicU32,
     /// In poll mode, the slice (`tick`) `sysmon` wants ended, or 0: set by
     /// `sysmon`, cleared by the owner's poll that acts on it.
