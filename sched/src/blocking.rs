@@ -129,7 +129,7 @@ struct Done {
 /// `f` runs on another thread: it sees that thread's thread-locals, not
 /// the goroutine's worker's.
 pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if crate::worker::worker().is_none() {
+    if crate::worker::goroutine().is_none() {
         return f();
     }
     let mut slot: Option<std::thread::Result<R>> = None;

@@ -177,7 +177,7 @@ impl<T> Sender<T> {
     /// receiver has taken it). A receiver parked in `recv` is handed the
     /// value directly. Fails, returning `v`, once every receiver is gone.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
-        if self.chan.rendezvous && crate::worker::worker().is_some() {
+        if self.chan.rendezvous && crate::worker::goroutine().is_some() {
             return self.send_parked(v);
         }
         let mut v = Some(v);

@@ -7,15 +7,15 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use pardon_preempt::PollStrategy;
 
-use crate::worker::{poll_slow, worker};
+use crate::worker::{goroutine, poll_slow};
 
 /// A poll: if `sysmon` has asked the calling goroutine's slice to end
 /// (poll mode), the goroutine goes to the back of its worker's queue.
-/// A load and a predicted branch otherwise; nothing outside a runtime.
+/// A load and a predicted branch otherwise; nothing outside a goroutine.
 /// Also a point where a stop of the world may take the worker.
 #[inline]
 pub fn poll() {
-    if let Some(me) = worker() {
+    if let Some(me) = goroutine() {
         let wanted = me.proc_().want_yield.load(Relaxed);
         if wanted != 0 {
             poll_slow(me, wanted);

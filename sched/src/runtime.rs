@@ -33,7 +33,7 @@ use crate::queue::{Place, Shared, TaskRef};
 use crate::region::{lock, lock_plain};
 use crate::stack::StackPool;
 use crate::task::{Run, Task, NO_HOME, PARKING, RUNNING};
-use crate::worker::{to_scheduler, worker, worker_main};
+use crate::worker::{goroutine, to_scheduler, worker, worker_main};
 
 /// A runtime: its workers run goroutines until it is dropped.
 pub struct Runtime {
@@ -511,10 +511,11 @@ impl Parker<'_> {
 /// have made the waker ([`Parker::waker`], which announces the park, so a
 /// wake that comes before the switch is not lost: see `task`) and
 /// published it. A waker made by a `register` that returns `false` must not
-/// be kept (the park is cancelled). Returns `false` outside a runtime,
-/// having called nothing.
+/// be kept (the park is cancelled). Returns `false` outside a goroutine
+/// (a thread outside the runtime, or a worker's scheduler: see
+/// `worker::goroutine`), having called nothing.
 pub(crate) fn park(register: impl FnOnce(Parker<'_>) -> bool) -> bool {
-    if worker().is_none() {
+    if goroutine().is_none() {
         return false;
     }
     to_scheduler(|_, task| {
@@ -533,9 +534,9 @@ pub(crate) fn park(register: impl FnOnce(Parker<'_>) -> bool) -> bool {
 }
 
 /// Lets the other goroutines run: the caller goes to the back of its
-/// worker's queue. Outside a runtime, yields the thread.
+/// worker's queue. Outside a goroutine, yields the thread.
 pub fn yield_now() {
-    if worker().is_none() {
+    if goroutine().is_none() {
         std::thread::yield_now();
         return;
     }

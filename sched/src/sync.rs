@@ -344,7 +344,7 @@ fn timer_main(t: &'static Timers) {
 /// sleeps.
 pub fn sleep(d: Duration) {
     let at = Instant::now() + d;
-    if crate::worker::worker().is_none() {
+    if crate::worker::goroutine().is_none() {
         std::thread::sleep(d);
         return;
     }

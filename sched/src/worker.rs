@@ -131,6 +131,17 @@ impl Worker {
         None
     }
 
+    /// Whether the caller is a goroutine of this worker (not its
+    /// scheduler). `current` is written only by this thread, at depth 1,
+    /// around the switches: goroutine code always finds itself there, the
+    /// scheduler's windows find it empty.
+    fn in_goroutine(&self) -> bool {
+        // SAFETY: only this thread touches `current`, and never while a
+        // mutable access is live (they are all in this module, each a
+        // single statement at depth 1).
+        unsafe { (*self.current.get()).is_some() }
+    }
+
     /// Queues `t`, woken on this thread, to run next here: see `next`.
     /// `t` must be runnable and at home here.
     pub(crate) fn put_next(&self, t: TaskRef) {
@@ -171,6 +182,17 @@ pub(crate) fn worker() -> Option<&'static Worker> {
     // every goroutine it runs (the loop returns only at shutdown, and a
     // goroutine never leaves its worker's thread).
     (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// The worker running the caller if the caller is a goroutine; `None` on
+/// threads outside the runtime and in a worker's scheduler, whose windows
+/// run code a goroutine's closure may reach (the closure of a goroutine
+/// that could not start is dropped there, and so is what a finished one's
+/// task held). Such code waits as a thread outside the runtime does:
+/// parking needs a goroutine to switch out.
+#[inline]
+pub(crate) fn goroutine() -> Option<&'static Worker> {
+    worker().filter(|w| w.in_goroutine())
 }
 
 /// A worker thread's body. `ready` hears whether it could attach (the

@@ -452,3 +452,42 @@ fn spawns_from_outside_wake_distinct_sleepers() {
         }
     }
 }
+
+/// A goroutine that cannot start has its closure dropped by its worker's
+/// scheduler, not by a goroutine: what the closure captured may use the
+/// runtime's waits in its `Drop` (here, a channel send that finds room)
+/// and must get the behaviour a thread outside the runtime gets, not a
+/// panic in the scheduler (which ended the worker, and every join on it
+/// hung).
+#[test]
+fn a_closure_dropped_by_the_scheduler_may_send_on_a_channel() {
+    struct SendsOnDrop(pardon_sched::channel::Sender<u32>);
+    impl Drop for SendsOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send(7);
+        }
+    }
+    // Every stack mapping fails (see the test above): the goroutine never
+    // starts, and its worker drops its closure.
+    let rt = Runtime::new(Config {
+        procs: 1,
+        stack_size: 100 << 40,
+        ..Config::default()
+    })
+    .unwrap();
+    for cap in [Some(4), None] {
+        let (tx, rx) = match cap {
+            Some(c) => pardon_sched::channel::channel::<u32>(c),
+            None => pardon_sched::channel::unbounded::<u32>(),
+        };
+        let guard = SendsOnDrop(tx);
+        let h = rt.go(move || {
+            let _keep = &guard;
+        });
+        assert!(h.join().is_err(), "the goroutine could not start");
+        assert_eq!(rx.recv(), Ok(7), "capacity {cap:?}: the drop's send");
+        // The worker is still there.
+        let h = rt.go(|| 1);
+        assert!(h.join().is_err());
+    }
+}
