@@ -24,12 +24,7 @@ fn churn(
     t0: std::time::Instant,
     stop: &AtomicBool,
 ) -> Vec<u64> {
-    let mut cells = Vec::new();
-    let mut c = list;
-    while c != 0 {
-        cells.push(c);
-        c = m.load_word(c, 1).expect("a list cell");
-    }
+    let cells = crate::list_cells(m, list);
     let mut stamps = Vec::with_capacity(1 << 20);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ list as u64;
     let mut i = 0u64;
@@ -37,23 +32,7 @@ fn churn(
         // Garbage.
         std::hint::black_box(m.alloc_raw(ty).expect("alloc"));
         if i.is_multiple_of(16) && cells.len() >= 2 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let a = cells[(rng % cells.len() as u64) as usize];
-            let b = cells[((rng >> 32) % cells.len() as u64) as usize];
-            // Swap a subtree of one tree's root with one of the other's:
-            // for a moment each is referenced only from this frame.
-            let (ta, tb) = (m.load_word(a, 0).unwrap(), m.load_word(b, 0).unwrap());
-            let (wa, wb) = ((rng >> 8) as usize & 1, (rng >> 9) as usize & 1);
-            let (sa, sb) = (m.load_word(ta, wa).unwrap(), m.load_word(tb, wb).unwrap());
-            // SAFETY: raw tree nodes, whose reference words hold null or a
-            // node; sa and sb stay in this frame until stored.
-            unsafe {
-                m.store_word(ta, wa, sb).unwrap();
-                m.store_word(tb, wb, sa).unwrap();
-            }
-            std::hint::black_box((sa, sb));
+            crate::swap_subtrees(m, &cells, &mut rng);
         }
         i += 1;
         if i.is_multiple_of(STAMP_EVERY) {

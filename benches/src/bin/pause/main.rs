@@ -177,6 +177,40 @@ pub(crate) fn build_list(m: &pardon::Mutator, fr: &Frame<'_, 2>, ty: pardon::Typ
     fr.set(1, 0);
 }
 
+/// The cells of the list of trees at `list`.
+pub(crate) fn list_cells(m: &pardon::Mutator, list: usize) -> Vec<usize> {
+    let mut cells = Vec::new();
+    let mut c = list;
+    while c != 0 {
+        cells.push(c);
+        c = m.load_word(c, 1).expect("a list cell");
+    }
+    cells
+}
+
+/// Swaps a subtree of one random tree's root with one of another's (or
+/// the same one's), through the barriered raw API: four loads, two
+/// stores. For a moment each subtree is referenced only from this frame.
+pub(crate) fn swap_subtrees(m: &pardon::Mutator, cells: &[usize], rng: &mut u64) {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let r = *rng;
+    let a = cells[(r % cells.len() as u64) as usize];
+    let b = cells[((r >> 32) % cells.len() as u64) as usize];
+    let (ta, tb) = (m.load_word(a, 0).unwrap(), m.load_word(b, 0).unwrap());
+    let (wa, wb) = ((r >> 8) as usize & 1, (r >> 9) as usize & 1);
+    let (sa, sb) = (m.load_word(ta, wa).unwrap(), m.load_word(tb, wb).unwrap());
+    // SAFETY: raw tree nodes, whose reference words hold null or a node;
+    // sa and sb stay in this frame until stored. (Swapping two words of
+    // one node, when a == b, is a swap all the same.)
+    unsafe {
+        m.store_word(ta, wa, sb).unwrap();
+        m.store_word(tb, wb, sa).unwrap();
+    }
+    std::hint::black_box((sa, sb));
+}
+
 struct Row {
     workers: usize,
     live: usize,

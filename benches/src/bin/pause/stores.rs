@@ -28,31 +28,11 @@ use crate::{build_list, Args, LIST, TREE_DEPTH};
 /// Swaps subtrees between the trees of the list at `list` until `stop`;
 /// returns how many.
 fn swap_loop(m: &pardon::Mutator, list: usize, stop: &AtomicBool) -> u64 {
-    let mut cells = Vec::new();
-    let mut c = list;
-    while c != 0 {
-        cells.push(c);
-        c = m.load_word(c, 1).expect("a list cell");
-    }
+    let cells = crate::list_cells(m, list);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ list as u64;
     let mut swaps = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let a = cells[(rng % cells.len() as u64) as usize];
-        let b = cells[((rng >> 32) % cells.len() as u64) as usize];
-        let (ta, tb) = (m.load_word(a, 0).unwrap(), m.load_word(b, 0).unwrap());
-        let (wa, wb) = ((rng >> 8) as usize & 1, (rng >> 9) as usize & 1);
-        let (sa, sb) = (m.load_word(ta, wa).unwrap(), m.load_word(tb, wb).unwrap());
-        // SAFETY: raw tree nodes, whose reference words hold null or a
-        // node; sa and sb stay in this frame until stored. (Swapping two
-        // words of one node, when a == b, is a swap all the same.)
-        unsafe {
-            m.store_word(ta, wa, sb).unwrap();
-            m.store_word(tb, wb, sa).unwrap();
-        }
-        std::hint::black_box((sa, sb));
+        crate::swap_subtrees(m, &cells, &mut rng);
         swaps += 1;
     }
     swaps
