@@ -244,7 +244,7 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
                 "{:<9} {:<7} {:<8} {}",
                 "go-stw",
                 "go1.19",
-                g["parked"],
+                g["parked"].to_string(),
                 match r["outcome"].as_str() {
                     Some("ok") => format!(
                         "stop+start p50 {:.0} us, p99 {:.0} us",
