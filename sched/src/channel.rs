@@ -5,6 +5,13 @@
 //! when every sender is gone, receivers drain what is queued and then get
 //! [`RecvError`]; when every receiver is gone, a send returns its value in
 //! [`SendError`].
+//!
+//! Values pass between goroutines as in Go: a send to a parked receiver
+//! writes straight into the receiver's frame, and on a rendezvous channel
+//! a goroutine with no receiver to meet parks with its value in its own
+//! frame, where the receiver takes it (one lock a send). A thread outside
+//! the runtime, which cannot park, queues its value and waits for it to be
+//! popped.
 
 use std::collections::VecDeque;
 use std::fmt;
