@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use pardon_preempt::PollStrategy;
 use pardon_sched::{channel, go, yield_now, Config, GoroutinePoll, Preemption, Runtime};
 
+mod delivery;
 #[path = "../../preempt/tests/regloop/mod.rs"]
 mod regloop;
 
@@ -445,21 +446,8 @@ fn channels_deliver_every_value_once_under_signal_preemption() {
         for s in spinners {
             s.join().unwrap();
         }
-        for got in &all {
-            for p in 0..PRODUCERS {
-                let seq: Vec<u32> = got.iter().filter(|v| v.0 == p).map(|v| v.1).collect();
-                assert!(
-                    seq.windows(2).all(|w| w[0] < w[1]),
-                    "capacity {cap}: producer {p} out of order at a consumer"
-                );
-            }
-        }
-        let mut flat: Vec<(u32, u32)> = all.into_iter().flatten().collect();
-        flat.sort_unstable();
-        let want: Vec<(u32, u32)> = (0..PRODUCERS)
-            .flat_map(|p| (0..EACH).map(move |i| (p, i)))
-            .collect();
-        assert_eq!(flat, want, "capacity {cap}: every value exactly once");
+        let senders: Vec<u32> = (0..PRODUCERS).collect();
+        delivery::assert_each_once_in_order(all, &senders, EACH, &format!("capacity {cap}"));
         // Implied by the above (see where the spinners start), whatever the
         // machine's load.
         assert!(rt.stats().preemptions > 0, "no slice ended by the signal");
