@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pardon::stackscan::with_frame;
-use pardon::{Config, Heap, Preemption};
+use pardon::{Config, Preemption};
 use pardon_bench::trees::node_type;
 
-use crate::{build_list, Args, LIST, TREE_DEPTH};
+use crate::{build_list, Args, LIST};
 
 /// Iterations between two time stamps of a churning mutator.
 const STAMP_EVERY: u64 = 1024;
@@ -87,21 +87,14 @@ pub(crate) fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
         "markers", "live MiB", "cycles", "pause p50", "p99", "max", "MMU 1ms", "10ms", "100ms"
     );
     for &w in &args.mark_workers {
-        let heap = match Heap::new(Config {
+        let heap = crate::heap_or_exit(Config {
             preemption,
             mark_workers: w,
             concurrent: args.concurrent,
             ..Config::default()
-        }) {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("pause: {e}");
-                std::process::exit(1);
-            }
-        };
+        });
         let ty = node_type(&heap, 2);
-        let tree_bytes = ((1usize << (TREE_DEPTH + 1)) - 1) * 16;
-        let per_thread = (args.live_mb << 20).div_ceil(2 * tree_bytes).max(1);
+        let per_thread = crate::trees_per_thread(args.live_mb, 2);
         let ready = AtomicUsize::new(0);
         let go = AtomicBool::new(false);
         let stop = AtomicBool::new(false);

@@ -177,6 +177,21 @@ pub(crate) fn build_list(m: &pardon::Mutator, fr: &Frame<'_, 2>, ty: pardon::Typ
     fr.set(1, 0);
 }
 
+/// Trees of `TREE_DEPTH` each of `threads` mutators builds so that they
+/// hold `live_mb` MiB together.
+pub(crate) fn trees_per_thread(live_mb: usize, threads: usize) -> usize {
+    let tree_bytes = ((1usize << (TREE_DEPTH + 1)) - 1) * 16;
+    (live_mb << 20).div_ceil(threads * tree_bytes).max(1)
+}
+
+/// The heap of a run, or the tool's exit with the reason.
+pub(crate) fn heap_or_exit(config: Config) -> Heap {
+    Heap::new(config).unwrap_or_else(|e| {
+        eprintln!("pause: {e}");
+        std::process::exit(1)
+    })
+}
+
 /// The cells of the list of trees at `list`.
 pub(crate) fn list_cells(m: &pardon::Mutator, list: usize) -> Vec<usize> {
     let mut cells = Vec::new();
@@ -236,8 +251,7 @@ fn run(args: &Args, preemption: Preemption, workers: usize) -> Result<Row, Strin
     })
     .map_err(|e| e.to_string())?;
     let ty = node_type(&heap, 2);
-    let tree_bytes = ((1usize << (TREE_DEPTH + 1)) - 1) * 16;
-    let per_thread = (args.live_mb << 20).div_ceil(2 * tree_bytes).max(1);
+    let per_thread = trees_per_thread(args.live_mb, 2);
     let ready = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let mut cycles: Vec<CycleStats> = Vec::new();

@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pardon::stackscan::with_frame;
-use pardon::{Config, Heap, Preemption};
+use pardon::{Config, Preemption};
 use pardon_bench::trees::node_type;
 
-use crate::{build_list, Args, LIST, TREE_DEPTH};
+use crate::{build_list, Args, LIST};
 
 /// Swaps subtrees between the trees of the list at `list` until `stop`;
 /// returns how many.
@@ -44,22 +44,15 @@ pub(crate) fn stores_main(args: &Args, preemption: Preemption, secs: u64) {
         "{:>9} {:>8} {:>9} {:>7} {:>8} | {:>9} {:>9} | {:>12}",
         "heap", "mutators", "live MiB", "cycles", "marking", "pause p50", "max", "Mswaps/s"
     );
-    let heap = match Heap::new(Config {
+    let heap = crate::heap_or_exit(Config {
         preemption,
         mark_workers: args.mark_workers[0],
         gc_percent: None,
         concurrent: args.concurrent,
         ..Config::default()
-    }) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("pause: {e}");
-            std::process::exit(1);
-        }
-    };
+    });
     let ty = node_type(&heap, 2);
-    let tree_bytes = ((1usize << (TREE_DEPTH + 1)) - 1) * 16;
-    let per_thread = (args.live_mb << 20).div_ceil(mutators * tree_bytes).max(1);
+    let per_thread = crate::trees_per_thread(args.live_mb, mutators);
     let ready = AtomicUsize::new(0);
     let go = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
