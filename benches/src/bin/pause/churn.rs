@@ -9,7 +9,7 @@ use pardon::stackscan::with_frame;
 use pardon::{Config, Preemption};
 use pardon_bench::trees::node_type;
 
-use crate::{build_list, Args, LIST};
+use crate::{Args, LIST};
 
 /// Iterations between two time stamps of a churning mutator.
 const STAMP_EVERY: u64 = 1024;
@@ -107,11 +107,7 @@ pub(crate) fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
                     s.spawn(move || {
                         let m = heap.attach().expect("attach");
                         with_frame::<2, _>(m.frames(), &LIST, |fr| {
-                            build_list(&m, fr, ty, per_thread);
-                            ready.fetch_add(1, Ordering::SeqCst);
-                            while !go.load(Ordering::SeqCst) {
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
+                            crate::build_then_wait(&m, fr, ty, per_thread, ready, go);
                             churn(&m, ty, fr.get(0), t0, stop)
                         })
                     })

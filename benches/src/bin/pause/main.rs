@@ -192,6 +192,23 @@ pub(crate) fn heap_or_exit(config: Config) -> Heap {
     })
 }
 
+/// A measuring mutator's start: builds its share of the live heap into
+/// `fr`'s slot 0, says so on `ready`, and waits for `go`.
+pub(crate) fn build_then_wait(
+    m: &pardon::Mutator,
+    fr: &Frame<'_, 2>,
+    ty: pardon::Type,
+    trees: usize,
+    ready: &AtomicUsize,
+    go: &AtomicBool,
+) {
+    build_list(m, fr, ty, trees);
+    ready.fetch_add(1, Ordering::SeqCst);
+    while !go.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The cells of the list of trees at `list`.
 pub(crate) fn list_cells(m: &pardon::Mutator, list: usize) -> Vec<usize> {
     let mut cells = Vec::new();

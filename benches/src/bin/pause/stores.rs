@@ -23,7 +23,7 @@ use pardon::stackscan::with_frame;
 use pardon::{Config, Preemption};
 use pardon_bench::trees::node_type;
 
-use crate::{build_list, Args, LIST};
+use crate::{Args, LIST};
 
 /// Swaps subtrees between the trees of the list at `list` until `stop`;
 /// returns how many.
@@ -66,11 +66,7 @@ pub(crate) fn stores_main(args: &Args, preemption: Preemption, secs: u64) {
             s.spawn(move || {
                 let m = heap.attach().expect("attach");
                 with_frame::<2, _>(m.frames(), &LIST, |fr| {
-                    build_list(&m, fr, ty, per_thread);
-                    ready.fetch_add(1, Ordering::SeqCst);
-                    while !go.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
+                    crate::build_then_wait(&m, fr, ty, per_thread, ready, go);
                     total.fetch_add(swap_loop(&m, fr.get(0), stop), Ordering::SeqCst);
                 });
             });
