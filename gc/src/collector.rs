@@ -92,6 +92,9 @@ pub(crate) struct Collector {
     pub cycle: Mutex<()>,
     /// The background collector of a concurrent heap (see `background`).
     pub background: crate::background::Background,
+    /// This collector, for what must hold it (a concurrent cycle's
+    /// scanner of parked goroutines: `mark::stacks`). Immutable.
+    pub me: std::sync::Weak<Collector>,
 }
 
 /// A garbage-collected heap that threads attach to. Cheap to clone; all
@@ -198,8 +201,11 @@ impl Heap {
         let min_heap = config.min_heap;
         let concurrent = config.concurrent;
         let raw = RawHeap::new(config).map_err(HeapError::Config)?;
+        let roots = RootBuf::new().map_err(|e| {
+            HeapError::Config(ConfigError(format!("cannot reserve the root buffer: {e}")))
+        })?;
         let heap = Heap {
-            collector: Arc::new(Collector {
+            collector: Arc::new_cyclic(|me| Collector {
                 raw,
                 registry,
                 globals: WordTable::new(),
@@ -208,13 +214,12 @@ impl Heap {
                 verify,
                 stats: Mutex::new(StatsRecorder::new()),
                 cycles: AtomicU64::new(0),
-                roots: Mutex::new(RootBuf::new().map_err(|e| {
-                    HeapError::Config(ConfigError(format!("cannot reserve the root buffer: {e}")))
-                })?),
+                roots: Mutex::new(roots),
                 mutators: MutatorTable::new(),
                 finalizer_thread: Default::default(),
                 cycle: Mutex::new(()),
                 background: Default::default(),
+                me: me.clone(),
             }),
         };
         if heap.collector.raw.config.concurrent {

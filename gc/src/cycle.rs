@@ -11,6 +11,7 @@ use pardon_preempt::{Registry, StopError, StopKind, StoppedWorld};
 use crate::collector::{CollectError, Collector};
 use crate::heap::lock;
 use crate::mark::CollectionKind;
+use crate::rootscan::Suspended;
 use crate::stats::CycleStats;
 
 impl Collector {
@@ -89,14 +90,16 @@ impl Collector {
         let mut guard = lock(&self.roots);
         guard.clear();
         let roots_start = Instant::now();
-        self.gather_roots(&world, entry_sp, &mut cycle, &mut |b| guard.push(b));
+        self.gather_roots(&world, entry_sp, Suspended::All, &mut cycle, &mut |b| {
+            guard.push(b)
+        });
         cycle.roots = roots_start.elapsed();
         let overflowed = guard.overflowed();
         let roots = &*guard;
         // The roots, as a source the mark (and verification's re-mark) can
         // replay (see `offer_roots`).
         let source = |m: &mut crate::mark::Marker<'_>| {
-            self.offer_roots(&world, entry_sp, roots, m);
+            self.offer_roots(&world, entry_sp, Suspended::All, roots, m);
         };
         let marked = self.raw.mark_cycle(want, &source, !overflowed);
         drop(guard);

@@ -2,7 +2,9 @@
 //! every handle table, and each stopped thread's frames (precisely), stack
 //! and registers (conservatively); then marking from them.
 
-use pardon_preempt::{StopKind, StoppedWorld};
+use std::sync::Arc;
+
+use pardon_preempt::{StopKind, StoppedWorld, SuspendedTask, TaskScanner};
 use pardon_stackscan::{ObjectFinder, RootKind, Scanner};
 
 use crate::collector::Collector;
@@ -26,6 +28,7 @@ impl Collector {
         &self,
         world: &StoppedWorld<'_>,
         entry_sp: usize,
+        suspended: Suspended<'_>,
         cycle: &mut CycleStats,
         sink: &mut impl FnMut(usize),
     ) {
@@ -47,22 +50,24 @@ impl Collector {
                 });
             }
         });
-        self.gather_threads(world, entry_sp, cycle, sink);
+        self.gather_threads(world, entry_sp, suspended, cycle, sink);
     }
 
     /// Offers the roots gathered into `roots` to `m`: the buffer, or, if it
     /// overflowed (sixteen million root hits), the roots gathered again and
-    /// marked as they are found (which verification cannot replay).
+    /// marked as they are found (which verification cannot replay), with
+    /// the same `suspended` as the buffer was gathered with.
     pub(crate) fn offer_roots(
         &self,
         world: &StoppedWorld<'_>,
         entry_sp: usize,
+        suspended: Suspended<'_>,
         roots: &RootBuf,
         m: &mut crate::mark::Marker<'_>,
     ) {
         if roots.overflowed() {
             let mut again = CycleStats::default();
-            self.gather_roots(world, entry_sp, &mut again, &mut |b| {
+            self.gather_roots(world, entry_sp, suspended, &mut again, &mut |b| {
                 m.mark_word(b);
             });
         } else {
@@ -73,11 +78,13 @@ impl Collector {
     }
 
     /// The stack, frames and registers of every stopped thread, then of
-    /// every suspended task (a parked goroutine) the world reports.
+    /// the suspended tasks (parked goroutines) the world reports that
+    /// `suspended` asks for.
     pub(crate) fn gather_threads(
         &self,
         world: &StoppedWorld<'_>,
         entry_sp: usize,
+        suspended: Suspended<'_>,
         cycle: &mut CycleStats,
         sink: &mut impl FnMut(usize),
     ) {
@@ -111,25 +118,65 @@ impl Collector {
             cycle.precise_roots += sc.stats.precise_roots;
             cycle.conservative_roots += hits;
         }
-        world.for_each_suspended(|task| {
-            let mut hits: usize = 0;
-            let (lo, hi) = task.stack;
-            let mut sc = Scanner::new(&finder, lo, hi, |base, kind| {
-                if kind != RootKind::Precise {
-                    hits += 1;
-                }
-                sink(base);
-            });
+        let mut task = |task: &SuspendedTask<'_>| {
             // SAFETY: the source promises `[sp, hi)` readable and unchanged
             // until the restart, and the word the task's own chain head,
             // saved when it was switched out (`TaskSource`'s contract).
-            unsafe { sc.thread(task.sp, task.word, task.registers) };
-            cycle.words_scanned += sc.stats.words_examined;
-            cycle.precise_roots += sc.stats.precise_roots;
-            cycle.conservative_roots += hits;
+            unsafe { scan_task(&self.raw, task, cycle, sink) };
             cycle.suspended_tasks += 1;
-        });
+        };
+        match suspended {
+            Suspended::All => world.for_each_suspended(&mut task),
+            Suspended::Defer(scanner) => world.defer_suspended(scanner, &mut task),
+            Suspended::EndDeferral => world.end_deferred(&mut task),
+        }
     }
+}
+
+/// Which suspended tasks a stop's root gathering scans (see
+/// `pardon_preempt`'s deferral, and `mark::stacks`).
+#[derive(Clone, Copy)]
+pub(crate) enum Suspended<'a> {
+    /// Every one, in the stop.
+    All,
+    /// A concurrent cycle's first stop: begins a deferral with this
+    /// scanner; scans now only the tasks of sources that cannot defer.
+    Defer(&'a Arc<dyn TaskScanner>),
+    /// Its second stop: ends the deferral; scans the tasks still owed a
+    /// scan (those of sources that cannot defer: all of theirs).
+    EndDeferral,
+}
+
+/// Scans one suspended task by the hybrid rule (its frames precisely; its
+/// saved registers and stack from its saved stack pointer up to its
+/// second-innermost frame conservatively), passing each root to `sink`
+/// (conservative hits as object bases, precise slots as their values).
+/// Allocation-free.
+///
+/// # Safety
+/// `[task.sp, task.stack.1)` is mapped, readable and not written while
+/// this runs, and `task.word` is the head of the task's own frame chain
+/// (or 0), as `TaskSource`'s contract promises its reports.
+pub(crate) unsafe fn scan_task(
+    raw: &crate::heap::RawHeap,
+    task: &SuspendedTask<'_>,
+    cycle: &mut CycleStats,
+    sink: &mut impl FnMut(usize),
+) {
+    let finder = HeapFinder(raw);
+    let mut hits: usize = 0;
+    let (lo, hi) = task.stack;
+    let mut sc = Scanner::new(&finder, lo, hi, |base, kind| {
+        if kind != RootKind::Precise {
+            hits += 1;
+        }
+        sink(base);
+    });
+    // SAFETY: the caller's promise.
+    unsafe { sc.thread(task.sp, task.word, task.registers) };
+    cycle.words_scanned += sc.stats.words_examined;
+    cycle.precise_roots += sc.stats.precise_roots;
+    cycle.conservative_roots += hits;
 }
 
 /// The heap as the stack scanner's oracle: exact lookups, and the arena as

@@ -44,9 +44,17 @@ pub struct CycleStats {
     pub precise_roots: usize,
     /// Words examined conservatively.
     pub words_scanned: usize,
-    /// Suspended tasks (parked goroutines) whose stacks were scanned, as
-    /// the stopped world's task sources reported them.
+    /// Suspended tasks (parked goroutines) whose stacks were scanned in a
+    /// stop (either stop of a concurrent cycle), as the stopped world's
+    /// task sources reported them.
     pub suspended_tasks: usize,
+    /// Concurrent cycles: parked goroutines whose stacks the coordinator
+    /// scanned after the first stop rather than in it (their workers scan
+    /// others before switching them in; see `mark::stacks`).
+    pub deferred_tasks: usize,
+    /// Concurrent cycles: how long the coordinator's deferred scan of
+    /// parked goroutines took, world running.
+    pub deferred_scan: Duration,
     /// Signals sent for the stop (for both stops of a concurrent cycle).
     pub signals: u32,
     /// Threads the stop found still parked from the stop before, and held
@@ -101,10 +109,12 @@ impl CycleStats {
             String::new()
         } else {
             format!(
-                " [concurrent: stops {:.1} + {:.1} µs, marking {:.1} µs between; assists {:.1} MB in {} units, {} brake waits]",
+                " [concurrent: stops {:.1} + {:.1} µs, marking {:.1} µs between ({} parked stacks scanned in {:.1} µs); assists {:.1} MB in {} units, {} brake waits]",
                 self.pause_start.as_secs_f64() * 1e6,
                 self.pause_end.as_secs_f64() * 1e6,
                 self.concurrent_mark.as_secs_f64() * 1e6,
+                self.deferred_tasks,
+                self.deferred_scan.as_secs_f64() * 1e6,
                 mb(self.assist_bytes),
                 self.assist_units,
                 self.brake_waits,

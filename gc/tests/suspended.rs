@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
-use pardon::preempt::{Registry, SuspendedTask, TaskSource};
+use pardon::preempt::{Registry, SuspendedTask, TaskScanner, TaskSource};
 use pardon::stackscan::{frame_map, FrameHeader, FrameMap};
 use pardon::{Config, Heap, Type, TypeDesc};
 
@@ -50,12 +50,29 @@ unsafe impl TaskSource for Fake {
         if self.on.load(SeqCst) == 0 {
             return;
         }
-        f(&SuspendedTask {
+        f(&self.report());
+    }
+}
+
+impl Fake {
+    /// The task as a stop reports it.
+    fn report(&self) -> SuspendedTask<'_> {
+        SuspendedTask {
             stack: self.stack,
             sp: self.stack.0 + SP * 8,
             registers: &self.registers,
             word: self.head,
-        });
+        }
+    }
+
+    /// Another source reporting the same task.
+    fn clone_report(&self) -> Fake {
+        Fake {
+            stack: self.stack,
+            head: self.head,
+            registers: self.registers.clone(),
+            on: AtomicU32::new(self.on.load(SeqCst)),
+        }
     }
 }
 
@@ -88,20 +105,21 @@ fn put_frame(stack: &mut [usize], at: usize, prev: usize, slot: &AtomicUsize) ->
     p as usize
 }
 
-#[test]
-fn a_suspended_task_is_scanned_by_the_hybrid_rule_and_only_while_reported() {
-    let registry = Registry::new(Default::default()).unwrap();
-    let heap = Heap::with_registry(
-        Config {
-            gc_percent: None,
-            verify: true,
-            ..Config::default()
-        },
-        registry.clone(),
-    )
-    .unwrap();
-    let ty = node(&heap);
-    // Six objects, allocated on a thread that then detaches: A..F.
+/// The hand-built task and what it holds: objects A..F (allocated on a
+/// thread that then detached), a stack buffer holding C below the saved
+/// stack pointer, an interior pointer to A in the scanned range and D
+/// above the outer frame, two frames whose off-stack slots hold B (inner)
+/// and E (outer), and F in a saved register.
+struct Scene {
+    objs: Vec<usize>,
+    /// The objects the hybrid rule reaches: A, B, E, F.
+    reached: [usize; 4],
+    fake: Fake,
+    _stack: Box<[usize]>,
+    _slots: (Box<AtomicUsize>, Box<AtomicUsize>),
+}
+
+fn scene(heap: &Heap, ty: Type) -> Scene {
     let objs: Vec<usize> = {
         let heap = heap.clone();
         std::thread::spawn(move || {
@@ -132,28 +150,23 @@ fn a_suspended_task_is_scanned_by_the_hybrid_rule_and_only_while_reported() {
     let outer = put_frame(&mut stack, OUTER_FRAME, 0, &slot_outer);
     let inner = put_frame(&mut stack, INNER_FRAME, outer, &slot_inner);
     let lo = stack.as_ptr() as usize;
-    let fake = Arc::new(Fake {
-        stack: (lo, lo + WORDS * 8),
-        head: inner,
-        registers: vec![f as u64],
-        on: AtomicU32::new(1),
-    });
-    let id = registry.add_task_source(fake.clone());
-
-    let cycle = heap.collect().unwrap();
-    assert_eq!(cycle.suspended_tasks, 1);
-    assert!(cycle.verified);
-    assert_eq!(
-        cycle.marked_objects, 4,
-        "A (conservative, in range), B and E (frame slots), F (register)"
-    );
-    assert_eq!(cycle.precise_roots, 2);
-    for (i, &o) in objs.iter().enumerate() {
-        if [a, b, e, f].contains(&o) {
-            assert_eq!(heap.raw().find_object(o), Some(o), "object {i} freed");
-        }
+    Scene {
+        fake: Fake {
+            stack: (lo, lo + WORDS * 8),
+            head: inner,
+            registers: vec![f as u64],
+            on: AtomicU32::new(1),
+        },
+        reached: [a, b, e, f],
+        objs,
+        _stack: stack,
+        _slots: (slot_inner, slot_outer),
     }
-    // Reuse the freed slots, then check the survivors' contents.
+}
+
+/// Allocates over the slots a collection freed, then checks that the
+/// objects the task reaches kept their contents.
+fn check_canaries(heap: &Heap, ty: Type, sc: &Scene) {
     {
         let heap = heap.clone();
         std::thread::spawn(move || {
@@ -167,13 +180,45 @@ fn a_suspended_task_is_scanned_by_the_hybrid_rule_and_only_while_reported() {
         .join()
         .unwrap();
     }
-    for (i, &o) in objs.iter().enumerate() {
-        if [a, b, e, f].contains(&o) {
-            // SAFETY: live (checked above), never freed since: no
-            // collection ran.
+    for (i, &o) in sc.objs.iter().enumerate() {
+        if sc.reached.contains(&o) {
+            // SAFETY: live (its holder checked it), never freed since.
             assert_eq!(unsafe { *(o as *const u64) }, CANARY + i as u64);
         }
     }
+}
+
+#[test]
+fn a_suspended_task_is_scanned_by_the_hybrid_rule_and_only_while_reported() {
+    let registry = Registry::new(Default::default()).unwrap();
+    let heap = Heap::with_registry(
+        Config {
+            gc_percent: None,
+            verify: true,
+            ..Config::default()
+        },
+        registry.clone(),
+    )
+    .unwrap();
+    let ty = node(&heap);
+    let sc = scene(&heap, ty);
+    let fake = Arc::new(sc.fake.clone_report());
+    let id = registry.add_task_source(fake.clone());
+
+    let cycle = heap.collect().unwrap();
+    assert_eq!(cycle.suspended_tasks, 1);
+    assert!(cycle.verified);
+    assert_eq!(
+        cycle.marked_objects, 4,
+        "A (conservative, in range), B and E (frame slots), F (register)"
+    );
+    assert_eq!(cycle.precise_roots, 2);
+    for (i, &o) in sc.objs.iter().enumerate() {
+        if sc.reached.contains(&o) {
+            assert_eq!(heap.raw().find_object(o), Some(o), "object {i} freed");
+        }
+    }
+    check_canaries(&heap, ty, &sc);
 
     // Not reported: nothing of it is a root any more.
     fake.on.store(0, SeqCst);
@@ -184,5 +229,129 @@ fn a_suspended_task_is_scanned_by_the_hybrid_rule_and_only_while_reported() {
     assert!(registry.remove_task_source(id).is_some());
     let cycle = heap.collect().unwrap();
     assert_eq!(cycle.suspended_tasks, 0, "a removed source is not asked");
-    drop((stack, slot_inner, slot_outer, d));
+}
+
+/// A source that defers (as pardon-sched's does): reports nothing in the
+/// stops, and hands its task over in `scan_deferred` — or, when
+/// `forgetful`, never (a broken source).
+struct Deferring {
+    fake: Fake,
+    forgetful: bool,
+    /// Deferrals begun and ended, and scans handed over.
+    begun: AtomicU32,
+    ended: AtomicU32,
+    handed: AtomicU32,
+}
+
+// SAFETY: as for `Fake`; the task is never switched in, so handing it
+// over after the stop sees it as the stop would have.
+unsafe impl TaskSource for Deferring {
+    unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.fake.for_each_suspended(f) }
+    }
+    unsafe fn defer_scans(
+        &self,
+        _scanner: &Arc<dyn TaskScanner>,
+        _now: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        self.begun.fetch_add(1, SeqCst);
+    }
+    fn scan_deferred(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        if !self.forgetful {
+            self.handed.fetch_add(1, SeqCst);
+            f(&self.fake.report());
+        }
+    }
+    unsafe fn end_deferral(&self, _f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        self.ended.fetch_add(1, SeqCst);
+    }
+}
+
+fn concurrent_heap() -> (Registry, Heap) {
+    let registry = Registry::new(Default::default()).unwrap();
+    let heap = Heap::with_registry(
+        Config {
+            gc_percent: None,
+            verify: true,
+            concurrent: true,
+            ..Config::default()
+        },
+        registry.clone(),
+    )
+    .unwrap();
+    (registry, heap)
+}
+
+/// A concurrent cycle reads a deferring source's task after its first
+/// stop, by the same rule, and neither stop reads it.
+#[test]
+fn a_deferred_task_is_scanned_after_the_first_stop_by_the_hybrid_rule() {
+    let (registry, heap) = concurrent_heap();
+    let ty = node(&heap);
+    let sc = scene(&heap, ty);
+    let src = Arc::new(Deferring {
+        fake: sc.fake.clone_report(),
+        forgetful: false,
+        begun: AtomicU32::new(0),
+        ended: AtomicU32::new(0),
+        handed: AtomicU32::new(0),
+    });
+    registry.add_task_source(src.clone());
+    let cycle = heap.collect().unwrap();
+    assert!(cycle.verified);
+    assert_eq!(cycle.suspended_tasks, 0, "no stop scanned it");
+    assert_eq!(cycle.deferred_tasks, 1);
+    assert_eq!(
+        (
+            src.begun.load(SeqCst),
+            src.handed.load(SeqCst),
+            src.ended.load(SeqCst)
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(cycle.marked_objects, 4, "A, B, E, F");
+    assert_eq!(cycle.precise_roots, 2);
+    check_canaries(&heap, ty, &sc);
+}
+
+/// Verify mode re-marks from every suspended task, deferred or not: a
+/// source that defers and then never hands its task over is caught, the
+/// missed object named.
+#[test]
+fn verify_catches_a_deferred_scan_that_never_happened() {
+    let (registry, heap) = concurrent_heap();
+    let ty = node(&heap);
+    let sc = scene(&heap, ty);
+    let src = Arc::new(Deferring {
+        fake: sc.fake.clone_report(),
+        forgetful: true,
+        begun: AtomicU32::new(0),
+        ended: AtomicU32::new(0),
+        handed: AtomicU32::new(0),
+    });
+    registry.add_task_source(src.clone());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| heap.collect()));
+    let msg = match r {
+        Ok(c) => panic!("the collection passed verification: {c:?}"),
+        Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(msg.contains("pardon verify"), "{msg}");
+    assert_eq!(src.begun.load(SeqCst), 1);
+}
+
+/// A source that cannot defer (the trait's default methods) is scanned in
+/// both stops of a concurrent cycle, as before deferral existed.
+#[test]
+fn a_source_that_cannot_defer_is_scanned_in_both_stops() {
+    let (registry, heap) = concurrent_heap();
+    let ty = node(&heap);
+    let sc = scene(&heap, ty);
+    registry.add_task_source(Arc::new(sc.fake.clone_report()));
+    let cycle = heap.collect().unwrap();
+    assert!(cycle.verified);
+    assert_eq!(cycle.suspended_tasks, 2, "once in each stop");
+    assert_eq!(cycle.deferred_tasks, 0);
+    assert_eq!(cycle.marked_objects, 4, "A, B, E, F");
+    check_canaries(&heap, ty, &sc);
 }

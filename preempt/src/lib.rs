@@ -127,7 +127,11 @@
 //! task word — beside its stopped threads
 //! ([`StoppedWorld::for_each_suspended`]). Suspended tasks are already
 //! stopped: a stop neither signals nor waits for them, so its time to
-//! safepoint does not grow with their number.
+//! safepoint does not grow with their number. A coordinator that needs
+//! their stacks as a stop saw them may also *defer* reading them past the
+//! stop ([`StoppedWorld::defer_suspended`], [`TaskScanner`]): the source
+//! then has each scanned before it runs again, so the stop's length does
+//! not grow with them either.
 //!
 //! ## Invariants
 //!
@@ -179,7 +183,10 @@
 //   fork       pthread_atfork: no fork inside a stop
 //   yielding   yield requests: the signal used to switch tasks
 //   futex      futex wait and wake, for code built on pardon
+//   tasks      suspended tasks and their sources
+//   deferral   scans of suspended tasks deferred past a stop
 mod config;
+mod deferral;
 mod fatal;
 mod fork;
 pub mod futex;
@@ -198,6 +205,7 @@ pub mod testing;
 mod yielding;
 
 pub use config::{AckWait, Config, ConfigError, Preemption, YieldHook};
+pub use deferral::TaskScanner;
 pub use fatal::holds_stopped_world;
 pub use poll::{
     BetweenCalls, EveryIteration, NoPoll, NoPreempt, PollStrategy, Poller, SafeRegion, StripMined,

@@ -60,6 +60,47 @@ pub unsafe trait TaskSource: Send + Sync {
     /// added to (so no thread of the scheduler is switching a task in or
     /// out).
     unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>));
+
+    /// Begins a deferral of its suspended tasks' scans (see `deferral`):
+    /// from now until [`TaskSource::end_deferral`], every task suspended
+    /// now is handed to `scanner` or to [`TaskSource::scan_deferred`]'s
+    /// `f` before it runs again, and every task switched out by a yield
+    /// request is handed to `scanner` as it is switched out. Reports to
+    /// `f` the tasks the caller must scan now. The default, for a source
+    /// that cannot defer, reports every suspended task.
+    ///
+    /// # Safety
+    /// As for [`TaskSource::for_each_suspended`].
+    unsafe fn defer_scans(
+        &self,
+        scanner: &Arc<dyn crate::TaskScanner>,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        let _ = scanner;
+        // SAFETY: the caller holds a stopped world, as required.
+        unsafe { self.for_each_suspended(f) }
+    }
+
+    /// World running: hands every task deferred and not scanned yet to
+    /// `f`, each kept suspended until `f` returns, with no stop
+    /// overlapping `f`; returns once every task suspended at the
+    /// deferral's stop has been scanned (here or by the scanner). The
+    /// default does nothing.
+    fn scan_deferred(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        let _ = f;
+    }
+
+    /// Ends the deferral, reporting to `f` the suspended tasks the caller
+    /// must scan now (those whose deferred scan cannot be guaranteed). The
+    /// default, for a source that cannot defer, reports every suspended
+    /// task.
+    ///
+    /// # Safety
+    /// As for [`TaskSource::for_each_suspended`].
+    unsafe fn end_deferral(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        // SAFETY: the caller holds a stopped world, as required.
+        unsafe { self.for_each_suspended(f) }
+    }
 }
 
 /// Identifies a source added to a registry, to remove it.
@@ -71,6 +112,13 @@ pub struct TaskSourceId(u64);
 pub(crate) struct Sources {
     next: u64,
     list: Vec<(u64, Arc<dyn TaskSource>)>,
+}
+
+impl Sources {
+    /// The sources, in the order they were added.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = &Arc<dyn TaskSource>> {
+        self.list.iter().map(|(_, s)| s)
+    }
 }
 
 impl Registry {

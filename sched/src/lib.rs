@@ -115,6 +115,7 @@ mod blocking;
 pub mod channel;
 mod config;
 mod context;
+mod deferred;
 mod fork;
 mod linked;
 mod overflow;

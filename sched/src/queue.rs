@@ -93,6 +93,11 @@ pub(crate) struct Proc {
     /// a shared registry's stops (`Shared::track_tasks`). Changed by the
     /// owner at depth 1; read by a stopped world's coordinator.
     pub tasks: Mutex<crate::suspended::TaskList>,
+    /// The goroutine the owner runs (a `*const Task`), or 0, in runtimes
+    /// that keep task lists: set before each switch in and cleared after
+    /// the switch out, at depth 1; read by a stopped world's coordinator
+    /// (`deferred`).
+    pub current: AtomicUsize,
 }
 
 impl Proc {
@@ -153,6 +158,9 @@ pub(crate) struct Shared {
     /// source (a registry shared through `Runtime::with_registry`, which
     /// someone else may stop). Set at creation.
     pub track_tasks: bool,
+    /// A collector's deferred scans of the parked goroutines (see
+    /// `deferred`), in runtimes that keep task lists.
+    pub deferral: crate::deferred::Deferral,
     /// Finished goroutines kept for reuse (Go's global `gFree`): workers
     /// move batches here when their own list is long and take batches when
     /// theirs is empty (see `worker::Worker::new_task`). At most
@@ -183,6 +191,7 @@ impl Shared {
             generation: crate::fork::generation(),
             registry,
             track_tasks,
+            deferral: Default::default(),
             free: Mutex::new(Fifo::new()),
             sysmon_seq: AtomicU32::new(0),
             sysmon_idle: AtomicU32::new(0),

@@ -14,12 +14,12 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
-use pardon_preempt::{SuspendedTask, TaskSource};
+use pardon_preempt::{SuspendedTask, TaskScanner, TaskSource};
 
 use crate::queue::{Shared, TaskRef};
 use crate::region::lock_plain;
 use crate::room::Room;
-use crate::task::RUNNING;
+use crate::task::{Task, RUNNING};
 
 /// One worker's goroutines that have a stack: a slab, so that adding and
 /// removing cost no search (a goroutine remembers its index).
@@ -61,6 +61,16 @@ impl TaskList {
         Some(t)
     }
 
+    /// Slot `i`: `None` past the end, `Some(None)` if free.
+    pub(crate) fn slot(&self, i: usize) -> Option<&Option<TaskRef>> {
+        self.slots.get(i)
+    }
+
+    /// Every goroutine in the list.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &TaskRef> + '_ {
+        self.slots.iter().flatten()
+    }
+
     /// Empties the list (the runtime is gone), handing its goroutines to
     /// the caller to drop outside the lock.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = TaskRef> + '_ {
@@ -91,10 +101,10 @@ impl Room for TaskList {
 }
 
 /// How many tasks ahead the report prefetches a task.
-const AHEAD: usize = 16;
+pub(crate) const AHEAD: usize = 16;
 /// Cache lines of a parked goroutine's saved stack prefetched (the saved
 /// registers and the runtime's park frames lie there).
-const STACK_LINES: usize = 16;
+pub(crate) const STACK_LINES: usize = 16;
 
 /// A runtime's task source.
 pub(crate) struct Source(pub Arc<Shared>);
@@ -107,6 +117,11 @@ pub(crate) struct Source(pub Arc<Shared>);
 // stopped (or idle in a safe region, from which it returns only after the
 // restart); its stack is freed only after it ends. The word is the one
 // `worker::run` saved from the task word cell when it switched it out.
+// Deferral (see `deferred`): a goroutine suspended at the stop that
+// begins one owes a scan, which its worker makes before switching it in
+// (or waits for the pass's); the pass claims it first, so it cannot run
+// while scanned; a goroutine switched out `RUNNING` (a yield or a
+// preemption) is scanned as it is switched out while one lasts.
 unsafe impl TaskSource for Source {
     unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
         for p in &self.0.procs {
@@ -136,26 +151,41 @@ unsafe impl TaskSource for Source {
                     }
                 }
                 let Some(t) = t else { continue };
-                if t.state.load(SeqCst) == RUNNING {
+                if is_running(t) {
                     continue;
                 }
                 // SAFETY: the task is switched out and its worker stopped
                 // (see above), so nothing writes its cells now; its stack
                 // stays with it until it is dead, and dead tasks leave the
                 // list before their stacks are returned.
-                let (stack, sp, word) = unsafe {
-                    let Some(s) = (*t.stack.get()).as_ref() else {
-                        continue;
-                    };
-                    ((s.bottom(), s.top()), (*t.ctx.get()).sp(), *t.word.get())
-                };
-                f(&SuspendedTask {
-                    stack,
-                    sp,
-                    registers: &[],
-                    word,
-                });
+                if let Some(task) = unsafe { crate::deferred::report(t) } {
+                    f(&task);
+                }
             }
         }
     }
+
+    unsafe fn defer_scans(
+        &self,
+        scanner: &Arc<dyn TaskScanner>,
+        _now: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        // Nothing to report now: each goroutine is scanned before it runs
+        // again, or by the coordinator's pass (see `deferred`).
+        self.0.deferral.begin(&self.0, scanner);
+    }
+
+    fn scan_deferred(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        self.0.deferral.scan_owed(&self.0, f);
+    }
+
+    unsafe fn end_deferral(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        self.0.deferral.end(&self.0, f);
+    }
+}
+
+/// Whether `t` is on a thread, as a stopped world sees it (its worker
+/// sets and clears `RUNNING` at depth 1, around the switches).
+pub(crate) fn is_running(t: &Task) -> bool {
+    t.state.load(SeqCst) == RUNNING
 }

@@ -12,7 +12,7 @@
 //! saved.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 use std::sync::Arc;
 
@@ -49,12 +49,17 @@ pub(crate) trait Run: Send + Sync {
 pub(crate) type Work = Arc<dyn Run>;
 
 /// One goroutine. `repr(C)`, the fields a stopped world's report reads
-/// for every parked goroutine first (`state`, `ctx`, `stack`, `word`): in
-/// one or two cache lines, which the report prefetches.
+/// for every parked goroutine first (`state`, `scanned`, `ctx`, `stack`,
+/// `word`): in one or two cache lines, which the report prefetches.
 #[repr(C)]
 pub(crate) struct Task {
     /// See the module comment.
     pub state: AtomicU32,
+    /// The number of the last deferral (see `deferred`) whose scan of its
+    /// stack it does not owe, with `deferred::SCANNING` set while a claim
+    /// scans it. Set by its worker when it first gets a stack; claimed by
+    /// compare-and-swap.
+    pub scanned: AtomicU64,
     /// Its context while not running. Written by the switch away from it
     /// (on whichever worker ran it), read by the switch into it; never
     /// both at once, by the state protocol.
@@ -107,6 +112,7 @@ impl Task {
             stack: UnsafeCell::new(None),
             work: UnsafeCell::new(Some(work)),
             state: AtomicU32::new(RUNNABLE),
+            scanned: AtomicU64::new(0),
             home: AtomicUsize::new(NO_HOME),
             word: UnsafeCell::new(0),
             slot: UnsafeCell::new(usize::MAX),
@@ -125,6 +131,7 @@ impl Task {
         debug_assert_eq!(*self.state.get_mut(), DEAD);
         debug_assert!(self.stack.get_mut().is_none());
         *self.state.get_mut() = RUNNABLE;
+        *self.scanned.get_mut() = 0;
         *self.ctx.get_mut() = Context::empty();
         *self.word.get_mut() = 0;
         *self.work.get_mut() = Some(work);
@@ -195,6 +202,7 @@ mod tests {
         {
             let m = Arc::get_mut(&mut t).unwrap();
             *m.state.get_mut() = DEAD;
+            *m.scanned.get_mut() = 12 | crate::deferred::SCANNING;
             // SAFETY: never switched to.
             *m.ctx.get_mut() = unsafe { Context::new(&stack, never, 1) };
             *m.word.get_mut() = 77;
@@ -222,6 +230,7 @@ mod tests {
             unsafe {
                 (
                     t.state.load(SeqCst),
+                    t.scanned.load(SeqCst),
                     format!("{:?}", *t.ctx.get()),
                     (*t.stack.get()).is_none(),
                     *t.word.get(),

@@ -310,6 +310,9 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
                     // Only this worker adds to its list: room made here
                     // stays until the add.
                     window(me, || crate::room::grow(&p.tasks, |l| l));
+                    // A new stack owes no deferred scan (set before the
+                    // list shows the goroutine to a coordinator's pass).
+                    t.scanned.store(shared.deferral.epoch(), Relaxed);
                     let i = lock_plain(&p.tasks).add(t.clone());
                     // SAFETY: only the worker running a task touches it.
                     unsafe { *t.slot.get() = i };
@@ -348,6 +351,14 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         Some(s) => (s.bottom(), s.top()),
         None => unreachable!("a task runs with a stack"),
     };
+    if shared.track_tasks {
+        // Before the deferral check: a stop that begins a deferral after
+        // this store sees this goroutine as running (both at depth 1).
+        p.current.store(Arc::as_ptr(&t) as usize, Relaxed);
+        if shared.deferral.on() {
+            shared.deferral.before_resume(&t);
+        }
+    }
     crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
     if let Some(a) = me.attached() {
         // SAFETY: depth 1; the goroutine lowers it only once it runs on
@@ -400,8 +411,16 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         // SAFETY: only the worker that ran a task touches its cells.
         unsafe { *t.word.get() = w };
     }
+    if shared.track_tasks {
+        p.current.store(0, Relaxed);
+    }
     match t.state.load(SeqCst) {
         RUNNING => {
+            if shared.track_tasks && shared.deferral.on() {
+                // Perhaps taken by the signal inside a collector's
+                // barrier: scanned as it stopped (see `deferred`).
+                shared.deferral.after_yield(&t);
+            }
             // Yielded or preempted: the slice is over (a goroutine woken
             // into `next` does not inherit it), and this one goes to the
             // back of the worker's queue, so the others here run first.

@@ -35,7 +35,10 @@
 //! - stopped by the *second* stop at the same place: `old` is in its
 //!   registers, and the second stop scans every thread's roots again (its
 //!   registers, stack and handles; a stop's cost, not a mark's) before it
-//!   finishes the mark;
+//!   finishes the mark; a goroutine the signal *switched out* at that
+//!   place (its time slice over) is parked, and a parked goroutine's stack
+//!   is not read again by the second stop when its scheduler defers: the
+//!   scheduler scans it as it switches it out instead (see `stacks`);
 //! - the shading itself (mark the object, queue it) runs in a no-preempt
 //!   region (the thread's own, entered through its mutator's attachment),
 //!   so no stop sees an object marked but not yet queued, whose references

@@ -7,9 +7,13 @@
 //!    it: see `barrier`), raise the phase to `MARK` (the deletion barrier
 //!    and allocating black begin), take every root — global roots, handle
 //!    tables, every thread's frames, stack and registers, the finalizer
-//!    table's roots — into the gray stack, and restart the world. The
-//!    pacer asks for no collection until the cycle ends.
-//! 3. **Concurrent mark.** The coordinator (with helpers, as the
+//!    table's roots — into the gray stack, and restart the world. Parked
+//!    goroutines of a task source that can defer are not read here: the
+//!    stop begins a deferral (see `stacks`). The pacer asks for no
+//!    collection until the cycle ends.
+//! 3. **Concurrent mark.** First the coordinator scans the parked
+//!    goroutines still owed a scan (their workers scan the others before
+//!    switching them in). Then it (with helpers, as the
 //!    background share allows: see `assist`) drains the gray objects, every
 //!    mark bit set atomically, while mutators run; mutators that allocate
 //!    meanwhile assist. Between rounds the coordinator takes the objects
@@ -19,7 +23,8 @@
 //!    the barrier shaded since, mark every object allocated while marking
 //!    (black, unscanned), take every root again (threads' registers and
 //!    stacks are not covered by the barrier: see `barrier` for why this
-//!    makes the store sequence safe to interrupt), and drain what that
+//!    makes the store sequence safe to interrupt; a deferring source's
+//!    parked goroutines are not read again, see `stacks`), and drain what that
 //!    finds — usually little, as nearly everything it reaches is marked.
 //!    Then as in a stop-the-world collection: weak references, finalizers,
 //!    verification (a full re-mark from the same roots must mark nothing
@@ -51,6 +56,7 @@ use crate::cycle::NoPreemptScope;
 use crate::heap::lock;
 use crate::mark::barrier::{MARK, OFF};
 use crate::mark::{CollectionKind, Marker};
+use crate::rootscan::{scan_task, Suspended};
 use crate::stats::CycleStats;
 use crate::verify::VerifyError;
 
@@ -74,6 +80,13 @@ impl Collector {
             });
         }
         let t0 = Instant::now();
+        // Parked goroutines are scanned after the first stop, through
+        // this (see `stacks`); made here, where allocating is allowed.
+        let shader = self.stack_shader();
+        let (first, second) = match &shader {
+            Some(s) => (Suspended::Defer(s), Suspended::EndDeferral),
+            None => (Suspended::All, Suspended::All),
+        };
         let scope = NoPreemptScope(&self.registry);
         self.raw.finish_sweep_in(&scope);
         let heap_before = self.raw.stats().span_bytes;
@@ -107,7 +120,7 @@ impl Collector {
         };
         self.begin_assists(expected);
         let mut m = self.raw.marker_concurrent();
-        self.mark_roots(&world, entry_sp, &mut cycle, &mut m);
+        self.mark_roots(&world, entry_sp, first, &mut cycle, &mut m);
         lock(&self.raw.finalizers).offer_roots(&mut m);
         // As in a stop-the-world cycle, a stop lasts until the restart
         // begins: once the restart has woken the mutators, the coordinator
@@ -118,6 +131,9 @@ impl Collector {
 
         // The concurrent mark.
         let mark_at = Instant::now();
+        if shader.is_some() {
+            self.scan_deferred_stacks(&mut m, &mut cycle);
+        }
         let mut new_bytes = 0;
         // Ends: every entry taken is an object marked this cycle and not
         // yet scanned, and each round scans what it takes, so the rounds
@@ -156,9 +172,10 @@ impl Collector {
         let mut roots = lock(&self.roots);
         roots.clear();
         let mut again = CycleStats::default();
-        self.gather_roots(&world, entry_sp, &mut again, &mut |b| roots.push(b));
+        self.gather_roots(&world, entry_sp, second, &mut again, &mut |b| roots.push(b));
+        cycle.suspended_tasks += again.suspended_tasks;
         let overflowed = roots.overflowed();
-        let root_words = |m: &mut Marker<'_>| self.offer_roots(&world, entry_sp, &roots, m);
+        let root_words = |m: &mut Marker<'_>| self.offer_roots(&world, entry_sp, second, &roots, m);
         root_words(&mut m);
         let t_roots = end_at.elapsed();
         let mut finalizers = lock(&self.raw.finalizers);
@@ -170,8 +187,27 @@ impl Collector {
         let mut st = m.finish();
         let t_finish = end_at.elapsed();
         st.bytes += new_bytes + self.raw.shaded_bytes.load(Relaxed) + assists.bytes;
+        // Verification re-marks from every root: with the parked
+        // goroutines' stacks, which the second stop's roots leave out when
+        // they were scanned after the first (so a scan that missed one is
+        // caught).
+        let every_root = |m: &mut Marker<'_>| {
+            root_words(m);
+            if shader.is_some() {
+                let mut unused = CycleStats::default();
+                world.for_each_suspended(|task| {
+                    // SAFETY: the world is stopped: the source's reports
+                    // stay as its contract says until the restart.
+                    unsafe {
+                        scan_task(&self.raw, task, &mut unused, &mut |v| {
+                            m.mark_word(v);
+                        })
+                    };
+                });
+            }
+        };
         let verified = if self.verify && !overflowed {
-            self.verify_concurrent(&root_words, &finalizers)
+            self.verify_concurrent(&every_root, &finalizers)
         } else {
             Ok(())
         };
@@ -258,15 +294,16 @@ impl Collector {
         &self,
         world: &StoppedWorld<'_>,
         entry_sp: usize,
+        suspended: Suspended<'_>,
         cycle: &mut CycleStats,
         m: &mut Marker<'_>,
     ) {
         let mut roots = lock(&self.roots);
         roots.clear();
         let roots_start = std::time::Instant::now();
-        self.gather_roots(world, entry_sp, cycle, &mut |b| roots.push(b));
+        self.gather_roots(world, entry_sp, suspended, cycle, &mut |b| roots.push(b));
         cycle.roots = roots_start.elapsed();
-        self.offer_roots(world, entry_sp, &roots, m);
+        self.offer_roots(world, entry_sp, suspended, &roots, m);
     }
 
     /// Verify mode, at the second stop: a full re-mark from the same roots

@@ -13,6 +13,7 @@
 //! - `barrier`: the deletion barrier and allocating black.
 //! - `concurrent`: one concurrent cycle, its two stops and its verify.
 //! - `assist`: the background share and mutator assists.
+//! - `stacks`: parked goroutines' stacks scanned after the first stop.
 //!
 //! A root word — precise or conservative — goes through the exact lookup
 //! ([`RawHeap::find`]): only the base of an allocated object is ever marked,
@@ -63,6 +64,7 @@ pub(crate) mod barrier;
 pub(crate) mod concurrent;
 mod gray;
 mod marker;
+pub(crate) mod stacks;
 mod team;
 mod tracer;
 
