@@ -128,7 +128,7 @@ impl Collector {
         match suspended {
             Suspended::All => world.for_each_suspended(&mut task),
             Suspended::Defer(scanner) => world.defer_suspended(scanner, &mut task),
-            Suspended::EndDeferral => world.end_deferred(&mut task),
+            Suspended::EndDeferral(scanner) => world.end_deferred(scanner, &mut task),
         }
     }
 }
@@ -142,9 +142,10 @@ pub(crate) enum Suspended<'a> {
     /// A concurrent cycle's first stop: begins a deferral with this
     /// scanner; scans now only the tasks of sources that cannot defer.
     Defer(&'a Arc<dyn TaskScanner>),
-    /// Its second stop: ends the deferral; scans the tasks still owed a
-    /// scan (those of sources that cannot defer: all of theirs).
-    EndDeferral,
+    /// Its second stop: ends the scanner's deferral; scans the tasks
+    /// still owed a scan (those of sources that did not defer: all of
+    /// theirs).
+    EndDeferral(&'a Arc<dyn TaskScanner>),
 }
 
 /// Scans one suspended task by the hybrid rule (its frames precisely; its

@@ -257,13 +257,17 @@ unsafe impl TaskSource for Deferring {
     ) {
         self.begun.fetch_add(1, SeqCst);
     }
-    fn scan_deferred(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+    fn scan_deferred(&self, _s: &Arc<dyn TaskScanner>, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
         if !self.forgetful {
             self.handed.fetch_add(1, SeqCst);
             f(&self.fake.report());
         }
     }
-    unsafe fn end_deferral(&self, _f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+    unsafe fn end_deferral(
+        &self,
+        _s: &Arc<dyn TaskScanner>,
+        _f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
         self.ended.fetch_add(1, SeqCst);
     }
 }

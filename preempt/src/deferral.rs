@@ -24,7 +24,11 @@
 //!
 //! The deferral ends in a later stopped world
 //! ([`StoppedWorld::end_deferred`]), which also reports any task the
-//! sources could not guarantee scanned. A source that cannot defer
+//! sources could not guarantee scanned; or, if the coordinator cannot make
+//! that stop, it is cancelled with the world running
+//! ([`Registry::cancel_deferred`]). A deferral belongs to its scanner: a
+//! source runs one at a time, and treats a stop that asks for another
+//! meanwhile as a source that cannot defer would. A source that cannot defer
 //! reports every suspended task at both stops, as before: the default
 //! methods of [`TaskSource`] do exactly that, so the coordinator's code is
 //! the same for both.
@@ -41,7 +45,9 @@ use crate::tasks::{SuspendedTask, TaskSource};
 /// inside that thread's no-preempt region (the scheduler's own code):
 /// `scan` must not allocate, must not take a lock that a stopped thread
 /// may hold, must not block, and must not panic. It is called on many
-/// threads at once.
+/// threads at once. A deferral belongs to its scanner, compared by
+/// address: a source runs one deferral at a time, and reports its tasks
+/// in the stops to any other scanner meanwhile.
 pub trait TaskScanner: Send + Sync {
     /// Scans `task` (suspended, and not switched in until this returns).
     fn scan(&self, task: &SuspendedTask<'_>);
@@ -66,16 +72,19 @@ impl StoppedWorld<'_> {
         }
     }
 
-    /// Ends the deferral begun by an earlier stop (see the module
+    /// Ends `scanner`'s deferral, begun by an earlier stop (see the module
     /// comment), reporting to `f` every suspended task the coordinator
     /// must scan now: none from a source whose deferred scans are all
-    /// done, every one from a source that cannot defer. Calling it again
-    /// reports the same tasks.
-    pub fn end_deferred(&self, mut f: impl FnMut(&SuspendedTask<'_>)) {
+    /// done, every one from a source that did not defer for `scanner`.
+    pub fn end_deferred(
+        &self,
+        scanner: &Arc<dyn TaskScanner>,
+        mut f: impl FnMut(&SuspendedTask<'_>),
+    ) {
         let s = lock(&self.registry().inner.sources);
         for src in s.sources() {
             // SAFETY: as in `defer_suspended`.
-            unsafe { src.end_deferral(&mut f) };
+            unsafe { src.end_deferral(scanner, &mut f) };
         }
     }
 }
@@ -89,13 +98,28 @@ impl Registry {
     /// it (a scheduler may be waiting for it with a stop pending). Call it
     /// outside stops, holding no stopped world; it allocates (a copy of the
     /// list of sources).
-    pub fn scan_deferred(&self, mut f: impl FnMut(&SuspendedTask<'_>)) {
-        // Not under the sources' lock: a stop's coordinator takes it, and
-        // this thread may be stopped between two tasks.
-        let sources: Vec<Arc<dyn TaskSource>> =
-            lock(&self.inner.sources).sources().cloned().collect();
-        for src in sources {
-            src.scan_deferred(&mut f);
+    pub fn scan_deferred(
+        &self,
+        scanner: &Arc<dyn TaskScanner>,
+        mut f: impl FnMut(&SuspendedTask<'_>),
+    ) {
+        for src in self.sources_now() {
+            src.scan_deferred(scanner, &mut f);
         }
+    }
+
+    /// Ends `scanner`'s deferral in every source without a stop (see
+    /// [`TaskSource::cancel_deferral`]): for a coordinator whose second
+    /// stop failed. Allocates (a copy of the list of sources).
+    pub fn cancel_deferred(&self, scanner: &Arc<dyn TaskScanner>) {
+        for src in self.sources_now() {
+            src.cancel_deferral(scanner);
+        }
+    }
+
+    /// The sources, copied out of their lock: a stop's coordinator takes
+    /// it, and the caller may be stopped while it uses them.
+    fn sources_now(&self) -> Vec<Arc<dyn TaskSource>> {
+        lock(&self.inner.sources).sources().cloned().collect()
     }
 }

@@ -61,13 +61,15 @@ pub unsafe trait TaskSource: Send + Sync {
     /// out).
     unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>));
 
-    /// Begins a deferral of its suspended tasks' scans (see `deferral`):
-    /// from now until [`TaskSource::end_deferral`], every task suspended
-    /// now is handed to `scanner` or to [`TaskSource::scan_deferred`]'s
-    /// `f` before it runs again, and every task switched out by a yield
-    /// request is handed to `scanner` as it is switched out. Reports to
-    /// `f` the tasks the caller must scan now. The default, for a source
-    /// that cannot defer, reports every suspended task.
+    /// Begins a deferral of its suspended tasks' scans, owned by `scanner`
+    /// (see `deferral`): from now until [`TaskSource::end_deferral`] with
+    /// the same scanner, every task suspended now is handed to `scanner` or
+    /// to [`TaskSource::scan_deferred`]'s `f` before it runs again, and
+    /// every task switched out by a yield request is handed to `scanner`
+    /// as it is switched out. Reports to `f` the tasks the caller must
+    /// scan now: none, or, from a source that cannot defer (the default)
+    /// or has a deferral of another scanner under way, every suspended
+    /// task.
     ///
     /// # Safety
     /// As for [`TaskSource::for_each_suspended`].
@@ -81,25 +83,42 @@ pub unsafe trait TaskSource: Send + Sync {
         unsafe { self.for_each_suspended(f) }
     }
 
-    /// World running: hands every task deferred and not scanned yet to
-    /// `f`, each kept suspended until `f` returns, with no stop
-    /// overlapping `f`; returns once every task suspended at the
-    /// deferral's stop has been scanned (here or by the scanner). The
-    /// default does nothing.
-    fn scan_deferred(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
-        let _ = f;
+    /// World running: hands every task of `scanner`'s deferral not
+    /// scanned yet to `f`, each kept suspended until `f` returns, with no
+    /// stop overlapping `f`; returns once every task suspended at the
+    /// deferral's stop has been scanned (here or by the scanner). Does
+    /// nothing for a deferral `scanner` does not own (and by default).
+    fn scan_deferred(
+        &self,
+        scanner: &Arc<dyn crate::TaskScanner>,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        let _ = (scanner, f);
     }
 
-    /// Ends the deferral, reporting to `f` the suspended tasks the caller
-    /// must scan now (those whose deferred scan cannot be guaranteed). The
-    /// default, for a source that cannot defer, reports every suspended
-    /// task.
+    /// Ends `scanner`'s deferral, reporting to `f` the suspended tasks the
+    /// caller must scan now: those whose deferred scan cannot be
+    /// guaranteed, or every suspended task if `scanner` owns no deferral
+    /// here (the default).
     ///
     /// # Safety
     /// As for [`TaskSource::for_each_suspended`].
-    unsafe fn end_deferral(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+    unsafe fn end_deferral(
+        &self,
+        scanner: &Arc<dyn crate::TaskScanner>,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        let _ = scanner;
         // SAFETY: the caller holds a stopped world, as required.
         unsafe { self.for_each_suspended(f) }
+    }
+
+    /// World running: ends `scanner`'s deferral without a stop, for a
+    /// coordinator that could not make the stop that would end it (what it
+    /// deferred is then no longer guaranteed scanned). Returns once no
+    /// thread is inside `scanner`. Does nothing by default.
+    fn cancel_deferral(&self, scanner: &Arc<dyn crate::TaskScanner>) {
+        let _ = scanner;
     }
 }
 

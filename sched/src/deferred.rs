@@ -28,6 +28,14 @@
 //! reference only in its saved registers. Parks are calls into the
 //! runtime, never inside a barrier, and need nothing.
 //!
+//! One deferral at a time, owned by its scanner (compared by address): a
+//! stop that asks for another while one is under way is refused, and the
+//! task source then reports every parked goroutine in that stop, as a
+//! source that cannot defer does. A deferral ends in a stop, or, for a
+//! collector whose second stop failed, by cancellation with the world
+//! running ([`Deferral::cancel`]): workers run the scanner under its lock,
+//! so none is inside it once the cancellation has taken it.
+//!
 //! The goroutines a claim can name are kept alive by their worker's list:
 //! one that is owed a scan has not run since the stop, so it cannot have
 //! ended and left the list, and it cannot run while claimed.
@@ -50,7 +58,7 @@ pub(crate) const SCANNING: u64 = 1 << 63;
 /// task list's lock (and then scans in one no-preempt stretch).
 const BATCH: usize = 32;
 
-/// A runtime's deferral state (one deferral at a time: the collector's).
+/// A runtime's deferral state (one deferral at a time, its scanner's).
 #[derive(Default)]
 pub(crate) struct Deferral {
     /// Whether a deferral is under way. Set and cleared in stopped
@@ -82,10 +90,16 @@ impl Deferral {
         self.on.load(Relaxed)
     }
 
-    /// Begins a deferral. World stopped (of the registry the workers are
-    /// attached to). The goroutines running now were seen as threads by
-    /// the stop: they owe nothing.
-    pub(crate) fn begin(&self, shared: &Shared, scanner: &Arc<dyn TaskScanner>) {
+    /// Begins a deferral owned by `scanner`, unless one of another
+    /// scanner is under way: returns whether it began (if not, the caller
+    /// reports every goroutine now). World stopped (of the registry the
+    /// workers are attached to). The goroutines running now were seen as
+    /// threads by the stop: they owe nothing.
+    pub(crate) fn begin(&self, shared: &Shared, scanner: &Arc<dyn TaskScanner>) -> bool {
+        let mut slot = lock_plain(&self.scanner);
+        if self.on.load(Relaxed) && !owns(&slot, scanner) {
+            return false;
+        }
         let epoch = self.epoch.fetch_add(1, Relaxed) + 1;
         for p in &shared.procs {
             let t = p.current.load(Relaxed) as *const Task;
@@ -96,15 +110,27 @@ impl Deferral {
                 unsafe { (*t).scanned.store(epoch, Relaxed) };
             }
         }
-        *lock_plain(&self.scanner) = Some(scanner.clone());
+        *slot = Some(scanner.clone());
         self.complete.store(false, Relaxed);
         self.on.store(true, Release);
+        true
     }
 
-    /// Ends the deferral (world stopped), reporting to `f` every goroutine
-    /// still owed a scan if the pass did not finish (none otherwise).
-    pub(crate) fn end(&self, shared: &Shared, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
-        if self.on.load(Relaxed) && !self.complete.load(Relaxed) {
+    /// Ends `scanner`'s deferral (world stopped), reporting to `f` every
+    /// goroutine still owed a scan if the pass did not finish (none
+    /// otherwise). Returns false, doing nothing, if `scanner` owns no
+    /// deferral here (the caller then reports every goroutine).
+    pub(crate) fn end(
+        &self,
+        shared: &Shared,
+        scanner: &Arc<dyn TaskScanner>,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) -> bool {
+        let mut slot = lock_plain(&self.scanner);
+        if !self.on.load(Relaxed) || !owns(&slot, scanner) {
+            return false;
+        }
+        if !self.complete.load(Relaxed) {
             let epoch = self.epoch();
             for p in &shared.procs {
                 let list = lock_plain(&p.tasks);
@@ -123,9 +149,21 @@ impl Deferral {
             }
         }
         self.on.store(false, Relaxed);
-        // The scanner is dropped here, in the stop: never its last
-        // reference (the coordinator holds its own).
-        lock_plain(&self.scanner).take();
+        // Dropped here, in the stop: never the scanner's last reference
+        // (the coordinator holds its own).
+        slot.take();
+        true
+    }
+
+    /// Ends `scanner`'s deferral with the world running (see
+    /// `TaskSource::cancel_deferral`). A worker scans under the scanner's
+    /// lock, so none is inside the scanner once this has taken it.
+    pub(crate) fn cancel(&self, scanner: &Arc<dyn TaskScanner>) {
+        let mut slot = lock_plain(&self.scanner);
+        if owns(&slot, scanner) {
+            self.on.store(false, Relaxed);
+            slot.take();
+        }
     }
 
     /// Before a worker switches `t` in (depth 1): scans it if it is owed
@@ -164,12 +202,14 @@ impl Deferral {
     }
 
     /// Runs the scanner on `t`, which the calling worker holds switched
-    /// out (or has claimed).
+    /// out (or has claimed). Under the scanner's lock: a worker never holds
+    /// the scanner's last reference (whose drop would free memory here, at
+    /// depth 1), and a cancellation waits for the scan.
     fn scan_with_scanner(&self, t: &Task) {
-        let scanner = lock_plain(&self.scanner).clone();
+        let scanner = lock_plain(&self.scanner);
         // SAFETY: `t` is switched out and this worker holds it (it is the
         // only one that could switch it in).
-        if let (Some(scanner), Some(task)) = (scanner, unsafe { report(t) }) {
+        if let (Some(scanner), Some(task)) = (&*scanner, unsafe { report(t) }) {
             scanner.scan(&task);
         }
     }
@@ -177,14 +217,22 @@ impl Deferral {
     /// The coordinator's pass, world running (see the module comment):
     /// claims and hands to `f` every goroutine still owed a scan, a batch
     /// at a time, each batch with no stop overlapping.
-    pub(crate) fn scan_owed(&self, shared: &Shared, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+    pub(crate) fn scan_owed(
+        &self,
+        shared: &Shared,
+        scanner: &Arc<dyn TaskScanner>,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
         let Some(registry) = &shared.registry else {
             return;
         };
-        if !self.on.load(Acquire) {
-            return;
-        }
-        let epoch = self.epoch();
+        let epoch = {
+            let slot = lock_plain(&self.scanner);
+            if !self.on.load(Acquire) || !owns(&slot, scanner) {
+                return;
+            }
+            self.epoch()
+        };
         for p in &shared.procs {
             let mut at = 0;
             let mut done = false;
@@ -251,6 +299,13 @@ impl Deferral {
             self.complete.store(true, Release);
         }
     }
+}
+
+/// Whether the deferral in `slot` is `scanner`'s (by address: the
+/// scanners' vtables may be duplicated across codegen units).
+fn owns(slot: &Option<Arc<dyn TaskScanner>>, scanner: &Arc<dyn TaskScanner>) -> bool {
+    slot.as_ref()
+        .is_some_and(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(scanner)))
 }
 
 /// Asks for the saved words of a parked goroutine's stack (its saved

@@ -168,19 +168,33 @@ unsafe impl TaskSource for Source {
     unsafe fn defer_scans(
         &self,
         scanner: &Arc<dyn TaskScanner>,
-        _now: &mut dyn FnMut(&SuspendedTask<'_>),
+        now: &mut dyn FnMut(&SuspendedTask<'_>),
     ) {
-        // Nothing to report now: each goroutine is scanned before it runs
-        // again, or by the coordinator's pass (see `deferred`).
-        self.0.deferral.begin(&self.0, scanner);
+        // Begun: nothing to report now (each goroutine is scanned before it
+        // runs again, or by the coordinator's pass: see `deferred`).
+        if !self.0.deferral.begin(&self.0, scanner) {
+            // SAFETY: the caller's stopped world, as required.
+            unsafe { self.for_each_suspended(now) };
+        }
     }
 
-    fn scan_deferred(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
-        self.0.deferral.scan_owed(&self.0, f);
+    fn scan_deferred(&self, scanner: &Arc<dyn TaskScanner>, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
+        self.0.deferral.scan_owed(&self.0, scanner, f);
     }
 
-    unsafe fn end_deferral(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
-        self.0.deferral.end(&self.0, f);
+    unsafe fn end_deferral(
+        &self,
+        scanner: &Arc<dyn TaskScanner>,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        if !self.0.deferral.end(&self.0, scanner, f) {
+            // SAFETY: the caller's stopped world, as required.
+            unsafe { self.for_each_suspended(f) };
+        }
+    }
+
+    fn cancel_deferral(&self, scanner: &Arc<dyn TaskScanner>) {
+        self.0.deferral.cancel(scanner);
     }
 }
 

@@ -160,7 +160,7 @@ fn every_goroutine_parked_at_the_stop_is_scanned_once_before_it_runs_again() {
         tx.send(()).unwrap();
     }
     let mut passed = 0;
-    registry.scan_deferred(|t| {
+    registry.scan_deferred(&scanner, |t| {
         recorder.record(t);
         passed += 1;
     });
@@ -178,7 +178,7 @@ fn every_goroutine_parked_at_the_stop_is_scanned_once_before_it_runs_again() {
     );
     {
         let world = registry.stop_the_world().unwrap();
-        world.end_deferred(|_| panic!("the pass finished: nothing is owed"));
+        world.end_deferred(&scanner, |_| panic!("the pass finished: nothing is owed"));
     }
     // Exactly once each, and nothing else scanned (these goroutines
     // neither yield nor are preempted).
@@ -187,4 +187,86 @@ fn every_goroutine_parked_at_the_stop_is_scanned_once_before_it_runs_again() {
     }
     assert_eq!(recorder.n.load(SeqCst), at_stop);
     assert!(passed <= at_stop);
+}
+
+/// A deferral belongs to its scanner: while one is under way, a stop that
+/// asks for another gets every parked goroutine reported at once, as from
+/// a source that cannot defer, and that other scanner can neither run the
+/// pass nor end the first's deferral; a cancelled deferral frees the
+/// runtime for the next.
+#[test]
+fn a_deferral_belongs_to_its_scanner() {
+    const N: usize = 50;
+    let (rt, registry) = runtime(2);
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut wakes = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..N {
+        let (tx, rx) = channel::channel::<()>(1);
+        wakes.push(tx);
+        let started = started.clone();
+        handles.push(rt.go(move || {
+            started.fetch_add(1, SeqCst);
+            rx.recv().unwrap();
+        }));
+    }
+    while started.load(SeqCst) < N {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let a: Arc<dyn TaskScanner> = Arc::new(Scans(Arc::new(Recorder::new())));
+    let b: Arc<dyn TaskScanner> = Arc::new(Scans(Arc::new(Recorder::new())));
+    let count = |w: &pardon_preempt::StoppedWorld<'_>| {
+        let mut n = 0;
+        w.for_each_suspended(|_| n += 1);
+        n
+    };
+
+    let parked = {
+        let w = registry.stop_the_world().unwrap();
+        w.defer_suspended(&a, |_| panic!("a's deferral begins"));
+        let mut to_b = 0;
+        w.defer_suspended(&b, |_| to_b += 1);
+        let parked = count(&w);
+        assert_eq!(to_b, parked, "b, refused, is handed every parked goroutine");
+        parked
+    };
+    assert!(parked >= N / 2, "only {parked} of {N} parked");
+    registry.scan_deferred(&b, |_| panic!("b owns no deferral"));
+    {
+        let w = registry.stop_the_world().unwrap();
+        let mut to_b = 0;
+        w.end_deferred(&b, |_| to_b += 1);
+        assert_eq!(to_b, parked, "b cannot end a's deferral");
+        let mut to_a = 0;
+        w.end_deferred(&a, |_| to_a += 1);
+        assert_eq!(to_a, parked, "no pass ran: a is owed every one");
+    }
+
+    // Cancelled with the world running: the next deferral may begin.
+    {
+        let w = registry.stop_the_world().unwrap();
+        w.defer_suspended(&a, |_| panic!("a's deferral begins"));
+    }
+    registry.cancel_deferred(&b);
+    {
+        let w = registry.stop_the_world().unwrap();
+        let mut to_b = 0;
+        w.defer_suspended(&b, |_| to_b += 1);
+        assert_eq!(to_b, parked, "cancelling b's left a's in place");
+    }
+    registry.cancel_deferred(&a);
+    {
+        let w = registry.stop_the_world().unwrap();
+        w.defer_suspended(&b, |_| panic!("a's was cancelled: b's begins"));
+        let mut to_b = 0;
+        w.end_deferred(&b, |_| to_b += 1);
+        assert_eq!(to_b, parked);
+    }
+    for tx in &wakes {
+        tx.send(()).unwrap();
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
 }

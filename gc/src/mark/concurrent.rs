@@ -84,7 +84,7 @@ impl Collector {
         // this (see `stacks`); made here, where allocating is allowed.
         let shader = self.stack_shader();
         let (first, second) = match &shader {
-            Some(s) => (Suspended::Defer(s), Suspended::EndDeferral),
+            Some(s) => (Suspended::Defer(s), Suspended::EndDeferral(s)),
             None => (Suspended::All, Suspended::All),
         };
         let scope = NoPreemptScope(&self.registry);
@@ -131,8 +131,8 @@ impl Collector {
 
         // The concurrent mark.
         let mark_at = Instant::now();
-        if shader.is_some() {
-            self.scan_deferred_stacks(&mut m, &mut cycle);
+        if let Some(s) = &shader {
+            self.scan_deferred_stacks(s, &mut m, &mut cycle);
         }
         let mut new_bytes = 0;
         // Ends: every entry taken is an object marked this cycle and not
@@ -156,6 +156,10 @@ impl Collector {
             Err(e) => {
                 drop(m);
                 self.abandon_marking();
+                if let Some(s) = &shader {
+                    // No stop to end the deferral in: end it running.
+                    self.registry.cancel_deferred(s);
+                }
                 return Err(e);
             }
         };

@@ -50,8 +50,8 @@ use crate::stats::CycleStats;
 /// A concurrent cycle's scanner of parked goroutines for their workers:
 /// shades what a goroutine's stack reaches (marks it and queues it for the
 /// coordinator, as the barrier does). Installed by the first stop,
-/// dropped by the second (or, if the cycle is abandoned, by the next
-/// deferral or the runtime's end: it keeps the heap alive until then).
+/// dropped by the second (or, if the cycle is abandoned, by the
+/// cancellation that follows).
 pub(crate) struct StackShader(pub Arc<Collector>);
 
 impl TaskScanner for StackShader {
@@ -80,12 +80,17 @@ impl Collector {
     /// World running, after the first stop: scans every parked goroutine
     /// still owed a scan into `m` (see the module comment). Each scan runs
     /// with no stop overlapping it (the source's doing).
-    pub(crate) fn scan_deferred_stacks(&self, m: &mut Marker<'_>, cycle: &mut CycleStats) {
+    pub(crate) fn scan_deferred_stacks(
+        &self,
+        shader: &Arc<dyn TaskScanner>,
+        m: &mut Marker<'_>,
+        cycle: &mut CycleStats,
+    ) {
         let at = Instant::now();
         let raw = &self.raw;
         let mut tasks = 0;
         let mut counts = CycleStats::default();
-        self.registry.scan_deferred(|task| {
+        self.registry.scan_deferred(shader, |task| {
             // SAFETY: as in `StackShader::scan`.
             unsafe {
                 scan_task(raw, task, &mut counts, &mut |v| {
