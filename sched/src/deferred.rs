@@ -36,9 +36,10 @@
 //! running ([`Deferral::cancel`]): workers run the scanner under its lock,
 //! so none is inside it once the cancellation has taken it.
 //!
-//! The goroutines a claim can name are kept alive by their worker's list:
-//! one that is owed a scan has not run since the stop, so it cannot have
-//! ended and left the list, and it cannot run while claimed.
+//! A goroutine owed a scan has not run since the stop, so it has not
+//! ended, and it cannot run while claimed: its stack stays as the stop saw
+//! it. The pass holds each claimed goroutine by reference for the scan
+//! (the runtime may be dropped meanwhile, emptying its lists).
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -46,7 +47,7 @@ use std::sync::{Arc, Mutex};
 
 use pardon_preempt::{SuspendedTask, TaskScanner};
 
-use crate::queue::Shared;
+use crate::queue::{Shared, TaskRef};
 use crate::region::lock_plain;
 use crate::suspended::{AHEAD, STACK_LINES};
 use crate::task::Task;
@@ -71,8 +72,9 @@ pub(crate) struct Deferral {
     /// Whether the coordinator's pass has gone over every list since the
     /// deferral began: then no goroutine is owed a scan any more.
     complete: AtomicBool,
-    /// The coordinator's scanner: set and taken in stopped worlds; cloned
-    /// by workers that scan (depth 1, so never held by a stopped thread).
+    /// The coordinator's scanner, which owns the deferral: set in stopped
+    /// worlds, taken in one or by a cancellation; locked by workers for
+    /// each scan (depth 1, so never held by a stopped thread).
     scanner: Mutex<Option<Arc<dyn TaskScanner>>>,
 }
 
@@ -237,13 +239,16 @@ impl Deferral {
             let mut at = 0;
             let mut done = false;
             while !done {
+                // The batch's goroutines, held by reference: the runtime
+                // may be dropped meanwhile, emptying the lists. Released
+                // after the region (a last reference frees the task).
+                let mut claimed: [Option<TaskRef>; BATCH] = Default::default();
                 registry.outside_stops(|| {
                     if !self.on.load(Relaxed) || self.epoch() != epoch {
                         // Ended (or a later one began) meanwhile.
                         done = true;
                         return;
                     }
-                    let mut claimed: [*const Task; BATCH] = [std::ptr::null(); BATCH];
                     let mut n = 0;
                     {
                         let list = lock_plain(&p.tasks);
@@ -268,31 +273,37 @@ impl Deferral {
                                     .compare_exchange(s, epoch | SCANNING, AcqRel, Relaxed)
                                     .is_ok()
                             {
-                                claimed[n] = Arc::as_ptr(t);
+                                claimed[n] = Some(t.clone());
                                 n += 1;
                             }
                         }
                     }
-                    // SAFETY: claimed, so not switched in (its worker
-                    // waits for the claim) and not ended (see the module
-                    // comment): alive, its cells unchanged.
-                    let sp = |t: *const Task| unsafe { (*(*t).ctx.get()).sp() };
-                    for &t in claimed[..n].iter().take(AHEAD / 2) {
+                    let claimed = &claimed[..n];
+                    let sp = |t: &Option<TaskRef>| {
+                        let t = t.as_ref().expect("claimed");
+                        // SAFETY: claimed, so not switched in (its worker
+                        // waits for the claim): its context is not written.
+                        unsafe { (*t.ctx.get()).sp() }
+                    };
+                    for t in claimed.iter().take(AHEAD / 2) {
                         prefetch_stack(sp(t));
                     }
-                    for (i, &t) in claimed[..n].iter().enumerate() {
-                        if let Some(&next) = claimed[..n].get(i + AHEAD / 2) {
+                    for (i, t) in claimed.iter().enumerate() {
+                        if let Some(next) = claimed.get(i + AHEAD / 2) {
                             prefetch_stack(sp(next));
                         }
-                        // SAFETY: claimed, as above.
-                        let t = unsafe { &*t };
-                        // SAFETY: as above.
+                        let t = t.as_ref().expect("claimed");
+                        // SAFETY: claimed, so not switched in, and it has
+                        // not run since the stop, so it has not ended: its
+                        // cells are unchanged and its stack is its own
+                        // (held by the reference above).
                         if let Some(task) = unsafe { report(t) } {
                             f(&task);
                         }
                         t.scanned.store(epoch, Release);
                     }
                 });
+                drop(claimed);
             }
         }
         if self.on.load(Relaxed) && self.epoch() == epoch {
