@@ -182,6 +182,7 @@
 //   stop       a coordinator's side: stop_the_world, StoppedWorld, restart
 //   fork       pthread_atfork: no fork inside a stop
 //   yielding   yield requests: the signal used to switch tasks
+//   here       no-yield and no-preempt regions of the calling thread
 //   futex      futex wait and wake, for code built on pardon
 //   tasks      suspended tasks and their sources
 //   deferral   scans of suspended tasks deferred past a stop
@@ -191,6 +192,7 @@ mod fatal;
 mod fork;
 pub mod futex;
 mod handshake;
+mod here;
 mod park;
 mod poll;
 mod registry;
@@ -207,6 +209,7 @@ mod yielding;
 pub use config::{AckWait, Config, ConfigError, Preemption, YieldHook};
 pub use deferral::TaskScanner;
 pub use fatal::holds_stopped_world;
+pub use here::{blocking_here, no_preempt_here, no_yield_here, NoPreemptHere, NoYieldHere};
 pub use poll::{
     BetweenCalls, EveryIteration, NoPoll, NoPreempt, PollStrategy, Poller, SafeRegion, StripMined,
 };
@@ -215,7 +218,7 @@ pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
 pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
 pub use tasks::{SuspendedTask, TaskSource, TaskSourceId};
-pub use yielding::{no_yield_here, NoYieldHere, YieldRequest};
+pub use yielding::YieldRequest;
 
 /// Whether the calling thread is attached to any registry.
 pub fn is_attached() -> bool {

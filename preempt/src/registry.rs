@@ -486,10 +486,12 @@ impl Drop for Attached {
         // record to us, its last user). A record detached while this thread
         // held the stopped world stays in the list until the restart prunes
         // it: it is leaked then, as the restart reads it.
-        // A record whose no-yield count is open is leaked too: a guard
-        // (`NoYieldHere`, a coordinator's) will still count down in it.
+        // A record whose no-yield or no-preempt count is open is leaked
+        // too: a guard (`NoYieldHere`, a coordinator's; `NoPreemptHere`)
+        // will still count down in it.
         if !self.record().in_list.load(Ordering::SeqCst)
             && self.record().no_yield.load(Ordering::Relaxed) == 0
+            && self.record().no_preempt.load(Ordering::Relaxed) == 0
         {
             // SAFETY: `rec` came from Box::into_raw in attach; the exit guard
             // never frees a record whose handle exists, nothing else does,

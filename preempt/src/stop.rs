@@ -159,7 +159,7 @@ pub struct StoppedWorld<'r> {
     /// after `_coord` (so it is never switched out holding that lock) and
     /// after `_holding`, whose thread-local count another task of the
     /// thread would otherwise update between its read and its write.
-    _no_yield: crate::yielding::NoYieldHere,
+    _no_yield: crate::here::NoYieldHere,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -343,7 +343,7 @@ impl Registry {
         let me = current().filter(|r| std::ptr::eq(r.registry, inner));
         // Never switched to another task (a goroutine's yield) while this
         // thread holds the coordinator lock: see `NoYieldHere::on`.
-        let no_yield = crate::yielding::NoYieldHere::on(me.map_or(std::ptr::null(), |r| r));
+        let no_yield = crate::here::NoYieldHere::on(me.map_or(std::ptr::null(), |r| r));
         // Another coordinator may stop us while we wait for the lock: wait in
         // a safe region.
         let coord = match me {

@@ -155,7 +155,7 @@ impl Attached {
     /// would then wait for this one for ever).
     #[inline]
     pub fn no_yield<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _region = NoYieldHere::on(self.record());
+        let _region = crate::here::NoYieldHere::on(self.record());
         f()
     }
 
@@ -231,66 +231,6 @@ pub(crate) unsafe fn on_yield_signal(rec: &ThreadRecord, uc: *mut sys::Ucontext)
         return refuse();
     }
     rec.yield_injected.store(1, Ordering::Relaxed);
-}
-
-/// A no-yield region of the calling thread, whatever registry it is
-/// attached to, ended by drop (see [`Attached::no_yield`]); nothing if the
-/// thread is not attached. For a library's own locks that tasks of one
-/// thread may all take (a heap's, from goroutines of one worker): a task
-/// switched out holding one would leave the next task of its thread that
-/// takes it blocking the thread for ever, as the holder can only resume
-/// there. Stops are taken inside as anywhere else.
-///
-/// The record stays allocated while a guard is open: a thread that
-/// detaches inside one leaks its record (memory, never soundness). A
-/// guard leaked with `mem::forget` leaves the region open for good: the
-/// thread is never yielded again, and a scheduler's waits on it refuse to
-/// run (pardon-sched panics, naming the region).
-pub struct NoYieldHere {
-    rec: *const ThreadRecord,
-}
-
-/// Opens a [`NoYieldHere`] on the calling thread.
-#[inline]
-pub fn no_yield_here() -> NoYieldHere {
-    NoYieldHere::on(crate::handshake::CURRENT.with(|c| c.get()))
-}
-
-impl NoYieldHere {
-    /// Opens the region in `rec`, which must be null or the calling
-    /// thread's live record. Also held by a coordinator from before it
-    /// waits for the registry's coordinator lock until after it has let go
-    /// of it (found: a goroutine preempted between taking the lock and
-    /// becoming the coordinator, and another of its worker blocked in its
-    /// own collection).
-    #[inline]
-    pub(crate) fn on(rec: *const ThreadRecord) -> NoYieldHere {
-        if !rec.is_null() {
-            // SAFETY: the caller's contract: the calling thread's live
-            // record.
-            let d = unsafe { &(*rec).no_yield };
-            // Owner only: a plain increment (the handler that reads it
-            // runs on this thread).
-            d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        }
-        NoYieldHere { rec }
-    }
-}
-
-impl Drop for NoYieldHere {
-    #[inline]
-    fn drop(&mut self) {
-        if self.rec.is_null() {
-            return;
-        }
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        // SAFETY: the record this guard counted in: not freed while its
-        // no-yield count is open (`Attached`'s drop leaks it then), and the
-        // guard is `!Send`, so this is its owner thread.
-        let d = unsafe { &(*self.rec).no_yield };
-        d.store(d.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-    }
 }
 
 /// The injected call's start, when the handler injected it for a yield:

@@ -11,30 +11,51 @@
 //! record, where the signal handler refuses to yield, and switches between
 //! contexts inside one too: the region's depth is 1 in the scheduler and
 //! 0 in a goroutine's own code, and moves with the thread across a switch
-//! (see `worker`). On a thread that is not a worker of a signal-preempted
-//! runtime, regions are empty.
+//! (see `worker`). On a thread outside the runtime, a region is the
+//! thread's own no-preempt region if it is attached to a registry (the
+//! runtime's, shared with a heap whose mutator it is): a stop must not
+//! park it holding a lock a worker takes at depth 1. Elsewhere regions are
+//! empty.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::worker::worker;
 
-/// A no-preempt region, ended by drop: the worker's preempt record, if
-/// the region was entered on one.
+/// A no-preempt region, ended by drop: in the worker's preempt record,
+/// or in that of a thread outside the runtime attached to a registry.
 pub(crate) struct Region {
     attached: Option<&'static pardon_preempt::Attached>,
+    /// Outside the runtime: the thread's own region, if it is attached (a
+    /// heap's mutator, say). A stop of the registry the runtime shares
+    /// would otherwise park it holding a runtime lock, and a worker that
+    /// then takes the lock, at depth 1, would hold the stop off for ever
+    /// (found: a mutator thread sending to a goroutine while a collector
+    /// thread stopped the world).
+    _outside: Option<pardon_preempt::NoPreemptHere>,
 }
 
 impl Region {
-    /// Enters a region on the calling worker, if it is one of a
-    /// signal-preempted runtime.
+    /// Enters a region on the calling thread: a worker's of a
+    /// signal-preempted runtime, or an attached thread's outside it.
     #[inline]
     pub(crate) fn enter() -> Region {
-        let attached = worker().and_then(|w| w.attached());
-        if let Some(a) = attached {
-            a.enter_no_preempt();
+        match worker() {
+            Some(w) => {
+                let attached = w.attached();
+                if let Some(a) = attached {
+                    a.enter_no_preempt();
+                }
+                Region {
+                    attached,
+                    _outside: None,
+                }
+            }
+            None => Region {
+                attached: None,
+                _outside: Some(pardon_preempt::no_preempt_here()),
+            },
         }
-        Region { attached }
     }
 }
 

@@ -569,16 +569,21 @@ impl<T> JoinHandle<T> {
                 return r;
             }
             if !parked {
-                // A thread outside the runtime: block it.
-                let mut slot = lock_plain(&st.result);
-                loop {
-                    if let Some(r) = slot.value.take() {
-                        return r;
+                // A thread outside the runtime: block it, in a safe region
+                // if it is attached (a stop must not wait for it, nor park
+                // it holding the lock a finishing goroutine takes at depth
+                // 1; the guard is let go before the region ends).
+                return pardon_preempt::blocking_here(|| {
+                    let mut slot = lock_plain(&st.result);
+                    loop {
+                        if let Some(r) = slot.value.take() {
+                            return r;
+                        }
+                        crate::fork::check(st.generation, "joining an unfinished goroutine");
+                        slot.thread_waits = true;
+                        slot = st.done.wait(slot).unwrap_or_else(|e| e.into_inner());
                     }
-                    crate::fork::check(st.generation, "joining an unfinished goroutine");
-                    slot.thread_waits = true;
-                    slot = st.done.wait(slot).unwrap_or_else(|e| e.into_inner());
-                }
+                });
             }
         }
     }

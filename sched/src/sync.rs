@@ -97,11 +97,14 @@ impl WaitGroup {
                 }
             });
             if !parked {
-                let mut st = lock_plain(&self.inner.waiters);
-                while self.inner.count.load(SeqCst) > 0 {
-                    st.threads = true;
-                    st = self.inner.zero.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
+                // A thread outside the runtime: as `JoinHandle::join`'s.
+                pardon_preempt::blocking_here(|| {
+                    let mut st = lock_plain(&self.inner.waiters);
+                    while self.inner.count.load(SeqCst) > 0 {
+                        st.threads = true;
+                        st = self.inner.zero.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                });
                 return;
             }
         }
