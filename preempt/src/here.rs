@@ -123,22 +123,8 @@ impl Drop for NoPreemptHere {
 /// of every lock a stopped thread's code could need before it returns: the
 /// region's end waits for a stop in progress to end.
 pub fn blocking_here<R>(f: impl FnOnce() -> R) -> R {
-    let Some(rec) = crate::handshake::current() else {
-        return f();
-    };
-    if rec.state.load(Ordering::SeqCst) != crate::state::RUNNING
-        || rec.no_preempt.load(Ordering::Relaxed) != 0
-    {
-        return f();
+    match crate::handshake::current() {
+        Some(rec) => crate::safe::blocking_in(rec, f),
+        None => f(),
     }
-    crate::safe::enter_safe_region(rec);
-    /// Leaves the region however `f` ends.
-    struct Leave<'a>(&'a ThreadRecord);
-    impl Drop for Leave<'_> {
-        fn drop(&mut self) {
-            crate::safe::exit_safe_region(self.0);
-        }
-    }
-    let _leave = Leave(rec);
-    f()
 }

@@ -242,25 +242,10 @@ impl Registry {
     /// and plainly running (see [`Attached::safe_region`]: `f` must not
     /// touch what a stopped world relies on), and plainly otherwise.
     pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
-        let Some(rec) = current().filter(|r| std::ptr::eq(r.registry, &*self.inner)) else {
-            return f();
-        };
-        if rec.state.load(Ordering::SeqCst) != state::RUNNING
-            || rec.no_preempt.load(Ordering::Relaxed) != 0
-        {
-            // In a safe region already; or in a no-preempt region, where one
-            // cannot be entered (the caller then holds up stops).
-            return f();
+        match current().filter(|r| std::ptr::eq(r.registry, &*self.inner)) {
+            Some(rec) => crate::safe::blocking_in(rec, f),
+            None => f(),
         }
-        crate::safe::enter_safe_region(rec);
-        struct Leave<'a>(&'a ThreadRecord);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                crate::safe::exit_safe_region(self.0);
-            }
-        }
-        let _leave = Leave(rec);
-        f()
     }
 
     /// Attaches the calling thread. The returned handle detaches on drop, and

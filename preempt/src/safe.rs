@@ -66,3 +66,25 @@ pub(crate) fn exit_safe_region(rec: &ThreadRecord) {
         crate::park::poll_slow(rec);
     }
 }
+
+/// Runs `f` in a safe region of `rec`'s thread (the caller's own record):
+/// just runs it if the thread is in a safe region already, or in a
+/// no-preempt region, where one cannot be entered (the caller then holds
+/// stops off). The region ends however `f` ends.
+pub(crate) fn blocking_in<R>(rec: &ThreadRecord, f: impl FnOnce() -> R) -> R {
+    if rec.state.load(Ordering::SeqCst) != state::RUNNING
+        || rec.no_preempt.load(Ordering::Relaxed) != 0
+    {
+        return f();
+    }
+    enter_safe_region(rec);
+    /// Leaves the region however `f` ends.
+    struct Leave<'a>(&'a ThreadRecord);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            exit_safe_region(self.0);
+        }
+    }
+    let _leave = Leave(rec);
+    f()
+}

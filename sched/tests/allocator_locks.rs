@@ -20,50 +20,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pardon_preempt::testing::{self as gate, Gate};
-use pardon_preempt::{Attached, Registry};
-use pardon_sched::{channel, go, sleep, yield_now, Attacher, Config, Runtime};
+use pardon_preempt::Registry;
+use pardon_sched::{channel, go, sleep, yield_now, Runtime};
+
+mod own_registry;
 
 #[global_allocator]
 static GATE: Gate = Gate;
 
-/// A worker's attachment, made by the hook below.
-struct Own(Attached);
-
-impl AsRef<Attached> for Own {
-    fn as_ref(&self) -> &Attached {
-        &self.0
-    }
-}
-
-/// A runtime of two signal-preempted workers over a registry of its own
-/// that fails a stop after 5 s (long enough for a loaded machine, short
-/// enough for a test), its workers marked as victims.
+/// A runtime of two signal-preempted workers over a registry of its own,
+/// its workers marked as victims. The goroutines of these tests use no
+/// thread-locals of their own (the gate's flag is set once per worker, by
+/// the attach hook, and only read after), do not print, and allocate
+/// through a gate that keeps no per-thread cache.
 fn runtime() -> (Runtime, Registry) {
-    let registry = Registry::new(pardon_sched::registry_config(pardon_preempt::Config {
-        stop_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }))
-    .unwrap();
-    let r = registry.clone();
-    let attach = Attacher::new(move |ctx| {
-        gate::arm();
-        // SAFETY: the runtime addresses its worker's yields by `ctx`, as
-        // the hook's contract asks; nothing else uses that word here.
-        let a = unsafe { r.attach_with_context(ctx) }.map_err(|e| e.to_string())?;
-        Ok(Box::new(Own(a)) as Box<dyn AsRef<Attached>>)
-    });
-    let config = Config {
-        procs: 2,
-        time_slice: Duration::from_millis(1),
-        attach: Some(attach),
-        ..Config::default()
-    };
-    // SAFETY: the goroutines of these tests use no thread-locals of their
-    // own (the gate's flag is set once per worker, by the attach hook, and
-    // only read after), do not print, and allocate through a gate that
-    // keeps no per-thread cache.
-    let rt = unsafe { Runtime::with_registry(config, registry.clone()) }.unwrap();
-    (rt, registry)
+    own_registry::runtime(2, Duration::from_millis(1), gate::arm)
 }
 
 /// Runs `work` as goroutines (`copies` of it) for a second or more while

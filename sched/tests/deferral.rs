@@ -16,36 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pardon_preempt::{Attached, Registry, SuspendedTask, TaskScanner};
-use pardon_sched::{channel, Attacher, Config, Runtime};
+use pardon_preempt::{Registry, SuspendedTask, TaskScanner};
+use pardon_sched::{channel, Config, Runtime};
 
-/// A worker's attachment, made by the hook below.
-struct Own(Attached);
-
-impl AsRef<Attached> for Own {
-    fn as_ref(&self) -> &Attached {
-        &self.0
-    }
-}
+mod own_registry;
 
 fn runtime(procs: usize) -> (Runtime, Registry) {
-    let registry = Registry::new(pardon_sched::registry_config(Default::default())).unwrap();
-    let r = registry.clone();
-    let attach = Attacher::new(move |ctx| {
-        // SAFETY: the runtime addresses its worker's yields by `ctx`, as
-        // the hook's contract asks; nothing else uses that word here.
-        let a = unsafe { r.attach_with_context(ctx) }.map_err(|e| e.to_string())?;
-        Ok(Box::new(Own(a)) as Box<dyn AsRef<Attached>>)
-    });
-    let config = Config {
-        procs,
-        attach: Some(attach),
-        ..Config::default()
-    };
-    // SAFETY: these goroutines use no thread-locals and hold no lock of
-    // std's across a point where they could be preempted.
-    let rt = unsafe { Runtime::with_registry(config, registry.clone()) }.unwrap();
-    (rt, registry)
+    own_registry::runtime(procs, Config::default().time_slice, || {})
 }
 
 const CAP: usize = 1 << 16;
@@ -97,24 +74,48 @@ impl TaskScanner for Scans {
 /// stack pointer).
 type Parked = Arc<Mutex<Vec<(usize, usize, usize)>>>;
 
+/// Starts `n` goroutines that each run `before`, park on a channel of
+/// their own until woken, then return what `after` says (given the
+/// address of one of their locals, which names their stack); waits until
+/// all have started, and a little longer, for the last ones to park (one
+/// still running at a stop is left out of every oracle here, as it is of
+/// the deferral).
+fn park_goroutines<T: Send + 'static>(
+    rt: &Runtime,
+    n: usize,
+    after: impl Fn(usize) -> T + Clone + Send + 'static,
+) -> (Vec<channel::Sender<()>>, Vec<pardon_sched::JoinHandle<T>>) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut wakes = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        let (tx, rx) = channel::channel::<()>(1);
+        wakes.push(tx);
+        let (started, after) = (started.clone(), after.clone());
+        handles.push(rt.go(move || {
+            let here = 0u8;
+            let at = std::hint::black_box(&here) as *const u8 as usize;
+            started.fetch_add(1, SeqCst);
+            rx.recv().unwrap();
+            after(at)
+        }));
+    }
+    while started.load(SeqCst) < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    (wakes, handles)
+}
+
 #[test]
 fn every_goroutine_parked_at_the_stop_is_scanned_once_before_it_runs_again() {
     const N: usize = 400;
     let (rt, registry) = runtime(2);
     let recorder = Arc::new(Recorder::new());
     let parked: Parked = Arc::new(Mutex::new(Vec::with_capacity(N * 2)));
-    let started = Arc::new(AtomicUsize::new(0));
-    let mut wakes = Vec::new();
-    let mut handles = Vec::new();
-    for _ in 0..N {
-        let (tx, rx) = channel::channel::<()>(1);
-        wakes.push(tx);
-        let (recorder, parked, started) = (recorder.clone(), parked.clone(), started.clone());
-        handles.push(rt.go(move || {
-            let here = 0u8;
-            let at = std::hint::black_box(&here) as *const u8 as usize;
-            started.fetch_add(1, SeqCst);
-            rx.recv().unwrap();
+    let (wakes, handles) = {
+        let (recorder, parked) = (recorder.clone(), parked.clone());
+        park_goroutines(&rt, N, move |at| {
             // Running again: if this goroutine was parked at the stop, a
             // scan of its stack as the stop saw it is already recorded.
             let mine = parked
@@ -134,14 +135,8 @@ fn every_goroutine_parked_at_the_stop_is_scanned_once_before_it_runs_again() {
                 }
                 None => false,
             }
-        }));
-    }
-    while started.load(SeqCst) < N {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // Give the last ones time to park (one still running at the stop is
-    // left out of the oracle, as it is of the deferral).
-    std::thread::sleep(Duration::from_millis(50));
+        })
+    };
 
     let scanner: Arc<dyn TaskScanner> = Arc::new(Scans(recorder.clone()));
     {
@@ -198,22 +193,7 @@ fn every_goroutine_parked_at_the_stop_is_scanned_once_before_it_runs_again() {
 fn a_deferral_belongs_to_its_scanner() {
     const N: usize = 50;
     let (rt, registry) = runtime(2);
-    let started = Arc::new(AtomicUsize::new(0));
-    let mut wakes = Vec::new();
-    let mut handles = Vec::new();
-    for _ in 0..N {
-        let (tx, rx) = channel::channel::<()>(1);
-        wakes.push(tx);
-        let started = started.clone();
-        handles.push(rt.go(move || {
-            started.fetch_add(1, SeqCst);
-            rx.recv().unwrap();
-        }));
-    }
-    while started.load(SeqCst) < N {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    let (wakes, handles) = park_goroutines(&rt, N, |_| ());
     let a: Arc<dyn TaskScanner> = Arc::new(Scans(Arc::new(Recorder::new())));
     let b: Arc<dyn TaskScanner> = Arc::new(Scans(Arc::new(Recorder::new())));
     let count = |w: &pardon_preempt::StoppedWorld<'_>| {

@@ -10,47 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pardon_preempt::{Attached, Registry};
-use pardon_sched::{channel, Attacher, Config, Runtime, WaitGroup};
+use pardon_sched::{channel, WaitGroup};
 
-struct Own(Attached);
-
-impl AsRef<Attached> for Own {
-    fn as_ref(&self) -> &Attached {
-        &self.0
-    }
-}
-
-/// A signal-preempted runtime of two workers over a registry whose stops
-/// fail after 5 s.
-fn runtime() -> (Runtime, Registry) {
-    let registry = Registry::new(pardon_sched::registry_config(pardon_preempt::Config {
-        stop_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }))
-    .unwrap();
-    let r = registry.clone();
-    let attach = Attacher::new(move |ctx| {
-        // SAFETY: the runtime addresses its worker's yields by `ctx`, as
-        // the hook's contract asks; nothing else uses that word here.
-        let a = unsafe { r.attach_with_context(ctx) }.map_err(|e| e.to_string())?;
-        Ok(Box::new(Own(a)) as Box<dyn AsRef<Attached>>)
-    });
-    let config = Config {
-        procs: 2,
-        time_slice: Duration::from_millis(1),
-        attach: Some(attach),
-        ..Config::default()
-    };
-    // SAFETY: these goroutines use no thread-locals and hold no lock of
-    // std's across a point where they could be preempted.
-    let rt = unsafe { Runtime::with_registry(config, registry.clone()) }.unwrap();
-    (rt, registry)
-}
+mod own_registry;
 
 #[test]
 fn an_attached_thread_outside_the_runtime_never_holds_a_stop_off() {
-    let (rt, registry) = runtime();
+    let (rt, registry) = own_registry::runtime(2, Duration::from_millis(1), || {});
     let done = Arc::new(AtomicBool::new(false));
     // A stopper, as a collector's thread would be.
     let stopper = {
