@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use crate::handshake::ThreadRecord;
 
 /// A no-yield region of the calling thread, whatever registry it is
-/// attached to, ended by drop (see [`Attached::no_yield`]); nothing if the
+/// attached to, ended by drop (see
+/// [`Attached::no_yield`](crate::Attached::no_yield)); nothing if the
 /// thread is not attached. For a library's own locks that tasks of one
 /// thread may all take (a heap's, from goroutines of one worker): a task
 /// switched out holding one would leave the next task of its thread that
