@@ -31,6 +31,7 @@ const CAP: usize = 1 << 16;
 /// since a scanner must not allocate.
 struct Recorder {
     lo: Vec<AtomicUsize>,
+    hi: Vec<AtomicUsize>,
     sp: Vec<AtomicUsize>,
     n: AtomicUsize,
 }
@@ -39,6 +40,7 @@ impl Recorder {
     fn new() -> Recorder {
         Recorder {
             lo: (0..CAP).map(|_| AtomicUsize::new(0)).collect(),
+            hi: (0..CAP).map(|_| AtomicUsize::new(0)).collect(),
             sp: (0..CAP).map(|_| AtomicUsize::new(0)).collect(),
             n: AtomicUsize::new(0),
         }
@@ -48,6 +50,7 @@ impl Recorder {
         let i = self.n.fetch_add(1, SeqCst);
         assert!(i < CAP, "more scans than the test expects");
         self.sp[i].store(t.sp, SeqCst);
+        self.hi[i].store(t.stack.1, SeqCst);
         // Published last: a reader takes an entry with its `lo` set.
         self.lo[i].store(t.stack.0, SeqCst);
     }
@@ -58,6 +61,14 @@ impl Recorder {
         let n = self.n.load(SeqCst).min(CAP);
         (0..n)
             .filter(|&i| self.lo[i].load(SeqCst) == lo && self.sp[i].load(SeqCst) == sp)
+            .count()
+    }
+
+    /// How many recorded scans were of the stack holding address `at`.
+    fn count_holding(&self, at: usize) -> usize {
+        let n = self.n.load(SeqCst).min(CAP);
+        (0..n)
+            .filter(|&i| (self.lo[i].load(SeqCst)..self.hi[i].load(SeqCst)).contains(&at))
             .count()
     }
 }
@@ -249,4 +260,42 @@ fn a_deferral_belongs_to_its_scanner() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+/// While a deferral lasts, a goroutine that leaves its worker by a yield
+/// (as by a preemption: the signal may have taken it inside a collector's
+/// barrier) is scanned as it leaves, each time.
+#[test]
+fn a_goroutine_that_yields_while_a_deferral_lasts_is_scanned_as_it_leaves() {
+    const YIELDS: usize = 10;
+    let (rt, registry) = runtime(1);
+    let recorder = Arc::new(Recorder::new());
+    let scanner: Arc<dyn TaskScanner> = Arc::new(Scans(recorder.clone()));
+    {
+        let world = registry.stop_the_world().unwrap();
+        world.defer_suspended(&scanner, |_| panic!("the runtime defers"));
+    }
+    // Started after the stop: it owes no scan, so every record of its
+    // stack comes from its yields.
+    let (park_tx, park_rx) = channel::channel::<()>(1);
+    let g = rt.go(move || {
+        let here = 0u8;
+        let at = std::hint::black_box(&here) as *const u8 as usize;
+        for _ in 0..YIELDS {
+            pardon_sched::yield_now();
+        }
+        let _ = park_rx.recv();
+        at
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    park_tx.send(()).unwrap();
+    let at = g.join().unwrap();
+    // At least one a yield (a preemption, on a machine so loaded that a
+    // slice outlasts its 10 ms, would add one).
+    assert!(
+        recorder.count_holding(at) >= YIELDS,
+        "a yield left unscanned"
+    );
+    let world = registry.stop_the_world().unwrap();
+    world.end_deferred(&scanner, |_| panic!("nothing is owed"));
 }
