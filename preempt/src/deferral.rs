@@ -117,9 +117,25 @@ impl Registry {
         }
     }
 
-    /// The sources, copied out of their lock: a stop's coordinator takes
-    /// it, and the caller may be stopped while it uses them.
+    /// The sources, copied out of their lock, which is taken with no stop
+    /// overlapping (a stop's coordinator takes it: a thread stopped while
+    /// holding it would hold that stop off); the caller may be stopped
+    /// while it uses the copy.
     fn sources_now(&self) -> Vec<Arc<dyn TaskSource>> {
-        lock(&self.inner.sources).sources().cloned().collect()
+        loop {
+            // Filled inside the region, allocated outside it (nothing may
+            // call the allocator in a no-preempt region).
+            let mut copy = Vec::with_capacity(self.with_sources(|s| s.sources().count()));
+            let full = self.with_sources(|s| {
+                if s.sources().count() > copy.capacity() {
+                    return false;
+                }
+                copy.extend(s.sources().cloned());
+                true
+            });
+            if full {
+                return copy;
+            }
+        }
     }
 }

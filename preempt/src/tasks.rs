@@ -145,7 +145,7 @@ impl Registry {
     /// stops, or inside the caller's own (whose coordinator is then this
     /// thread, and every other thread that could change them is stopped or
     /// waits for the coordinator lock).
-    fn with_sources<R>(&self, f: impl FnOnce(&mut Sources) -> R) -> R {
+    pub(crate) fn with_sources<R>(&self, f: impl FnOnce(&mut Sources) -> R) -> R {
         if self.world_held_by_me() {
             return f(&mut lock(&self.inner.sources));
         }
@@ -156,12 +156,36 @@ impl Registry {
     /// of this registry reports (see [`StoppedWorld::for_each_suspended`]).
     /// Waits for a stop in progress to end (unless the caller holds it).
     pub fn add_task_source(&self, source: Arc<dyn TaskSource>) -> TaskSourceId {
-        self.with_sources(|s| {
-            s.next += 1;
-            let id = s.next;
-            s.list.push((id, source));
-            TaskSourceId(id)
-        })
+        let mut source = Some(source);
+        loop {
+            // `with_sources` is a no-preempt region on an attached thread,
+            // where nothing may call the allocator: the push must find
+            // room, made outside.
+            let added = self.with_sources(|s| {
+                if s.list.len() == s.list.capacity() {
+                    return None;
+                }
+                s.next += 1;
+                let id = s.next;
+                s.list.push((id, source.take().expect("added once")));
+                Some(TaskSourceId(id))
+            });
+            if let Some(id) = added {
+                return id;
+            }
+            let want = self.with_sources(|s| s.list.len()) * 2 + 4;
+            let mut bigger = Vec::with_capacity(want);
+            let spare = self.with_sources(|s| {
+                if s.list.len() > want {
+                    // Grown meanwhile past this one: hand it back.
+                    return bigger;
+                }
+                bigger.append(&mut s.list);
+                std::mem::replace(&mut s.list, bigger)
+            });
+            // The old buffer (or the unused new one) is freed out here.
+            drop(spare);
+        }
     }
 
     /// Removes a source; returns it, or `None` if `id` is not one of this

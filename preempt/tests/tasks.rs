@@ -150,3 +150,33 @@ fn the_coordinator_itself_may_add_and_remove_sources() {
     assert!(reg.remove_task_source(id).is_some());
     assert_eq!(w.task_sources(), 0);
 }
+
+/// The list of sources grows (its buffer made outside the no-preempt
+/// region it is changed in) and shrinks: forty sources, each reported by a
+/// stopped world, then none, and none of them still held.
+#[test]
+fn many_sources_are_added_and_removed() {
+    let reg = Registry::new(Default::default()).unwrap();
+    // Attached, so the list is changed inside this thread's no-preempt
+    // regions.
+    let _me = reg.attach().unwrap();
+    let fakes: Vec<Arc<Fake>> = (0..40).map(|_| fake(1)).collect();
+    let ids: Vec<_> = fakes
+        .iter()
+        .map(|f| reg.add_task_source(f.clone()))
+        .collect();
+    {
+        let w = reg.stop_the_world().unwrap();
+        assert_eq!(w.task_sources(), 40);
+        let mut n = 0;
+        w.for_each_suspended(|_| n += 1);
+        assert_eq!(n, 40);
+    }
+    for id in ids {
+        assert!(reg.remove_task_source(id).is_some());
+    }
+    let w = reg.stop_the_world().unwrap();
+    assert_eq!(w.task_sources(), 0);
+    drop(w);
+    assert!(fakes.iter().all(|f| Arc::strong_count(f) == 1));
+}

@@ -87,6 +87,11 @@ impl Collector {
             Some(s) => (Suspended::Defer(s), Suspended::EndDeferral(s)),
             None => (Suspended::All, Suspended::All),
         };
+        // However the cycle ends (an abandoned second stop, a panic), the
+        // deferral its first stop begins does not outlive it.
+        let _deferral = shader
+            .as_ref()
+            .map(|s| crate::mark::stacks::CancelOnDrop(&self.registry, s));
         let scope = NoPreemptScope(&self.registry);
         self.raw.finish_sweep_in(&scope);
         let heap_before = self.raw.stats().span_bytes;
@@ -156,10 +161,8 @@ impl Collector {
             Err(e) => {
                 drop(m);
                 self.abandon_marking();
-                if let Some(s) = &shader {
-                    // No stop to end the deferral in: end it running.
-                    self.registry.cancel_deferred(s);
-                }
+                // (The deferral, with no stop to end it in, is cancelled
+                // as `_deferral` drops.)
                 return Err(e);
             }
         };

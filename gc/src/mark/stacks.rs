@@ -50,8 +50,8 @@ use crate::stats::CycleStats;
 /// A concurrent cycle's scanner of parked goroutines for their workers:
 /// shades what a goroutine's stack reaches (marks it and queues it for the
 /// coordinator, as the barrier does). Installed by the first stop,
-/// dropped by the second (or, if the cycle is abandoned, by the
-/// cancellation that follows).
+/// dropped by the second (or, if the cycle is abandoned or panics, by the
+/// cancellation that follows: `CancelOnDrop`).
 pub(crate) struct StackShader(pub Arc<Collector>);
 
 impl TaskScanner for StackShader {
@@ -66,6 +66,21 @@ impl TaskScanner for StackShader {
         // until this returns, reported as its contract says (its stack
         // range readable and unchanged, its word its own chain head).
         unsafe { scan_task(raw, task, &mut unused, &mut |v| raw.shade(v)) };
+    }
+}
+
+/// Cancels a cycle's deferral when dropped, world running (see
+/// `Registry::cancel_deferred`): a no-op once the second stop has ended
+/// it; otherwise (the second stop failed, or the cycle panicked) the
+/// sources stop scanning for the cycle and let go of its scanner.
+pub(crate) struct CancelOnDrop<'a>(
+    pub &'a pardon_preempt::Registry,
+    pub &'a Arc<dyn TaskScanner>,
+);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.cancel_deferred(self.1);
     }
 }
 
