@@ -1,0 +1,3 @@
+module gcparked
+
+go 1.19
