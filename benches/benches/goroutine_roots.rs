@@ -22,6 +22,7 @@ fn roots(c: &mut Criterion) {
             frames: 4,
             samples: 0,
             slice: Duration::from_millis(10),
+            concurrent: false,
         };
         let scene = Scene::new(&o).expect("scene");
         let m = scene.heap().attach().expect("attach");

@@ -35,6 +35,9 @@ pub struct Options {
     pub samples: usize,
     /// The runtime's time slice.
     pub slice: Duration,
+    /// Concurrent collections (`Config::concurrent`): parked goroutines'
+    /// stacks are then read after the first stop, not in either.
+    pub concurrent: bool,
 }
 
 /// What one run measured, one entry a collection.
@@ -52,6 +55,14 @@ pub struct Samples {
     pub marked: usize,
     /// Words the last collection scanned conservatively.
     pub words: usize,
+    /// Concurrent collections: the first stop (time to safepoint
+    /// included), and the second.
+    pub first: Vec<Duration>,
+    /// See `first`.
+    pub second: Vec<Duration>,
+    /// Concurrent collections: parked goroutines the last one scanned
+    /// after its first stop (its workers scanned the others).
+    pub deferred: usize,
 }
 
 static ONE: FrameMap = frame_map!(1; [0]);
@@ -158,6 +169,7 @@ impl Scene {
         let (heap, rt) = heap_and_runtime(
             Config {
                 gc_percent: None,
+                concurrent: o.concurrent,
                 ..Config::default()
             },
             pardon_sched::Config {
@@ -232,6 +244,11 @@ pub fn run(o: Options) -> Result<Samples, String> {
         s.suspended = c.suspended_tasks;
         s.marked = c.marked_objects;
         s.words = c.words_scanned;
+        if o.concurrent {
+            s.first.push(c.pause_start);
+            s.second.push(c.pause_end);
+            s.deferred = c.deferred_tasks;
+        }
         // The world runs at least as long as it was stopped: back to back,
         // 45 ms pauses 1 ms apart left the workers no time to settle (the
         // next stop found them waiting for a CPU behind the sweep), a

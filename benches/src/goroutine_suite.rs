@@ -1,9 +1,12 @@
 //! The goroutine rows of the suite (`goroutines --suite`): scheduling
 //! latency, the spinlock deadlock and fairness per preemption mode, then
-//! stops of goroutines alone (`stw`) and collections of a heap over them
-//! (`gc`) with 0, 10,000 and 100,000 parked goroutines. Every row runs in a
+//! stops of goroutines alone (`stw`) and collections of a heap over them,
+//! stop-the-world (`gc`) and concurrent (`cgc`: each stop's length), with
+//! 0, 10,000 and 100,000 parked goroutines. Every row runs in a
 //! child process of its own (a cooperative run that deadlocks leaves a
 //! worker spinning for ever; the child exits instead). With
+//! `--go-gcparked`, Go 1.19's collections beside as many parked goroutines
+//! (`benches/go/gc-parked`) run right after each `cgc` row; with
 //! `--go-stwprobe`, Go 1.19's stop-the-world probe runs right after each
 //! `stw` row with the same number of parked goroutines (alternating, so
 //! both see the same stretch of a noisy machine), and `--plot` draws both
@@ -34,6 +37,8 @@ pub struct SuiteConfig {
     pub go_stwprobe: Option<PathBuf>,
     /// Go's `sched` anchor, built.
     pub go_sched: Option<PathBuf>,
+    /// Go's `gc-parked` (benches/go/gc-parked), built.
+    pub go_gcparked: Option<PathBuf>,
 }
 
 /// Runs this program with `args`, killing it if it has not ended within
@@ -103,7 +108,8 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
         runs.push(common("fairness"));
     }
     // Stops of goroutines alone, then collections of a heap over them.
-    for (mode, samples) in [("stw", samples), ("gc", if a.quick { "30" } else { "100" })] {
+    let gc_samples = if a.quick { "30" } else { "100" };
+    for (mode, samples) in [("stw", samples), ("gc", gc_samples), ("cgc", gc_samples)] {
         for n in parked {
             let mut s: Vec<String> = [
                 "--mode",
@@ -201,6 +207,14 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
                         " ({n:.0} ns a parked goroutine)"
                     ))
             ),
+            (Some("cgc"), Some("ok")) => format!(
+                "first stop p50 {:.0} us, p99 {:.0} us; second p50 {:.0} us, p99 {:.0} us; {} parked scanned after the first",
+                r["first_stop_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                r["first_stop_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3,
+                r["second_stop_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                r["second_stop_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3,
+                r["deferred"].as_u64().unwrap_or(0)
+            ),
             (Some("spawn" | "spawn-wg"), Some("ok")) => {
                 format!("{:.0} ns a goroutine", r["ns_each"].as_f64().unwrap_or(0.0))
             }
@@ -221,7 +235,7 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
             "{:<9} {:<7} {:<8} {}",
             v["mode"].as_str().unwrap_or("?"),
             v["preemption"].as_str().unwrap_or("?"),
-            if v["mode"] == "stw" || v["mode"] == "gc" {
+            if v["mode"] == "stw" || v["mode"] == "gc" || v["mode"] == "cgc" {
                 v["parked"].to_string()
             } else {
                 "-".into()
@@ -230,6 +244,12 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
         );
         let go_row = match (&a.go_stwprobe, v["mode"].as_str(), v["parked"].as_u64()) {
             (Some(go), Some("stw"), Some(n)) => Some(go_stw_row(go, n, samples)),
+            _ => None,
+        };
+        let go_gc = match (&a.go_gcparked, v["mode"].as_str(), v["parked"].as_u64()) {
+            (Some(go), Some("cgc"), Some(n)) => {
+                Some(go_gc_row(go, n, if a.quick { "10" } else { "30" }))
+            }
             _ => None,
         };
         let go_cost = match (&a.go_sched, v["mode"].as_str()) {
@@ -250,6 +270,24 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
                         "stop+start p50 {:.0} us, p99 {:.0} us",
                         r["stop_restart_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
                         r["stop_restart_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
+                    ),
+                    _ => format!("ERROR {}", r["error"]),
+                }
+            );
+            results.push(g);
+        }
+        if let Some(g) = go_gc {
+            let r = &g["result"];
+            println!(
+                "{:<9} {:<7} {:<8} {}",
+                "go-gc",
+                "go1.19",
+                g["parked"].to_string(),
+                match r["outcome"].as_str() {
+                    Some("ok") => format!(
+                        "both stops p50 {:.0} us, p99 {:.0} us",
+                        r["pause_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                        r["pause_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
                     ),
                     _ => format!("ERROR {}", r["error"]),
                 }
@@ -344,6 +382,41 @@ fn go_stw_row(go: &Path, parked: u64, probes: &str) -> Value {
         Err(e) => json!({"outcome": "error", "error": format!("{}: {e}", go.display())}),
     };
     json!({"mode": "go-stw", "preemption": "go1.19", "parked": parked, "result": result})
+}
+
+/// Runs Go's `gc-parked` with `parked` goroutines parked and two
+/// spinning on two Ps, `cycles` collections; a row in the suite's JSON
+/// shape (a cycle's pause is the sum of its stops, `MemStats.PauseNs`).
+fn go_gc_row(go: &Path, parked: u64, cycles: &str) -> Value {
+    let out = std::process::Command::new(go)
+        .args(["-parked", &parked.to_string(), "-cycles", cycles])
+        .env("GOMAXPROCS", "2")
+        .output();
+    let result = match out {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match parse_gcparked(&text) {
+                Some((p50, p99, max)) => json!({"outcome": "ok",
+                    "pause_ns": {"p50": p50, "p99": p99, "max": max}}),
+                None => json!({"outcome": "error", "error": format!(
+                    "no result in its output: {text} {}", String::from_utf8_lossy(&o.stderr))}),
+            }
+        }
+        Err(e) => json!({"outcome": "error", "error": format!("{}: {e}", go.display())}),
+    };
+    json!({"mode": "go-gc", "preemption": "go1.19", "parked": parked, "result": result})
+}
+
+/// The pause p50, p99 and max, in ns, from `gc-parked`'s line
+/// (`... pause(both stops) p50 153.2 p99 518.1 max 1268.9 us; ...`).
+pub fn parse_gcparked(text: &str) -> Option<(f64, f64, f64)> {
+    let rest = &text[text.find("pause(both stops)")? + "pause(both stops)".len()..];
+    let mut w = rest.split_whitespace();
+    let mut field = |name: &str| -> Option<f64> {
+        (w.next()? == name).then_some(())?;
+        w.next()?.parse::<f64>().ok().map(|us| us * 1e3)
+    };
+    Some((field("p50")?, field("p99")?, field("max")?))
 }
 
 /// The stop-the-world p50, p99 and max, in ns, from `stwprobe`'s line
@@ -540,6 +613,17 @@ mod tests {
         for bad in ["", "12", "ms", "1.5xs"] {
             assert_eq!(parse_go_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn gcparked_lines_give_their_quantiles() {
+        let line = "go parked=100000 cycles=30 pause(both stops) p50 160.0 p99 313.1 max 382.9 us; cycle p50 684072.0 us";
+        assert_eq!(
+            parse_gcparked(line),
+            Some((160_000.0, 313_100.0, 382_900.0))
+        );
+        assert_eq!(parse_gcparked("go parked=0 cycles=0"), None);
+        assert_eq!(parse_gcparked("pause(both stops) p50 x p99 1 max 2"), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub(crate) struct Args {
     pub(crate) plot: Option<std::path::PathBuf>,
     pub(crate) go_stwprobe: Option<std::path::PathBuf>,
     pub(crate) go_sched: Option<std::path::PathBuf>,
+    pub(crate) go_gcparked: Option<std::path::PathBuf>,
     /// `--slice` as given, for the suite's children.
     pub(crate) slice_arg: String,
 }
@@ -36,7 +37,7 @@ pub(crate) fn parse_args() -> Args {
                 .long("mode")
                 .value_parser([
                     "latency", "spinlock", "fairness", "spawn", "spawn-wg", "switch", "parked",
-                    "stw", "gc",
+                    "stw", "gc", "cgc",
                 ])
                 .default_value("latency"),
         )
@@ -109,7 +110,7 @@ pub(crate) fn parse_args() -> Args {
                 .allow_negative_numbers(true)
                 .value_parser(pardon_bench::cli::whole::<u64>(0, 10_000_000))
                 .default_value("0")
-                .help("stw, gc: goroutines parked on a channel meanwhile"),
+                .help("stw, gc, cgc: goroutines parked on a channel meanwhile"),
         )
         .arg(
             Arg::new("frames")
@@ -117,7 +118,7 @@ pub(crate) fn parse_args() -> Args {
                 .allow_negative_numbers(true)
                 .value_parser(pardon_bench::cli::whole::<usize>(1, 8))
                 .default_value("4")
-                .help("gc: shadow frames each parked goroutine holds"),
+                .help("gc, cgc: shadow frames each parked goroutine holds"),
         )
         .arg(
             Arg::new("json-line")
@@ -156,6 +157,12 @@ pub(crate) fn parse_args() -> Args {
                 .help("--suite: Go 1.19's stwprobe binary (../shared/anchors-go/stwprobe.go, built), run with GOMAXPROCS=2 after each stw row with the same parked count, for the Go rows and the plot"),
         )
         .arg(
+            Arg::new("go-gcparked")
+                .long("go-gcparked")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("--suite: Go 1.19's gc-parked binary (benches/go/gc-parked, built), run with GOMAXPROCS=2 after each cgc row with the same parked count"),
+        )
+        .arg(
             Arg::new("go-sched")
                 .long("go-sched")
                 .value_parser(clap::value_parser!(std::path::PathBuf))
@@ -186,6 +193,7 @@ pub(crate) fn parse_args() -> Args {
         plot: m.get_one::<std::path::PathBuf>("plot").cloned(),
         go_stwprobe: m.get_one::<std::path::PathBuf>("go-stwprobe").cloned(),
         go_sched: m.get_one::<std::path::PathBuf>("go-sched").cloned(),
+        go_gcparked: m.get_one::<std::path::PathBuf>("go-gcparked").cloned(),
         slice_arg: m
             .get_raw("slice")
             .and_then(|mut v| v.next())

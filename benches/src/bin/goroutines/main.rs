@@ -28,7 +28,11 @@
 //!   call-free loops and `--parked` more are parked holding `--frames`
 //!   shadow frames each: time to safepoint, pause, and the time spent
 //!   gathering roots, per collection and per parked goroutine
-//!   (`pardon_bench::goroutine_heap`).
+//!   (`pardon_bench::goroutine_heap`);
+//! - `cgc`: the same with concurrent collections, whose stops read no
+//!   parked goroutine's stack (they are read after the first): each stop's
+//!   length beside the time to safepoint; the shape of
+//!   `benches/go/gc-parked -parked N` (Go's `runtime.GC()` pauses).
 //!
 //! `--preemption signal|poll|coop` chooses how slices end (in poll mode
 //! the loops poll on every iteration); `--slice` is the time slice.
@@ -148,6 +152,7 @@ fn main() {
             plot: a.plot.clone(),
             go_stwprobe: a.go_stwprobe.clone(),
             go_sched: a.go_sched.clone(),
+            go_gcparked: a.go_gcparked.clone(),
         };
         if let Err(e) = pardon_bench::goroutine_suite::run(&cfg) {
             eprintln!("goroutines: {e}");
@@ -164,7 +169,7 @@ fn main() {
         "switch" => costs::switch(&a),
         "parked" => costs::parked(&a),
         "stw" => stops::stw(&a),
-        "gc" => stops::gc(&a),
+        "gc" | "cgc" => stops::gc(&a),
         _ => unreachable!("checked by clap"),
     }
 }

@@ -66,12 +66,14 @@ pub(crate) fn stw(a: &Args) {
     );
 }
 
-/// `gc`: collections of a heap over the goroutines.
+/// `gc` and `cgc`: collections of a heap over the goroutines,
+/// stop-the-world or concurrent.
 pub(crate) fn gc(a: &Args) {
     if a.preemption != Preemption::Signal {
-        eprintln!("goroutines: --mode gc needs --preemption signal");
+        eprintln!("goroutines: --mode {} needs --preemption signal", a.mode);
         std::process::exit(2);
     }
+    let concurrent = a.mode == "cgc";
     let o = pardon_bench::goroutine_heap::Options {
         procs: a.procs,
         workers: a.workers,
@@ -79,22 +81,36 @@ pub(crate) fn gc(a: &Args) {
         frames: a.frames,
         samples: a.samples,
         slice: a.slice,
+        concurrent,
     };
     let s = match pardon_bench::goroutine_heap::run(o) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("goroutines: gc: {e}");
+            eprintln!("goroutines: {}: {e}", a.mode);
             std::process::exit(1);
         }
     };
     let mut roots = s.roots.clone();
     roots.sort();
     let median = roots[roots.len() / 2];
-    let per_parked = (a.parked > 0).then(|| median.as_nanos() as f64 / a.parked as f64);
+    // (A concurrent cycle's stops gather no parked goroutine's roots.)
+    let per_parked =
+        (a.parked > 0 && !concurrent).then(|| median.as_nanos() as f64 / a.parked as f64);
+    let stops = if concurrent {
+        format!(
+            "; first stop {}; second stop {}; {} parked scanned after the first",
+            pct(s.first.clone()),
+            pct(s.second.clone()),
+            s.deferred
+        )
+    } else {
+        String::new()
+    };
     emit(
         a,
         format!(
-            "gc pardon procs={} workers={} parked={} frames={}: ttsp {}; pause {}; roots {}{}; {} suspended, {} marked, {} words scanned",
+            "{} pardon procs={} workers={} parked={} frames={}: ttsp {}; pause {}; roots {}{}; {} suspended, {} marked, {} words scanned{stops}",
+            a.mode,
             a.procs,
             a.workers,
             a.parked,
@@ -110,6 +126,9 @@ pub(crate) fn gc(a: &Args) {
         json!({"outcome": "ok", "frames": a.frames, "ttsp_ns": quantiles(&s.ttsp),
                "pause_ns": quantiles(&s.pause), "roots_ns": quantiles(&s.roots),
                "roots_per_parked_ns": per_parked, "suspended": s.suspended,
-               "marked": s.marked, "words_scanned": s.words}),
+               "marked": s.marked, "words_scanned": s.words,
+               "first_stop_ns": concurrent.then(|| quantiles(&s.first)),
+               "second_stop_ns": concurrent.then(|| quantiles(&s.second)),
+               "deferred": concurrent.then_some(s.deferred)}),
     );
 }
