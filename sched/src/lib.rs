@@ -99,7 +99,13 @@
 //! stopped world reports every goroutine that is not running — its stack,
 //! its saved stack pointer (every register the switch saved lies above
 //! it) and its task word — so that parked goroutines are scanned without
-//! being woken. A goroutine does not wait or yield inside a safe region, a
+//! being woken. The source can also *defer* those scans past a stop
+//! (`deferred`): a concurrent collector's stop then reads no parked stack,
+//! and each goroutine parked at it is scanned before it runs again, by
+//! its worker or by the collector's pass. A thread outside the runtime but
+//! attached to the registry takes the runtime's locks in its own
+//! no-preempt region, so that no stop parks it holding one a worker waits
+//! for. A goroutine does not wait or yield inside a safe region, a
 //! no-preempt region or a no-yield region (it panics, saying which).
 //!
 //! ## Not yet
