@@ -149,8 +149,10 @@
 //! each running goroutine's frame chain in its thread's *task word* (the
 //! scheduler switches it per goroutine: [`Mutator::frames`] is that word),
 //! and scans every parked goroutine the registry's task sources report by
-//! the same hybrid rule as a stopped thread, from its saved stack pointer.
-//! Each worker is one [`Mutator`] (its cache the per-P cache) that its
+//! the same hybrid rule as a stopped thread, from its saved stack pointer
+//! — in the stop for a stop-the-world collection; after the first stop
+//! for a concurrent one, whose stops then read no parked stack (each is
+//! scanned before it runs again: `mark::stacks`). Each worker is one [`Mutator`] (its cache the per-P cache) that its
 //! goroutines share through [`with_mutator`]. See the `goroutines` module
 //! and docs/design.md.
 //!
