@@ -258,36 +258,25 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
             _ => None,
         };
         results.push(v);
-        if let Some(g) = go_row {
+        // Go's rows over as many parked goroutines: its stop, its collection.
+        for (g, what, key) in [
+            go_row.map(|g| (g, "stop+start", "stop_restart_ns")),
+            go_gc.map(|g| (g, "both stops", "pause_ns")),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let r = &g["result"];
             println!(
                 "{:<9} {:<7} {:<8} {}",
-                "go-stw",
+                g["mode"].as_str().unwrap_or("?"),
                 "go1.19",
                 g["parked"].to_string(),
                 match r["outcome"].as_str() {
                     Some("ok") => format!(
-                        "stop+start p50 {:.0} us, p99 {:.0} us",
-                        r["stop_restart_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
-                        r["stop_restart_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
-                    ),
-                    _ => format!("ERROR {}", r["error"]),
-                }
-            );
-            results.push(g);
-        }
-        if let Some(g) = go_gc {
-            let r = &g["result"];
-            println!(
-                "{:<9} {:<7} {:<8} {}",
-                "go-gc",
-                "go1.19",
-                g["parked"].to_string(),
-                match r["outcome"].as_str() {
-                    Some("ok") => format!(
-                        "both stops p50 {:.0} us, p99 {:.0} us",
-                        r["pause_ns"]["p50"].as_f64().unwrap_or(0.0) / 1e3,
-                        r["pause_ns"]["p99"].as_f64().unwrap_or(0.0) / 1e3
+                        "{what} p50 {:.0} us, p99 {:.0} us",
+                        r[key]["p50"].as_f64().unwrap_or(0.0) / 1e3,
+                        r[key]["p99"].as_f64().unwrap_or(0.0) / 1e3
                     ),
                     _ => format!("ERROR {}", r["error"]),
                 }
