@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use pardon_preempt::{blocking_here, no_preempt_here, Config, Registry};
 
-/// Thread A, attached, spins for up to 500 ms (with `guarded`, inside a
-/// `no_preempt_here` region) watching for a stop to complete meanwhile.
-/// Returns whether one did.
+/// Thread A, attached, spins watching for a stop to complete meanwhile:
+/// with `guarded`, inside a `no_preempt_here` region for 500 ms (no stop
+/// can complete in it, however long it waits); without, until it sees one
+/// (up to 30 s). Returns whether one did.
 fn stop_completes_inside(guarded: bool) -> bool {
     let reg = Registry::new(Config::default()).unwrap();
     let inside = Arc::new(Barrier::new(2));
@@ -23,8 +24,13 @@ fn stop_completes_inside(guarded: bool) -> bool {
             let region = guarded.then(no_preempt_here);
             inside.wait();
             let t0 = Instant::now();
+            let hold = if guarded {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(30)
+            };
             let mut seen = false;
-            while t0.elapsed() < Duration::from_millis(500) {
+            while t0.elapsed() < hold {
                 if stopped.load(SeqCst) {
                     seen = true;
                     break;

@@ -23,9 +23,12 @@ fn an_attached_thread_outside_the_runtime_never_holds_a_stop_off() {
         let (registry, done) = (registry.clone(), done.clone());
         std::thread::spawn(move || {
             let mut stops = 0u64;
-            while !done.load(SeqCst) {
+            loop {
                 registry.stop_the_world().map_err(|e| e.to_string())?;
                 stops += 1;
+                if done.load(SeqCst) {
+                    break;
+                }
                 std::thread::sleep(Duration::from_micros(200));
             }
             Ok::<u64, String>(stops)
