@@ -347,53 +347,60 @@ fn go_sched_row(go: &Path, mode: &str, procs: &str, n: &str) -> Value {
 /// Runs Go's `stwprobe` with `parked` goroutines parked and two spinning
 /// on two Ps, `probes` probes; a row in the suite's JSON shape.
 fn go_stw_row(go: &Path, parked: u64, probes: &str) -> Value {
-    let out = std::process::Command::new(go)
-        .args([
-            "-workers",
-            "2",
-            "-parked",
-            &parked.to_string(),
-            "-probes",
-            probes,
-        ])
-        .env("GOMAXPROCS", "2")
-        .output();
-    let result = match out {
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            match parse_stwprobe(&text) {
-                Some((p50, p99, max)) => json!({"outcome": "ok",
-                    "stop_restart_ns": {"p50": p50, "p99": p99, "max": max}}),
-                None => json!({"outcome": "error", "error": format!(
-                    "no result in its output: {text} {}", String::from_utf8_lossy(&o.stderr))}),
-            }
-        }
-        Err(e) => json!({"outcome": "error", "error": format!("{}: {e}", go.display())}),
-    };
-    json!({"mode": "go-stw", "preemption": "go1.19", "parked": parked, "result": result})
+    let args = [
+        "-workers",
+        "2",
+        "-parked",
+        &parked.to_string(),
+        "-probes",
+        probes,
+    ];
+    go_parked_row(
+        go,
+        &args,
+        "go-stw",
+        parked,
+        "stop_restart_ns",
+        parse_stwprobe,
+    )
 }
 
 /// Runs Go's `gc-parked` with `parked` goroutines parked and two
 /// spinning on two Ps, `cycles` collections; a row in the suite's JSON
 /// shape (a cycle's pause is the sum of its stops, `MemStats.PauseNs`).
 fn go_gc_row(go: &Path, parked: u64, cycles: &str) -> Value {
+    let args = ["-parked", &parked.to_string(), "-cycles", cycles];
+    go_parked_row(go, &args, "go-gc", parked, "pause_ns", parse_gcparked)
+}
+
+/// Runs a Go anchor over `parked` goroutines with `GOMAXPROCS=2`; its
+/// quantiles, as `parse` reads them from its output, go under `key`.
+fn go_parked_row(
+    go: &Path,
+    args: &[&str],
+    mode: &str,
+    parked: u64,
+    key: &str,
+    parse: fn(&str) -> Option<(f64, f64, f64)>,
+) -> Value {
     let out = std::process::Command::new(go)
-        .args(["-parked", &parked.to_string(), "-cycles", cycles])
+        .args(args)
         .env("GOMAXPROCS", "2")
         .output();
     let result = match out {
         Ok(o) => {
             let text = String::from_utf8_lossy(&o.stdout);
-            match parse_gcparked(&text) {
-                Some((p50, p99, max)) => json!({"outcome": "ok",
-                    "pause_ns": {"p50": p50, "p99": p99, "max": max}}),
+            match parse(&text) {
+                Some((p50, p99, max)) => {
+                    json!({"outcome": "ok", key: {"p50": p50, "p99": p99, "max": max}})
+                }
                 None => json!({"outcome": "error", "error": format!(
                     "no result in its output: {text} {}", String::from_utf8_lossy(&o.stderr))}),
             }
         }
         Err(e) => json!({"outcome": "error", "error": format!("{}: {e}", go.display())}),
     };
-    json!({"mode": "go-gc", "preemption": "go1.19", "parked": parked, "result": result})
+    json!({"mode": mode, "preemption": "go1.19", "parked": parked, "result": result})
 }
 
 /// The pause p50, p99 and max, in ns, from `gc-parked`'s line

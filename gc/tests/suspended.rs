@@ -272,6 +272,17 @@ unsafe impl TaskSource for Deferring {
     }
 }
 
+/// A deferring double over the scene's task.
+fn deferring(sc: &Scene, forgetful: bool) -> Arc<Deferring> {
+    Arc::new(Deferring {
+        fake: sc.fake.clone_report(),
+        forgetful,
+        begun: AtomicU32::new(0),
+        ended: AtomicU32::new(0),
+        handed: AtomicU32::new(0),
+    })
+}
+
 fn concurrent_heap() -> (Registry, Heap) {
     let registry = Registry::new(Default::default()).unwrap();
     let heap = Heap::with_registry(
@@ -294,13 +305,7 @@ fn a_deferred_task_is_scanned_after_the_first_stop_by_the_hybrid_rule() {
     let (registry, heap) = concurrent_heap();
     let ty = node(&heap);
     let sc = scene(&heap, ty);
-    let src = Arc::new(Deferring {
-        fake: sc.fake.clone_report(),
-        forgetful: false,
-        begun: AtomicU32::new(0),
-        ended: AtomicU32::new(0),
-        handed: AtomicU32::new(0),
-    });
+    let src = deferring(&sc, false);
     registry.add_task_source(src.clone());
     let cycle = heap.collect().unwrap();
     assert!(cycle.verified);
@@ -327,13 +332,7 @@ fn verify_catches_a_deferred_scan_that_never_happened() {
     let (registry, heap) = concurrent_heap();
     let ty = node(&heap);
     let sc = scene(&heap, ty);
-    let src = Arc::new(Deferring {
-        fake: sc.fake.clone_report(),
-        forgetful: true,
-        begun: AtomicU32::new(0),
-        ended: AtomicU32::new(0),
-        handed: AtomicU32::new(0),
-    });
+    let src = deferring(&sc, true);
     registry.add_task_source(src.clone());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| heap.collect()));
     let msg = match r {
