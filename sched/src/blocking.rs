@@ -172,7 +172,7 @@ pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     loop {
         let mut finished = false;
         park(|w| {
-            let mut st = lock(&done.state);
+            let mut st = w.lock(&done.state);
             if st.0 {
                 finished = true;
                 false

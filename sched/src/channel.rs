@@ -144,7 +144,7 @@ fn wait<T, R>(
     loop {
         let mut out = None;
         let parked = park(|w| {
-            let mut st = lock(&chan.state);
+            let mut st = w.lock(&chan.state);
             match ready(&mut st) {
                 Some(r) => {
                     out = Some(r);
@@ -252,7 +252,7 @@ impl<T> Sender<T> {
         loop {
             let mut closed = false;
             park(|w| {
-                let mut st = lock(&self.chan.state);
+                let mut st = w.lock(&self.chan.state);
                 if st.receivers == 0 {
                     closed = true;
                     return false;
@@ -326,7 +326,7 @@ impl<T> Receiver<T> {
             let mut out = None;
             let ptr = Slot(&mut slot as *mut Option<T>);
             let parked = park(|w| {
-                let mut st = lock(&self.chan.state);
+                let mut st = w.lock(&self.chan.state);
                 match ready(&mut st) {
                     Some(r) => {
                         out = Some(r);

@@ -24,7 +24,7 @@ use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle as ThreadHandle;
 
 use crate::config::{Config, Preemption, RuntimeError};
@@ -493,6 +493,13 @@ pub(crate) struct Parker<'a> {
 }
 
 impl Parker<'_> {
+    /// Locks a runtime mutex for the closure: the closure runs in the
+    /// park's own no-preempt region (depth 1, `worker::to_scheduler`), so
+    /// the lock needs none of its own (`region::lock` would enter one).
+    pub(crate) fn lock<'m, T>(&self, m: &'m Mutex<T>) -> MutexGuard<'m, T> {
+        lock_plain(m)
+    }
+
     /// Announces the park and returns what wakes it. Called under the
     /// lock that publishes the waker: a waker is found only after this
     /// store, which is why Release is enough (see `task`).
@@ -553,7 +560,7 @@ impl<T> JoinHandle<T> {
         loop {
             let mut result = None;
             let parked = park(|w| {
-                let mut slot = lock(&st.result);
+                let mut slot = w.lock(&st.result);
                 match slot.value.take() {
                     Some(r) => {
                         result = Some(r);

@@ -88,7 +88,7 @@ impl WaitGroup {
                 return;
             }
             let parked = park(|w| {
-                let mut st = lock(&self.inner.waiters);
+                let mut st = w.lock(&self.inner.waiters);
                 if self.inner.count.load(SeqCst) == 0 {
                     false
                 } else {
@@ -147,7 +147,7 @@ impl<T> Mutex<T> {
         loop {
             let mut got = false;
             let parked = park(|w| {
-                let mut st = lock(&self.state);
+                let mut st = w.lock(&self.state);
                 if st.0 {
                     st.1.push(w.waker());
                     true
@@ -221,7 +221,7 @@ impl Condvar {
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         let m = guard.m;
         let parked = park(move |w| {
-            lock(&self.waiters).push(w.waker());
+            w.lock(&self.waiters).push(w.waker());
             drop(guard);
             true
         });
@@ -361,7 +361,7 @@ pub fn sleep(d: Duration) {
         crate::room::grow(&t.heap, |h| &mut h.0);
         let mut no_room = false;
         park(|waker| {
-            let mut h = lock(&t.heap);
+            let mut h = waker.lock(&t.heap);
             if !h.0.has_room() {
                 // Taken by another sleeper since `grow`: grow again.
                 no_room = true;

@@ -1,15 +1,17 @@
 //! A worker: the thread that runs goroutines (Go's M, bound for now to one
-//! P), its scheduler loop, the switches into and out of goroutines, and
-//! the entry the preemption signal's injected call uses to switch a
-//! goroutine out.
+//! P), its scheduler loop, the switches into and out of goroutines (among
+//! them the hand-off, a park that switches straight into the goroutine it
+//! woke), and the entry the preemption signal's injected call uses to
+//! switch a goroutine out.
 //!
 //! The no-preempt depth of the worker's preempt record (signal mode only)
 //! is the switch's invariant: 1 whenever the scheduler runs, 0 in a
 //! goroutine's own code. Code that switches to the scheduler raises it to
 //! 1 first (`to_scheduler`; the yield hook is called at 1), and code that
 //! is switched back into lowers it (`to_scheduler` after its switch
-//! returns, `task_entry` at a goroutine's first instruction, the injected
-//! call after the hook returns). So the handler never yields inside the
+//! returns, by the scheduler or by another goroutine's hand-off;
+//! `task_entry` at a goroutine's first instruction; the injected call
+//! after the hook returns). So the handler never yields inside the
 //! scheduler or half-way through a switch, and the stack bounds the
 //! record holds, changed only at depth 1, always describe the stack the
 //! thread runs on when the depth is 0.
@@ -47,6 +49,13 @@ pub(crate) struct Worker {
     /// never interleaved with another's), and emptied into the locked
     /// queue when the worker stops.
     next: UnsafeCell<Option<TaskRef>>,
+    /// The goroutine a hand-off (`hand_off`) switched away from, kept
+    /// alive by this reference until the goroutine it switched into has
+    /// left that goroutine's stack for good: taken by the goroutine
+    /// switched into, as soon as its switch returns (`to_scheduler`), and
+    /// dropped once it is back at depth 0 (dropping a task may free it).
+    /// Touched only by this thread at depth 1, as `next`.
+    prev: UnsafeCell<Option<TaskRef>>,
     /// Finished goroutines this worker keeps for its next spawns (Go's
     /// per-P `gFree`): reusing one costs no allocation and no free, and
     /// the tasks of a spawning goroutine are mostly finished on the other
@@ -222,6 +231,7 @@ pub(crate) fn worker_main(
         sched: UnsafeCell::new(Context::empty()),
         current: UnsafeCell::new(None),
         next: UnsafeCell::new(None),
+        prev: UnsafeCell::new(None),
         free: UnsafeCell::new(Fifo::new()),
         holder,
         own_stack,
@@ -346,28 +356,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             }
         }
     }
-    // SAFETY: read-only: the stack stays with the task while it runs.
-    let (lo, hi) = match unsafe { (*t.stack.get()).as_ref() } {
-        Some(s) => (s.bottom(), s.top()),
-        None => unreachable!("a task runs with a stack"),
-    };
-    if shared.track_tasks {
-        // Before the deferral check: a stop that begins a deferral after
-        // this store sees this goroutine as running (both at depth 1).
-        p.current.store(Arc::as_ptr(&t) as usize, Relaxed);
-        if shared.deferral.on() {
-            shared.deferral.before_resume(&t);
-        }
-    }
-    crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
-    if let Some(a) = me.attached() {
-        // SAFETY: depth 1; the goroutine lowers it only once it runs on
-        // this stack, and it stays on it until it raises it again.
-        unsafe { a.set_stack_bounds(lo, hi) };
-        // SAFETY: the goroutine's own word, saved below when it was last
-        // switched out (0 before its first run), as the cell requires.
-        unsafe { a.task_word_cell().store(*t.word.get(), Relaxed) };
-    }
+    prepare_switch_in(me, &t);
     if !inherit {
         end_slice(p);
     }
@@ -387,7 +376,6 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     // The task moves into `current` for the run and back out after it
     // (no reference count traffic).
     let ctx = t.ctx.get();
-    let task_ptr: *const Task = Arc::as_ptr(&t);
     // SAFETY: depth 1; no other access to `current` is live.
     unsafe { *me.current.get() = Some(t) };
     // SAFETY: the task's context was made above or saved by its last
@@ -400,20 +388,14 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         unsafe { a.set_stack_bounds(me.own_stack.0, me.own_stack.1) };
     }
     crate::overflow::set_guard(0, 0);
+    // The goroutine that switched back: the one switched into above, or
+    // one that a hand-off from it (and from others after it) ran.
     // SAFETY: depth 1; no other access to `current` is live.
     let t = unsafe { (*me.current.get()).take() }.expect("the task that ran");
-    debug_assert!(std::ptr::eq(Arc::as_ptr(&t), task_ptr));
-    if let Some(a) = me.attached() {
-        // The goroutine's word goes with it (a stop sees it in the task
-        // source's report); the scheduler runs with none. SAFETY: the
-        // cell's contract: 0, or a goroutine's own saved word.
-        let w = unsafe { a.task_word_cell() }.swap(0, Relaxed);
-        // SAFETY: only the worker that ran a task touches its cells.
-        unsafe { *t.word.get() = w };
-    }
-    if shared.track_tasks {
-        p.current.store(0, Relaxed);
-    }
+    // SAFETY: as `next`. A hand-off's reference is taken by the goroutine
+    // it switched into, which runs before anything switches back here.
+    debug_assert!(unsafe { (*me.prev.get()).is_none() });
+    save_word(me, &t);
     match t.state.load(SeqCst) {
         RUNNING => {
             if shared.track_tasks && shared.deferral.on() {
@@ -463,6 +445,59 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             }
         }
         s => unreachable!("a task switched away in state {s}"),
+    }
+}
+
+/// What every switch into a goroutine that has a stack does first, at
+/// depth 1: marks it running, pays the scan a deferral may want of it,
+/// and tells the overflow handler and the preempt record which stack the
+/// thread is about to run on and which task word is the goroutine's.
+fn prepare_switch_in(me: &Worker, t: &TaskRef) {
+    let shared = &me.shared;
+    let p = me.proc_();
+    // Release: only the worker that dequeued it writes it now (wakers act
+    // only on PARKING and WAITING).
+    t.state.store(RUNNING, Release);
+    // SAFETY: read-only: the stack stays with the task while it runs.
+    let (lo, hi) = match unsafe { (*t.stack.get()).as_ref() } {
+        Some(s) => (s.bottom(), s.top()),
+        None => unreachable!("a task runs with a stack"),
+    };
+    if shared.track_tasks {
+        // Before the deferral check: a stop that begins a deferral after
+        // this store sees this goroutine as running (both at depth 1).
+        p.current.store(Arc::as_ptr(t) as usize, Relaxed);
+        if shared.deferral.on() {
+            shared.deferral.before_resume(t);
+        }
+    }
+    crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
+    if let Some(a) = me.attached() {
+        // SAFETY: depth 1; the goroutine lowers it only once it runs on
+        // this stack, and it stays on it until it raises it again.
+        unsafe { a.set_stack_bounds(lo, hi) };
+        // SAFETY: the goroutine's own word, saved when it was last
+        // switched out (0 before its first run), as the cell requires.
+        unsafe { a.task_word_cell().store(*t.word.get(), Relaxed) };
+    }
+}
+
+/// What every switch out of a goroutine does, at depth 1: its task word
+/// goes with it (a stop sees it in the task source's report), and the
+/// record holds none until the next goroutine's is put back.
+fn save_word(me: &Worker, t: &TaskRef) {
+    if let Some(a) = me.attached() {
+        // Only this thread writes the cell (load and store, not a swap: a
+        // locked instruction a switch). SAFETY: the cell's contract: 0,
+        // or a goroutine's own saved word.
+        let cell = unsafe { a.task_word_cell() };
+        let w = cell.load(Relaxed);
+        cell.store(0, Relaxed);
+        // SAFETY: only the worker that ran a task touches its cells.
+        unsafe { *t.word.get() = w };
+    }
+    if me.shared.track_tasks {
+        me.proc_().current.store(0, Relaxed);
     }
 }
 
@@ -522,7 +557,9 @@ fn switch_out(me: &Worker) {
 /// Switches the calling goroutine back to its worker's scheduler, having
 /// set its state (`RUNNING` to yield, `PARKING` to park). `prepare` runs
 /// first, at depth 1, with the goroutine (a park registers its waker
-/// there); if it returns false nothing is switched.
+/// there); if it returns false nothing is switched. A park whose worker
+/// has a goroutine in its `next` slot switches straight into it
+/// (`hand_off`) rather than through the scheduler.
 pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> bool {
     let me = worker().expect("a goroutine runs on a worker");
     if let Some(a) = me.attached() {
@@ -546,11 +583,83 @@ pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> b
     }
     me.raise();
     let go = prepare(me, me.current().expect("a running goroutine"));
+    let mut prev = None;
     if go {
-        switch_out(me);
+        if !hand_off(me) {
+            switch_out(me);
+        }
+        // Switched back into: by the scheduler, or by a hand-off from the
+        // goroutine whose reference this takes (see `prev`).
+        // SAFETY: this thread's own slot, at depth 1 (see `prev`).
+        prev = unsafe { (*me.prev.get()).take() };
     }
     me.lower();
+    // At depth 0: if it is the last reference, dropping it frees.
+    drop(prev);
     go
+}
+
+/// Parks the running goroutine by switching straight into the goroutine
+/// in the worker's `next` slot, which the scheduler would run next anyway
+/// (in the rest of the same slice): one switch instead of two, and none
+/// of the scheduler's loop (Go's `park_m` goes through `schedule` on g0
+/// every time). At depth 1, with the running goroutine `PARKING`.
+///
+/// Returns false, having changed nothing, when the scheduler must look
+/// first: a yield (the goroutine goes to the back of the queue), an empty
+/// `next`, a shutdown, or a collector's deferral (whose scan of the
+/// goroutine switched in wants the scheduler's stack, not a goroutine's).
+/// Returns true once the goroutine is running again: switched back into
+/// after its park, or at once if a wake-up came before the park was
+/// committed (the goroutine in `next` then stays there).
+///
+/// Why the park may be committed before the switch saves the context
+/// (the scheduler commits it after): a goroutine never leaves its worker,
+/// so whoever wakes it only queues it here, and this thread switches into
+/// it only after this switch has saved it; no stop reads it meanwhile
+/// (the worker is at depth 1 until the goroutine switched into lowers it);
+/// and no deferred scan is owed by a goroutine that was running.
+fn hand_off(me: &Worker) -> bool {
+    let shared = &me.shared;
+    let cur = me.current().expect("a running goroutine");
+    // SAFETY: this thread's own slot, at depth 1 (see `next`).
+    let next = unsafe { &mut *me.next.get() };
+    if next.is_none()
+        || cur.state.load(Relaxed) != PARKING
+        || shared.shutdown.load(SeqCst)
+        || (shared.track_tasks && shared.deferral.on())
+    {
+        return false;
+    }
+    if cur
+        .state
+        .compare_exchange(PARKING, WAITING, SeqCst, SeqCst)
+        .is_err()
+    {
+        // Woken before the park was committed (`WAKE_PENDING`): it goes
+        // on running, as if the scheduler had switched straight back.
+        cur.state.store(RUNNING, SeqCst);
+        return true;
+    }
+    let t = next.take().expect("looked at above");
+    if let Some(a) = me.attached() {
+        me.proc_().refused.store(a.yields_refused(), Relaxed);
+    }
+    save_word(me, cur);
+    prepare_switch_in(me, &t);
+    let to = t.ctx.get();
+    // SAFETY: depth 1; no other access to `current` is live.
+    let from = unsafe { (*me.current.get()).replace(t) }.expect("a running goroutine");
+    let save = from.ctx.get();
+    // SAFETY: as `prev`; the previous occupant was taken by the goroutine
+    // it was left for, before it could park again.
+    unsafe { *me.prev.get() = Some(from) };
+    // SAFETY: `to` was saved by the goroutine's last switch away (it has
+    // run: it was woken) and no other worker runs it; `save` is this
+    // goroutine's context, in a task `prev` keeps alive until the
+    // goroutine switched into has left this stack.
+    unsafe { switch(&mut *save, &*to) };
+    true
 }
 
 /// The preempt registry's yield hook (signal mode): called in the
