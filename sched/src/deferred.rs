@@ -168,6 +168,14 @@ impl Deferral {
         }
     }
 
+    /// Whether `t` owes no scan to the deferral under way (or none is):
+    /// a worker may then switch it in without scanning it (a hand-off
+    /// does only then: a scan wants the scheduler's stack).
+    #[inline]
+    pub(crate) fn settled(&self, t: &Task) -> bool {
+        !self.on() || t.scanned.load(Acquire) == self.epoch()
+    }
+
     /// Before a worker switches `t` in (depth 1): scans it if it is owed
     /// a scan, or waits for the pass's scan of it to end.
     pub(crate) fn before_resume(&self, t: &Task) {

@@ -607,8 +607,9 @@ pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> b
 ///
 /// Returns false, having changed nothing, when the scheduler must look
 /// first: a yield (the goroutine goes to the back of the queue), an empty
-/// `next`, a shutdown, or a collector's deferral (whose scan of the
-/// goroutine switched in wants the scheduler's stack, not a goroutine's).
+/// `next`, a shutdown, or a goroutine in `next` that owes a collector's
+/// deferral a scan of its stack (made on the scheduler's stack, not on a
+/// goroutine's, whose room may be short).
 /// Returns true once the goroutine is running again: switched back into
 /// after its park, or at once if a wake-up came before the park was
 /// committed (the goroutine in `next` then stays there).
@@ -624,10 +625,12 @@ fn hand_off(me: &Worker) -> bool {
     let cur = me.current().expect("a running goroutine");
     // SAFETY: this thread's own slot, at depth 1 (see `next`).
     let next = unsafe { &mut *me.next.get() };
-    if next.is_none()
-        || cur.state.load(Relaxed) != PARKING
+    let Some(to) = next.as_ref() else {
+        return false;
+    };
+    if cur.state.load(Relaxed) != PARKING
         || shared.shutdown.load(SeqCst)
-        || (shared.track_tasks && shared.deferral.on())
+        || (shared.track_tasks && !shared.deferral.settled(to))
     {
         return false;
     }

@@ -33,6 +33,9 @@ struct Recorder {
     lo: Vec<AtomicUsize>,
     hi: Vec<AtomicUsize>,
     sp: Vec<AtomicUsize>,
+    /// The address of a local of the scan's own frame: which stack the
+    /// scan ran on.
+    on: Vec<AtomicUsize>,
     n: AtomicUsize,
 }
 
@@ -42,6 +45,7 @@ impl Recorder {
             lo: (0..CAP).map(|_| AtomicUsize::new(0)).collect(),
             hi: (0..CAP).map(|_| AtomicUsize::new(0)).collect(),
             sp: (0..CAP).map(|_| AtomicUsize::new(0)).collect(),
+            on: (0..CAP).map(|_| AtomicUsize::new(0)).collect(),
             n: AtomicUsize::new(0),
         }
     }
@@ -50,6 +54,8 @@ impl Recorder {
         let i = self.n.fetch_add(1, SeqCst);
         assert!(i < CAP, "more scans than the test expects");
         self.sp[i].store(t.sp, SeqCst);
+        let here = 0u8;
+        self.on[i].store(std::hint::black_box(&here) as *const u8 as usize, SeqCst);
         self.hi[i].store(t.stack.1, SeqCst);
         // Published last: a reader takes an entry with its `lo` set.
         self.lo[i].store(t.stack.0, SeqCst);
@@ -61,6 +67,14 @@ impl Recorder {
         let n = self.n.load(SeqCst).min(CAP);
         (0..n)
             .filter(|&i| self.lo[i].load(SeqCst) == lo && self.sp[i].load(SeqCst) == sp)
+            .count()
+    }
+
+    /// How many recorded scans ran on a stack in `[lo, hi)`.
+    fn ran_on(&self, lo: usize, hi: usize) -> usize {
+        let n = self.n.load(SeqCst).min(CAP);
+        (0..n)
+            .filter(|&i| (lo..hi).contains(&self.on[i].load(SeqCst)))
             .count()
     }
 
@@ -298,4 +312,90 @@ fn a_goroutine_that_yields_while_a_deferral_lasts_is_scanned_as_it_leaves() {
     );
     let world = registry.stop_the_world().unwrap();
     world.end_deferred(&scanner, |_| panic!("nothing is owed"));
+}
+
+/// A deferral and the hand-off: goroutines on one worker, all parked at the
+/// stop, then passing a token round a ring of rendezvous channels, so that
+/// each wakes the next into its worker's `next` slot and parks (the shape
+/// that switches straight into the woken goroutine). Each must still be
+/// scanned, as the stop saw it, before it runs again, and no scan may run
+/// on a goroutine's stack (a hand-off into a goroutine that owes a scan
+/// would make it on the parking goroutine's, whose room may be short).
+#[test]
+fn a_hand_off_during_a_deferral_scans_first_and_never_on_a_goroutine_stack() {
+    const RING: usize = 8;
+    const ROUNDS: usize = 50;
+    let (rt, registry) = runtime(1);
+    let recorder = Arc::new(Recorder::new());
+    let parked: Parked = Arc::new(Mutex::new(Vec::with_capacity(RING * 2)));
+    let started = Arc::new(AtomicUsize::new(0));
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..RING).map(|_| channel::channel::<usize>(0)).unzip();
+    let first = txs[0].clone();
+    let mut rxs: Vec<_> = rxs.into_iter().map(Some).collect();
+    let mut handles = Vec::new();
+    for i in 0..RING {
+        let rx = rxs[i].take().unwrap();
+        // The last one hands the token back out of the ring.
+        let tx = (i + 1 < RING).then(|| txs[i + 1].clone());
+        let (recorder, parked, started) = (recorder.clone(), parked.clone(), started.clone());
+        handles.push(rt.go(move || {
+            let here = 0u8;
+            let at = std::hint::black_box(&here) as *const u8 as usize;
+            started.fetch_add(1, SeqCst);
+            let mut checked = false;
+            for _ in 0..ROUNDS {
+                let v = rx.recv().unwrap();
+                if !checked {
+                    checked = true;
+                    let mine = parked
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|&&(lo, hi, _)| (lo..hi).contains(&at))
+                        .copied();
+                    if let Some((lo, _, sp)) = mine {
+                        assert_eq!(recorder.count(lo, sp), 1, "ran before its scan");
+                    }
+                }
+                if let Some(tx) = &tx {
+                    tx.send(v).unwrap();
+                }
+            }
+            at
+        }));
+    }
+    drop(txs);
+    while started.load(SeqCst) < RING {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let scanner: Arc<dyn TaskScanner> = Arc::new(Scans(recorder.clone()));
+    {
+        let world = registry.stop_the_world().unwrap();
+        let mut list = parked.lock().unwrap();
+        world.for_each_suspended(|t| list.push((t.stack.0, t.stack.1, t.sp)));
+        world.defer_suspended(&scanner, |_| panic!("the runtime defers"));
+    }
+    let at_stop = parked.lock().unwrap().len();
+    assert!(at_stop >= RING / 2, "only {at_stop} of {RING} parked");
+    // The token goes round ROUNDS times; the ring's last goroutine is the
+    // one that does not pass it on, so each round starts from outside.
+    for r in 0..ROUNDS {
+        first.send(r).unwrap();
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    {
+        let world = registry.stop_the_world().unwrap();
+        world.end_deferred(&scanner, |_| panic!("every one was scanned"));
+    }
+    for &(lo, hi, sp) in parked.lock().unwrap().iter() {
+        assert_eq!(recorder.count(lo, sp), 1, "scanned once");
+        assert_eq!(
+            recorder.ran_on(lo, hi),
+            0,
+            "a scan ran on a goroutine's stack"
+        );
+    }
 }
