@@ -11,7 +11,10 @@
 //! checks, every time it runs again, that the record holds its last one;
 //! and a stopper thread checks that the word each stop reports for a
 //! parked goroutine (found by the address of one of its locals) is the
-//! one that goroutine published before it parked.
+//! one that goroutine published before it parked, that each worker
+//! stopped inside the stack bounds its record holds (which the signal
+//! handler and the collector trust), and that a worker running a ring
+//! goroutine reports that goroutine's word.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -111,10 +114,35 @@ fn ring(procs: usize) {
         std::thread::spawn(move || {
             while !done.load(SeqCst) {
                 // The first wrong report, checked once the world runs
-                // again (a panic with the world stopped ends the process).
+                // again (a panic with the world stopped ends the process):
+                // (goroutine, word found, word published), or
+                // (usize::MAX, stopped at, stack bottom).
                 let mut wrong = None;
                 {
                     let world = registry.stop_the_world().expect("a stop");
+                    // The workers: each stopped on the stack its record
+                    // names, and one running a ring goroutine with that
+                    // goroutine's word.
+                    for th in world.threads() {
+                        if th.kind() == pardon_preempt::StopKind::Coordinator {
+                            continue;
+                        }
+                        let (lo, hi) = th.stack_bounds();
+                        if !(lo..hi).contains(&th.scan_lo()) && wrong.is_none() {
+                            wrong = Some((usize::MAX, th.scan_lo(), lo));
+                        }
+                        let Some(i) = (0..RING).find(|&i| (lo..hi).contains(&at[i].load(SeqCst)))
+                        else {
+                            continue;
+                        };
+                        let (w, p) = (th.task_word(), published[i].load(SeqCst));
+                        // A running goroutine may be between its two
+                        // stores (published first): its word may be one
+                        // behind, never ahead.
+                        if w != p && w + 1 != p && wrong.is_none() {
+                            wrong = Some((i, w, p));
+                        }
+                    }
                     world.for_each_suspended(|t| {
                         let Some(i) = (0..RING).find(|&i| {
                             let a = at[i].load(SeqCst);
@@ -134,6 +162,11 @@ fn ring(procs: usize) {
                     });
                 }
                 if let Some((i, w, p)) = wrong {
+                    if i == usize::MAX {
+                        panic!(
+                            "a worker stopped at {w:#x}, outside its stack bounds (from {p:#x})"
+                        );
+                    }
                     panic!("goroutine {i} reported with word {w:#x}, published {p:#x}");
                 }
                 std::thread::sleep(Duration::from_micros(200));
