@@ -125,11 +125,52 @@ fn park_goroutines<T: Send + 'static>(
             after(at)
         }));
     }
+    wait_started(&started, n);
+    (wakes, handles)
+}
+
+/// Waits until `n` goroutines have said they started, and a little
+/// longer, for the last ones to park.
+fn wait_started(started: &AtomicUsize, n: usize) {
     while started.load(SeqCst) < n {
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(50));
-    (wakes, handles)
+}
+
+/// Stops the world, lists the goroutines parked there (the oracle: the
+/// stop's ordinary report) and begins a deferral with `scanner`; returns
+/// how many were parked.
+fn stop_and_defer(registry: &Registry, parked: &Parked, scanner: &Arc<dyn TaskScanner>) -> usize {
+    let world = registry.stop_the_world().unwrap();
+    // Room made beforehand: no allocation with the world stopped.
+    let mut list = parked.lock().unwrap();
+    world.for_each_suspended(|t| list.push((t.stack.0, t.stack.1, t.sp)));
+    world.defer_suspended(scanner, |_| panic!("the runtime defers"));
+    list.len()
+}
+
+/// Called by a goroutine running again, `at` the address of one of its
+/// locals: if it was parked at the stop, a scan of its stack as the stop
+/// saw it is recorded, once. Returns whether it was parked at the stop.
+fn scanned_before_running(parked: &Parked, recorder: &Recorder, at: usize) -> bool {
+    let mine = parked
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|&&(lo, hi, _)| (lo..hi).contains(&at))
+        .copied();
+    match mine {
+        Some((lo, _, sp)) => {
+            assert_eq!(
+                recorder.count(lo, sp),
+                1,
+                "not scanned (once) before it ran"
+            );
+            true
+        }
+        None => false,
+    }
 }
 
 #[test]
@@ -143,35 +184,12 @@ fn every_goroutine_parked_at_the_stop_is_scanned_once_before_it_runs_again() {
         park_goroutines(&rt, N, move |at| {
             // Running again: if this goroutine was parked at the stop, a
             // scan of its stack as the stop saw it is already recorded.
-            let mine = parked
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|&&(lo, hi, _)| (lo..hi).contains(&at))
-                .copied();
-            match mine {
-                Some((lo, _, sp)) => {
-                    assert_eq!(
-                        recorder.count(lo, sp),
-                        1,
-                        "not scanned (once) before it ran"
-                    );
-                    true
-                }
-                None => false,
-            }
+            scanned_before_running(&parked, &recorder, at)
         })
     };
 
     let scanner: Arc<dyn TaskScanner> = Arc::new(Scans(recorder.clone()));
-    {
-        let world = registry.stop_the_world().unwrap();
-        // Room made beforehand: no allocation with the world stopped.
-        let mut list = parked.lock().unwrap();
-        world.for_each_suspended(|t| list.push((t.stack.0, t.stack.1, t.sp)));
-        world.defer_suspended(&scanner, |_| panic!("the runtime defers"));
-    }
-    let at_stop = parked.lock().unwrap().len();
+    let at_stop = stop_and_defer(&registry, &parked, &scanner);
     assert!(at_stop >= N / 2, "only {at_stop} of {N} parked");
 
     // Half woken at once (their workers scan them on the way in, unless
@@ -347,15 +365,7 @@ fn a_hand_off_during_a_deferral_scans_first_and_never_on_a_goroutine_stack() {
                 let v = rx.recv().unwrap();
                 if !checked {
                     checked = true;
-                    let mine = parked
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .find(|&&(lo, hi, _)| (lo..hi).contains(&at))
-                        .copied();
-                    if let Some((lo, _, sp)) = mine {
-                        assert_eq!(recorder.count(lo, sp), 1, "ran before its scan");
-                    }
+                    scanned_before_running(&parked, &recorder, at);
                 }
                 if let Some(tx) = &tx {
                     tx.send(v).unwrap();
@@ -365,18 +375,9 @@ fn a_hand_off_during_a_deferral_scans_first_and_never_on_a_goroutine_stack() {
         }));
     }
     drop(txs);
-    while started.load(SeqCst) < RING {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    wait_started(&started, RING);
     let scanner: Arc<dyn TaskScanner> = Arc::new(Scans(recorder.clone()));
-    {
-        let world = registry.stop_the_world().unwrap();
-        let mut list = parked.lock().unwrap();
-        world.for_each_suspended(|t| list.push((t.stack.0, t.stack.1, t.sp)));
-        world.defer_suspended(&scanner, |_| panic!("the runtime defers"));
-    }
-    let at_stop = parked.lock().unwrap().len();
+    let at_stop = stop_and_defer(&registry, &parked, &scanner);
     assert!(at_stop >= RING / 2, "only {at_stop} of {RING} parked");
     // The token goes round ROUNDS times; the ring's last goroutine is the
     // one that does not pass it on, so each round starts from outside.
