@@ -29,7 +29,9 @@
 //!   switches (`worker`), `sysmon` (`sysmon`). Goroutines wait without
 //!   blocking their worker in [`JoinHandle::join`], [`WaitGroup`],
 //!   [`Mutex`], [`Condvar`], [`sleep`] (a timer thread wakes sleepers),
-//!   [`channel`]s, and [`blocking`] (a closure run on a pool thread).
+//!   [`channel`]s (with `try_send`, `try_recv` and `recv_timeout`),
+//!   [`after`] (a channel that receives the time once, Go's
+//!   `time.After`), and [`blocking`] (a closure run on a pool thread).
 //!
 //! ## Time slices: three modes
 //!
@@ -136,6 +138,7 @@ mod sync;
 mod sys;
 mod sysmon;
 mod task;
+mod timer;
 mod worker;
 
 pub use attach::{registry_config, AttachFn, Attacher};
@@ -145,4 +148,5 @@ pub use context::{switch, Context};
 pub use poll::{poll, GoroutinePoll, GoroutineStripMined};
 pub use runtime::{go, yield_now, JoinHandle, Runtime, RuntimeStats};
 pub use stack::{Stack, StackError, StackPool, GUARD, MIN_STACK};
-pub use sync::{sleep, Condvar, Mutex, MutexGuard, WaitGroup};
+pub use sync::{Condvar, Mutex, MutexGuard, WaitGroup};
+pub use timer::{after, sleep};

@@ -188,6 +188,22 @@ impl<L: Link> Fifo<L> {
         front
     }
 
+    /// Takes `t` out of the queue if it is on it, the others keeping
+    /// their order: a walk of the whole queue (a timed-out waiter leaving
+    /// a wait list; rare).
+    pub(crate) fn remove(&mut self, t: *const Task) -> Option<TaskRef> {
+        let mut found = None;
+        for _ in 0..self.len {
+            let x = self.pop_front().expect("counted");
+            if found.is_none() && ptr::eq(Arc::as_ptr(&x), t) {
+                found = Some(x);
+            } else {
+                self.push_back(x);
+            }
+        }
+        found
+    }
+
     /// The tasks in order, for a look without taking them (the model
     /// test's).
     #[cfg(test)]
@@ -251,6 +267,11 @@ impl WaitList {
         // just left the list, and only its waker (ours now) acts on it.
         let data = unsafe { *t.wait_data.get() };
         Some((Waker::from_task(t), data))
+    }
+
+    /// Takes `t`'s waker out of the list if it is on it.
+    pub(crate) fn remove(&mut self, t: *const Task) -> Option<Waker> {
+        self.0.remove(t).map(Waker::from_task)
     }
 
     /// Takes the whole list, leaving it empty.

@@ -460,6 +460,21 @@ impl Waker {
         self.task
     }
 
+    /// A second waker of the same goroutine (an alarm's, beside the one
+    /// on a wait list): whichever wakes first wakes it, the other finds
+    /// it no longer parked, or must be taken back before it parks again
+    /// (see `timer`).
+    pub(crate) fn also(&self) -> Waker {
+        Waker {
+            task: self.task.clone(),
+        }
+    }
+
+    /// The goroutine this waker wakes.
+    pub(crate) fn task_ptr(&self) -> *const Task {
+        Arc::as_ptr(&self.task)
+    }
+
     /// Makes the goroutine runnable, in its home worker's `next` slot
     /// (it runs in the rest of the current slice there), unless it is no
     /// longer parked.

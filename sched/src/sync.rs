@@ -1,20 +1,16 @@
 //! Synchronisation that parks the goroutine, not the thread: a
-//! [`WaitGroup`], a [`Mutex`] and its [`Condvar`], and [`sleep`]. Each also works from a thread
+//! [`WaitGroup`], a [`Mutex`] and its [`Condvar`]. Each also works from a thread
 //! outside the runtime, which then blocks (or, for the mutex, yields while
 //! it waits).
 
 use std::cell::UnsafeCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
 
 use crate::linked::WaitList;
 use crate::region::{lock, lock_plain};
-use crate::room::Room;
-use crate::runtime::{park, Waker};
+use crate::runtime::park;
 
 /// Waits for a number of goroutines to finish (Go's `sync.WaitGroup`).
 /// Clones share one counter.
@@ -245,145 +241,5 @@ impl Condvar {
     pub fn notify_all(&self) {
         let mut ws = lock(&self.waiters).take();
         ws.wake_all();
-    }
-}
-
-/// A sleeping goroutine: ordered by deadline, then by arrival.
-struct Sleeper {
-    at: Instant,
-    seq: u64,
-    waker: Waker,
-}
-
-impl PartialEq for Sleeper {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Sleeper {}
-impl PartialOrd for Sleeper {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Sleeper {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
-/// The process's timer: sleeping goroutines by deadline, and the thread
-/// that wakes them.
-struct Timers {
-    /// The sleepers (pushed only where the heap has room: see `room`), and
-    /// a sequence number for ties.
-    heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64)>,
-    changed: StdCondvar,
-    /// The fork generation of the timer thread, if one was started (in a
-    /// forked child the parent's does not exist, and a new one is
-    /// started).
-    thread_gen: StdMutex<Option<u64>>,
-}
-
-fn timers() -> &'static Timers {
-    static T: OnceLock<Timers> = OnceLock::new();
-    // As `blocking::pool`.
-    crate::region::no_yield(|| {
-        T.get_or_init(|| Timers {
-            heap: StdMutex::new((BinaryHeap::new(), 0)),
-            changed: StdCondvar::new(),
-            thread_gen: StdMutex::new(None),
-        })
-    })
-}
-
-/// Starts the timer thread if this process has none. Returns false if it
-/// cannot be started. Starting a thread allocates, so this runs outside
-/// any no-preempt region: in a no-yield one (a stop may park the caller
-/// holding `thread_gen`, which no stopped world needs; no other goroutine
-/// of its worker can run and wait for it).
-fn ensure_timer_thread(t: &'static Timers) -> bool {
-    crate::region::no_yield(|| {
-        let g = crate::fork::generation();
-        let mut started = lock_plain(&t.thread_gen);
-        if *started == Some(g) {
-            return true;
-        }
-        let ok = std::thread::Builder::new()
-            .name("pardon-timers".into())
-            .spawn(move || timer_main(t))
-            .is_ok();
-        if ok {
-            *started = Some(g);
-        }
-        ok
-    })
-}
-
-fn timer_main(t: &'static Timers) {
-    // Sleepers woken on time, even while every CPU runs a worker.
-    crate::sys::favour_wakeups();
-    let mut h = lock_plain(&t.heap);
-    loop {
-        let now = Instant::now();
-        while h.0.peek().is_some_and(|Reverse(s)| s.at <= now) {
-            let Reverse(s) = h.0.pop().expect("peeked");
-            s.waker.wake();
-        }
-        h = match h.0.peek().map(|Reverse(s)| s.at) {
-            Some(at) => {
-                t.changed
-                    .wait_timeout(h, at.saturating_duration_since(now))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-            }
-            None => t.changed.wait(h).unwrap_or_else(|e| e.into_inner()),
-        };
-    }
-}
-
-/// Sleeps for at least `d`: a goroutine is parked (its worker runs
-/// others) and woken by the timer thread; a thread outside the runtime
-/// sleeps.
-pub fn sleep(d: Duration) {
-    let at = Instant::now() + d;
-    if crate::worker::goroutine().is_none() {
-        std::thread::sleep(d);
-        return;
-    }
-    let t = timers();
-    if !ensure_timer_thread(t) {
-        // No thread to wake us: sleep on the worker instead.
-        std::thread::sleep(d);
-        return;
-    }
-    loop {
-        crate::room::grow(&t.heap, |h| &mut h.0);
-        let mut no_room = false;
-        park(|waker| {
-            let mut h = waker.lock(&t.heap);
-            if !h.0.has_room() {
-                // Taken by another sleeper since `grow`: grow again.
-                no_room = true;
-                return false;
-            }
-            h.1 += 1;
-            let seq = h.1;
-            h.0.push(Reverse(Sleeper {
-                at,
-                seq,
-                waker: waker.waker(),
-            }));
-            // The timer thread sleeps until the earliest deadline: it need
-            // hear of this one only if it is now the earliest (a notify is
-            // a system call, waiter or not).
-            if h.0.peek().is_some_and(|Reverse(s)| s.seq == seq) {
-                t.changed.notify_one();
-            }
-            true
-        });
-        if !no_room {
-            return;
-        }
     }
 }

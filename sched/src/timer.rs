@@ -1,0 +1,306 @@
+//! Timers: [`sleep`], [`after`], and the alarms behind
+//! [`Receiver::recv_timeout`](crate::channel::Receiver::recv_timeout).
+//! One thread per process keeps every deadline in a heap and acts on each
+//! as it falls due: it wakes a sleeping goroutine, sends on an `after`
+//! channel, or fires an alarm.
+//!
+//! An alarm wakes a goroutine that may have been woken by something else
+//! first and be parked elsewhere by the time the deadline comes. A wake-up
+//! that lands on a later park would be spurious, and the runtime's parks
+//! do not tolerate those (a goroutine woken while still on a channel's
+//! wait list would be listed twice). So an alarm is a small state machine
+//! shared by the timer and the goroutine: the timer fires it only from
+//! `ARMED`, and the goroutine, once running again, cancels it or, if it
+//! fired, waits until the timer's wake-up is over (`Alarm::settle`):
+//! a wake-up that finds the goroutine running does nothing.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};
+use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::region::lock_plain;
+use crate::room::Room;
+use crate::runtime::{park, Waker};
+
+/// What the timer does when a deadline falls due.
+enum Due {
+    /// Wakes a goroutine in `sleep`.
+    Wake(Waker),
+    /// Fires an alarm (see the module comment).
+    Alarm(Arc<Alarm>, Waker),
+    /// Sends the time on an `after` channel.
+    Send(crate::channel::Sender<Instant>),
+}
+
+/// A deadline: ordered by time, then by arrival.
+struct Sleeper {
+    at: Instant,
+    seq: u64,
+    due: Due,
+}
+
+impl PartialEq for Sleeper {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Sleeper {}
+impl PartialOrd for Sleeper {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Sleeper {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// The process's timer: deadlines in a heap, and the thread that acts on
+/// them.
+pub(crate) struct Timers {
+    /// The deadlines (pushed only where the heap has room: see `room`),
+    /// and a sequence number for ties.
+    heap: StdMutex<(BinaryHeap<Reverse<Sleeper>>, u64)>,
+    changed: StdCondvar,
+    /// The fork generation of the timer thread, if one was started (in a
+    /// forked child the parent's does not exist, and a new one is
+    /// started).
+    thread_gen: StdMutex<Option<u64>>,
+}
+
+fn timers() -> &'static Timers {
+    static T: OnceLock<Timers> = OnceLock::new();
+    // As `blocking::pool`.
+    crate::region::no_yield(|| {
+        T.get_or_init(|| Timers {
+            heap: StdMutex::new((BinaryHeap::new(), 0)),
+            changed: StdCondvar::new(),
+            thread_gen: StdMutex::new(None),
+        })
+    })
+}
+
+/// Starts the timer thread if this process has none. Returns false if it
+/// cannot be started. Starting a thread allocates, so this runs outside
+/// any no-preempt region: in a no-yield one (a stop may park the caller
+/// holding `thread_gen`, which no stopped world needs; no other goroutine
+/// of its worker can run and wait for it).
+fn ensure_timer_thread(t: &'static Timers) -> bool {
+    crate::region::no_yield(|| {
+        let g = crate::fork::generation();
+        let mut started = lock_plain(&t.thread_gen);
+        if *started == Some(g) {
+            return true;
+        }
+        let ok = std::thread::Builder::new()
+            .name("pardon-timers".into())
+            .spawn(move || timer_main(t))
+            .is_ok();
+        if ok {
+            *started = Some(g);
+        }
+        ok
+    })
+}
+
+fn timer_main(t: &'static Timers) {
+    // Deadlines met on time, even while every CPU runs a worker.
+    crate::sys::favour_wakeups();
+    let mut due = Vec::new();
+    let mut h = lock_plain(&t.heap);
+    loop {
+        let now = Instant::now();
+        while h.0.peek().is_some_and(|Reverse(s)| s.at <= now) {
+            let Reverse(s) = h.0.pop().expect("peeked");
+            due.push(s.due);
+        }
+        if !due.is_empty() {
+            // Acted on without the heap's lock: a send takes a channel's
+            // lock, which a goroutine may hold while it arms an alarm.
+            drop(h);
+            for d in due.drain(..) {
+                match d {
+                    Due::Wake(w) => w.wake(),
+                    Due::Alarm(alarm, w) => alarm.fire(w),
+                    Due::Send(tx) => {
+                        // Room for one, which only this send fills: never
+                        // waits. A dropped receiver is no error.
+                        let _ = tx.send(now);
+                    }
+                }
+            }
+            h = lock_plain(&t.heap);
+            continue;
+        }
+        h = match h.0.peek().map(|Reverse(s)| s.at) {
+            Some(at) => {
+                t.changed
+                    .wait_timeout(h, at.saturating_duration_since(now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => t.changed.wait(h).unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+}
+
+/// Pushes a deadline, if the heap has room; returns false if not (the
+/// caller grows it outside any region and tries again: see `room`).
+/// `due` is called only once there is room: a park's closure announces
+/// its park there. The lock is taken in a no-preempt region (a goroutine
+/// switched out holding it would leave its worker's next sleeper blocking
+/// the thread on it).
+fn push(t: &'static Timers, at: Instant, due: impl FnOnce() -> Due) -> bool {
+    let mut h = crate::region::lock(&t.heap);
+    if !h.0.has_room() {
+        return false;
+    }
+    h.1 += 1;
+    let seq = h.1;
+    h.0.push(Reverse(Sleeper {
+        at,
+        seq,
+        due: due(),
+    }));
+    // The timer thread sleeps until the earliest deadline: it need hear of
+    // this one only if it is now the earliest (a notify is a system call,
+    // waiter or not).
+    if h.0.peek().is_some_and(|Reverse(s)| s.seq == seq) {
+        t.changed.notify_one();
+    }
+    true
+}
+
+/// The timer, its thread started, or `None` if no thread can be started.
+pub(crate) fn started() -> Option<&'static Timers> {
+    let t = timers();
+    ensure_timer_thread(t).then_some(t)
+}
+
+/// Makes room in the heap for one more deadline (outside any region).
+pub(crate) fn make_room(t: &'static Timers) {
+    crate::room::grow(&t.heap, |h| &mut h.0);
+}
+
+/// Sleeps for at least `d`: a goroutine is parked (its worker runs
+/// others) and woken by the timer thread; a thread outside the runtime
+/// sleeps.
+pub fn sleep(d: Duration) {
+    let at = Instant::now() + d;
+    if crate::worker::goroutine().is_none() {
+        std::thread::sleep(d);
+        return;
+    }
+    let Some(t) = started() else {
+        // No thread to wake us: sleep on the worker instead.
+        std::thread::sleep(d);
+        return;
+    };
+    loop {
+        make_room(t);
+        let mut no_room = false;
+        park(|p| {
+            // Announced only once the deadline has room.
+            let pushed = push(t, at, || Due::Wake(p.waker()));
+            no_room = !pushed;
+            pushed
+        });
+        if !no_room {
+            return;
+        }
+    }
+}
+
+/// A channel that receives the time once, at least `d` from now (Go's
+/// `time.After`). Works from goroutines and from threads outside a
+/// runtime; if no timer thread can be started, the time is sent at once.
+pub fn after(d: Duration) -> crate::channel::Receiver<Instant> {
+    let at = Instant::now() + d;
+    let (tx, rx) = crate::channel::channel(1);
+    match started() {
+        Some(t) => {
+            let mut tx = Some(tx);
+            loop {
+                make_room(t);
+                if push(t, at, || Due::Send(tx.take().expect("pushed once"))) {
+                    break;
+                }
+            }
+        }
+        None => {
+            let _ = tx.send(Instant::now());
+        }
+    }
+    rx
+}
+
+/// Armed, and neither fired nor cancelled.
+const ARMED: u8 = 0;
+/// Cancelled by its goroutine: the timer will do nothing.
+const CANCELLED: u8 = 1;
+/// The timer is waking the goroutine.
+const FIRING: u8 = 2;
+/// The timer has woken it.
+const FIRED: u8 = 3;
+
+/// A wake-up a goroutine asks of the timer, which it can take back (see
+/// the module comment).
+pub(crate) struct Alarm {
+    state: AtomicU8,
+}
+
+impl Alarm {
+    pub(crate) fn new() -> Arc<Alarm> {
+        Arc::new(Alarm {
+            state: AtomicU8::new(ARMED),
+        })
+    }
+
+    /// Arms the alarm for `at` inside a park's closure, with the waker
+    /// `waker` makes (a second one of the parking goroutine, made only
+    /// once the heap has room); false if it has none.
+    pub(crate) fn arm(
+        self: &Arc<Alarm>,
+        t: &'static Timers,
+        at: Instant,
+        waker: impl FnOnce() -> Waker,
+    ) -> bool {
+        push(t, at, || Due::Alarm(self.clone(), waker()))
+    }
+
+    /// The timer's side: wakes the goroutine unless it cancelled first.
+    fn fire(&self, w: Waker) {
+        if self
+            .state
+            .compare_exchange(ARMED, FIRING, AcqRel, Acquire)
+            .is_ok()
+        {
+            w.wake();
+            self.state.store(FIRED, Release);
+        }
+    }
+
+    /// The goroutine's side, once it runs again: after this returns, the
+    /// timer will not wake it for this alarm. Returns whether the alarm
+    /// fired.
+    pub(crate) fn settle(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(ARMED, CANCELLED, AcqRel, Acquire)
+        {
+            Ok(_) => false,
+            Err(_) => {
+                // Fired, or firing: the timer's wake-up finds us running
+                // (a no-op) and is over in a moment.
+                while self.state.load(Acquire) != FIRED {
+                    std::hint::spin_loop();
+                    std::thread::yield_now();
+                }
+                true
+            }
+        }
+    }
+}
