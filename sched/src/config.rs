@@ -96,6 +96,11 @@ pub struct Config {
     /// mutator: `pardon`'s `Heap::worker_attacher`). `None`: the worker
     /// attaches itself. Ignored without a registry.
     pub attach: Option<crate::attach::Attacher>,
+    /// Whether a goroutine that parks switches straight into the
+    /// goroutine it woke on its worker (the *hand-off*), rather than
+    /// through the scheduler; what runs next is the same either way.
+    /// Default true; false is for comparison and diagnosis.
+    pub hand_off: bool,
 }
 
 impl Default for Config {
@@ -107,6 +112,7 @@ impl Default for Config {
             preemption: Preemption::Poll,
             time_slice: Duration::from_millis(10),
             attach: None,
+            hand_off: true,
         }
     }
 }

@@ -74,6 +74,9 @@ pub(crate) struct Proc {
     pub preemptions: AtomicU64,
     /// Requests `sysmon` made of this worker. `sysmon` writes.
     pub asks: AtomicU64,
+    /// Parks that handed off (`worker::hand_off`). Owner writes (a load
+    /// and a store: no locked instruction a switch); anyone reads.
+    pub hand_offs: AtomicU64,
     /// Yield signals refused on this worker, as its preempt record counts
     /// them; copied by the owner after each goroutine it runs.
     pub refused: AtomicU64,

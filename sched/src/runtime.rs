@@ -65,6 +65,9 @@ pub struct RuntimeStats {
     /// Yield signals that found a goroutine where it could not be switched
     /// (a no-preempt region, a shared library, short of stack).
     pub refused: u64,
+    /// Parks that switched straight into the goroutine they woke
+    /// ([`Config::hand_off`]).
+    pub hand_offs: u64,
 }
 
 impl Runtime {
@@ -240,6 +243,7 @@ impl Runtime {
             s.preemptions += p.preemptions.load(Relaxed);
             s.asks += p.asks.load(Relaxed);
             s.refused += p.refused.load(Relaxed);
+            s.hand_offs += p.hand_offs.load(Relaxed);
         }
         s
     }

@@ -628,7 +628,8 @@ fn hand_off(me: &Worker) -> bool {
     let Some(to) = next.as_ref() else {
         return false;
     };
-    if cur.state.load(Relaxed) != PARKING
+    if !shared.config.hand_off
+        || cur.state.load(Relaxed) != PARKING
         || shared.shutdown.load(SeqCst)
         || (shared.track_tasks && !shared.deferral.settled(to))
     {
@@ -645,9 +646,11 @@ fn hand_off(me: &Worker) -> bool {
         return true;
     }
     let t = next.take().expect("looked at above");
+    let p = me.proc_();
     if let Some(a) = me.attached() {
-        me.proc_().refused.store(a.yields_refused(), Relaxed);
+        p.refused.store(a.yields_refused(), Relaxed);
     }
+    p.hand_offs.store(p.hand_offs.load(Relaxed) + 1, Relaxed);
     save_word(me, cur);
     prepare_switch_in(me, &t);
     let to = t.ctx.get();

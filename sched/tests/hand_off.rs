@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pardon_preempt::{Attached, Registry};
-use pardon_sched::{channel, Attacher, Config, Runtime};
+use pardon_sched::{channel, go, Attacher, Config, Runtime};
 
 struct Own(Attached);
 
@@ -225,4 +225,127 @@ fn hand_offs_carry_task_words_on_one_worker() {
 #[test]
 fn hand_offs_carry_task_words_on_two_workers() {
     ring(2);
+}
+
+/// One goroutine program whose steps are logged as (goroutine, step):
+/// goroutines parking on rendezvous and buffered channels, a mutex held
+/// across a yield, a condition variable, a wait group and joins.
+fn program(log: Arc<std::sync::Mutex<Vec<(u32, u32)>>>) {
+    let note = move |g: u32, s: u32| log.lock().unwrap().push((g, s));
+    let mut handles = Vec::new();
+    // A ping-pong pair on rendezvous channels.
+    let (atx, arx) = channel::channel::<u32>(0);
+    let (btx, brx) = channel::channel::<u32>(0);
+    {
+        let note = note.clone();
+        handles.push(go(move || {
+            while let Ok(v) = arx.recv() {
+                note(1, v);
+                if btx.send(v + 1).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    // Producers and a consumer on a buffered channel.
+    let (ptx, prx) = channel::channel::<u32>(2);
+    for p in 0..3u32 {
+        let (ptx, note) = (ptx.clone(), note.clone());
+        handles.push(go(move || {
+            for i in 0..5 {
+                ptx.send(p * 100 + i).unwrap();
+                note(10 + p, i);
+            }
+        }));
+    }
+    drop(ptx);
+    {
+        let note = note.clone();
+        handles.push(go(move || {
+            while let Ok(v) = prx.recv() {
+                note(20, v);
+            }
+        }));
+    }
+    // A mutex held across a yield, and a condition variable.
+    let m = Arc::new(pardon_sched::Mutex::new(0u32));
+    let cv = Arc::new(pardon_sched::Condvar::new());
+    for k in 0..3u32 {
+        let (m, cv, note) = (m.clone(), cv.clone(), note.clone());
+        handles.push(go(move || {
+            for _ in 0..3 {
+                let mut g = m.lock();
+                *g += 1;
+                note(30 + k, *g);
+                pardon_sched::yield_now();
+                drop(g);
+            }
+            cv.notify_all();
+        }));
+    }
+    {
+        let (m, cv, note) = (m.clone(), cv.clone(), note.clone());
+        handles.push(go(move || {
+            let mut g = m.lock();
+            while *g < 9 {
+                g = cv.wait(g);
+            }
+            note(40, *g);
+        }));
+    }
+    // A wait group.
+    let wg = pardon_sched::WaitGroup::new();
+    for k in 0..4u32 {
+        wg.add(1);
+        let (wg, note) = (wg.clone(), note.clone());
+        handles.push(go(move || {
+            note(50 + k, 0);
+            pardon_sched::yield_now();
+            note(50 + k, 1);
+            wg.done();
+        }));
+    }
+    for i in 0..10 {
+        atx.send(i * 2).unwrap();
+        note(0, brx.recv().unwrap());
+    }
+    drop(atx);
+    wg.wait();
+    note(0, 1000);
+    for h in handles {
+        h.join().unwrap();
+    }
+    note(0, 2000);
+}
+
+/// The hand-off changes how a worker gets to the next goroutine, never
+/// which one runs: a cooperative runtime on one worker is deterministic
+/// (no preemption, no other thread waking anyone), and the same program
+/// runs its steps in the same order with hand-offs and without.
+#[test]
+fn hand_offs_change_no_scheduling_order() {
+    fn trace(hand_off: bool) -> (Vec<(u32, u32)>, u64) {
+        let rt = Runtime::new(Config {
+            procs: 1,
+            preemption: pardon_sched::Preemption::Cooperative,
+            hand_off,
+            ..Config::default()
+        })
+        .unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = log.clone();
+        rt.block_on(move || program(l)).unwrap();
+        let handed = rt.stats().hand_offs;
+        let steps = log.lock().unwrap().clone();
+        (steps, handed)
+    }
+    let (with, handed) = trace(true);
+    let (without, none) = trace(false);
+    assert_eq!(none, 0, "hand_off: false never hands off");
+    assert!(
+        handed > 0,
+        "this program parks with goroutines it woke in `next`"
+    );
+    assert_eq!(with.len(), without.len());
+    assert_eq!(with, without, "the same steps in the same order");
 }
