@@ -29,7 +29,8 @@
 //!   switches (`worker`), `sysmon` (`sysmon`). Goroutines wait without
 //!   blocking their worker in [`JoinHandle::join`], [`WaitGroup`],
 //!   [`Mutex`], [`Condvar`], [`sleep`] (a timer thread wakes sleepers),
-//!   [`channel`]s (with `try_send`, `try_recv` and `recv_timeout`),
+//!   [`channel`]s (with `try_send`, `try_recv`, `send_timeout` and
+//!   `recv_timeout`),
 //!   [`after`] (a channel that receives the time once, Go's
 //!   `time.After`), and [`blocking`] (a closure run on a pool thread).
 //!

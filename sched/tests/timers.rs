@@ -1,5 +1,5 @@
 //! Timers and the channel operations that do not wait, or wait only so
-//! long: `try_send`, `try_recv`, `recv_timeout`, `after`. Each from
+//! long: `try_send`, `try_recv`, `send_timeout`, `recv_timeout`, `after`. Each from
 //! goroutines and from threads outside the runtime. The checks are on
 //! what is received and returned, and on deadlines never coming early;
 //! nothing asserts that something happens within a time.
@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pardon_sched::channel::{self, RecvError, RecvTimeoutError, TryRecvError, TrySendError};
+use pardon_sched::channel::{
+    self, RecvError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
+};
 use pardon_sched::{after, go, Config, Runtime};
 
 fn runtime(procs: usize) -> Runtime {
@@ -245,4 +247,134 @@ fn after_sends_the_time_once_no_earlier() {
         }
     })
     .unwrap();
+}
+
+#[test]
+fn send_timeout_never_times_out_early_and_gives_the_value_back() {
+    let check = || {
+        let (tx, _rx) = channel::channel::<u32>(1);
+        tx.send(0).unwrap();
+        let (rtx, _rrx) = channel::channel::<u32>(0);
+        for d in [0u64, 1, 5, 20] {
+            let d = Duration::from_millis(d);
+            let t0 = Instant::now();
+            assert_eq!(tx.send_timeout(7, d), Err(SendTimeoutError::Timeout(7)));
+            assert!(
+                t0.elapsed() >= d,
+                "full: timed out after {:?} of {d:?}",
+                t0.elapsed()
+            );
+            let t0 = Instant::now();
+            assert_eq!(rtx.send_timeout(8, d), Err(SendTimeoutError::Timeout(8)));
+            assert!(
+                t0.elapsed() >= d,
+                "no receiver: timed out after {:?}",
+                t0.elapsed()
+            );
+        }
+    };
+    check();
+    let rt = runtime(1);
+    rt.block_on(check).unwrap();
+}
+
+#[test]
+fn send_timeout_meets_a_receiver_or_the_channel_end() {
+    let rt = runtime(2);
+    rt.block_on(|| {
+        for cap in [0usize, 1] {
+            let (tx, rx) = channel::channel::<u32>(cap);
+            if cap == 1 {
+                tx.send(0).unwrap();
+            }
+            let s = go(move || (tx.send_timeout(31, Duration::from_secs(60)), tx));
+            pardon_sched::sleep(Duration::from_millis(5));
+            if cap == 1 {
+                assert_eq!(rx.recv(), Ok(0));
+            }
+            assert_eq!(rx.recv(), Ok(31));
+            let (sent, tx) = s.join().unwrap();
+            assert_eq!(sent, Ok(()));
+
+            if cap == 1 {
+                tx.send(1).unwrap();
+            }
+            let s = go(move || tx.send_timeout(32, Duration::from_secs(60)));
+            pardon_sched::sleep(Duration::from_millis(5));
+            drop(rx);
+            assert_eq!(s.join().unwrap(), Err(SendTimeoutError::Disconnected(32)));
+        }
+    })
+    .unwrap();
+}
+
+/// Senders with timeouts race plain receivers, on a rendezvous and on a
+/// buffered channel: every value is either received, once, or given back
+/// to its sender; and a sleep right after each send never ends early (a
+/// stale wake-up would end it).
+#[test]
+fn send_timeouts_racing_receives_lose_and_duplicate_nothing() {
+    for cap in [0usize, 2] {
+        const EACH: u64 = 400;
+        let rt = runtime(2);
+        let (tx, rx) = channel::channel::<u64>(cap);
+        let received = Arc::new(AtomicU64::new(0));
+        let returned = Arc::new(AtomicU64::new(0));
+        let receivers: Vec<_> = (0..2)
+            .map(|k| {
+                let (rx, received) = (rx.clone(), received.clone());
+                rt.go(move || {
+                    let mut j = k;
+                    while let Ok(v) = rx.recv() {
+                        received.fetch_add(v, SeqCst);
+                        j += 1;
+                        // Slow now and then (always, with a buffer, so
+                        // that it fills), so that senders time out.
+                        if cap > 0 || j % 3 == 0 {
+                            pardon_sched::sleep(Duration::from_micros(j % 150));
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(rx);
+        let senders: Vec<_> = (0..4u64)
+            .map(|s| {
+                let (tx, returned) = (tx.clone(), returned.clone());
+                rt.go(move || {
+                    for j in 0..EACH {
+                        let v = s * EACH + j + 1;
+                        let d = Duration::from_micros(20 + (v * 7919) % 200);
+                        match tx.send_timeout(v, d) {
+                            Ok(()) => {}
+                            Err(SendTimeoutError::Timeout(back)) => {
+                                assert_eq!(back, v);
+                                returned.fetch_add(back, SeqCst);
+                            }
+                            Err(SendTimeoutError::Disconnected(_)) => panic!("receivers left"),
+                        }
+                        let t0 = Instant::now();
+                        pardon_sched::sleep(Duration::from_micros(300));
+                        assert!(
+                            t0.elapsed() >= Duration::from_micros(300),
+                            "a sleep ended early"
+                        );
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for s in senders {
+            s.join().unwrap();
+        }
+        for r in receivers {
+            r.join().unwrap();
+        }
+        let n = 4 * EACH;
+        assert_eq!(
+            received.load(SeqCst) + returned.load(SeqCst),
+            n * (n + 1) / 2,
+            "cap {cap}: every value received or given back, once"
+        );
+    }
 }

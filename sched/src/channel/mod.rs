@@ -16,12 +16,15 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::linked::WaitList;
 use crate::region::lock;
 use crate::room::Room;
 use crate::runtime::{park, Waker};
+
+mod timed;
+
+pub use timed::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 struct State<T> {
     /// Filled only where it has room, and grown before the region that
@@ -106,79 +109,6 @@ impl fmt::Display for RecvError {
 }
 
 impl std::error::Error for RecvError {}
-
-/// Why [`Receiver::try_recv`] returned no value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryRecvError {
-    /// Nothing to take now (on a rendezvous channel: no sender waiting).
-    Empty,
-    /// Every sender is gone and nothing is queued.
-    Disconnected,
-}
-
-impl fmt::Display for TryRecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TryRecvError::Empty => "receiving on an empty channel",
-            TryRecvError::Disconnected => {
-                "receiving on an empty channel whose senders are all gone"
-            }
-        })
-    }
-}
-
-impl std::error::Error for TryRecvError {}
-
-/// Why [`Receiver::recv_timeout`] returned no value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecvTimeoutError {
-    /// The time ran out first.
-    Timeout,
-    /// Every sender is gone and nothing is queued.
-    Disconnected,
-}
-
-impl fmt::Display for RecvTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RecvTimeoutError::Timeout => "timed out receiving on a channel",
-            RecvTimeoutError::Disconnected => {
-                "receiving on an empty channel whose senders are all gone"
-            }
-        })
-    }
-}
-
-impl std::error::Error for RecvTimeoutError {}
-
-/// Why [`Sender::try_send`] did not send: the value comes back.
-#[derive(PartialEq, Eq)]
-pub enum TrySendError<T> {
-    /// No room now (on a rendezvous channel: no receiver waiting).
-    Full(T),
-    /// Every receiver is gone.
-    Disconnected(T),
-}
-
-impl<T> fmt::Debug for TrySendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrySendError::Full(_) => "Full(..)",
-            TrySendError::Disconnected(_) => "Disconnected(..)",
-        })
-    }
-}
-
-impl<T> fmt::Display for TrySendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrySendError::Full(_) => "sending on a full channel",
-            TrySendError::Disconnected(_) => "sending on a channel whose receivers are all gone",
-        })
-    }
-}
-
-impl<T> std::error::Error for TrySendError<T> {}
 
 fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan {
@@ -316,41 +246,6 @@ impl<T> Sender<T> {
         Ok(())
     }
 
-    /// Sends `v` if that needs no wait: to a receiver parked in `recv`,
-    /// or into a buffer with room. On a rendezvous channel only a parked
-    /// receiver takes it. Never waits.
-    pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
-        let mut v = Some(v);
-        loop {
-            {
-                let mut st = lock(&self.chan.state);
-                if st.receivers == 0 {
-                    return Err(TrySendError::Disconnected(v.take().expect("not sent")));
-                }
-                if let Some((w, theirs)) = st.recv_waiters.pop_with() {
-                    // SAFETY: see `Slot`: that receiver is parked until
-                    // this wake-up, and we hold the lock.
-                    unsafe { *(theirs as *mut Option<T>) = v.take() };
-                    st.pushed += 1;
-                    st.popped += 1;
-                    w.wake();
-                    return Ok(());
-                }
-                let room = st.cap.is_none_or(|c| c > 0 && st.queue.len() < c);
-                if !room {
-                    return Err(TrySendError::Full(v.take().expect("not sent")));
-                }
-                if st.queue.has_room() {
-                    st.queue.push_back(v.take().expect("not sent"));
-                    st.pushed += 1;
-                    return Ok(());
-                }
-            }
-            // Growing allocates: outside the lock's region.
-            crate::room::grow(&self.chan.state, |st| &mut st.queue);
-        }
-    }
-
     /// A goroutine's send on a rendezvous channel, as Go's: handed to a
     /// parked receiver, or parked with the value until a receiver takes it
     /// from the sender's own frame. One lock a send (queueing the value
@@ -468,101 +363,6 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// Takes a value if one is there now: a queued one, or, on a
-    /// rendezvous channel, a waiting sender's. Never waits.
-    pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        match ready(&mut lock(&self.chan.state)) {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(RecvError)) => Err(TryRecvError::Disconnected),
-            None => Err(TryRecvError::Empty),
-        }
-    }
-
-    /// Receives the next value, waiting at most `d` for one; fails once
-    /// every sender is gone and nothing is queued. A goroutine is parked
-    /// and woken by a sender or by the timer thread (an alarm: see
-    /// `timer`), whichever comes first; a thread outside the runtime looks
-    /// again every 50 µs or so.
-    pub fn recv_timeout(&self, d: Duration) -> Result<T, RecvTimeoutError> {
-        let deadline = Instant::now() + d;
-        let timer = match crate::worker::goroutine() {
-            Some(_) => crate::timer::started(),
-            None => None,
-        };
-        let Some(t) = timer else {
-            // A thread outside the runtime (or no timer thread): poll.
-            loop {
-                match self.try_recv() {
-                    Ok(v) => return Ok(v),
-                    Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                    Err(TryRecvError::Empty) => {}
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(RecvTimeoutError::Timeout);
-                }
-                std::thread::sleep(left.min(Duration::from_micros(50)));
-            }
-        };
-        let mut slot: Option<T> = None;
-        let ptr = Slot(&mut slot as *mut Option<T>);
-        loop {
-            crate::timer::make_room(t);
-            let alarm = crate::timer::Alarm::new();
-            let mut out = None;
-            let mut me = std::ptr::null();
-            let mut no_room = false;
-            let parked = park(|w| {
-                let mut st = w.lock(&self.chan.state);
-                if let Some(r) = ready(&mut st) {
-                    out = Some(r.map_err(|_| RecvTimeoutError::Disconnected));
-                    return false;
-                }
-                if Instant::now() >= deadline {
-                    out = Some(Err(RecvTimeoutError::Timeout));
-                    return false;
-                }
-                // Announced only once the alarm has room; the list's
-                // waker and the alarm's wake the same goroutine.
-                let mut listed = None;
-                let armed = alarm.arm(t, deadline, || {
-                    let waker = w.waker();
-                    let again = waker.also();
-                    listed = Some(waker);
-                    again
-                });
-                let Some(waker) = listed.filter(|_| armed) else {
-                    no_room = true;
-                    return false;
-                };
-                me = waker.task_ptr();
-                st.recv_waiters.push_with(waker, ptr.0 as usize);
-                true
-            });
-            if let Some(r) = out {
-                return r;
-            }
-            if no_room {
-                continue;
-            }
-            debug_assert!(parked, "recv_timeout parks only in goroutines");
-            // Running again: woken by a sender (the value is in `slot`),
-            // by the channel's end, or by the alarm. After `settle` the
-            // alarm wakes no one; after leaving the wait list (under the
-            // lock every sender wakes under) no sender does.
-            let fired = alarm.settle();
-            let listed = lock(&self.chan.state).recv_waiters.remove(me).is_some();
-            // SAFETY: no sender holds our slot now: we are on no wait list.
-            if let Some(v) = unsafe { (*ptr.0).take() } {
-                return Ok(v);
-            }
-            if listed && fired && Instant::now() >= deadline {
-                return Err(RecvTimeoutError::Timeout);
-            }
-            // Woken by the channel's end, or early: look again.
-        }
-    }
-
     /// Values queued now. A rendezvous channel holds at most the one a
     /// thread outside the runtime is handing over: a goroutine's value
     /// waits in its own `send` frame until a receiver takes it.

@@ -1,0 +1,391 @@
+//! The channel operations that do not wait, or wait only so long:
+//! `try_send`, `try_recv`, `send_timeout` and `recv_timeout`. A goroutine
+//! that waits with a deadline parks with two wakers, its entry on the
+//! channel's wait list and an alarm (`timer`); once running again it
+//! settles the alarm and leaves the list under the channel's lock (under
+//! which every wake-up from the channel happens), so neither wakes it
+//! later, in another park. Threads outside the runtime poll.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::{ready, Receiver, RecvError, Sender, Slot};
+use crate::region::lock;
+use crate::room::Room;
+use crate::runtime::park;
+
+/// Why [`Receiver::try_recv`] returned no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing to take now (on a rendezvous channel: no sender waiting).
+    Empty,
+    /// Every sender is gone and nothing is queued.
+    Disconnected,
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TryRecvError::Empty => "receiving on an empty channel",
+            TryRecvError::Disconnected => {
+                "receiving on an empty channel whose senders are all gone"
+            }
+        })
+    }
+}
+
+impl std::error::Error for TryRecvError {}
+
+/// Why [`Receiver::recv_timeout`] returned no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvTimeoutError {
+    /// The time ran out first.
+    Timeout,
+    /// Every sender is gone and nothing is queued.
+    Disconnected,
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvTimeoutError::Timeout => "timed out receiving on a channel",
+            RecvTimeoutError::Disconnected => {
+                "receiving on an empty channel whose senders are all gone"
+            }
+        })
+    }
+}
+
+impl std::error::Error for RecvTimeoutError {}
+
+/// Why [`Sender::try_send`] did not send: the value comes back.
+#[derive(PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// No room now (on a rendezvous channel: no receiver waiting).
+    Full(T),
+    /// Every receiver is gone.
+    Disconnected(T),
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "Full(..)",
+            TrySendError::Disconnected(_) => "Disconnected(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySendError::Full(_) => "sending on a full channel",
+            TrySendError::Disconnected(_) => "sending on a channel whose receivers are all gone",
+        })
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// Why [`Sender::send_timeout`] did not send: the value comes back.
+#[derive(PartialEq, Eq)]
+pub enum SendTimeoutError<T> {
+    /// The time ran out first.
+    Timeout(T),
+    /// Every receiver is gone.
+    Disconnected(T),
+}
+
+impl<T> fmt::Debug for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendTimeoutError::Timeout(_) => "Timeout(..)",
+            SendTimeoutError::Disconnected(_) => "Disconnected(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendTimeoutError::Timeout(_) => "timed out sending on a channel",
+            SendTimeoutError::Disconnected(_) => {
+                "sending on a channel whose receivers are all gone"
+            }
+        })
+    }
+}
+
+impl<T> std::error::Error for SendTimeoutError<T> {}
+
+/// How a timed send's look under the lock ended.
+enum Attempt {
+    /// Handed to a receiver or queued.
+    Sent,
+    /// Every receiver is gone.
+    Closed,
+    /// The deadline has passed.
+    Late,
+    /// The buffer is full of its allocation: grow it outside the region.
+    NoQueueRoom,
+    /// The timer's heap is full of its allocation: grow it, as above.
+    NoTimerRoom,
+    /// Parked, with an alarm and a wait-list entry.
+    Parked,
+}
+
+impl<T> Sender<T> {
+    /// Sends `v` if that needs no wait: to a receiver parked in `recv`,
+    /// or into a buffer with room. On a rendezvous channel only a parked
+    /// receiver takes it. Never waits.
+    pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
+        let mut v = Some(v);
+        loop {
+            {
+                let mut st = lock(&self.chan.state);
+                if st.receivers == 0 {
+                    return Err(TrySendError::Disconnected(v.take().expect("not sent")));
+                }
+                if let Some((w, theirs)) = st.recv_waiters.pop_with() {
+                    // SAFETY: see `Slot`: that receiver is parked until
+                    // this wake-up, and we hold the lock.
+                    unsafe { *(theirs as *mut Option<T>) = v.take() };
+                    st.pushed += 1;
+                    st.popped += 1;
+                    w.wake();
+                    return Ok(());
+                }
+                let room = st.cap.is_none_or(|c| c > 0 && st.queue.len() < c);
+                if !room {
+                    return Err(TrySendError::Full(v.take().expect("not sent")));
+                }
+                if st.queue.has_room() {
+                    st.queue.push_back(v.take().expect("not sent"));
+                    st.pushed += 1;
+                    return Ok(());
+                }
+            }
+            // Growing allocates: outside the lock's region.
+            crate::room::grow(&self.chan.state, |st| &mut st.queue);
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends `v`, waiting at most `d` for a receiver (on a rendezvous
+    /// channel) or for room; fails, returning `v`, when the time runs out
+    /// or every receiver is gone. A goroutine parks with an alarm beside
+    /// its wait-list entry (see the module comment); a thread outside the
+    /// runtime tries again every 50 µs or so.
+    pub fn send_timeout(&self, v: T, d: Duration) -> Result<(), SendTimeoutError<T>> {
+        let deadline = Instant::now() + d;
+        let timer = match crate::worker::goroutine() {
+            Some(_) => crate::timer::started(),
+            None => None,
+        };
+        let Some(t) = timer else {
+            let mut v = v;
+            loop {
+                match self.try_send(v) {
+                    Ok(()) => return Ok(()),
+                    Err(TrySendError::Disconnected(back)) => {
+                        return Err(SendTimeoutError::Disconnected(back))
+                    }
+                    Err(TrySendError::Full(back)) => v = back,
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(SendTimeoutError::Timeout(v));
+                }
+                std::thread::sleep(left.min(Duration::from_micros(50)));
+            }
+        };
+        // The value waits in this frame: on a rendezvous channel a
+        // receiver takes it from here (as in `send_parked`); otherwise we
+        // are woken when room appears, and look again.
+        let rendezvous = self.chan.rendezvous;
+        let mut slot = Some(v);
+        let ptr = Slot(&mut slot as *mut Option<T>);
+        let take = |ptr: &Slot<T>| {
+            // SAFETY: our own slot, and no receiver holds it: we are on no
+            // wait list when this is called.
+            unsafe { (*ptr.0).take() }.expect("the value is still ours")
+        };
+        loop {
+            crate::timer::make_room(t);
+            let alarm = crate::timer::Alarm::new();
+            let mut me = std::ptr::null();
+            let mut attempt = Attempt::Parked;
+            park(|w| {
+                let mut st = w.lock(&self.chan.state);
+                if st.receivers == 0 {
+                    attempt = Attempt::Closed;
+                    return false;
+                }
+                // SAFETY: our own slot; a receiver touches it only while
+                // this goroutine is parked with it listed, which it is not.
+                let mine = unsafe { &mut *ptr.0 };
+                if let Some((r, theirs)) = st.recv_waiters.pop_with() {
+                    // SAFETY: see `Slot`: that receiver is parked until
+                    // this wake-up, and we hold the lock.
+                    unsafe { *(theirs as *mut Option<T>) = mine.take() };
+                    st.pushed += 1;
+                    st.popped += 1;
+                    r.wake();
+                    attempt = Attempt::Sent;
+                    return false;
+                }
+                if !rendezvous && st.cap.is_none_or(|c| st.queue.len() < c) {
+                    if !st.queue.has_room() {
+                        attempt = Attempt::NoQueueRoom;
+                        return false;
+                    }
+                    st.queue.push_back(mine.take().expect("not sent"));
+                    st.pushed += 1;
+                    attempt = Attempt::Sent;
+                    return false;
+                }
+                if Instant::now() >= deadline {
+                    attempt = Attempt::Late;
+                    return false;
+                }
+                let mut listed = None;
+                let armed = alarm.arm(t, deadline, || {
+                    let waker = w.waker();
+                    let again = waker.also();
+                    listed = Some(waker);
+                    again
+                });
+                let Some(waker) = listed.filter(|_| armed) else {
+                    attempt = Attempt::NoTimerRoom;
+                    return false;
+                };
+                me = waker.task_ptr();
+                if rendezvous {
+                    st.send_waiters.push_with(waker, ptr.0 as usize);
+                } else {
+                    st.send_waiters.push(waker);
+                }
+                true
+            });
+            match attempt {
+                Attempt::Sent => return Ok(()),
+                Attempt::Closed => return Err(SendTimeoutError::Disconnected(take(&ptr))),
+                Attempt::Late => return Err(SendTimeoutError::Timeout(take(&ptr))),
+                Attempt::NoQueueRoom => {
+                    crate::room::grow(&self.chan.state, |st| &mut st.queue);
+                    continue;
+                }
+                Attempt::NoTimerRoom => continue,
+                Attempt::Parked => {}
+            }
+            // Running again: after `settle` the alarm wakes no one; after
+            // leaving the wait list no receiver does.
+            alarm.settle();
+            lock(&self.chan.state).send_waiters.remove(me);
+            // SAFETY: no receiver holds our slot now: we are on no list.
+            if unsafe { (*ptr.0).is_none() } {
+                // A receiver took it from our frame (rendezvous).
+                return Ok(());
+            }
+            // Still ours: look again (the deadline is checked there).
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Takes a value if one is there now: a queued one, or, on a
+    /// rendezvous channel, a waiting sender's. Never waits.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        match ready(&mut lock(&self.chan.state)) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(RecvError)) => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Receives the next value, waiting at most `d` for one; fails once
+    /// every sender is gone and nothing is queued. A goroutine is parked
+    /// and woken by a sender or by the timer thread (an alarm: see
+    /// `timer`), whichever comes first; a thread outside the runtime looks
+    /// again every 50 µs or so.
+    pub fn recv_timeout(&self, d: Duration) -> Result<T, RecvTimeoutError> {
+        let deadline = Instant::now() + d;
+        let timer = match crate::worker::goroutine() {
+            Some(_) => crate::timer::started(),
+            None => None,
+        };
+        let Some(t) = timer else {
+            // A thread outside the runtime (or no timer thread): poll.
+            loop {
+                match self.try_recv() {
+                    Ok(v) => return Ok(v),
+                    Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                    Err(TryRecvError::Empty) => {}
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(RecvTimeoutError::Timeout);
+                }
+                std::thread::sleep(left.min(Duration::from_micros(50)));
+            }
+        };
+        let mut slot: Option<T> = None;
+        let ptr = Slot(&mut slot as *mut Option<T>);
+        loop {
+            crate::timer::make_room(t);
+            let alarm = crate::timer::Alarm::new();
+            let mut out = None;
+            let mut me = std::ptr::null();
+            let mut no_room = false;
+            let parked = park(|w| {
+                let mut st = w.lock(&self.chan.state);
+                if let Some(r) = ready(&mut st) {
+                    out = Some(r.map_err(|_| RecvTimeoutError::Disconnected));
+                    return false;
+                }
+                if Instant::now() >= deadline {
+                    out = Some(Err(RecvTimeoutError::Timeout));
+                    return false;
+                }
+                // Announced only once the alarm has room; the list's
+                // waker and the alarm's wake the same goroutine.
+                let mut listed = None;
+                let armed = alarm.arm(t, deadline, || {
+                    let waker = w.waker();
+                    let again = waker.also();
+                    listed = Some(waker);
+                    again
+                });
+                let Some(waker) = listed.filter(|_| armed) else {
+                    no_room = true;
+                    return false;
+                };
+                me = waker.task_ptr();
+                st.recv_waiters.push_with(waker, ptr.0 as usize);
+                true
+            });
+            if let Some(r) = out {
+                return r;
+            }
+            if no_room {
+                continue;
+            }
+            debug_assert!(parked, "recv_timeout parks only in goroutines");
+            // Running again: woken by a sender (the value is in `slot`),
+            // by the channel's end, or by the alarm. After `settle` the
+            // alarm wakes no one; after leaving the wait list (under the
+            // lock every sender wakes under) no sender does.
+            let fired = alarm.settle();
+            let listed = lock(&self.chan.state).recv_waiters.remove(me).is_some();
+            // SAFETY: no sender holds our slot now: we are on no wait list.
+            if let Some(v) = unsafe { (*ptr.0).take() } {
+                return Ok(v);
+            }
+            if listed && fired && Instant::now() >= deadline {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            // Woken by the channel's end, or early: look again.
+        }
+    }
+}
