@@ -16,7 +16,10 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};
+use std::sync::atomic::{
+    AtomicU8, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
+};
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -69,7 +72,17 @@ pub(crate) struct Timers {
     /// forked child the parent's does not exist, and a new one is
     /// started).
     thread_gen: StdMutex<Option<u64>>,
+    /// Alarms cancelled since the heap was last purged of them. A
+    /// cancelled alarm stays in the heap until its deadline, holding its
+    /// goroutine's task: a loop of `recv_timeout(an hour)` that always
+    /// finds a value would grow the heap by an entry a call (Go's
+    /// `time.After` in a loop did the same until Go 1.23). The timer
+    /// thread purges them once they are `PURGE_AT` and half the heap.
+    cancelled: AtomicUsize,
 }
+
+/// Cancelled alarms that make the timer thread look for a purge.
+const PURGE_AT: usize = 4096;
 
 fn timers() -> &'static Timers {
     static T: OnceLock<Timers> = OnceLock::new();
@@ -79,6 +92,7 @@ fn timers() -> &'static Timers {
             heap: StdMutex::new((BinaryHeap::new(), 0)),
             changed: StdCondvar::new(),
             thread_gen: StdMutex::new(None),
+            cancelled: AtomicUsize::new(0),
         })
     })
 }
@@ -112,6 +126,23 @@ fn timer_main(t: &'static Timers) {
     let mut due = Vec::new();
     let mut h = lock_plain(&t.heap);
     loop {
+        let cancelled = t.cancelled.load(Relaxed);
+        if cancelled >= PURGE_AT && cancelled >= h.0.len() / 2 {
+            t.cancelled.store(0, Relaxed);
+            // Rebuilt without the cancelled alarms, which are dropped
+            // once the lock is let go (a task's last reference may be
+            // among them). Goroutines that made room before this find
+            // less and make it again (`push`).
+            let all = std::mem::take(&mut h.0).into_vec();
+            let (dead, live): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .partition(|Reverse(s)| matches!(&s.due, Due::Alarm(a, _) if a.cancelled()));
+            h.0 = BinaryHeap::from(live);
+            drop(h);
+            drop(dead);
+            h = lock_plain(&t.heap);
+            continue;
+        }
         let now = Instant::now();
         while h.0.peek().is_some_and(|Reverse(s)| s.at <= now) {
             let Reverse(s) = h.0.pop().expect("peeked");
@@ -283,6 +314,10 @@ impl Alarm {
         }
     }
 
+    fn cancelled(&self) -> bool {
+        self.state.load(Acquire) == CANCELLED
+    }
+
     /// The goroutine's side, once it runs again: after this returns, the
     /// timer will not wake it for this alarm. Returns whether the alarm
     /// fired.
@@ -291,7 +326,16 @@ impl Alarm {
             .state
             .compare_exchange(ARMED, CANCELLED, AcqRel, Acquire)
         {
-            Ok(_) => false,
+            Ok(_) => {
+                let t = timers();
+                let n = t.cancelled.fetch_add(1, Relaxed) + 1;
+                if n.is_multiple_of(PURGE_AT) {
+                    // The timer thread may sleep until a far deadline:
+                    // wake it to look (a system call a PURGE_AT cancels).
+                    t.changed.notify_one();
+                }
+                false
+            }
             Err(_) => {
                 // Fired, or firing: the timer's wake-up finds us running
                 // (a no-op) and is over in a moment.
@@ -301,6 +345,50 @@ impl Alarm {
                 }
                 true
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{channel, Config, Preemption, Runtime};
+
+    /// A loop of long `recv_timeout`s that always find a value leaves no
+    /// more than a bounded number of cancelled alarms in the heap, once
+    /// the timer thread has looked (waited for, up to a minute: it may be
+    /// slow to get a CPU on a loaded machine, never wrong).
+    #[test]
+    fn cancelled_alarms_are_purged() {
+        let rt = Runtime::new(Config {
+            procs: 1,
+            preemption: Preemption::Cooperative,
+            ..Config::default()
+        })
+        .unwrap();
+        rt.block_on(|| {
+            let (tx, rx) = channel::channel::<u32>(1);
+            for i in 0..5 * PURGE_AT as u32 {
+                // Parks, armed, until the sender runs: each call cancels
+                // an alarm due in an hour.
+                let tx2 = tx.clone();
+                let s = crate::go(move || tx2.send(i).unwrap());
+                assert_eq!(rx.recv_timeout(Duration::from_secs(3600)), Ok(i));
+                s.join().unwrap();
+            }
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        loop {
+            let left = lock_plain(&timers().heap).0.len();
+            if left < PURGE_AT {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{left} alarms still in the heap after 5 x {PURGE_AT} were cancelled"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
