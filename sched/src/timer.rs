@@ -17,7 +17,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{
-    AtomicU8, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    AtomicU64, AtomicU8, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
     Ordering::Release,
 };
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
@@ -79,6 +79,9 @@ pub(crate) struct Timers {
     /// `time.After` in a loop did the same until Go 1.23). The timer
     /// thread purges them once they are `PURGE_AT` and half the heap.
     cancelled: AtomicUsize,
+    /// `thread_gen`'s generation plus one once a thread is started (0:
+    /// none), read without the lock.
+    started_gen: AtomicU64,
 }
 
 /// Cancelled alarms that make the timer thread look for a purge.
@@ -93,6 +96,7 @@ fn timers() -> &'static Timers {
             changed: StdCondvar::new(),
             thread_gen: StdMutex::new(None),
             cancelled: AtomicUsize::new(0),
+            started_gen: AtomicU64::new(0),
         })
     })
 }
@@ -103,6 +107,11 @@ fn timers() -> &'static Timers {
 /// holding `thread_gen`, which no stopped world needs; no other goroutine
 /// of its worker can run and wait for it).
 fn ensure_timer_thread(t: &'static Timers) -> bool {
+    let g = crate::fork::generation();
+    if t.started_gen.load(Acquire) == g.wrapping_add(1) {
+        // Started in this process (the common case: no lock).
+        return true;
+    }
     crate::region::no_yield(|| {
         let g = crate::fork::generation();
         let mut started = lock_plain(&t.thread_gen);
@@ -115,6 +124,7 @@ fn ensure_timer_thread(t: &'static Timers) -> bool {
             .is_ok();
         if ok {
             *started = Some(g);
+            t.started_gen.store(g.wrapping_add(1), Release);
         }
         ok
     })
@@ -211,7 +221,8 @@ pub(crate) fn started() -> Option<&'static Timers> {
     ensure_timer_thread(t).then_some(t)
 }
 
-/// Makes room in the heap for one more deadline (outside any region).
+/// Makes room in the heap for one more deadline (outside any region),
+/// after a `push` found none.
 pub(crate) fn make_room(t: &'static Timers) {
     crate::room::grow(&t.heap, |h| &mut h.0);
 }
@@ -231,7 +242,6 @@ pub fn sleep(d: Duration) {
         return;
     };
     loop {
-        make_room(t);
         let mut no_room = false;
         park(|p| {
             // Announced only once the deadline has room.
@@ -242,6 +252,8 @@ pub fn sleep(d: Duration) {
         if !no_room {
             return;
         }
+        // Grown outside the park's region (it allocates), then again.
+        make_room(t);
     }
 }
 
@@ -254,11 +266,8 @@ pub fn after(d: Duration) -> crate::channel::Receiver<Instant> {
     match started() {
         Some(t) => {
             let mut tx = Some(tx);
-            loop {
+            while !push(t, at, || Due::Send(tx.take().expect("pushed once"))) {
                 make_room(t);
-                if push(t, at, || Due::Send(tx.take().expect("pushed once"))) {
-                    break;
-                }
             }
         }
         None => {

@@ -212,7 +212,6 @@ impl<T> Sender<T> {
             unsafe { (*ptr.0).take() }.expect("the value is still ours")
         };
         loop {
-            crate::timer::make_room(t);
             let alarm = crate::timer::Alarm::new();
             let mut me = std::ptr::null();
             let mut attempt = Attempt::Parked;
@@ -276,13 +275,19 @@ impl<T> Sender<T> {
                     crate::room::grow(&self.chan.state, |st| &mut st.queue);
                     continue;
                 }
-                Attempt::NoTimerRoom => continue,
+                Attempt::NoTimerRoom => {
+                    crate::timer::make_room(t);
+                    continue;
+                }
                 Attempt::Parked => {}
             }
             // Running again: after `settle` the alarm wakes no one; after
-            // leaving the wait list no receiver does.
-            alarm.settle();
-            lock(&self.chan.state).send_waiters.remove(me);
+            // leaving the wait list no receiver does. Unless the alarm
+            // fired, the channel woke us, and every wake-up from the
+            // channel takes its waiter off the list first: no lock then.
+            if alarm.settle() {
+                lock(&self.chan.state).send_waiters.remove(me);
+            }
             // SAFETY: no receiver holds our slot now: we are on no list.
             if unsafe { (*ptr.0).is_none() } {
                 // A receiver took it from our frame (rendezvous).
@@ -333,7 +338,6 @@ impl<T> Receiver<T> {
         let mut slot: Option<T> = None;
         let ptr = Slot(&mut slot as *mut Option<T>);
         loop {
-            crate::timer::make_room(t);
             let alarm = crate::timer::Alarm::new();
             let mut out = None;
             let mut me = std::ptr::null();
@@ -369,6 +373,8 @@ impl<T> Receiver<T> {
                 return r;
             }
             if no_room {
+                // Grown outside the park's region (it allocates).
+                crate::timer::make_room(t);
                 continue;
             }
             debug_assert!(parked, "recv_timeout parks only in goroutines");
@@ -376,13 +382,16 @@ impl<T> Receiver<T> {
             // by the channel's end, or by the alarm. After `settle` the
             // alarm wakes no one; after leaving the wait list (under the
             // lock every sender wakes under) no sender does.
+            // Unless the alarm fired, the channel woke us, and every
+            // wake-up from the channel takes its waiter off the list
+            // first: no lock then.
             let fired = alarm.settle();
-            let listed = lock(&self.chan.state).recv_waiters.remove(me).is_some();
+            let listed = fired && lock(&self.chan.state).recv_waiters.remove(me).is_some();
             // SAFETY: no sender holds our slot now: we are on no wait list.
             if let Some(v) = unsafe { (*ptr.0).take() } {
                 return Ok(v);
             }
-            if listed && fired && Instant::now() >= deadline {
+            if listed && Instant::now() >= deadline {
                 return Err(RecvTimeoutError::Timeout);
             }
             // Woken by the channel's end, or early: look again.

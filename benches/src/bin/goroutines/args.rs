@@ -36,8 +36,17 @@ pub(crate) fn parse_args() -> Args {
             Arg::new("mode")
                 .long("mode")
                 .value_parser([
-                    "latency", "spinlock", "fairness", "spawn", "spawn-wg", "switch", "parked",
-                    "stw", "gc", "cgc",
+                    "latency",
+                    "spinlock",
+                    "fairness",
+                    "spawn",
+                    "spawn-wg",
+                    "switch",
+                    "switch-timeout",
+                    "parked",
+                    "stw",
+                    "gc",
+                    "cgc",
                 ])
                 .default_value("latency"),
         )

@@ -3,7 +3,7 @@
 //! resident memory.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pardon_sched::{channel, go};
 
@@ -68,15 +68,25 @@ pub(crate) fn spawn_wg(a: &Args) {
     );
 }
 
-pub(crate) fn switch(a: &Args) {
+/// `switch`, and with `timed` (`switch-timeout`) every receive a
+/// `recv_timeout` of a second that never runs out (an alarm armed and
+/// settled each time the receiver waits).
+pub(crate) fn switch(a: &Args, timed: bool) {
     let rt = runtime(a, 1);
     let n = a.n;
     let el = rt
         .block_on(move || {
             let (atx, arx) = channel::channel::<u64>(0);
             let (btx, brx) = channel::channel::<u64>(0);
+            let recv = move |rx: &channel::Receiver<u64>| {
+                if timed {
+                    rx.recv_timeout(Duration::from_secs(1)).ok()
+                } else {
+                    rx.recv().ok()
+                }
+            };
             let echo = go(move || {
-                while let Ok(v) = arx.recv() {
+                while let Some(v) = recv(&arx) {
                     if btx.send(v).is_err() {
                         break;
                     }
@@ -85,7 +95,7 @@ pub(crate) fn switch(a: &Args) {
             let t0 = Instant::now();
             for i in 0..n {
                 atx.send(i).unwrap();
-                assert_eq!(brx.recv().unwrap(), i);
+                assert_eq!(recv(&brx), Some(i));
             }
             let el = t0.elapsed();
             drop(atx);
@@ -96,7 +106,10 @@ pub(crate) fn switch(a: &Args) {
     let each = el.as_nanos() as f64 / (2 * n) as f64;
     emit(
         a,
-        format!("switch pardon procs=1: {n} round trips in {el:?} ({each:.0} ns a switch)"),
+        format!(
+            "switch{} pardon procs=1: {n} round trips in {el:?} ({each:.0} ns a switch)",
+            if timed { "-timeout" } else { "" }
+        ),
         json!({"outcome": "ok", "n": n, "ns_a_switch": each}),
     );
 }

@@ -14,7 +14,8 @@
 //! - `spawn-wg`: spawn `--n` goroutines that each add to a counter and
 //!   mark a `WaitGroup` done, then wait for the group: Go's `spawn` shape;
 //! - `switch`: a ping-pong over a rendezvous channel on one worker (two
-//!   switches a round);
+//!   switches a round); `switch-timeout` the same with every receive a
+//!   `recv_timeout` that never runs out;
 //! - `parked`: the resident memory of `--n` goroutines parked on a
 //!   channel (stack pages touched, task, closure), from `/proc/self/statm`;
 //! - `stw`: stop-the-world latency over goroutines (`Runtime::stop_the_world`,
@@ -166,7 +167,8 @@ fn main() {
         "fairness" => claims::fairness(&a),
         "spawn" => costs::spawn(&a),
         "spawn-wg" => costs::spawn_wg(&a),
-        "switch" => costs::switch(&a),
+        "switch" => costs::switch(&a, false),
+        "switch-timeout" => costs::switch(&a, true),
         "parked" => costs::parked(&a),
         "stw" => stops::stw(&a),
         "gc" | "cgc" => stops::gc(&a),
