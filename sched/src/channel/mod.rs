@@ -51,6 +51,25 @@ struct State<T> {
     recv_waiters: WaitList,
 }
 
+impl<T> State<T> {
+    /// Hands the value in `v` to a goroutine parked in a receive, if one
+    /// is listed: writes it into that receiver's slot and wakes it (under
+    /// the lock the caller holds). Returns whether it did (`v` is then
+    /// empty).
+    fn give_to_receiver(&mut self, v: &mut Option<T>) -> bool {
+        let Some((w, theirs)) = self.recv_waiters.pop_with() else {
+            return false;
+        };
+        // SAFETY: see `Slot`: that receiver is parked in a receive until
+        // this wake-up, and the caller holds the lock.
+        unsafe { *(theirs as *mut Option<T>) = v.take() };
+        self.pushed += 1;
+        self.popped += 1;
+        w.wake();
+        true
+    }
+}
+
 /// Where a value passes between a parked goroutine and the one that
 /// meets it: an `Option<T>` in the parked one's `recv` (or rendezvous
 /// `send`) frame, which stays put while it is parked (it resumes only
@@ -208,14 +227,7 @@ impl<T> Sender<T> {
                     // gets the value straight into its slot, as Go hands a
                     // value to a waiting receiver: the send is done, even
                     // on a rendezvous channel, since that receiver has it.
-                    if let Some((w, slot)) = st.recv_waiters.pop_with() {
-                        let slot = Slot(slot as *mut Option<T>);
-                        // SAFETY: see `Slot`: the receiver is parked in
-                        // `recv` until this wake-up, and we hold the lock.
-                        unsafe { *slot.0 = v.take() };
-                        st.pushed += 1;
-                        st.popped += 1;
-                        w.wake();
+                    if st.give_to_receiver(&mut v) {
                         return Some(Sent::Done(st.pushed, true));
                     }
                     if !st.queue.has_room() {
@@ -264,13 +276,7 @@ impl<T> Sender<T> {
                 // SAFETY: our own slot; a receiver touches it only while
                 // this goroutine is parked with it listed, which it is not.
                 let mine = unsafe { &mut *ptr.0 };
-                if let Some((r, theirs)) = st.recv_waiters.pop_with() {
-                    // SAFETY: see `Slot`: that receiver is parked in
-                    // `recv` until this wake-up, and we hold the lock.
-                    unsafe { *(theirs as *mut Option<T>) = mine.take() };
-                    st.pushed += 1;
-                    st.popped += 1;
-                    r.wake();
+                if st.give_to_receiver(mine) {
                     return false;
                 }
                 st.send_waiters.push_with(w.waker(), ptr.0 as usize);

@@ -146,13 +146,7 @@ impl<T> Sender<T> {
                 if st.receivers == 0 {
                     return Err(TrySendError::Disconnected(v.take().expect("not sent")));
                 }
-                if let Some((w, theirs)) = st.recv_waiters.pop_with() {
-                    // SAFETY: see `Slot`: that receiver is parked until
-                    // this wake-up, and we hold the lock.
-                    unsafe { *(theirs as *mut Option<T>) = v.take() };
-                    st.pushed += 1;
-                    st.popped += 1;
-                    w.wake();
+                if st.give_to_receiver(&mut v) {
                     return Ok(());
                 }
                 let room = st.cap.is_none_or(|c| c > 0 && st.queue.len() < c);
@@ -224,13 +218,7 @@ impl<T> Sender<T> {
                 // SAFETY: our own slot; a receiver touches it only while
                 // this goroutine is parked with it listed, which it is not.
                 let mine = unsafe { &mut *ptr.0 };
-                if let Some((r, theirs)) = st.recv_waiters.pop_with() {
-                    // SAFETY: see `Slot`: that receiver is parked until
-                    // this wake-up, and we hold the lock.
-                    unsafe { *(theirs as *mut Option<T>) = mine.take() };
-                    st.pushed += 1;
-                    st.popped += 1;
-                    r.wake();
+                if st.give_to_receiver(mine) {
                     attempt = Attempt::Sent;
                     return false;
                 }
