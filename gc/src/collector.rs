@@ -83,6 +83,11 @@ pub(crate) struct Collector {
     /// The roots of the collection in progress: only a coordinator
     /// (holding the stopped world) takes this lock.
     pub roots: Mutex<RootBuf>,
+    /// One root buffer per marking thread, for the parked goroutines'
+    /// stacks read in parallel in a stop-the-world collection
+    /// (`rootscan`), with the figures of each part: each locked by the
+    /// thread reading its part, inside the coordinator's stopped world.
+    pub part_roots: Vec<Mutex<(RootBuf, CycleStats)>>,
     /// Every mutator's cache, handles and frame chain (see `mutators`).
     pub mutators: MutatorTable,
     /// The finalizer thread, once started (see `finalizer`).
@@ -204,6 +209,19 @@ impl Heap {
         let roots = RootBuf::new().map_err(|e| {
             HeapError::Config(ConfigError(format!("cannot reserve the root buffer: {e}")))
         })?;
+        let parts = if raw.config.mark_workers > 1 {
+            raw.config.mark_workers
+        } else {
+            0
+        };
+        let part_roots = (0..parts)
+            .map(|_| RootBuf::new().map(|b| Mutex::new((b, CycleStats::default()))))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| {
+                HeapError::Config(ConfigError(format!(
+                    "cannot reserve the marking threads' root buffers: {e}"
+                )))
+            })?;
         let heap = Heap {
             collector: Arc::new_cyclic(|me| Collector {
                 raw,
@@ -215,6 +233,7 @@ impl Heap {
                 stats: Mutex::new(StatsRecorder::new()),
                 cycles: AtomicU64::new(0),
                 roots: Mutex::new(roots),
+                part_roots,
                 mutators: MutatorTable::new(),
                 finalizer_thread: Default::default(),
                 cycle: Mutex::new(()),

@@ -97,9 +97,16 @@ impl Collector {
         let overflowed = guard.overflowed();
         let roots = &*guard;
         // The roots, as a source the mark (and verification's re-mark) can
-        // replay (see `offer_roots`).
+        // replay (see `offer_roots`). Verification's re-mark (every call
+        // after the first) also reads every parked goroutine's stack again,
+        // on this thread alone: an oracle for the gathering, which may
+        // have read them in parts on several threads.
+        let calls = std::cell::Cell::new(0u32);
         let source = |m: &mut crate::mark::Marker<'_>| {
             self.offer_roots(&world, entry_sp, Suspended::All, roots, m);
+            if calls.replace(calls.get() + 1) > 0 {
+                self.rescan_suspended(&world, m);
+            }
         };
         let marked = self.raw.mark_cycle(want, &source, !overflowed);
         drop(guard);

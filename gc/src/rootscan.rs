@@ -118,17 +118,98 @@ impl Collector {
             cycle.precise_roots += sc.stats.precise_roots;
             cycle.conservative_roots += hits;
         }
+        let raw = &self.raw;
         let mut task = |task: &SuspendedTask<'_>| {
             // SAFETY: the source promises `[sp, hi)` readable and unchanged
             // until the restart, and the word the task's own chain head,
             // saved when it was switched out (`TaskSource`'s contract).
-            unsafe { scan_task(&self.raw, task, cycle, sink) };
+            unsafe { scan_task(raw, task, cycle, sink) };
             cycle.suspended_tasks += 1;
         };
         match suspended {
-            Suspended::All => world.for_each_suspended(&mut task),
+            Suspended::All => {
+                if let Some(parts) = self.gather_parked_in_parallel(world) {
+                    parts.hand_over(cycle, sink);
+                } else {
+                    world.for_each_suspended(&mut task);
+                }
+            }
             Suspended::Defer(scanner) => world.defer_suspended(scanner, &mut task),
             Suspended::EndDeferral(scanner) => world.end_deferred(scanner, &mut task),
+        }
+    }
+}
+
+impl Collector {
+    /// Marks from every suspended task's stack, read again on this thread
+    /// alone (verification's independent view of what a gathering read,
+    /// perhaps in parts).
+    pub(crate) fn rescan_suspended(
+        &self,
+        world: &StoppedWorld<'_>,
+        m: &mut crate::mark::Marker<'_>,
+    ) {
+        let mut ignored = CycleStats::default();
+        world.for_each_suspended(|task| {
+            // SAFETY: as in `gather_threads`.
+            unsafe {
+                scan_task(&self.raw, task, &mut ignored, &mut |b| {
+                    m.mark_word(b);
+                })
+            };
+        });
+    }
+
+    /// Reads the stacks of every suspended task (parked goroutines) on the
+    /// marking threads at once, each a part of them into a root buffer of
+    /// its own (`part_roots`). `None` where the caller must read them
+    /// alone: one marking thread, no helpers (a forked child), no task
+    /// source, or a part's buffer full.
+    fn gather_parked_in_parallel(&self, world: &StoppedWorld<'_>) -> Option<GatheredParts<'_>> {
+        let workers = self.part_roots.len();
+        let team = self.raw.helpers.team()?;
+        if workers < 2 || world.task_sources() == 0 {
+            return None;
+        }
+        let parts = world.suspended_parts();
+        let raw = &self.raw;
+        let job = |k: usize| {
+            let mut g = crate::heap::lock(&self.part_roots[k]);
+            let (buf, stats) = &mut *g;
+            buf.clear();
+            *stats = CycleStats::default();
+            parts.for_each(k, workers, |task| {
+                // SAFETY: as for the whole world's report (`gather_threads`):
+                // the parts are that report, split.
+                unsafe { scan_task(raw, task, stats, &mut |b| buf.push(b)) };
+                stats.suspended_tasks += 1;
+            });
+        };
+        team.gather_round(&job, workers);
+        let full = self
+            .part_roots
+            .iter()
+            .any(|p| crate::heap::lock(p).0.overflowed());
+        (!full).then_some(GatheredParts(&self.part_roots))
+    }
+}
+
+/// The parked goroutines' roots, read in parts (`gather_parked_in_parallel`).
+struct GatheredParts<'a>(&'a [std::sync::Mutex<(RootBuf, CycleStats)>]);
+
+impl GatheredParts<'_> {
+    /// Hands every part's roots to `sink` and adds up the parts' figures.
+    fn hand_over(self, cycle: &mut CycleStats, sink: &mut impl FnMut(usize)) {
+        for p in self.0 {
+            let g = crate::heap::lock(p);
+            let (buf, stats) = &*g;
+            for &w in buf.words() {
+                sink(w);
+            }
+            cycle.words_scanned += stats.words_scanned;
+            cycle.precise_roots += stats.precise_roots;
+            cycle.conservative_roots += stats.conservative_roots;
+            cycle.suspended_tasks += stats.suspended_tasks;
         }
     }
 }

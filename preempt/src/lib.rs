@@ -125,7 +125,9 @@
 //! registry ([`Registry::add_task_source`]), through which a stopped world
 //! reports every *suspended* task — stack bounds, saved stack pointer,
 //! task word — beside its stopped threads
-//! ([`StoppedWorld::for_each_suspended`]). Suspended tasks are already
+//! ([`StoppedWorld::for_each_suspended`], or in parts that several
+//! threads read at once: [`StoppedWorld::suspended_parts`]). Suspended
+//! tasks are already
 //! stopped: a stop neither signals nor waits for them, so its time to
 //! safepoint does not grow with their number. A coordinator that needs
 //! their stacks as a stop saw them may also *defer* reading them past the
@@ -217,7 +219,7 @@ pub use registry::{AttachError, Attached, Registry};
 pub use state::StopKind;
 pub use stop::{Laggard, StopError, StopStats, StoppedThread, StoppedWorld};
 pub use sys::{spill_callee_saved, Gprs, GPR_NAMES, NGPRS};
-pub use tasks::{SuspendedTask, TaskSource, TaskSourceId};
+pub use tasks::{SuspendedParts, SuspendedTask, TaskSource, TaskSourceId};
 pub use yielding::YieldRequest;
 
 /// Whether the calling thread is attached to any registry.

@@ -61,6 +61,29 @@ pub unsafe trait TaskSource: Send + Sync {
     /// out).
     unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>));
 
+    /// Calls `f` with the suspended tasks of part `part` of `parts`
+    /// (`part < parts`): the parts of one stopped world together report
+    /// every suspended task exactly once, as
+    /// [`TaskSource::for_each_suspended`] does alone, and calls for
+    /// different parts may run at once on different threads (a collector
+    /// reading parked stacks in parallel). The default puts every task in
+    /// part 0.
+    ///
+    /// # Safety
+    /// As for [`TaskSource::for_each_suspended`].
+    unsafe fn for_each_suspended_part(
+        &self,
+        part: usize,
+        parts: usize,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        let _ = parts;
+        if part == 0 {
+            // SAFETY: the caller holds a stopped world, as required.
+            unsafe { self.for_each_suspended(f) }
+        }
+    }
+
     /// Begins a deferral of its suspended tasks' scans, owned by `scanner`
     /// (see `deferral`): from now until [`TaskSource::end_deferral`] with
     /// the same scanner, every task suspended now is handed to `scanner` or
@@ -199,7 +222,40 @@ impl Registry {
     }
 }
 
+/// A stopped world's suspended tasks, in parts that several threads may
+/// read at once ([`StoppedWorld::suspended_parts`]). Holds the sources'
+/// lock, which no stopped thread can hold.
+pub struct SuspendedParts<'w> {
+    sources: std::sync::MutexGuard<'w, Sources>,
+}
+
+impl SuspendedParts<'_> {
+    /// Calls `f` with the suspended tasks of part `part` of `parts` of
+    /// every source (see [`TaskSource::for_each_suspended_part`]): the
+    /// parts together are what [`StoppedWorld::for_each_suspended`]
+    /// reports. Never allocates.
+    ///
+    /// # Panics
+    /// If `part >= parts`.
+    pub fn for_each(&self, part: usize, parts: usize, mut f: impl FnMut(&SuspendedTask<'_>)) {
+        assert!(part < parts, "part {part} of {parts}");
+        for (_, src) in &self.sources.list {
+            // SAFETY: the world these parts were taken from is stopped and
+            // held (they borrow it) until after this call.
+            unsafe { src.for_each_suspended_part(part, parts, &mut f) };
+        }
+    }
+}
+
 impl StoppedWorld<'_> {
+    /// The suspended tasks in parts several threads may read at once, for
+    /// as long as this world stays stopped.
+    pub fn suspended_parts(&self) -> SuspendedParts<'_> {
+        SuspendedParts {
+            sources: lock(&self.registry().inner.sources),
+        }
+    }
+
     /// Calls `f` with every suspended task of every source added to the
     /// registry. Never allocates; takes only the sources' lock, which no
     /// stopped thread can hold (it is taken only outside stops). `f` must

@@ -126,42 +126,28 @@ unsafe impl TaskSource for Source {
     unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
         for p in &self.0.procs {
             let list = lock_plain(&p.tasks);
-            let slots = &list.slots;
-            for (i, t) in slots.iter().enumerate() {
-                // The walk is bound by cache misses, a parked goroutine's
-                // state and stack being cold: ask for the task AHEAD
-                // places on, and for the saved stack words of the one half
-                // as far (whose task should have arrived by then).
-                if let Some(Some(n)) = slots.get(i + AHEAD) {
-                    // The fields read here lead the task (`Task` is
-                    // `repr(C)`), but an allocation is only 16-aligned:
-                    // they may straddle two lines.
-                    let at = Arc::as_ptr(n) as usize;
-                    crate::sys::prefetch(at);
-                    crate::sys::prefetch(at + 63);
-                }
-                if let Some(Some(n)) = slots.get(i + AHEAD / 2) {
-                    // SAFETY: as below: a switched-out task's context is
-                    // not written while the world is stopped (a running
-                    // one's is not read for the scan, and a stale value
-                    // only mis-aims a hint).
-                    let sp = unsafe { (*n.ctx.get()).sp() };
-                    for line in 0..STACK_LINES {
-                        crate::sys::prefetch(sp + line * 64);
-                    }
-                }
-                let Some(t) = t else { continue };
-                if is_running(t) {
-                    continue;
-                }
-                // SAFETY: the task is switched out and its worker stopped
-                // (see above), so nothing writes its cells now; its stack
-                // stays with it until it is dead, and dead tasks leave the
-                // list before their stacks are returned.
-                if let Some(task) = unsafe { crate::deferred::report(t) } {
-                    f(&task);
-                }
-            }
+            // SAFETY: the caller's stopped world, as required.
+            unsafe { report(&list.slots, 0..list.slots.len(), f) };
+        }
+    }
+
+    /// Part `part` of each worker's list is its `part`-th of `parts`
+    /// slices; the parts visit the lists in rotated orders, so that two
+    /// threads reading two parts at once rarely wait on one list's lock.
+    unsafe fn for_each_suspended_part(
+        &self,
+        part: usize,
+        parts: usize,
+        f: &mut dyn FnMut(&SuspendedTask<'_>),
+    ) {
+        let procs = &self.0.procs;
+        for k in 0..procs.len() {
+            let p = &procs[(part + k) % procs.len()];
+            let list = lock_plain(&p.tasks);
+            let n = list.slots.len();
+            let range = n * part / parts..n * (part + 1) / parts;
+            // SAFETY: the caller's stopped world, as required.
+            unsafe { report(&list.slots, range, f) };
         }
     }
 
@@ -195,6 +181,53 @@ unsafe impl TaskSource for Source {
 
     fn cancel_deferral(&self, scanner: &Arc<dyn TaskScanner>) {
         self.0.deferral.cancel(scanner);
+    }
+}
+
+/// Reports the switched-out goroutines among `slots[range]` to `f`.
+///
+/// # Safety
+/// A stopped world of the registry the runtime shares (see the `Sync`
+/// argument above `Source`): nothing switches these goroutines in or out.
+unsafe fn report(
+    slots: &[Option<TaskRef>],
+    range: std::ops::Range<usize>,
+    f: &mut dyn FnMut(&SuspendedTask<'_>),
+) {
+    let end = range.end;
+    for i in range {
+        // The walk is bound by cache misses, a parked goroutine's state
+        // and stack being cold: ask for the task AHEAD places on, and for
+        // the saved stack words of the one half as far (whose task should
+        // have arrived by then).
+        if let Some(Some(n)) = slots.get(i + AHEAD).filter(|_| i + AHEAD < end) {
+            // The fields read here lead the task (`Task` is `repr(C)`),
+            // but an allocation is only 16-aligned: they may straddle two
+            // lines.
+            let at = Arc::as_ptr(n) as usize;
+            crate::sys::prefetch(at);
+            crate::sys::prefetch(at + 63);
+        }
+        if let Some(Some(n)) = slots.get(i + AHEAD / 2).filter(|_| i + AHEAD / 2 < end) {
+            // SAFETY: as below: a switched-out task's context is not
+            // written while the world is stopped (a running one's is not
+            // read for the scan, and a stale value only mis-aims a hint).
+            let sp = unsafe { (*n.ctx.get()).sp() };
+            for line in 0..STACK_LINES {
+                crate::sys::prefetch(sp + line * 64);
+            }
+        }
+        let Some(t) = &slots[i] else { continue };
+        if is_running(t) {
+            continue;
+        }
+        // SAFETY: the task is switched out and its worker stopped (see
+        // above), so nothing writes its cells now; its stack stays with it
+        // until it is dead, and dead tasks leave the list before their
+        // stacks are returned.
+        if let Some(task) = unsafe { crate::deferred::report(t) } {
+            f(&task);
+        }
     }
 }
 

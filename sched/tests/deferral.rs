@@ -400,3 +400,49 @@ fn a_hand_off_during_a_deferral_scans_first_and_never_on_a_goroutine_stack() {
         );
     }
 }
+
+/// A stopped world's suspended tasks read in parts (a collector reading
+/// parked stacks on several threads): for every number of parts, the
+/// parts, read at once from as many threads, report each goroutine the
+/// whole-world report names exactly once, with the same stack pointer.
+#[test]
+fn parts_report_every_parked_goroutine_once() {
+    const N: usize = 300;
+    let (rt, registry) = runtime(2);
+    let (wakes, handles) = park_goroutines(&rt, N, |_| ());
+    {
+        let world = registry.stop_the_world().unwrap();
+        let mut whole: Vec<(usize, usize)> = Vec::with_capacity(2 * N);
+        world.for_each_suspended(|t| whole.push((t.stack.0, t.sp)));
+        assert!(whole.len() >= N / 2, "only {} of {N} parked", whole.len());
+        let parts = world.suspended_parts();
+        // Allocating here is safe: every goroutine is parked, so every
+        // worker is idle in a safe region, not inside the allocator.
+        for n in 1..=5usize {
+            let found: Vec<Vec<(usize, usize)>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..n)
+                    .map(|k| {
+                        let parts = &parts;
+                        s.spawn(move || {
+                            let mut mine = Vec::with_capacity(2 * N);
+                            parts.for_each(k, n, |t| mine.push((t.stack.0, t.sp)));
+                            mine
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut all: Vec<_> = found.into_iter().flatten().collect();
+            all.sort_unstable();
+            let mut want = whole.clone();
+            want.sort_unstable();
+            assert_eq!(all, want, "{n} parts: each parked goroutine once");
+        }
+    }
+    for tx in &wakes {
+        tx.send(()).unwrap();
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+}

@@ -65,6 +65,10 @@ pub(crate) struct MarkTeam {
     pub(super) active_workers: AtomicUsize,
     /// Hand-overs to the pool in the round (a statistic); as `objects`.
     pub(super) shares: AtomicUsize,
+    /// In a gather round, the next part to run: claimed by fetch-add by
+    /// helpers as they enter and by the coordinator once it has run its
+    /// own, so each part runs once however late a helper wakes.
+    pub(super) next_part: AtomicUsize,
 }
 
 impl MarkTeam {
@@ -97,6 +101,44 @@ pub(super) struct RoundTotals {
 }
 
 impl MarkTeam {
+    /// A gather round: `job(k)` for `k` in `0..workers`, on the
+    /// coordinator (the caller, 0) and `workers - 1` helpers at once (a
+    /// stopped world's parked stacks read in parallel, say). Returns once
+    /// every helper that entered the round has left it. A helper that does
+    /// not enter (it cannot: helpers are idle between rounds) leaves its
+    /// part to the coordinator, which runs every part no helper claimed.
+    pub(crate) fn gather_round(&self, job: &(dyn Fn(usize) + Sync), workers: usize) {
+        let workers = workers.min(self.workers).max(1);
+        self.round_workers.store(workers, Relaxed);
+        self.next_part.store(1, SeqCst);
+        let erased: *const (dyn Fn(usize) + Sync + '_) = job;
+        // SAFETY: only the lifetime changes; see `Job`.
+        let erased: *const (dyn Fn(usize) + Sync + 'static) =
+            unsafe { std::mem::transmute(erased) };
+        {
+            let mut c = lock(&self.ctl);
+            c.round += 1;
+            c.job = Some(Job(erased));
+            c.open = true;
+        }
+        self.wake.notify_all();
+        job(0);
+        // The coordinator takes the parts no helper has taken yet.
+        loop {
+            let k = self.next_part.fetch_add(1, SeqCst);
+            if k >= workers {
+                break;
+            }
+            job(k);
+        }
+        let mut c = lock(&self.ctl);
+        c.open = false;
+        while c.inside > 0 {
+            c = c.wait(&self.left);
+        }
+        c.job = None;
+    }
+
     /// One parallel round: `workers` of the team in all (the coordinator,
     /// the caller, included; at least 2) drain from the coordinator's
     /// stack `gray` until nothing is gray anywhere. Returns once every
@@ -165,7 +207,21 @@ pub(super) struct Ctl {
     pub(super) inside: usize,
     /// Set by `MarkHelpers`' drop: helpers exit.
     pub(super) shutdown: bool,
+    /// The job of a gather round (`MarkTeam::gather_round`), while one is
+    /// open: each helper in it calls it with its index instead of
+    /// draining. Set and cleared by the coordinator under this lock.
+    pub(super) job: Option<Job>,
 }
+
+/// A gather round's job: a `&(dyn Fn(usize) + Sync)` of the coordinator's
+/// frame, its lifetime erased. Valid while the round is open and until
+/// every helper has left it, which the coordinator waits for before it
+/// returns (and so before the closure is dropped).
+#[derive(Clone, Copy)]
+pub(super) struct Job(*const (dyn Fn(usize) + Sync + 'static));
+
+// SAFETY: the pointee is `Sync` and outlives every use (see `Job`).
+unsafe impl Send for Job {}
 
 /// The helper threads of one heap; joined on drop.
 pub(crate) struct MarkHelpers {
@@ -195,6 +251,7 @@ impl MarkHelpers {
                 open: false,
                 inside: 0,
                 shutdown: false,
+                job: None,
             }),
             wake: Condvar::new(),
             left: Condvar::new(),
@@ -207,6 +264,7 @@ impl MarkHelpers {
             bytes: AtomicUsize::new(0),
             active_workers: AtomicUsize::new(0),
             shares: AtomicUsize::new(0),
+            next_part: AtomicUsize::new(0),
         });
         let mut helpers = MarkHelpers {
             pid: nix::unistd::getpid().as_raw(),
@@ -277,6 +335,26 @@ fn helper_main(team: &MarkTeam, mut local: GrayStack, index: usize) {
             }
             seen = c.round;
             c.inside += 1;
+            if let Some(job) = c.job {
+                drop(c);
+                // A gather round: parts claimed one at a time, each once.
+                loop {
+                    let k = team.next_part.fetch_add(1, SeqCst);
+                    if k >= team.round_workers.load(Relaxed) {
+                        break;
+                    }
+                    // SAFETY: see `Job`: the closure outlives the round,
+                    // which the coordinator does not leave while we are
+                    // inside it.
+                    unsafe { (*job.0)(k) };
+                }
+                let mut c = lock(&team.ctl);
+                c.inside -= 1;
+                if c.inside == 0 {
+                    team.left.notify_all();
+                }
+                continue;
+            }
             c.heap
         };
         // SAFETY: the coordinator stored the address of the heap it is
@@ -298,6 +376,36 @@ fn helper_main(team: &MarkTeam, mut local: GrayStack, index: usize) {
         c.inside -= 1;
         if c.inside == 0 {
             team.left.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every part of a gather round runs exactly once, whichever thread
+    /// claims it and however late the helpers wake; a round with fewer
+    /// parts than the team runs only those.
+    #[test]
+    fn each_part_of_a_gather_round_runs_once() {
+        let helpers = MarkHelpers::new(4, 1024).unwrap();
+        let team = helpers.team().unwrap();
+        for parts in [1usize, 2, 3, 4] {
+            let counts: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+            const ROUNDS: usize = 300;
+            for _ in 0..ROUNDS {
+                team.gather_round(
+                    &|k| {
+                        counts[k].fetch_add(1, SeqCst);
+                    },
+                    parts,
+                );
+            }
+            for (k, c) in counts.iter().enumerate() {
+                let want = if k < parts { ROUNDS } else { 0 };
+                assert_eq!(c.load(SeqCst), want, "{parts} parts: part {k}");
+            }
         }
     }
 }
