@@ -2,8 +2,8 @@
 //! stopping them (by signal, or at polls) and marking from their roots.
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
@@ -88,6 +88,10 @@ pub(crate) struct Collector {
     /// (`rootscan`), with the figures of each part: each locked by the
     /// thread reading its part, inside the coordinator's stopped world.
     pub part_roots: Vec<Mutex<(RootBuf, CycleStats)>>,
+    /// How many suspended tasks the last stop-the-world gathering read:
+    /// below `rootscan::PARALLEL_FROM` the next reads them on the
+    /// coordinator alone (waking the helpers costs more than it saves).
+    pub suspended_seen: AtomicUsize,
     /// Every mutator's cache, handles and frame chain (see `mutators`).
     pub mutators: MutatorTable,
     /// The finalizer thread, once started (see `finalizer`).
@@ -234,6 +238,7 @@ impl Heap {
                 cycles: AtomicU64::new(0),
                 roots: Mutex::new(roots),
                 part_roots,
+                suspended_seen: AtomicUsize::new(0),
                 mutators: MutatorTable::new(),
                 finalizer_thread: Default::default(),
                 cycle: Mutex::new(()),

@@ -2,6 +2,7 @@
 //! every handle table, and each stopped thread's frames (precisely), stack
 //! and registers (conservatively); then marking from them.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use pardon_preempt::{StopKind, StoppedWorld, SuspendedTask, TaskScanner};
@@ -119,6 +120,7 @@ impl Collector {
             cycle.conservative_roots += hits;
         }
         let raw = &self.raw;
+        let before = cycle.suspended_tasks;
         let mut task = |task: &SuspendedTask<'_>| {
             // SAFETY: the source promises `[sp, hi)` readable and unchanged
             // until the restart, and the word the task's own chain head,
@@ -133,6 +135,8 @@ impl Collector {
                 } else {
                     world.for_each_suspended(&mut task);
                 }
+                self.suspended_seen
+                    .store(cycle.suspended_tasks - before, Relaxed);
             }
             Suspended::Defer(scanner) => world.defer_suspended(scanner, &mut task),
             Suspended::EndDeferral(scanner) => world.end_deferred(scanner, &mut task),
@@ -168,7 +172,10 @@ impl Collector {
     fn gather_parked_in_parallel(&self, world: &StoppedWorld<'_>) -> Option<GatheredParts<'_>> {
         let workers = self.part_roots.len();
         let team = self.raw.helpers.team()?;
-        if workers < 2 || world.task_sources() == 0 {
+        if workers < 2
+            || world.task_sources() == 0
+            || self.suspended_seen.load(Relaxed) < PARALLEL_FROM
+        {
             return None;
         }
         let parts = world.suspended_parts();
@@ -193,6 +200,13 @@ impl Collector {
         (!full).then_some(GatheredParts(&self.part_roots))
     }
 }
+
+/// The suspended tasks the last gathering read from which the next reads
+/// them in parallel: below, waking the helpers costs more than sharing
+/// the reading saves (`goroutines --mode gc`: at 1,000 parked the parallel
+/// reading took 180-238 µs against 162-175 alone; at 10,000 1.6-2.3 ms
+/// against 2.1-2.7; at 100,000 13-19 ms against 20-26).
+pub(crate) const PARALLEL_FROM: usize = 4096;
 
 /// The parked goroutines' roots, read in parts (`gather_parked_in_parallel`).
 struct GatheredParts<'a>(&'a [std::sync::Mutex<(RootBuf, CycleStats)>]);
