@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::region::lock_plain;
 use crate::room::Room;
-use crate::runtime::{park, Waker};
+use crate::runtime::{park, Parker, Waker};
 
 /// What the timer does when a deadline falls due.
 enum Due {
@@ -299,16 +299,24 @@ impl Alarm {
         })
     }
 
-    /// Arms the alarm for `at` inside a park's closure, with the waker
-    /// `waker` makes (a second one of the parking goroutine, made only
-    /// once the heap has room); false if it has none.
+    /// Inside a park's closure: arms the alarm for `at` and announces the
+    /// park, returning the waker for the channel's wait list (the alarm
+    /// holds a second one of the same goroutine); `None`, having announced
+    /// nothing, if the timer's heap has no room.
     pub(crate) fn arm(
         self: &Arc<Alarm>,
         t: &'static Timers,
         at: Instant,
-        waker: impl FnOnce() -> Waker,
-    ) -> bool {
-        push(t, at, || Due::Alarm(self.clone(), waker()))
+        p: Parker<'_>,
+    ) -> Option<Waker> {
+        let mut listed = None;
+        let armed = push(t, at, || {
+            let waker = p.waker();
+            let again = waker.also();
+            listed = Some(waker);
+            Due::Alarm(self.clone(), again)
+        });
+        listed.filter(|_| armed)
     }
 
     /// The timer's side: wakes the goroutine unless it cancelled first.

@@ -27,9 +27,7 @@ impl fmt::Display for TryRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TryRecvError::Empty => "receiving on an empty channel",
-            TryRecvError::Disconnected => {
-                "receiving on an empty channel whose senders are all gone"
-            }
+            TryRecvError::Disconnected => return fmt::Display::fmt(&RecvError, f),
         })
     }
 }
@@ -49,9 +47,7 @@ impl fmt::Display for RecvTimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             RecvTimeoutError::Timeout => "timed out receiving on a channel",
-            RecvTimeoutError::Disconnected => {
-                "receiving on an empty channel whose senders are all gone"
-            }
+            RecvTimeoutError::Disconnected => return fmt::Display::fmt(&RecvError, f),
         })
     }
 }
@@ -236,14 +232,7 @@ impl<T> Sender<T> {
                     attempt = Attempt::Late;
                     return false;
                 }
-                let mut listed = None;
-                let armed = alarm.arm(t, deadline, || {
-                    let waker = w.waker();
-                    let again = waker.also();
-                    listed = Some(waker);
-                    again
-                });
-                let Some(waker) = listed.filter(|_| armed) else {
+                let Some(waker) = alarm.arm(t, deadline, w) else {
                     attempt = Attempt::NoTimerRoom;
                     return false;
                 };
@@ -342,14 +331,7 @@ impl<T> Receiver<T> {
                 }
                 // Announced only once the alarm has room; the list's
                 // waker and the alarm's wake the same goroutine.
-                let mut listed = None;
-                let armed = alarm.arm(t, deadline, || {
-                    let waker = w.waker();
-                    let again = waker.also();
-                    listed = Some(waker);
-                    again
-                });
-                let Some(waker) = listed.filter(|_| armed) else {
+                let Some(waker) = alarm.arm(t, deadline, w) else {
                     no_room = true;
                     return false;
                 };
