@@ -25,8 +25,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::park::{park, Waker};
 use crate::region::{lock, lock_plain};
-use crate::runtime::{park, Waker};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 

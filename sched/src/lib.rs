@@ -128,6 +128,7 @@ mod deferred;
 mod fork;
 mod linked;
 mod overflow;
+mod park;
 mod poll;
 mod queue;
 mod region;

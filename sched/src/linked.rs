@@ -27,8 +27,8 @@ use std::marker::PhantomData;
 use std::ptr;
 use std::sync::Arc;
 
+use crate::park::Waker;
 use crate::queue::TaskRef;
-use crate::runtime::Waker;
 use crate::task::Task;
 
 /// Which of a task's link words a queue uses.

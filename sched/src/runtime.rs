@@ -1,4 +1,4 @@
-//! The runtime: starting workers and `sysmon`, spawning, joining, parking
+//! The runtime: starting workers and `sysmon`, spawning, joining
 //! and yielding.
 //!
 //! A goroutine never leaves the worker it first ran on (its *home*): it is
@@ -23,16 +23,17 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 
 use crate::config::{Config, Preemption, RuntimeError};
 use crate::linked::WaitList;
-use crate::queue::{Place, Shared, TaskRef};
+use crate::park::park;
+use crate::queue::{Place, Shared};
 use crate::region::{lock, lock_plain};
 use crate::stack::StackPool;
-use crate::task::{Run, Task, NO_HOME, PARKING, RUNNING};
+use crate::task::{Run, Task};
 use crate::worker::{goroutine, to_scheduler, worker, worker_main};
 
 /// A runtime: its workers run goroutines until it is dropped.
@@ -448,115 +449,6 @@ pub fn go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHand
     let me = worker().expect("pardon_sched::go outside a runtime: use Runtime::go");
     let shared = me.shared.clone();
     spawn_on(&shared, f)
-}
-
-/// What wakes one parked goroutine.
-pub(crate) struct Waker {
-    task: TaskRef,
-}
-
-impl Waker {
-    pub(crate) fn from_task(task: TaskRef) -> Waker {
-        Waker { task }
-    }
-
-    pub(crate) fn into_task(self) -> TaskRef {
-        self.task
-    }
-
-    /// A second waker of the same goroutine (an alarm's, beside the one
-    /// on a wait list): whichever wakes first wakes it, the other finds
-    /// it no longer parked, or must be taken back before it parks again
-    /// (see `timer`).
-    pub(crate) fn also(&self) -> Waker {
-        Waker {
-            task: self.task.clone(),
-        }
-    }
-
-    /// The goroutine this waker wakes.
-    pub(crate) fn task_ptr(&self) -> *const Task {
-        Arc::as_ptr(&self.task)
-    }
-
-    /// Makes the goroutine runnable, in its home worker's `next` slot
-    /// (it runs in the rest of the current slice there), unless it is no
-    /// longer parked.
-    pub(crate) fn wake(self) {
-        if self.task.wake() {
-            // Home: a parked goroutine has run (see the module comment).
-            let home = self.task.home.load(SeqCst);
-            debug_assert_ne!(home, NO_HOME);
-            if let Some(me) = worker() {
-                if me.index == home && Arc::ptr_eq(&me.shared, &self.task.shared) {
-                    // Woken on its own worker: no lock, no kick.
-                    me.put_next(self.task);
-                    return;
-                }
-            }
-            let shared = self.task.shared.clone();
-            shared.enqueue(self.task, Place::Next(home));
-        }
-    }
-}
-
-/// The goroutine that is deciding whether to park, as `park` hands it to
-/// its `register` closure: [`Parker::waker`] announces the park and makes
-/// the waker, only once the closure has found it must wait. (A closure
-/// that finds what it waits for already there then costs no reference
-/// count and no state change: a channel send to a parked receiver is
-/// one of those.)
-pub(crate) struct Parker<'a> {
-    task: &'a TaskRef,
-    announced: &'a std::cell::Cell<bool>,
-}
-
-impl Parker<'_> {
-    /// Locks a runtime mutex for the closure: the closure runs in the
-    /// park's own no-preempt region (depth 1, `worker::to_scheduler`), so
-    /// the lock needs none of its own (`region::lock` would enter one).
-    pub(crate) fn lock<'m, T>(&self, m: &'m Mutex<T>) -> MutexGuard<'m, T> {
-        lock_plain(m)
-    }
-
-    /// Announces the park and returns what wakes it. Called under the
-    /// lock that publishes the waker: a waker is found only after this
-    /// store, which is why Release is enough (see `task`).
-    pub(crate) fn waker(self) -> Waker {
-        self.task.state.store(PARKING, Release);
-        self.announced.set(true);
-        Waker {
-            task: self.task.clone(),
-        }
-    }
-}
-
-/// Parks the calling goroutine until a [`Waker`] that `register` makes
-/// wakes it. `register` runs inside a no-preempt region and returns
-/// `false` if there is nothing to wait for after all; otherwise it must
-/// have made the waker ([`Parker::waker`], which announces the park, so a
-/// wake that comes before the switch is not lost: see `task`) and
-/// published it. A waker made by a `register` that returns `false` must not
-/// be kept (the park is cancelled). Returns `false` outside a goroutine
-/// (a thread outside the runtime, or a worker's scheduler: see
-/// `worker::goroutine`), having called nothing.
-pub(crate) fn park(register: impl FnOnce(Parker<'_>) -> bool) -> bool {
-    if goroutine().is_none() {
-        return false;
-    }
-    to_scheduler(|_, task| {
-        let announced = std::cell::Cell::new(false);
-        let go = register(Parker {
-            task,
-            announced: &announced,
-        });
-        debug_assert!(!go || announced.get(), "a park registered no waker");
-        if !go && announced.get() {
-            task.state.store(RUNNING, SeqCst);
-        }
-        go && announced.get()
-    });
-    true
 }
 
 /// Lets the other goroutines run: the caller goes to the back of its

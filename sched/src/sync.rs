@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
 
 use crate::linked::WaitList;
+use crate::park::park;
 use crate::region::{lock, lock_plain};
-use crate::runtime::park;
 
 /// Waits for a number of goroutines to finish (Go's `sync.WaitGroup`).
 /// Clones share one counter.

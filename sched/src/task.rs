@@ -1,15 +1,19 @@
 //! A goroutine (Go's `g`): its stack, its saved context, the closure it
 //! runs and its state word.
 //!
-//! The state word is how a goroutine parks without being resumed twice:
-//! a goroutine that is about to wait sets `PARKING` and switches to its
-//! worker's scheduler, which then commits the park (`PARKING -> WAITING`).
-//! A waker that comes before the commit finds `PARKING` and leaves
-//! `WAKE_PENDING` instead, which the scheduler sees and requeues the
-//! goroutine itself; a waker that comes after finds `WAITING` and queues
-//! it. Only whoever moves the word to `RUNNABLE` may queue the goroutine,
-//! so it is on at most one queue, and never resumed before its context is
-//! saved.
+//! The state word is how a goroutine parks without being resumed twice
+//! nor lost: a goroutine that is about to wait sets `WAITING` under the
+//! lock that publishes its waker, then switches away. A waker moves the
+//! word from `WAITING` to `RUNNABLE` and queues the goroutine; only whoever
+//! makes that move may queue it, so it is on at most one queue. A waker
+//! may come before the switch has saved the goroutine's context: it is
+//! queued then all the same, and still never resumed before the save,
+//! because a goroutine never leaves its worker (see `runtime`) and that
+//! worker is the thread still switching it out, which looks at its queues
+//! only afterwards. (Go, whose goroutines migrate, needs an intermediate
+//! state for this window; so did this runtime, a `PARKING` state the
+//! switch committed with a compare-and-swap, one locked instruction a
+//! park, until the ninth session.)
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -24,15 +28,10 @@ use crate::stack::Stack;
 pub(crate) const RUNNABLE: u32 = 0;
 /// Running on a worker.
 pub(crate) const RUNNING: u32 = 1;
-/// Switching away to wait; the scheduler has not committed the park yet.
-pub(crate) const PARKING: u32 = 2;
-/// Parked: a waker must queue it.
-pub(crate) const WAITING: u32 = 3;
-/// Woken while `PARKING`: the scheduler queues it once it has switched
-/// away.
-pub(crate) const WAKE_PENDING: u32 = 4;
+/// Parked, or switching away to park: a waker must queue it.
+pub(crate) const WAITING: u32 = 2;
 /// Finished: its stack goes back to the pool.
-pub(crate) const DEAD: u32 = 5;
+pub(crate) const DEAD: u32 = 3;
 
 /// `Task::home` of a goroutine that has not run yet.
 pub(crate) const NO_HOME: usize = usize::MAX;
@@ -153,33 +152,12 @@ impl Task {
     }
 
     /// Makes a parked (or parking) task runnable. Returns whether the
-    /// caller must queue it (it was `WAITING`); a task still `PARKING` is
-    /// marked `WAKE_PENDING` and queued by its scheduler.
+    /// caller must queue it (it was `WAITING`); running, runnable, already
+    /// woken or dead, it is left alone.
     pub(crate) fn wake(&self) -> bool {
-        loop {
-            match self.state.load(SeqCst) {
-                WAITING => {
-                    if self
-                        .state
-                        .compare_exchange(WAITING, RUNNABLE, SeqCst, SeqCst)
-                        .is_ok()
-                    {
-                        return true;
-                    }
-                }
-                PARKING => {
-                    if self
-                        .state
-                        .compare_exchange(PARKING, WAKE_PENDING, SeqCst, SeqCst)
-                        .is_ok()
-                    {
-                        return false;
-                    }
-                }
-                // Running, runnable, already woken or dead: nothing to do.
-                _ => return false,
-            }
-        }
+        self.state
+            .compare_exchange(WAITING, RUNNABLE, SeqCst, SeqCst)
+            .is_ok()
     }
 }
 

@@ -23,9 +23,9 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::park::{park, Parker, Waker};
 use crate::region::lock_plain;
 use crate::room::Room;
-use crate::runtime::{park, Parker, Waker};
 
 /// What the timer does when a deadline falls due.
 enum Due {

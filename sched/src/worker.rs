@@ -27,7 +27,7 @@ use crate::linked::{Fifo, RunLink};
 use crate::queue::{Place, Proc, Shared, TaskRef, FREE_GLOBAL_MAX, FREE_LOCAL_MAX};
 use crate::region::{lock, lock_plain, Region};
 use crate::task::Work;
-use crate::task::{Task, DEAD, PARKING, RUNNABLE, RUNNING, WAITING, WAKE_PENDING};
+use crate::task::{Task, DEAD, RUNNABLE, RUNNING, WAITING};
 
 /// The running worker's state, reached through a thread-local pointer.
 pub(crate) struct Worker {
@@ -49,13 +49,6 @@ pub(crate) struct Worker {
     /// never interleaved with another's), and emptied into the locked
     /// queue when the worker stops.
     next: UnsafeCell<Option<TaskRef>>,
-    /// The goroutine a hand-off (`hand_off`) switched away from, kept
-    /// alive by this reference until the goroutine it switched into has
-    /// left that goroutine's stack for good: taken by the goroutine
-    /// switched into, as soon as its switch returns (`to_scheduler`), and
-    /// dropped once it is back at depth 0 (dropping a task may free it).
-    /// Touched only by this thread at depth 1, as `next`.
-    prev: UnsafeCell<Option<TaskRef>>,
     /// Finished goroutines this worker keeps for its next spawns (Go's
     /// per-P `gFree`): reusing one costs no allocation and no free, and
     /// the tasks of a spawning goroutine are mostly finished on the other
@@ -204,6 +197,27 @@ pub(crate) fn goroutine() -> Option<&'static Worker> {
     worker().filter(|w| w.in_goroutine())
 }
 
+/// Whether the calling thread is the worker that runs `t` and `t` is
+/// parking: its `current`, and announced `WAITING` (or woken since) by a
+/// park not yet switched away. Then a waker of `t` dropped here is the
+/// park's first, whose reference `current` still holds (see `park`).
+pub(crate) fn parking_here(t: &Task) -> bool {
+    worker().is_some_and(|w| {
+        // SAFETY: only this thread touches `current`, and never while a
+        // mutable access is live (as `in_goroutine`).
+        let cur = unsafe { (*w.current.get()).as_ref() };
+        cur.is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), t)) && t.state.load(Relaxed) != RUNNING
+    })
+}
+
+/// References to the running goroutine's task (its `Arc` count), for
+/// tests of who owns a parked goroutine (see `park`).
+#[cfg(test)]
+pub(crate) fn current_references() -> usize {
+    let w = goroutine().expect("a goroutine");
+    Arc::strong_count(w.current().expect("a running goroutine"))
+}
+
 /// A worker thread's body. `ready` hears whether it could attach (the
 /// runtime's constructor waits for every worker's answer).
 pub(crate) fn worker_main(
@@ -231,7 +245,6 @@ pub(crate) fn worker_main(
         sched: UnsafeCell::new(Context::empty()),
         current: UnsafeCell::new(None),
         next: UnsafeCell::new(None),
-        prev: UnsafeCell::new(None),
         free: UnsafeCell::new(Fifo::new()),
         holder,
         own_stack,
@@ -309,7 +322,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     let shared = &me.shared;
     let p = me.proc_();
     // Release: only the worker that dequeued it writes it now (wakers act
-    // only on PARKING and WAITING).
+    // only on WAITING).
     t.state.store(RUNNING, Release);
     // SAFETY: only the worker running a task touches its cells.
     if unsafe { (*t.stack.get()).is_none() } {
@@ -392,9 +405,6 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
     // one that a hand-off from it (and from others after it) ran.
     // SAFETY: depth 1; no other access to `current` is live.
     let t = unsafe { (*me.current.get()).take() }.expect("the task that ran");
-    // SAFETY: as `next`. A hand-off's reference is taken by the goroutine
-    // it switched into, which runs before anything switches back here.
-    debug_assert!(unsafe { (*me.prev.get()).is_none() });
     save_word(me, &t);
     match t.state.load(SeqCst) {
         RUNNING => {
@@ -410,20 +420,10 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             t.state.store(RUNNABLE, SeqCst);
             shared.enqueue(t, Place::Back(me.index));
         }
-        PARKING => {
-            if t.state
-                .compare_exchange(PARKING, WAITING, SeqCst, SeqCst)
-                .is_err()
-            {
-                // Woken before the park was committed.
-                t.state.store(RUNNABLE, SeqCst);
-                me.put_next(t);
-            }
-        }
-        WAKE_PENDING => {
-            t.state.store(RUNNABLE, SeqCst);
-            me.put_next(t);
-        }
+        // Parked: its waker queues it. Or woken already, even before
+        // the switch above saved it: queued by its waker, on this worker.
+        // Either way the reference is the waker's now (see `park`).
+        WAITING | RUNNABLE => std::mem::forget(t),
         DEAD => {
             let listed = if shared.track_tasks {
                 // SAFETY: only the worker running a task touches its cells.
@@ -456,7 +456,7 @@ fn prepare_switch_in(me: &Worker, t: &TaskRef) {
     let shared = &me.shared;
     let p = me.proc_();
     // Release: only the worker that dequeued it writes it now (wakers act
-    // only on PARKING and WAITING).
+    // only on WAITING).
     t.state.store(RUNNING, Release);
     // SAFETY: read-only: the stack stays with the task while it runs.
     let (lo, hi) = match unsafe { (*t.stack.get()).as_ref() } {
@@ -555,7 +555,7 @@ fn switch_out(me: &Worker) {
 }
 
 /// Switches the calling goroutine back to its worker's scheduler, having
-/// set its state (`RUNNING` to yield, `PARKING` to park). `prepare` runs
+/// set its state (`RUNNING` to yield, `WAITING` to park). `prepare` runs
 /// first, at depth 1, with the goroutine (a park registers its waker
 /// there); if it returns false nothing is switched. A park whose worker
 /// has a goroutine in its `next` slot switches straight into it
@@ -583,19 +583,12 @@ pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> b
     }
     me.raise();
     let go = prepare(me, me.current().expect("a running goroutine"));
-    let mut prev = None;
-    if go {
-        if !hand_off(me) {
-            switch_out(me);
-        }
-        // Switched back into: by the scheduler, or by a hand-off from the
-        // goroutine whose reference this takes (see `prev`).
-        // SAFETY: this thread's own slot, at depth 1 (see `prev`).
-        prev = unsafe { (*me.prev.get()).take() };
+    if go && !hand_off(me) {
+        switch_out(me);
     }
+    // Switched back into (by the scheduler, or by another goroutine's
+    // hand-off), or not switched.
     me.lower();
-    // At depth 0: if it is the last reference, dropping it frees.
-    drop(prev);
     go
 }
 
@@ -603,23 +596,22 @@ pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> b
 /// in the worker's `next` slot, which the scheduler would run next anyway
 /// (in the rest of the same slice): one switch instead of two, and none
 /// of the scheduler's loop (Go's `park_m` goes through `schedule` on g0
-/// every time). At depth 1, with the running goroutine `PARKING`.
+/// every time). At depth 1, with the running goroutine `WAITING` (or
+/// already woken: see `task`).
 ///
 /// Returns false, having changed nothing, when the scheduler must look
 /// first: a yield (the goroutine goes to the back of the queue), an empty
 /// `next`, a shutdown, or a goroutine in `next` that owes a collector's
 /// deferral a scan of its stack (made on the scheduler's stack, not on a
-/// goroutine's, whose room may be short).
-/// Returns true once the goroutine is running again: switched back into
-/// after its park, or at once if a wake-up came before the park was
-/// committed (the goroutine in `next` then stays there).
+/// goroutine's, whose room may be short). Returns true once the goroutine
+/// is running again.
 ///
-/// Why the park may be committed before the switch saves the context
-/// (the scheduler commits it after): a goroutine never leaves its worker,
-/// so whoever wakes it only queues it here, and this thread switches into
-/// it only after this switch has saved it; no stop reads it meanwhile
-/// (the worker is at depth 1 until the goroutine switched into lowers it);
-/// and no deferred scan is owed by a goroutine that was running.
+/// A waker may queue the goroutine before this switch has saved it; it
+/// cannot run until then: a goroutine never leaves its worker, and this
+/// thread switches into it only after this switch (see `task`). No stop
+/// reads it meanwhile (the worker is at depth 1 until the goroutine
+/// switched into lowers it), and no deferred scan is owed by a goroutine
+/// that was running.
 fn hand_off(me: &Worker) -> bool {
     let shared = &me.shared;
     let cur = me.current().expect("a running goroutine");
@@ -629,21 +621,14 @@ fn hand_off(me: &Worker) -> bool {
         return false;
     };
     if !shared.config.hand_off
-        || cur.state.load(Relaxed) != PARKING
+        || cur.state.load(Relaxed) == RUNNING
+        // Woken by its own park's closure (on this thread, so into
+        // `next`): the scheduler switches back into it once it is saved.
+        || Arc::ptr_eq(to, cur)
         || shared.shutdown.load(SeqCst)
         || (shared.track_tasks && !shared.deferral.settled(to))
     {
         return false;
-    }
-    if cur
-        .state
-        .compare_exchange(PARKING, WAITING, SeqCst, SeqCst)
-        .is_err()
-    {
-        // Woken before the park was committed (`WAKE_PENDING`): it goes
-        // on running, as if the scheduler had switched straight back.
-        cur.state.store(RUNNING, SeqCst);
-        return true;
     }
     let t = next.take().expect("looked at above");
     let p = me.proc_();
@@ -657,13 +642,13 @@ fn hand_off(me: &Worker) -> bool {
     // SAFETY: depth 1; no other access to `current` is live.
     let from = unsafe { (*me.current.get()).replace(t) }.expect("a running goroutine");
     let save = from.ctx.get();
-    // SAFETY: as `prev`; the previous occupant was taken by the goroutine
-    // it was left for, before it could park again.
-    unsafe { *me.prev.get() = Some(from) };
+    // The reference is the park's first waker's now (see `park`); the
+    // task stays alive until this switch has saved it (it can only be
+    // queued on this worker meanwhile).
+    std::mem::forget(from);
     // SAFETY: `to` was saved by the goroutine's last switch away (it has
     // run: it was woken) and no other worker runs it; `save` is this
-    // goroutine's context, in a task `prev` keeps alive until the
-    // goroutine switched into has left this stack.
+    // goroutine's context, alive until the switch has saved it (above).
     unsafe { switch(&mut *save, &*to) };
     true
 }

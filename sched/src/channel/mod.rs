@@ -18,9 +18,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use crate::linked::WaitList;
+use crate::park::{park, Waker};
 use crate::region::lock;
 use crate::room::Room;
-use crate::runtime::{park, Waker};
 
 mod timed;
 

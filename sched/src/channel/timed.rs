@@ -10,9 +10,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{ready, Receiver, RecvError, Sender, Slot};
+use crate::park::park;
 use crate::region::lock;
 use crate::room::Room;
-use crate::runtime::park;
 
 /// Why [`Receiver::try_recv`] returned no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
