@@ -79,7 +79,11 @@ pub struct Config {
     /// Bytes of address space per goroutine stack, guard page included
     /// (committed only as touched). Default 256 KiB.
     pub stack_size: usize,
-    /// Dead goroutines' stacks kept for reuse.
+    /// Dead goroutines' stacks kept for reuse in the runtime's pool
+    /// (default 256). Each worker also keeps up to 64 finished goroutines
+    /// with their stacks for its next spawns (Go keeps a dead `g`'s stack
+    /// with it on its P's free list), so at most `stack_pool + 64 × procs`
+    /// stacks outlive their goroutines; the rest are unmapped.
     pub stack_pool: usize,
     /// How a goroutine is made to give up its worker when its slice is
     /// over. Default [`Preemption::Poll`].

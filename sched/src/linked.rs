@@ -205,8 +205,7 @@ impl<L: Link> Fifo<L> {
     }
 
     /// The tasks in order, for a look without taking them (the model
-    /// test's).
-    #[cfg(test)]
+    /// test's; a worker's spill of free tasks, whose stacks it takes).
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Task> + '_ {
         let mut p = self.head;
         std::iter::from_fn(move || {

@@ -69,6 +69,10 @@ pub struct RuntimeStats {
     /// Parks that switched straight into the goroutine they woke
     /// ([`Config::hand_off`]).
     pub hand_offs: u64,
+    /// Goroutine stacks mapped now: on goroutines (running or parked), on
+    /// finished ones each worker keeps for its next spawns (at most 64 a
+    /// worker), and in the pool ([`Config::stack_pool`]).
+    pub stacks_mapped: u64,
 }
 
 impl Runtime {
@@ -246,6 +250,7 @@ impl Runtime {
             s.refused += p.refused.load(Relaxed);
             s.hand_offs += p.hand_offs.load(Relaxed);
         }
+        s.stacks_mapped = self.shared.stacks.mapped() as u64;
         s
     }
 
@@ -447,8 +452,7 @@ fn spawn_on<T: Send + 'static>(
 /// runtime (use [`Runtime::go`] there).
 pub fn go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let me = worker().expect("pardon_sched::go outside a runtime: use Runtime::go");
-    let shared = me.shared.clone();
-    spawn_on(&shared, f)
+    spawn_on(&me.shared, f)
 }
 
 /// Lets the other goroutines run: the caller goes to the back of its

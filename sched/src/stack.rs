@@ -19,8 +19,8 @@
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
 
@@ -63,6 +63,9 @@ impl std::error::Error for StackError {}
 pub struct Stack {
     base: NonNull<libc::c_void>,
     size: usize,
+    /// The count of mapped stacks of the pool that mapped it, if one did
+    /// (see `StackPool::mapped`): lowered when it is unmapped.
+    counted: Option<Arc<AtomicUsize>>,
 }
 
 // SAFETY: a Stack owns its mapping; nothing about it is tied to a thread.
@@ -128,7 +131,11 @@ impl Stack {
             let _ = unsafe { munmap(base, size) };
             return Err(StackError::Os(e));
         }
-        Ok(Stack { base, size })
+        Ok(Stack {
+            base,
+            size,
+            counted: None,
+        })
     }
 
     /// One past the highest usable address (16-byte aligned): stacks grow
@@ -157,6 +164,9 @@ impl Drop for Stack {
     fn drop(&mut self) {
         // SAFETY: our own mapping, unmapped once.
         let _ = unsafe { munmap(self.base, self.size) };
+        if let Some(c) = &self.counted {
+            c.fetch_sub(1, Relaxed);
+        }
     }
 }
 
@@ -168,6 +178,10 @@ pub struct StackPool {
     /// Reserved for `capacity` stacks at creation: a scheduler returns
     /// stacks in its no-preempt region, where nothing may allocate.
     free: Mutex<Vec<Stack>>,
+    /// Stacks this pool mapped that are still mapped (in the pool, or
+    /// with a goroutine, running, parked or finished and kept for reuse):
+    /// raised by `get`, lowered by each such stack's unmapping.
+    mapped: Arc<AtomicUsize>,
 }
 
 impl StackPool {
@@ -184,6 +198,7 @@ impl StackPool {
             size,
             capacity,
             free: Mutex::new(free),
+            mapped: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -191,7 +206,12 @@ impl StackPool {
     pub fn get(&self) -> Result<Stack, StackError> {
         match self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             Some(s) => Ok(s),
-            None => Stack::new(self.size),
+            None => {
+                let mut s = Stack::new(self.size)?;
+                self.mapped.fetch_add(1, Relaxed);
+                s.counted = Some(self.mapped.clone());
+                Ok(s)
+            }
         }
     }
 
@@ -203,8 +223,65 @@ impl StackPool {
         }
     }
 
+    /// Gives stacks back under one lock (unmapped beyond the pool's
+    /// capacity).
+    pub fn put_all(&self, stacks: impl Iterator<Item = Stack>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        for stack in stacks {
+            if free.len() < self.capacity && stack.size == self.size {
+                free.push(stack);
+            }
+        }
+    }
+
+    /// Stacks this pool mapped that are mapped still: pooled, or with a
+    /// goroutine (running, parked, or finished and kept by its worker).
+    pub fn mapped(&self) -> usize {
+        self.mapped.load(Relaxed)
+    }
+
     /// Stacks waiting in the pool.
     pub fn pooled(&self) -> usize {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool's count of mapped stacks follows the mappings: raised by
+    /// each new one, lowered by each unmapping wherever it happens (beyond
+    /// the pool's capacity, with a stack dropped elsewhere, with the pool),
+    /// and not by stacks merely going back to the pool.
+    #[test]
+    fn the_mapped_count_follows_the_mappings() {
+        let pool = StackPool::new(64 * 1024, 2).unwrap();
+        let count = pool.mapped.clone();
+        let stacks: Vec<_> = (0..5).map(|_| pool.get().unwrap()).collect();
+        assert_eq!(pool.mapped(), 5);
+        let mut it = stacks.into_iter();
+        drop(it.next());
+        assert_eq!(pool.mapped(), 4, "a stack dropped outside the pool");
+        pool.put_all(it.by_ref().take(3));
+        assert_eq!(
+            (pool.pooled(), pool.mapped()),
+            (2, 3),
+            "one beyond capacity"
+        );
+        let reused = pool.get().unwrap();
+        assert_eq!(pool.mapped(), 3, "a pooled stack is not a new mapping");
+        drop(reused);
+        drop(it);
+        assert_eq!(pool.mapped(), 1);
+        let unpooled = Stack::new(64 * 1024).unwrap();
+        pool.put(unpooled);
+        assert_eq!(
+            (pool.pooled(), pool.mapped()),
+            (2, 1),
+            "a stack the pool did not map is not counted"
+        );
+        drop(pool);
+        assert_eq!(count.load(Relaxed), 0);
     }
 }

@@ -30,7 +30,8 @@ pub(crate) const RUNNABLE: u32 = 0;
 pub(crate) const RUNNING: u32 = 1;
 /// Parked, or switching away to park: a waker must queue it.
 pub(crate) const WAITING: u32 = 2;
-/// Finished: its stack goes back to the pool.
+/// Finished: its stack goes back to the pool, or stays with it on its
+/// worker's free list.
 pub(crate) const DEAD: u32 = 3;
 
 /// `Task::home` of a goroutine that has not run yet.
@@ -63,7 +64,9 @@ pub(crate) struct Task {
     /// (on whichever worker ran it), read by the switch into it; never
     /// both at once, by the state protocol.
     pub ctx: UnsafeCell<Context>,
-    /// Its stack; taken back by the scheduler once it is `DEAD`.
+    /// Its stack, from its first run; once it is `DEAD`, kept while the
+    /// task waits on its worker's free list, and otherwise given back to
+    /// the pool.
     pub stack: UnsafeCell<Option<Stack>>,
     /// Its task word while it is switched out (see
     /// `pardon_preempt::Attached::task_word_cell`): 0 until it first runs,
@@ -124,11 +127,12 @@ impl Task {
     /// Makes a finished task, whose only reference the caller holds, a
     /// new one that runs `work` (Go reuses its `g`s from free lists, and
     /// so does a worker: see `worker::Worker::new_task`). Every field
-    /// goes back to what `Task::new` gives, but `shared`: a task is reused
-    /// only by its own runtime.
+    /// goes back to what `Task::new` gives, but `shared` (a task is reused
+    /// only by its own runtime) and `stack`, which a task on a worker's
+    /// free list keeps for its next life (its first run then makes a new
+    /// context on it).
     pub(crate) fn reuse(&mut self, work: Work) {
         debug_assert_eq!(*self.state.get_mut(), DEAD);
-        debug_assert!(self.stack.get_mut().is_none());
         *self.state.get_mut() = RUNNABLE;
         *self.scanned.get_mut() = 0;
         *self.ctx.get_mut() = Context::empty();
