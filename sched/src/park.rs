@@ -82,12 +82,21 @@ impl Waker {
             let home = task.home.load(SeqCst);
             debug_assert_ne!(home, NO_HOME);
             if let Some(me) = worker() {
-                if me.index == home && Arc::ptr_eq(&me.shared, &task.shared) {
-                    // Woken on its own worker: no lock, no kick.
-                    me.put_next(task);
+                if Arc::ptr_eq(&me.shared, &task.shared) {
+                    if me.index == home {
+                        // Woken on its own worker: no lock, no kick.
+                        me.put_next(task);
+                    } else {
+                        // By another worker of its runtime, whose shared
+                        // state outlives the call (no reference counted
+                        // on a line every worker's wake-ups touch).
+                        me.shared.enqueue(task, Place::Next(home));
+                    }
                     return;
                 }
             }
+            // From outside the runtime: the task may be run and dropped
+            // as soon as it is queued, so the shared state is held here.
             let shared = task.shared.clone();
             shared.enqueue(task, Place::Next(home));
         }
