@@ -113,6 +113,9 @@ pub fn heap_and_runtime(
     sched: pardon_sched::Config,
 ) -> Result<(Heap, Runtime), String> {
     let registry = Registry::new(registry_config(pardon_preempt::Config {
+        // A signal strategy (a polling one becomes `Signal`): how stops
+        // reach a running goroutine.
+        preemption: config.preemption,
         stop_timeout: config.stop_timeout,
         wait: config.stop_wait,
         ..Default::default()

@@ -310,9 +310,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunResult, String> {
         ..Config::default()
     };
     let (heap, rt) = if cfg.goroutines {
-        if !matches!(cfg.mode, Variant::Signal | Variant::Reference) {
+        if !matches!(
+            cfg.mode,
+            Variant::Signal | Variant::SignalInHandler | Variant::Reference
+        ) {
             return Err(format!(
-                "{} / {}: goroutines share a signal registry: only the signal mode \
+                "{} / {}: goroutines share a signal registry: only the signal modes \
                  (and the reference) can run as goroutines",
                 cfg.kernel,
                 cfg.mode.name()

@@ -22,15 +22,38 @@ use std::time::Duration;
 
 use common::*;
 use pardon::stackscan::{with_frame, with_frame_slots};
-use pardon::with_mutator;
+use pardon::{with_mutator, Config, Preemption};
 use pardon_sched::channel;
 
 #[test]
 fn goroutines_keep_their_objects_through_collections_from_anywhere() {
+    keep_objects_through_collections(Preemption::Signal);
+}
+
+/// The same with stops that park a running goroutine's worker in the
+/// signal handler (`SignalInHandler`): its registers are in the kernel's
+/// signal frame on the goroutine's stack, scanned from the handler's frame
+/// up, while the ends of time slices are still injected calls.
+#[test]
+fn goroutines_keep_their_objects_when_stops_park_in_the_handler() {
+    keep_objects_through_collections(Preemption::SignalInHandler);
+}
+
+fn keep_objects_through_collections(preemption: Preemption) {
     const PARKED: usize = 64;
     const SPINNERS: usize = 4;
     const GARBAGE: usize = 2_000;
-    let (heap, rt, ty) = setup(2, Duration::from_millis(1));
+    let (heap, rt, ty) = setup_with(
+        2,
+        Duration::from_millis(1),
+        Config {
+            gc_percent: None,
+            verify: true,
+            preemption,
+            ..Config::default()
+        },
+    );
+    assert_eq!(heap.registry().config().preemption, preemption);
     let parked = Arc::new(AtomicUsize::new(0));
     let spinning = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(AtomicU32::new(0));

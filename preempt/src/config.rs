@@ -134,7 +134,10 @@ pub struct Config {
     /// ([`Registry::request_yield`](crate::Registry::request_yield)) and the
     /// signal finds it at a point where it may yield: the injected call
     /// runs this with every register saved (see [`YieldHook`]). `None` (the
-    /// default): yields cannot be asked. Needs [`Preemption::Signal`].
+    /// default): yields cannot be asked. Needs a signal strategy: yields
+    /// are injected calls under either, whether stops are
+    /// ([`Preemption::Signal`]) or park in the handler
+    /// ([`Preemption::SignalInHandler`]).
     pub yield_hook: Option<YieldHook>,
 }
 
@@ -208,9 +211,10 @@ impl Config {
                 "stop_timeout: must be at least resend_initial".into(),
             ));
         }
-        if self.yield_hook.is_some() && self.preemption != Preemption::Signal {
+        if self.yield_hook.is_some() && !self.preemption.signals() {
             return Err(ConfigError(format!(
-                "yield_hook: yields are injected calls, which need preemption signal, not {}",
+                "yield_hook: yields are injected calls, which need a signal strategy \
+                 (signal or signal-handler), not {}",
                 self.preemption
             )));
         }
@@ -218,6 +222,13 @@ impl Config {
             return Err(ConfigError(
                 "preemption: call injection needs XSAVE, which this CPU or OS does not \
                  enable; use Preemption::SignalInHandler"
+                    .into(),
+            ));
+        }
+        if self.yield_hook.is_some() && !sys::xsave_layout().has_xsave {
+            return Err(ConfigError(
+                "yield_hook: yields are injected calls, which need XSAVE, which this CPU \
+                 or OS does not enable"
                     .into(),
             ));
         }

@@ -179,7 +179,8 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
     }
     let was_sent = rec.signal_pending.swap(0, Ordering::SeqCst) == 1;
     if rec.request_pending().is_none() {
-        if reg.config.preemption == Preemption::Signal {
+        if reg.config.preemption.signals() {
+            // A yield is an injected call under either signal strategy.
             // SAFETY: forwarded contract; `signal_pending` is cleared.
             unsafe { crate::yielding::on_yield_signal(rec, uc) };
         }

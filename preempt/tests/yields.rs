@@ -259,3 +259,53 @@ fn no_yield_region_refuses_yields_but_not_stops() {
     assert!(parks >= 1, "the stop did not stop the thread in the region");
     assert!(refused > 0);
 }
+
+/// With stops that park in the handler (`SignalInHandler`), yields are
+/// still injected calls: the hook runs on a spinning thread with the
+/// token, and stops asked between yield requests stop it (in the handler,
+/// or in the injected call when a yield's injection was under way).
+#[test]
+fn yields_work_when_stops_park_in_the_handler() {
+    const CTX: usize = 6;
+    let reg = Registry::new(Config {
+        preemption: Preemption::SignalInHandler,
+        yield_hook: Some(hook),
+        ..Config::default()
+    })
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attached = Arc::new(std::sync::Barrier::new(2));
+    let (s2, a2, r2) = (stop.clone(), attached.clone(), reg.clone());
+    let t = std::thread::spawn(move || {
+        // SAFETY: nothing interprets the context word of this registry.
+        let me = unsafe { r2.attach_with_context(CTX) }.unwrap();
+        a2.wait();
+        let mut x = 0u64;
+        while !s2.load(SeqCst) {
+            x = std::hint::black_box(x + 1);
+        }
+        (me.yields(), x)
+    });
+    attached.wait();
+    let mut n = 0;
+    let start = Instant::now();
+    while SEEN[CTX].load(SeqCst) < 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the hook ran {} times",
+            SEEN[CTX].load(SeqCst)
+        );
+        n += 1;
+        reg.request_yield(CTX, token(CTX, n));
+        if n % 2 == 0 {
+            let w = reg.stop_the_world().unwrap();
+            assert_eq!(w.threads().count(), 1);
+            drop(w);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(LAST_TOKEN[CTX].load(SeqCst) / 1_000_000, CTX as u64);
+    stop.store(true, SeqCst);
+    let (yields, _) = t.join().unwrap();
+    assert!(yields >= 20, "{yields} yields counted");
+}

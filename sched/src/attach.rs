@@ -40,12 +40,24 @@ impl fmt::Debug for Attacher {
 }
 
 /// The preempt settings a registry shared with a runtime must have
-/// ([`Runtime::with_registry`](crate::Runtime::with_registry)): signal
-/// preemption and the scheduler's yield hook, over `base`'s other
-/// settings.
+/// ([`Runtime::with_registry`](crate::Runtime::with_registry)): a signal
+/// strategy and the scheduler's yield hook, over `base`'s other settings.
+/// `base`'s strategy is kept if it signals: stops then stop a running
+/// goroutine by an injected call ([`Preemption::Signal`]) or in the
+/// handler ([`Preemption::SignalInHandler`]), while the ends of time
+/// slices are injected calls either way. A polling `base` gets
+/// [`Preemption::Signal`].
+///
+/// [`Preemption::Signal`]: pardon_preempt::Preemption::Signal
+/// [`Preemption::SignalInHandler`]: pardon_preempt::Preemption::SignalInHandler
 pub fn registry_config(base: pardon_preempt::Config) -> pardon_preempt::Config {
+    let preemption = if base.preemption.signals() {
+        base.preemption
+    } else {
+        pardon_preempt::Preemption::Signal
+    };
     pardon_preempt::Config {
-        preemption: pardon_preempt::Preemption::Signal,
+        preemption,
         yield_hook: Some(crate::worker::on_yield),
         ..base
     }
@@ -58,7 +70,7 @@ pub(crate) fn has_our_hook(registry: &Registry) -> bool {
         .config()
         .yield_hook
         .is_some_and(|h| std::ptr::fn_addr_eq(h, ours))
-        && registry.config().preemption == pardon_preempt::Preemption::Signal
+        && registry.config().preemption.signals()
 }
 
 /// The context word of worker `index`: never 0, which is left to the

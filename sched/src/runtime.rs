@@ -153,7 +153,7 @@ impl Runtime {
     ) -> Result<Runtime, RuntimeError> {
         if !crate::attach::has_our_hook(&registry) {
             return Err(RuntimeError::Config(
-                "registry: not made with pardon_sched::registry_config (signal preemption \
+                "registry: not made with pardon_sched::registry_config (a signal strategy \
                  and the scheduler's yield hook)"
                     .into(),
             ));

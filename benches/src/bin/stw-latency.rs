@@ -30,7 +30,7 @@ fn cli() -> Command {
         .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("A short run (under a minute): fewer probes, threads = cores only"))
         .arg(Arg::new("floor-samples").long("floor-samples").allow_negative_numbers(true).value_parser(cli::whole::<usize>(0, 1_000_000)).help("Samples for the machine-floor measurement made first (the kernel's cost of a cross-CPU signal, a hand-off, a wake; default 500, 100 with --quick; 0 skips it)"))
         .arg(Arg::new("wait").long("wait").value_parser(["futex", "go-suspendg"]).help("How the coordinator waits for acknowledgements: sleeping on a futex (default), or spinning and yielding like Go's suspendG (a baseline)"))
-        .arg(Arg::new("runtime").long("runtime").value_parser(["threads", "goroutines"]).default_value("threads").help("Run the kernels on threads, or as goroutines of a pardon-sched runtime with a worker each, over the heap (signal mode only; default mode then: signal)"))
+        .arg(Arg::new("runtime").long("runtime").value_parser(["threads", "goroutines"]).default_value("threads").help("Run the kernels on threads, or as goroutines of a pardon-sched runtime with a worker each, over the heap (the signal modes only; default mode then: signal)"))
         .arg(Arg::new("probe").long("probe").value_parser(["stop", "collect"]).default_value("stop").help("What each probe is: a bare stop and restart (time to safepoint), or a concurrent collection, whose two stops' lengths are reported beside it (the whole pause)"))
         .arg(Arg::new("parked").long("parked").allow_negative_numbers(true).value_parser(pardon_bench::cli::whole::<usize>(0, 1_000_000)).help("With --runtime goroutines: this many more goroutines parked on a channel during every run (a stop must not wait for them; default 0)"))
         .arg(Arg::new("json").long("json").value_parser(clap::value_parser!(PathBuf)).help("Write results as JSON (schema in docs/benchmarks.md)"))
@@ -80,17 +80,20 @@ fn real_main() -> Result<(), String> {
         .is_some_and(|r| r == "goroutines");
     let modes: Vec<Variant> = match args.get_many::<String>("mode") {
         Some(v) => v.map(|m| Variant::parse(m)).collect::<Result<_, _>>()?,
-        None if goroutines => vec![Variant::Signal],
+        None if goroutines => vec![Variant::Signal, Variant::SignalInHandler],
         None => MODES
             .iter()
             .map(|m| Variant::parse(m).expect("known"))
             .collect(),
     };
     if goroutines {
-        if let Some(m) = modes.iter().find(|m| **m != Variant::Signal) {
+        if let Some(m) = modes
+            .iter()
+            .find(|m| !matches!(m, Variant::Signal | Variant::SignalInHandler))
+        {
             return Err(format!(
                 "--runtime goroutines: mode {} cannot run as goroutines (the runtime and the \
-                 heap share a signal registry): use --mode signal",
+                 heap share a signal registry): use --mode signal or signal-handler",
                 m.name()
             ));
         }
