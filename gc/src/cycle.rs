@@ -41,7 +41,11 @@ impl Collector {
         }
         if self.raw.config.concurrent {
             let _ = want;
-            return self.collect_concurrent(entry_sp);
+            // Someone waits for this collection (`collect`): it sweeps too
+            // before it returns, as Go's `runtime.GC` does; paced cycles
+            // (the background collector's) leave the sweeping to
+            // allocation and to the next cycle's start.
+            return self.collect_concurrent(entry_sp, true);
         }
         let cycles_before = self.cycles.load(Relaxed);
         let t0 = Instant::now();

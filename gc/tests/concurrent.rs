@@ -255,3 +255,32 @@ fn rewire(h: Heap, garbage_every: u64, until_assisted: bool) -> (usize, usize) {
         assist_units.load(Ordering::Relaxed),
     )
 }
+
+/// An explicit concurrent collection sweeps before it returns (as Go's
+/// `runtime.GC`): every span its marking left garbage in is swept, so
+/// nothing is left for the next cycle's start to sweep, and the spans its
+/// garbage filled are free again by the time `collect` returns.
+#[test]
+fn an_explicit_collection_sweeps_before_it_returns() {
+    let heap = heap();
+    let m = heap.attach().unwrap();
+    let keep = tree(&m, 10, 7, &mut 0);
+    for _ in 0..20 {
+        drop(tree(&m, 12, 9, &mut 0));
+    }
+    let c = m.collect().unwrap();
+    assert!(c.verified);
+    assert!(c.spans_swept_after > 0, "{c:?}");
+    assert_eq!(
+        heap.raw().finish_sweep(),
+        0,
+        "spans were left unswept after collect returned"
+    );
+    let after = heap.raw().stats().span_bytes;
+    assert!(
+        after < c.heap_before / 2,
+        "{after} span bytes after collect, {} before it: the garbage's spans not freed",
+        c.heap_before
+    );
+    assert_eq!(check(&m, &keep, 7), 2047);
+}
