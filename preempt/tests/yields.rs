@@ -56,6 +56,28 @@ fn ask_until(ctx: usize, want: u64) -> bool {
     true
 }
 
+/// A thread attached to `reg` with context `ctx`, spinning in a loop
+/// without calls until the flag returned is set; it returns the yields
+/// its record counted. Returns once the thread is attached.
+fn spinner(reg: &Registry, ctx: usize) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let attached = Arc::new(std::sync::Barrier::new(2));
+    let (s2, a2, r2) = (stop.clone(), attached.clone(), reg.clone());
+    let t = std::thread::spawn(move || {
+        // SAFETY: nothing interprets the context word of this registry.
+        let me = unsafe { r2.attach_with_context(ctx) }.unwrap();
+        a2.wait();
+        let mut x = 0u64;
+        while !s2.load(SeqCst) {
+            x = std::hint::black_box(x + 1);
+        }
+        std::hint::black_box(x);
+        me.yields()
+    });
+    attached.wait();
+    (stop, t)
+}
+
 #[test]
 fn the_hook_runs_on_a_spinning_thread_with_the_token() {
     const CTX: usize = 1;
@@ -158,20 +180,7 @@ fn stops_still_work_and_take_precedence() {
         ..Config::default()
     })
     .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let attached = Arc::new(std::sync::Barrier::new(2));
-    let (s2, a2, r2) = (stop.clone(), attached.clone(), reg.clone());
-    let t = std::thread::spawn(move || {
-        // SAFETY: nothing interprets the context word of this registry.
-        let _me = unsafe { r2.attach_with_context(CTX) }.unwrap();
-        a2.wait();
-        let mut x = 0u64;
-        while !s2.load(SeqCst) {
-            x = std::hint::black_box(x + 1);
-        }
-        x
-    });
-    attached.wait();
+    let (stop, t) = spinner(&reg, CTX);
     for n in 1..=50 {
         reg.request_yield(CTX, token(CTX, n));
         let w = reg.stop_the_world().unwrap();
@@ -273,20 +282,7 @@ fn yields_work_when_stops_park_in_the_handler() {
         ..Config::default()
     })
     .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let attached = Arc::new(std::sync::Barrier::new(2));
-    let (s2, a2, r2) = (stop.clone(), attached.clone(), reg.clone());
-    let t = std::thread::spawn(move || {
-        // SAFETY: nothing interprets the context word of this registry.
-        let me = unsafe { r2.attach_with_context(CTX) }.unwrap();
-        a2.wait();
-        let mut x = 0u64;
-        while !s2.load(SeqCst) {
-            x = std::hint::black_box(x + 1);
-        }
-        (me.yields(), x)
-    });
-    attached.wait();
+    let (stop, t) = spinner(&reg, CTX);
     let mut n = 0;
     let start = Instant::now();
     while SEEN[CTX].load(SeqCst) < 20 {
@@ -306,6 +302,6 @@ fn yields_work_when_stops_park_in_the_handler() {
     }
     assert_eq!(LAST_TOKEN[CTX].load(SeqCst) / 1_000_000, CTX as u64);
     stop.store(true, SeqCst);
-    let (yields, _) = t.join().unwrap();
+    let yields = t.join().unwrap();
     assert!(yields >= 20, "{yields} yields counted");
 }
