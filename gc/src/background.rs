@@ -127,7 +127,7 @@ impl Collector {
             b.pid.store(0, SeqCst);
             // Answer the request here, synchronously, rather than never.
             eprintln!("pardon: cannot start the background collector ({e}); collecting here");
-            let r = crate::cycle::with_entry(|sp| self.collect_concurrent(sp, false));
+            let r = crate::cycle::with_entry(|sp| self.collect_concurrent(sp));
             if r.is_err() {
                 self.pacer.back_off(self.raw.allocated.load(Relaxed));
             }
@@ -154,7 +154,7 @@ fn background_main(shared: &Shared, heap: &std::sync::Weak<Collector>) {
         };
         let answered = lock(&shared.state).requested;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::cycle::with_entry(|sp| col.collect_concurrent(sp, false))
+            crate::cycle::with_entry(|sp| col.collect_concurrent(sp))
         }));
         let Ok(r) = r else {
             // A verification failure (the heap is not what it must be): no

@@ -41,11 +41,19 @@ impl Collector {
         }
         if self.raw.config.concurrent {
             let _ = want;
+            let mut cycle = self.collect_concurrent(entry_sp)?;
             // Someone waits for this collection (`collect`): it sweeps too
-            // before it returns, as Go's `runtime.GC` does; paced cycles
-            // (the background collector's) leave the sweeping to
-            // allocation and to the next cycle's start.
-            return self.collect_concurrent(entry_sp, true);
+            // before it returns, as Go's `runtime.GC` does (see
+            // `CycleStats::sweep_after`); paced cycles (the background
+            // collector's) leave the sweeping to allocation and to the next
+            // cycle's start. Outside the cycle's lock: a paced cycle may
+            // start meanwhile (each sweep step rereads the generation), and
+            // mutators braking for one are not held up by this sweep.
+            let scope = NoPreemptScope(&self.registry);
+            let sweep_at = Instant::now();
+            cycle.spans_swept_after = self.raw.finish_sweep_in(&scope);
+            cycle.sweep_after = sweep_at.elapsed();
+            return Ok(cycle);
         }
         let cycles_before = self.cycles.load(Relaxed);
         let t0 = Instant::now();

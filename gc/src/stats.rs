@@ -63,7 +63,9 @@ pub struct CycleStats {
     /// time to safepoint (cold caches: 35-38 against 26-27 µs at 1 GiB).
     /// Paced cycles do not: sweeping eagerly on the background thread cost
     /// GCBench 12 % and binary-trees 4 % (the mutators sweep a span just
-    /// before they use it, with its lines in cache).
+    /// before they use it, with its lines in cache). Set in the figures
+    /// `collect` returns (the sweep follows the cycle's own record, which
+    /// keeps 0 here), and made outside the cycle's lock.
     pub sweep_after: Duration,
     /// Spans that sweep swept (see `sweep_after`).
     pub spans_swept_after: usize,

@@ -64,11 +64,7 @@ impl Collector {
     /// A whole concurrent collection, coordinated by the calling thread
     /// (see the module comment). `entry_sp` as for `Collector::collect`.
     #[inline(never)]
-    pub(crate) fn collect_concurrent(
-        &self,
-        entry_sp: usize,
-        sweep_after: bool,
-    ) -> Result<CycleStats, CollectError> {
+    pub(crate) fn collect_concurrent(&self, entry_sp: usize) -> Result<CycleStats, CollectError> {
         if self.registry.world_held_by_me() {
             return Err(CollectError::Stop(StopError::Reentrant));
         }
@@ -252,15 +248,6 @@ impl Collector {
         cycle.total = t0.elapsed();
         cycle.heap_after = self.raw.stats().span_bytes;
         cycle.number = self.cycles.load(Relaxed);
-        if sweep_after {
-            // An explicit collection: sweep now rather than just before
-            // the next cycle's first stop (see `CycleStats::sweep_after`);
-            // allocating mutators sweep beside it, span by span, as they
-            // always may.
-            let sweep_at = Instant::now();
-            cycle.spans_swept_after = self.raw.finish_sweep_in(&scope);
-            cycle.sweep_after = sweep_at.elapsed();
-        }
         self.raw.scavenge_in(&scope);
         if finalizers_queued > 0 && self.raw.config.finalizer_thread {
             self.finalizer_thread.notify();
