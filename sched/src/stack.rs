@@ -217,10 +217,7 @@ impl StackPool {
 
     /// Gives a stack back (unmapped if the pool is full).
     pub fn put(&self, stack: Stack) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < self.capacity && stack.size == self.size {
-            free.push(stack);
-        }
+        self.put_all(std::iter::once(stack));
     }
 
     /// Gives stacks back under one lock (unmapped beyond the pool's
