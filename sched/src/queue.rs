@@ -136,7 +136,9 @@ const WINDOW: usize = 2 * STEAL_MAX;
 pub(crate) enum Place {
     /// The worker's `next` slot (a wake-up).
     Next(usize),
-    /// The back of the worker's queue.
+    /// The back of the worker's queue, by that worker itself (a spawn,
+    /// a yield): it is awake, so nothing kicks it (a locked instruction
+    /// of every spawn and yield until the eleventh session).
     Back(usize),
     /// The global queue.
     Global,
@@ -223,8 +225,16 @@ impl Shared {
                 Some(w)
             }
             Place::Back(w) => {
+                debug_assert_eq!(
+                    crate::worker::worker().map(|m| m.index),
+                    Some(w),
+                    "only a worker queues at the back of its own queue"
+                );
                 lock(&self.procs[w].local).queue.push_back(t);
-                Some(w)
+                if !anyone {
+                    return;
+                }
+                None
             }
             Place::Global => {
                 let mut g = lock(&self.global);
@@ -239,7 +249,7 @@ impl Shared {
             }
         }
         // Anyone may take it: wake one sleeper (the target, if asleep, was
-        // woken above).
+        // woken above; a worker queueing on its own queue is awake).
         if let Some(p) = self
             .procs
             .iter()

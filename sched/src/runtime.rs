@@ -22,18 +22,15 @@
 
 use std::any::Any;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle as ThreadHandle;
 
 use crate::config::{Config, Preemption, RuntimeError};
-use crate::linked::WaitList;
-use crate::park::park;
+use crate::join::JoinHandle;
 use crate::queue::{Place, Shared};
-use crate::region::{lock, lock_plain};
 use crate::stack::StackPool;
-use crate::task::{Run, Task};
+use crate::task::Task;
 use crate::worker::{goroutine, to_scheduler, worker, worker_main};
 
 /// A runtime: its workers run goroutines until it is dropped.
@@ -337,83 +334,6 @@ impl Drop for Runtime {
     }
 }
 
-/// The result slot of a goroutine, and who waits for it.
-struct JoinState<T> {
-    result: Mutex<Outcome<T>>,
-    /// Threads (outside the runtime) waiting in `join`.
-    done: Condvar,
-    /// The fork generation of the runtime (`fork`).
-    generation: u64,
-}
-
-/// A goroutine's result once it has ended, and whether a thread outside
-/// the runtime waits for it on `JoinState::done` (set by that thread under
-/// the lock before it waits, read by the goroutine's end under the same
-/// lock: std's condition variable makes a system call on every notify,
-/// which cost every goroutine's end one when nobody waited).
-struct Outcome<T> {
-    value: Option<Result<T, Box<dyn Any + Send>>>,
-    thread_waits: bool,
-    /// Goroutines parked in `join` (under the same lock as the value: a
-    /// joiner that finds no value has registered before the end looks).
-    waiters: WaitList,
-}
-
-/// A goroutine's closure and its join state, in one allocation: the task
-/// runs it through [`Run`], the handle reads the result through
-/// [`JoinSlot`] (one allocation a spawn fewer than a boxed closure beside
-/// a shared state).
-struct Spawned<T, F> {
-    join: JoinState<T>,
-    /// Taken by the one run of the goroutine.
-    f: std::cell::UnsafeCell<Option<F>>,
-}
-
-// SAFETY: `f` is taken once, by the worker that runs the goroutine (the
-// task's `work` is taken before it is called, so no second run exists);
-// everything else is behind locks.
-unsafe impl<T: Send, F: Send> Sync for Spawned<T, F> {}
-
-/// What a join handle reads.
-trait JoinSlot<T>: Send + Sync {
-    fn join_state(&self) -> &JoinState<T>;
-}
-
-impl<T: Send, F: Send> JoinSlot<T> for Spawned<T, F> {
-    fn join_state(&self) -> &JoinState<T> {
-        &self.join
-    }
-}
-
-impl<T: Send, F: FnOnce() -> T + Send> Run for Spawned<T, F> {
-    fn run(&self, refused: Option<String>) {
-        // SAFETY: see the `Sync` impl: the only run takes it.
-        let f = unsafe { (*self.f.get()).take() };
-        let r = match (refused, f) {
-            (None, Some(f)) => catch_unwind(AssertUnwindSafe(f)),
-            (Some(why), _) => Err(Box::new(why) as Box<dyn Any + Send>),
-            (None, None) => return,
-        };
-        let st = &self.join;
-        // Waiters are taken under the result's lock, so a joiner that
-        // finds no result has registered before this runs.
-        let mut slot = lock(&st.result);
-        slot.value = Some(r);
-        let mut waiters = slot.waiters.take();
-        let threads = slot.thread_waits;
-        drop(slot);
-        if threads {
-            st.done.notify_all();
-        }
-        waiters.wake_all();
-    }
-}
-
-/// A goroutine's result: [`JoinHandle::join`] waits for it.
-pub struct JoinHandle<T> {
-    state: Arc<dyn JoinSlot<T>>,
-}
-
 /// The calling worker's index if it is a worker of `shared`'s runtime
 /// (its local queue is then the one to use), `None` otherwise.
 fn local_index(shared: &Arc<Shared>) -> Option<usize> {
@@ -427,25 +347,19 @@ fn spawn_on<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
     crate::fork::check(shared.generation, "spawning a goroutine");
-    let spawned = Arc::new(Spawned {
-        join: JoinState {
-            result: Mutex::new(Outcome {
-                value: None,
-                thread_waits: false,
-                waiters: WaitList::new(),
-            }),
-            done: Condvar::new(),
-            generation: shared.generation,
-        },
-        f: std::cell::UnsafeCell::new(Some(f)),
-    });
     let place = local_index(shared).map_or(Place::Global, Place::Back);
-    let t = match (place, worker()) {
-        (Place::Back(_), Some(me)) => me.new_task(spawned.clone()),
-        _ => Arc::new(Task::new(spawned.clone(), shared.clone())),
+    let mut t = match (place, worker()) {
+        (Place::Back(_), Some(me)) => me.new_task(),
+        _ => Arc::new(Task::new(shared.clone())),
     };
+    Arc::get_mut(&mut t)
+        .expect("a new task has no other reference")
+        .body
+        .hold(f);
+    // SAFETY: the closure just held returns a `T`; the only handle.
+    let handle = unsafe { JoinHandle::new(t.clone()) };
     shared.enqueue(t, place);
-    JoinHandle { state: spawned }
+    handle
 }
 
 /// Starts a goroutine on the runtime the caller runs in. Panics outside a
@@ -463,55 +377,4 @@ pub fn yield_now() {
         return;
     }
     to_scheduler(|_, _| true);
-}
-impl<T> JoinHandle<T> {
-    /// Waits for the goroutine and returns its value, or its panic as the
-    /// error (or, for a goroutine that could not start because no stack
-    /// could be mapped, a `String` saying so). A goroutine that joins is
-    /// parked (its worker runs others); a thread outside the runtime
-    /// blocks.
-    pub fn join(self) -> Result<T, Box<dyn Any + Send>> {
-        let st = self.state.join_state();
-        loop {
-            let mut result = None;
-            let parked = park(|w| {
-                let mut slot = w.lock(&st.result);
-                match slot.value.take() {
-                    Some(r) => {
-                        result = Some(r);
-                        false
-                    }
-                    None => {
-                        slot.waiters.push(w.waker());
-                        true
-                    }
-                }
-            });
-            if let Some(r) = result {
-                return r;
-            }
-            if !parked {
-                // A thread outside the runtime: block it, in a safe region
-                // if it is attached (a stop must not wait for it, nor park
-                // it holding the lock a finishing goroutine takes at depth
-                // 1; the guard is let go before the region ends).
-                return pardon_preempt::blocking_here(|| {
-                    let mut slot = lock_plain(&st.result);
-                    loop {
-                        if let Some(r) = slot.value.take() {
-                            return r;
-                        }
-                        crate::fork::check(st.generation, "joining an unfinished goroutine");
-                        slot.thread_waits = true;
-                        slot = st.done.wait(slot).unwrap_or_else(|e| e.into_inner());
-                    }
-                });
-            }
-        }
-    }
-
-    /// Whether the goroutine has finished.
-    pub fn is_finished(&self) -> bool {
-        lock(&self.state.join_state().result).value.is_some()
-    }
 }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 use crate::context::Context;
+use crate::join::Body;
 use crate::queue::Shared;
 use crate::stack::Stack;
 
@@ -36,17 +37,6 @@ pub(crate) const DEAD: u32 = 3;
 
 /// `Task::home` of a goroutine that has not run yet.
 pub(crate) const NO_HOME: usize = usize::MAX;
-
-/// What a goroutine runs: [`Run::run`] is called once, with `None` on the
-/// goroutine's own stack, or with the reason it could not start (no stack)
-/// on its worker's, in which case it must only report that to whoever
-/// joins.
-pub(crate) trait Run: Send + Sync {
-    fn run(&self, refused: Option<String>);
-}
-
-/// A goroutine's work: shared with its join handle (one allocation).
-pub(crate) type Work = Arc<dyn Run>;
 
 /// One goroutine. `repr(C)`, the fields a stopped world's report reads
 /// for every parked goroutine first (`state`, `scanned`, `ctx`, `stack`,
@@ -74,8 +64,6 @@ pub(crate) struct Task {
     /// back before each switch into it. Read by a stopped world's
     /// coordinator through the task source.
     pub word: UnsafeCell<usize>,
-    /// What it runs; taken by its first run.
-    pub work: UnsafeCell<Option<Work>>,
     /// The worker it first ran on, which it never leaves (`NO_HOME` until
     /// then): set once, by that worker, before the first switch into it.
     /// See `runtime` for why goroutines do not migrate.
@@ -96,6 +84,8 @@ pub(crate) struct Task {
     /// A word the wait list it is on keeps for it (a parked receiver's
     /// slot): guarded by that list's lock.
     pub wait_data: UnsafeCell<usize>,
+    /// Its closure, then its result, and its join state (see `join`).
+    pub body: Body,
 }
 
 // SAFETY: the cells are used by one thread at a time: the worker running
@@ -107,12 +97,12 @@ unsafe impl Sync for Task {}
 unsafe impl Send for Task {}
 
 impl Task {
-    pub(crate) fn new(work: Work, shared: Arc<Shared>) -> Task {
+    /// A task with nothing to run yet (see `Body::hold`).
+    pub(crate) fn new(shared: Arc<Shared>) -> Task {
         Task {
             shared,
             ctx: UnsafeCell::new(Context::empty()),
             stack: UnsafeCell::new(None),
-            work: UnsafeCell::new(Some(work)),
             state: AtomicU32::new(RUNNABLE),
             scanned: AtomicU64::new(0),
             home: AtomicUsize::new(NO_HOME),
@@ -121,38 +111,37 @@ impl Task {
             run_link: UnsafeCell::new(std::ptr::null()),
             wait_link: UnsafeCell::new(std::ptr::null()),
             wait_data: UnsafeCell::new(0),
+            body: Body::new(),
         }
     }
 
     /// Makes a finished task, whose only reference the caller holds, a
-    /// new one that runs `work` (Go reuses its `g`s from free lists, and
+    /// new one with nothing to run yet (Go reuses its `g`s from free lists, and
     /// so does a worker: see `worker::Worker::new_task`). Every field
     /// goes back to what `Task::new` gives, but `shared` (a task is reused
     /// only by its own runtime) and `stack`, which a task on a worker's
     /// free list keeps for its next life (its first run then makes a new
     /// context on it).
-    pub(crate) fn reuse(&mut self, work: Work) {
+    pub(crate) fn reuse(&mut self) {
         debug_assert_eq!(*self.state.get_mut(), DEAD);
         *self.state.get_mut() = RUNNABLE;
         *self.scanned.get_mut() = 0;
         *self.ctx.get_mut() = Context::empty();
         *self.word.get_mut() = 0;
-        *self.work.get_mut() = Some(work);
         *self.home.get_mut() = NO_HOME;
         *self.slot.get_mut() = usize::MAX;
         *self.run_link.get_mut() = std::ptr::null();
         *self.wait_link.get_mut() = std::ptr::null();
         *self.wait_data.get_mut() = 0;
+        self.body.reset();
     }
 
     /// A task that runs nothing, for unit tests of the queues.
     #[cfg(test)]
     pub(crate) fn for_tests(shared: &Arc<Shared>) -> Task {
-        struct Nothing;
-        impl Run for Nothing {
-            fn run(&self, _: Option<String>) {}
-        }
-        Task::new(Arc::new(Nothing), shared.clone())
+        let mut t = Task::new(shared.clone());
+        t.body.hold(|| ());
+        t
     }
 
     /// Makes a parked (or parking) task runnable. Returns whether the
@@ -169,13 +158,12 @@ impl Task {
 mod tests {
     use super::*;
 
-    /// Every field a reused task has is the one a new task has (all but
-    /// the work, which is the new one's), whatever the finished task left
-    /// in them.
+    /// Every field a reused task has is the one a new task has, whatever
+    /// the finished task left in them (its body a result nobody took).
     #[test]
     fn a_reused_task_is_a_new_task() {
         let shared = Shared::for_tests();
-        let fresh = Arc::new(Task::for_tests(&shared));
+        let fresh = Arc::new(Task::new(shared.clone()));
         let mut t = Arc::new(Task::for_tests(&shared));
         extern "C" fn never(_: usize) -> ! {
             unreachable!()
@@ -188,19 +176,16 @@ mod tests {
             // SAFETY: never switched to.
             *m.ctx.get_mut() = unsafe { Context::new(&stack, never, 1) };
             *m.word.get_mut() = 77;
-            *m.work.get_mut() = None;
+            // SAFETY: no other thread has this task.
+            unsafe { m.body.run() };
             *m.home.get_mut() = 3;
             *m.slot.get_mut() = 9;
             *m.run_link.get_mut() = Arc::as_ptr(&fresh);
             *m.wait_link.get_mut() = Arc::as_ptr(&fresh);
             *m.wait_data.get_mut() = 5;
         }
-        struct Marked;
-        impl Run for Marked {
-            fn run(&self, _: Option<String>) {}
-        }
-        let work: Work = Arc::new(Marked);
-        Arc::get_mut(&mut t).unwrap().reuse(work.clone());
+        assert!(!t.body.is_empty(), "it ended");
+        Arc::get_mut(&mut t).unwrap().reuse();
         assert_ne!(
             format!("{:?}", Context::empty()),
             // SAFETY: never switched to.
@@ -226,8 +211,6 @@ mod tests {
         };
         assert_eq!(words(&t), words(&fresh));
         assert!(Arc::ptr_eq(&t.shared, &fresh.shared));
-        // SAFETY: as above.
-        let w = unsafe { (*t.work.get()).as_ref().unwrap() };
-        assert!(Arc::ptr_eq(w, &work), "the new work");
+        assert!(t.body.is_empty() && fresh.body.is_empty());
     }
 }

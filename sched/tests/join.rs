@@ -1,0 +1,305 @@
+//! Join handles: whichever of the join, the goroutine's end and the
+//! handle's drop comes first, every closure and every result (or panic
+//! payload) is dropped exactly once, and a joined value is the one
+//! returned; closures and results kept in the task and boxed alike.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+use pardon_sched::{channel, go, Config, JoinHandle, Runtime};
+
+fn rt(procs: usize) -> Runtime {
+    Runtime::new(Config {
+        procs,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+/// Counts its drops.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+/// A result larger than any slot: boxed.
+struct Big {
+    words: [u64; 40],
+    _c: Counted,
+}
+
+/// A result more aligned than the slot: boxed.
+#[repr(align(64))]
+struct Aligned {
+    word: u64,
+    _c: Counted,
+}
+
+/// How the handle goes.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// Joined by the goroutine that spawned it.
+    Join,
+    /// Joined by a thread outside the runtime.
+    JoinOutside,
+    /// Dropped before the goroutine ends (it waits for the drop).
+    DropFirst,
+    /// Dropped once the goroutine has ended.
+    DropAfter,
+}
+
+const ENDINGS: [Ending; 4] = [
+    Ending::Join,
+    Ending::JoinOutside,
+    Ending::DropFirst,
+    Ending::DropAfter,
+];
+
+/// Spawns `make()`'s closure behind a gate, ends its handle as `ending`
+/// says, and checks the value with `check` when it is joined. Returns
+/// once the goroutine has ended and its handle is gone.
+fn one<T: Send + 'static>(
+    rt: &Runtime,
+    ending: Ending,
+    make: impl FnOnce() -> Box<dyn FnOnce() -> T + Send> + Send + 'static,
+    check: impl FnOnce(T) + Send + 'static,
+) {
+    let (gate_tx, gate_rx) = channel::channel::<()>(1);
+    let (done_tx, done_rx) = channel::channel::<()>(1);
+    let f = make();
+    let spawn = move || {
+        go(move || {
+            let _ = gate_rx.recv();
+            let v = f();
+            let _ = done_tx.send(());
+            v
+        })
+    };
+    match ending {
+        Ending::Join => rt
+            .block_on(move || {
+                let h = spawn();
+                gate_tx.send(()).unwrap();
+                check(h.join().unwrap_or_else(|_| panic!("no panic")));
+            })
+            .unwrap(),
+        Ending::JoinOutside => {
+            let h: JoinHandle<T> = rt.block_on(spawn).unwrap();
+            gate_tx.send(()).unwrap();
+            check(h.join().unwrap_or_else(|_| panic!("no panic")));
+        }
+        Ending::DropFirst => {
+            let h: JoinHandle<T> = rt.block_on(spawn).unwrap();
+            drop(h);
+            gate_tx.send(()).unwrap();
+            // Its end, which drops the result, follows the send (the
+            // caller waits for the drop).
+            done_rx.recv().unwrap();
+        }
+        Ending::DropAfter => {
+            let h: JoinHandle<T> = rt.block_on(spawn).unwrap();
+            gate_tx.send(()).unwrap();
+            wait_until(|| h.is_finished());
+            drop(h);
+        }
+    }
+}
+
+/// Waits for `done`, failing after 30 s (far beyond any load: what
+/// it waits for is a drop that must come, or never will).
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for a drop or an end that never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn every_result_is_dropped_once_however_the_handle_goes() {
+    let rt = rt(2);
+    for ending in ENDINGS {
+        let drops = Arc::new(AtomicUsize::new(0));
+        // Small closure, small result, each holding a `Counted`.
+        let (c, d) = (Counted(drops.clone()), drops.clone());
+        one(
+            &rt,
+            ending,
+            move || {
+                Box::new(move || {
+                    let _c = c;
+                    (5u8, Counted(d))
+                })
+            },
+            |(v, _c)| assert_eq!(v, 5),
+        );
+        // A large closure (boxed) and a large result (boxed).
+        let (c, d, pad) = (Counted(drops.clone()), drops.clone(), [3u64; 40]);
+        one(
+            &rt,
+            ending,
+            move || {
+                Box::new(move || {
+                    let _c = c;
+                    Big {
+                        words: pad,
+                        _c: Counted(d),
+                    }
+                })
+            },
+            |b| assert_eq!(b.words, [3; 40]),
+        );
+        // An over-aligned result (boxed).
+        let (c, d) = (Counted(drops.clone()), drops.clone());
+        one(
+            &rt,
+            ending,
+            move || {
+                Box::new(move || {
+                    let _c = c;
+                    Aligned {
+                        word: 9,
+                        _c: Counted(d),
+                    }
+                })
+            },
+            |a| {
+                assert_eq!(a.word, 9);
+                assert_eq!(&a as *const Aligned as usize % 64, 0);
+            },
+        );
+        // Three closures' and three results' counters.
+        wait_until(|| drops.load(SeqCst) >= 6);
+        assert_eq!(drops.load(SeqCst), 6, "{ending:?}");
+    }
+}
+
+#[test]
+fn every_panic_payload_is_dropped_once_however_the_handle_goes() {
+    let rt = rt(2);
+    for ending in ENDINGS {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let d = drops.clone();
+        let (gate_tx, gate_rx) = channel::channel::<()>(1);
+        let h = rt
+            .block_on(move || {
+                go(move || -> u32 {
+                    let _ = gate_rx.recv();
+                    std::panic::panic_any(Counted(d))
+                })
+            })
+            .unwrap();
+        match ending {
+            Ending::Join | Ending::JoinOutside => {
+                gate_tx.send(()).unwrap();
+                let payload = if matches!(ending, Ending::Join) {
+                    rt.block_on(move || h.join()).unwrap()
+                } else {
+                    h.join()
+                }
+                .expect_err("a panic");
+                assert!(payload.downcast_ref::<Counted>().is_some());
+                assert_eq!(drops.load(SeqCst), 0, "the payload is the joiner's");
+            }
+            Ending::DropFirst => {
+                drop(h);
+                gate_tx.send(()).unwrap();
+            }
+            Ending::DropAfter => {
+                gate_tx.send(()).unwrap();
+                wait_until(|| h.is_finished());
+                drop(h);
+            }
+        }
+        wait_until(|| drops.load(SeqCst) >= 1);
+        assert_eq!(drops.load(SeqCst), 1, "{ending:?}");
+    }
+}
+
+/// Handles dropped while their goroutines end on the other worker, in
+/// both orders and every interleaving the race gives, over many spawns
+/// (so over tasks reused from the free lists): nothing dropped twice or
+/// never, and the joined values right.
+#[test]
+fn racing_ends_and_drops_drop_everything_once() {
+    let rt = rt(2);
+    let drops = Arc::new(AtomicUsize::new(0));
+    const N: usize = 20_000;
+    let d = drops.clone();
+    let sum = rt
+        .block_on(move || {
+            let mut sum = 0;
+            for i in 0..N {
+                let (c, r) = (Counted(d.clone()), d.clone());
+                let h = go(move || {
+                    let _c = c;
+                    (i, Counted(r))
+                });
+                if i % 3 == 0 {
+                    sum += h.join().unwrap().0;
+                } else if i % 3 == 1 {
+                    pardon_sched::yield_now();
+                    drop(h);
+                } else {
+                    drop(h);
+                }
+            }
+            sum
+        })
+        .unwrap();
+    assert_eq!(sum, (0..N).filter(|i| i % 3 == 0).sum::<usize>());
+    // Every goroutine has ended once the runtime is gone.
+    drop(rt);
+    assert_eq!(drops.load(SeqCst), 2 * N);
+}
+
+/// A goroutine that never runs (its runtime is dropped first) drops its
+/// closure once, whether its handle goes before or after the runtime.
+/// (Its one worker is held by a goroutine spinning without a yield until
+/// a thread lets it go, a moment after the runtime's drop has begun; were
+/// the host to stall that drop longer, the goroutine would run, and its
+/// closure still be dropped once.)
+#[test]
+fn a_closure_that_never_runs_is_dropped_once() {
+    use std::sync::atomic::AtomicBool;
+    for handle_first in [false, true] {
+        let rt = rt(1);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
+        let (s, st) = (stop.clone(), started.clone());
+        let spinner = rt.go(move || {
+            st.store(true, SeqCst);
+            while !s.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+        });
+        wait_until(|| started.load(SeqCst));
+        let c = Counted(drops.clone());
+        let h = rt.go(move || {
+            let _c = c;
+        });
+        drop(spinner);
+        let h = if handle_first {
+            drop(h);
+            assert_eq!(drops.load(SeqCst), 0, "queued still");
+            None
+        } else {
+            Some(h)
+        };
+        let letter = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stop.store(true, SeqCst);
+        });
+        drop(rt);
+        letter.join().unwrap();
+        drop(h);
+        assert_eq!(drops.load(SeqCst), 1, "handle first: {handle_first}");
+    }
+}
