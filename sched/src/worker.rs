@@ -164,7 +164,7 @@ impl Worker {
         let old = unsafe { (*self.next.get()).replace(t) };
         if let Some(old) = old {
             // Displaced, as by Go's `runqput`: to the back of the queue.
-            lock(&self.proc_().local).queue.push_back(old);
+            self.proc_().lock_local().queue.push_back(old);
         }
     }
 
@@ -272,7 +272,7 @@ pub(crate) fn worker_main(
             run(&me, t, true);
             continue;
         }
-        let seen = p.seq.load(SeqCst);
+        let seen = p.idle.seq.load(SeqCst);
         let found = match shared.find(index).or_else(|| spin_for_work(&me)) {
             Some(t) => Some(t),
             None => {
@@ -280,15 +280,15 @@ pub(crate) fn worker_main(
                 // this look kicks us (see `queue`). Nothing runs while
                 // asleep: `sysmon` may sleep long.
                 p.running.store(0, Release);
-                p.chosen.store(0, SeqCst);
-                p.sleeping.store(1, SeqCst);
+                p.idle.chosen.store(0, SeqCst);
+                p.idle.sleeping.store(1, SeqCst);
                 let again = shared.find(index);
                 if again.is_none() && !shared.shutdown.load(SeqCst) {
                     idle_wait(&me, seen);
                     // Idle: whatever runs next begins a slice of its own.
                     end_slice(p);
                 }
-                p.sleeping.store(0, SeqCst);
+                p.idle.sleeping.store(0, SeqCst);
                 again
             }
         };
@@ -300,7 +300,7 @@ pub(crate) fn worker_main(
     // finds the queued ones.
     // SAFETY: this thread's own slot, at depth 1 (see `next`).
     if let Some(t) = unsafe { (*me.next.get()).take() } {
-        lock(&p.local).queue.push_back(t);
+        p.lock_local().queue.push_back(t);
     }
     me.lower();
     WORKER.with(|w| w.set(std::ptr::null()));
@@ -339,8 +339,10 @@ fn spin_for_work(me: &Worker) -> Option<(TaskRef, bool)> {
         if let Some(t) = unsafe { (*me.next.get()).take() } {
             return Some((t, true));
         }
-        if let Some(found) = me.shared.find(me.index) {
-            return Some(found);
+        if me.shared.may_have_work() {
+            if let Some(found) = me.shared.find(me.index) {
+                return Some(found);
+            }
         }
     }
     None
@@ -352,7 +354,7 @@ fn spin_for_work(me: &Worker) -> Option<(TaskRef, bool)> {
 /// yield request that lands between the depth and the region finds no
 /// goroutine running, and the hook returns.
 fn idle_wait(me: &Worker, seen: u32) {
-    let word = &me.proc_().seq;
+    let word = &me.proc_().idle.seq;
     match me.attached() {
         Some(a) => {
             a.exit_no_preempt();
