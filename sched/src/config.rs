@@ -82,8 +82,9 @@ pub struct Config {
     /// Dead goroutines' stacks kept for reuse in the runtime's pool
     /// (default 256). Each worker also keeps up to 64 finished goroutines
     /// with their stacks for its next spawns (Go keeps a dead `g`'s stack
-    /// with it on its P's free list), so at most `stack_pool + 64 × procs`
-    /// stacks outlive their goroutines; the rest are unmapped.
+    /// with it on its P's free list) and up to 32 more stacks for the
+    /// goroutines that start on it without one, so at most `stack_pool +
+    /// 96 × procs` stacks outlive their goroutines; the rest are unmapped.
     pub stack_pool: usize,
     /// How a goroutine is made to give up its worker when its slice is
     /// over. Default [`Preemption::Poll`].

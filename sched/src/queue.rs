@@ -357,8 +357,13 @@ impl Shared {
     /// before it sleeps (each `find` it made locked the spawner's queue,
     /// every few hundred nanoseconds). Never a reason to sleep: the
     /// sleep protocol's last look is a `find`.
-    pub(crate) fn may_have_work(&self) -> bool {
-        self.global_len.load(Relaxed) > 0 || self.procs.iter().any(|p| p.queued.load(Relaxed) > 0)
+    pub(crate) fn may_have_work(&self, w: usize, at_least: usize) -> bool {
+        self.global_len.load(Relaxed) > 0
+            || self.procs[w].queued.load(Relaxed) > 0
+            || self
+                .procs
+                .iter()
+                .any(|p| p.queued.load(Relaxed) >= at_least)
     }
 
     /// The next goroutine for worker `w`, and whether it inherits the

@@ -68,7 +68,8 @@ pub struct RuntimeStats {
     pub hand_offs: u64,
     /// Goroutine stacks mapped now: on goroutines (running or parked), on
     /// finished ones each worker keeps for its next spawns (at most 64 a
-    /// worker), and in the pool ([`Config::stack_pool`]).
+    /// worker), kept by each worker for goroutines that start without one
+    /// (at most 32 a worker), and in the pool ([`Config::stack_pool`]).
     pub stacks_mapped: u64,
 }
 

@@ -223,6 +223,10 @@ impl StackPool {
     /// Gives stacks back under one lock (unmapped beyond the pool's
     /// capacity).
     pub fn put_all(&self, stacks: impl Iterator<Item = Stack>) {
+        let mut stacks = stacks.peekable();
+        if stacks.peek().is_none() {
+            return;
+        }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         for stack in stacks {
             if free.len() < self.capacity && stack.size == self.size {

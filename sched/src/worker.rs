@@ -26,6 +26,7 @@ use crate::context::{switch, Context};
 use crate::linked::{Fifo, RunLink};
 use crate::queue::{Place, Proc, Shared, TaskRef, FREE_GLOBAL_MAX, FREE_LOCAL_MAX};
 use crate::region::{lock, lock_plain, Region};
+use crate::stack::Stack;
 use crate::task::{Task, DEAD, NO_HOME, RUNNABLE, RUNNING, WAITING};
 
 /// The running worker's state, reached through a thread-local pointer.
@@ -55,10 +56,21 @@ pub(crate) struct Worker {
     /// They keep their stacks here, as Go's do (no pool lock to give one
     /// back at the end and take one at the next start: a spawn 6-8 %
     /// faster on two workers); a batch spilled to the runtime's shared
-    /// list gives its stacks back to the pool under one lock. Touched only
+    /// list gives its stacks to `stacks`, and what does not fit there back
+    /// to the pool under one lock. Touched only
     /// by this thread inside no-preempt regions, as `next`; dropped
     /// (outside any region, its stacks unmapped) when the worker ends.
     free: UnsafeCell<Fifo<RunLink>>,
+    /// Stacks this worker keeps for goroutines that start without one
+    /// (at most `STACK_CACHE`, the capacity reserved when the worker
+    /// starts, so keeping one never allocates): those of tasks it spills
+    /// to the shared free list or cannot keep. The goroutines that start
+    /// on a worker are mostly tasks another worker spilled, which had
+    /// given their stacks to the pool: a pool lock at every start, and one
+    /// every spill (perf: a tenth of the running worker's samples when
+    /// one goroutine spawned for another worker). Touched only by this
+    /// thread inside no-preempt regions; dropped with the worker.
+    stacks: UnsafeCell<Vec<Stack>>,
     /// The worker's attachment to the preempt registry, in signal mode.
     holder: Option<Holder>,
     /// The thread's own stack, as the record had it at attach.
@@ -132,11 +144,18 @@ impl Worker {
             let mut half = free.split_front(FREE_LOCAL_MAX / 2);
             // Their stacks to the pool, all under one lock: only tasks on
             // a worker's own list keep theirs (see `free`).
-            self.shared.stacks.put_all(half.iter().filter_map(|t| {
-                // SAFETY: dead tasks on this thread's own list: no other
-                // reference, and only this thread touches them.
-                unsafe { (*t.stack.get()).take() }
-            }));
+            // SAFETY: this thread's own cache, at depth 1 (see `stacks`).
+            let cache = unsafe { &mut *self.stacks.get() };
+            self.shared.stacks.put_all(
+                half.iter()
+                    .filter_map(|t| {
+                        // SAFETY: dead tasks on this thread's own list: no
+                        // other reference, and only this thread touches
+                        // them.
+                        unsafe { (*t.stack.get()).take() }
+                    })
+                    .filter_map(|s| cache_stack(cache, s)),
+            );
             g.append(&mut half);
         }
         free.push_back(t);
@@ -256,6 +275,7 @@ pub(crate) fn worker_main(
         current: UnsafeCell::new(None),
         next: UnsafeCell::new(None),
         free: UnsafeCell::new(Fifo::new()),
+        stacks: UnsafeCell::new(Vec::with_capacity(STACK_CACHE)),
         holder,
         own_stack,
     };
@@ -306,6 +326,19 @@ pub(crate) fn worker_main(
     WORKER.with(|w| w.set(std::ptr::null()));
 }
 
+/// The most stacks a worker keeps for goroutines that start without one.
+pub(crate) const STACK_CACHE: usize = 32;
+
+/// Keeps `s` in a worker's stack cache if it has room, or hands it back.
+fn cache_stack(cache: &mut Vec<Stack>, s: Stack) -> Option<Stack> {
+    if cache.len() < cache.capacity() {
+        cache.push(s);
+        None
+    } else {
+        Some(s)
+    }
+}
+
 /// Rounds of looking for work an idle worker makes before it sleeps.
 const SPIN_ROUNDS: u32 = 16;
 /// Spin-loop hints between two looks (a few hundred nanoseconds).
@@ -326,7 +359,7 @@ const SPIN_PAUSES: u32 = 32;
 /// for the spawner each time (22,000 context switches in all), which cost
 /// a third of the spawns' time.
 fn spin_for_work(me: &Worker) -> Option<(TaskRef, bool)> {
-    for _ in 0..SPIN_ROUNDS {
+    for round in 0..SPIN_ROUNDS {
         for _ in 0..SPIN_PAUSES {
             std::hint::spin_loop();
         }
@@ -339,7 +372,11 @@ fn spin_for_work(me: &Worker) -> Option<(TaskRef, bool)> {
         if let Some(t) = unsafe { (*me.next.get()).take() } {
             return Some((t, true));
         }
-        if me.shared.may_have_work() {
+        // Early on, only a queue of a few is worth a steal: a steal takes
+        // half, and one goroutine at a time was one contended lock of the
+        // spawner's queue a spawn.
+        let at_least = if round < SPIN_ROUNDS / 2 { 4 } else { 1 };
+        if me.shared.may_have_work(me.index, at_least) {
             if let Some(found) = me.shared.find(me.index) {
                 return Some(found);
             }
@@ -381,7 +418,9 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         // reused from this worker's free list), or one from the pool.
         // SAFETY: only the worker running a task touches its cells.
         let kept = unsafe { (*t.stack.get()).take() };
-        match kept.map_or_else(|| shared.stacks.get(), Ok) {
+        // SAFETY: this thread's own cache, at depth 1 (see `stacks`).
+        let cached = || unsafe { (*me.stacks.get()).pop() };
+        match kept.or_else(cached).map_or_else(|| shared.stacks.get(), Ok) {
             Ok(stack) => {
                 t.home.store(me.index, SeqCst);
                 if shared.track_tasks {
@@ -495,7 +534,11 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             if let Some(t) = me.recycle(t) {
                 // SAFETY: the task will never run again.
                 if let Some(stack) = unsafe { (*t.stack.get()).take() } {
-                    shared.stacks.put(stack);
+                    // SAFETY: this thread's own cache, at depth 1.
+                    let cache = unsafe { &mut *me.stacks.get() };
+                    if let Some(stack) = cache_stack(cache, stack) {
+                        shared.stacks.put(stack);
+                    }
                 }
                 window(me, move || drop(t));
             }
