@@ -58,18 +58,18 @@ const ENDINGS: [Ending; 4] = [
     Ending::DropAfter,
 ];
 
-/// Spawns `make()`'s closure behind a gate, ends its handle as `ending`
-/// says, and checks the value with `check` when it is joined. Returns
-/// once the goroutine has ended and its handle is gone.
+/// Spawns `f` behind a gate (in a closure that holds it, so as large as
+/// it), ends its handle as `ending` says, and checks the value with
+/// `check` when it is joined. Returns once the goroutine has ended and its
+/// handle is gone.
 fn one<T: Send + 'static>(
     rt: &Runtime,
     ending: Ending,
-    make: impl FnOnce() -> Box<dyn FnOnce() -> T + Send> + Send + 'static,
+    f: impl FnOnce() -> T + Send + 'static,
     check: impl FnOnce(T) + Send + 'static,
 ) {
     let (gate_tx, gate_rx) = channel::channel::<()>(1);
     let (done_tx, done_rx) = channel::channel::<()>(1);
-    let f = make();
     let spawn = move || {
         go(move || {
             let _ = gate_rx.recv();
@@ -128,52 +128,34 @@ fn every_result_is_dropped_once_however_the_handle_goes() {
         let drops = Arc::new(AtomicUsize::new(0));
         // Small closure, small result, each holding a `Counted`.
         let (c, d) = (Counted(drops.clone()), drops.clone());
-        one(
-            &rt,
-            ending,
-            move || {
-                Box::new(move || {
-                    let _c = c;
-                    (5u8, Counted(d))
-                })
-            },
-            |(v, _c)| assert_eq!(v, 5),
-        );
-        // A large closure (boxed) and a large result (boxed).
+        let small = move || {
+            let _c = c;
+            (5u8, Counted(d))
+        };
+        one(&rt, ending, small, |(v, _c)| assert_eq!(v, 5));
+        // A large closure and a large result: both boxed.
         let (c, d, pad) = (Counted(drops.clone()), drops.clone(), [3u64; 40]);
-        one(
-            &rt,
-            ending,
-            move || {
-                Box::new(move || {
-                    let _c = c;
-                    Big {
-                        words: pad,
-                        _c: Counted(d),
-                    }
-                })
-            },
-            |b| assert_eq!(b.words, [3; 40]),
-        );
+        let large = move || {
+            let _c = c;
+            Big {
+                words: pad,
+                _c: Counted(d),
+            }
+        };
+        one(&rt, ending, large, |b| assert_eq!(b.words, [3; 40]));
         // An over-aligned result (boxed).
         let (c, d) = (Counted(drops.clone()), drops.clone());
-        one(
-            &rt,
-            ending,
-            move || {
-                Box::new(move || {
-                    let _c = c;
-                    Aligned {
-                        word: 9,
-                        _c: Counted(d),
-                    }
-                })
-            },
-            |a| {
-                assert_eq!(a.word, 9);
-                assert_eq!(&a as *const Aligned as usize % 64, 0);
-            },
-        );
+        let aligned = move || {
+            let _c = c;
+            Aligned {
+                word: 9,
+                _c: Counted(d),
+            }
+        };
+        one(&rt, ending, aligned, |a| {
+            assert_eq!(a.word, 9);
+            assert_eq!(&a as *const Aligned as usize % 64, 0);
+        });
         // Three closures' and three results' counters.
         wait_until(|| drops.load(SeqCst) >= 6);
         assert_eq!(drops.load(SeqCst), 6, "{ending:?}");
