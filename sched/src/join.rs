@@ -386,6 +386,10 @@ impl Drop for Body {
     }
 }
 
+/// How often a thread joining from outside the runtime looks whether
+/// the runtime's workers are gone (it is woken at once by the end).
+const GONE_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A goroutine's result: [`JoinHandle::join`] waits for it. Dropping the
 /// handle detaches the goroutine (it runs on; its result is dropped).
 pub struct JoinHandle<T> {
@@ -417,10 +421,11 @@ impl<T> JoinHandle<T> {
     }
 
     /// Waits for the goroutine and returns its value, or its panic as the
-    /// error (or, for a goroutine that could not start because no stack
-    /// could be mapped, a `String` saying so). A goroutine that joins is
-    /// parked (its worker runs others); a thread outside the runtime
-    /// blocks.
+    /// error (or, as a `String` saying so, that it could not start because
+    /// no stack could be mapped, or that a thread outside the runtime
+    /// joined it and its runtime was dropped before it finished). A
+    /// goroutine that joins is parked (its worker runs others); a thread
+    /// outside the runtime blocks.
     pub fn join(mut self) -> Result<T, Box<dyn Any + Send>> {
         let task = self.task.take().expect("a handle joins once");
         let body = &task.body;
@@ -443,16 +448,28 @@ impl<T> JoinHandle<T> {
             if !parked && !body.ended() {
                 // A thread outside the runtime: it sleeps on the state
                 // word, in a safe region if it is attached (a stop must
-                // not wait for it).
-                let generation = task.shared.generation;
-                pardon_preempt::blocking_here(|| {
+                // not wait for it), looking every `GONE_CHECK` whether
+                // the runtime's workers are gone.
+                let shared = &task.shared;
+                let ended = pardon_preempt::blocking_here(|| {
                     let mut seen = body.state.fetch_or(THREAD_WAITS, AcqRel) | THREAD_WAITS;
                     while seen & ENDED == 0 {
-                        crate::fork::check(generation, "joining an unfinished goroutine");
-                        pardon_preempt::futex::wait(&body.state, seen, None);
+                        crate::fork::check(shared.generation, "joining an unfinished goroutine");
+                        if shared.workers_gone() {
+                            // Nothing runs it now; an end published before
+                            // the workers went is seen here.
+                            return body.ended();
+                        }
+                        pardon_preempt::futex::wait(&body.state, seen, Some(GONE_CHECK));
                         seen = body.state.load(Acquire);
                     }
+                    true
                 });
+                if !ended {
+                    return Err(Box::new(String::from(
+                        "pardon-sched: the goroutine's runtime was dropped before it finished",
+                    )));
+                }
             }
         }
         // SAFETY: ended, seen with Acquire on this thread; this is the

@@ -232,6 +232,10 @@ pub(crate) struct Shared {
     /// Non-zero while `sysmon` sleeps longer than its busy period (nothing
     /// was running): a worker that starts a goroutine then wakes it.
     pub sysmon_idle: AtomicU32,
+    /// Workers whose thread has not ended: `procs` from the start, lowered
+    /// by each as it ends (`worker_ended`). A join from outside the
+    /// runtime that finds it zero and no end gives up with an error.
+    live_workers: AtomicUsize,
 }
 
 impl Shared {
@@ -241,6 +245,7 @@ impl Shared {
         registry: Option<pardon_preempt::Registry>,
         track_tasks: bool,
     ) -> Shared {
+        let config_procs = config.procs;
         Shared {
             procs: (0..config.procs).map(|_| Proc::default()).collect(),
             config,
@@ -255,7 +260,19 @@ impl Shared {
             free: Mutex::new(Fifo::new()),
             sysmon_seq: AtomicU32::new(0),
             sysmon_idle: AtomicU32::new(0),
+            live_workers: AtomicUsize::new(config_procs),
         }
+    }
+
+    /// Whether every worker has ended (the runtime was dropped): no
+    /// goroutine runs any more, so one that has not ended never will.
+    pub(crate) fn workers_gone(&self) -> bool {
+        self.live_workers.load(SeqCst) == 0
+    }
+
+    /// Counts a worker out; its thread runs nothing afterwards.
+    pub(crate) fn worker_ended(&self) {
+        self.live_workers.fetch_sub(1, SeqCst);
     }
 
     /// A runtime's shared state with no workers, for unit tests.

@@ -254,6 +254,14 @@ pub(crate) fn worker_main(
     shared: Arc<Shared>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    /// Counts the worker out however it ends (dropped last).
+    struct Ended(Arc<Shared>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            self.0.worker_ended();
+        }
+    }
+    let _ended = Ended(shared.clone());
     let holder = match &shared.registry {
         Some(r) => match Holder::attach(r, shared.config.attach.as_ref(), index) {
             Ok(h) => Some(h),

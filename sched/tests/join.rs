@@ -285,3 +285,48 @@ fn a_closure_that_never_runs_is_dropped_once() {
         assert_eq!(drops.load(SeqCst), 1, "handle first: {handle_first}");
     }
 }
+
+/// A thread outside the runtime joining a goroutine that will never end
+/// (parked on a channel whose sender lives on, when its runtime is
+/// dropped) gets an error saying so, whether it began to wait before the
+/// drop or after it: not a hang.
+#[test]
+fn a_join_from_outside_after_the_runtime_is_gone_is_an_error() {
+    let rt = rt(2);
+    let (tx, rx) = channel::channel::<()>(0);
+    let (parked_tx, parked_rx) = channel::channel::<()>(1);
+    let (tx2, rx2) = channel::channel::<()>(0);
+    let early = rt.go(move || {
+        let _ = rx2.recv();
+    });
+    let late = rt.go(move || {
+        parked_tx.send(()).unwrap();
+        let _ = rx.recv();
+    });
+    parked_rx.recv().unwrap();
+    let waiter = std::thread::spawn(move || early.join());
+    // Most likely waiting by now; either way it must come back.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(rt);
+    let why = |r: Result<(), Box<dyn std::any::Any + Send>>| {
+        r.expect_err("the goroutine never ended")
+            .downcast::<String>()
+            .map(|s| *s)
+            .unwrap_or_default()
+    };
+    // Joined on threads, waited for at most 30 s: a hang fails the test.
+    let late = std::thread::spawn(move || late.join());
+    let within = |t: std::thread::JoinHandle<Result<(), Box<dyn std::any::Any + Send>>>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !t.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "a join hung");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        why(t.join().unwrap())
+    };
+    let (early, late) = (within(waiter), within(late));
+    for msg in [early, late] {
+        assert!(msg.contains("runtime was dropped"), "{msg}");
+    }
+    drop((tx, tx2));
+}
