@@ -389,8 +389,10 @@ impl Shared {
     /// from outside wait their turn behind those already here, never for
     /// ever: a worker whose goroutines yield or are preempted always has
     /// some queued); failing all that, half of the goroutines that have
-    /// not run from another's queue.
-    pub(crate) fn find(&self, w: usize) -> Option<(TaskRef, bool)> {
+    /// not run from another's queue, if it holds `at_least` (a worker that
+    /// has just run out of work waits for a batch: see
+    /// `worker::STEAL_BATCH`).
+    pub(crate) fn find(&self, w: usize, at_least: usize) -> Option<(TaskRef, bool)> {
         let mut l = self.procs[w].lock_local();
         if let Some(t) = l.next.take() {
             return Some((t, true));
@@ -416,10 +418,10 @@ impl Shared {
             // victim's queue is, and reads each task it looks at once
             // (counting the fresh ones first read them twice: a steal was a
             // tenth of a spawn's cost when one goroutine spawned many).
-            let take = v.queue.len().div_ceil(2).min(STEAL_MAX);
-            if take == 0 {
+            if v.queue.len() < at_least.max(1) {
                 continue;
             }
+            let take = v.queue.len().div_ceil(2).min(STEAL_MAX);
             // Relinked, not copied: no allocation.
             let mut stolen: Fifo<RunLink> = Fifo::new();
             let mut kept: Fifo<RunLink> = Fifo::new();

@@ -301,7 +301,10 @@ pub(crate) fn worker_main(
             continue;
         }
         let seen = p.idle.seq.load(SeqCst);
-        let found = match shared.find(index).or_else(|| spin_for_work(&me)) {
+        let found = match shared
+            .find(index, STEAL_BATCH)
+            .or_else(|| spin_for_work(&me))
+        {
             Some(t) => Some(t),
             None => {
                 // Said to sleep before looking again, so an enqueue after
@@ -310,7 +313,7 @@ pub(crate) fn worker_main(
                 p.running.store(0, Release);
                 p.idle.chosen.store(0, SeqCst);
                 p.idle.sleeping.store(1, SeqCst);
-                let again = shared.find(index);
+                let again = shared.find(index, 1);
                 if again.is_none() && !shared.shutdown.load(SeqCst) {
                     idle_wait(&me, seen);
                     // Idle: whatever runs next begins a slice of its own.
@@ -347,6 +350,17 @@ fn cache_stack(cache: &mut Vec<Stack>, s: Stack) -> Option<Stack> {
     }
 }
 
+/// The fewest goroutines a worker that has just run out of work steals
+/// from another's queue, until the last quarter of its spin: a steal takes
+/// half, and a worker that kept up with a spawning goroutine a few at a
+/// time contended for the spawner's queue at nearly every spawn, which
+/// slowed both (an instrumented `goroutines --mode spawn-wg`: 300,000-
+/// 400,000 steals of 2-3 goroutines in the runs at 450-500 ns a spawn,
+/// 40,000-100,000 of 10-25 in those at 290-340). A goroutine queued
+/// behind a busy worker so waits up to about 10 µs for an idle one that
+/// spins; a sleeping one is woken at once and steals whatever it finds.
+const STEAL_BATCH: usize = 16;
+
 /// Rounds of looking for work an idle worker makes before it sleeps.
 const SPIN_ROUNDS: u32 = 16;
 /// Spin-loop hints between two looks (a few hundred nanoseconds).
@@ -381,16 +395,14 @@ fn spin_for_work(me: &Worker) -> Option<(TaskRef, bool)> {
             return Some((t, true));
         }
         // For the first three quarters of the spin (up to about 10 µs), only
-        // a queue of 16 or more is worth a steal: a steal takes half, and
-        // a worker that kept up with a spawning goroutine one or two at a
-        // time contended for the spawner's queue at every spawn, which
-        // slowed both (goroutines --mode spawn-wg: median 363 -> 319 ns,
-        // 11 rounds alternating). A goroutine queued behind a busy worker
-        // may so wait that long for a spinning one; a sleeping one is
-        // woken at once, and steals whatever it finds.
-        let at_least = if round < SPIN_ROUNDS * 3 / 4 { 16 } else { 1 };
+        // a queue of `STEAL_BATCH` or more is worth a steal.
+        let at_least = if round < SPIN_ROUNDS * 3 / 4 {
+            STEAL_BATCH
+        } else {
+            1
+        };
         if me.shared.may_have_work(me.index, at_least) {
-            if let Some(found) = me.shared.find(me.index) {
+            if let Some(found) = me.shared.find(me.index, at_least) {
                 return Some(found);
             }
         }
