@@ -256,17 +256,17 @@ impl Body {
     /// Called once, by the worker running the task (the only thread that
     /// touches the body between the spawn and the end).
     pub(crate) unsafe fn run(&self) {
-        // SAFETY: this thread's, between the spawn and the end (the
-        // caller).
-        let held = unsafe { &mut *self.held.get() };
-        let Held::Closure(ops) = *held else {
+        // SAFETY: the cell is this thread's between the spawn and the end
+        // (the caller); no reference to it outlives the statement (the
+        // closure runs in between).
+        let Held::Closure(ops) = (unsafe { self.held.get().replace(Held::Nothing) }) else {
             return;
         };
-        *held = Held::Nothing;
         // SAFETY: the slot holds the closure `ops` belongs to.
         let r = unsafe { (ops.run)(self.slot.get()) };
         if r.is_ok() {
-            *held = Held::Result(ops);
+            // SAFETY: as above.
+            unsafe { self.held.get().write(Held::Result(ops)) };
         }
         // SAFETY: the end of the run the caller makes.
         unsafe { self.end(r) };
