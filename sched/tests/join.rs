@@ -217,10 +217,16 @@ fn racing_ends_and_drops_drop_everything_once() {
     let sum = rt
         .block_on(move || {
             let mut sum = 0;
+            // Every goroutine has begun once the group is done (a detached
+            // one still queued when the runtime is dropped would never
+            // make its result).
+            let started = pardon_sched::WaitGroup::new();
             for i in 0..N {
-                let (c, r) = (Counted(d.clone()), d.clone());
+                let (c, r, s) = (Counted(d.clone()), d.clone(), started.clone());
+                started.add(1);
                 let h = go(move || {
                     let _c = c;
+                    s.done();
                     (i, Counted(r))
                 });
                 if i % 3 == 0 {
@@ -232,11 +238,12 @@ fn racing_ends_and_drops_drop_everything_once() {
                     drop(h);
                 }
             }
+            started.wait();
             sum
         })
         .unwrap();
     assert_eq!(sum, (0..N).filter(|i| i % 3 == 0).sum::<usize>());
-    // Every goroutine has ended once the runtime is gone.
+    // Every goroutine has begun, so has ended once the workers are gone.
     drop(rt);
     assert_eq!(drops.load(SeqCst), 2 * N);
 }
