@@ -67,7 +67,7 @@ pub(crate) struct Worker {
     /// to the shared free list or cannot keep. The goroutines that start
     /// on a worker are mostly tasks another worker spilled, which had
     /// given their stacks to the pool: a pool lock at every start, and one
-    /// every spill (perf: a tenth of the running worker's samples when
+    /// every spill (perf: a tenth of all samples of a run in which
     /// one goroutine spawned for another worker). Touched only by this
     /// thread inside no-preempt regions; dropped with the worker.
     stacks: UnsafeCell<Vec<Stack>>,
