@@ -427,7 +427,11 @@ impl<T> JoinHandle<T> {
     /// goroutine that joins is parked (its worker runs others); a thread
     /// outside the runtime blocks.
     pub fn join(mut self) -> Result<T, Box<dyn Any + Send>> {
-        let task = self.task.take().expect("a handle joins once");
+        // The handle keeps the task until the end is taken: a join that
+        // unwinds (a wait where waits are refused, a fork's check) or
+        // gives up drops a handle that detaches, so the end still drops
+        // the result in user code.
+        let task = self.task.as_ref().expect("a handle joins once");
         let body = &task.body;
         while !body.ended() {
             let parked = park(|w| {
@@ -474,7 +478,10 @@ impl<T> JoinHandle<T> {
         }
         // SAFETY: ended, seen with Acquire on this thread; this is the
         // handle; `new`'s contract gives the type.
-        unsafe { body.take_end::<T>() }
+        let end = unsafe { body.take_end::<T>() };
+        // Taken: the drop has nothing left to do.
+        self.task = None;
+        end
     }
 
     /// Whether the goroutine has finished.

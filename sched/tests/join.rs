@@ -337,3 +337,42 @@ fn a_join_from_outside_after_the_runtime_is_gone_is_an_error() {
     }
     drop((tx, tx2));
 }
+
+/// A join that panics (here: a wait inside a no-preempt region, which a
+/// signal-preempted runtime refuses) leaves a handle that detaches as it
+/// unwinds, so the goroutine's end drops its result at once, in the
+/// goroutine's code, rather than leaving it in the task for whoever drops
+/// the task last.
+#[test]
+fn a_join_that_panics_detaches_its_goroutine() {
+    let c = Config {
+        procs: 2,
+        preemption: pardon_sched::Preemption::Signal,
+        ..Config::default()
+    };
+    // SAFETY: the goroutines of this test use no thread-locals, do not
+    // print, and allocate only through the system allocator.
+    let rt = unsafe { Runtime::with_signal_preemption(c) }.unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    let refused = rt
+        .block_on(move || {
+            let (gate_tx, gate_rx) = channel::channel::<()>(1);
+            let h = go(move || {
+                let _ = gate_rx.recv();
+                Counted(d)
+            });
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _region = pardon_preempt::no_preempt_here();
+                h.join().map(drop)
+            }));
+            gate_tx.send(()).unwrap();
+            r.is_err()
+        })
+        .unwrap();
+    assert!(refused, "a join inside a no-preempt region panics");
+    wait_until(|| drops.load(SeqCst) >= 1);
+    assert_eq!(drops.load(SeqCst), 1);
+    drop(rt);
+    assert_eq!(drops.load(SeqCst), 1);
+}
