@@ -135,7 +135,7 @@ impl Deferral {
         if !self.complete.load(Relaxed) {
             let epoch = self.epoch();
             for p in &shared.procs {
-                let list = lock_plain(&p.tasks);
+                let list = p.tasks.lock();
                 for t in list.iter() {
                     let s = t.scanned.load(Acquire);
                     // Running goroutines were stopped as threads; a
@@ -259,7 +259,7 @@ impl Deferral {
                     }
                     let mut n = 0;
                     {
-                        let list = lock_plain(&p.tasks);
+                        let list = p.tasks.lock();
                         while n < BATCH {
                             let Some(slot) = list.slot(at) else {
                                 done = true;

@@ -132,6 +132,7 @@ mod deferred;
 mod fork;
 mod join;
 mod linked;
+mod lock;
 mod overflow;
 mod park;
 mod poll;

@@ -32,10 +32,10 @@
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering::{Release, SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use crate::queue::{Place, TaskRef};
-use crate::region::lock_plain;
+use crate::region::RegionLock;
 use crate::task::{Task, NO_HOME, RUNNING, WAITING};
 use crate::worker::{goroutine, parking_here, to_scheduler, worker};
 
@@ -129,8 +129,9 @@ impl Parker<'_> {
     /// Locks a runtime mutex for the closure: the closure runs in the
     /// park's own no-preempt region (depth 1, `worker::to_scheduler`), so
     /// the lock needs none of its own (`region::lock` would enter one).
-    pub(crate) fn lock<'m, T>(&self, m: &'m Mutex<T>) -> MutexGuard<'m, T> {
-        lock_plain(m)
+    #[inline]
+    pub(crate) fn lock<'m, L: RegionLock>(&self, m: &'m L) -> L::Guard<'m> {
+        m.acquire()
     }
 
     /// Announces the park and returns what wakes it: the park's first

@@ -31,10 +31,11 @@
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::linked::{Fifo, RunLink};
+use crate::lock::Lock;
 use crate::region::lock;
 use crate::stack::StackPool;
 use crate::task::{Task, NO_HOME};
@@ -56,7 +57,7 @@ pub(crate) struct Proc {
     /// Its run queue. Locked by the owner to push and pop, by other
     /// workers to push wake-ups and steal, always inside a no-preempt
     /// region (`region::lock`).
-    pub local: Mutex<Local>,
+    pub local: Lock<Local>,
     /// How many goroutines `local` held when its lock was last let go
     /// (`Proc::lock_local` keeps it): a hint for idle workers, which look
     /// at it before they take the lock (see `Shared::may_have_work`).
@@ -93,7 +94,7 @@ pub(crate) struct Proc {
     /// Its goroutines that have a stack, in runtimes that report them to
     /// a shared registry's stops (`Shared::track_tasks`). Changed by the
     /// owner at depth 1; read by a stopped world's coordinator.
-    pub tasks: Mutex<crate::suspended::TaskList>,
+    pub tasks: Lock<crate::suspended::TaskList>,
     /// The goroutine the owner runs (a `*const Task`), or 0, in runtimes
     /// that keep task lists: set before each switch in and cleared after
     /// the switch out, at depth 1; read by a stopped world's coordinator
@@ -125,7 +126,7 @@ pub(crate) struct Idle {
 
 /// A worker's locked queue; letting it go updates `Proc::queued`.
 pub(crate) struct LocalGuard<'a> {
-    locked: crate::region::Locked<'a, Local>,
+    locked: crate::region::Locked<'a, Lock<Local>>,
     queued: &'a AtomicUsize,
 }
 
@@ -204,7 +205,7 @@ pub(crate) struct Shared {
     pub config: Config,
     pub procs: Vec<Proc>,
     /// Goroutines spawned from outside the runtime.
-    global: Mutex<Fifo<RunLink>>,
+    global: Lock<Fifo<RunLink>>,
     /// How many goroutines `global` holds: a worker looks at it before
     /// every choice, without the lock.
     global_len: AtomicUsize,
@@ -226,7 +227,7 @@ pub(crate) struct Shared {
     /// theirs is empty (see `worker::Worker::new_task`). At most
     /// `FREE_GLOBAL_MAX`. Each holds the runtime's shared state: emptied
     /// by `clear_queues`.
-    pub free: Mutex<Fifo<RunLink>>,
+    pub free: Lock<Fifo<RunLink>>,
     /// Futex word `sysmon` sleeps on; raised to wake it early.
     pub sysmon_seq: AtomicU32,
     /// Non-zero while `sysmon` sleeps longer than its busy period (nothing
@@ -249,7 +250,7 @@ impl Shared {
         Shared {
             procs: (0..config.procs).map(|_| Proc::default()).collect(),
             config,
-            global: Mutex::new(Fifo::new()),
+            global: Lock::new(Fifo::new()),
             global_len: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             stacks,
@@ -257,7 +258,7 @@ impl Shared {
             registry,
             track_tasks,
             deferral: Default::default(),
-            free: Mutex::new(Fifo::new()),
+            free: Lock::new(Fifo::new()),
             sysmon_seq: AtomicU32::new(0),
             sysmon_idle: AtomicU32::new(0),
             live_workers: AtomicUsize::new(config_procs),

@@ -20,6 +20,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::lock::{Lock, LockGuard};
 use crate::worker::worker;
 
 /// A no-preempt region, ended by drop: in the worker's preempt record,
@@ -82,39 +83,76 @@ pub(crate) fn no_yield<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// A locked runtime mutex, inside a no-preempt region: the guard unlocks
-/// before the region ends (fields drop in order).
-pub(crate) struct Locked<'a, T> {
-    guard: MutexGuard<'a, T>,
+/// A lock [`lock`] can take inside a region: the runtime's own ([`Lock`]),
+/// or a `std` mutex, for state a thread outside the runtime waits on with
+/// a `std` condition variable (the timers', the blocking pool's).
+pub(crate) trait RegionLock {
+    type Data;
+    type Guard<'a>: DerefMut<Target = Self::Data>
+    where
+        Self: 'a;
+    /// Takes the lock, with no region of its own.
+    fn acquire(&self) -> Self::Guard<'_>;
+}
+
+impl<T> RegionLock for Lock<T> {
+    type Data = T;
+    type Guard<'a>
+        = LockGuard<'a, T>
+    where
+        T: 'a;
+    #[inline]
+    fn acquire(&self) -> LockGuard<'_, T> {
+        self.lock()
+    }
+}
+
+impl<T> RegionLock for Mutex<T> {
+    type Data = T;
+    type Guard<'a>
+        = MutexGuard<'a, T>
+    where
+        T: 'a;
+    #[inline]
+    fn acquire(&self) -> MutexGuard<'_, T> {
+        lock_plain(self)
+    }
+}
+
+/// A lock held inside a no-preempt region: the guard unlocks before the
+/// region ends (fields drop in order).
+pub(crate) struct Locked<'a, L: RegionLock + 'a> {
+    guard: L::Guard<'a>,
     _region: Region,
 }
 
-impl<T> Deref for Locked<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
+impl<L: RegionLock> Deref for Locked<'_, L> {
+    type Target = L::Data;
+    fn deref(&self) -> &L::Data {
         &self.guard
     }
 }
 
-impl<T> DerefMut for Locked<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
+impl<L: RegionLock> DerefMut for Locked<'_, L> {
+    fn deref_mut(&mut self) -> &mut L::Data {
         &mut self.guard
     }
 }
 
-/// Locks a runtime mutex inside a no-preempt region (a poisoned lock is
-/// taken anyway: the runtime's state is kept consistent across the panics
-/// it lets through, which are the user's and happen outside its locks).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> Locked<'_, T> {
+/// Takes a runtime lock inside a no-preempt region.
+pub(crate) fn lock<L: RegionLock>(m: &L) -> Locked<'_, L> {
     let region = Region::enter();
     Locked {
-        guard: lock_plain(m),
+        guard: m.acquire(),
         _region: region,
     }
 }
 
-/// Locks a mutex without a region: for threads outside the runtime, which
-/// wait on a `std` condition variable with the guard.
+/// Locks a `std` mutex without a region: for threads outside the
+/// runtime, which wait on a `std` condition variable with the guard (a
+/// poisoned lock is taken anyway: the runtime's state is kept consistent
+/// across the panics it lets through, which are the user's and happen
+/// outside its locks).
 pub(crate) fn lock_plain<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -13,10 +13,8 @@
 //! checks [`Room::has_room`] and, if another thread has taken the room in
 //! the meantime, leaves the region and grows again.
 
+use crate::region::{lock, RegionLock};
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::Mutex;
-
-use crate::region::lock;
 
 /// A buffer [`grow`] can enlarge.
 pub(crate) trait Room: Sized {
@@ -70,7 +68,7 @@ impl<T: Ord> Room for BinaryHeap<T> {
 /// (a goroutine's own code, the scheduler's window, a thread outside the
 /// runtime); a caller inside a no-preempt region of its own (an
 /// embedder's) allocates in it, which is that caller's choice.
-pub(crate) fn grow<S, B: Room>(m: &Mutex<S>, field: impl Fn(&mut S) -> &mut B) {
+pub(crate) fn grow<L: RegionLock, B: Room>(m: &L, field: impl Fn(&mut L::Data) -> &mut B) {
     let size = {
         let mut st = lock(m);
         let b = field(&mut st);
@@ -105,12 +103,14 @@ mod tests {
     #[test]
     fn growing_keeps_the_entries() {
         for n in 0..40usize {
-            let m = Mutex::new(VecDeque::new());
+            // The runtime's lock (a channel's buffer) and std's (the
+            // timers' heap): `grow` takes either.
+            let m = crate::lock::Lock::new(VecDeque::new());
             let mut model = VecDeque::new();
-            let h = Mutex::new(BinaryHeap::new());
+            let h = std::sync::Mutex::new(BinaryHeap::new());
             for i in 0..n {
                 grow(&m, |d| d);
-                let mut d = m.lock().unwrap();
+                let mut d = m.lock();
                 assert!(d.has_room());
                 let cap = d.capacity();
                 // Rotate the deque so its contents wrap around its buffer.
@@ -130,7 +130,7 @@ mod tests {
                 b.push((i * 7919) % 41);
                 assert_eq!(b.capacity(), cap);
             }
-            assert_eq!(m.into_inner().unwrap(), model);
+            assert_eq!(*m.lock(), model);
             let b = h.into_inner().unwrap().into_sorted_vec();
             let mut want: Vec<usize> = (0..n).map(|i| (i * 7919) % 41).collect();
             want.sort_unstable();

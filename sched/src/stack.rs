@@ -20,9 +20,11 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
+
+use crate::lock::Lock;
 
 /// The page size assumed for the guard (4 KiB on x86-64 Linux).
 pub const GUARD: usize = 4096;
@@ -177,7 +179,7 @@ pub struct StackPool {
     capacity: usize,
     /// Reserved for `capacity` stacks at creation: a scheduler returns
     /// stacks in its no-preempt region, where nothing may allocate.
-    free: Mutex<Vec<Stack>>,
+    free: Lock<Vec<Stack>>,
     /// Stacks this pool mapped that are still mapped (in the pool, or
     /// with a goroutine, running, parked or finished and kept for reuse):
     /// raised by `get`, lowered by each such stack's unmapping.
@@ -197,14 +199,14 @@ impl StackPool {
         Ok(StackPool {
             size,
             capacity,
-            free: Mutex::new(free),
+            free: Lock::new(free),
             mapped: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     /// A stack from the pool, or a new one.
     pub fn get(&self) -> Result<Stack, StackError> {
-        match self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        match self.free.lock().pop() {
             Some(s) => Ok(s),
             None => {
                 let mut s = Stack::new(self.size)?;
@@ -227,7 +229,7 @@ impl StackPool {
         if stacks.peek().is_none() {
             return;
         }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self.free.lock();
         for stack in stacks {
             if free.len() < self.capacity && stack.size == self.size {
                 free.push(stack);
@@ -243,7 +245,7 @@ impl StackPool {
 
     /// Stacks waiting in the pool.
     pub fn pooled(&self) -> usize {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.free.lock().len()
     }
 }
 

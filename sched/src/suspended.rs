@@ -17,7 +17,6 @@ use std::sync::Arc;
 use pardon_preempt::{SuspendedTask, TaskScanner, TaskSource};
 
 use crate::queue::{Shared, TaskRef};
-use crate::region::lock_plain;
 use crate::room::Room;
 use crate::task::{Task, RUNNING};
 
@@ -125,7 +124,7 @@ pub(crate) struct Source(pub Arc<Shared>);
 unsafe impl TaskSource for Source {
     unsafe fn for_each_suspended(&self, f: &mut dyn FnMut(&SuspendedTask<'_>)) {
         for p in &self.0.procs {
-            let list = lock_plain(&p.tasks);
+            let list = p.tasks.lock();
             // SAFETY: the caller's stopped world, as required.
             unsafe { report(&list.slots, 0..list.slots.len(), f) };
         }
@@ -143,7 +142,7 @@ unsafe impl TaskSource for Source {
         let procs = &self.0.procs;
         for k in 0..procs.len() {
             let p = &procs[(part + k) % procs.len()];
-            let list = lock_plain(&p.tasks);
+            let list = p.tasks.lock();
             let n = list.slots.len();
             let range = n * part / parts..n * (part + 1) / parts;
             // SAFETY: the caller's stopped world, as required.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
 
 use crate::linked::WaitList;
+use crate::lock::Lock;
 use crate::park::park;
 use crate::region::{lock, lock_plain};
 
@@ -113,7 +114,7 @@ impl WaitGroup {
 /// and may lose to a newcomer.
 pub struct Mutex<T> {
     /// Held, and the goroutines waiting for it.
-    state: StdMutex<(bool, WaitList)>,
+    state: Lock<(bool, WaitList)>,
     value: UnsafeCell<T>,
 }
 
@@ -132,7 +133,7 @@ impl<T> Mutex<T> {
     /// A mutex holding `value`.
     pub fn new(value: T) -> Mutex<T> {
         Mutex {
-            state: StdMutex::new((false, WaitList::new())),
+            state: Lock::new((false, WaitList::new())),
             value: UnsafeCell::new(value),
         }
     }
@@ -202,7 +203,7 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 /// condition variable).
 #[derive(Default)]
 pub struct Condvar {
-    waiters: StdMutex<WaitList>,
+    waiters: Lock<WaitList>,
 }
 
 impl Condvar {

@@ -25,7 +25,7 @@ use crate::attach::Holder;
 use crate::context::{switch, Context};
 use crate::linked::{Fifo, RunLink};
 use crate::queue::{Place, Proc, Shared, TaskRef, FREE_GLOBAL_MAX, FREE_LOCAL_MAX};
-use crate::region::{lock, lock_plain, Region};
+use crate::region::{lock, Region};
 use crate::stack::Stack;
 use crate::task::{Task, DEAD, NO_HOME, RUNNABLE, RUNNING, WAITING};
 
@@ -175,9 +175,13 @@ impl Worker {
 
     /// Queues `t`, woken on this thread, to run next here: see `next`.
     /// `t` must be runnable and at home here.
+    /// (Its region is the worker's own record's, entered directly: nothing
+    /// in it can panic, and `Region::enter` would look the worker up again
+    /// through the thread-local, 25 of a channel switch's instructions.)
+    #[inline]
     pub(crate) fn put_next(&self, t: TaskRef) {
         debug_assert_eq!(t.home.load(Relaxed), self.index);
-        let _region = Region::enter();
+        self.raise();
         // SAFETY: this thread's own slot, inside a region (see `next`);
         // the one access ends before the lock below.
         let old = unsafe { (*self.next.get()).replace(t) };
@@ -185,14 +189,17 @@ impl Worker {
             // Displaced, as by Go's `runqput`: to the back of the queue.
             self.proc_().lock_local().queue.push_back(old);
         }
+        self.lower();
     }
 
+    #[inline]
     fn raise(&self) {
         if let Some(a) = self.attached() {
             a.enter_no_preempt();
         }
     }
 
+    #[inline]
     fn lower(&self) {
         if let Some(a) = self.attached() {
             a.exit_no_preempt();
@@ -456,7 +463,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
                     // A new stack owes no deferred scan (set before the
                     // list shows the goroutine to a coordinator's pass).
                     t.scanned.store(shared.deferral.epoch(), Relaxed);
-                    let i = lock_plain(&p.tasks).add(t.clone());
+                    let i = p.tasks.lock().add(t.clone());
                     // SAFETY: only the worker running a task touches it.
                     unsafe { *t.slot.get() = i };
                 }
@@ -547,7 +554,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         DEAD => {
             let listed = if shared.track_tasks {
                 // SAFETY: only the worker running a task touches its cells.
-                lock_plain(&p.tasks).remove(unsafe { *t.slot.get() })
+                p.tasks.lock().remove(unsafe { *t.slot.get() })
             } else {
                 None
             };

@@ -15,9 +15,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::linked::WaitList;
+use crate::lock::Lock;
 use crate::park::{park, Waker};
 use crate::region::lock;
 use crate::room::Room;
@@ -84,7 +85,7 @@ struct Slot<T>(*mut Option<T>);
 unsafe impl<T: Send> Send for Slot<T> {}
 
 struct Chan<T> {
-    state: Mutex<State<T>>,
+    state: Lock<State<T>>,
     /// Capacity 0 (fixed at creation, so read without the lock).
     rendezvous: bool,
 }
@@ -131,7 +132,7 @@ impl std::error::Error for RecvError {}
 
 fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan {
-        state: Mutex::new(State {
+        state: Lock::new(State {
             queue: VecDeque::new(),
             cap,
             pushed: 0,
