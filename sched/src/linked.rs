@@ -245,6 +245,7 @@ impl WaitList {
     }
 
     /// Adds the goroutine `w` wakes, with `data` kept for it.
+    #[inline]
     pub(crate) fn push_with(&mut self, w: Waker, data: usize) {
         let t = w.into_task();
         // SAFETY: the task is being put on this list (it is on no other
@@ -260,6 +261,7 @@ impl WaitList {
     }
 
     /// Takes the first goroutine's waker and the word kept for it.
+    #[inline]
     pub(crate) fn pop_with(&mut self) -> Option<(Waker, usize)> {
         let t = self.0.pop_front()?;
         // SAFETY: written by `push_with` under the same lock; the task has

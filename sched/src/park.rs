@@ -37,7 +37,7 @@ use std::sync::Arc;
 use crate::queue::{Place, TaskRef};
 use crate::region::RegionLock;
 use crate::task::{Task, NO_HOME, RUNNING, WAITING};
-use crate::worker::{goroutine, parking_here, to_scheduler, worker};
+use crate::worker::{goroutine, parking_here, to_scheduler_on, worker, Worker};
 
 /// What wakes one parked goroutine: owns a reference to it (see the
 /// module comment for the first waker of a park).
@@ -161,10 +161,18 @@ impl Parker<'_> {
 /// (a thread outside the runtime, or a worker's scheduler: see
 /// `worker::goroutine`), having called nothing.
 pub(crate) fn park(register: impl FnOnce(Parker<'_>) -> bool) -> bool {
-    if goroutine().is_none() {
-        return false;
+    match goroutine() {
+        Some(me) => park_on(me, register),
+        None => false,
     }
-    to_scheduler(|_, task| {
+}
+
+/// [`park`] for a caller that has found itself a goroutine already: `me`
+/// is what `worker::goroutine` returned on this thread (each lookup is a
+/// thread-local read; a channel operation made three).
+#[inline]
+pub(crate) fn park_on(me: &'static Worker, register: impl FnOnce(Parker<'_>) -> bool) -> bool {
+    to_scheduler_on(me, |_, task| {
         let announced = Cell::new(false);
         let go = register(Parker {
             task,

@@ -692,7 +692,16 @@ fn switch_out(me: &Worker) {
 /// has a goroutine in its `next` slot switches straight into it
 /// (`hand_off`) rather than through the scheduler.
 pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> bool {
-    let me = worker().expect("a goroutine runs on a worker");
+    to_scheduler_on(worker().expect("a goroutine runs on a worker"), prepare)
+}
+
+/// [`to_scheduler`] for a caller that has looked its worker up already
+/// (`me` must be the calling thread's).
+#[inline]
+pub(crate) fn to_scheduler_on(
+    me: &'static Worker,
+    prepare: impl FnOnce(&Worker, &TaskRef) -> bool,
+) -> bool {
     if let Some(a) = me.attached() {
         if pardon_preempt::holds_stopped_world() {
             // Its worker would run other goroutines in the stopped world.

@@ -19,9 +19,10 @@ use std::sync::Arc;
 
 use crate::linked::WaitList;
 use crate::lock::Lock;
-use crate::park::{park, Waker};
+use crate::park::{park, park_on, Waker};
 use crate::region::lock;
 use crate::room::Room;
+use crate::worker::Worker;
 
 mod timed;
 
@@ -208,8 +209,10 @@ impl<T> Sender<T> {
     /// receiver has taken it). A receiver parked in `recv` is handed the
     /// value directly. Fails, returning `v`, once every receiver is gone.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
-        if self.chan.rendezvous && crate::worker::goroutine().is_some() {
-            return self.send_parked(v);
+        if self.chan.rendezvous {
+            if let Some(me) = crate::worker::goroutine() {
+                return self.send_parked(me, v);
+            }
         }
         let mut v = Some(v);
         // Wait for room and push.
@@ -263,12 +266,12 @@ impl<T> Sender<T> {
     /// parked receiver, or parked with the value until a receiver takes it
     /// from the sender's own frame. One lock a send (queueing the value
     /// and waiting for it to be popped took four).
-    fn send_parked(&self, v: T) -> Result<(), SendError<T>> {
+    fn send_parked(&self, me: &'static Worker, v: T) -> Result<(), SendError<T>> {
         let mut slot = Some(v);
         let ptr = Slot(&mut slot as *mut Option<T>);
         loop {
             let mut closed = false;
-            park(|w| {
+            park_on(me, |w| {
                 let mut st = w.lock(&self.chan.state);
                 if st.receivers == 0 {
                     closed = true;
@@ -336,21 +339,24 @@ impl<T> Receiver<T> {
     /// is gone and nothing is queued.
     pub fn recv(&self) -> Result<T, RecvError> {
         let mut slot: Option<T> = None;
+        let me = crate::worker::goroutine();
         loop {
             let mut out = None;
             let ptr = Slot(&mut slot as *mut Option<T>);
-            let parked = park(|w| {
-                let mut st = w.lock(&self.chan.state);
-                match ready(&mut st) {
-                    Some(r) => {
-                        out = Some(r);
-                        false
+            let parked = me.is_some_and(|me| {
+                park_on(me, |w| {
+                    let mut st = w.lock(&self.chan.state);
+                    match ready(&mut st) {
+                        Some(r) => {
+                            out = Some(r);
+                            false
+                        }
+                        None => {
+                            st.recv_waiters.push_with(w.waker(), ptr.0 as usize);
+                            true
+                        }
                     }
-                    None => {
-                        st.recv_waiters.push_with(w.waker(), ptr.0 as usize);
-                        true
-                    }
-                }
+                })
             });
             if let Some(v) = slot.take() {
                 return Ok(v);
