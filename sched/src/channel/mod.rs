@@ -305,6 +305,7 @@ impl<T> Sender<T> {
 
 /// What a receive finds under the lock: a queued value, a parked
 /// rendezvous sender's, the end of the channel, or nothing yet (`None`).
+#[inline(always)]
 fn ready<T>(st: &mut State<T>) -> Option<Result<T, RecvError>> {
     if let Some(v) = st.queue.pop_front() {
         st.popped += 1;
