@@ -10,8 +10,8 @@
 //! keeps its state consistent across the panics it lets through, which are
 //! the user's and happen outside its locks, and took a poisoned lock
 //! anyway), so [`Lock`] is `std`'s futex mutex without it: measured on a
-//! channel ping-pong (`goroutines --mode switch`, callgrind), 613 -> 568
-//! instructions a switch for the channel's lock alone.
+//! channel ping-pong (`goroutines --mode switch`, callgrind), 613 -> 582
+//! instructions a switch.
 //!
 //! Why not a crate's (`parking_lot`): its contended path parks through a
 //! global hash table it allocates and grows on first use in a thread, and
