@@ -76,16 +76,46 @@ impl Waker {
     /// (it runs in the rest of the current slice there), unless it is no
     /// longer parked.
     pub(crate) fn wake(self) {
+        self.wake_on(worker(), false);
+    }
+
+    /// [`Waker::wake`] from inside a park's `register` closure, whose
+    /// `Parker` is `p`: the thread is `p`'s worker, already in the park's
+    /// no-preempt region, so the worker is not looked up again and its
+    /// `next` slot is filled without a region of its own (a channel
+    /// operation that wakes its partner: 20 of a switch's instructions).
+    pub(crate) fn wake_in_park(self, p: &Parker<'_>) {
+        self.wake_on(Some(p.me), true);
+    }
+
+    /// [`Waker::wake_in_park`] if the caller runs in a park's closure
+    /// (`park` is its `Parker`), [`Waker::wake`] otherwise.
+    #[inline]
+    pub(crate) fn wake_from(self, park: Option<&Parker<'_>>) {
+        match park {
+            Some(p) => self.wake_in_park(p),
+            None => self.wake(),
+        }
+    }
+
+    /// `me`: the calling thread's worker, if it is one; `raised`: the
+    /// caller is inside a no-preempt region of `me`'s.
+    #[inline]
+    fn wake_on(self, me: Option<&'static Worker>, raised: bool) {
         let task = self.into_task();
         if task.wake() {
             // Home: a parked goroutine has run (see `task`).
             let home = task.home.load(SeqCst);
             debug_assert_ne!(home, NO_HOME);
-            if let Some(me) = worker() {
+            if let Some(me) = me {
                 if Arc::ptr_eq(&me.shared, &task.shared) {
                     if me.index == home {
                         // Woken on its own worker: no lock, no kick.
-                        me.put_next(task);
+                        if raised {
+                            me.put_next_raised(task);
+                        } else {
+                            me.put_next(task);
+                        }
                     } else {
                         // By another worker of its runtime, whose shared
                         // state outlives the call (no reference counted
@@ -121,6 +151,8 @@ impl Drop for Waker {
 /// that finds what it waits for already there then changes no state: a
 /// channel send to a parked receiver is one of those.)
 pub(crate) struct Parker<'a> {
+    /// The calling thread's worker (see `Waker::wake_in_park`).
+    me: &'static Worker,
     task: &'a TaskRef,
     announced: &'a Cell<bool>,
 }
@@ -175,6 +207,7 @@ pub(crate) fn park_on(me: &'static Worker, register: impl FnOnce(Parker<'_>) -> 
     to_scheduler_on(me, |_, task| {
         let announced = Cell::new(false);
         let go = register(Parker {
+            me,
             task,
             announced: &announced,
         });

@@ -87,7 +87,9 @@ pub(crate) struct Proc {
     /// and a store: no locked instruction a switch); anyone reads.
     pub hand_offs: AtomicU64,
     /// Yield signals refused on this worker, as its preempt record counts
-    /// them; copied by the owner after each goroutine it runs.
+    /// them; copied by the owner each time a goroutine switches back to
+    /// its scheduler (not at hand-offs: a chain of them updates it when
+    /// it ends).
     pub refused: AtomicU64,
     /// The words that put the owner to sleep and wake it: see [`Idle`].
     pub idle: Idle,

@@ -180,8 +180,17 @@ impl Worker {
     /// through the thread-local, 25 of a channel switch's instructions.)
     #[inline]
     pub(crate) fn put_next(&self, t: TaskRef) {
-        debug_assert_eq!(t.home.load(Relaxed), self.index);
         self.raise();
+        self.put_next_raised(t);
+        self.lower();
+    }
+
+    /// [`Worker::put_next`] for a caller already inside one of this
+    /// worker's no-preempt regions (a park's closure), on its thread.
+    #[inline]
+    pub(crate) fn put_next_raised(&self, t: TaskRef) {
+        debug_assert_eq!(t.home.load(Relaxed), self.index);
+        debug_assert!(self.attached().is_none_or(|a| a.no_preempt_depth() > 0));
         // SAFETY: this thread's own slot, inside a region (see `next`);
         // the one access ends before the lock below.
         let old = unsafe { (*self.next.get()).replace(t) };
@@ -189,7 +198,6 @@ impl Worker {
             // Displaced, as by Go's `runqput`: to the back of the queue.
             self.proc_().lock_local().queue.push_back(old);
         }
-        self.lower();
     }
 
     #[inline]
@@ -633,6 +641,43 @@ fn save_word(me: &Worker, t: &TaskRef) {
     }
 }
 
+/// `save_word` for `from` and `prepare_switch_in` for `to` at once, for a
+/// hand-off from one goroutine straight to the other, at depth 1: the
+/// record and the flags are looked up once, and the task word and
+/// `Proc::current` go from one goroutine's to the other's without the
+/// empty value between (nothing reads either until the thread is at depth
+/// 0 again, on `to`'s stack). Its parts keep `prepare_switch_in`'s order.
+#[inline]
+fn pass_over(me: &Worker, from: &TaskRef, to: &TaskRef) {
+    let shared = &me.shared;
+    // Release: as in `prepare_switch_in`.
+    to.state.store(RUNNING, Release);
+    // SAFETY: read-only: the stack stays with the task while it runs.
+    let (lo, hi) = match unsafe { (*to.stack.get()).as_ref() } {
+        Some(s) => (s.bottom(), s.top()),
+        None => unreachable!("a task runs with a stack"),
+    };
+    if shared.track_tasks {
+        me.proc_().current.store(Arc::as_ptr(to) as usize, Relaxed);
+        if shared.deferral.on() {
+            shared.deferral.before_resume(to);
+        }
+    }
+    crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
+    if let Some(a) = me.attached() {
+        // SAFETY: the cell's contract: only this thread writes it, 0 or a
+        // goroutine's own saved word; only the worker that runs a task
+        // touches its cells.
+        unsafe {
+            let cell = a.task_word_cell();
+            *from.word.get() = cell.load(Relaxed);
+            cell.store(*to.word.get(), Relaxed);
+        }
+        // SAFETY: as in `prepare_switch_in`.
+        unsafe { a.set_stack_bounds(lo, hi) };
+    }
+}
+
 /// Runs `f` in the scheduler at no-preempt depth 0, where it may call the
 /// allocator: a stop may then park the worker here, as anywhere in a
 /// goroutine's code. Called only where the scheduler holds no lock and runs
@@ -772,12 +817,8 @@ fn hand_off(me: &Worker) -> bool {
     }
     let t = next.take().expect("looked at above");
     let p = me.proc_();
-    if let Some(a) = me.attached() {
-        p.refused.store(a.yields_refused(), Relaxed);
-    }
     p.hand_offs.store(p.hand_offs.load(Relaxed) + 1, Relaxed);
-    save_word(me, cur);
-    prepare_switch_in(me, &t);
+    pass_over(me, cur, &t);
     let to = t.ctx.get();
     // SAFETY: depth 1; no other access to `current` is live.
     let from = unsafe { (*me.current.get()).replace(t) }.expect("a running goroutine");

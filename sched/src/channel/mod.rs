@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::linked::WaitList;
 use crate::lock::Lock;
-use crate::park::{park, park_on, Waker};
+use crate::park::{park, park_on, Parker, Waker};
 use crate::region::lock;
 use crate::room::Room;
 use crate::worker::Worker;
@@ -57,8 +57,9 @@ impl<T> State<T> {
     /// Hands the value in `v` to a goroutine parked in a receive, if one
     /// is listed: writes it into that receiver's slot and wakes it (under
     /// the lock the caller holds). Returns whether it did (`v` is then
-    /// empty).
-    fn give_to_receiver(&mut self, v: &mut Option<T>) -> bool {
+    /// empty). `park`: the caller's `Parker`, if it runs in a park's
+    /// closure (see `Waker::wake_from`).
+    fn give_to_receiver(&mut self, v: &mut Option<T>, park: Option<&Parker<'_>>) -> bool {
         let Some((w, theirs)) = self.recv_waiters.pop_with() else {
             return false;
         };
@@ -67,7 +68,7 @@ impl<T> State<T> {
         unsafe { *(theirs as *mut Option<T>) = v.take() };
         self.pushed += 1;
         self.popped += 1;
-        w.wake();
+        w.wake_from(park);
         true
     }
 }
@@ -231,7 +232,7 @@ impl<T> Sender<T> {
                     // gets the value straight into its slot, as Go hands a
                     // value to a waiting receiver: the send is done, even
                     // on a rendezvous channel, since that receiver has it.
-                    if st.give_to_receiver(&mut v) {
+                    if st.give_to_receiver(&mut v, None) {
                         return Some(Sent::Done(st.pushed, true));
                     }
                     if !st.queue.has_room() {
@@ -280,7 +281,7 @@ impl<T> Sender<T> {
                 // SAFETY: our own slot; a receiver touches it only while
                 // this goroutine is parked with it listed, which it is not.
                 let mine = unsafe { &mut *ptr.0 };
-                if st.give_to_receiver(mine) {
+                if st.give_to_receiver(mine, Some(&w)) {
                     return false;
                 }
                 st.send_waiters.push_with(w.waker(), ptr.0 as usize);
@@ -305,8 +306,10 @@ impl<T> Sender<T> {
 
 /// What a receive finds under the lock: a queued value, a parked
 /// rendezvous sender's, the end of the channel, or nothing yet (`None`).
+/// `park`: the caller's `Parker`, if it runs in a park's closure (see
+/// `Waker::wake_from`).
 #[inline(always)]
-fn ready<T>(st: &mut State<T>) -> Option<Result<T, RecvError>> {
+fn ready<T>(st: &mut State<T>, park: Option<&Parker<'_>>) -> Option<Result<T, RecvError>> {
     if let Some(v) = st.queue.pop_front() {
         st.popped += 1;
         if st.cap != Some(0) {
@@ -324,7 +327,7 @@ fn ready<T>(st: &mut State<T>) -> Option<Result<T, RecvError>> {
             let v = unsafe { (*(theirs as *mut Option<T>)).take() };
             st.pushed += 1;
             st.popped += 1;
-            w.wake();
+            w.wake_from(park);
             return Some(Ok(v.expect("a parked sender holds its value")));
         }
     }
@@ -347,7 +350,7 @@ impl<T> Receiver<T> {
             let parked = me.is_some_and(|me| {
                 park_on(me, |w| {
                     let mut st = w.lock(&self.chan.state);
-                    match ready(&mut st) {
+                    match ready(&mut st, Some(&w)) {
                         Some(r) => {
                             out = Some(r);
                             false
@@ -367,7 +370,7 @@ impl<T> Receiver<T> {
             }
             if !parked {
                 // A thread outside the runtime: look, then yield.
-                if let Some(r) = ready(&mut lock(&self.chan.state)) {
+                if let Some(r) = ready(&mut lock(&self.chan.state), None) {
                     return r;
                 }
                 std::thread::yield_now();

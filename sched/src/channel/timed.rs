@@ -142,7 +142,7 @@ impl<T> Sender<T> {
                 if st.receivers == 0 {
                     return Err(TrySendError::Disconnected(v.take().expect("not sent")));
                 }
-                if st.give_to_receiver(&mut v) {
+                if st.give_to_receiver(&mut v, None) {
                     return Ok(());
                 }
                 let room = st.cap.is_none_or(|c| c > 0 && st.queue.len() < c);
@@ -214,7 +214,7 @@ impl<T> Sender<T> {
                 // SAFETY: our own slot; a receiver touches it only while
                 // this goroutine is parked with it listed, which it is not.
                 let mine = unsafe { &mut *ptr.0 };
-                if st.give_to_receiver(mine) {
+                if st.give_to_receiver(mine, Some(&w)) {
                     attempt = Attempt::Sent;
                     return false;
                 }
@@ -279,7 +279,7 @@ impl<T> Receiver<T> {
     /// Takes a value if one is there now: a queued one, or, on a
     /// rendezvous channel, a waiting sender's. Never waits.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        match ready(&mut lock(&self.chan.state)) {
+        match ready(&mut lock(&self.chan.state), None) {
             Some(Ok(v)) => Ok(v),
             Some(Err(RecvError)) => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
@@ -321,7 +321,7 @@ impl<T> Receiver<T> {
             let mut no_room = false;
             let parked = park(|w| {
                 let mut st = w.lock(&self.chan.state);
-                if let Some(r) = ready(&mut st) {
+                if let Some(r) = ready(&mut st, Some(&w)) {
                     out = Some(r.map_err(|_| RecvTimeoutError::Disconnected));
                     return false;
                 }
