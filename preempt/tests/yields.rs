@@ -305,3 +305,41 @@ fn yields_work_when_stops_park_in_the_handler() {
     let yields = t.join().unwrap();
     assert!(yields >= 20, "{yields} yields counted");
 }
+
+/// `may_switch_task` (one branch over three words) says yes exactly when
+/// the three accessors it stands for do: running, no no-preempt region,
+/// no no-yield region; checked in every combination of the two regions,
+/// nested up to two deep, and inside a safe region.
+#[test]
+fn may_switch_task_is_running_outside_every_region() {
+    use pardon_preempt::Attached;
+    fn agrees(me: &Attached) -> bool {
+        let expected = me.is_running() && me.no_preempt_depth() == 0 && me.no_yield_depth() == 0;
+        assert_eq!(me.may_switch_task(), expected);
+        expected
+    }
+    fn in_no_yield(me: &Attached, depth: u32) -> bool {
+        if depth == 0 {
+            agrees(me)
+        } else {
+            me.no_yield(|| in_no_yield(me, depth - 1))
+        }
+    }
+    let reg = Registry::new(Config::default()).unwrap();
+    let me = reg.attach().unwrap();
+    for preempt_depth in 0..3 {
+        for yield_depth in 0..3 {
+            for _ in 0..preempt_depth {
+                me.enter_no_preempt();
+            }
+            let free = in_no_yield(&me, yield_depth);
+            assert_eq!(free, preempt_depth == 0 && yield_depth == 0);
+            for _ in 0..preempt_depth {
+                me.exit_no_preempt();
+            }
+        }
+    }
+    let in_safe = me.safe_region(|| agrees(&me));
+    assert!(!in_safe, "a thread in a safe region is not running");
+    assert!(agrees(&me));
+}

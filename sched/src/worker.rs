@@ -748,22 +748,8 @@ pub(crate) fn to_scheduler_on(
     prepare: impl FnOnce(&Worker, &TaskRef) -> bool,
 ) -> bool {
     if let Some(a) = me.attached() {
-        if pardon_preempt::holds_stopped_world() {
-            // Its worker would run other goroutines in the stopped world.
-            panic!("a goroutine cannot wait or yield while it holds a stopped world");
-        }
-        if !a.is_running() {
-            // In a safe region (a heap mutator's `blocking`): the other
-            // goroutines would run while stops count the thread stopped.
-            panic!(
-                "a goroutine cannot wait or yield inside a safe region \
-                 (use pardon_sched::blocking for blocking calls)"
-            );
-        }
-        if a.no_preempt_depth() != 0 || a.no_yield_depth() != 0 {
-            // Inside a region whose state the other goroutines of this
-            // worker share (a heap mutator's handle table, say).
-            panic!("a goroutine cannot wait or yield inside a no-preempt or no-yield region");
+        if !a.may_switch_task() || pardon_preempt::holds_stopped_world() {
+            refuse_switch(a);
         }
     }
     me.raise();
@@ -775,6 +761,28 @@ pub(crate) fn to_scheduler_on(
     // hand-off), or not switched.
     me.lower();
     go
+}
+
+/// Why the running goroutine cannot be switched out here (see
+/// `to_scheduler`), as a panic.
+#[cold]
+#[inline(never)]
+fn refuse_switch(a: &pardon_preempt::Attached) -> ! {
+    if pardon_preempt::holds_stopped_world() {
+        // Its worker would run other goroutines in the stopped world.
+        panic!("a goroutine cannot wait or yield while it holds a stopped world");
+    }
+    if !a.is_running() {
+        // In a safe region (a heap mutator's `blocking`): the other
+        // goroutines would run while stops count the thread stopped.
+        panic!(
+            "a goroutine cannot wait or yield inside a safe region \
+             (use pardon_sched::blocking for blocking calls)"
+        );
+    }
+    // Inside a region whose state the other goroutines of this worker
+    // share (a heap mutator's handle table, say).
+    panic!("a goroutine cannot wait or yield inside a no-preempt or no-yield region");
 }
 
 /// Parks the running goroutine by switching straight into the goroutine
