@@ -160,15 +160,16 @@ impl Attached {
     }
 
     /// Whether a scheduler may switch the thread's task out here: the
-    /// thread is plainly running ([`Attached::is_running`]) and in no
-    /// no-preempt nor no-yield region. Three loads and one branch, for a
+    /// thread is plainly running ([`Attached::is_running`]), at no-preempt
+    /// depth `depth` exactly (the scheduler's own region, 1, or none, 0)
+    /// and in no no-yield region. Three loads and one branch, for a
     /// scheduler's every park (which then tells the cases apart, slowly,
     /// only when this is false).
     #[inline(always)]
-    pub fn may_switch_task(&self) -> bool {
+    pub fn may_switch_task(&self, depth: u32) -> bool {
         let rec = self.record();
         (rec.state.load(Ordering::Relaxed) ^ state::RUNNING)
-            | rec.no_preempt.load(Ordering::Relaxed)
+            | (rec.no_preempt.load(Ordering::Relaxed) ^ depth)
             | rec.no_yield.load(Ordering::Relaxed)
             == 0
     }

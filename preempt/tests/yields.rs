@@ -307,16 +307,23 @@ fn yields_work_when_stops_park_in_the_handler() {
 }
 
 /// `may_switch_task` (one branch over three words) says yes exactly when
-/// the three accessors it stands for do: running, no no-preempt region,
-/// no no-yield region; checked in every combination of the two regions,
-/// nested up to two deep, and inside a safe region.
+/// the three accessors it stands for do: running, at the no-preempt depth
+/// asked (0, 1 or 2), no no-yield region; checked in every combination of
+/// the two regions, nested up to two deep, and inside a safe region.
 #[test]
 fn may_switch_task_is_running_outside_every_region() {
     use pardon_preempt::Attached;
     fn agrees(me: &Attached) -> bool {
-        let expected = me.is_running() && me.no_preempt_depth() == 0 && me.no_yield_depth() == 0;
-        assert_eq!(me.may_switch_task(), expected);
-        expected
+        for depth in 0..3 {
+            let expected =
+                me.is_running() && me.no_preempt_depth() == depth && me.no_yield_depth() == 0;
+            assert_eq!(
+                me.may_switch_task(depth),
+                expected,
+                "asked at depth {depth}"
+            );
+        }
+        me.may_switch_task(0)
     }
     fn in_no_yield(me: &Attached, depth: u32) -> bool {
         if depth == 0 {

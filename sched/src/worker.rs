@@ -748,7 +748,7 @@ pub(crate) fn to_scheduler_on(
     prepare: impl FnOnce(&Worker, &TaskRef) -> bool,
 ) -> bool {
     if let Some(a) = me.attached() {
-        if !a.may_switch_task() || pardon_preempt::holds_stopped_world() {
+        if !a.may_switch_task(0) || pardon_preempt::holds_stopped_world() {
             refuse_switch(a);
         }
     }
