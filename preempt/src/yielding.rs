@@ -111,11 +111,13 @@ impl Attached {
     pub fn exit_no_preempt(&self) {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         let rec = self.record();
-        assert!(
-            rec.no_preempt.load(Ordering::Relaxed) > 0,
-            "exit_no_preempt outside a no-preempt region"
-        );
-        if rec.exit_no_preempt() == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0 {
+        // One load of the depth for the check and the decrement (plain
+        // load and store, as `ThreadRecord::exit_no_preempt`: only this
+        // thread writes it).
+        let n = rec.no_preempt.load(Ordering::Relaxed);
+        assert!(n > 0, "exit_no_preempt outside a no-preempt region");
+        rec.no_preempt.store(n - 1, Ordering::Relaxed);
+        if n == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0 {
             crate::park::poll_slow(rec);
         }
     }

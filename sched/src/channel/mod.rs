@@ -289,17 +289,15 @@ impl<T> Sender<T> {
             });
             // SAFETY: no receiver holds our slot now: we are listed in no
             // wait list (handed over, cancelled, or woken, which unlists).
-            let left = unsafe { (*ptr.0).take() };
-            match left {
-                None => return Ok(()),
-                Some(v) if closed => return Err(SendError(v)),
-                // Woken with the value still here (every receiver gone, or
-                // the park cancelled): look again.
-                Some(v) => {
-                    // SAFETY: as above.
-                    unsafe { *ptr.0 = Some(v) };
-                }
+            let mine = unsafe { &mut *ptr.0 };
+            if mine.is_none() {
+                return Ok(());
             }
+            if closed {
+                return Err(SendError(mine.take().expect("looked at above")));
+            }
+            // Woken with the value still here (every receiver gone, or the
+            // park cancelled): look again.
         }
     }
 }
@@ -345,14 +343,21 @@ impl<T> Receiver<T> {
         let mut slot: Option<T> = None;
         let me = crate::worker::goroutine();
         loop {
-            let mut out = None;
+            let mut closed = false;
             let ptr = Slot(&mut slot as *mut Option<T>);
             let parked = me.is_some_and(|me| {
                 park_on(me, |w| {
                     let mut st = w.lock(&self.chan.state);
                     match ready(&mut st, Some(&w)) {
-                        Some(r) => {
-                            out = Some(r);
+                        Some(Ok(v)) => {
+                            // Into the slot a sender fills when we park:
+                            // one place to look afterwards. SAFETY: our
+                            // own slot, listed on no wait list now.
+                            unsafe { *ptr.0 = Some(v) };
+                            false
+                        }
+                        Some(Err(RecvError)) => {
+                            closed = true;
                             false
                         }
                         None => {
@@ -365,8 +370,8 @@ impl<T> Receiver<T> {
             if let Some(v) = slot.take() {
                 return Ok(v);
             }
-            if let Some(r) = out {
-                return r;
+            if closed {
+                return Err(RecvError);
             }
             if !parked {
                 // A thread outside the runtime: look, then yield.
