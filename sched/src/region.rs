@@ -1,5 +1,6 @@
-//! No-preempt regions on a worker, and the lock every piece of runtime
-//! state is taken with.
+//! No-preempt regions on a worker, and taking a runtime lock inside one
+//! ([`lock`]: the runtime's own `lock::Lock`, or a `std` mutex where a
+//! thread outside the runtime waits with a `std` condition variable).
 //!
 //! With signal preemption a goroutine can be switched out at any
 //! instruction of the program's own code (`pardon-preempt`'s yield
