@@ -44,6 +44,7 @@ use std::mem::{align_of, size_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{AcqRel, Acquire};
+use std::sync::Arc;
 
 use crate::park::{park, Waker};
 use crate::queue::TaskRef;
@@ -422,10 +423,12 @@ impl<T> JoinHandle<T> {
 
     /// Waits for the goroutine and returns its value, or its panic as the
     /// error (or, as a `String` saying so, that it could not start because
-    /// no stack could be mapped, or that a thread outside the runtime
-    /// joined it and its runtime was dropped before it finished). A
-    /// goroutine that joins is parked (its worker runs others); a thread
-    /// outside the runtime blocks.
+    /// no stack could be mapped, or that its runtime was dropped before it
+    /// finished: an error a thread outside the runtime and a goroutine of
+    /// another runtime get, rather than waiting for ever). A goroutine that
+    /// joins is parked (its worker runs others); a thread outside the
+    /// runtime blocks. A goroutine joining one of another runtime waits on
+    /// a pool thread as [`crate::blocking`] does, a few microseconds more.
     pub fn join(mut self) -> Result<T, Box<dyn Any + Send>> {
         // The handle keeps the task until the end is taken: a join that
         // unwinds (a wait where waits are refused, a fork's check) or
@@ -433,48 +436,25 @@ impl<T> JoinHandle<T> {
         // the result in user code.
         let task = self.task.as_ref().expect("a handle joins once");
         let body = &task.body;
-        while !body.ended() {
-            let parked = park(|w| {
-                // SAFETY: before `JOINER` is set, the cell is the
-                // joiner's.
-                unsafe { *body.joiner.get() = Some(w.waker()) };
-                // Release: the waker (and the park's announcement) before
-                // the bit.
-                if body.state.fetch_or(JOINER, AcqRel) & ENDED != 0 {
-                    // Ended meanwhile: the end has not looked at the cell
-                    // (it saw no `JOINER`), so the waker is ours again.
-                    // SAFETY: as just said.
-                    drop(unsafe { (*body.joiner.get()).take() });
-                    return false;
-                }
-                true
-            });
-            if !parked && !body.ended() {
-                // A thread outside the runtime: it sleeps on the state
-                // word, in a safe region if it is attached (a stop must
-                // not wait for it), looking every `GONE_CHECK` whether
-                // the runtime's workers are gone.
-                let shared = &task.shared;
-                let ended = pardon_preempt::blocking_here(|| {
-                    let mut seen = body.state.fetch_or(THREAD_WAITS, AcqRel) | THREAD_WAITS;
-                    while seen & ENDED == 0 {
-                        crate::fork::check(shared.generation, "joining an unfinished goroutine");
-                        if shared.workers_gone() {
-                            // Nothing runs it now; an end published before
-                            // the workers went is seen here.
-                            return body.ended();
-                        }
-                        pardon_preempt::futex::wait(&body.state, seen, Some(GONE_CHECK));
-                        seen = body.state.load(Acquire);
-                    }
+        let ended = body.ended()
+            || match crate::worker::goroutine() {
+                // A goroutine of the same runtime parks: it cannot outlive
+                // the goroutine it waits for unless both are abandoned.
+                Some(me) if Arc::ptr_eq(&me.shared, &task.shared) => {
+                    park_for_end(body);
                     true
-                });
-                if !ended {
-                    return Err(Box::new(String::from(
-                        "pardon-sched: the goroutine's runtime was dropped before it finished",
-                    )));
                 }
-            }
+                // A goroutine of another runtime must learn, as a thread
+                // outside does, that the goroutine's runtime was dropped
+                // (nothing would wake its park then): it waits as a thread,
+                // on a pool thread (`blocking`), its worker running others.
+                Some(_) => crate::blocking::blocking(|| wait_as_thread(body, &task.shared)),
+                None => wait_as_thread(body, &task.shared),
+            };
+        if !ended {
+            return Err(Box::new(String::from(
+                "pardon-sched: the goroutine's runtime was dropped before it finished",
+            )));
         }
         // SAFETY: ended, seen with Acquire on this thread; this is the
         // handle; `new`'s contract gives the type.
@@ -488,6 +468,49 @@ impl<T> JoinHandle<T> {
     pub fn is_finished(&self) -> bool {
         self.task.as_ref().is_none_or(|t| t.body.ended())
     }
+}
+
+/// Parks the calling goroutine, of the same runtime as `body`'s task,
+/// until the goroutine ends.
+fn park_for_end(body: &Body) {
+    while !body.ended() {
+        park(|w| {
+            // SAFETY: before `JOINER` is set, the cell is the joiner's.
+            unsafe { *body.joiner.get() = Some(w.waker()) };
+            // Release: the waker (and the park's announcement) before the
+            // bit.
+            if body.state.fetch_or(JOINER, AcqRel) & ENDED != 0 {
+                // Ended meanwhile: the end has not looked at the cell (it
+                // saw no `JOINER`), so the waker is ours again.
+                // SAFETY: as just said.
+                drop(unsafe { (*body.joiner.get()).take() });
+                return false;
+            }
+            true
+        });
+    }
+}
+
+/// Waits on a thread that is not a goroutine of `shared`'s runtime until
+/// `body`'s goroutine ends (true) or that runtime's workers are gone with
+/// it unfinished (false). It sleeps on the state word, in a safe region
+/// if the thread is attached to a registry (a stop must not wait for it),
+/// looking every `GONE_CHECK` whether the workers are gone.
+fn wait_as_thread(body: &Body, shared: &crate::queue::Shared) -> bool {
+    pardon_preempt::blocking_here(|| {
+        let mut seen = body.state.fetch_or(THREAD_WAITS, AcqRel) | THREAD_WAITS;
+        while seen & ENDED == 0 {
+            crate::fork::check(shared.generation, "joining an unfinished goroutine");
+            if shared.workers_gone() {
+                // Nothing runs it now; an end published before the
+                // workers went is seen here.
+                return body.ended();
+            }
+            pardon_preempt::futex::wait(&body.state, seen, Some(GONE_CHECK));
+            seen = body.state.load(Acquire);
+        }
+        true
+    })
 }
 
 impl<T> Drop for JoinHandle<T> {

@@ -376,3 +376,66 @@ fn a_join_that_panics_detaches_its_goroutine() {
     drop(rt);
     assert_eq!(drops.load(SeqCst), 1);
 }
+
+/// A goroutine of one runtime joining a goroutine of another that will
+/// never end (parked on a channel whose sender lives on, when its runtime
+/// is dropped) gets the same error as a thread outside would, whether it
+/// began to wait before the drop or after it; its own worker runs its
+/// other goroutines meanwhile. It used to park for ever: nothing was left
+/// to wake it.
+#[test]
+fn a_join_from_another_runtime_after_the_runtime_is_gone_is_an_error() {
+    let doomed = rt(1);
+    let joiners = rt(1);
+    let (tx, rx) = channel::channel::<()>(0);
+    let (tx2, rx2) = channel::channel::<()>(0);
+    let (parked_tx, parked_rx) = channel::channel::<()>(2);
+    let pt = parked_tx.clone();
+    let early = doomed.go(move || {
+        pt.send(()).unwrap();
+        let _ = rx2.recv();
+    });
+    let late = doomed.go(move || {
+        parked_tx.send(()).unwrap();
+        let _ = rx.recv();
+    });
+    parked_rx.recv().unwrap();
+    parked_rx.recv().unwrap();
+    // The early joiner waits before the drop (most likely; either way it
+    // must come back), and a goroutine beside it on its single worker
+    // keeps running meanwhile.
+    let early = joiners.go(move || early.join().map(|_| ()));
+    let (tick_tx, tick_rx) = channel::channel::<u32>(1);
+    let ticker = joiners.go(move || {
+        for i in 0..3 {
+            pardon_sched::sleep(std::time::Duration::from_millis(5));
+            tick_tx.send(i).unwrap();
+        }
+    });
+    for i in 0..3 {
+        assert_eq!(tick_rx.recv(), Ok(i), "the joiner's worker is blocked");
+    }
+    ticker.join().unwrap();
+    drop(doomed);
+    let late = joiners.go(move || late.join().map(|_| ()));
+    let why = |r: Result<(), Box<dyn std::any::Any + Send>>| {
+        r.expect_err("the goroutine never ended")
+            .downcast::<String>()
+            .map(|s| *s)
+            .unwrap_or_default()
+    };
+    // Joined from threads, waited for at most 30 s: a hang fails the test.
+    let within = |h: JoinHandle<Result<(), Box<dyn std::any::Any + Send>>>| {
+        let t = std::thread::spawn(move || h.join().expect("the joiner itself ends"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !t.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "a join hung");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        why(t.join().unwrap())
+    };
+    for msg in [within(early), within(late)] {
+        assert!(msg.contains("runtime was dropped"), "{msg}");
+    }
+    drop((tx, tx2));
+}
