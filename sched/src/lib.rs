@@ -25,9 +25,10 @@
 //!   entered from the preemption trampoline's frame, which a coroutine
 //!   library's API does not allow.
 //! - **The scheduler** ([`Runtime`], [`go`], [`JoinHandle`],
-//!   [`yield_now`]): run queues and stealing (`queue`), workers and their
-//!   switches (`worker`), `sysmon` (`sysmon`). A goroutine's closure and
-//!   result live in its task (`join`), and finished tasks are reused with
+//!   [`yield_now`]): run queues and stealing (`queue`), workers, their
+//!   scheduler loop and switches (`worker`), `sysmon` (`sysmon`). A
+//!   goroutine's closure and result live in its task (`join`), and
+//!   finished tasks are reused with
 //!   their stacks, so a spawn allocates nothing in the steady state; an
 //!   idle worker spins a few microseconds before it sleeps, and steals in
 //!   batches. Goroutines wait without

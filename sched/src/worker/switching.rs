@@ -1,0 +1,274 @@
+//! The switches between a worker's scheduler and its goroutines: into a
+//! goroutine (`prepare_switch_in`, then `context::switch`), out of one
+//! back to the scheduler (`to_scheduler`, `switch_out`), from one parking
+//! goroutine straight into the one it woke (`hand_off`, `pass_over`), a
+//! goroutine's first and last instructions (`task_entry`), and the
+//! preemption signal's yield hook and the poll's slow path, which switch
+//! a goroutine out at the end of its slice. Each keeps the depth
+//! invariant of the module above.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::Arc;
+
+use super::{worker, Worker};
+use crate::context::switch;
+use crate::queue::TaskRef;
+use crate::task::{Task, DEAD, RUNNING};
+
+/// What every switch into a goroutine that has a stack does first, at
+/// depth 1: marks it running, pays the scan a deferral may want of it,
+/// and tells the overflow handler and the preempt record which stack the
+/// thread is about to run on and which task word is the goroutine's.
+pub(super) fn prepare_switch_in(me: &Worker, t: &TaskRef) {
+    let shared = &me.shared;
+    let p = me.proc_();
+    // Release: only the worker that dequeued it writes it now (wakers act
+    // only on WAITING).
+    t.state.store(RUNNING, Release);
+    // SAFETY: read-only: the stack stays with the task while it runs.
+    let (lo, hi) = match unsafe { (*t.stack.get()).as_ref() } {
+        Some(s) => (s.bottom(), s.top()),
+        None => unreachable!("a task runs with a stack"),
+    };
+    if shared.track_tasks {
+        // Before the deferral check: a stop that begins a deferral after
+        // this store sees this goroutine as running (both at depth 1).
+        p.current.store(Arc::as_ptr(t) as usize, Relaxed);
+        if shared.deferral.on() {
+            shared.deferral.before_resume(t);
+        }
+    }
+    crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
+    if let Some(a) = me.attached() {
+        // SAFETY: depth 1; the goroutine lowers it only once it runs on
+        // this stack, and it stays on it until it raises it again.
+        unsafe { a.set_stack_bounds(lo, hi) };
+        // SAFETY: the goroutine's own word, saved when it was last
+        // switched out (0 before its first run), as the cell requires.
+        unsafe { a.task_word_cell().store(*t.word.get(), Relaxed) };
+    }
+}
+
+/// What every switch out of a goroutine does, at depth 1: its task word
+/// goes with it (a stop sees it in the task source's report), and the
+/// record holds none until the next goroutine's is put back.
+pub(super) fn save_word(me: &Worker, t: &TaskRef) {
+    if let Some(a) = me.attached() {
+        // Only this thread writes the cell (load and store, not a swap: a
+        // locked instruction a switch). SAFETY: the cell's contract: 0,
+        // or a goroutine's own saved word.
+        let cell = unsafe { a.task_word_cell() };
+        let w = cell.load(Relaxed);
+        cell.store(0, Relaxed);
+        // SAFETY: only the worker that ran a task touches its cells.
+        unsafe { *t.word.get() = w };
+    }
+    if me.shared.track_tasks {
+        me.proc_().current.store(0, Relaxed);
+    }
+}
+
+/// `save_word` for `from` and `prepare_switch_in` for `to` at once, for a
+/// hand-off from one goroutine straight to the other, at depth 1: the
+/// record and the flags are looked up once, and the task word and
+/// `Proc::current` go from one goroutine's to the other's without the
+/// empty value between (nothing reads either until the thread is at depth
+/// 0 again, on `to`'s stack). Its parts keep `prepare_switch_in`'s order.
+#[inline]
+fn pass_over(me: &Worker, from: &TaskRef, to: &TaskRef) {
+    let shared = &me.shared;
+    // Release: as in `prepare_switch_in`.
+    to.state.store(RUNNING, Release);
+    // SAFETY: read-only: the stack stays with the task while it runs.
+    let (lo, hi) = match unsafe { (*to.stack.get()).as_ref() } {
+        Some(s) => (s.bottom(), s.top()),
+        None => unreachable!("a task runs with a stack"),
+    };
+    if shared.track_tasks {
+        me.proc_().current.store(Arc::as_ptr(to) as usize, Relaxed);
+        if shared.deferral.on() {
+            shared.deferral.before_resume(to);
+        }
+    }
+    crate::overflow::set_guard(lo - crate::stack::GUARD, lo);
+    if let Some(a) = me.attached() {
+        // SAFETY: the cell's contract: only this thread writes it, 0 or a
+        // goroutine's own saved word; only the worker that runs a task
+        // touches its cells.
+        unsafe {
+            let cell = a.task_word_cell();
+            *from.word.get() = cell.load(Relaxed);
+            cell.store(*to.word.get(), Relaxed);
+        }
+        // SAFETY: as in `prepare_switch_in`.
+        unsafe { a.set_stack_bounds(lo, hi) };
+    }
+}
+
+pub(super) extern "C" fn task_entry(arg: usize) -> ! {
+    let me = worker().expect("a goroutine runs on a worker");
+    // Switched into at depth 1: this is goroutine code now.
+    me.lower();
+    // SAFETY: `arg` is the Task the worker keeps alive while it runs.
+    let t = unsafe { &*(arg as *const Task) };
+    // A panic of the closure is caught by the body; this is only a guard
+    // against unwinding off the stack's top (a panicking destructor of a
+    // result nobody took, say).
+    // SAFETY: the worker running the task, once (its first run).
+    let _ = catch_unwind(AssertUnwindSafe(|| unsafe { t.body.run() }));
+    me.raise();
+    t.state.store(DEAD, SeqCst);
+    // SAFETY: back to the scheduler for good: it frees the stack only
+    // after this switch has saved our (never resumed) context.
+    unsafe { switch(&mut *t.ctx.get(), &*me.sched.get()) };
+    unreachable!("a dead goroutine was resumed");
+}
+
+/// Switches the running goroutine to its scheduler, at depth 1.
+fn switch_out(me: &Worker) {
+    let ctx = me.current().expect("a running goroutine").ctx.get();
+    // SAFETY: saves this goroutine's context, resumes the scheduler's; the
+    // task stays alive in the scheduler's hands meanwhile.
+    unsafe { switch(&mut *ctx, &*me.sched.get()) };
+}
+
+/// Switches the calling goroutine back to its worker's scheduler, having
+/// set its state (`RUNNING` to yield, `WAITING` to park). `prepare` runs
+/// first, at depth 1, with the goroutine (a park registers its waker
+/// there); if it returns false nothing is switched. A park whose worker
+/// has a goroutine in its `next` slot switches straight into it
+/// (`hand_off`) rather than through the scheduler.
+pub(crate) fn to_scheduler(prepare: impl FnOnce(&Worker, &TaskRef) -> bool) -> bool {
+    to_scheduler_on(worker().expect("a goroutine runs on a worker"), prepare)
+}
+
+/// [`to_scheduler`] for a caller that has looked its worker up already
+/// (`me` must be the calling thread's).
+#[inline]
+pub(crate) fn to_scheduler_on(
+    me: &'static Worker,
+    prepare: impl FnOnce(&Worker, &TaskRef) -> bool,
+) -> bool {
+    if let Some(a) = me.attached() {
+        if !a.may_switch_task(0) || pardon_preempt::holds_stopped_world() {
+            refuse_switch(a);
+        }
+    }
+    me.raise();
+    let go = prepare(me, me.current().expect("a running goroutine"));
+    if go && !hand_off(me) {
+        switch_out(me);
+    }
+    // Switched back into (by the scheduler, or by another goroutine's
+    // hand-off), or not switched.
+    me.lower();
+    go
+}
+
+/// Why the running goroutine cannot be switched out here (see
+/// `to_scheduler`), as a panic.
+#[cold]
+#[inline(never)]
+fn refuse_switch(a: &pardon_preempt::Attached) -> ! {
+    if pardon_preempt::holds_stopped_world() {
+        // Its worker would run other goroutines in the stopped world.
+        panic!("a goroutine cannot wait or yield while it holds a stopped world");
+    }
+    if !a.is_running() {
+        // In a safe region (a heap mutator's `blocking`): the other
+        // goroutines would run while stops count the thread stopped.
+        panic!(
+            "a goroutine cannot wait or yield inside a safe region \
+             (use pardon_sched::blocking for blocking calls)"
+        );
+    }
+    // Inside a region whose state the other goroutines of this worker
+    // share (a heap mutator's handle table, say).
+    panic!("a goroutine cannot wait or yield inside a no-preempt or no-yield region");
+}
+
+/// Parks the running goroutine by switching straight into the goroutine
+/// in the worker's `next` slot, which the scheduler would run next anyway
+/// (in the rest of the same slice): one switch instead of two, and none
+/// of the scheduler's loop (Go's `park_m` goes through `schedule` on g0
+/// every time). At depth 1, with the running goroutine `WAITING` (or
+/// already woken: see `task`).
+///
+/// Returns false, having changed nothing, when the scheduler must look
+/// first: a yield (the goroutine goes to the back of the queue), an empty
+/// `next`, a shutdown, or a goroutine in `next` that owes a collector's
+/// deferral a scan of its stack (made on the scheduler's stack, not on a
+/// goroutine's, whose room may be short). Returns true once the goroutine
+/// is running again.
+///
+/// A waker may queue the goroutine before this switch has saved it; it
+/// cannot run until then: a goroutine never leaves its worker, and this
+/// thread switches into it only after this switch (see `task`). No stop
+/// reads it meanwhile (the worker is at depth 1 until the goroutine
+/// switched into lowers it), and no deferred scan is owed by a goroutine
+/// that was running.
+fn hand_off(me: &Worker) -> bool {
+    let shared = &me.shared;
+    let cur = me.current().expect("a running goroutine");
+    // SAFETY: this thread's own slot, at depth 1 (see `next`).
+    let next = unsafe { &mut *me.next.get() };
+    let Some(to) = next.as_ref() else {
+        return false;
+    };
+    if !shared.config.hand_off
+        || cur.state.load(Relaxed) == RUNNING
+        // Woken by its own park's closure (on this thread, so into
+        // `next`): the scheduler switches back into it once it is saved.
+        || Arc::ptr_eq(to, cur)
+        || shared.shutdown.load(SeqCst)
+        || (shared.track_tasks && !shared.deferral.settled(to))
+    {
+        return false;
+    }
+    let t = next.take().expect("looked at above");
+    let p = me.proc_();
+    p.hand_offs.store(p.hand_offs.load(Relaxed) + 1, Relaxed);
+    pass_over(me, cur, &t);
+    let to = t.ctx.get();
+    // SAFETY: depth 1; no other access to `current` is live.
+    let from = unsafe { (*me.current.get()).replace(t) }.expect("a running goroutine");
+    let save = from.ctx.get();
+    // The reference is the park's first waker's now (see `park`); the
+    // task stays alive until this switch has saved it (it can only be
+    // queued on this worker meanwhile).
+    std::mem::forget(from);
+    // SAFETY: `to` was saved by the goroutine's last switch away (it has
+    // run: it was woken) and no other worker runs it; `save` is this
+    // goroutine's context, alive until the switch has saved it (above).
+    unsafe { switch(&mut *save, &*to) };
+    true
+}
+
+/// The preempt registry's yield hook (signal mode): called in the
+/// injected call, at depth 1, with every register of the interrupted
+/// goroutine saved on its stack. Switches the goroutine out if `token` is
+/// still its slice (`sysmon` asks with the slice's tick; a goroutine that
+/// has given up the worker since is left alone).
+pub(crate) fn on_yield(token: u64) {
+    let Some(me) = worker() else { return };
+    let p = me.proc_();
+    if p.tick.load(Acquire) != token || p.running.load(Relaxed) == 0 || me.current().is_none() {
+        return;
+    }
+    p.preemptions.fetch_add(1, Relaxed);
+    switch_out(me);
+}
+
+/// The slow path of a poll: ends the slice `sysmon` asked to end, if it
+/// is still the running one.
+#[cold]
+#[inline(never)]
+pub(crate) fn poll_slow(me: &Worker, wanted: u64) {
+    let p = me.proc_();
+    p.want_yield.store(0, Relaxed);
+    if p.tick.load(Relaxed) == wanted {
+        p.preemptions.fetch_add(1, Relaxed);
+        to_scheduler(|_, _| true);
+    }
+}
