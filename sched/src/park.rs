@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use crate::queue::{Place, TaskRef};
 use crate::region::RegionLock;
-use crate::task::{Task, NO_HOME, RUNNING, WAITING};
+use crate::task::{Task, NO_HOME, RUNNING, WAITING, WAITING_TWICE};
 use crate::worker::{goroutine, parking_here, to_scheduler_on, worker, Worker};
 
 /// What wakes one parked goroutine: owns a reference to it (see the
@@ -60,10 +60,12 @@ impl Waker {
     }
 
     /// A second waker of the same goroutine (an alarm's, beside the one
-    /// on a wait list): whichever wakes first wakes it, the other finds
-    /// it no longer parked, or must be taken back before it parks again
-    /// (see `timer`). It counts a reference of its own.
-    pub(crate) fn also(&self) -> Waker {
+    /// on a wait list), made only by [`Parker::two_wakers`], whose
+    /// announcement makes the two race by compare-and-swap: whichever
+    /// wakes first wakes it, the other finds it no longer parked, or must
+    /// be taken back before it parks again (see `timer`). It counts a
+    /// reference of its own.
+    fn also(&self) -> Waker {
         Waker::from_task(TaskRef::clone(&self.task))
     }
 
@@ -172,7 +174,22 @@ impl Parker<'_> {
     /// waker is found only after this store, which is why Release is
     /// enough (see `task`).
     pub(crate) fn waker(self) -> Waker {
-        self.task.state.store(WAITING, Release);
+        self.announce(WAITING)
+    }
+
+    /// [`Parker::waker`] for a park with two wakers (a timed wait's: its
+    /// wait list's, and its alarm's, which counts a reference of its own:
+    /// see [`Waker::also`]), announced as such (`WAITING_TWICE`: see
+    /// `task`) so that they race by compare-and-swap.
+    pub(crate) fn two_wakers(self) -> (Waker, Waker) {
+        let first = self.announce(WAITING_TWICE);
+        let second = first.also();
+        (first, second)
+    }
+
+    #[inline]
+    fn announce(self, state: u32) -> Waker {
+        self.task.state.store(state, Release);
         self.announced.set(true);
         let ptr = Arc::as_ptr(self.task);
         // SAFETY: `ptr` is a live `Arc`'s; the reference made here is the

@@ -5,7 +5,16 @@
 //! nor lost: a goroutine that is about to wait sets `WAITING` under the
 //! lock that publishes its waker, then switches away. A waker moves the
 //! word from `WAITING` to `RUNNABLE` and queues the goroutine; only whoever
-//! makes that move may queue it, so it is on at most one queue. A waker
+//! makes that move may queue it, so it is on at most one queue. A park
+//! has one waker, which therefore moves the word with a plain store (no
+//! other thread writes it until the goroutine runs again: a locked
+//! instruction a switch, 3 ns of 55, until the thirteenth session), except
+//! a timed wait's, which has two (its wait list's and its alarm's) and
+//! says so with `WAITING_TWICE`: the first of them to move the word, by
+//! compare-and-swap, queues it; the other finds it moved. (A waker never
+//! outlives the park it was made for: a timed wait's second waker is
+//! taken back or seen done, under the lock that holds it, before the
+//! goroutine parks again.) A waker
 //! may come before the switch has saved the goroutine's context: it is
 //! queued then all the same, and still never resumed before the save,
 //! because a goroutine never leaves its worker (see `runtime`) and that
@@ -16,7 +25,8 @@
 //! park, until the ninth session.)
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 
 use std::sync::Arc;
 
@@ -29,8 +39,11 @@ use crate::stack::Stack;
 pub(crate) const RUNNABLE: u32 = 0;
 /// Running on a worker.
 pub(crate) const RUNNING: u32 = 1;
-/// Parked, or switching away to park: a waker must queue it.
+/// Parked, or switching away to park: its one waker must queue it.
 pub(crate) const WAITING: u32 = 2;
+/// As `WAITING`, with two wakers (a timed wait): the one whose
+/// compare-and-swap moves the word must queue it.
+pub(crate) const WAITING_TWICE: u32 = 4;
 /// Finished: its stack goes back to the pool, or stays with it on its
 /// worker's free list.
 pub(crate) const DEAD: u32 = 3;
@@ -147,16 +160,83 @@ impl Task {
     /// Makes a parked (or parking) task runnable. Returns whether the
     /// caller must queue it (it was `WAITING`); running, runnable, already
     /// woken or dead, it is left alone.
+    #[inline]
     pub(crate) fn wake(&self) -> bool {
-        self.state
-            .compare_exchange(WAITING, RUNNABLE, SeqCst, SeqCst)
-            .is_ok()
+        let s = self.state.load(Acquire);
+        if s == WAITING {
+            // The park's only waker is the caller: nothing else writes
+            // the word before the goroutine runs again (module comment).
+            self.state.store(RUNNABLE, Release);
+            return true;
+        }
+        s == WAITING_TWICE
+            && self
+                .state
+                .compare_exchange(WAITING_TWICE, RUNNABLE, SeqCst, SeqCst)
+                .is_ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wake moves a parked task to `RUNNABLE` once and says so; a task
+    /// in any other state is left alone. With two wakers (`WAITING_TWICE`)
+    /// racing on two threads, exactly one of them wins, every round.
+    #[test]
+    fn a_wake_moves_a_parked_task_once() {
+        let shared = Shared::for_tests();
+        let t = Arc::new(Task::new(shared));
+        for parked in [WAITING, WAITING_TWICE] {
+            t.state.store(parked, SeqCst);
+            assert!(t.wake(), "the first wake of a task parked as {parked}");
+            assert_eq!(t.state.load(SeqCst), RUNNABLE);
+            assert!(!t.wake(), "a second wake of a task parked as {parked}");
+        }
+        for other in [RUNNABLE, RUNNING, DEAD] {
+            t.state.store(other, SeqCst);
+            assert!(!t.wake(), "a wake of a task in state {other}");
+            assert_eq!(t.state.load(SeqCst), other);
+        }
+        let rounds = if cfg!(miri) { 20 } else { 20_000 };
+        // Spins that yield now and then: the two threads may share a CPU.
+        let until = |f: &dyn Fn() -> bool| {
+            let mut n = 0u32;
+            while !f() {
+                n += 1;
+                if n.is_multiple_of(256) {
+                    std::thread::yield_now();
+                }
+                std::hint::spin_loop();
+            }
+        };
+        let (go, done) = (AtomicU32::new(0), AtomicU32::new(0));
+        std::thread::scope(|s| {
+            // The other waker: released by the store that releases this
+            // thread's own wake just below, so the two race closely.
+            let other = s.spawn(|| {
+                let mut won = 0;
+                for r in 1..=rounds {
+                    until(&|| go.load(SeqCst) == r);
+                    won += u32::from(t.wake());
+                    done.store(r, SeqCst);
+                }
+                won
+            });
+            let mut both = 0;
+            for r in 1..=rounds {
+                t.state.store(WAITING_TWICE, SeqCst);
+                go.store(r, SeqCst);
+                let mine = t.wake();
+                until(&|| done.load(SeqCst) == r);
+                both += u32::from(mine);
+                assert_eq!(t.state.load(SeqCst), RUNNABLE);
+            }
+            let theirs = other.join().unwrap();
+            assert_eq!(both + theirs, rounds, "each round, exactly one waker wins");
+        });
+    }
 
     /// Every field a reused task has is the one a new task has, whatever
     /// the finished task left in them (its body a result nobody took).

@@ -311,8 +311,7 @@ impl Alarm {
     ) -> Option<Waker> {
         let mut listed = None;
         let armed = push(t, at, || {
-            let waker = p.waker();
-            let again = waker.also();
+            let (waker, again) = p.two_wakers();
             listed = Some(waker);
             Due::Alarm(self.clone(), again)
         });

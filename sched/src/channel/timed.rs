@@ -368,3 +368,46 @@ impl<T> Receiver<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::WAITING_TWICE;
+    use crate::{Config, Preemption, Runtime};
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// A goroutine parked in a timed receive has two wakers (its wait
+    /// list's and its alarm's) and is announced as such, so that the two
+    /// race by compare-and-swap (see `task`): announced as a park with one
+    /// waker, both could queue it. Looked at from a thread outside the
+    /// runtime, through the channel's wait list, while it waits.
+    #[test]
+    fn a_timed_wait_is_announced_with_two_wakers() {
+        let rt = Runtime::new(Config {
+            procs: 1,
+            preemption: Preemption::Cooperative,
+            ..Config::default()
+        })
+        .unwrap();
+        let (tx, rx) = super::super::channel::<u32>(0);
+        let probe = rx.clone();
+        let h = rt.go(move || rx.recv_timeout(Duration::from_secs(3600)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let state = loop {
+            {
+                let mut st = lock(&probe.chan.state);
+                if let Some((w, data)) = st.recv_waiters.pop_with() {
+                    // SAFETY: the waker keeps the task alive.
+                    let s = unsafe { (*w.task_ptr()).state.load(SeqCst) };
+                    st.recv_waiters.push_with(w, data);
+                    break s;
+                }
+            }
+            assert!(Instant::now() < deadline, "the receiver never parked");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(state, WAITING_TWICE);
+        tx.send(7).unwrap();
+        assert_eq!(h.join().unwrap(), Ok(7));
+    }
+}

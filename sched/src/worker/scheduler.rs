@@ -16,7 +16,7 @@ use crate::attach::Holder;
 use crate::context::{switch, Context};
 use crate::linked::Fifo;
 use crate::queue::{Place, Proc, Shared, TaskRef};
-use crate::task::{DEAD, NO_HOME, RUNNABLE, RUNNING, WAITING};
+use crate::task::{DEAD, NO_HOME, RUNNABLE, RUNNING, WAITING, WAITING_TWICE};
 
 /// A worker thread's body. `ready` hears whether it could attach (the
 /// runtime's constructor waits for every worker's answer).
@@ -301,7 +301,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         // Parked: its waker queues it. Or woken already, even before
         // the switch above saved it: queued by its waker, on this worker.
         // Either way the reference is the waker's now (see `park`).
-        WAITING | RUNNABLE => std::mem::forget(t),
+        WAITING | WAITING_TWICE | RUNNABLE => std::mem::forget(t),
         DEAD => {
             let listed = if shared.track_tasks {
                 // SAFETY: only the worker running a task touches its cells.
