@@ -258,6 +258,15 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// The `q` quantile by nearest rank (the smallest value at least a
+/// fraction `q` of the values do not exceed): with fewer than 100 values,
+/// p99 is the max.
+fn quantile(v: &mut [Duration], q: f64) -> Duration {
+    v.sort();
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
 fn run(args: &Args, preemption: Preemption, workers: usize) -> Result<Row, String> {
     let heap = Heap::new(Config {
         preemption,
@@ -348,15 +357,17 @@ fn main() {
         return churn::churn_main(&args, preemption, secs);
     }
     println!(
-        "{:>7} {:>9} {:>10} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12} {:>12}",
+        "{:>7} {:>9} {:>10} | {:>9} {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>12} {:>12}",
         "markers",
         "live MiB",
         "objects",
         "ttsp p50",
+        "p99",
         "max",
         "mark p50",
         "max",
         "pause p50",
+        "p99",
         "max",
         "Mobj/s",
         "Mobj/s/core"
@@ -387,17 +398,20 @@ fn main() {
             median(&mut r.mark),
             median(&mut r.pause),
         );
+        let (t99, p99) = (quantile(&mut r.ttsp, 0.99), quantile(&mut r.pause, 0.99));
         let rate = r.objects as f64 / m50.as_secs_f64() / 1e6;
         println!(
-            "{:>7} {:>9.1} {:>10} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12.1} {:>12.1}",
+            "{:>7} {:>9.1} {:>10} | {:>9} {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>12.1} {:>12.1}",
             format!("{}/{}", r.used, r.workers),
             r.live as f64 / (1 << 20) as f64,
             r.objects,
             format!("{:.1}µs", t50.as_secs_f64() * 1e6),
+            format!("{:.1}µs", t99.as_secs_f64() * 1e6),
             format!("{:.1}µs", tmax.as_secs_f64() * 1e6),
             us(m50),
             us(mmax),
             us(p50),
+            us(p99),
             us(pmax),
             rate,
             rate / r.workers as f64,
@@ -410,5 +424,28 @@ fn main() {
                 s.as_secs_f64() / m50.as_secs_f64()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nearest rank, against values counted by hand.
+    #[test]
+    fn quantiles_are_nearest_ranks() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&x| Duration::from_millis(x))
+                .collect::<Vec<_>>()
+        };
+        let mut hundred = ms(&(1..=100).rev().collect::<Vec<_>>());
+        assert_eq!(quantile(&mut hundred, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&mut hundred, 0.5), Duration::from_millis(50));
+        let mut twenty = ms(&(1..=20).collect::<Vec<_>>());
+        assert_eq!(quantile(&mut twenty, 0.99), Duration::from_millis(20));
+        let mut one = ms(&[7]);
+        assert_eq!(quantile(&mut one, 0.99), Duration::from_millis(7));
+        assert_eq!(quantile(&mut one, 0.0), Duration::from_millis(7));
     }
 }
