@@ -159,7 +159,12 @@ func main() {
 		return
 	}
 	q := func(f float64) float64 { return float64(p[int(f*float64(len(p)-1))]) / 1000 }
-	fmt.Printf("pause-mmu go=%s live=%dMiB workers=%d: %d GCs, pause p50_us=%.1f p99_us=%.1f max_us=%.1f, MMU 1ms=%.2f 10ms=%.2f 100ms=%.2f\n",
+	// Iterations (one 16-byte node allocated each): 1024 a stamp.
+	iters := 0
+	for _, s := range stamps {
+		iters += 1024 * len(s)
+	}
+	fmt.Printf("pause-mmu go=%s live=%dMiB workers=%d: %d GCs, pause p50_us=%.1f p99_us=%.1f max_us=%.1f, MMU 1ms=%.2f 10ms=%.2f 100ms=%.2f, Miters=%.1f\n",
 		runtime.Version(), *liveMiB, *workers, ms.NumGC-before.NumGC, q(0.5), q(0.99), float64(p[len(p)-1])/1000,
-		worst(1_000_000), worst(10_000_000), worst(100_000_000))
+		worst(1_000_000), worst(10_000_000), worst(100_000_000), float64(iters)/1e6)
 }

@@ -83,8 +83,17 @@ fn best_count(stamps: &[u64], w: u64) -> usize {
 
 pub(crate) fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
     println!(
-        "{:>7} {:>9} {:>7} | {:>9} {:>9} {:>9} | {:>7} {:>7} {:>7}",
-        "markers", "live MiB", "cycles", "pause p50", "p99", "max", "MMU 1ms", "10ms", "100ms"
+        "{:>7} {:>9} {:>7} | {:>9} {:>9} {:>9} | {:>7} {:>7} {:>7} | {:>7}",
+        "markers",
+        "live MiB",
+        "cycles",
+        "pause p50",
+        "p99",
+        "max",
+        "MMU 1ms",
+        "10ms",
+        "100ms",
+        "Miters"
     );
     for &w in &args.mark_workers {
         let heap = crate::heap_or_exit(Config {
@@ -136,8 +145,11 @@ pub(crate) fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
                 .map(|s| mmu(s, win))
                 .fold(f64::INFINITY, f64::min)
         };
+        // Iterations (one 16-byte node allocated each), a stamp every
+        // `STAMP_EVERY`.
+        let iters: u64 = stamps.iter().map(|s| STAMP_EVERY * s.len() as u64).sum();
         println!(
-            "{:>7} {:>9.1} {:>7} | {:>9} {:>9} {:>9} | {:>7.2} {:>7.2} {:>7.2}",
+            "{:>7} {:>9.1} {:>7} | {:>9} {:>9} {:>9} | {:>7.2} {:>7.2} {:>7.2} | {:>7.1}",
             format!("{w}"),
             after.last.live as f64 / (1 << 20) as f64,
             cycles,
@@ -147,6 +159,7 @@ pub(crate) fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
             worst(1_000_000),
             worst(10_000_000),
             worst(100_000_000),
+            iters as f64 / 1e6,
         );
     }
 }
