@@ -123,9 +123,11 @@ impl CycleStats {
             String::new()
         } else {
             format!(
-                " [concurrent: stops {:.1} + {:.1} µs, marking {:.1} µs between ({} parked stacks scanned in {:.1} µs); assists {:.1} MB in {} units, {} brake waits; {} spans swept after in {:.1} µs]",
+                " [concurrent: stops {:.1} + {:.1} µs (time to safepoint {:.1} + {:.1}), marking {:.1} µs between ({} parked stacks scanned in {:.1} µs); assists {:.1} MB in {} units, {} brake waits; {} spans swept after in {:.1} µs]",
                 self.pause_start.as_secs_f64() * 1e6,
                 self.pause_end.as_secs_f64() * 1e6,
+                self.ttsp.as_secs_f64() * 1e6,
+                self.ttsp_end.as_secs_f64() * 1e6,
                 self.concurrent_mark.as_secs_f64() * 1e6,
                 self.deferred_tasks,
                 self.deferred_scan.as_secs_f64() * 1e6,
@@ -171,7 +173,9 @@ pub struct GcStats {
     pub collections: u64,
     /// Of which minor (generational heaps).
     pub minor_collections: u64,
-    /// Time to safepoint, nanoseconds.
+    /// Time to safepoint of every stop, nanoseconds: one a stop-the-world
+    /// collection, two a concurrent one (`CycleStats::ttsp` and
+    /// `ttsp_end`), so its count is the number of stops.
     pub ttsp_ns: Histogram<u64>,
     /// Pauses (stop to restart), nanoseconds.
     pub pause_ns: Histogram<u64>,
@@ -211,6 +215,10 @@ impl StatsRecorder {
         self.collections += 1;
         self.minor += u64::from(c.kind == CollectionKind::Minor);
         self.ttsp.saturating_record(c.ttsp.as_nanos().max(1) as u64);
+        if !c.ttsp_end.is_zero() {
+            // A concurrent cycle's second stop.
+            self.ttsp.saturating_record(c.ttsp_end.as_nanos() as u64);
+        }
         self.pause
             .saturating_record(c.pause.as_nanos().max(1) as u64);
         self.last = *c;
@@ -240,5 +248,36 @@ impl StatsRecorder {
             heap,
             abandoned: self.abandoned,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stop-the-world cycle adds one time to safepoint, a concurrent
+    /// one both of its stops', and the pause once either way.
+    #[test]
+    fn every_stop_s_time_to_safepoint_is_recorded() {
+        let us = Duration::from_micros;
+        let mut r = StatsRecorder::new();
+        r.record(&CycleStats {
+            ttsp: us(10),
+            pause: us(100),
+            ..CycleStats::default()
+        });
+        r.record(&CycleStats {
+            ttsp: us(20),
+            ttsp_end: us(4000),
+            pause: us(4100),
+            ..CycleStats::default()
+        });
+        assert_eq!(r.collections, 2);
+        assert_eq!(r.ttsp.len(), 3);
+        assert_eq!(r.pause.len(), 2);
+        let max = r.ttsp.max();
+        assert!((3_990_000..=4_010_000).contains(&max), "{max}");
+        let min = r.ttsp.min();
+        assert!((9_990..=10_010).contains(&min), "{min}");
     }
 }
