@@ -65,7 +65,8 @@ impl RawHeap {
             };
             drop(c);
             budget -= 1;
-            let r = self.sweep_span(s, sg);
+            // An empty span is taken as it is (see `sweep_span`).
+            let r = self.sweep_span(s, sg, true);
             if r.span_freed {
                 continue;
             }
