@@ -65,8 +65,7 @@ impl RawHeap {
             };
             drop(c);
             budget -= 1;
-            // An empty span is taken as it is (see `sweep_span`).
-            let r = self.sweep_span(s, sg, true);
+            let r = self.sweep_span(s, sg);
             if r.span_freed {
                 continue;
             }

@@ -36,14 +36,15 @@ impl RawHeap {
     /// Sweeps span `s`, which the caller has taken off an unswept list. The
     /// alloc bits take the mark bits; a marked object in a free slot (a
     /// zombie) panics with a diagnostic; in verify mode freed slots are
-    /// poisoned; a span left empty goes back to the page heap, unless
-    /// `keep_empty`, for a caller about to allocate from a span of its
-    /// class (`cache_span`), which takes it as it is: an empty span of
-    /// that class, swept, as the page heap would have made it again (two
-    /// page-heap locks fewer a refill; mutators sweeping garbage-only spans
-    /// contended for that lock inside no-preempt regions). Allocates
+    /// poisoned; a span left empty goes back to the page heap. Allocates
     /// nothing.
-    pub(crate) fn sweep_span(&self, s: *mut Span, sg: u32, keep_empty: bool) -> Swept {
+    ///
+    /// (Tried, thirteenth session: a refill keeping an empty span of its
+    /// class rather than freeing it and allocating another. Mutators slept
+    /// on the page heap's lock 20 times less and churned 8-13 % faster,
+    /// but `pause --churn` runs had a pause p99 over 1.5 ms in 7 of 7
+    /// against 3 of 7: see docs/STATUS.md.)
+    pub(crate) fn sweep_span(&self, s: *mut Span, sg: u32) -> Swept {
         let span = span_ref(s);
         // Go's sweepgen protocol: sg-2 needs sweeping, sg-1 is being swept,
         // sg is swept. Anything else is a double sweep, which would free live
@@ -127,7 +128,7 @@ impl RawHeap {
         // `allocated` is not reduced here: the collection that made these
         // objects garbage already reset it to the bytes it marked.
         let freed_bytes = freed * elemsize;
-        let span_freed = live == 0 && !keep_empty;
+        let span_freed = live == 0;
         if span_freed {
             span.state.store(MANUAL, Release);
             self.pages.free(&self.arena, s, self.gc_count.load(Relaxed));
@@ -169,7 +170,7 @@ impl RawHeap {
                     return false;
                 };
                 drop(c);
-                if !self.sweep_span(s, sg, false).span_freed {
+                if !self.sweep_span(s, sg).span_freed {
                     let mut c = lock(&self.central[spc]);
                     if span_ref(s).has_free() {
                         push(&mut c.partial[sw], s);
@@ -190,7 +191,7 @@ impl RawHeap {
                 return false;
             };
             drop(l);
-            if !self.sweep_span(s, sg, false).span_freed {
+            if !self.sweep_span(s, sg).span_freed {
                 // A large span that survives sweeping holds a marked object:
                 // on a generational heap, an old one.
                 let i = if self.config.generational {
