@@ -86,6 +86,7 @@ impl Collector {
             ttsp: world.stats().ttsp,
             signals: world.stats().signals,
             held: world.stats().held,
+            moved: world.stats().moved,
             heap_before,
             ..CycleStats::default()
         };

@@ -75,6 +75,10 @@ pub struct CycleStats {
     /// without a signal (both stops of a concurrent cycle; see
     /// `pardon_preempt::StopStats::held`).
     pub held: u32,
+    /// Threads that kept a stop waiting and were moved to the coordinator's
+    /// CPU (both stops of a concurrent cycle; see
+    /// `pardon_preempt::StopStats::moved`).
+    pub moved: u32,
     /// Threads stopped by each route.
     pub stopped_injected: u32,
     /// See `stopped_injected`.
@@ -139,7 +143,7 @@ impl CycleStats {
             )
         };
         format!(
-            "pardon gc {}{}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise ({} suspended tasks, roots {:.1} µs), stopped: {} injected, {} in-handler, {} poll, {} safe-region{}",
+            "pardon gc {}{}: ttsp {:.1} µs, pause {:.1} µs (mark {:.1} µs by {} thread(s)), {:.1}->{:.1} MB heap, {:.1} MB live, {} objects marked, {} conservative roots, {} precise ({} suspended tasks, roots {:.1} µs), stopped: {} injected, {} in-handler, {} poll, {} safe-region{}{}",
             self.number,
             match self.kind {
                 CollectionKind::Full => String::new(),
@@ -161,6 +165,11 @@ impl CycleStats {
             self.stopped_in_handler,
             self.stopped_poll,
             self.stopped_safe,
+            if self.moved > 0 {
+                format!(", {} moved to the coordinator's CPU", self.moved)
+            } else {
+                String::new()
+            },
             if self.verified { ", verified" } else { "" },
         ) + &concurrent
     }
@@ -187,6 +196,9 @@ pub struct GcStats {
     /// timed out, or the preemption signal's handler was replaced). Paced
     /// ones are retried only after the heap has grown by another budget.
     pub abandoned: u64,
+    /// Threads moved to the coordinator's CPU, over every stop (see
+    /// `CycleStats::moved`).
+    pub moved: u64,
 }
 
 pub(crate) struct StatsRecorder {
@@ -196,6 +208,7 @@ pub(crate) struct StatsRecorder {
     pub pause: Histogram<u64>,
     pub last: CycleStats,
     pub abandoned: u64,
+    pub moved: u64,
 }
 
 impl StatsRecorder {
@@ -203,6 +216,7 @@ impl StatsRecorder {
         let h = || Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
         StatsRecorder {
             abandoned: 0,
+            moved: 0,
             collections: 0,
             minor: 0,
             ttsp: h(),
@@ -214,6 +228,7 @@ impl StatsRecorder {
     pub fn record(&mut self, c: &CycleStats) {
         self.collections += 1;
         self.minor += u64::from(c.kind == CollectionKind::Minor);
+        self.moved += u64::from(c.moved);
         self.ttsp.saturating_record(c.ttsp.as_nanos().max(1) as u64);
         if !c.ttsp_end.is_zero() {
             // A concurrent cycle's second stop.
@@ -231,6 +246,7 @@ impl StatsRecorder {
         out.minor = self.minor;
         out.last = self.last;
         out.abandoned = self.abandoned;
+        out.moved = self.moved;
         out.ttsp.reset();
         out.pause.reset();
         // Same bounds, no auto-resize: adding cannot fail or allocate.
@@ -247,6 +263,7 @@ impl StatsRecorder {
             last: self.last,
             heap,
             abandoned: self.abandoned,
+            moved: self.moved,
         }
     }
 }

@@ -122,6 +122,14 @@ pub struct Config {
     pub retry: Duration,
     /// The largest re-signal interval.
     pub resend_max: Duration,
+    /// A thread that has kept a stop waiting this long is moved to the
+    /// coordinator's CPU, which the coordinator leaves idle while it waits,
+    /// and given back its affinity before the stop returns (see
+    /// `migrate.rs` for when a thread is not moved). It answers a thread
+    /// queued behind another task on its CPU while the coordinator's CPU
+    /// idles, which Linux leaves waiting for a tick or more. `None`: never.
+    /// Not used by [`AckWait::GoSuspendG`], which is Go's loop as it is.
+    pub move_after: Option<Duration>,
     /// A stop that has not completed after this long fails with a report of
     /// the threads that did not answer, and the world is restarted.
     pub stop_timeout: Duration,
@@ -167,6 +175,7 @@ impl Default for Config {
             retry: Duration::from_micros(50),
             resend_max: Duration::from_millis(20),
             stop_timeout: Duration::from_secs(30),
+            move_after: Some(Duration::from_micros(200)),
             drop_signal_every: 0,
             wait: AckWait::Futex,
             yield_hook: None,

@@ -166,6 +166,14 @@ pub(crate) struct ThreadRecord {
     /// taken there, yields refused. Written only by the owner; read by its
     /// handler.
     pub no_yield: AtomicU32,
+    /// The CPU a coordinator moved this thread to because it kept a stop
+    /// waiting (see `migrate`), or -1. Written only by the coordinator of
+    /// a stopped world, under the thread-list lock, and put back to -1
+    /// (with the thread's affinity) before that stop ends.
+    pub moved_to: AtomicI32,
+    /// The thread's affinity before that move. As `moved_to`, whose -1
+    /// means this holds nothing.
+    pub moved_from: UnsafeCell<sys::CpuMask>,
 }
 
 impl Drop for ThreadRecord {
@@ -180,7 +188,8 @@ impl Drop for ThreadRecord {
 // SAFETY: all shared mutable fields are atomics except `gprs` and the buffer
 // behind `xsave_copy`, which are only written by the owner before its
 // release-acknowledgement and only read by a coordinator after acquiring it,
-// so there is no concurrent access.
+// and `moved_from`, which only the coordinator holding the thread-list lock
+// touches; so there is no concurrent access.
 unsafe impl Sync for ThreadRecord {}
 // SAFETY: as above; the raw registry pointer is to a `RegistryInner` kept
 // alive by an `Arc` in the owning `Attached`.

@@ -38,7 +38,12 @@
 //!   not yet woken: on a virtual machine that takes tens of microseconds) is
 //!   held and acknowledged on its behalf (`PARKED -> PARKED_HELD`); it
 //!   resumes only by its own CAS from `PARKED`, which fails while it is
-//!   held.
+//!   held. A thread that keeps a stop waiting for
+//!   [`Config::move_after`] (200 µs) is moved to the coordinator's CPU,
+//!   which the coordinator leaves idle while it sleeps, and gets its
+//!   affinity back before the stop returns: Linux leaves a thread queued
+//!   behind another task on its own CPU for a tick or more while another
+//!   CPU idles, and the stop would wait with it (`migrate.rs`).
 //! - [`AckWait::GoSuspendG`] replaces that wait with Go's `suspendG` loop,
 //!   as a baseline: spin 10 µs, then yield, re-signalling a thread that
 //!   handled its signal without stopping at most every 5 µs. It never
@@ -195,6 +200,7 @@ mod fork;
 pub mod futex;
 mod handshake;
 mod here;
+mod migrate;
 mod park;
 mod poll;
 mod registry;

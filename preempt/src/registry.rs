@@ -313,6 +313,8 @@ impl Registry {
             yields_refused: AtomicU64::new(0),
             task_word: AtomicUsize::new(0),
             no_yield: AtomicU32::new(0),
+            moved_to: AtomicI32::new(-1),
+            moved_from: UnsafeCell::new(sys::empty_mask()),
         });
         let ptr: *const ThreadRecord = Box::into_raw(rec);
         // Everything that may allocate or block happens before the record is

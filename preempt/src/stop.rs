@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::AckWait;
 use crate::handshake::{current, outstanding, Nudged, ThreadRecord};
+use crate::migrate;
 use crate::registry::{lock, Registry};
 use crate::state::{self, StopKind};
 use crate::sys;
@@ -54,6 +55,11 @@ pub struct StopStats {
     /// Threads found still parked from an earlier stop (not yet resumed) and
     /// held for this one without a signal.
     pub held: u32,
+    /// Threads that kept the stop waiting for
+    /// [`Config::move_after`](crate::Config::move_after) and were moved to
+    /// the coordinator's CPU (given back their affinity before the stop
+    /// returned).
+    pub moved: u32,
 }
 
 impl StopStats {
@@ -404,9 +410,14 @@ impl Registry {
             _holding: holding,
             _not_send: PhantomData,
         };
-        match self.wait_acks(&mut world, e, start) {
+        let waited = self.wait_acks(&mut world, e, start);
+        let ttsp = start.elapsed();
+        if world.stats.moved > 0 {
+            migrate::restore_moved(world.threads.as_ref().expect("threads held"));
+        }
+        match waited {
             Ok(()) => {
-                world.stats.ttsp = start.elapsed();
+                world.stats.ttsp = ttsp;
                 Ok(world)
             }
             Err(waited) => {
@@ -495,6 +506,9 @@ impl Registry {
         let mut interval = cfg.resend_initial;
         let mut retry = cfg.retry;
         let mut next_resend = Instant::now() + interval;
+        // When to move the threads still outstanding to this CPU (see
+        // `migrate`); `None` once done, or if never.
+        let mut move_at = cfg.move_after.map(|d| start + d);
         loop {
             if remaining() == 0 {
                 return Ok(());
@@ -503,6 +517,11 @@ impl Registry {
             let waited = now - start;
             if waited >= cfg.stop_timeout {
                 return Err(waited);
+            }
+            if move_at.is_some_and(|t| now >= t) {
+                move_at = None;
+                world.stats.moved += migrate::move_laggards(threads, me, e);
+                continue;
             }
             if inner.retry_asked.swap(0, Ordering::SeqCst) != 0 {
                 // A thread got its signal where it could not stop: signal
@@ -520,7 +539,8 @@ impl Registry {
                 next_resend = Instant::now() + interval;
                 continue;
             }
-            let sleep = (next_resend - now).min(cfg.stop_timeout - waited);
+            let wake_at = move_at.map_or(next_resend, |t| t.min(next_resend));
+            let sleep = (wake_at - now).min(cfg.stop_timeout - waited);
             // Sleep until the last acknowledgement (see `ThreadRecord::ack`)
             // or a request to retry. Both raise `coordinator_seq` before they
             // look at `coordinator_sleeping`: read after they did, the checks

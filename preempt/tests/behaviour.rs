@@ -494,6 +494,9 @@ fn stops_never_wait_for_the_timer(strategy: Preemption, spinners: usize, stops: 
         resend_initial: Duration::from_secs(120),
         resend_max: Duration::from_secs(120),
         stop_timeout: Duration::from_secs(120),
+        // No wake at the move point either: it would end a stop whose
+        // wake-up was lost.
+        move_after: None,
         ..Config::default()
     })
     .unwrap();

@@ -106,6 +106,7 @@ impl Collector {
         cycle.ttsp = world.stats().ttsp;
         cycle.signals = world.stats().signals;
         cycle.held = world.stats().held;
+        cycle.moved = world.stats().moved;
         self.count_stopped(&world, &mut cycle);
         self.flush_caches();
         self.raw.finish_sweep();
@@ -171,6 +172,7 @@ impl Collector {
         cycle.ttsp_end = ttsp_end;
         cycle.signals += world.stats().signals;
         cycle.held += world.stats().held;
+        cycle.moved += world.stats().moved;
         self.flush_caches();
         m.take_shaded(&self.raw);
         let assists = self.end_assists(&mut m);

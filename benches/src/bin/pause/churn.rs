@@ -83,15 +83,17 @@ fn best_count(stamps: &[u64], w: u64) -> usize {
 
 pub(crate) fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
     println!(
-        "{:>7} {:>9} {:>7} | {:>9} {:>9} {:>9} | {:>9} {:>9} | {:>7} {:>7} {:>7} | {:>7}",
+        "{:>7} {:>9} {:>7} | {:>9} {:>9} {:>9} {:>5} | {:>9} {:>9} {:>5} | {:>7} {:>7} {:>7} | {:>7}",
         "markers",
         "live MiB",
         "cycles",
         "pause p50",
         "p99",
         "max",
+        ">1ms",
         "ttsp p99",
         "max",
+        "moved",
         "MMU 1ms",
         "10ms",
         "100ms",
@@ -154,15 +156,17 @@ pub(crate) fn churn_main(args: &Args, preemption: Preemption, secs: u64) {
         // `STAMP_EVERY`.
         let iters: u64 = stamps.iter().map(|s| STAMP_EVERY * s.len() as u64).sum();
         println!(
-            "{:>7} {:>9.1} {:>7} | {:>9} {:>9} {:>9} | {:>9} {:>9} | {:>7.2} {:>7.2} {:>7.2} | {:>7.1}",
+            "{:>7} {:>9.1} {:>7} | {:>9} {:>9} {:>9} {:>5} | {:>9} {:>9} {:>5} | {:>7.2} {:>7.2} {:>7.2} | {:>7.1}",
             format!("{w}"),
             after.last.live as f64 / (1 << 20) as f64,
             cycles,
             q(0.5),
             q(0.99),
             format!("{:.1}µs", pauses.max() as f64 / 1e3),
+            pauses.count_between(1_000_001, u64::MAX),
             format!("{:.1}µs", ttsps.value_at_quantile(0.99) as f64 / 1e3),
             format!("{:.1}µs", ttsps.max() as f64 / 1e3),
+            after.moved - before.moved,
             worst(1_000_000),
             worst(10_000_000),
             worst(100_000_000),

@@ -18,5 +18,8 @@ pub(crate) use signal::{
     is_waiting_syscall, Ucontext, PARK_STACK_NEED, RED_ZONE,
 };
 pub(crate) use text::exe_text_range;
-pub(crate) use thread::{approx_sp, current_cpu, current_stack_bounds, gettid, send_signal};
+pub(crate) use thread::{
+    affinity, approx_sp, current_cpu, current_stack_bounds, empty_mask, gettid, mask_count,
+    mask_eq, mask_has, only_cpu, send_signal, set_affinity, CpuMask,
+};
 pub(crate) use trampoline::injection_stack_need;
