@@ -126,7 +126,9 @@ pub(crate) struct ThreadRecord {
     /// (relaxed); anyone reads, for tests and statistics.
     pub signals_received: AtomicU64,
     /// Parks by `StopKind`. As `signals_received` (a coordinator that
-    /// claims a safe-region thread counts for it).
+    /// claims a safe-region thread counts for it; a park that the stop
+    /// held before the thread's own acknowledgement counts as held, in the
+    /// stop's figures, not here).
     pub parks: [AtomicU64; 6],
     /// Nanoseconds spent parked (from publishing to waking), all kinds but
     /// safe regions. As `signals_received`.

@@ -70,8 +70,15 @@ fn publish_and_ack(
         rec.last_park_epoch.store(e, Ordering::Relaxed);
         rec.last_park_world.store(w, Ordering::Relaxed);
         rec.state.store(state::PARKED, Ordering::SeqCst);
-        rec.count_park(kind);
-        rec.ack(e);
+        // The coordinator of this very stop may find us `PARKED` before our
+        // acknowledgement (we were woken from the previous stop and are
+        // parking again for this one) and hold us, acknowledging for us:
+        // sound, as everything it reads was published above, and then the
+        // stop counts us as held, so the park is counted only if our own
+        // acknowledgement is the one that took.
+        if rec.ack(e) {
+            rec.count_park(kind);
+        }
         return Some(w);
     }
 }
