@@ -324,6 +324,18 @@ impl StoppedWorld<'_> {
 /// In a forked child: keeps only the calling thread's record in `threads`
 /// (the registry's list, locked), giving it the child's pid. The others'
 /// records are leaked: their threads are not in this process.
+/// `d` after `t`; when that is past what an `Instant` can hold (a
+/// `Config` duration of `Duration::MAX`, a user's "never"), a century
+/// after `t`, which no stop waits for. Adding the duration itself would
+/// panic in the coordinator, with the world stopped.
+fn later(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    // A century fits: `Instant` counts seconds since boot in an i64.
+    t.checked_add(d)
+        .or_else(|| t.checked_add(CENTURY))
+        .unwrap_or(t)
+}
+
 pub(crate) fn keep_only_current(threads: &mut Vec<*const ThreadRecord>, pid: i32) {
     let me = current().map_or(std::ptr::null(), |r| r as *const ThreadRecord);
     threads.retain(|&p| std::ptr::eq(p, me));
@@ -490,7 +502,7 @@ impl Registry {
         // (on 2 CPUs with 2 spinning threads, always), and spinning would
         // only delay it.
         let spin_until = if remaining() < inner.cpus {
-            start + cfg.spin
+            later(start, cfg.spin)
         } else {
             start
         };
@@ -505,10 +517,10 @@ impl Registry {
         }
         let mut interval = cfg.resend_initial;
         let mut retry = cfg.retry;
-        let mut next_resend = Instant::now() + interval;
+        let mut next_resend = later(Instant::now(), interval);
         // When to move the threads still outstanding to this CPU (see
         // `migrate`); `None` once done, or if never.
-        let mut move_at = cfg.move_after.map(|d| start + d);
+        let mut move_at = cfg.move_after.map(|d| later(start, d));
         loop {
             if remaining() == 0 {
                 return Ok(());
@@ -526,8 +538,8 @@ impl Registry {
             if inner.retry_asked.swap(0, Ordering::SeqCst) != 0 {
                 // A thread got its signal where it could not stop: signal
                 // again soon, backing off if it keeps happening.
-                next_resend = next_resend.min(now + retry);
-                retry = (retry * 2).min(cfg.resend_max);
+                next_resend = next_resend.min(later(now, retry));
+                retry = retry.saturating_mul(2).min(cfg.resend_max);
             }
             if now >= next_resend {
                 for r in outstanding(threads, me, e) {
@@ -535,8 +547,8 @@ impl Registry {
                         .stats
                         .count(self.inner.nudge(r, e, signal_mode, true), true);
                 }
-                interval = (interval * 2).min(cfg.resend_max);
-                next_resend = Instant::now() + interval;
+                interval = interval.saturating_mul(2).min(cfg.resend_max);
+                next_resend = later(Instant::now(), interval);
                 continue;
             }
             let wake_at = move_at.map_or(next_resend, |t| t.min(next_resend));
@@ -581,7 +593,7 @@ impl Registry {
         let mut next_yield = start + YIELD_DELAY;
         let mut next_preempt = start + YIELD_DELAY / 2;
         let mut interval = cfg.resend_initial;
-        let mut next_resend = start + interval;
+        let mut next_resend = later(start, interval);
         loop {
             if outstanding(threads, me, e).next().is_none() {
                 return Ok(());
@@ -599,8 +611,8 @@ impl Registry {
                         .stats
                         .count(self.inner.nudge(r, e, signal_mode, true), true);
                 }
-                interval = (interval * 2).min(cfg.resend_max);
-                next_resend = now + interval;
+                interval = interval.saturating_mul(2).min(cfg.resend_max);
+                next_resend = later(now, interval);
             } else if now >= next_preempt {
                 for r in outstanding(threads, me, e) {
                     // A thread with no signal outstanding got one and did not
@@ -618,6 +630,31 @@ impl Registry {
                 std::thread::yield_now();
                 next_yield = Instant::now() + YIELD_DELAY / 2;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::later;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn later_adds_what_fits_and_puts_never_a_century_off() {
+        let t = Instant::now();
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(3600),
+        ] {
+            assert_eq!(later(t, d), t + d);
+        }
+        for d in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let far = later(t, d);
+            assert!(
+                far >= t + Duration::from_secs(99 * 365 * 24 * 3600),
+                "{d:?}"
+            );
         }
     }
 }

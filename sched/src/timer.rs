@@ -227,11 +227,23 @@ pub(crate) fn make_room(t: &'static Timers) {
     crate::room::grow(&t.heap, |h| &mut h.0);
 }
 
+/// `d` from now; when that is past what an `Instant` can hold (a
+/// caller's `Duration::MAX`, meaning "never"), a century from now, which
+/// no timer reaches. Adding `d` itself would panic in the caller.
+pub(crate) fn deadline(d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    // A century fits: `Instant` counts seconds since boot in an i64.
+    now.checked_add(d)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
+
 /// Sleeps for at least `d`: a goroutine is parked (its worker runs
 /// others) and woken by the timer thread; a thread outside the runtime
-/// sleeps.
+/// sleeps. `Duration::MAX` sleeps for ever.
 pub fn sleep(d: Duration) {
-    let at = Instant::now() + d;
+    let at = deadline(d);
     if crate::worker::goroutine().is_none() {
         std::thread::sleep(d);
         return;
@@ -260,8 +272,9 @@ pub fn sleep(d: Duration) {
 /// A channel that receives the time once, at least `d` from now (Go's
 /// `time.After`). Works from goroutines and from threads outside a
 /// runtime; if no timer thread can be started, the time is sent at once.
+/// After `Duration::MAX`, nothing is ever sent.
 pub fn after(d: Duration) -> crate::channel::Receiver<Instant> {
-    let at = Instant::now() + d;
+    let at = deadline(d);
     let (tx, rx) = crate::channel::channel(1);
     match started() {
         Some(t) => {

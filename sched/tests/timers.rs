@@ -378,3 +378,51 @@ fn send_timeouts_racing_receives_lose_and_duplicate_nothing() {
         );
     }
 }
+
+/// `Duration::MAX` (a caller's "never") is a wait with no end, not an
+/// overflow: `sleep`, `after`, `recv_timeout` and `send_timeout` with it
+/// used to panic adding it to the time. From goroutines and from a thread
+/// outside the runtime, each waits for what ends it (a value, a receiver,
+/// the channel's end) or, for `sleep` and `after`, not at all.
+#[test]
+fn the_longest_timeouts_wait_without_end() {
+    let check = || {
+        let (tx, rx) = channel::channel::<u32>(0);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            tx.send(7).unwrap();
+            tx
+        });
+        assert_eq!(rx.recv_timeout(Duration::MAX), Ok(7));
+        drop(sender.join().unwrap());
+        assert_eq!(
+            rx.recv_timeout(Duration::MAX),
+            Err(RecvTimeoutError::Disconnected)
+        );
+
+        let (tx, rx) = channel::channel::<u32>(0);
+        let receiver = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            rx.recv()
+        });
+        assert_eq!(tx.send_timeout(8, Duration::MAX), Ok(()));
+        assert_eq!(receiver.join().unwrap(), Ok(8));
+        assert_eq!(
+            tx.send_timeout(9, Duration::MAX),
+            Err(SendTimeoutError::Disconnected(9))
+        );
+
+        let never = after(Duration::MAX);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(never.try_recv(), Err(TryRecvError::Empty));
+    };
+    check();
+    let rt = runtime(2);
+    rt.block_on(check).unwrap();
+    // A goroutine that sleeps for ever stays parked; the runtime still
+    // drops.
+    let asleep = rt.go(|| pardon_sched::sleep(Duration::MAX));
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!asleep.is_finished());
+    drop(rt);
+}

@@ -11,7 +11,10 @@
 //! a goroutine with no receiver to meet parks with its value in its own
 //! frame, where the receiver takes it (one lock a send). A thread outside
 //! the runtime, which cannot park, queues its value and waits for it to be
-//! popped.
+//! popped (or, every receiver gone, takes it back: a rendezvous send
+//! returns only once a receiver has the value); a thread waiting in a
+//! receive is counted, so that a send that does not wait for a receiver to
+//! come may queue its value for it (see `State::polling_receivers`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -37,8 +40,22 @@ struct State<T> {
     /// Values pushed and popped so far: a rendezvous sender outside the
     /// runtime (which cannot park) waits until its value's number has been
     /// popped.
+    /// A rendezvous sender outside the runtime that finds every receiver
+    /// gone takes its value back out of the queue once it is at the front
+    /// (those ahead of it belong to senders doing the same), counting it
+    /// popped, so the numbers of the values behind still hold.
     pushed: u64,
     popped: u64,
+    /// Threads outside the runtime waiting in a receive (`recv`,
+    /// `recv_timeout`), which cannot park: they look and yield or sleep.
+    /// Raised on a thread's first look and lowered under the same lock as
+    /// the look that ends its wait (which takes a value if one is queued),
+    /// so a value queued for one of them is always taken. A send that must
+    /// not wait for a receiver to come (`try_send`, `send_timeout`) queues
+    /// its value on a rendezvous channel only while more of them wait than
+    /// values are queued (see `room_now`): it is then taken at one of their
+    /// next looks, as a parked receiver's would be at once.
+    polling_receivers: usize,
     senders: usize,
     receivers: usize,
     /// Goroutines waiting to send: for room on a buffered channel; on a
@@ -54,6 +71,19 @@ struct State<T> {
 }
 
 impl<T> State<T> {
+    /// Whether a send that does not wait for a receiver to come may queue
+    /// a value now: a buffer with room, or, on a rendezvous channel, a
+    /// thread outside the runtime waiting in a receive for each value
+    /// queued and this one (see `polling_receivers`). (A receiver parked
+    /// in `recv` is handed the value first: `give_to_receiver`.)
+    fn room_now(&self) -> bool {
+        match self.cap {
+            None => true,
+            Some(0) => self.polling_receivers > self.queue.len(),
+            Some(c) => self.queue.len() < c,
+        }
+    }
+
     /// Hands the value in `v` to a goroutine parked in a receive, if one
     /// is listed: writes it into that receiver's slot and wakes it (under
     /// the lock the caller holds). Returns whether it did (`v` is then
@@ -139,6 +169,7 @@ fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             cap,
             pushed: 0,
             popped: 0,
+            polling_receivers: 0,
             senders: 1,
             receivers: 1,
             send_waiters: WaitList::new(),
@@ -253,12 +284,25 @@ impl<T> Sender<T> {
         };
         if !handed && self.chan.rendezvous {
             // A rendezvous from outside the runtime: until a receiver has
-            // taken it.
-            wait(
+            // taken it, or, every receiver gone, until it is at the front
+            // of the queue, to be taken back (see `pushed`).
+            let back = wait(
                 &self.chan,
-                |st| (st.popped >= ticket || st.receivers == 0).then_some(()),
+                |st| {
+                    if st.popped >= ticket {
+                        return Some(None);
+                    }
+                    if st.receivers == 0 && st.popped + 1 == ticket {
+                        st.popped += 1;
+                        return Some(st.queue.pop_front());
+                    }
+                    None
+                },
                 |st, w| st.send_waiters.push(w),
             );
+            if let Some(v) = back {
+                return Err(SendError(v));
+            }
         }
         Ok(())
     }
@@ -342,6 +386,7 @@ impl<T> Receiver<T> {
     pub fn recv(&self) -> Result<T, RecvError> {
         let mut slot: Option<T> = None;
         let me = crate::worker::goroutine();
+        let mut polling = false;
         loop {
             let mut closed = false;
             let ptr = Slot(&mut slot as *mut Option<T>);
@@ -374,10 +419,19 @@ impl<T> Receiver<T> {
                 return Err(RecvError);
             }
             if !parked {
-                // A thread outside the runtime: look, then yield.
-                if let Some(r) = ready(&mut lock(&self.chan.state), None) {
+                // A thread outside the runtime: look, then yield; counted
+                // as waiting from its first look to its last (see
+                // `polling_receivers`).
+                let mut st = lock(&self.chan.state);
+                if !polling {
+                    st.polling_receivers += 1;
+                    polling = true;
+                }
+                if let Some(r) = ready(&mut st, None) {
+                    st.polling_receivers -= 1;
                     return r;
                 }
+                drop(st);
                 std::thread::yield_now();
             }
         }
@@ -385,9 +439,12 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// Values queued now. A rendezvous channel holds at most the one a
-    /// thread outside the runtime is handing over: a goroutine's value
-    /// waits in its own `send` frame until a receiver takes it.
+    /// Values queued now. On a rendezvous channel these are only values
+    /// handed to threads outside the runtime, which cannot park: those of
+    /// senders outside it waiting for a receiver, and those sent to a
+    /// thread waiting in a receive, which takes it at its next look. A
+    /// goroutine's value waits in its own `send` frame until a receiver
+    /// takes it.
     pub fn len(&self) -> usize {
         lock(&self.chan.state).queue.len()
     }

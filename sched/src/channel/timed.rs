@@ -4,7 +4,9 @@
 //! channel's wait list and an alarm (`timer`); once running again it
 //! settles the alarm and leaves the list under the channel's lock (under
 //! which every wake-up from the channel happens), so neither wakes it
-//! later, in another park. Threads outside the runtime poll.
+//! later, in another park. Threads outside the runtime poll. A wait of
+//! `Duration::MAX` (or any deadline past what an `Instant` holds) has no
+//! end (`timer::deadline`).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -132,8 +134,10 @@ enum Attempt {
 
 impl<T> Sender<T> {
     /// Sends `v` if that needs no wait: to a receiver parked in `recv`,
-    /// or into a buffer with room. On a rendezvous channel only a parked
-    /// receiver takes it. Never waits.
+    /// or into a buffer with room. On a rendezvous channel only a waiting
+    /// receiver takes it: a goroutine parked in a receive, or a thread
+    /// outside the runtime in one, for which the value is queued (and
+    /// taken at its next look). Never waits.
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         let mut v = Some(v);
         loop {
@@ -145,8 +149,7 @@ impl<T> Sender<T> {
                 if st.give_to_receiver(&mut v, None) {
                     return Ok(());
                 }
-                let room = st.cap.is_none_or(|c| c > 0 && st.queue.len() < c);
-                if !room {
+                if !st.room_now() {
                     return Err(TrySendError::Full(v.take().expect("not sent")));
                 }
                 if st.queue.has_room() {
@@ -168,7 +171,7 @@ impl<T> Sender<T> {
     /// its wait-list entry (see the module comment); a thread outside the
     /// runtime tries again every 50 µs or so.
     pub fn send_timeout(&self, v: T, d: Duration) -> Result<(), SendTimeoutError<T>> {
-        let deadline = Instant::now() + d;
+        let deadline = crate::timer::deadline(d);
         let timer = match crate::worker::goroutine() {
             Some(_) => crate::timer::started(),
             None => None,
@@ -218,7 +221,7 @@ impl<T> Sender<T> {
                     attempt = Attempt::Sent;
                     return false;
                 }
-                if !rendezvous && st.cap.is_none_or(|c| st.queue.len() < c) {
+                if st.room_now() {
                     if !st.queue.has_room() {
                         attempt = Attempt::NoQueueRoom;
                         return false;
@@ -292,23 +295,33 @@ impl<T> Receiver<T> {
     /// `timer`), whichever comes first; a thread outside the runtime looks
     /// again every 50 µs or so.
     pub fn recv_timeout(&self, d: Duration) -> Result<T, RecvTimeoutError> {
-        let deadline = Instant::now() + d;
+        let deadline = crate::timer::deadline(d);
         let timer = match crate::worker::goroutine() {
             Some(_) => crate::timer::started(),
             None => None,
         };
         let Some(t) = timer else {
-            // A thread outside the runtime (or no timer thread): poll.
+            // A thread outside the runtime (or no timer thread): poll,
+            // counted as waiting from the first look to the last, which
+            // takes a value if one is queued (see `polling_receivers`).
+            let mut polling = false;
             loop {
-                match self.try_recv() {
-                    Ok(v) => return Ok(v),
-                    Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                    Err(TryRecvError::Empty) => {}
+                let mut st = lock(&self.chan.state);
+                if !polling {
+                    st.polling_receivers += 1;
+                    polling = true;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(RecvTimeoutError::Timeout);
+                let out = match ready(&mut st, None) {
+                    Some(r) => Some(r.map_err(|_| RecvTimeoutError::Disconnected)),
+                    None if left.is_zero() => Some(Err(RecvTimeoutError::Timeout)),
+                    None => None,
+                };
+                if let Some(r) = out {
+                    st.polling_receivers -= 1;
+                    return r;
                 }
+                drop(st);
                 std::thread::sleep(left.min(Duration::from_micros(50)));
             }
         };

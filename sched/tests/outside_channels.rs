@@ -1,0 +1,207 @@
+//! Rendezvous channels between threads outside the runtime, which cannot
+//! park, and goroutines. A thread waiting in a receive is a receiver a
+//! send may meet: `send_timeout` and `try_send` from another thread used
+//! to poll for a parked goroutine only, and so timed out beside a waiting
+//! thread. A thread's `send` whose value is still queued when every
+//! receiver goes gets it back, as std's does (it used to return `Ok`, the
+//! value dropped with the channel). And under racing timeouts from both
+//! kinds of waiter, every value is received once or given back.
+//!
+//! Nothing asserts a time: a wait that should meet its partner has ten
+//! seconds, far more than it needs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pardon_sched::channel::{self, RecvTimeoutError, SendError, SendTimeoutError, TrySendError};
+use pardon_sched::{Config, Runtime};
+
+const LONG: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_timed_or_try_send_from_a_thread_meets_a_thread_waiting_to_receive() {
+    for timed_receive in [false, true] {
+        // send_timeout
+        let (tx, rx) = channel::channel::<u32>(0);
+        let receiver = std::thread::spawn(move || {
+            if timed_receive {
+                rx.recv_timeout(LONG).ok()
+            } else {
+                rx.recv().ok()
+            }
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            tx.send_timeout(1, LONG),
+            Ok(()),
+            "a thread waiting in recv (timed: {timed_receive})"
+        );
+        assert_eq!(receiver.join().unwrap(), Some(1));
+
+        // try_send, once the receiver waits
+        let (tx, rx) = channel::channel::<u32>(0);
+        let idle = rx.clone();
+        let receiver = std::thread::spawn(move || {
+            if timed_receive {
+                rx.recv_timeout(LONG).ok()
+            } else {
+                rx.recv().ok()
+            }
+        });
+        let deadline = Instant::now() + LONG;
+        loop {
+            match tx.try_send(2) {
+                Ok(()) => break,
+                Err(TrySendError::Full(_)) => {
+                    assert!(Instant::now() < deadline, "try_send never met the receiver");
+                    std::thread::yield_now();
+                }
+                Err(TrySendError::Disconnected(_)) => panic!("the receiver left"),
+            }
+        }
+        assert_eq!(receiver.join().unwrap(), Some(2));
+        // A receiver that is not waiting is not met.
+        assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
+        assert_eq!(
+            tx.send_timeout(4, Duration::from_millis(1)),
+            Err(SendTimeoutError::Timeout(4))
+        );
+        assert!(idle.is_empty());
+    }
+}
+
+#[test]
+fn a_rendezvous_send_from_a_thread_gets_its_value_back_when_the_receivers_go() {
+    let (tx, rx) = channel::channel::<u64>(0);
+    let senders: Vec<_> = (1..=3u64)
+        .map(|v| {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send(v))
+        })
+        .collect();
+    // One of them queues its value (the others wait for room); then the
+    // only receiver goes without taking anything.
+    let deadline = Instant::now() + LONG;
+    while rx.is_empty() {
+        assert!(Instant::now() < deadline, "no sender queued its value");
+        std::thread::yield_now();
+    }
+    drop(rx);
+    let mut back: Vec<u64> = senders
+        .into_iter()
+        .map(|h| match h.join().unwrap() {
+            Err(SendError(v)) => v,
+            Ok(()) => panic!("a send returned Ok with no receiver taking its value"),
+        })
+        .collect();
+    back.sort_unstable();
+    assert_eq!(back, [1, 2, 3], "each sender got its own value back");
+}
+
+/// Threads and goroutines on both sides of a rendezvous channel and of a
+/// buffered one, senders timing out, trying, and sending; receivers
+/// timing out. Every value is either received once or handed back to its
+/// sender.
+#[test]
+fn threads_and_goroutines_racing_timeouts_lose_and_duplicate_nothing() {
+    for cap in [0usize, 2] {
+        const EACH: u64 = 300;
+        let rt = Runtime::new(Config {
+            procs: 2,
+            ..Config::default()
+        })
+        .unwrap();
+        let (tx, rx) = channel::channel::<u64>(cap);
+        let received = Arc::new(AtomicU64::new(0));
+        let returned = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let receive = {
+            let (received, done) = (received.clone(), done.clone());
+            move |rx: channel::Receiver<u64>, k: u64| {
+                let mut i = k;
+                loop {
+                    i = i
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let d = Duration::from_micros(20 + (i >> 33) % 200);
+                    match rx.recv_timeout(d) {
+                        Ok(v) => {
+                            received.fetch_add(v, SeqCst);
+                        }
+                        Err(RecvTimeoutError::Timeout) => {
+                            if done.load(SeqCst) {
+                                return;
+                            }
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            }
+        };
+        let send = {
+            let returned = returned.clone();
+            move |tx: channel::Sender<u64>, s: u64| {
+                for j in 0..EACH {
+                    let v = s * EACH + j + 1;
+                    match (v * 7919) % 3 {
+                        0 => match tx.send_timeout(v, Duration::from_micros(10 + v % 150)) {
+                            Ok(()) => {}
+                            Err(SendTimeoutError::Timeout(b)) => {
+                                assert_eq!(b, v);
+                                returned.fetch_add(b, SeqCst);
+                            }
+                            Err(SendTimeoutError::Disconnected(_)) => panic!("receivers left"),
+                        },
+                        1 => match tx.try_send(v) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(b)) => {
+                                assert_eq!(b, v);
+                                returned.fetch_add(b, SeqCst);
+                            }
+                            Err(TrySendError::Disconnected(_)) => panic!("receivers left"),
+                        },
+                        _ => tx.send(v).expect("receivers left"),
+                    }
+                }
+            }
+        };
+        let mut threads = Vec::new();
+        let mut goroutines = Vec::new();
+        for k in 0..2u64 {
+            let (rx1, receive1) = (rx.clone(), receive.clone());
+            threads.push(std::thread::spawn(move || receive1(rx1, k)));
+            let (rx2, receive2) = (rx.clone(), receive.clone());
+            goroutines.push(rt.go(move || receive2(rx2, k + 2)));
+        }
+        drop(rx);
+        let mut senders = Vec::new();
+        let mut goroutine_senders = Vec::new();
+        for s in 0..2u64 {
+            let (tx1, send1) = (tx.clone(), send.clone());
+            senders.push(std::thread::spawn(move || send1(tx1, s)));
+            let (tx2, send2) = (tx.clone(), send.clone());
+            goroutine_senders.push(rt.go(move || send2(tx2, s + 2)));
+        }
+        drop(tx);
+        for s in senders {
+            s.join().unwrap();
+        }
+        for s in goroutine_senders {
+            s.join().unwrap();
+        }
+        done.store(true, SeqCst);
+        for r in threads {
+            r.join().unwrap();
+        }
+        for r in goroutines {
+            r.join().unwrap();
+        }
+        let n = 4 * EACH;
+        assert_eq!(
+            received.load(SeqCst) + returned.load(SeqCst),
+            n * (n + 1) / 2,
+            "cap {cap}: every value received or given back, once"
+        );
+    }
+}
