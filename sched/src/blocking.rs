@@ -20,13 +20,27 @@
 //! resumed in the goroutine. Pool threads are made on demand and end after
 //! ten idle seconds.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::park::{park, Waker};
+use crate::queue::Shared;
 use crate::region::{lock, lock_plain};
+
+thread_local! {
+    /// The runtime of the goroutine whose call this pool thread runs,
+    /// while it runs it: [`crate::go`] there starts goroutines on it, as
+    /// it would in the goroutine.
+    static ENTERED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// The runtime whose `blocking` call the calling thread runs, if any.
+pub(crate) fn entered() -> Option<Arc<Shared>> {
+    ENTERED.with(|e| e.borrow().clone())
+}
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -127,11 +141,14 @@ struct Done {
 /// runtime, `f` simply runs. A panic in `f` is resumed here.
 ///
 /// `f` runs on another thread: it sees that thread's thread-locals, not
-/// the goroutine's worker's.
+/// the goroutine's worker's. It is not a goroutine: it waits as threads
+/// outside the runtime do, and [`go`](crate::go) in it starts goroutines
+/// on the caller's runtime.
 pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if crate::worker::goroutine().is_none() {
+    let Some(me) = crate::worker::goroutine() else {
         return f();
-    }
+    };
+    let runtime = me.shared.clone();
     let mut slot: Option<std::thread::Result<R>> = None;
     let done = Arc::new(Done::default());
     let out = SendPtr(&mut slot as *mut Option<std::thread::Result<R>>);
@@ -150,7 +167,10 @@ pub fn blocking<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     // until then (`UntilDone`).
     let call: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(call) };
     let job: Job = Box::new(move || {
+        let outer = ENTERED.with(|e| e.replace(Some(runtime)));
+        // `call` catches the closure's unwinding: this runs after it.
         call();
+        drop(ENTERED.with(|e| e.replace(outer)));
         let waker = {
             let mut st = lock_plain(&d2.state);
             st.0 = true;

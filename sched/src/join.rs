@@ -425,7 +425,8 @@ impl<T> JoinHandle<T> {
     /// error (or, as a `String` saying so, that it could not start because
     /// no stack could be mapped, or that its runtime was dropped before it
     /// finished: an error a thread outside the runtime and a goroutine of
-    /// another runtime get, rather than waiting for ever). A goroutine that
+    /// another runtime get, rather than waiting for ever; or that the
+    /// goroutine joined itself, which would wait for ever). A goroutine that
     /// joins is parked (its worker runs others); a thread outside the
     /// runtime blocks. A goroutine joining one of another runtime waits on
     /// a pool thread as [`crate::blocking`] does, a few microseconds more.
@@ -438,6 +439,13 @@ impl<T> JoinHandle<T> {
         let body = &task.body;
         let ended = body.ended()
             || match crate::worker::goroutine() {
+                // Its own handle (sent to it, say): std's join of the
+                // current thread fails too.
+                Some(me) if me.runs(task) => {
+                    return Err(Box::new(String::from(
+                        "pardon-sched: a goroutine joined itself, which would wait for ever",
+                    )));
+                }
                 // A goroutine of the same runtime parks: it cannot outlive
                 // the goroutine it waits for unless both are abandoned.
                 Some(me) if Arc::ptr_eq(&me.shared, &task.shared) => {

@@ -363,11 +363,16 @@ fn spawn_on<T: Send + 'static>(
     handle
 }
 
-/// Starts a goroutine on the runtime the caller runs in. Panics outside a
-/// runtime (use [`Runtime::go`] there).
+/// Starts a goroutine on the runtime the caller runs in (in a
+/// [`blocking`](crate::blocking) call, the calling goroutine's). Panics
+/// outside a runtime (use [`Runtime::go`] there).
 pub fn go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let me = worker().expect("pardon_sched::go outside a runtime: use Runtime::go");
-    spawn_on(&me.shared, f)
+    if let Some(me) = worker() {
+        return spawn_on(&me.shared, f);
+    }
+    let shared =
+        crate::blocking::entered().expect("pardon_sched::go outside a runtime: use Runtime::go");
+    spawn_on(&shared, f)
 }
 
 /// Lets the other goroutines run: the caller goes to the back of its

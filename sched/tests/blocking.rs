@@ -1,7 +1,7 @@
 //! `blocking` keeps the worker free: on a single worker, a goroutine
 //! blocked reading a pipe does not stop the goroutine that will write to
 //! it; the closure may borrow from the goroutine; its panic comes back to
-//! the goroutine.
+//! the goroutine; `go` in it starts goroutines on the caller's runtime.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -79,4 +79,24 @@ fn the_closure_borrows_and_its_panic_returns_to_the_goroutine() {
     assert_eq!(r, (499_500, "written on a pool thread".to_string(), true));
     // Outside a runtime it just runs.
     assert_eq!(blocking(|| 5), 5);
+}
+
+/// `go` in a blocking call starts a goroutine on the caller's runtime (it
+/// used to panic: the pool thread is outside every runtime), also from a
+/// goroutine so started, and a panicking call still comes back.
+#[test]
+fn go_in_a_blocking_call_starts_goroutines_on_the_callers_runtime() {
+    let rt = one_worker();
+    let r = rt
+        .block_on(|| {
+            let h = blocking(|| go(|| 6 * 7));
+            let inner = blocking(|| go(|| blocking(|| go(|| 5).join().unwrap())).join().unwrap());
+            let p = std::panic::catch_unwind(|| blocking(|| -> u32 { panic!("in the pool") }));
+            (h.join().unwrap(), inner, p.is_err())
+        })
+        .unwrap();
+    assert_eq!(r, (42, 5, true));
+    // The call ran on a pool thread, which is no worker.
+    let name = rt.block_on(|| blocking(|| std::thread::current().name().map(String::from)));
+    assert_eq!(name.unwrap().as_deref(), Some("pardon-blocking"));
 }

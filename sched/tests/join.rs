@@ -439,3 +439,33 @@ fn a_join_from_another_runtime_after_the_runtime_is_gone_is_an_error() {
     }
     drop((tx, tx2));
 }
+
+/// A goroutine handed its own handle that joins it gets an error saying
+/// so, and goes on (it used to park for ever): the failed join detaches
+/// it, and its result is dropped once, at its end.
+#[test]
+fn a_goroutine_joining_itself_is_an_error() {
+    let rt = rt(1);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = channel::channel::<JoinHandle<Counted>>(1);
+    let (msg_tx, msg_rx) = channel::channel::<String>(1);
+    let d = drops.clone();
+    let h = rt.go(move || {
+        let me = rx.recv().unwrap();
+        let msg = me
+            .join()
+            .err()
+            .and_then(|e| e.downcast::<String>().ok())
+            .map(|s| *s)
+            .unwrap_or_default();
+        msg_tx.send(msg).unwrap();
+        Counted(d)
+    });
+    tx.send(h).unwrap();
+    let msg = msg_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the goroutine that joined itself never came back");
+    assert!(msg.contains("joined itself"), "{msg}");
+    drop(rt);
+    assert_eq!(drops.load(SeqCst), 1, "the result dropped once");
+}

@@ -182,6 +182,13 @@ impl Worker {
         unsafe { (*self.current.get()).is_some() }
     }
 
+    /// Whether `t` is the goroutine this worker runs now.
+    pub(crate) fn runs(&self, t: &Task) -> bool {
+        // SAFETY: as in `in_goroutine`.
+        let cur = unsafe { (*self.current.get()).as_ref() };
+        cur.is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), t))
+    }
+
     /// Queues `t`, woken on this thread, to run next here: see `next`.
     /// `t` must be runnable and at home here.
     /// (Its region is the worker's own record's, entered directly: nothing
