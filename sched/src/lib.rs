@@ -141,6 +141,7 @@ mod queue;
 mod region;
 mod room;
 mod runtime;
+mod sleepers;
 mod stack;
 mod suspended;
 mod sync;

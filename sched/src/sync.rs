@@ -1,7 +1,6 @@
 //! Synchronisation that parks the goroutine, not the thread: a
 //! [`WaitGroup`], a [`Mutex`] and its [`Condvar`]. Each also works from a thread
-//! outside the runtime, which then blocks (or, for the mutex, yields while
-//! it waits).
+//! outside the runtime, which then sleeps until woken (see `sleepers`).
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
@@ -12,6 +11,7 @@ use crate::linked::WaitList;
 use crate::lock::Lock;
 use crate::park::park;
 use crate::region::{lock, lock_plain};
+use crate::sleepers::{sleep, Sleepers};
 
 /// Waits for a number of goroutines to finish (Go's `sync.WaitGroup`).
 /// Clones share one counter.
@@ -113,8 +113,10 @@ impl WaitGroup {
 /// would block the worker's thread). Not fair: a woken waiter tries again
 /// and may lose to a newcomer.
 pub struct Mutex<T> {
-    /// Held, and the goroutines waiting for it.
-    state: Lock<(bool, WaitList)>,
+    /// Held, the goroutines waiting for it (one is woken at each unlock),
+    /// and the threads outside the runtime asleep until it is let go (all
+    /// are woken at each unlock).
+    state: Lock<(bool, WaitList, Sleepers)>,
     value: UnsafeCell<T>,
 }
 
@@ -133,13 +135,13 @@ impl<T> Mutex<T> {
     /// A mutex holding `value`.
     pub fn new(value: T) -> Mutex<T> {
         Mutex {
-            state: Lock::new((false, WaitList::new())),
+            state: Lock::new((false, WaitList::new(), Sleepers::new())),
             value: UnsafeCell::new(value),
         }
     }
 
     /// Locks, parking the calling goroutine while another holds it (a
-    /// thread outside the runtime yields meanwhile).
+    /// thread outside the runtime sleeps meanwhile).
     pub fn lock(&self) -> MutexGuard<'_, T> {
         loop {
             let mut got = false;
@@ -163,8 +165,7 @@ impl<T> Mutex<T> {
                     st.0 = true;
                     return MutexGuard { m: self };
                 }
-                drop(st);
-                std::thread::yield_now();
+                drop(sleep(st, |st| &mut st.2, || lock(&self.state), None));
             }
         }
     }
@@ -175,6 +176,7 @@ impl<T> Drop for MutexGuard<'_, T> {
         let next = {
             let mut st = lock(&self.m.state);
             st.0 = false;
+            st.2.wake_all();
             st.1.pop()
         };
         if let Some(w) = next {
@@ -203,7 +205,9 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 /// condition variable).
 #[derive(Default)]
 pub struct Condvar {
-    waiters: Lock<WaitList>,
+    /// The goroutines waiting, and the threads outside the runtime asleep
+    /// until a notification (which wakes them all: see `notify_one`).
+    waiters: Lock<(WaitList, Sleepers)>,
 }
 
 impl Condvar {
@@ -217,22 +221,34 @@ impl Condvar {
     /// notification sent after that release is not lost.
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         let m = guard.m;
-        let parked = park(move |w| {
-            w.lock(&self.waiters).push(w.waker());
+        if crate::worker::goroutine().is_none() {
+            // A thread outside the runtime: listed (by `sleep`) before
+            // the mutex is let go, under the lock every notification
+            // takes, so none between the two is missed.
+            let waiters = lock(&self.waiters);
+            drop(guard);
+            drop(sleep(waiters, |st| &mut st.1, || lock(&self.waiters), None));
+            return m.lock();
+        }
+        park(move |w| {
+            w.lock(&self.waiters).0.push(w.waker());
             drop(guard);
             true
         });
-        if !parked {
-            // Outside a runtime (the guard was dropped with the closure):
-            // a spurious wake-up, after letting others run.
-            std::thread::yield_now();
-        }
         m.lock()
     }
 
-    /// Wakes one waiter, if any.
+    /// Wakes one waiter, if any: a goroutine, or, if none waits, every
+    /// thread outside the runtime that does (a wake-up may be spurious).
     pub fn notify_one(&self) {
-        let w = lock(&self.waiters).pop();
+        let w = {
+            let mut st = lock(&self.waiters);
+            let w = st.0.pop();
+            if w.is_none() {
+                st.1.wake_all();
+            }
+            w
+        };
         if let Some(w) = w {
             w.wake();
         }
@@ -240,7 +256,11 @@ impl Condvar {
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        let mut ws = lock(&self.waiters).take();
+        let mut ws = {
+            let mut st = lock(&self.waiters);
+            st.1.wake_all();
+            st.0.take()
+        };
         ws.wake_all();
     }
 }

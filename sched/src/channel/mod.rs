@@ -1,7 +1,8 @@
 //! Channels between goroutines (Go's `chan`): bounded, unbounded, and
 //! rendezvous (capacity 0: a send returns once a receiver has taken the
 //! value). A goroutine that must wait parks (its worker runs others); a
-//! thread outside the runtime yields while it waits. Closing is by drop:
+//! thread outside the runtime sleeps on a futex until the channel changes
+//! (`sleepers`). Closing is by drop:
 //! when every sender is gone, receivers drain what is queued and then get
 //! [`RecvError`]; when every receiver is gone, a send returns its value in
 //! [`SendError`].
@@ -14,7 +15,7 @@
 //! popped (or, every receiver gone, takes it back: a rendezvous send
 //! returns only once a receiver has the value); a thread waiting in a
 //! receive is counted, so that a send that does not wait for a receiver to
-//! come may queue its value for it (see `State::polling_receivers`).
+//! come may queue its value for it (see `State::thread_receivers`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,6 +26,7 @@ use crate::lock::Lock;
 use crate::park::{park, park_on, Parker, Waker};
 use crate::region::lock;
 use crate::room::Room;
+use crate::sleepers::Sleepers;
 use crate::worker::Worker;
 
 mod timed;
@@ -47,7 +49,8 @@ struct State<T> {
     pushed: u64,
     popped: u64,
     /// Threads outside the runtime waiting in a receive (`recv`,
-    /// `recv_timeout`), which cannot park: they look and yield or sleep.
+    /// `recv_timeout`), which cannot park: they look, and sleep until the
+    /// channel changes (`sleepers`).
     /// Raised on a thread's first look and lowered under the same lock as
     /// the look that ends its wait (which takes a value if one is queued),
     /// so a value queued for one of them is always taken. A send that must
@@ -55,7 +58,12 @@ struct State<T> {
     /// its value on a rendezvous channel only while more of them wait than
     /// values are queued (see `room_now`): it is then taken at one of their
     /// next looks, as a parked receiver's would be at once.
-    polling_receivers: usize,
+    thread_receivers: usize,
+    /// Threads outside the runtime asleep until the channel changes: woken
+    /// (all of them) by a value queued or taken, a goroutine parking with
+    /// a value or for one, a thread starting to wait in a receive, the
+    /// last sender or receiver gone (see `sleepers`).
+    sleepers: Sleepers,
     senders: usize,
     receivers: usize,
     /// Goroutines waiting to send: for room on a buffered channel; on a
@@ -74,12 +82,12 @@ impl<T> State<T> {
     /// Whether a send that does not wait for a receiver to come may queue
     /// a value now: a buffer with room, or, on a rendezvous channel, a
     /// thread outside the runtime waiting in a receive for each value
-    /// queued and this one (see `polling_receivers`). (A receiver parked
+    /// queued and this one (see `thread_receivers`). (A receiver parked
     /// in `recv` is handed the value first: `give_to_receiver`.)
     fn room_now(&self) -> bool {
         match self.cap {
             None => true,
-            Some(0) => self.polling_receivers > self.queue.len(),
+            Some(0) => self.thread_receivers > self.queue.len(),
             Some(c) => self.queue.len() < c,
         }
     }
@@ -169,7 +177,8 @@ fn make<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
             cap,
             pushed: 0,
             popped: 0,
-            polling_receivers: 0,
+            thread_receivers: 0,
+            sleepers: Sleepers::new(),
             senders: 1,
             receivers: 1,
             send_waiters: WaitList::new(),
@@ -191,8 +200,8 @@ pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 /// Waits until `ready` (run under the channel's lock) returns `Some`:
-/// parked as a goroutine, registered by `register`; yielding outside a
-/// runtime.
+/// parked as a goroutine, registered by `register`; asleep on the
+/// channel's sleepers outside a runtime.
 fn wait<T, R>(
     chan: &Chan<T>,
     mut ready: impl FnMut(&mut State<T>) -> Option<R>,
@@ -217,12 +226,30 @@ fn wait<T, R>(
             return r;
         }
         if !parked {
-            if let Some(r) = ready(&mut lock(&chan.state)) {
+            let mut st = lock(&chan.state);
+            if let Some(r) = ready(&mut st) {
                 return r;
             }
-            std::thread::yield_now();
+            sleep_outside(chan, st, None);
         }
     }
+}
+
+/// Sleeps a thread outside the runtime, which holds the channel's lock
+/// (`st`) and has found nothing to do, until the channel changes in a way
+/// it may wait for, or `until` passes (see `State::sleepers`). Lets the
+/// lock go; the caller looks again.
+fn sleep_outside<'a, T>(
+    chan: &'a Chan<T>,
+    st: crate::region::Locked<'a, Lock<State<T>>>,
+    until: Option<std::time::Instant>,
+) {
+    drop(crate::sleepers::sleep(
+        st,
+        |st| &mut st.sleepers,
+        || lock(&chan.state),
+        until,
+    ));
 }
 
 /// How a send's attempt under the lock ended.
@@ -272,6 +299,7 @@ impl<T> Sender<T> {
                     }
                     st.queue.push_back(v.take().expect("not sent yet"));
                     st.pushed += 1;
+                    st.sleepers.wake_all();
                     Some(Sent::Done(st.pushed, false))
                 },
                 |st, w| st.send_waiters.push(w),
@@ -294,6 +322,8 @@ impl<T> Sender<T> {
                     }
                     if st.receivers == 0 && st.popped + 1 == ticket {
                         st.popped += 1;
+                        // The next sender's value is at the front now.
+                        st.sleepers.wake_all();
                         return Some(st.queue.pop_front());
                     }
                     None
@@ -329,6 +359,8 @@ impl<T> Sender<T> {
                     return false;
                 }
                 st.send_waiters.push_with(w.waker(), ptr.0 as usize);
+                // A thread waiting to receive may take it now.
+                st.sleepers.wake_all();
                 true
             });
             // SAFETY: no receiver holds our slot now: we are listed in no
@@ -354,6 +386,8 @@ impl<T> Sender<T> {
 fn ready<T>(st: &mut State<T>, park: Option<&Parker<'_>>) -> Option<Result<T, RecvError>> {
     if let Some(v) = st.queue.pop_front() {
         st.popped += 1;
+        // Room, or a thread's value taken.
+        st.sleepers.wake_all();
         if st.cap != Some(0) {
             // Room now. (A rendezvous's waiting senders are parked
             // with their values: only threads queue.)
@@ -384,33 +418,34 @@ impl<T> Receiver<T> {
     /// Receives the next value, waiting for one; fails once every sender
     /// is gone and nothing is queued.
     pub fn recv(&self) -> Result<T, RecvError> {
+        let Some(me) = crate::worker::goroutine() else {
+            return self.recv_outside();
+        };
         let mut slot: Option<T> = None;
-        let me = crate::worker::goroutine();
-        let mut polling = false;
         loop {
             let mut closed = false;
             let ptr = Slot(&mut slot as *mut Option<T>);
-            let parked = me.is_some_and(|me| {
-                park_on(me, |w| {
-                    let mut st = w.lock(&self.chan.state);
-                    match ready(&mut st, Some(&w)) {
-                        Some(Ok(v)) => {
-                            // Into the slot a sender fills when we park:
-                            // one place to look afterwards. SAFETY: our
-                            // own slot, listed on no wait list now.
-                            unsafe { *ptr.0 = Some(v) };
-                            false
-                        }
-                        Some(Err(RecvError)) => {
-                            closed = true;
-                            false
-                        }
-                        None => {
-                            st.recv_waiters.push_with(w.waker(), ptr.0 as usize);
-                            true
-                        }
+            park_on(me, |w| {
+                let mut st = w.lock(&self.chan.state);
+                match ready(&mut st, Some(&w)) {
+                    Some(Ok(v)) => {
+                        // Into the slot a sender fills when we park: one
+                        // place to look afterwards. SAFETY: our own slot,
+                        // listed on no wait list now.
+                        unsafe { *ptr.0 = Some(v) };
+                        false
                     }
-                })
+                    Some(Err(RecvError)) => {
+                        closed = true;
+                        false
+                    }
+                    None => {
+                        st.recv_waiters.push_with(w.waker(), ptr.0 as usize);
+                        // A thread's timed send may meet it now.
+                        st.sleepers.wake_all();
+                        true
+                    }
+                }
             });
             if let Some(v) = slot.take() {
                 return Ok(v);
@@ -418,22 +453,29 @@ impl<T> Receiver<T> {
             if closed {
                 return Err(RecvError);
             }
-            if !parked {
-                // A thread outside the runtime: look, then yield; counted
-                // as waiting from its first look to its last (see
-                // `polling_receivers`).
-                let mut st = lock(&self.chan.state);
-                if !polling {
-                    st.polling_receivers += 1;
-                    polling = true;
-                }
-                if let Some(r) = ready(&mut st, None) {
-                    st.polling_receivers -= 1;
-                    return r;
-                }
-                drop(st);
-                std::thread::yield_now();
+            // Woken with nothing (the park cancelled): look again.
+        }
+    }
+
+    /// `recv` on a thread outside the runtime: look, then sleep until the
+    /// channel changes; counted as waiting from the first look to the
+    /// last (see `State::thread_receivers`).
+    #[inline(never)]
+    fn recv_outside(&self) -> Result<T, RecvError> {
+        let mut counted = false;
+        loop {
+            let mut st = lock(&self.chan.state);
+            if !counted {
+                st.thread_receivers += 1;
+                counted = true;
+                // A thread's timed send may queue for it now.
+                st.sleepers.wake_all();
             }
+            if let Some(r) = ready(&mut st, None) {
+                st.thread_receivers -= 1;
+                return r;
+            }
+            sleep_outside(&self.chan, st, None);
         }
     }
 }
@@ -479,6 +521,7 @@ impl<T> Drop for Sender<T> {
         st.senders -= 1;
         if st.senders == 0 {
             st.recv_waiters.wake_all();
+            st.sleepers.wake_all();
         }
     }
 }
@@ -489,6 +532,7 @@ impl<T> Drop for Receiver<T> {
         st.receivers -= 1;
         if st.receivers == 0 {
             st.send_waiters.wake_all();
+            st.sleepers.wake_all();
         }
     }
 }

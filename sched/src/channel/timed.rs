@@ -11,7 +11,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::{ready, Receiver, RecvError, Sender, Slot};
+use super::{ready, sleep_outside, Receiver, RecvError, Sender, Slot, State};
 use crate::park::park;
 use crate::region::lock;
 use crate::room::Room;
@@ -141,27 +141,49 @@ impl<T> Sender<T> {
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         let mut v = Some(v);
         loop {
-            {
-                let mut st = lock(&self.chan.state);
-                if st.receivers == 0 {
-                    return Err(TrySendError::Disconnected(v.take().expect("not sent")));
-                }
-                if st.give_to_receiver(&mut v, None) {
-                    return Ok(());
-                }
-                if !st.room_now() {
-                    return Err(TrySendError::Full(v.take().expect("not sent")));
-                }
-                if st.queue.has_room() {
-                    st.queue.push_back(v.take().expect("not sent"));
-                    st.pushed += 1;
-                    return Ok(());
-                }
+            let tried = try_send_locked(&mut lock(&self.chan.state), &mut v);
+            let mut back = || v.take().expect("not sent");
+            match tried {
+                Tried::Sent => return Ok(()),
+                Tried::Closed => return Err(TrySendError::Disconnected(back())),
+                Tried::Full => return Err(TrySendError::Full(back())),
+                // Growing allocates: outside the lock's region.
+                Tried::NoRoom => crate::room::grow(&self.chan.state, |st| &mut st.queue),
             }
-            // Growing allocates: outside the lock's region.
-            crate::room::grow(&self.chan.state, |st| &mut st.queue);
         }
     }
+}
+
+/// What a send that does not wait found under the lock.
+enum Tried {
+    /// Handed to a parked receiver or queued: `v` is empty.
+    Sent,
+    /// Every receiver is gone.
+    Closed,
+    /// No room now, nor a receiver waiting (see `State::room_now`).
+    Full,
+    /// The buffer is full of its allocation: grow it outside the region.
+    NoRoom,
+}
+
+/// `try_send`'s look, under the lock the caller holds.
+fn try_send_locked<T>(st: &mut State<T>, v: &mut Option<T>) -> Tried {
+    if st.receivers == 0 {
+        return Tried::Closed;
+    }
+    if st.give_to_receiver(v, None) {
+        return Tried::Sent;
+    }
+    if !st.room_now() {
+        return Tried::Full;
+    }
+    if !st.queue.has_room() {
+        return Tried::NoRoom;
+    }
+    st.queue.push_back(v.take().expect("not sent"));
+    st.pushed += 1;
+    st.sleepers.wake_all();
+    Tried::Sent
 }
 
 impl<T> Sender<T> {
@@ -169,7 +191,7 @@ impl<T> Sender<T> {
     /// channel) or for room; fails, returning `v`, when the time runs out
     /// or every receiver is gone. A goroutine parks with an alarm beside
     /// its wait-list entry (see the module comment); a thread outside the
-    /// runtime tries again every 50 µs or so.
+    /// runtime sleeps until the channel changes (see `State::sleepers`).
     pub fn send_timeout(&self, v: T, d: Duration) -> Result<(), SendTimeoutError<T>> {
         let deadline = crate::timer::deadline(d);
         let timer = match crate::worker::goroutine() {
@@ -177,20 +199,23 @@ impl<T> Sender<T> {
             None => None,
         };
         let Some(t) = timer else {
-            let mut v = v;
+            let mut v = Some(v);
             loop {
-                match self.try_send(v) {
-                    Ok(()) => return Ok(()),
-                    Err(TrySendError::Disconnected(back)) => {
-                        return Err(SendTimeoutError::Disconnected(back))
+                let mut st = lock(&self.chan.state);
+                let tried = try_send_locked(&mut st, &mut v);
+                let mut back = || v.take().expect("not sent");
+                match tried {
+                    Tried::Sent => return Ok(()),
+                    Tried::Closed => return Err(SendTimeoutError::Disconnected(back())),
+                    Tried::NoRoom => {
+                        drop(st);
+                        crate::room::grow(&self.chan.state, |st| &mut st.queue);
                     }
-                    Err(TrySendError::Full(back)) => v = back,
+                    Tried::Full if Instant::now() >= deadline => {
+                        return Err(SendTimeoutError::Timeout(back()))
+                    }
+                    Tried::Full => sleep_outside(&self.chan, st, Some(deadline)),
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(SendTimeoutError::Timeout(v));
-                }
-                std::thread::sleep(left.min(Duration::from_micros(50)));
             }
         };
         // The value waits in this frame: on a rendezvous channel a
@@ -228,6 +253,7 @@ impl<T> Sender<T> {
                     }
                     st.queue.push_back(mine.take().expect("not sent"));
                     st.pushed += 1;
+                    st.sleepers.wake_all();
                     attempt = Attempt::Sent;
                     return false;
                 }
@@ -242,6 +268,8 @@ impl<T> Sender<T> {
                 me = waker.task_ptr();
                 if rendezvous {
                     st.send_waiters.push_with(waker, ptr.0 as usize);
+                    // A thread waiting to receive may take it now.
+                    st.sleepers.wake_all();
                 } else {
                     st.send_waiters.push(waker);
                 }
@@ -292,8 +320,8 @@ impl<T> Receiver<T> {
     /// Receives the next value, waiting at most `d` for one; fails once
     /// every sender is gone and nothing is queued. A goroutine is parked
     /// and woken by a sender or by the timer thread (an alarm: see
-    /// `timer`), whichever comes first; a thread outside the runtime looks
-    /// again every 50 µs or so.
+    /// `timer`), whichever comes first; a thread outside the runtime sleeps
+    /// until the channel changes (see `State::sleepers`).
     pub fn recv_timeout(&self, d: Duration) -> Result<T, RecvTimeoutError> {
         let deadline = crate::timer::deadline(d);
         let timer = match crate::worker::goroutine() {
@@ -301,28 +329,29 @@ impl<T> Receiver<T> {
             None => None,
         };
         let Some(t) = timer else {
-            // A thread outside the runtime (or no timer thread): poll,
-            // counted as waiting from the first look to the last, which
-            // takes a value if one is queued (see `polling_receivers`).
-            let mut polling = false;
+            // A thread outside the runtime (or no timer thread): look, and
+            // sleep until the channel changes; counted as waiting from the
+            // first look to the last, which takes a value if one is queued
+            // (see `thread_receivers`).
+            let mut counted = false;
             loop {
                 let mut st = lock(&self.chan.state);
-                if !polling {
-                    st.polling_receivers += 1;
-                    polling = true;
+                if !counted {
+                    st.thread_receivers += 1;
+                    counted = true;
+                    // A thread's timed send may queue for it now.
+                    st.sleepers.wake_all();
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
                 let out = match ready(&mut st, None) {
                     Some(r) => Some(r.map_err(|_| RecvTimeoutError::Disconnected)),
-                    None if left.is_zero() => Some(Err(RecvTimeoutError::Timeout)),
+                    None if Instant::now() >= deadline => Some(Err(RecvTimeoutError::Timeout)),
                     None => None,
                 };
                 if let Some(r) = out {
-                    st.polling_receivers -= 1;
+                    st.thread_receivers -= 1;
                     return r;
                 }
-                drop(st);
-                std::thread::sleep(left.min(Duration::from_micros(50)));
+                sleep_outside(&self.chan, st, Some(deadline));
             }
         };
         let mut slot: Option<T> = None;
@@ -350,6 +379,8 @@ impl<T> Receiver<T> {
                 };
                 me = waker.task_ptr();
                 st.recv_waiters.push_with(waker, ptr.0 as usize);
+                // A thread's timed send may meet it now.
+                st.sleepers.wake_all();
                 true
             });
             if let Some(r) = out {
