@@ -41,23 +41,21 @@ struct State<T> {
     cap: Option<usize>,
     /// Values pushed and popped so far: a rendezvous sender outside the
     /// runtime (which cannot park) waits until its value's number has been
-    /// popped.
-    /// A rendezvous sender outside the runtime that finds every receiver
-    /// gone takes its value back out of the queue once it is at the front
-    /// (those ahead of it belong to senders doing the same), counting it
-    /// popped, so the numbers of the values behind still hold.
+    /// popped. One that finds every receiver gone takes its value back out
+    /// of the queue once it is at the front (those ahead of it belong to
+    /// senders doing the same), counting it popped, so the numbers of the
+    /// values behind still hold.
     pushed: u64,
     popped: u64,
     /// Threads outside the runtime waiting in a receive (`recv`,
     /// `recv_timeout`), which cannot park: they look, and sleep until the
-    /// channel changes (`sleepers`).
-    /// Raised on a thread's first look and lowered under the same lock as
-    /// the look that ends its wait (which takes a value if one is queued),
-    /// so a value queued for one of them is always taken. A send that must
-    /// not wait for a receiver to come (`try_send`, `send_timeout`) queues
-    /// its value on a rendezvous channel only while more of them wait than
-    /// values are queued (see `room_now`): it is then taken at one of their
-    /// next looks, as a parked receiver's would be at once.
+    /// channel changes (`sleepers`). Raised on a thread's first look and
+    /// lowered under the same lock as the look that ends its wait (which
+    /// takes a value if one is queued), so a value queued for one of them
+    /// is always taken. A send that must not wait for a receiver to come
+    /// (`try_send`, `send_timeout`) queues its value on a rendezvous
+    /// channel only while more of them wait than values are queued (see
+    /// `room_now`): the push wakes them, and one of them takes it.
     thread_receivers: usize,
     /// Threads outside the runtime asleep until the channel changes: woken
     /// (all of them) by a value queued or taken, a goroutine parking with
