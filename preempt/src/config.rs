@@ -163,7 +163,44 @@ pub struct Config {
 /// The hook must return on the thread that called it (the injected call
 /// then goes on with that thread's record), and must not unwind: a panic
 /// that leaves it aborts the process.
-pub type YieldHook = fn(token: u64);
+///
+/// Made only by the `unsafe` [`YieldHook::new`]: the hook runs between two
+/// arbitrary instructions of the thread's code, where safe Rust assumes
+/// nothing else runs on that thread: a hook that takes a thread-local
+/// `Cell<Option<Box<_>>>` which the interrupted code is half-way through
+/// taking frees the box twice.
+///
+/// ```compile_fail
+/// // A hook cannot be made without `unsafe`.
+/// let hook = pardon_preempt::YieldHook(|_token| {});
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct YieldHook(fn(token: u64));
+
+impl YieldHook {
+    /// A yield hook that calls `hook` with the asker's token.
+    ///
+    /// # Safety
+    ///
+    /// `hook` runs on an attached thread between two arbitrary
+    /// instructions of the program's own code (outside no-preempt regions),
+    /// whenever anyone holding the registry asks
+    /// ([`Registry::request_yield`](crate::Registry::request_yield) is
+    /// safe). Whatever it does, and whatever code it switches the thread to
+    /// before it returns, must be sound there: it must not touch state the
+    /// interrupted code may be in the middle of changing — the thread's
+    /// thread-locals, anything the interrupted code borrows or holds a lock
+    /// on — nor let other code do so. It must return on the calling thread
+    /// and must not unwind.
+    pub const unsafe fn new(hook: fn(token: u64)) -> YieldHook {
+        YieldHook(hook)
+    }
+
+    /// The function it calls.
+    pub fn function(self) -> fn(token: u64) {
+        self.0
+    }
+}
 
 impl Default for Config {
     fn default() -> Self {

@@ -270,7 +270,7 @@ pub(crate) fn run_injected_yield(rec: &ThreadRecord) {
     if let (Some(hook), true) = (rec.registry().config.yield_hook, token != 0) {
         rec.yields.fetch_add(1, Ordering::Relaxed);
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        hook(token);
+        (hook.function())(token);
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
     // The hook returns on this thread (its contract), so `rec` is still

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use pardon_preempt::{Config, Preemption, Registry, YieldRequest};
+use pardon_preempt::{Config, Preemption, Registry, YieldHook, YieldRequest};
 
 /// Tokens the hook has seen, by the last digit of the context (tokens
 /// are `context * 1_000_000 + n`).
@@ -26,11 +26,19 @@ fn hook(token: u64) {
     LAST_TOKEN[slot].store(token, SeqCst);
 }
 
+/// `hook` as a registry's yield hook.
+fn yield_hook() -> YieldHook {
+    // SAFETY: `hook` only counts in static atomics, which no interrupted
+    // code is half-way through changing (an atomic's change is one
+    // instruction), and it returns without switching or unwinding.
+    unsafe { YieldHook::new(hook) }
+}
+
 fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
     R.get_or_init(|| {
         Registry::new(Config {
-            yield_hook: Some(hook),
+            yield_hook: Some(yield_hook()),
             ..Config::default()
         })
         .unwrap()
@@ -176,7 +184,7 @@ fn stops_still_work_and_take_precedence() {
     // A registry of its own: the other tests' threads sit in no-preempt
     // regions and in libc on purpose.
     let reg = Registry::new(Config {
-        yield_hook: Some(hook),
+        yield_hook: Some(yield_hook()),
         ..Config::default()
     })
     .unwrap();
@@ -213,7 +221,7 @@ fn bad_requests_are_refused_by_name() {
     );
     let e = Registry::new(Config {
         preemption: Preemption::Poll,
-        yield_hook: Some(hook),
+        yield_hook: Some(yield_hook()),
         ..Config::default()
     })
     .unwrap_err();
@@ -227,7 +235,7 @@ fn no_yield_region_refuses_yields_but_not_stops() {
     // A registry of its own: the other tests' threads sit in no-preempt
     // regions on purpose, and this test stops the world.
     let reg = Registry::new(Config {
-        yield_hook: Some(hook),
+        yield_hook: Some(yield_hook()),
         ..Config::default()
     })
     .unwrap();
@@ -278,7 +286,7 @@ fn yields_work_when_stops_park_in_the_handler() {
     const CTX: usize = 6;
     let reg = Registry::new(Config {
         preemption: Preemption::SignalInHandler,
-        yield_hook: Some(hook),
+        yield_hook: Some(yield_hook()),
         ..Config::default()
     })
     .unwrap();

@@ -58,18 +58,31 @@ pub fn registry_config(base: pardon_preempt::Config) -> pardon_preempt::Config {
     };
     pardon_preempt::Config {
         preemption,
-        yield_hook: Some(crate::worker::on_yield),
+        yield_hook: Some(our_hook()),
         ..base
     }
 }
 
+/// The scheduler's yield hook.
+fn our_hook() -> pardon_preempt::YieldHook {
+    // SAFETY: `on_yield` switches the interrupted goroutine out only on a
+    // worker of a runtime that attached it to its registry itself, which
+    // only the `unsafe` constructors do (`with_signal_preemption`,
+    // `with_registry`), whose contract is what goroutine code must not do
+    // when switched out between two arbitrary instructions; on any other
+    // thread (a plain thread attached to such a registry, a worker of a
+    // cooperative or polling runtime that its code attached by hand) it
+    // returns at once, touching nothing. It returns on the calling thread
+    // (goroutines never leave their worker) and does not unwind.
+    unsafe { pardon_preempt::YieldHook::new(crate::worker::on_yield) }
+}
+
 /// Whether `registry` was made with [`registry_config`].
 pub(crate) fn has_our_hook(registry: &Registry) -> bool {
-    let ours: pardon_preempt::YieldHook = crate::worker::on_yield;
     registry
         .config()
         .yield_hook
-        .is_some_and(|h| std::ptr::fn_addr_eq(h, ours))
+        .is_some_and(|h| std::ptr::fn_addr_eq(h.function(), our_hook().function()))
         && registry.config().preemption.signals()
 }
 

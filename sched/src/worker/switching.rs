@@ -252,6 +252,13 @@ fn hand_off(me: &Worker) -> bool {
 /// has given up the worker since is left alone).
 pub(crate) fn on_yield(token: u64) {
     let Some(me) = worker() else { return };
+    if me.attached().is_none() {
+        // Not attached by its runtime, which then is neither signal
+        // preempted nor sharing a registry: its code attached the thread
+        // by hand to a registry with this hook. Such a runtime was made
+        // safely, so its goroutines may not be switched out here.
+        return;
+    }
     let p = me.proc_();
     if p.tick.load(Acquire) != token || p.running.load(Relaxed) == 0 || me.current().is_none() {
         return;
@@ -270,5 +277,46 @@ pub(crate) fn poll_slow(me: &Worker, wanted: u64) {
     if p.tick.load(Relaxed) == wanted {
         p.preemptions.fetch_add(1, Relaxed);
         to_scheduler(|_, _| true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    use crate::{go, Config, Preemption, Runtime};
+
+    /// The yield hook switches nothing on a worker its runtime did not
+    /// attach: a cooperative runtime's, which its code may attach by hand
+    /// to a registry carrying the hook (`registry_config` is safe), where
+    /// the hook would run between two arbitrary instructions. Called here
+    /// directly with the slice that is running: before the check, it
+    /// switched the goroutine out and the one queued behind it ran.
+    #[test]
+    fn the_hook_leaves_goroutines_of_a_runtime_that_did_not_attach_alone() {
+        let rt = Runtime::new(Config {
+            procs: 1,
+            preemption: Preemption::Cooperative,
+            ..Config::default()
+        })
+        .unwrap();
+        let switched = rt
+            .block_on(|| {
+                let other_ran = Arc::new(AtomicBool::new(false));
+                let o2 = other_ran.clone();
+                let other = go(move || o2.store(true, SeqCst));
+                let me = super::worker().expect("a worker");
+                let tick = me.proc_().tick.load(SeqCst);
+                super::on_yield(tick);
+                let switched = other_ran.load(SeqCst);
+                other.join().unwrap();
+                switched
+            })
+            .unwrap();
+        assert!(
+            !switched,
+            "the hook switched out a cooperative runtime's goroutine"
+        );
     }
 }
