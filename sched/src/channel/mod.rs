@@ -417,7 +417,9 @@ impl<T> Receiver<T> {
     /// is gone and nothing is queued.
     pub fn recv(&self) -> Result<T, RecvError> {
         let Some(me) = crate::worker::goroutine() else {
-            return self.recv_outside();
+            return self
+                .recv_outside(None)
+                .unwrap_or_else(|| unreachable!("a wait without a deadline ended"));
         };
         let mut slot: Option<T> = None;
         loop {
@@ -455,11 +457,12 @@ impl<T> Receiver<T> {
         }
     }
 
-    /// `recv` on a thread outside the runtime: look, then sleep until the
-    /// channel changes; counted as waiting from the first look to the
-    /// last (see `State::thread_receivers`).
+    /// A receive on a thread outside the runtime: look, then sleep until
+    /// the channel changes, or `until` passes (`None` then); counted as
+    /// waiting from the first look to the last, which takes a value if one
+    /// is queued (see `State::thread_receivers`).
     #[inline(never)]
-    fn recv_outside(&self) -> Result<T, RecvError> {
+    fn recv_outside(&self, until: Option<std::time::Instant>) -> Option<Result<T, RecvError>> {
         let mut counted = false;
         loop {
             let mut st = lock(&self.chan.state);
@@ -469,11 +472,16 @@ impl<T> Receiver<T> {
                 // A thread's timed send may queue for it now.
                 st.sleepers.wake_all();
             }
-            if let Some(r) = ready(&mut st, None) {
+            let out = match ready(&mut st, None) {
+                Some(r) => Some(Some(r)),
+                None if until.is_some_and(|u| std::time::Instant::now() >= u) => Some(None),
+                None => None,
+            };
+            if let Some(r) = out {
                 st.thread_receivers -= 1;
                 return r;
             }
-            sleep_outside(&self.chan, st, None);
+            sleep_outside(&self.chan, st, until);
         }
     }
 }

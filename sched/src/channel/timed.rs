@@ -329,30 +329,12 @@ impl<T> Receiver<T> {
             None => None,
         };
         let Some(t) = timer else {
-            // A thread outside the runtime (or no timer thread): look, and
-            // sleep until the channel changes; counted as waiting from the
-            // first look to the last, which takes a value if one is queued
-            // (see `thread_receivers`).
-            let mut counted = false;
-            loop {
-                let mut st = lock(&self.chan.state);
-                if !counted {
-                    st.thread_receivers += 1;
-                    counted = true;
-                    // A thread's timed send may queue for it now.
-                    st.sleepers.wake_all();
-                }
-                let out = match ready(&mut st, None) {
-                    Some(r) => Some(r.map_err(|_| RecvTimeoutError::Disconnected)),
-                    None if Instant::now() >= deadline => Some(Err(RecvTimeoutError::Timeout)),
-                    None => None,
-                };
-                if let Some(r) = out {
-                    st.thread_receivers -= 1;
-                    return r;
-                }
-                sleep_outside(&self.chan, st, Some(deadline));
-            }
+            // A thread outside the runtime (or no timer thread).
+            return match self.recv_outside(Some(deadline)) {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(RecvError)) => Err(RecvTimeoutError::Disconnected),
+                None => Err(RecvTimeoutError::Timeout),
+            };
         };
         let mut slot: Option<T> = None;
         let ptr = Slot(&mut slot as *mut Option<T>);
