@@ -6,8 +6,8 @@
 //! outside the runtime cannot, and used to look again after a
 //! `sched_yield` or a 50 µs sleep. Looking again burned a CPU: a main
 //! thread receiving the results of two CPU-bound goroutines on a two-CPU
-//! machine took a third of the machine from them (0.60-0.77 s against
-//! 0.48-0.58 s for the same work joined; `sched/examples` had the probe).
+//! machine slowed them (0.48-0.62 s, median 0.57, against 0.48 s for the
+//! same work joined; docs/STATUS.md, fifteenth session).
 //! Now such a thread puts a [`Sleeper`] from its own stack on the state's
 //! list, under the state's lock, lets the lock go and sleeps on the
 //! sleeper's futex word until a change it may be waiting for wakes every
