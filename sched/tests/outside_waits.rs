@@ -9,7 +9,7 @@
 //! value dropped with the channel). And under racing timeouts from both
 //! kinds of waiter, every value is received once or given back.
 //!
-//! Nothing asserts a time: a wait that should meet its partner has ten
+//! Nothing asserts a time: a wait that should meet its partner has thirty
 //! seconds, far more than it needs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -21,7 +21,7 @@ use pardon_sched::channel::{
 };
 use pardon_sched::{Condvar, Config, Mutex, Runtime};
 
-const LONG: Duration = Duration::from_secs(10);
+const LONG: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_timed_or_try_send_from_a_thread_meets_a_thread_waiting_to_receive() {
@@ -221,7 +221,7 @@ fn state_of(tid: i32) -> char {
 
 /// Runs `wait` on a thread outside the runtime and, once that thread is
 /// seen asleep, `release`, which ends its wait; returns what `wait`
-/// returned. Fails if the thread is never seen asleep in ten seconds.
+/// returned. Fails if the thread is never seen asleep in thirty seconds.
 fn asleep_then<R: Send + 'static>(
     what: &str,
     wait: impl FnOnce() -> R + Send + 'static,
