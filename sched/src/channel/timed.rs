@@ -4,7 +4,8 @@
 //! channel's wait list and an alarm (`timer`); once running again it
 //! settles the alarm and leaves the list under the channel's lock (under
 //! which every wake-up from the channel happens), so neither wakes it
-//! later, in another park. Threads outside the runtime poll. A wait of
+//! later, in another park. Threads outside the runtime sleep until the
+//! channel changes (`sleepers`), or their deadline passes. A wait of
 //! `Duration::MAX` (or any deadline past what an `Instant` holds) has no
 //! end (`timer::deadline`).
 
