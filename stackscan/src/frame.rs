@@ -25,13 +25,30 @@ use crate::map::FrameMap;
 /// they keep linked until they restore the previous head: a collector that
 /// walks the chain (an `unsafe` act) can rely on that for a word it hands
 /// out only inside a `FrameChain`.
+///
+/// A chain stays on the thread that made it (it is neither `Send` nor
+/// `Sync`): frames are linked and unlinked in strict nesting only because
+/// one thread's `with_frame` calls nest. A chain another thread could link
+/// into lost that order (thread A links, B links on top, A unlinks, B
+/// unlinks: the head is A's returned frame), and the collector then walked
+/// a dead frame (a crash, from safe code, found in the fifteenth session).
+///
+/// ```compile_fail
+/// use std::sync::atomic::AtomicUsize;
+/// use pardon_stackscan::FrameChain;
+/// let head = AtomicUsize::new(0);
+/// let chain = FrameChain::new(&head);
+/// std::thread::scope(|s| {
+///     s.spawn(move || chain.head()); // a chain cannot go to another thread
+/// });
+/// ```
 #[derive(Clone, Copy, Debug)]
-pub struct FrameChain<'a>(&'a AtomicUsize);
+pub struct FrameChain<'a>(&'a AtomicUsize, PhantomData<*const ()>);
 
 impl<'a> FrameChain<'a> {
     /// A chain whose head is `head`.
     pub fn new(head: &'a AtomicUsize) -> FrameChain<'a> {
-        FrameChain(head)
+        FrameChain(head, PhantomData)
     }
 
     /// The innermost frame's header address, or 0.
@@ -73,14 +90,38 @@ pub struct DynFrame<'a> {
 /// Unlinks on drop, including during unwinding.
 struct Link<'a> {
     chain: FrameChain<'a>,
+    /// This frame's header: the head while it is linked.
+    me: usize,
     prev: usize,
 }
 
 impl Drop for Link<'_> {
     #[inline(always)]
     fn drop(&mut self) {
+        let now = self.chain.0.load(Ordering::Relaxed);
+        if now != self.me {
+            unlinked_out_of_order(now, self.me);
+        }
         self.chain.0.store(self.prev, Ordering::Release);
     }
+}
+
+/// A frame ends while another, linked after it, is still the head: its
+/// thread switched stacks inside a frame's closure (a stackful coroutine
+/// library that does not save and restore the chain per coroutine, as
+/// pardon-sched does for goroutines) and came back out of order. Going
+/// on would leave the head at a frame that is gone, which the collector
+/// would walk; so the process ends, saying why (this runs in `Drop`,
+/// perhaps while unwinding, where a panic would abort anyway).
+#[cold]
+#[inline(never)]
+fn unlinked_out_of_order(now: usize, me: usize) -> ! {
+    eprintln!(
+        "pardon-stackscan: a frame ({me:#x}) ended while a frame linked after it ({now:#x}) \
+         was still the chain's head: frames were linked and unlinked out of order \
+         (a stack switched inside a frame's closure); aborting"
+    );
+    std::process::abort()
 }
 
 #[inline(always)]
@@ -94,6 +135,7 @@ fn link<'a>(chain: FrameChain<'a>, header: &FrameHeader) -> Link<'a> {
         .store(header as *const FrameHeader as usize, Ordering::Release);
     Link {
         chain,
+        me: header as *const FrameHeader as usize,
         prev: header.prev,
     }
 }
@@ -236,4 +278,69 @@ impl<const N: usize> Frame<'_, N> {
 
 impl DynFrame<'_> {
     frame_accessors!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the child process that ends two frames out of order.
+    const CHILD: &str = "PARDON_STACKSCAN_OUT_OF_ORDER_CHILD";
+
+    fn header(prev: usize, map: &FrameMap) -> FrameHeader {
+        FrameHeader {
+            prev,
+            map,
+            site: AtomicU32::new(0),
+            nslots: 0,
+            slots: std::ptr::null(),
+        }
+    }
+
+    /// Frames ended in the order they were linked (what a stack switch
+    /// inside a frame's closure can do) end the process with a message,
+    /// rather than leave the head at the frame that ended first. Run in a
+    /// child process, which must die of SIGABRT having said why; frames
+    /// ended in nesting order leave the head where it was.
+    #[test]
+    fn frames_ended_out_of_order_end_the_process() {
+        static MAP: FrameMap = crate::frame_map!(0; []);
+        let head = AtomicUsize::new(0);
+        let chain = FrameChain::new(&head);
+        if std::env::var_os(CHILD).is_some() {
+            let a = header(0, &MAP);
+            let la = link(chain, &a);
+            let b = header(chain.head(), &MAP);
+            let lb = link(chain, &b);
+            drop(la); // out of order: b is the head
+            drop(lb);
+            unreachable!("the out-of-order end returned");
+        }
+        // In order: the head is restored.
+        {
+            let a = header(0, &MAP);
+            let _la = link(chain, &a);
+            let b = header(chain.head(), &MAP);
+            let lb = link(chain, &b);
+            assert_eq!(chain.head(), &b as *const FrameHeader as usize);
+            drop(lb);
+            assert_eq!(chain.head(), &a as *const FrameHeader as usize);
+        }
+        assert_eq!(chain.head(), 0);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "frame::tests::frames_ended_out_of_order_end_the_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        // 6: SIGABRT on Linux.
+        assert_eq!(out.status.signal(), Some(6), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("out of order"), "{err}");
+    }
 }
