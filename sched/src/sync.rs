@@ -3,6 +3,7 @@
 //! outside the runtime, which then sleeps until woken (see `sleepers`).
 
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar as StdCondvar, Mutex as StdMutex};
@@ -127,9 +128,32 @@ unsafe impl<T: Send> Sync for Mutex<T> {}
 unsafe impl<T: Send> Send for Mutex<T> {}
 
 /// Access to a [`Mutex`]'s value; unlocks on drop.
+///
+/// Shared between threads only if `T` is `Sync` (each sharer reaches the
+/// value through `&T`), as std's guard: a guard of a
+/// `Mutex<Cell<u32>>` was `Sync` through its `&Mutex`, so two threads
+/// could `set` the same `Cell` at once (found in the fifteenth session).
+///
+/// ```compile_fail
+/// use std::cell::Cell;
+/// let m = pardon_sched::Mutex::new(Cell::new(0u32));
+/// let g = m.lock();
+/// std::thread::scope(|s| {
+///     s.spawn(|| g.set(1)); // `&MutexGuard<Cell<_>>` cannot cross threads
+/// });
+/// ```
 pub struct MutexGuard<'a, T> {
     m: &'a Mutex<T>,
+    /// Neither `Send` nor `Sync` by itself: see the impls below.
+    _not_auto: PhantomData<*const ()>,
 }
+
+// SAFETY: the guard may end (unlock) on another thread: the lock is a
+// flag and a wait list, not tied to the thread that took it; moving it
+// moves `&mut T` access, so `T: Send`.
+unsafe impl<T: Send> Send for MutexGuard<'_, T> {}
+// SAFETY: a shared guard gives only `&T` to each sharer: `T: Sync`.
+unsafe impl<T: Sync> Sync for MutexGuard<'_, T> {}
 
 impl<T> Mutex<T> {
     /// A mutex holding `value`.
@@ -157,13 +181,19 @@ impl<T> Mutex<T> {
                 }
             });
             if got {
-                return MutexGuard { m: self };
+                return MutexGuard {
+                    m: self,
+                    _not_auto: PhantomData,
+                };
             }
             if !parked {
                 let mut st = lock(&self.state);
                 if !st.0 {
                     st.0 = true;
-                    return MutexGuard { m: self };
+                    return MutexGuard {
+                        m: self,
+                        _not_auto: PhantomData,
+                    };
                 }
                 drop(sleep(st, |st| &mut st.2, || lock(&self.state), None));
             }
