@@ -50,8 +50,16 @@ pub(crate) unsafe fn zero_slot(addr: usize, size: usize) {
 /// A per-thread allocation cache: one current span per span class, no lock on
 /// the fast path. Not `Send`-restricted itself, but each cache must be used
 /// by one thread at a time; flush it into the heap before dropping.
+///
+/// A cache holds one heap's spans at a time: from its first allocation
+/// until it is flushed, it is bound to that heap, and using it with
+/// another panics, naming the mistake (spans of one heap in another's
+/// lists would be handed out as that heap's objects).
 pub struct ThreadCache {
     spans: [*mut Span; NUM_SPAN_CLASSES],
+    /// The `RawHeap::id` of the heap whose spans it holds, or 0 when it
+    /// holds none (new, or flushed).
+    owner: u64,
 }
 
 // SAFETY: the cache only holds spans it owns exclusively (taken from central
@@ -80,12 +88,36 @@ impl ThreadCache {
     pub fn new() -> ThreadCache {
         ThreadCache {
             spans: [&EMPTY_SPAN as *const Span as *mut Span; NUM_SPAN_CLASSES],
+            owner: 0,
         }
     }
 
-    /// Allocates one zeroed object of type `ty`.
+    /// Binds the cache to `heap` if it holds no spans; panics if it holds
+    /// another heap's.
+    #[inline(always)]
+    fn bind(&mut self, heap: &RawHeap) {
+        if self.owner != heap.id {
+            self.bind_slow(heap.id);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bind_slow(&mut self, id: u64) {
+        if self.owner != 0 {
+            panic!(
+                "ThreadCache used with another heap than the one whose spans it holds \
+                 (flush it into that heap first)"
+            );
+        }
+        self.owner = id;
+    }
+
+    /// Allocates one zeroed object of type `ty`. Panics if the cache holds
+    /// another heap's spans.
     #[inline(always)]
     pub fn alloc(&mut self, heap: &RawHeap, ty: Type) -> Result<NonNull<u8>, AllocError> {
+        self.bind(heap);
         let spc = ty.0.small_spc;
         if spc != crate::types::NOT_SMALL {
             self.alloc_small(heap, spc, ty, 1)
@@ -139,13 +171,15 @@ impl ThreadCache {
         Some(addr)
     }
 
-    /// Allocates a zeroed array of `n` objects of type `ty`.
+    /// Allocates a zeroed array of `n` objects of type `ty`. Panics if the
+    /// cache holds another heap's spans.
     pub fn alloc_array(
         &mut self,
         heap: &RawHeap,
         ty: Type,
         n: usize,
     ) -> Result<NonNull<u8>, AllocError> {
+        self.bind(heap);
         let size = ty
             .size()
             .checked_mul(n)
@@ -241,13 +275,16 @@ impl ThreadCache {
     }
 
     /// Returns every cached span to the central lists (before a collection,
-    /// and when the cache's thread detaches). Allocates nothing.
+    /// and when the cache's thread detaches), unbinding the cache. Allocates
+    /// nothing. Panics if the cache holds another heap's spans.
     pub fn flush(&mut self, heap: &RawHeap) {
+        self.bind(heap);
         for slot in self.spans.iter_mut() {
             if !std::ptr::eq(*slot, &EMPTY_SPAN) {
                 heap.uncache_span(*slot);
                 *slot = &EMPTY_SPAN as *const Span as *mut Span;
             }
         }
+        self.owner = 0;
     }
 }

@@ -46,6 +46,9 @@ pub struct HeapStats {
 /// not attached) or by the coordinator of a stopped world, so no stopped
 /// thread ever holds one.
 pub struct RawHeap {
+    /// This heap's number, unique in the process (from 1): what a
+    /// `ThreadCache` holding its spans is bound to.
+    pub(crate) id: u64,
     /// The reserved address space, its page-to-span table, heap bits and
     /// cards. Immutable after `new`; its tables are atomics.
     pub(crate) arena: Arena,
@@ -220,7 +223,9 @@ impl RawHeap {
                 ))
             })?;
         let pages = PageHeap::new(&arena);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(RawHeap {
+            id: NEXT_ID.fetch_add(1, Relaxed),
             helpers,
             arena,
             pages,

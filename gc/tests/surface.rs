@@ -126,3 +126,62 @@ fn word_accessors_refuse_bad_addresses_and_indices() {
         assert_eq!(unsafe { m.load_word_unchecked(n.addr(), 1) }, 77);
     });
 }
+
+/// A `ThreadCache` holds one heap's spans at a time: allocating from it
+/// with another heap, or flushing it into another, panics with a message
+/// (a flush into another heap used to put the first heap's spans on its
+/// lists, whose next allocations then indexed the second heap's tables
+/// with addresses outside its arena). Flushed into its own heap, it may
+/// serve another.
+#[test]
+fn a_thread_cache_serves_one_heap_at_a_time() {
+    use pardon::{RawHeap, ThreadCache};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let small = || Config {
+        arena_size: 64 << 20,
+        ..Config::default()
+    };
+    let (a, b) = (
+        RawHeap::new(small()).unwrap(),
+        RawHeap::new(small()).unwrap(),
+    );
+    let desc = TypeDesc {
+        name: "pair",
+        size: 16,
+        align: 8,
+        pointer_words: &[0],
+    };
+    let (ta, tb) = (
+        a.register_type(&desc).unwrap(),
+        b.register_type(&desc).unwrap(),
+    );
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&a, ta).unwrap().as_ptr() as usize;
+    assert_eq!(a.find_object(p), Some(p));
+    let message = |r: std::thread::Result<()>| {
+        let e = r.expect_err("another heap was accepted");
+        e.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    };
+    for m in [
+        message(catch_unwind(AssertUnwindSafe(|| {
+            let _ = cache.alloc(&b, tb);
+        }))),
+        message(catch_unwind(AssertUnwindSafe(|| {
+            let _ = cache.alloc_array(&b, tb, 3);
+        }))),
+        message(catch_unwind(AssertUnwindSafe(|| cache.flush(&b)))),
+    ] {
+        assert!(m.contains("another heap"), "{m}");
+    }
+    // Still a's: its objects come from a, and b's lists never saw its spans.
+    let q = cache.alloc(&a, ta).unwrap().as_ptr() as usize;
+    assert_eq!(a.find_object(q), Some(q));
+    cache.flush(&a);
+    let r = cache.alloc(&b, tb).unwrap().as_ptr() as usize;
+    assert_eq!(b.find_object(r), Some(r));
+    assert_eq!(a.find_object(r), None);
+    cache.flush(&b);
+}
