@@ -130,9 +130,8 @@ unsafe impl<T: Send> Send for Mutex<T> {}
 /// Access to a [`Mutex`]'s value; unlocks on drop.
 ///
 /// Shared between threads only if `T` is `Sync` (each sharer reaches the
-/// value through `&T`), as std's guard: a guard of a
-/// `Mutex<Cell<u32>>` was `Sync` through its `&Mutex`, so two threads
-/// could `set` the same `Cell` at once (found in the fifteenth session).
+/// value through `&T`), as std's guard: otherwise two threads could `set`
+/// the `Cell` of a `Mutex<Cell<u32>>` at once through one guard.
 ///
 /// ```compile_fail
 /// use std::cell::Cell;

@@ -29,9 +29,9 @@ use crate::map::FrameMap;
 /// A chain stays on the thread that made it (it is neither `Send` nor
 /// `Sync`): frames are linked and unlinked in strict nesting only because
 /// one thread's `with_frame` calls nest. A chain another thread could link
-/// into lost that order (thread A links, B links on top, A unlinks, B
-/// unlinks: the head is A's returned frame), and the collector then walked
-/// a dead frame (a crash, from safe code, found in the fifteenth session).
+/// into would lose that order (thread A links, B links on top, A unlinks,
+/// B unlinks: the head is A's returned frame), and the collector would
+/// walk a frame that is gone.
 ///
 /// ```compile_fail
 /// use std::sync::atomic::AtomicUsize;
