@@ -96,11 +96,32 @@ unsafe impl<T: ZeroValid> GcField for T {
 
 /// A reference field: null or the address of a live `T`. An atomic word, so
 /// objects with members may be shared between threads (through [`Global`]).
+///
+/// `Send` and `Sync` only if `T` is `Sync`: any thread that reaches a member
+/// reaches its object (`get`) as `&T`. (An object holding a member to a
+/// `Cell` was otherwise shareable, and two threads could write the cell.)
+///
+/// ```compile_fail
+/// use std::cell::Cell;
+/// use pardon::{gc_object, Global, Member};
+/// gc_object! { struct Counter { n: Cell<i64> } }
+/// gc_object! { struct Holder { c: Member<Counter> } }
+/// fn shareable<T: Send + Sync>() {}
+/// shareable::<Global<Holder>>(); // would let two threads reach one Cell
+/// ```
 #[repr(transparent)]
 pub struct Member<T: GcObject> {
     word: AtomicUsize,
-    _t: PhantomData<fn() -> T>,
+    /// Neither `Send` nor `Sync` by itself: see the impls below.
+    _t: PhantomData<*const T>,
 }
+
+// SAFETY: the word is atomic; another thread that has the member reaches
+// its object only as `&T` (through `get`, rooted on that thread's own
+// mutator), and never drops or moves it: `T: Sync` is what that needs.
+unsafe impl<T: GcObject + Sync> Send for Member<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T: GcObject + Sync> Sync for Member<T> {}
 
 // SAFETY: a single word, null when zero.
 unsafe impl<T: GcObject> GcField for Member<T> {
