@@ -51,10 +51,24 @@ extern "C" {
 /// # Safety
 /// Only the trampoline calls this, with `frame` pointing at the frame it just
 /// pushed and `xsave` at its XSAVE image, both on the current thread's stack.
+///
+/// Keeps the interrupted code's `errno`, as a signal handler must: the
+/// thread may have been stopped between a failing libc call and the read
+/// of `errno` that reports it (in the program's own code, where the signal
+/// lands), and what runs here sets it (a futex wait that finds its word
+/// moved fails with `EAGAIN`; a yield hook runs other tasks on the
+/// thread). It is put back through a fresh `__errno_location` (an opaque
+/// call), on whichever thread the call returns on: the interrupted code
+/// reads it there.
 #[no_mangle]
 unsafe extern "C" fn pardon_preempt_park_injected(frame: *mut TrampolineFrame, xsave: *mut u8) {
+    // SAFETY: __errno_location returns this thread's errno slot, always
+    // valid.
+    let errno = unsafe { *libc::__errno_location() };
     // SAFETY: forwarded contract: both pointers are live for the whole call.
-    unsafe { crate::park::park_injected(&*frame, xsave as usize) }
+    unsafe { crate::park::park_injected(&*frame, xsave as usize) };
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 std::arch::global_asm!(
