@@ -73,7 +73,8 @@ fn our_hook() -> pardon_preempt::YieldHook {
     // thread (a plain thread attached to such a registry, a worker of a
     // cooperative or polling runtime that its code attached by hand) it
     // returns at once, touching nothing. It returns on the calling thread
-    // (goroutines never leave their worker) and does not unwind.
+    // (signal-preempted goroutines never leave their worker) and does not
+    // unwind.
     unsafe { pardon_preempt::YieldHook::new(crate::worker::on_yield) }
 }
 

@@ -106,6 +106,14 @@ pub struct Config {
     /// through the scheduler; what runs next is the same either way.
     /// Default true; false is for comparison and diagnosis.
     pub hand_off: bool,
+    /// Whether goroutines may move between workers, as Go's do: one that
+    /// yields or whose slice ends goes to the runtime's global queue, from
+    /// which any worker may take it, and so resumes on whichever worker
+    /// runs it next (a parked goroutine still wakes where it parked). Load
+    /// then evens out after goroutines start, not only when they start.
+    /// Default false; only [`Runtime::with_migration`](crate::Runtime::with_migration),
+    /// which is `unsafe`, starts a runtime with it (see there why).
+    pub migrate: bool,
 }
 
 impl Default for Config {
@@ -118,6 +126,7 @@ impl Default for Config {
             time_slice: Duration::from_millis(10),
             attach: None,
             hand_off: true,
+            migrate: false,
         }
     }
 }

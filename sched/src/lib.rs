@@ -73,13 +73,21 @@
 //! scheduler (freeing a dead goroutine, growing a worker's task list) runs
 //! in a window at depth 0 where a stop may park the worker.
 //!
-//! ## Goroutines do not migrate, and what signal preemption costs in Rust
+//! ## Migration, and what signal preemption costs in Rust
 //!
-//! A goroutine runs only on the worker it first ran on. Rust code may keep
-//! a thread-local's address across any call, and some values are bound to
-//! their thread (a `std` `MutexGuard`), so a goroutine resumed on another
-//! thread could reach another thread's data from safe code. Load is
-//! balanced when goroutines start, by stealing those that have not run.
+//! By default a goroutine runs only on the worker it first ran on. Rust
+//! code may keep a thread-local's address across any call, and some values
+//! are bound to their thread (a `std` `MutexGuard`), so a goroutine resumed
+//! on another thread could reach another thread's data from safe code.
+//! Load is balanced when goroutines start, by stealing those that have not
+//! run. The `unsafe` [`Runtime::with_migration`] (polling and cooperative
+//! runtimes) moves goroutines as Go does, at yields and slice ends,
+//! through the global queue, for code that keeps the promise its contract
+//! states (no thread-local state at all); three equal loops on two workers
+//! then finish together. Signal-preempted goroutines do not move yet: one
+//! stopped between this crate's lookup of its worker and the no-preempt
+//! region that lookup is for would enter the first thread's region from
+//! the second.
 //!
 //! The goroutines of one worker share its thread-locals. At cooperative
 //! switch points that is what safe Rust already allows (any call may run

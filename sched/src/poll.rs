@@ -10,7 +10,8 @@ use pardon_preempt::PollStrategy;
 use crate::worker::{goroutine, poll_slow};
 
 /// A poll: if `sysmon` has asked the calling goroutine's slice to end
-/// (poll mode), the goroutine goes to the back of its worker's queue.
+/// (poll mode), the goroutine goes to the back of its worker's queue (of
+/// the global queue in a migrating runtime).
 /// A load and a predicted branch otherwise; nothing outside a goroutine.
 /// Also a point where a stop of the world may take the worker.
 #[inline]

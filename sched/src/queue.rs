@@ -12,8 +12,12 @@
 //! New goroutines go to the back of the spawning worker's queue (or the
 //! global queue when spawned from outside); a goroutine that yields or is
 //! preempted goes to the back of its home queue (Go sends it to the global
-//! queue, from which any P may take it; ours may not migrate: see
-//! `runtime`).
+//! queue, from which any P may take it; ours do too in a migrating runtime,
+//! and otherwise may not migrate: see `runtime`). A migrating runtime's
+//! workers take from the global queue only when their own is empty, or
+//! once in `GLOBAL_EVERY` slices (Go's `schedule`), so that a goroutine
+//! put there waits for a worker without work rather than going back to
+//! the one that put it there.
 //!
 //! A worker with nothing local takes from the global queue, then steals
 //! half of the goroutines another has queued *that have not run yet*. An
@@ -86,6 +90,9 @@ pub(crate) struct Proc {
     /// Parks that handed off (`worker::hand_off`). Owner writes (a load
     /// and a store: no locked instruction a switch); anyone reads.
     pub hand_offs: AtomicU64,
+    /// Goroutines that had run on another worker and resumed on this one
+    /// (a migrating runtime only). Owner writes; anyone reads.
+    pub migrations: AtomicU64,
     /// Yield signals refused on this worker, as its preempt record counts
     /// them; copied by the owner each time a goroutine switches back to
     /// its scheduler (not at hand-offs: a chain of them updates it when
@@ -290,7 +297,7 @@ impl Shared {
     /// or, if any may (the global queue, a goroutine that has not run),
     /// one that sleeps.
     pub(crate) fn enqueue(&self, t: TaskRef, place: Place) {
-        let anyone = t.home.load(SeqCst) == NO_HOME;
+        let anyone = matches!(place, Place::Global) || t.home.load(SeqCst) == NO_HOME;
         let target = match place {
             Place::Next(w) => {
                 let mut l = self.procs[w].lock_local();
@@ -396,11 +403,27 @@ impl Shared {
     /// has just run out of work waits for a batch: see
     /// `worker::STEAL_BATCH`).
     pub(crate) fn find(&self, w: usize, at_least: usize) -> Option<(TaskRef, bool)> {
+        /// In a migrating runtime, a worker with goroutines queued takes
+        /// from the global queue once in this many slices (Go: 61).
+        const GLOBAL_EVERY: u64 = 61;
         let mut l = self.procs[w].lock_local();
         if let Some(t) = l.next.take() {
             return Some((t, true));
         }
-        if self.global_len.load(SeqCst) > 0 {
+        // A migrating runtime's global queue holds the goroutines that
+        // yielded or were preempted: a worker with work of its own leaves
+        // them there, for a worker without (or for itself once its queue
+        // is empty, and every `GLOBAL_EVERY` slices so that none waits for
+        // ever), as Go's `schedule` does; taking them back at once would
+        // keep each on the worker that put it there.
+        if self.global_len.load(SeqCst) > 0
+            && (!self.config.migrate
+                || l.queue.is_empty()
+                || self.procs[w]
+                    .tick
+                    .load(Relaxed)
+                    .is_multiple_of(GLOBAL_EVERY))
+        {
             let mut g = lock(&self.global);
             let batch = (g.len() / self.procs.len() + 1).min(g.len());
             let mut taken = g.split_front(batch);

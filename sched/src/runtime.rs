@@ -1,15 +1,24 @@
 //! The runtime: starting workers and `sysmon`, spawning, joining
 //! and yielding.
 //!
-//! A goroutine never leaves the worker it first ran on (its *home*): it is
-//! requeued there after a yield, a preemption, a park or a wake-up. Go
-//! migrates goroutines freely, but Rust code may keep a thread-local's
-//! address across any call (the compiler takes the thread to be fixed
-//! within a function), and some values are tied to the thread that made
-//! them (a `std` `MutexGuard`, which is `!Send`), so a goroutine that
-//! resumed on another thread could reach another thread's data from safe
-//! code. Load is balanced when goroutines start, by stealing those that
-//! have not.
+//! By default a goroutine never leaves the worker it first ran on (its
+//! *home*): it is requeued there after a yield, a preemption, a park or a
+//! wake-up. Go migrates goroutines freely, but Rust code may keep a
+//! thread-local's address across any call (the compiler takes the thread
+//! to be fixed within a function), and some values are tied to the thread
+//! that made them (a `std` `MutexGuard`, which is `!Send`), so a goroutine
+//! that resumed on another thread could reach another thread's data from
+//! safe code. Load is balanced when goroutines start, by stealing those
+//! that have not.
+//!
+//! A runtime made by the `unsafe` [`Runtime::with_migration`] (polling or
+//! cooperative) moves them as Go does: a goroutine that yields or ends its
+//! slice at a poll goes to the global queue, which a worker with work of
+//! its own leaves to workers without (`queue`), and its home becomes
+//! whichever worker runs it next. A parked goroutine still wakes at home,
+//! so the park protocol's reasoning (`task`) holds unchanged. This crate's
+//! own code finds the running worker afresh at every lookup (`sys::tls`)
+//! and after every switch that may have moved the goroutine.
 //!
 //! Goroutines of one worker share its thread-locals. At the cooperative
 //! switch points (a channel operation, a join, a lock, a sleep, a yield, a
@@ -66,6 +75,9 @@ pub struct RuntimeStats {
     /// Parks that switched straight into the goroutine they woke
     /// ([`Config::hand_off`]).
     pub hand_offs: u64,
+    /// Times a goroutine that had run on one worker resumed on another
+    /// (only in a runtime made by [`Runtime::with_migration`]).
+    pub migrations: u64,
     /// Goroutine stacks mapped now: on goroutines (running or parked), on
     /// finished ones each worker keeps for its next spawns (at most 64 a
     /// worker), kept by each worker for goroutines that start without one
@@ -79,6 +91,9 @@ impl Runtime {
     /// [`Preemption::Signal`], which only
     /// [`Runtime::with_signal_preemption`] may start.
     pub fn new(config: Config) -> Result<Runtime, RuntimeError> {
+        if config.migrate {
+            return Err(refuse_migration("Runtime::new"));
+        }
         if config.preemption == Preemption::Signal {
             return Err(RuntimeError::Config(
                 "preemption: signal preemption switches goroutines between arbitrary \
@@ -124,6 +139,9 @@ impl Runtime {
     /// goroutines locks it, for ever (the holder can only resume on that
     /// thread); use [`crate::Mutex`], which parks goroutines instead.
     pub unsafe fn with_signal_preemption(config: Config) -> Result<Runtime, RuntimeError> {
+        if config.migrate {
+            return Err(refuse_migration("Runtime::with_signal_preemption"));
+        }
         Runtime::start(
             Config {
                 preemption: Preemption::Signal,
@@ -149,6 +167,13 @@ impl Runtime {
         config: Config,
         registry: pardon_preempt::Registry,
     ) -> Result<Runtime, RuntimeError> {
+        if config.migrate {
+            return Err(RuntimeError::Config(
+                "migrate: the goroutines of a runtime sharing a registry stay on their \
+                 worker (an embedder's per-worker state, a heap's mutator, is theirs)"
+                    .into(),
+            ));
+        }
         if !crate::attach::has_our_hook(&registry) {
             return Err(RuntimeError::Config(
                 "registry: not made with pardon_sched::registry_config (a signal strategy \
@@ -162,6 +187,58 @@ impl Runtime {
                 ..config
             },
             Some(registry),
+        )
+    }
+
+    /// Starts a runtime whose goroutines move between workers
+    /// ([`Config::migrate`], set here): one that yields or whose time
+    /// slice ends goes to the global queue and resumes on whichever worker
+    /// takes it, so a worker left without work takes goroutines that have
+    /// run from the others, as in Go. Polling and cooperative runtimes
+    /// only: refuses [`Preemption::Signal`] with a message. (A goroutine
+    /// preempted by the signal may be between this crate's lookup of its
+    /// worker and the no-preempt region that lookup is for; resumed on
+    /// another thread, it would enter the first thread's region. Every such
+    /// window would have to be closed first: see docs/STATUS.md.)
+    ///
+    /// # Safety
+    /// A goroutine that yields (`yield_now`, a poll at the end of its
+    /// slice) may resume on another thread, which safe Rust assumes cannot
+    /// happen within a call. The caller promises that goroutine code, the
+    /// libraries it calls included:
+    ///
+    /// - uses no thread-local state at all: the compiler may compute a
+    ///   thread-local's address once in a function and keep it across a
+    ///   call, so after a move the function would use the first thread's
+    ///   (std's own uses count: `HashMap::new`'s random keys, `print!`,
+    ///   `std::thread::current`). This crate's own lookups of the running
+    ///   worker are read afresh each time;
+    /// - holds no value bound to its thread across a yield or a poll: a
+    ///   `std` `MutexGuard` (unlocked on another thread), an `Rc` another
+    ///   thread's code may also hold, a `RefCell` borrow of thread-local
+    ///   data;
+    /// - does not rely on the thread's identity (thread ids, per-thread
+    ///   signal masks, scheduler affinity) staying the same.
+    ///
+    /// A goroutine that parks (a channel, a join, a lock, a sleep) resumes
+    /// on the worker it parked on: only yields and preemptions move one.
+    /// A runtime sharing a registry ([`Runtime::with_registry`]) does not
+    /// migrate.
+    pub unsafe fn with_migration(config: Config) -> Result<Runtime, RuntimeError> {
+        if config.preemption == Preemption::Signal {
+            return Err(RuntimeError::Config(
+                "migrate: goroutines preempted by the signal do not move between workers yet \
+                 (one may be stopped between a lookup of its worker and the region it is \
+                 for): use Preemption::Poll or Preemption::Cooperative"
+                    .into(),
+            ));
+        }
+        Runtime::start(
+            Config {
+                migrate: true,
+                ..config
+            },
+            None,
         )
     }
 
@@ -180,6 +257,8 @@ impl Runtime {
         crate::overflow::install();
         crate::fork::install();
         let track_tasks = shared_registry.is_some();
+        // Task lists and deferred scans are per worker (`suspended`).
+        assert!(!(track_tasks && config.migrate), "checked by with_registry");
         let registry = match (config.preemption, shared_registry) {
             (_, Some(r)) => Some(r),
             (Preemption::Signal, None) => Some(
@@ -247,6 +326,7 @@ impl Runtime {
             s.asks += p.asks.load(Relaxed);
             s.refused += p.refused.load(Relaxed);
             s.hand_offs += p.hand_offs.load(Relaxed);
+            s.migrations += p.migrations.load(Relaxed);
         }
         s.stacks_mapped = self.shared.stacks.mapped() as u64;
         s
@@ -335,6 +415,15 @@ impl Drop for Runtime {
     }
 }
 
+/// Why a safe constructor refuses [`Config::migrate`].
+fn refuse_migration(constructor: &str) -> RuntimeError {
+    RuntimeError::Config(format!(
+        "migrate: {constructor} does not move goroutines between threads, which safe Rust \
+         assumes cannot happen within a call: start such a runtime with the unsafe \
+         Runtime::with_migration, whose contract says what goroutine code must not do"
+    ))
+}
+
 /// The calling worker's index if it is a worker of `shared`'s runtime
 /// (its local queue is then the one to use), `None` otherwise.
 fn local_index(shared: &Arc<Shared>) -> Option<usize> {
@@ -376,7 +465,8 @@ pub fn go<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHand
 }
 
 /// Lets the other goroutines run: the caller goes to the back of its
-/// worker's queue. Outside a goroutine, yields the thread.
+/// worker's queue (of the global queue in a migrating runtime, so it may
+/// resume on another worker). Outside a goroutine, yields the thread.
 pub fn yield_now() {
     if goroutine().is_none() {
         std::thread::yield_now();

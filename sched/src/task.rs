@@ -17,9 +17,10 @@
 //! goroutine parks again.) A waker
 //! may come before the switch has saved the goroutine's context: it is
 //! queued then all the same, and still never resumed before the save,
-//! because a goroutine never leaves its worker (see `runtime`) and that
-//! worker is the thread still switching it out, which looks at its queues
-//! only afterwards. (Go, whose goroutines migrate, needs an intermediate
+//! because a parked goroutine is woken onto its home worker (even in a
+//! migrating runtime, where only yields move goroutines: see `runtime`)
+//! and that worker is the thread still switching it out, which looks at
+//! its queues only afterwards. (Go, whose goroutines migrate, needs an intermediate
 //! state for this window; so did this runtime, a `PARKING` state the
 //! switch committed with a compare-and-swap, one locked instruction a
 //! park, until the ninth session.)
@@ -77,9 +78,11 @@ pub(crate) struct Task {
     /// back before each switch into it. Read by a stopped world's
     /// coordinator through the task source.
     pub word: UnsafeCell<usize>,
-    /// The worker it first ran on, which it never leaves (`NO_HOME` until
-    /// then): set once, by that worker, before the first switch into it.
-    /// See `runtime` for why goroutines do not migrate.
+    /// The worker it runs on (`NO_HOME` until its first run): set by that
+    /// worker before the first switch into it, and in a migrating runtime
+    /// by the worker that takes it from the global queue after a yield,
+    /// before switching into it (it is on no wait list then, so no waker
+    /// reads it meanwhile). Wakers queue it here. See `runtime`.
     pub home: AtomicUsize,
     /// Its runtime, which a waker queues it on. (Queued goroutines keep
     /// their runtime's shared state alive: `Runtime::drop` empties the

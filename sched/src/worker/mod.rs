@@ -26,7 +26,7 @@ mod switching;
 pub(crate) use scheduler::worker_main;
 pub(crate) use switching::{on_yield, poll_slow, to_scheduler, to_scheduler_on};
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -231,18 +231,20 @@ impl Worker {
     }
 }
 
-thread_local! {
-    static WORKER: Cell<*const Worker> = const { Cell::new(std::ptr::null()) };
+/// Sets the calling thread's worker (null: none), read by [`worker`].
+pub(super) fn set_worker(w: *const Worker) {
+    crate::sys::set_current_worker(w as usize);
 }
 
-/// The worker running the caller, or `None` outside the runtime. (A
-/// thread-local read is safe to inline: goroutines never change thread.)
+/// The worker running the caller, or `None` outside the runtime. Read
+/// afresh at every call, however the code is inlined (see `sys::tls`): a
+/// goroutine of a migrating runtime finds the worker it runs on now.
 #[inline]
 pub(crate) fn worker() -> Option<&'static Worker> {
-    let p = WORKER.with(|w| w.get());
+    let p = crate::sys::current_worker() as *const Worker;
     // SAFETY: set by the worker's loop to its own Worker, which outlives
-    // every goroutine it runs (the loop returns only at shutdown, and a
-    // goroutine never leaves its worker's thread).
+    // every goroutine it runs on its thread (the loop returns only at
+    // shutdown, once no goroutine runs there); the word is this thread's.
     (!p.is_null()).then(|| unsafe { &*p })
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::sync::Arc;
 
 use super::switching::{prepare_switch_in, save_word, task_entry};
-use super::{cache_stack, Worker, STACK_CACHE, WORKER};
+use super::{cache_stack, set_worker, Worker, STACK_CACHE};
 use crate::attach::Holder;
 use crate::context::{switch, Context};
 use crate::linked::Fifo;
@@ -58,7 +58,7 @@ pub(crate) fn worker_main(
         holder,
         own_stack,
     };
-    WORKER.with(|w| w.set(&me));
+    set_worker(&me);
     me.raise();
     let shared = &me.shared;
     let p = me.proc_();
@@ -105,7 +105,7 @@ pub(crate) fn worker_main(
         p.lock_local().queue.push_back(t);
     }
     me.lower();
-    WORKER.with(|w| w.set(std::ptr::null()));
+    set_worker(std::ptr::null());
 }
 
 /// The fewest goroutines a worker that has just run out of work steals
@@ -246,6 +246,13 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
                 return;
             }
         }
+    } else if shared.config.migrate && t.home.load(Relaxed) != me.index {
+        // Moved here (from the global queue, where its last worker put it
+        // after a yield or a preemption, fully switched out): its wakers
+        // queue it here from now on. It is runnable and on no wait list,
+        // so no waker reads `home` meanwhile.
+        t.home.store(me.index, SeqCst);
+        p.migrations.store(p.migrations.load(Relaxed) + 1, Relaxed);
     }
     prepare_switch_in(me, &t);
     if !inherit {
@@ -293,10 +300,17 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             }
             // Yielded or preempted: the slice is over (a goroutine woken
             // into `next` does not inherit it), and this one goes to the
-            // back of the worker's queue, so the others here run first.
+            // back of the worker's queue, so the others here run first;
+            // in a migrating runtime to the global queue, as in Go, for
+            // any worker to take (it is switched out completely by now).
             end_slice(p);
             t.state.store(RUNNABLE, SeqCst);
-            shared.enqueue(t, Place::Back(me.index));
+            let place = if shared.config.migrate {
+                Place::Global
+            } else {
+                Place::Back(me.index)
+            };
+            shared.enqueue(t, place);
         }
         // Parked: its waker queues it. Or woken already, even before
         // the switch above saved it: queued by its waker, on this worker.

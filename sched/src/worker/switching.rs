@@ -117,6 +117,9 @@ pub(super) extern "C" fn task_entry(arg: usize) -> ! {
     // result nobody took, say).
     // SAFETY: the worker running the task, once (its first run).
     let _ = catch_unwind(AssertUnwindSafe(|| unsafe { t.body.run() }));
+    // Looked up again: in a migrating runtime the goroutine may have
+    // moved to another worker since it started.
+    let me = worker().expect("a goroutine runs on a worker");
     me.raise();
     t.state.store(DEAD, SeqCst);
     // SAFETY: back to the scheduler for good: it frees the stack only
@@ -159,9 +162,13 @@ pub(crate) fn to_scheduler_on(
     let go = prepare(me, me.current().expect("a running goroutine"));
     if go && !hand_off(me) {
         switch_out(me);
+        // Switched back into by a scheduler: in a migrating runtime, after
+        // a yield, perhaps another worker's (a park resumes where it
+        // parked, by a scheduler or by a hand-off).
+        worker().expect("a goroutine runs on a worker").lower();
+        return go;
     }
-    // Switched back into (by the scheduler, or by another goroutine's
-    // hand-off), or not switched.
+    // Switched back into by another goroutine's hand-off, or not switched.
     me.lower();
     go
 }
@@ -203,8 +210,8 @@ fn refuse_switch(a: &pardon_preempt::Attached) -> ! {
 /// is running again.
 ///
 /// A waker may queue the goroutine before this switch has saved it; it
-/// cannot run until then: a goroutine never leaves its worker, and this
-/// thread switches into it only after this switch (see `task`). No stop
+/// cannot run until then: a parked goroutine is woken onto its home, and
+/// this thread switches into it only after this switch (see `task`). No stop
 /// reads it meanwhile (the worker is at depth 1 until the goroutine
 /// switched into lowers it), and no deferred scan is owed by a goroutine
 /// that was running.

@@ -17,6 +17,8 @@ pub(crate) struct Args {
     pub(crate) parked: u64,
     pub(crate) frames: usize,
     pub(crate) json_line: bool,
+    /// Goroutines move between workers (`Runtime::with_migration`).
+    pub(crate) migrate: bool,
     pub(crate) suite: bool,
     pub(crate) quick: bool,
     pub(crate) json: Option<std::path::PathBuf>,
@@ -47,6 +49,7 @@ pub(crate) fn parse_args() -> Args {
                     "stw",
                     "gc",
                     "cgc",
+                    "balance",
                 ])
                 .default_value("latency"),
         )
@@ -71,7 +74,7 @@ pub(crate) fn parse_args() -> Args {
                 .allow_negative_numbers(true)
                 .value_parser(pardon_bench::cli::whole::<usize>(0, 4096))
                 .default_value("4")
-                .help("latency: goroutines in call-free loops"),
+                .help("latency: goroutines in call-free loops; balance: goroutines"),
         )
         .arg(
             Arg::new("samples")
@@ -109,9 +112,9 @@ pub(crate) fn parse_args() -> Args {
             Arg::new("n")
                 .long("n")
                 .allow_negative_numbers(true)
-                .value_parser(pardon_bench::cli::whole::<u64>(1, 100_000_000))
+                .value_parser(pardon_bench::cli::whole::<u64>(1, 100_000_000_000))
                 .default_value("1000000")
-                .help("spawn/switch/parked: count"),
+                .help("spawn/switch/parked: count; balance: loop iterations each goroutine runs"),
         )
         .arg(
             Arg::new("parked")
@@ -128,6 +131,12 @@ pub(crate) fn parse_args() -> Args {
                 .value_parser(pardon_bench::cli::whole::<usize>(1, 8))
                 .default_value("4")
                 .help("gc, cgc: shadow frames each parked goroutine holds"),
+        )
+        .arg(
+            Arg::new("migrate")
+                .long("migrate")
+                .action(clap::ArgAction::SetTrue)
+                .help("Goroutines move between workers at yields and slice ends (Runtime::with_migration; poll and coop only)"),
         )
         .arg(
             Arg::new("json-line")
@@ -196,6 +205,7 @@ pub(crate) fn parse_args() -> Args {
         parked: *m.get_one("parked").unwrap(),
         frames: *m.get_one("frames").unwrap(),
         json_line: m.get_flag("json-line"),
+        migrate: m.get_flag("migrate"),
         suite: m.get_flag("suite"),
         quick: m.get_flag("quick"),
         json: m.get_one::<std::path::PathBuf>("json").cloned(),

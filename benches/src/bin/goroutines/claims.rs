@@ -219,3 +219,51 @@ pub(crate) fn fairness(a: &Args) {
         h.join().unwrap();
     }
 }
+
+/// `balance`: how evenly `--workers` equal loops share `--procs` workers.
+/// One loop runs alone first, for the yardstick (its time × workers /
+/// procs); then all of them at once, each spawned from the first worker's
+/// goroutine, as a program's would be.
+pub(crate) fn balance(a: &Args) {
+    let rt = runtime(a, a.procs);
+    let (n, p, workers) = (a.n, a.preemption, a.workers);
+    let alone = rt
+        .block_on(move || {
+            let t0 = Instant::now();
+            std::hint::black_box(spin_for(p, n));
+            t0.elapsed()
+        })
+        .unwrap();
+    let before = rt.stats().migrations;
+    let (all, each) = rt
+        .block_on(move || {
+            let t0 = Instant::now();
+            let hs: Vec<_> = (0..workers)
+                .map(|_| {
+                    go(move || {
+                        std::hint::black_box(spin_for(p, n));
+                        t0.elapsed()
+                    })
+                })
+                .collect();
+            let each: Vec<Duration> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            (t0.elapsed(), each)
+        })
+        .unwrap();
+    let moves = rt.stats().migrations - before;
+    let ideal = alone.mul_f64(workers as f64 / a.procs as f64);
+    let ratio = all.as_secs_f64() / ideal.as_secs_f64();
+    let first = each.iter().min().copied().unwrap_or_default();
+    emit(
+        a,
+        format!(
+            "balance pardon procs={} workers={workers} migrate={}: all done in {all:?}, \
+             first in {first:?}; one alone {alone:?}, so a perfect balance {ideal:?} \
+             ({ratio:.2} of it); {moves} moves",
+            a.procs, a.migrate
+        ),
+        json!({"outcome": "ok", "ns_all": all.as_nanos() as u64,
+               "ns_ideal": ideal.as_nanos() as u64, "ratio": ratio,
+               "migrations": moves}),
+    );
+}

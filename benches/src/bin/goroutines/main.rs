@@ -35,6 +35,12 @@
 //!   length beside the time to safepoint; the shape of
 //!   `benches/go/gc-parked -parked N` (Go's `runtime.GC()` pauses).
 //!
+//! - `balance`: `--workers` goroutines each run `--n` iterations of the
+//!   call-free loop on `--procs` workers; reports the time until the last
+//!   ends, against the time one alone takes times workers / procs (what a
+//!   perfect balance gives). With `--migrate` goroutines move between
+//!   workers at slice ends; without, each stays where it started.
+//!
 //! `--preemption signal|poll|coop` chooses how slices end (in poll mode
 //! the loops poll on every iteration); `--slice` is the time slice.
 //!
@@ -61,7 +67,11 @@ pub(crate) fn runtime(a: &Args, procs: usize) -> Runtime {
         time_slice: a.slice,
         ..Config::default()
     };
-    let rt = if a.preemption == Preemption::Signal {
+    let rt = if a.migrate {
+        // SAFETY: as below; besides, they hold nothing bound to their
+        // thread across a yield or a poll.
+        unsafe { Runtime::with_migration(c) }
+    } else if a.preemption == Preemption::Signal {
         // SAFETY: the goroutines of this tool use no thread-locals, never
         // print (results go back to the main thread, which prints), and
         // allocate through the system allocator.
@@ -120,6 +130,7 @@ pub(crate) fn emit(a: &Args, text: String, result: serde_json::Value) {
             "preemption": a.preemption.name(),
             "procs": a.procs,
             "workers": a.workers,
+            "migrate": a.migrate,
             "parked": a.parked,
             "slice_ns": a.slice.as_nanos() as u64,
             "result": result,
@@ -172,6 +183,7 @@ fn main() {
         "parked" => costs::parked(&a),
         "stw" => stops::stw(&a),
         "gc" | "cgc" => stops::gc(&a),
+        "balance" => claims::balance(&a),
         _ => unreachable!("checked by clap"),
     }
 }
