@@ -160,9 +160,15 @@ pub struct Config {
 /// such as libc, which may hold a lock), outside no-preempt regions, with
 /// room on the stack.
 ///
-/// The hook must return on the thread that called it (the injected call
-/// then goes on with that thread's record), and must not unwind: a panic
-/// that leaves it aborts the process.
+/// The hook returns on the thread that called it or, for a scheduler
+/// that moves tasks between threads, on another thread attached to the
+/// same registry, inside a no-preempt region of depth exactly 1 of that
+/// thread's (as a switch from that thread's scheduler leaves it) and with
+/// the bounds of the stack it runs on set there; the injected call then
+/// goes on with that thread's record, and puts the interrupted code's
+/// `errno` there. During the hook, [`Attached::yield_saved_lo`](crate::Attached::yield_saved_lo)
+/// says where the interrupted code's registers were saved. The hook must
+/// not unwind: a panic that leaves it aborts the process.
 ///
 /// Made only by the `unsafe` [`YieldHook::new`]: the hook runs between two
 /// arbitrary instructions of the thread's code, where safe Rust assumes
@@ -190,8 +196,9 @@ impl YieldHook {
     /// before it returns, must be sound there: it must not touch state the
     /// interrupted code may be in the middle of changing — the thread's
     /// thread-locals, anything the interrupted code borrows or holds a lock
-    /// on — nor let other code do so. It must return on the calling thread
-    /// and must not unwind.
+    /// on — nor let other code do so. It must return as the type's
+    /// documentation says (on the calling thread, or on another attached
+    /// to the same registry at depth 1) and must not unwind.
     pub const unsafe fn new(hook: fn(token: u64)) -> YieldHook {
         YieldHook(hook)
     }

@@ -152,6 +152,12 @@ pub(crate) struct ThreadRecord {
     /// and the injected call, which takes it. Owner-only (the handler runs
     /// on the owner).
     pub yield_injected: AtomicU32,
+    /// Set before the yield hook is called: the lowest address of what the
+    /// injected call saved on the interrupted stack (its XSAVE image, with
+    /// the general registers, the red zone and the interrupted frames
+    /// above it). Meaningful only while the hook runs on this thread,
+    /// before it switches away. Owner-only.
+    pub yield_saved_lo: AtomicUsize,
     /// Yield hooks called. Owner writes (relaxed); anyone reads.
     pub yields: AtomicU64,
     /// Yield signals that found the thread where it could not yield. As

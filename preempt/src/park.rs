@@ -374,7 +374,7 @@ pub(crate) unsafe fn park_injected(frame: &sys::TrampolineFrame, xsave: usize) {
         }
     }
     if yielding {
-        crate::yielding::run_injected_yield(rec);
+        crate::yielding::run_injected_yield(rec, xsave);
     }
 }
 

@@ -309,6 +309,7 @@ impl Registry {
             deferred: AtomicU64::new(0),
             yield_token: AtomicU64::new(0),
             yield_injected: AtomicU32::new(0),
+            yield_saved_lo: AtomicUsize::new(0),
             yields: AtomicU64::new(0),
             yields_refused: AtomicU64::new(0),
             task_word: AtomicUsize::new(0),

@@ -187,6 +187,26 @@ impl Attached {
         self.record().yields.load(Ordering::Relaxed)
     }
 
+    /// Inside the yield hook, on this thread and before it switches away:
+    /// the lowest address of what the injected call saved on the
+    /// interrupted stack. From there up lie the interrupted code's every
+    /// register (the XSAVE image, then the general registers and flags),
+    /// its red zone and its frames, up to the top of its stack; below it,
+    /// only the injected call's and the hook's own frames. A scheduler
+    /// uses it to look at what the interrupted code holds. Elsewhere its
+    /// value means nothing.
+    pub fn yield_saved_lo(&self) -> usize {
+        self.record().yield_saved_lo.load(Ordering::Relaxed)
+    }
+
+    /// The addresses `[lo, hi)` of this thread's record, the state the
+    /// registry keeps for it (its no-preempt depth among them): a pointer
+    /// into it is a pointer to this thread's state.
+    pub fn record_range(&self) -> (usize, usize) {
+        let lo = self.rec as usize;
+        (lo, lo + std::mem::size_of::<ThreadRecord>())
+    }
+
     /// Yield signals that found this thread where it could not yield.
     #[inline]
     pub fn yields_refused(&self) -> u64 {
@@ -262,20 +282,48 @@ pub(crate) fn begin_injected_yield(rec: &ThreadRecord) -> bool {
     true
 }
 
+/// The record of the thread a yield hook returned on. Not inlined: the
+/// thread-local is read afresh, not through an address computed on the
+/// thread that called the hook. A thread that is not attached (a hook that broke its contract) ends
+/// the process: nothing else could restore the interrupted registers.
+#[inline(never)]
+fn record_after_hook(before: &ThreadRecord) -> &'static ThreadRecord {
+    match current() {
+        Some(r) => {
+            debug_assert!(std::ptr::eq(r.registry(), before.registry()));
+            r
+        }
+        None => {
+            const MSG: &[u8] =
+                b"pardon: a yield hook returned on a thread not attached to its registry\n";
+            // SAFETY: writes bytes of a static buffer to fd 2; abort has no
+            // preconditions.
+            unsafe {
+                libc::write(2, MSG.as_ptr().cast(), MSG.len());
+                libc::abort()
+            }
+        }
+    }
+}
+
 /// The injected call's end, after any stop it parked for: runs the hook
 /// with the token, then leaves the region `begin_injected_yield` entered
-/// (parking there if a stop asked meanwhile).
-pub(crate) fn run_injected_yield(rec: &ThreadRecord) {
+/// (parking there if a stop asked meanwhile). `saved_lo`: the lowest
+/// address the trampoline saved registers at (its XSAVE image).
+pub(crate) fn run_injected_yield(rec: &ThreadRecord, saved_lo: usize) {
     let token = rec.yield_token.swap(0, Ordering::SeqCst);
     if let (Some(hook), true) = (rec.registry().config.yield_hook, token != 0) {
         rec.yields.fetch_add(1, Ordering::Relaxed);
+        rec.yield_saved_lo.store(saved_lo, Ordering::Relaxed);
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         (hook.function())(token);
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
-    // The hook returns on this thread (its contract), so `rec` is still
-    // the running thread's record.
-    debug_assert!(current().is_some_and(|c| std::ptr::eq(c, rec)));
+    // The hook returns on this thread, or on another attached to the same
+    // registry, inside a region of depth 1 there (its contract: a
+    // scheduler that moves tasks between threads): the call goes on with
+    // the record of the thread it returned on.
+    let rec = record_after_hook(rec);
     if rec.exit_no_preempt() == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0 {
         crate::park::poll_slow(rec);
     }

@@ -93,6 +93,10 @@ pub(crate) struct Proc {
     /// Goroutines that had run on another worker and resumed on this one
     /// (a migrating runtime only). Owner writes; anyone reads.
     pub migrations: AtomicU64,
+    /// Preemptions of a migrating runtime that kept the goroutine on this
+    /// worker because it held the worker's state (`Task::stay`). Owner
+    /// writes; anyone reads.
+    pub stays: AtomicU64,
     /// Yield signals refused on this worker, as its preempt record counts
     /// them; copied by the owner each time a goroutine switches back to
     /// its scheduler (not at hand-offs: a chain of them updates it when

@@ -78,6 +78,11 @@ pub struct RuntimeStats {
     /// Times a goroutine that had run on one worker resumed on another
     /// (only in a runtime made by [`Runtime::with_migration`]).
     pub migrations: u64,
+    /// Preemptions by the signal in a migrating runtime that kept the
+    /// goroutine on its worker, because its registers or stack pointed
+    /// into the worker's own state (it was in this crate's code between a
+    /// lookup of its worker and the use of it).
+    pub stays: u64,
     /// Goroutine stacks mapped now: on goroutines (running or parked), on
     /// finished ones each worker keeps for its next spawns (at most 64 a
     /// worker), kept by each worker for goroutines that start without one
@@ -194,18 +199,19 @@ impl Runtime {
     /// ([`Config::migrate`], set here): one that yields or whose time
     /// slice ends goes to the global queue and resumes on whichever worker
     /// takes it, so a worker left without work takes goroutines that have
-    /// run from the others, as in Go. Polling and cooperative runtimes
-    /// only: refuses [`Preemption::Signal`] with a message. (A goroutine
-    /// preempted by the signal may be between this crate's lookup of its
-    /// worker and the no-preempt region that lookup is for; resumed on
-    /// another thread, it would enter the first thread's region. Every such
-    /// window would have to be closed first: see docs/STATUS.md.)
+    /// run from the others, as in Go. Any preemption mode. With
+    /// [`Preemption::Signal`], a goroutine preempted while its registers
+    /// or stack point into its worker's own state (stopped in this crate's
+    /// code between a lookup of its worker and the use of it) stays on its
+    /// worker that time ([`RuntimeStats::stays`]); the others go to the
+    /// global queue.
     ///
     /// # Safety
     /// A goroutine that yields (`yield_now`, a poll at the end of its
-    /// slice) may resume on another thread, which safe Rust assumes cannot
-    /// happen within a call. The caller promises that goroutine code, the
-    /// libraries it calls included:
+    /// slice), or in signal mode is preempted anywhere, may resume on
+    /// another thread, which safe Rust assumes cannot happen within a
+    /// call. The caller promises that goroutine code, the libraries it
+    /// calls included:
     ///
     /// - uses no thread-local state at all: the compiler may compute a
     ///   thread-local's address once in a function and keep it across a
@@ -213,26 +219,21 @@ impl Runtime {
     ///   (std's own uses count: `HashMap::new`'s random keys, `print!`,
     ///   `std::thread::current`). This crate's own lookups of the running
     ///   worker are read afresh each time;
-    /// - holds no value bound to its thread across a yield or a poll: a
-    ///   `std` `MutexGuard` (unlocked on another thread), an `Rc` another
-    ///   thread's code may also hold, a `RefCell` borrow of thread-local
-    ///   data;
+    /// - holds no value bound to its thread across a yield, a poll or (in
+    ///   signal mode) anywhere: a `std` `MutexGuard` (unlocked on another
+    ///   thread), an `Rc` another thread's code may also hold, a `RefCell`
+    ///   borrow of thread-local data;
     /// - does not rely on the thread's identity (thread ids, per-thread
-    ///   signal masks, scheduler affinity) staying the same.
+    ///   signal masks, scheduler affinity) staying the same;
+    /// - with [`Preemption::Signal`], keeps the contract of
+    ///   [`Runtime::with_signal_preemption`] too. (`errno` is kept across
+    ///   a preemption, on the thread the goroutine resumes on.)
     ///
     /// A goroutine that parks (a channel, a join, a lock, a sleep) resumes
     /// on the worker it parked on: only yields and preemptions move one.
     /// A runtime sharing a registry ([`Runtime::with_registry`]) does not
     /// migrate.
     pub unsafe fn with_migration(config: Config) -> Result<Runtime, RuntimeError> {
-        if config.preemption == Preemption::Signal {
-            return Err(RuntimeError::Config(
-                "migrate: goroutines preempted by the signal do not move between workers yet \
-                 (one may be stopped between a lookup of its worker and the region it is \
-                 for): use Preemption::Poll or Preemption::Cooperative"
-                    .into(),
-            ));
-        }
         Runtime::start(
             Config {
                 migrate: true,
@@ -327,6 +328,7 @@ impl Runtime {
             s.refused += p.refused.load(Relaxed);
             s.hand_offs += p.hand_offs.load(Relaxed);
             s.migrations += p.migrations.load(Relaxed);
+            s.stays += p.stays.load(Relaxed);
         }
         s.stacks_mapped = self.shared.stacks.mapped() as u64;
         s

@@ -100,6 +100,12 @@ pub(crate) struct Task {
     /// A word the wait list it is on keeps for it (a parked receiver's
     /// slot): guarded by that list's lock.
     pub wait_data: UnsafeCell<usize>,
+    /// Set by the yield hook of a migrating runtime when the preempted
+    /// goroutine's registers or stack point into its worker's own state
+    /// (it was stopped between a lookup of its worker and the use it made
+    /// of it): its scheduler then requeues it at home, not on the global
+    /// queue, and clears it. Only the worker running the task touches it.
+    pub stay: UnsafeCell<bool>,
     /// Its closure, then its result, and its join state (see `join`).
     pub body: Body,
 }
@@ -127,6 +133,7 @@ impl Task {
             run_link: UnsafeCell::new(std::ptr::null()),
             wait_link: UnsafeCell::new(std::ptr::null()),
             wait_data: UnsafeCell::new(0),
+            stay: UnsafeCell::new(false),
             body: Body::new(),
         }
     }
@@ -146,6 +153,7 @@ impl Task {
         *self.word.get_mut() = 0;
         *self.home.get_mut() = NO_HOME;
         *self.slot.get_mut() = usize::MAX;
+        *self.stay.get_mut() = false;
         *self.run_link.get_mut() = std::ptr::null();
         *self.wait_link.get_mut() = std::ptr::null();
         *self.wait_data.get_mut() = 0;

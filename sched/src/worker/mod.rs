@@ -82,6 +82,9 @@ pub(crate) struct Worker {
     stacks: UnsafeCell<Vec<Stack>>,
     /// The worker's attachment to the preempt registry, in signal mode.
     holder: Option<Holder>,
+    /// `Config::migrate`, read where each park and yield switches (one
+    /// load from here, not two through `shared`).
+    pub migrate: bool,
     /// The thread's own stack, as the record had it at attach.
     own_stack: (usize, usize),
 }
@@ -218,6 +221,7 @@ impl Worker {
 
     #[inline]
     fn raise(&self) {
+        self.debug_assert_here();
         if let Some(a) = self.attached() {
             a.enter_no_preempt();
         }
@@ -225,9 +229,21 @@ impl Worker {
 
     #[inline]
     fn lower(&self) {
+        self.debug_assert_here();
         if let Some(a) = self.attached() {
             a.exit_no_preempt();
         }
+    }
+
+    /// Debug builds: that the calling thread is this worker's. A goroutine
+    /// of a migrating runtime that used a worker it looked up before a
+    /// move would fail it (see `switching::holds_its_worker`).
+    #[inline(always)]
+    fn debug_assert_here(&self) {
+        debug_assert!(
+            worker().is_some_and(|w| std::ptr::eq(w, self)),
+            "a worker's state used from another thread"
+        );
     }
 }
 

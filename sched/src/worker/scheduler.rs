@@ -46,6 +46,7 @@ pub(crate) fn worker_main(
     let _ = ready.send(Ok(()));
     drop(ready);
     let own_stack = holder.as_ref().map_or((0, 0), |h| h.get().stack_bounds());
+    let migrate = shared.config.migrate;
     let me = Worker {
         index,
         proc_: &shared.procs[index],
@@ -57,6 +58,7 @@ pub(crate) fn worker_main(
         stacks: UnsafeCell::new(Vec::with_capacity(STACK_CACHE)),
         holder,
         own_stack,
+        migrate,
     };
     set_worker(&me);
     me.raise();
@@ -246,7 +248,7 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
                 return;
             }
         }
-    } else if shared.config.migrate && t.home.load(Relaxed) != me.index {
+    } else if me.migrate && t.home.load(Relaxed) != me.index {
         // Moved here (from the global queue, where its last worker put it
         // after a yield or a preemption, fully switched out): its wakers
         // queue it here from now on. It is runnable and on no wait list,
@@ -302,10 +304,13 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             // into `next` does not inherit it), and this one goes to the
             // back of the worker's queue, so the others here run first;
             // in a migrating runtime to the global queue, as in Go, for
-            // any worker to take (it is switched out completely by now).
+            // any worker to take (it is switched out completely by now),
+            // unless the signal stopped it holding its worker (`stay`).
             end_slice(p);
             t.state.store(RUNNABLE, SeqCst);
-            let place = if shared.config.migrate {
+            // SAFETY: only the worker that ran a task touches its cells.
+            let stay = unsafe { std::mem::take(&mut *t.stay.get()) };
+            let place = if me.migrate && !stay {
                 Place::Global
             } else {
                 Place::Back(me.index)

@@ -107,9 +107,11 @@ fn pass_over(me: &Worker, from: &TaskRef, to: &TaskRef) {
 }
 
 pub(super) extern "C" fn task_entry(arg: usize) -> ! {
-    let me = worker().expect("a goroutine runs on a worker");
     // Switched into at depth 1: this is goroutine code now.
-    me.lower();
+    if lower_at_entry() {
+        scrub_below();
+        crate::sys::clear_vector_registers();
+    }
     // SAFETY: `arg` is the Task the worker keeps alive while it runs.
     let t = unsafe { &*(arg as *const Task) };
     // A panic of the closure is caught by the body; this is only a guard
@@ -126,6 +128,34 @@ pub(super) extern "C" fn task_entry(arg: usize) -> ! {
     // after this switch has saved our (never resumed) context.
     unsafe { switch(&mut *t.ctx.get(), &*me.sched.get()) };
     unreachable!("a dead goroutine was resumed");
+}
+
+/// A goroutine's first lowering of the depth (see `task_entry`), in a
+/// frame of its own: the worker it looks up is left in no slot of
+/// `task_entry`'s frame, which lives as long as the goroutine, where the
+/// yield hook of a migrating runtime would find it and keep the goroutine
+/// on that worker for good. Returns whether the runtime migrates.
+#[inline(never)]
+fn lower_at_entry() -> bool {
+    let me = worker().expect("a goroutine runs on a worker");
+    me.lower();
+    me.migrate
+}
+
+/// Bytes [`scrub_below`] clears.
+const SCRUB: usize = 2048;
+
+/// Clears the stack below the caller's frame, where `lower_at_entry` and
+/// what it called left pointers to the worker and its record: the frames
+/// the goroutine's code puts there next need not write every slot, and
+/// the yield hook of a migrating runtime, which reads the whole stack,
+/// would find them and keep the goroutine home for good (every preemption
+/// of a debug build did, which keeps every local in a slot).
+#[inline(never)]
+fn scrub_below() {
+    let mut buf = [0u8; SCRUB];
+    // The stores are kept: the buffer escapes.
+    std::hint::black_box(&mut buf);
 }
 
 /// Switches the running goroutine to its scheduler, at depth 1.
@@ -154,23 +184,49 @@ pub(crate) fn to_scheduler_on(
     prepare: impl FnOnce(&Worker, &TaskRef) -> bool,
 ) -> bool {
     if let Some(a) = me.attached() {
-        if !a.may_switch_task(0) || pardon_preempt::holds_stopped_world() {
+        if !a.may_switch_task(0) || holds_stopped_world(me) {
             refuse_switch(a);
         }
     }
     me.raise();
     let go = prepare(me, me.current().expect("a running goroutine"));
-    if go && !hand_off(me) {
-        switch_out(me);
-        // Switched back into by a scheduler: in a migrating runtime, after
-        // a yield, perhaps another worker's (a park resumes where it
-        // parked, by a scheduler or by a hand-off).
-        worker().expect("a goroutine runs on a worker").lower();
-        return go;
+    if !go {
+        me.lower();
+        return false;
     }
-    // Switched back into by another goroutine's hand-off, or not switched.
+    if !hand_off(me) {
+        switch_out(me);
+    }
+    // Switched back into by a scheduler or by another goroutine's
+    // hand-off: in a migrating runtime, after a yield, perhaps on another
+    // worker (a park resumes where it parked).
+    let me = if me.migrate {
+        // What the scheduler or the other goroutine left there is dead.
+        crate::sys::clear_vector_registers();
+        worker().expect("a goroutine runs on a worker")
+    } else {
+        me
+    };
     me.lower();
-    go
+    true
+}
+
+/// Whether this thread holds a stopped world. In a migrating runtime
+/// through a call that is not inlined, so that its thread-local is read
+/// afresh (inlined into a caller that switches twice, the address computed
+/// before a switch could be kept past it, and the goroutine may resume on
+/// another thread); elsewhere inlined (14 instructions a park less).
+#[inline]
+fn holds_stopped_world(me: &Worker) -> bool {
+    #[inline(never)]
+    fn afresh() -> bool {
+        pardon_preempt::holds_stopped_world()
+    }
+    if me.migrate {
+        afresh()
+    } else {
+        pardon_preempt::holds_stopped_world()
+    }
 }
 
 /// Why the running goroutine cannot be switched out here (see
@@ -271,7 +327,70 @@ pub(crate) fn on_yield(token: u64) {
         return;
     }
     p.preemptions.fetch_add(1, Relaxed);
+    if me.migrate && holds_its_worker(me) {
+        let t = me.current().expect("looked at above");
+        // SAFETY: only the worker running a task touches its cells.
+        unsafe { *t.stay.get() = true };
+        p.stays.store(p.stays.load(Relaxed) + 1, Relaxed);
+    }
     switch_out(me);
+}
+
+/// Whether the goroutine the signal interrupted holds a pointer into its
+/// worker's own state, in a register or anywhere on its stack: the
+/// `Worker`, its preempt attachment, its thread's record, its `Proc`. Such a pointer
+/// is this crate's: goroutine code finds its worker at depth 0 and enters
+/// a no-preempt region of the worker's record a few instructions later
+/// (or parks, spawns onto the worker's free list, wakes into its `next`
+/// slot, polls its record); resumed on another thread in between, it
+/// would change the first thread's state from the second. Conservative,
+/// as a collector's scan of a stack is: a word that merely looks like
+/// such a pointer keeps the goroutine home too, which costs balance, never
+/// soundness. Reads from the lowest address the injected call saved
+/// registers at (below it lie only the injected call's and this hook's
+/// frames) to the top of the goroutine's stack: a few hundred bytes for a
+/// shallow goroutine, once a slice.
+fn holds_its_worker(me: &Worker) -> bool {
+    let a = me
+        .attached()
+        .expect("a migrating signal runtime attaches its workers");
+    let lo = a.yield_saved_lo();
+    let t = me.current().expect("a running goroutine");
+    // SAFETY: read-only: the stack stays with the task while it runs.
+    let hi = match unsafe { (*t.stack.get()).as_ref() } {
+        Some(s) => s.top(),
+        None => unreachable!("a task runs with a stack"),
+    };
+    if lo == 0 || lo >= hi {
+        // Not where the hook was promised to be called: keep it home.
+        return true;
+    }
+    let worker = me as *const Worker as usize;
+    let holder = a as *const pardon_preempt::Attached as usize;
+    let proc_ = me.proc_() as *const crate::queue::Proc as usize;
+    let ranges = [
+        (worker, worker + std::mem::size_of::<Worker>()),
+        (
+            holder,
+            holder + std::mem::size_of::<pardon_preempt::Attached>(),
+        ),
+        a.record_range(),
+        // Shared, but some of its words only the owner writes.
+        (proc_, proc_ + std::mem::size_of::<crate::queue::Proc>()),
+    ];
+    let mut at = lo.next_multiple_of(8);
+    while at + 8 <= hi {
+        // SAFETY: `[lo, hi)` is this goroutine's own stack, in use from
+        // `lo` (where the injected call saved its registers, below the
+        // interrupted SP) to the top, so mapped and written; nothing else
+        // writes it while this hook runs on it.
+        let w = unsafe { std::ptr::read(at as *const usize) };
+        if ranges.iter().any(|&(l, h)| (l..h).contains(&w)) {
+            return true;
+        }
+        at += 8;
+    }
+    false
 }
 
 /// The slow path of a poll: ends the slice `sysmon` asked to end, if it

@@ -234,7 +234,7 @@ pub(crate) fn balance(a: &Args) {
             t0.elapsed()
         })
         .unwrap();
-    let before = rt.stats().migrations;
+    let before = rt.stats();
     let (all, each) = rt
         .block_on(move || {
             let t0 = Instant::now();
@@ -250,7 +250,8 @@ pub(crate) fn balance(a: &Args) {
             (t0.elapsed(), each)
         })
         .unwrap();
-    let moves = rt.stats().migrations - before;
+    let moves = rt.stats().migrations - before.migrations;
+    let stays = rt.stats().stays - before.stays;
     let ideal = alone.mul_f64(workers as f64 / a.procs as f64);
     let ratio = all.as_secs_f64() / ideal.as_secs_f64();
     let first = each.iter().min().copied().unwrap_or_default();
@@ -259,11 +260,11 @@ pub(crate) fn balance(a: &Args) {
         format!(
             "balance pardon procs={} workers={workers} migrate={}: all done in {all:?}, \
              first in {first:?}; one alone {alone:?}, so a perfect balance {ideal:?} \
-             ({ratio:.2} of it); {moves} moves",
+             ({ratio:.2} of it); {moves} moves, {stays} preemptions kept home",
             a.procs, a.migrate
         ),
         json!({"outcome": "ok", "ns_all": all.as_nanos() as u64,
                "ns_ideal": ideal.as_nanos() as u64, "ratio": ratio,
-               "migrations": moves}),
+               "migrations": moves, "stays": stays}),
     );
 }
