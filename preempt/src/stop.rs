@@ -360,8 +360,17 @@ impl Registry {
         }
         let me = current().filter(|r| std::ptr::eq(r.registry, inner));
         // Never switched to another task (a goroutine's yield) while this
-        // thread holds the coordinator lock: see `NoYieldHere::on`.
-        let no_yield = crate::here::NoYieldHere::on(me.map_or(std::ptr::null(), |r| r));
+        // thread holds the coordinator lock or the stopped world: see
+        // `NoYieldHere::on`. On the thread's own record whatever registry
+        // it belongs to: a goroutine of a runtime on one registry stopping
+        // another (a heap of its own) was switched out by its runtime's
+        // signal holding that world, and the next goroutine of its thread
+        // to stop it got `Reentrant` (the thread's, not the goroutine's,
+        // and the stopped-world count that makes a panic abort was the
+        // thread's too).
+        let no_yield = crate::here::NoYieldHere::on(
+            current().map_or(std::ptr::null(), |r| r as *const ThreadRecord),
+        );
         // Another coordinator may stop us while we wait for the lock: wait in
         // a safe region.
         let coord = match me {

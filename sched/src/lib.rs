@@ -80,14 +80,17 @@
 //! are bound to their thread (a `std` `MutexGuard`), so a goroutine resumed
 //! on another thread could reach another thread's data from safe code.
 //! Load is balanced when goroutines start, by stealing those that have not
-//! run. The `unsafe` [`Runtime::with_migration`] (polling and cooperative
-//! runtimes) moves goroutines as Go does, at yields and slice ends,
-//! through the global queue, for code that keeps the promise its contract
-//! states (no thread-local state at all); three equal loops on two workers
-//! then finish together. Signal-preempted goroutines do not move yet: one
-//! stopped between this crate's lookup of its worker and the no-preempt
-//! region that lookup is for would enter the first thread's region from
-//! the second.
+//! run. The `unsafe` [`Runtime::with_migration`] moves goroutines as Go
+//! does, at yields and slice ends, through the global queue, for code that
+//! keeps the promise its contract states (no thread-local state at all);
+//! three equal loops on two workers then finish together. This crate's own
+//! code finds its worker afresh at every lookup (a TLS word only assembly
+//! reads, `sys::tls`) and after every switch. A goroutine preempted by the
+//! signal between such a lookup and the use it makes of it (entering the
+//! worker's no-preempt region, say) must not resume elsewhere: the yield
+//! hook reads its saved registers and its stack for a pointer into its
+//! worker's state, conservatively, and keeps it home that time if it finds
+//! one.
 //!
 //! The goroutines of one worker share its thread-locals. At cooperative
 //! switch points that is what safe Rust already allows (any call may run

@@ -11,14 +11,16 @@
 //! safe code. Load is balanced when goroutines start, by stealing those
 //! that have not.
 //!
-//! A runtime made by the `unsafe` [`Runtime::with_migration`] (polling or
-//! cooperative) moves them as Go does: a goroutine that yields or ends its
-//! slice at a poll goes to the global queue, which a worker with work of
-//! its own leaves to workers without (`queue`), and its home becomes
-//! whichever worker runs it next. A parked goroutine still wakes at home,
-//! so the park protocol's reasoning (`task`) holds unchanged. This crate's
-//! own code finds the running worker afresh at every lookup (`sys::tls`)
-//! and after every switch that may have moved the goroutine.
+//! A runtime made by the `unsafe` [`Runtime::with_migration`] moves them as
+//! Go does: a goroutine that yields or whose slice ends goes to the global
+//! queue, which a worker with work of its own leaves to workers without
+//! (`queue`), and its home becomes whichever worker runs it next. A parked
+//! goroutine still wakes at home, so the park protocol's reasoning (`task`)
+//! holds unchanged. This crate's own code finds the running worker afresh
+//! at every lookup (`sys::tls`) and after every switch that may have moved
+//! the goroutine; one preempted by the signal while it holds a pointer
+//! into its worker's state stays home that time
+//! (`worker::switching::holds_its_worker`).
 //!
 //! Goroutines of one worker share its thread-locals. At the cooperative
 //! switch points (a channel operation, a join, a lock, a sleep, a yield, a

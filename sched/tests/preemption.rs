@@ -478,3 +478,42 @@ fn channels_deliver_every_value_once_under_signal_preemption() {
         assert!(rt.stats().preemptions > 0, "no slice ended by the signal");
     }
 }
+
+/// A goroutine that holds another registry's stopped world (a heap of its
+/// own, say) is not switched out by its runtime's signal. It was: the
+/// next goroutine of its worker to stop that registry got `Reentrant` (the
+/// world was its thread's), and its panic aborted the process (the count
+/// of stopped worlds that makes a panic abort is the thread's too); 3 of 3
+/// runs. Watched: a run that does not finish in a minute is reported, not
+/// waited for.
+#[test]
+fn goroutines_holding_another_registrys_world_are_not_switched_out() {
+    use std::sync::mpsc;
+    let rt = runtime(config(1, Preemption::Signal, 50));
+    let other = pardon_preempt::Registry::new(pardon_preempt::Config::default()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..2 {
+        let (other, tx) = (other.clone(), tx.clone());
+        rt.go(move || {
+            for _ in 0..20_000 {
+                let w = other.stop_the_world().unwrap();
+                // Long enough to be preempted in, now and then.
+                for i in 0..200u64 {
+                    std::hint::black_box(i);
+                }
+                drop(w);
+            }
+            tx.send(()).unwrap();
+        });
+    }
+    for _ in 0..2 {
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let s = rt.stats();
+            // The worker is blocked for good: dropping the runtime would
+            // wait for it.
+            std::mem::forget(rt);
+            panic!("deadlocked: {s:?}");
+        }
+    }
+    assert!(rt.stats().asks > 0);
+}

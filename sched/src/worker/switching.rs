@@ -184,49 +184,32 @@ pub(crate) fn to_scheduler_on(
     prepare: impl FnOnce(&Worker, &TaskRef) -> bool,
 ) -> bool {
     if let Some(a) = me.attached() {
-        if !a.may_switch_task(0) || holds_stopped_world(me) {
+        // (A thread that holds a stopped world, any registry's, is in a
+        // no-yield region of its own record: pardon-preempt's
+        // `stop_the_world`.)
+        if !a.may_switch_task(0) {
             refuse_switch(a);
         }
     }
     me.raise();
     let go = prepare(me, me.current().expect("a running goroutine"));
-    if !go {
-        me.lower();
-        return false;
-    }
-    if !hand_off(me) {
+    if go && !hand_off(me) {
         switch_out(me);
     }
     // Switched back into by a scheduler or by another goroutine's
-    // hand-off: in a migrating runtime, after a yield, perhaps on another
-    // worker (a park resumes where it parked).
-    let me = if me.migrate {
-        // What the scheduler or the other goroutine left there is dead.
+    // hand-off, or not switched.
+    if go && me.migrate {
+        // In a migrating runtime, after a yield, perhaps on another worker
+        // (a park resumes where it parked). What the scheduler or the
+        // other goroutine left in the vector registers is dead.
         crate::sys::clear_vector_registers();
-        worker().expect("a goroutine runs on a worker")
+        worker().expect("a goroutine runs on a worker").lower();
     } else {
-        me
-    };
-    me.lower();
-    true
-}
-
-/// Whether this thread holds a stopped world. In a migrating runtime
-/// through a call that is not inlined, so that its thread-local is read
-/// afresh (inlined into a caller that switches twice, the address computed
-/// before a switch could be kept past it, and the goroutine may resume on
-/// another thread); elsewhere inlined (14 instructions a park less).
-#[inline]
-fn holds_stopped_world(me: &Worker) -> bool {
-    #[inline(never)]
-    fn afresh() -> bool {
-        pardon_preempt::holds_stopped_world()
+        // (Not merged with the branch above: `me`'s record, looked up for
+        // the raise, is reused here.)
+        me.lower();
     }
-    if me.migrate {
-        afresh()
-    } else {
-        pardon_preempt::holds_stopped_world()
-    }
+    go
 }
 
 /// Why the running goroutine cannot be switched out here (see
