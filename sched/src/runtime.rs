@@ -232,7 +232,9 @@ impl Runtime {
     ///   a preemption, on the thread the goroutine resumes on.)
     ///
     /// A goroutine that parks (a channel, a join, a lock, a sleep) resumes
-    /// on the worker it parked on: only yields and preemptions move one.
+    /// on the worker it parked on: only yields and preemptions move one,
+    /// and not while its thread is unwinding a panic (std counts a panic
+    /// per thread).
     /// A runtime sharing a registry ([`Runtime::with_registry`]) does not
     /// migrate.
     pub unsafe fn with_migration(config: Config) -> Result<Runtime, RuntimeError> {

@@ -256,3 +256,54 @@ fn goroutines_preempted_inside_the_runtime_move_only_where_they_may() {
     );
     eprintln!("{:?} in {:?}", rt.stats(), start.elapsed());
 }
+
+/// A goroutine that yields while it unwinds (in a destructor) stays on its
+/// worker until the panic is caught: std counts a panic on the thread it
+/// began on and uncounts it on the one that catches it, so a move would
+/// leave its first thread counted as panicking (std's `panicking()` true
+/// there whenever any thread panics, which poisons std mutexes dropped
+/// there) and the other's count below zero.
+#[test]
+fn a_goroutine_unwinding_stays_until_caught() {
+    struct YieldOnDrop(Arc<AtomicU64>);
+    impl Drop for YieldOnDrop {
+        fn drop(&mut self) {
+            let before = tid();
+            for _ in 0..200 {
+                yield_now();
+            }
+            if tid() != before {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+    }
+    let rt = migrating(2, Preemption::Cooperative);
+    // Goroutines that spin on yields keep both workers busy, so that the
+    // global queue is where the unwinding one would go, and move.
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            rt.go(move || {
+                while !stop.load(SeqCst) {
+                    yield_now();
+                }
+            })
+        })
+        .collect();
+    let moved = Arc::new(AtomicU64::new(0));
+    for _ in 0..20 {
+        let m = moved.clone();
+        let h = rt.go(move || {
+            let _y = YieldOnDrop(m);
+            panic!("unwinding through yields");
+        });
+        assert!(h.join().is_err());
+    }
+    stop.store(true, SeqCst);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    assert!(rt.stats().migrations > 0, "{:?}", rt.stats());
+    assert_eq!(moved.load(SeqCst), 0, "a goroutine moved while it unwound");
+}

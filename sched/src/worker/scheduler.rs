@@ -310,6 +310,13 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
             t.state.store(RUNNABLE, SeqCst);
             // SAFETY: only the worker that ran a task touches its cells.
             let stay = unsafe { std::mem::take(&mut *t.stay.get()) };
+            // Nor does one that unwinds move (it yielded in a destructor):
+            // std counts a panic on the thread it began on and uncounts it
+            // on the thread that catches it, so a move would leave this
+            // thread counted as panicking and the other's count below
+            // zero. (The count is the thread's: another goroutine of this
+            // worker that unwinds keeps this one home too, for that long.)
+            let stay = stay || (me.migrate && std::thread::panicking());
             let place = if me.migrate && !stay {
                 Place::Global
             } else {
