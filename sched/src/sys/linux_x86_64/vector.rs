@@ -20,6 +20,21 @@ fn has_avx() -> bool {
     *AVX.get_or_init(|| std::arch::is_x86_feature_detected!("avx"))
 }
 
+/// `asm!` running the given instructions with XMM0-15 declared clobbered,
+/// so that the compiler keeps nothing in them across it.
+macro_rules! clobbering_xmm {
+    ($($insn:literal),+) => {
+        asm!(
+            $($insn),+,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+}
+
 /// Zeroes XMM0-15 (and their YMM halves with AVX). Only where none of
 /// them holds a live value: right after a switch returns, which as a call
 /// leaves them all dead. (AVX-512's ZMM16-31 are not cleared: a stale
@@ -28,32 +43,28 @@ fn has_avx() -> bool {
 pub(crate) fn clear_vector_registers() {
     if has_avx() {
         // SAFETY: AVX is present; the registers written are declared
-        // clobbered, so the compiler keeps nothing in them across this.
-        unsafe {
-            asm!(
-                "vzeroall",
-                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
-                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
-                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
-                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
-                options(nomem, nostack, preserves_flags),
-            )
-        };
+        // clobbered.
+        unsafe { clobbering_xmm!("vzeroall") };
     } else {
-        // SAFETY: SSE2 is part of x86-64; as above.
+        // SAFETY: SSE is part of x86-64; as above.
         unsafe {
-            asm!(
-                "xorps xmm0, xmm0", "xorps xmm1, xmm1", "xorps xmm2, xmm2",
-                "xorps xmm3, xmm3", "xorps xmm4, xmm4", "xorps xmm5, xmm5",
-                "xorps xmm6, xmm6", "xorps xmm7, xmm7", "xorps xmm8, xmm8",
-                "xorps xmm9, xmm9", "xorps xmm10, xmm10", "xorps xmm11, xmm11",
-                "xorps xmm12, xmm12", "xorps xmm13, xmm13", "xorps xmm14, xmm14",
-                "xorps xmm15, xmm15",
-                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
-                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
-                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
-                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
-                options(nomem, nostack, preserves_flags),
+            clobbering_xmm!(
+                "xorps xmm0, xmm0",
+                "xorps xmm1, xmm1",
+                "xorps xmm2, xmm2",
+                "xorps xmm3, xmm3",
+                "xorps xmm4, xmm4",
+                "xorps xmm5, xmm5",
+                "xorps xmm6, xmm6",
+                "xorps xmm7, xmm7",
+                "xorps xmm8, xmm8",
+                "xorps xmm9, xmm9",
+                "xorps xmm10, xmm10",
+                "xorps xmm11, xmm11",
+                "xorps xmm12, xmm12",
+                "xorps xmm13, xmm13",
+                "xorps xmm14, xmm14",
+                "xorps xmm15, xmm15"
             )
         };
     }
