@@ -321,8 +321,8 @@ pub(crate) fn on_yield(token: u64) {
 
 /// Whether the goroutine the signal interrupted holds a pointer into its
 /// worker's own state, in a register or anywhere on its stack: the
-/// `Worker`, its preempt attachment, its thread's record, its `Proc`. Such a pointer
-/// is this crate's: goroutine code finds its worker at depth 0 and enters
+/// `Worker`, its preempt attachment, its thread's record, its `Proc`.
+/// Such a pointer is this crate's: goroutine code finds its worker at depth 0 and enters
 /// a no-preempt region of the worker's record a few instructions later
 /// (or parks, spawns onto the worker's free list, wakes into its `next`
 /// slot, polls its record); resumed on another thread in between, it
@@ -365,9 +365,10 @@ fn holds_its_worker(me: &Worker) -> bool {
     while at + 8 <= hi {
         // SAFETY: `[lo, hi)` is this goroutine's own stack, in use from
         // `lo` (where the injected call saved its registers, below the
-        // interrupted SP) to the top, so mapped and written; nothing else
-        // writes it while this hook runs on it.
-        let w = unsafe { std::ptr::read(at as *const usize) };
+        // interrupted SP) to the top, so mapped; nothing else writes it
+        // while this hook runs on it. Volatile: some words (padding,
+        // unused slots) were never written, and are only looked at.
+        let w = unsafe { std::ptr::read_volatile(at as *const usize) };
         if ranges.iter().any(|&(l, h)| (l..h).contains(&w)) {
             return true;
         }
