@@ -49,7 +49,13 @@ fn errno_survives_a_preemption() {
                     // change thread in this runtime).
                     let slot = unsafe { libc::__errno_location() };
                     let mut rounds = 0u64;
+                    let start = std::time::Instant::now();
                     while !rounds.is_multiple_of(64) || rt.stats().preemptions < PREEMPTED {
+                        assert!(
+                            start.elapsed() < Duration::from_secs(300),
+                            "only {:?} in 300 s",
+                            rt.stats()
+                        );
                         // SAFETY: as above.
                         unsafe { std::ptr::write_volatile(slot, mine) };
                         // Long enough that the slice often ends in it.
