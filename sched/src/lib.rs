@@ -130,8 +130,11 @@
 //! ## Not yet
 //!
 //! Ms decoupled from Ps (a blocking call hands its P over in Go; here the
-//! call moves to a pool thread instead, see [`blocking`]); sharing a
-//! registry in poll or cooperative mode. See docs/STATUS.md.
+//! call moves to a pool thread instead, see [`blocking`]; even a migrating
+//! runtime leaves the goroutines woken for a worker stuck in a call
+//! there, since moving a goroutine out of another worker's queue needs
+//! Go's ownership states); sharing a registry in poll or cooperative mode;
+//! migrating with a shared registry. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 
