@@ -6,7 +6,7 @@
 //!
 //! The goroutines here use no thread-locals (the contract): they name
 //! their thread by the `gettid` system call. Each test runs until it has
-//! seen a goroutine move, however long that takes (bounded at a minute,
+//! seen a goroutine move, however long that takes (bounded at five minutes,
 //! which only a runtime that never moves one reaches); what it asserts is
 //! where goroutines resumed and that their work is all there.
 
@@ -117,7 +117,7 @@ fn yields_move_and_parks_stay(preemption: Preemption) {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(60),
+            start.elapsed() < Duration::from_secs(300),
             "{preemption}: no goroutine moved in {rounds} rounds"
         );
     }
@@ -168,8 +168,8 @@ fn goroutines_that_only_poll_run_on_every_worker() {
     let start = Instant::now();
     while rt.stats().migrations < 30 {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "only {:?} in 60 s",
+            start.elapsed() < Duration::from_secs(300),
+            "only {:?} in 300 s",
             rt.stats()
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -298,9 +298,9 @@ fn a_goroutine_unwinding_stays_until_caught() {
     let start = Instant::now();
     let mut rounds = 0;
     while rounds < 20 || rt.stats().migrations == 0 {
-        if start.elapsed() > Duration::from_secs(60) {
+        if start.elapsed() > Duration::from_secs(300) {
             stop.store(true, SeqCst);
-            panic!("nothing moved in 60 s: {:?}", rt.stats());
+            panic!("nothing moved in 300 s: {:?}", rt.stats());
         }
         let m = moved.clone();
         let h = rt.go(move || {
