@@ -5,9 +5,11 @@
 //! its P to another M (`entersyscall`, `handoffp`, and `sysmon`'s `retake`
 //! after 20 µs), so the goroutines queued on that P run elsewhere while the
 //! call blocks its M. Here goroutines stay on their worker (see
-//! `runtime`; a migrating runtime moves them only where they yield), so
-//! handing the worker's queue to another thread would move them, which
-//! safe Rust cannot allow. The call moves instead: the closure
+//! `runtime`), so handing the worker's queue to another thread would move
+//! them, which safe Rust cannot allow. (A runtime made by the `unsafe`
+//! `Runtime::with_migration` does move them: `sysmon` finds the worker
+//! stuck and an idle worker takes its queued goroutines, `Proc::stuck`.
+//! The call still holds its thread there.) The call moves instead: the closure
 //! runs on a pool thread (as `tokio::task::spawn_blocking` does), and the
 //! goroutine parks until it is done; the worker runs its other goroutines
 //! meanwhile. The price is a hand-off between threads per call (a few

@@ -20,7 +20,10 @@
 //! the one that put it there.
 //!
 //! A worker with nothing local takes from the global queue, then steals
-//! half of the goroutines another has queued *that have not run yet*. An
+//! half of the goroutines another has queued *that have not run yet* (in
+//! a migrating runtime also those that have, once their worker has let go
+//! of them: `Task::released`; and the `next` slot of a worker `sysmon`
+//! found stuck in one slice: `Proc::stuck`). An
 //! idle worker sleeps on its own futex word, which an enqueue for it
 //! raises; an enqueue that any worker could take (the global queue, a
 //! goroutine that has not run) also wakes one sleeping worker. A worker
@@ -33,7 +36,8 @@
 //! `worker::spin_for_work`).
 
 use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::SeqCst,
 };
 use std::sync::Arc;
 
@@ -49,8 +53,11 @@ pub(crate) type TaskRef = Arc<Task>;
 /// A worker's queue: `next`, then `queue` in order.
 #[derive(Default)]
 pub(crate) struct Local {
-    /// The goroutine to run next, in the current slice.
-    next: Option<TaskRef>,
+    /// The goroutine to run next, in the current slice. In a migrating
+    /// runtime every wake-up for this worker comes here, its own too (not
+    /// into `worker::Worker::next`), so a thief may take it from a worker
+    /// stuck in a slice (`Proc::stuck`).
+    pub(crate) next: Option<TaskRef>,
     /// Linked through the goroutines (`linked`): pushing never allocates.
     pub(crate) queue: Fifo<RunLink>,
 }
@@ -97,6 +104,16 @@ pub(crate) struct Proc {
     /// worker because it held the worker's state (`Task::stay`). Owner
     /// writes; anyone reads.
     pub stays: AtomicU64,
+    /// In a migrating runtime, the slice (`tick`) that `sysmon` saw run for
+    /// a whole round of its with goroutines queued here, or 0: while it is
+    /// still the running slice, the worker is stuck (a goroutine running
+    /// long, or blocked in a system call made directly), and a thief may
+    /// take the `next` slot as well as the queue (Go's `retake` and
+    /// `runqsteal`'s `runnext`). `sysmon` writes; thieves read.
+    pub stuck: AtomicU64,
+    /// Times `sysmon` found the worker stuck and woke an idle one to take
+    /// its goroutines. `sysmon` writes; anyone reads.
+    pub retakes: AtomicU64,
     /// Yield signals refused on this worker, as its preempt record counts
     /// them; copied by the owner each time a goroutine switches back to
     /// its scheduler (not at hand-offs: a chain of them updates it when
@@ -173,6 +190,18 @@ impl Proc {
     }
 
     /// Makes the owner look at the queues again, waking it if it sleeps.
+    /// How many goroutines its queue held when last let go (a hint).
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Relaxed)
+    }
+
+    /// Whether the slice running now is one `sysmon` found stuck (see
+    /// `stuck`). Read by a thief holding the queue's lock.
+    fn is_stuck(&self) -> bool {
+        let stuck = self.stuck.load(Acquire);
+        stuck != 0 && stuck == self.tick.load(Acquire)
+    }
+
     /// Returns whether it was asleep.
     pub(crate) fn kick(&self) -> bool {
         let idle = &self.idle;
@@ -205,6 +234,10 @@ const WINDOW: usize = 2 * STEAL_MAX;
 pub(crate) enum Place {
     /// The worker's `next` slot (a wake-up).
     Next(usize),
+    /// The `next` slot of the caller's own worker, by a goroutine running
+    /// on it (a wake-up in a migrating runtime, whose own wake-ups go to
+    /// the locked slot: see `Local::next`): awake, so nothing kicks it.
+    NextHere(usize),
     /// The back of the worker's queue, by that worker itself (a spawn,
     /// a yield): it is awake, so nothing kicks it (a locked instruction
     /// of every spawn and yield until the eleventh session).
@@ -310,6 +343,18 @@ impl Shared {
                 }
                 Some(w)
             }
+            Place::NextHere(w) => {
+                debug_assert_eq!(
+                    crate::worker::worker().map(|m| m.index),
+                    Some(w),
+                    "only a worker queues into its own next slot"
+                );
+                let mut l = self.procs[w].lock_local();
+                if let Some(old) = l.next.replace(t) {
+                    l.queue.push_back(old);
+                }
+                return;
+            }
             Place::Back(w) => {
                 debug_assert_eq!(
                     crate::worker::worker().map(|m| m.index),
@@ -336,12 +381,22 @@ impl Shared {
         }
         // Anyone may take it: wake one sleeper (the target, if asleep, was
         // woken above; a worker queueing on its own queue is awake).
-        if let Some(p) = self
+        self.wake_a_sleeper();
+    }
+
+    /// Wakes one sleeping worker that no other enqueue has chosen already
+    /// (see `Idle::chosen`), if there is one. Returns whether it did.
+    pub(crate) fn wake_a_sleeper(&self) -> bool {
+        match self
             .procs
             .iter()
             .find(|p| p.idle.sleeping.load(SeqCst) != 0 && p.idle.chosen.swap(1, SeqCst) == 0)
         {
-            p.kick();
+            Some(p) => {
+                p.kick();
+                true
+            }
+            None => false,
         }
     }
 
@@ -439,16 +494,23 @@ impl Shared {
         }
         drop(l);
         let n = self.procs.len();
+        let migrate = self.config.migrate;
         for k in 1..n {
             let victim = (w + k) % n;
-            let mut v = self.procs[victim].lock_local();
-            // Only goroutines that have not run (the others stay home),
-            // as many as half the queue's length, looked for only in the
-            // front WINDOW of it: a steal costs the same however long the
-            // victim's queue is, and reads each task it looks at once
-            // (counting the fresh ones first read them twice: a steal was a
-            // tenth of a spawn's cost when one goroutine spawned many).
-            if v.queue.len() < at_least.max(1) {
+            let vp = &self.procs[victim];
+            let mut v = vp.lock_local();
+            // A migrating runtime's worker stuck in one slice gives up its
+            // `next` goroutine too, if nothing else is to be had.
+            let stuck_next = migrate && v.next.is_some() && vp.is_stuck();
+            // Only goroutines that may move: those that have not run, and
+            // in a migrating runtime those their worker has let go of
+            // (`Task::released`); as many as half the queue's length,
+            // looked for only in the front WINDOW of it: a steal costs the
+            // same however long the victim's queue is, and reads each task
+            // it looks at once (counting the fresh ones first read them
+            // twice: a steal was a tenth of a spawn's cost when one
+            // goroutine spawned many).
+            if v.queue.len() < at_least.max(1) && !stuck_next {
                 continue;
             }
             let take = v.queue.len().div_ceil(2).min(STEAL_MAX);
@@ -457,7 +519,9 @@ impl Shared {
             let mut kept: Fifo<RunLink> = Fifo::new();
             while stolen.len() < take && stolen.len() + kept.len() < WINDOW {
                 let Some(t) = v.queue.pop_front() else { break };
-                if t.home.load(SeqCst) == NO_HOME {
+                // Acquire: the worker's last writes to the task, before
+                // its release, are seen by the thief that runs it.
+                if t.home.load(SeqCst) == NO_HOME || (migrate && t.released.load(Acquire)) {
                     stolen.push_back(t);
                 } else {
                     kept.push_back(t);
@@ -466,6 +530,11 @@ impl Shared {
             // The ones passed over go back in front, in their order.
             kept.append(&mut v.queue);
             v.queue = kept;
+            if stolen.is_empty() && stuck_next {
+                if let Some(t) = v.next.take_if(|t| t.released.load(Acquire)) {
+                    stolen.push_back(t);
+                }
+            }
             drop(v);
             let Some(first) = stolen.pop_front() else {
                 continue;

@@ -15,8 +15,11 @@
 //! Go does: a goroutine that yields or whose slice ends goes to the global
 //! queue, which a worker with work of its own leaves to workers without
 //! (`queue`), and its home becomes whichever worker runs it next. A parked
-//! goroutine still wakes at home, so the park protocol's reasoning (`task`)
-//! holds unchanged. This crate's own code finds the running worker afresh
+//! goroutine wakes at home, as elsewhere, and a worker without work may
+//! steal it from there once its worker has let go of it (`Task::released`,
+//! set after the switch away, which the park protocol's reasoning in `task`
+//! needs); so may one that `sysmon` woke because the worker is stuck in a
+//! slice, blocked in a system call made directly, say (`Proc::stuck`). This crate's own code finds the running worker afresh
 //! at every lookup (`sys::tls`) and after every switch that may have moved
 //! the goroutine; one preempted by the signal while it holds a pointer
 //! into its worker's state stays home that time
@@ -85,6 +88,11 @@ pub struct RuntimeStats {
     /// into the worker's own state (it was in this crate's code between a
     /// lookup of its worker and the use of it).
     pub stays: u64,
+    /// Times `sysmon` found a worker of a migrating runtime on one slice
+    /// for a whole round of its with goroutines queued behind it (running
+    /// long, or blocked in a system call it made directly) and woke an idle
+    /// worker to take them (`Runtime::with_migration`).
+    pub retakes: u64,
     /// Goroutine stacks mapped now: on goroutines (running or parked), on
     /// finished ones each worker keeps for its next spawns (at most 64 a
     /// worker), kept by each worker for goroutines that start without one
@@ -231,10 +239,15 @@ impl Runtime {
     ///   [`Runtime::with_signal_preemption`] too. (`errno` is kept across
     ///   a preemption, on the thread the goroutine resumes on.)
     ///
-    /// A goroutine that parks (a channel, a join, a lock, a sleep) resumes
-    /// on the worker it parked on: only yields and preemptions move one,
-    /// and not while its thread is unwinding a panic (std counts a panic
-    /// per thread).
+    /// A goroutine that parks (a channel, a join, a lock, a sleep) is woken
+    /// on the worker it parked on and may be taken from there by a worker
+    /// without work: parks move goroutines too. None moves while its
+    /// thread is unwinding a panic (std counts a panic per thread). A
+    /// worker blocked in a system call made directly (not through
+    /// [`crate::blocking`]) gives up the goroutines queued behind it
+    /// within a round or two of `sysmon` (an eighth of the time slice,
+    /// 20-500 µs: [`RuntimeStats::retakes`]), as Go's `retake` hands off a
+    /// P stuck in a system call.
     /// A runtime sharing a registry ([`Runtime::with_registry`]) does not
     /// migrate.
     pub unsafe fn with_migration(config: Config) -> Result<Runtime, RuntimeError> {
@@ -273,7 +286,9 @@ impl Runtime {
             _ => None,
         };
         let procs = config.procs;
-        let sysmon = config.preemption != Preemption::Cooperative;
+        // A cooperative runtime needs no slices ended, but a migrating one
+        // needs its stuck workers noticed (`sysmon`).
+        let sysmon = config.preemption != Preemption::Cooperative || config.migrate;
         let shared = Arc::new(Shared::new(config, stacks, registry, track_tasks));
         let mut rt = Runtime {
             shared: shared.clone(),
@@ -333,6 +348,7 @@ impl Runtime {
             s.hand_offs += p.hand_offs.load(Relaxed);
             s.migrations += p.migrations.load(Relaxed);
             s.stays += p.stays.load(Relaxed);
+            s.retakes += p.retakes.load(Relaxed);
         }
         s.stacks_mapped = self.shared.stacks.mapped() as u64;
         s

@@ -9,6 +9,13 @@
 //! refused request (the goroutine in a no-preempt region or in a shared
 //! library) is simply made again the next round.
 //!
+//! In a migrating runtime it also notices a worker that stays in one
+//! slice for a whole round with goroutines queued behind it (a goroutine
+//! running long, or blocked in a system call it made directly rather than
+//! through `blocking`): it marks the worker stuck, which lets a thief take
+//! even the worker's `next` goroutine, and wakes an idle worker to steal
+//! (Go's `retake` hands such a P to another M; here the goroutines go).
+//!
 //! Go's `sysmon` notices a slice only at its own rounds, which stretch to
 //! 10 ms, so a goroutine may run for up to two of them (20 ms) before it
 //! is preempted; ours rounds every eighth of a slice, between 20 µs and
@@ -17,7 +24,7 @@
 //! worker to start a goroutine wakes it.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +44,7 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
     crate::sys::favour_wakeups();
     let slice = shared.config.time_slice;
     let period = busy_period(slice);
+    let migrate = shared.config.migrate;
     let n = shared.procs.len();
     // Per worker: the slice last seen, and when it was first seen.
     let mut seen: Vec<(u64, Instant)> = vec![(0, Instant::now()); n];
@@ -58,7 +66,21 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
                 seen[i] = (tick, now);
                 continue;
             }
-            if now.duration_since(seen[i].1) < slice {
+            if migrate
+                && p.queued() > 0
+                && p.stuck.load(Relaxed) != tick
+                && now.duration_since(seen[i].1) >= period
+            {
+                // Stuck for a round with goroutines waiting: let a thief
+                // have them (see `Proc::stuck`), and wake one to take them
+                // (once a slice).
+                p.stuck.store(tick, Release);
+                p.retakes.fetch_add(1, Relaxed);
+                shared.wake_a_sleeper();
+            }
+            if shared.config.preemption == Preemption::Cooperative
+                || now.duration_since(seen[i].1) < slice
+            {
                 continue;
             }
             let Some(token) = NonZeroU64::new(tick) else {

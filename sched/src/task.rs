@@ -17,17 +17,19 @@
 //! goroutine parks again.) A waker
 //! may come before the switch has saved the goroutine's context: it is
 //! queued then all the same, and still never resumed before the save,
-//! because a parked goroutine is woken onto its home worker (even in a
-//! migrating runtime, where only yields move goroutines: see `runtime`)
-//! and that worker is the thread still switching it out, which looks at
-//! its queues only afterwards. (Go, whose goroutines migrate, needs an intermediate
-//! state for this window; so did this runtime, a `PARKING` state the
-//! switch committed with a compare-and-swap, one locked instruction a
-//! park, until the ninth session.)
+//! because a parked goroutine is woken onto its home worker and that
+//! worker is the thread still switching it out, which looks at its
+//! queues only afterwards. In a migrating runtime another worker may take
+//! a woken goroutine from there (a steal), but only once its worker has
+//! said it let go of it (`released`, set after the switch). (Go needs an
+//! intermediate state for this window too; so did this runtime, a
+//! `PARKING` state the switch committed with a compare-and-swap, one
+//! locked instruction a park, until the ninth session; a migrating
+//! runtime's release is a plain store after the switch.)
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 use std::sync::Arc;
 
@@ -106,6 +108,19 @@ pub(crate) struct Task {
     /// of it): its scheduler then requeues it at home, not on the global
     /// queue, and clears it. Only the worker running the task touches it.
     pub stay: UnsafeCell<bool>,
+    /// In a migrating runtime: its last worker has let go of it (switched
+    /// it out, saved its context, and will not touch it again), so another
+    /// worker may take it from that worker's queue (`Shared::find`'s
+    /// steal) though it has run. Set (Release) by that worker once done
+    /// with it after the switch away: the scheduler for a goroutine that
+    /// parked, the goroutine a hand-off switched into for the one that
+    /// handed off (`worker::Worker::handed`); never for one that must stay
+    /// (`stay`, or switched out while its thread unwinds). Cleared by the
+    /// worker that switches into it. Read (Acquire) by thieves under the
+    /// victim's queue lock. A waker may queue a goroutine before its switch
+    /// away is over; until this flag, only its own worker (the thread
+    /// switching it out) may take it from there (see the module comment).
+    pub released: AtomicBool,
     /// Its closure, then its result, and its join state (see `join`).
     pub body: Body,
 }
@@ -134,6 +149,7 @@ impl Task {
             wait_link: UnsafeCell::new(std::ptr::null()),
             wait_data: UnsafeCell::new(0),
             stay: UnsafeCell::new(false),
+            released: AtomicBool::new(false),
             body: Body::new(),
         }
     }
@@ -154,6 +170,7 @@ impl Task {
         *self.home.get_mut() = NO_HOME;
         *self.slot.get_mut() = usize::MAX;
         *self.stay.get_mut() = false;
+        *self.released.get_mut() = false;
         *self.run_link.get_mut() = std::ptr::null();
         *self.wait_link.get_mut() = std::ptr::null();
         *self.wait_data.get_mut() = 0;

@@ -339,7 +339,7 @@ impl<T> Sender<T> {
     /// parked receiver, or parked with the value until a receiver takes it
     /// from the sender's own frame. One lock a send (queueing the value
     /// and waiting for it to be popped took four).
-    fn send_parked(&self, me: &'static Worker, v: T) -> Result<(), SendError<T>> {
+    fn send_parked(&self, mut me: &'static Worker, v: T) -> Result<(), SendError<T>> {
         let mut slot = Some(v);
         let ptr = Slot(&mut slot as *mut Option<T>);
         loop {
@@ -371,7 +371,9 @@ impl<T> Sender<T> {
                 return Err(SendError(mine.take().expect("looked at above")));
             }
             // Woken with the value still here (every receiver gone, or the
-            // park cancelled): look again.
+            // park cancelled): look again, from the worker we run on now
+            // (a migrating runtime's goroutine may have moved in the park).
+            me = crate::worker::goroutine().expect("a goroutine");
         }
     }
 }
@@ -416,7 +418,7 @@ impl<T> Receiver<T> {
     /// Receives the next value, waiting for one; fails once every sender
     /// is gone and nothing is queued.
     pub fn recv(&self) -> Result<T, RecvError> {
-        let Some(me) = crate::worker::goroutine() else {
+        let Some(mut me) = crate::worker::goroutine() else {
             return self
                 .recv_outside(None)
                 .unwrap_or_else(|| unreachable!("a wait without a deadline ended"));
@@ -453,7 +455,9 @@ impl<T> Receiver<T> {
             if closed {
                 return Err(RecvError);
             }
-            // Woken with nothing (the park cancelled): look again.
+            // Woken with nothing (the park cancelled): look again, from
+            // the worker we run on now (see `send_parked`).
+            me = crate::worker::goroutine().expect("a goroutine");
         }
     }
 

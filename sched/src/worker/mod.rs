@@ -57,7 +57,15 @@ pub(crate) struct Worker {
     /// thread, inside no-preempt regions (so one goroutine's access is
     /// never interleaved with another's), and emptied into the locked
     /// queue when the worker stops.
+    /// Never used in a migrating runtime, whose wake-ups all go to the
+    /// locked slot (`queue::Local::next`), where a thief can reach them.
     next: UnsafeCell<Option<TaskRef>>,
+    /// In a migrating runtime, the goroutine a hand-off on this thread
+    /// has just switched away from, or null: the goroutine switched into
+    /// releases it (`Task::released`) as soon as it runs, since only then
+    /// is the first one's context saved. Touched only by this thread at
+    /// depth 1.
+    handed: UnsafeCell<*const Task>,
     /// Finished goroutines this worker keeps for its next spawns (Go's
     /// per-P `gFree`): reusing one costs no allocation and no free, and
     /// the tasks of a spawning goroutine are mostly finished on the other
@@ -219,6 +227,21 @@ impl Worker {
         }
     }
 
+    /// Releases the goroutine a hand-off on this thread switched away
+    /// from, if any (see `handed`). At depth 1, by the goroutine switched
+    /// into, once running.
+    #[inline]
+    fn release_handed(&self) {
+        // SAFETY: this thread's own cell, at depth 1 (see `handed`).
+        let h = unsafe { std::mem::replace(&mut *self.handed.get(), std::ptr::null()) };
+        if !h.is_null() {
+            // SAFETY: the task is alive: its reference is its waker's or a
+            // run queue's, and no other thread may run it (and so end it)
+            // before this release.
+            release(unsafe { &*h });
+        }
+    }
+
     #[inline]
     fn raise(&self) {
         self.debug_assert_here();
@@ -244,6 +267,20 @@ impl Worker {
             worker().is_some_and(|w| std::ptr::eq(w, self)),
             "a worker's state used from another thread"
         );
+    }
+}
+
+/// Lets other workers take `t`, which this thread has switched out and
+/// will not touch again (`Task::released`), unless the thread is unwinding
+/// a panic: std counts a panic on the thread where it began, so a
+/// goroutine that parked in a destructor during an unwind stays (as one
+/// that yields then does: the count is the thread's, so any goroutine of
+/// the worker that unwinds keeps the others home meanwhile). Migrating
+/// runtimes only. The caller must not touch `t` afterwards: another worker
+/// may run it at once.
+fn release(t: &Task) {
+    if !std::thread::panicking() {
+        t.released.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -54,6 +54,7 @@ pub(crate) fn worker_main(
         sched: UnsafeCell::new(Context::empty()),
         current: UnsafeCell::new(None),
         next: UnsafeCell::new(None),
+        handed: UnsafeCell::new(std::ptr::null()),
         free: UnsafeCell::new(Fifo::new()),
         stacks: UnsafeCell::new(Vec::with_capacity(STACK_CACHE)),
         holder,
@@ -326,8 +327,16 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         }
         // Parked: its waker queues it. Or woken already, even before
         // the switch above saved it: queued by its waker, on this worker.
-        // Either way the reference is the waker's now (see `park`).
-        WAITING | WAITING_TWICE | RUNNABLE => std::mem::forget(t),
+        // Either way the reference is the waker's now (see `park`). In a
+        // migrating runtime another worker may take it from here on.
+        WAITING | WAITING_TWICE | RUNNABLE => {
+            let t = Arc::into_raw(t);
+            if me.migrate {
+                // SAFETY: alive until released (the waker's reference, and
+                // no other thread may run it before); not touched after.
+                super::release(unsafe { &*t });
+            }
+        }
         DEAD => {
             let listed = if shared.track_tasks {
                 // SAFETY: only the worker running a task touches its cells.

@@ -26,6 +26,8 @@ pub(super) fn prepare_switch_in(me: &Worker, t: &TaskRef) {
     // Release: only the worker that dequeued it writes it now (wakers act
     // only on WAITING).
     t.state.store(RUNNING, Release);
+    // Held by this worker until it lets go again (a migrating runtime's).
+    t.released.store(false, Relaxed);
     // SAFETY: read-only: the stack stays with the task while it runs.
     let (lo, hi) = match unsafe { (*t.stack.get()).as_ref() } {
         Some(s) => (s.bottom(), s.top()),
@@ -80,6 +82,7 @@ fn pass_over(me: &Worker, from: &TaskRef, to: &TaskRef) {
     let shared = &me.shared;
     // Release: as in `prepare_switch_in`.
     to.state.store(RUNNING, Release);
+    to.released.store(false, Relaxed);
     // SAFETY: read-only: the stack stays with the task while it runs.
     let (lo, hi) = match unsafe { (*to.stack.get()).as_ref() } {
         Some(s) => (s.bottom(), s.top()),
@@ -199,11 +202,13 @@ pub(crate) fn to_scheduler_on(
     // Switched back into by a scheduler or by another goroutine's
     // hand-off, or not switched.
     if go && me.migrate {
-        // In a migrating runtime, after a yield, perhaps on another worker
-        // (a park resumes where it parked). What the scheduler or the
-        // other goroutine left in the vector registers is dead.
+        // In a migrating runtime, perhaps on another worker. What the
+        // scheduler or the other goroutine left in the vector registers
+        // is dead. A goroutine that handed off to this one is saved now.
         crate::sys::clear_vector_registers();
-        worker().expect("a goroutine runs on a worker").lower();
+        let now = worker().expect("a goroutine runs on a worker");
+        now.release_handed();
+        now.lower();
     } else {
         // (Not merged with the branch above: `me`'s record, looked up for
         // the raise, is reused here.)
@@ -250,29 +255,47 @@ fn refuse_switch(a: &pardon_preempt::Attached) -> ! {
 ///
 /// A waker may queue the goroutine before this switch has saved it; it
 /// cannot run until then: a parked goroutine is woken onto its home, and
-/// this thread switches into it only after this switch (see `task`). No stop
+/// this thread switches into it only after this switch (see `task`); in a
+/// migrating runtime another worker may take it only once the goroutine
+/// switched into has released it (`Worker::handed`). No stop
 /// reads it meanwhile (the worker is at depth 1 until the goroutine
 /// switched into lowers it), and no deferred scan is owed by a goroutine
 /// that was running.
 fn hand_off(me: &Worker) -> bool {
     let shared = &me.shared;
     let cur = me.current().expect("a running goroutine");
-    // SAFETY: this thread's own slot, at depth 1 (see `next`).
-    let next = unsafe { &mut *me.next.get() };
-    let Some(to) = next.as_ref() else {
-        return false;
+    let t = if me.migrate {
+        // Its wake-ups are in the locked slot (see `Worker::next`).
+        if !shared.config.hand_off
+            || cur.state.load(Relaxed) == RUNNING
+            || shared.shutdown.load(SeqCst)
+        {
+            return false;
+        }
+        let mut l = me.proc_().lock_local();
+        // (Woken by its own park's closure: as below.)
+        match l.next.take_if(|to| !Arc::ptr_eq(to, cur)) {
+            Some(t) => t,
+            None => return false,
+        }
+    } else {
+        // SAFETY: this thread's own slot, at depth 1 (see `next`).
+        let next = unsafe { &mut *me.next.get() };
+        let Some(to) = next.as_ref() else {
+            return false;
+        };
+        if !shared.config.hand_off
+            || cur.state.load(Relaxed) == RUNNING
+            // Woken by its own park's closure (on this thread, so into
+            // `next`): the scheduler switches back into it once it is saved.
+            || Arc::ptr_eq(to, cur)
+            || shared.shutdown.load(SeqCst)
+            || (shared.track_tasks && !shared.deferral.settled(to))
+        {
+            return false;
+        }
+        next.take().expect("looked at above")
     };
-    if !shared.config.hand_off
-        || cur.state.load(Relaxed) == RUNNING
-        // Woken by its own park's closure (on this thread, so into
-        // `next`): the scheduler switches back into it once it is saved.
-        || Arc::ptr_eq(to, cur)
-        || shared.shutdown.load(SeqCst)
-        || (shared.track_tasks && !shared.deferral.settled(to))
-    {
-        return false;
-    }
-    let t = next.take().expect("looked at above");
     let p = me.proc_();
     p.hand_offs.store(p.hand_offs.load(Relaxed) + 1, Relaxed);
     pass_over(me, cur, &t);
@@ -280,9 +303,15 @@ fn hand_off(me: &Worker) -> bool {
     // SAFETY: depth 1; no other access to `current` is live.
     let from = unsafe { (*me.current.get()).replace(t) }.expect("a running goroutine");
     let save = from.ctx.get();
+    if me.migrate {
+        // Released by `t` once running (see `Worker::handed`).
+        // SAFETY: this thread's own cell, at depth 1.
+        unsafe { *me.handed.get() = Arc::as_ptr(&from) };
+    }
     // The reference is the park's first waker's now (see `park`); the
     // task stays alive until this switch has saved it (it can only be
-    // queued on this worker meanwhile).
+    // queued on this worker meanwhile, and only this thread takes it from
+    // there until it is released).
     std::mem::forget(from);
     // SAFETY: `to` was saved by the goroutine's last switch away (it has
     // run: it was woken) and no other worker runs it; `save` is this
