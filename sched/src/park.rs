@@ -111,17 +111,13 @@ impl Waker {
             debug_assert_ne!(home, NO_HOME);
             if let Some(me) = me {
                 if Arc::ptr_eq(&me.shared, &task.shared) {
-                    if me.index == home && !me.migrate {
+                    if me.index == home {
                         // Woken on its own worker: no lock, no kick.
                         if raised {
                             me.put_next_raised(task);
                         } else {
                             me.put_next(task);
                         }
-                    } else if me.index == home {
-                        // A migrating runtime's: into the locked slot,
-                        // where a thief may reach it (see `Worker::next`).
-                        me.shared.enqueue(task, Place::NextHere(home));
                     } else {
                         // By another worker of its runtime, whose shared
                         // state outlives the call (no reference counted

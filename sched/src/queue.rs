@@ -43,8 +43,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::linked::{Fifo, RunLink};
-use crate::lock::Lock;
-use crate::region::lock;
+use crate::lock::{Lock, LockGuard};
+use crate::region::{lock, Locked};
 use crate::stack::StackPool;
 use crate::task::{Task, NO_HOME};
 
@@ -155,25 +155,27 @@ pub(crate) struct Idle {
 }
 
 /// A worker's locked queue; letting it go updates `Proc::queued`.
-pub(crate) struct LocalGuard<'a> {
-    locked: crate::region::Locked<'a, Lock<Local>>,
+/// (`G`: the lock's guard, with a region of its own or inside the
+/// caller's.)
+pub(crate) struct LocalGuard<'a, G: std::ops::DerefMut<Target = Local> = Locked<'a, Lock<Local>>> {
+    locked: G,
     queued: &'a AtomicUsize,
 }
 
-impl std::ops::Deref for LocalGuard<'_> {
+impl<G: std::ops::DerefMut<Target = Local>> std::ops::Deref for LocalGuard<'_, G> {
     type Target = Local;
     fn deref(&self) -> &Local {
         &self.locked
     }
 }
 
-impl std::ops::DerefMut for LocalGuard<'_> {
+impl<G: std::ops::DerefMut<Target = Local>> std::ops::DerefMut for LocalGuard<'_, G> {
     fn deref_mut(&mut self) -> &mut Local {
         &mut self.locked
     }
 }
 
-impl Drop for LocalGuard<'_> {
+impl<G: std::ops::DerefMut<Target = Local>> Drop for LocalGuard<'_, G> {
     fn drop(&mut self) {
         let n = self.locked.queue.len() + usize::from(self.locked.next.is_some());
         self.queued.store(n, Relaxed);
@@ -185,6 +187,16 @@ impl Proc {
     pub(crate) fn lock_local(&self) -> LocalGuard<'_> {
         LocalGuard {
             locked: lock(&self.local),
+            queued: &self.queued,
+        }
+    }
+
+    /// Locks its queue for a caller already inside a no-preempt region of
+    /// its own worker's (depth 1: a park, a hand-off), which a region of
+    /// the lock's own would only look up again.
+    pub(crate) fn lock_local_raised(&self) -> LocalGuard<'_, LockGuard<'_, Local>> {
+        LocalGuard {
+            locked: self.local.lock(),
             queued: &self.queued,
         }
     }
@@ -234,10 +246,6 @@ const WINDOW: usize = 2 * STEAL_MAX;
 pub(crate) enum Place {
     /// The worker's `next` slot (a wake-up).
     Next(usize),
-    /// The `next` slot of the caller's own worker, by a goroutine running
-    /// on it (a wake-up in a migrating runtime, whose own wake-ups go to
-    /// the locked slot: see `Local::next`): awake, so nothing kicks it.
-    NextHere(usize),
     /// The back of the worker's queue, by that worker itself (a spawn,
     /// a yield): it is awake, so nothing kicks it (a locked instruction
     /// of every spawn and yield until the eleventh session).
@@ -342,18 +350,6 @@ impl Shared {
                     l.queue.push_back(old);
                 }
                 Some(w)
-            }
-            Place::NextHere(w) => {
-                debug_assert_eq!(
-                    crate::worker::worker().map(|m| m.index),
-                    Some(w),
-                    "only a worker queues into its own next slot"
-                );
-                let mut l = self.procs[w].lock_local();
-                if let Some(old) = l.next.replace(t) {
-                    l.queue.push_back(old);
-                }
-                return;
             }
             Place::Back(w) => {
                 debug_assert_eq!(

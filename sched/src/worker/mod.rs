@@ -218,6 +218,10 @@ impl Worker {
     pub(crate) fn put_next_raised(&self, t: TaskRef) {
         debug_assert_eq!(t.home.load(Relaxed), self.index);
         debug_assert!(self.attached().is_none_or(|a| a.no_preempt_depth() > 0));
+        if self.migrate {
+            self.put_next_shared(t);
+            return;
+        }
         // SAFETY: this thread's own slot, inside a region (see `next`);
         // the one access ends before the lock below.
         let old = unsafe { (*self.next.get()).replace(t) };
@@ -239,6 +243,17 @@ impl Worker {
             // run queue's, and no other thread may run it (and so end it)
             // before this release.
             release(unsafe { &*h });
+        }
+    }
+
+    /// [`Worker::put_next_raised`] of a migrating runtime: into the locked
+    /// slot, where a thief can reach it (see `next`). Out of line, so the
+    /// private slot's path stays short.
+    #[inline(never)]
+    fn put_next_shared(&self, t: TaskRef) {
+        let mut l = self.proc_().lock_local_raised();
+        if let Some(old) = l.next.replace(t) {
+            l.queue.push_back(old);
         }
     }
 

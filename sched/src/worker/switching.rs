@@ -265,16 +265,7 @@ fn hand_off(me: &Worker) -> bool {
     let shared = &me.shared;
     let cur = me.current().expect("a running goroutine");
     let t = if me.migrate {
-        // Its wake-ups are in the locked slot (see `Worker::next`).
-        if !shared.config.hand_off
-            || cur.state.load(Relaxed) == RUNNING
-            || shared.shutdown.load(SeqCst)
-        {
-            return false;
-        }
-        let mut l = me.proc_().lock_local();
-        // (Woken by its own park's closure: as below.)
-        match l.next.take_if(|to| !Arc::ptr_eq(to, cur)) {
+        match next_to_hand_off(me, cur) {
             Some(t) => t,
             None => return false,
         }
@@ -318,6 +309,23 @@ fn hand_off(me: &Worker) -> bool {
     // goroutine's context, alive until the switch has saved it (above).
     unsafe { switch(&mut *save, &*to) };
     true
+}
+
+/// `hand_off`'s choice in a migrating runtime, whose wake-ups are in the
+/// locked slot (see `Worker::next`): the goroutine there, if the hand-off
+/// may go ahead. Out of line, so the private slot's path stays short.
+#[inline(never)]
+fn next_to_hand_off(me: &Worker, cur: &TaskRef) -> Option<TaskRef> {
+    let shared = &me.shared;
+    if !shared.config.hand_off || cur.state.load(Relaxed) == RUNNING || shared.shutdown.load(SeqCst)
+    {
+        return None;
+    }
+    // (Not one woken by its own park's closure: as in `hand_off`.)
+    me.proc_()
+        .lock_local_raised()
+        .next
+        .take_if(|to| !Arc::ptr_eq(to, cur))
 }
 
 /// The preempt registry's yield hook (signal mode): called in the
