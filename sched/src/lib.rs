@@ -81,9 +81,13 @@
 //! on another thread could reach another thread's data from safe code.
 //! Load is balanced when goroutines start, by stealing those that have not
 //! run. The `unsafe` [`Runtime::with_migration`] moves goroutines as Go
-//! does, at yields and slice ends, through the global queue, for code that
-//! keeps the promise its contract states (no thread-local state at all);
-//! three equal loops on two workers then finish together. This crate's own
+//! does, at yields and slice ends, through the global queue, and a worker
+//! without work steals woken goroutines from the others once their worker
+//! has let go of them (`Task::released`), for code that keeps the promise
+//! its contract states (no thread-local state at all); three equal loops
+//! on two workers then finish together, and a worker blocked in a system
+//! call made directly gives up the goroutines queued behind it (`sysmon`
+//! marks it stuck and wakes a thief, Go's `retake`). This crate's own
 //! code finds its worker afresh at every lookup (a TLS word only assembly
 //! reads, `sys::tls`) and after every switch. A goroutine preempted by the
 //! signal between such a lookup and the use it makes of it (entering the
@@ -130,11 +134,11 @@
 //! ## Not yet
 //!
 //! Ms decoupled from Ps (a blocking call hands its P over in Go; here the
-//! call moves to a pool thread instead, see [`blocking`]; even a migrating
-//! runtime leaves the goroutines woken for a worker stuck in a call
-//! there, since moving a goroutine out of another worker's queue needs
-//! Go's ownership states); sharing a registry in poll or cooperative mode;
-//! migrating with a shared registry. See docs/STATUS.md.
+//! call moves to a pool thread instead, see [`blocking`]; a migrating
+//! runtime's idle workers take a stuck worker's goroutines, but a runtime
+//! that does not migrate leaves them there until the call returns);
+//! sharing a registry in poll or cooperative mode; migrating with a shared
+//! registry. See docs/STATUS.md.
 
 #![warn(missing_docs)]
 

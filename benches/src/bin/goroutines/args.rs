@@ -50,6 +50,7 @@ pub(crate) fn parse_args() -> Args {
                     "gc",
                     "cgc",
                     "balance",
+                    "stuck",
                 ])
                 .default_value("latency"),
         )
@@ -136,7 +137,7 @@ pub(crate) fn parse_args() -> Args {
             Arg::new("migrate")
                 .long("migrate")
                 .action(clap::ArgAction::SetTrue)
-                .help("Goroutines move between workers at yields and slice ends (Runtime::with_migration; poll and coop only)"),
+                .help("Goroutines move between workers at yields, slice ends and steals (Runtime::with_migration; any preemption mode)"),
         )
         .arg(
             Arg::new("json-line")

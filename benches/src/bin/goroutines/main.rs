@@ -40,6 +40,10 @@
 //!   ends, against the time one alone takes times workers / procs (what a
 //!   perfect balance gives). With `--migrate` goroutines move between
 //!   workers at slice ends; without, each stays where it started.
+//! - `stuck`: a goroutine wakes another of its worker, then blocks the
+//!   thread in `poll(2)` until the woken one writes a pipe: how long the
+//!   woken one waits (`--samples` rounds, a call limited to `--timeout`);
+//!   with `--migrate` an idle worker takes it (`sysmon`'s retake).
 //!
 //! `--preemption signal|poll|coop` chooses how slices end (in poll mode
 //! the loops poll on every iteration); `--slice` is the time slice.
@@ -51,6 +55,7 @@ mod args;
 mod claims;
 mod costs;
 mod stops;
+mod stuck;
 
 use std::time::Duration;
 
@@ -184,6 +189,7 @@ fn main() {
         "stw" => stops::stw(&a),
         "gc" | "cgc" => stops::gc(&a),
         "balance" => claims::balance(&a),
+        "stuck" => stuck::stuck(&a),
         _ => unreachable!("checked by clap"),
     }
 }
