@@ -16,10 +16,16 @@ use crate::worker::{goroutine, poll_slow};
 /// Also a point where a stop of the world may take the worker.
 #[inline]
 pub fn poll() {
-    if let Some(me) = goroutine() {
+    if let Some(mut me) = goroutine() {
         let wanted = me.proc_().want_yield.load(Relaxed);
         if wanted != 0 {
             poll_slow(me, wanted);
+            // Perhaps resumed on another worker (a migrating runtime):
+            // the record to poll is that one's.
+            me = match goroutine() {
+                Some(now) => now,
+                None => return,
+            };
         }
         if let Some(a) = me.attached() {
             a.poll();

@@ -201,7 +201,6 @@ impl Proc {
         }
     }
 
-    /// Makes the owner look at the queues again, waking it if it sleeps.
     /// How many goroutines its queue held when last let go (a hint).
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Relaxed)
@@ -214,6 +213,7 @@ impl Proc {
         stuck != 0 && stuck == self.tick.load(Acquire)
     }
 
+    /// Makes the owner look at the queues again, waking it if it sleeps.
     /// Returns whether it was asleep.
     pub(crate) fn kick(&self) -> bool {
         let idle = &self.idle;

@@ -102,7 +102,7 @@ pub struct RuntimeStats {
 
 impl Runtime {
     /// Starts `config.procs` workers (`PARDON_PROCS` overrides `procs`)
-    /// and, unless the runtime is cooperative, `sysmon`. Refuses
+    /// and, unless the runtime is cooperative (and does not migrate), `sysmon`. Refuses
     /// [`Preemption::Signal`], which only
     /// [`Runtime::with_signal_preemption`] may start.
     pub fn new(config: Config) -> Result<Runtime, RuntimeError> {
