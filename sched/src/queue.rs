@@ -104,12 +104,17 @@ pub(crate) struct Proc {
     /// worker because it held the worker's state (`Task::stay`). Owner
     /// writes; anyone reads.
     pub stays: AtomicU64,
-    /// In a migrating runtime, the slice (`tick`) that `sysmon` saw run for
-    /// a whole round of its with goroutines queued here, or 0: while it is
-    /// still the running slice, the worker is stuck (a goroutine running
-    /// long, or blocked in a system call made directly), and a thief may
-    /// take the `next` slot as well as the queue (Go's `retake` and
-    /// `runqsteal`'s `runnext`). `sysmon` writes; thieves read.
+    /// Switches into goroutines, in a migrating runtime (by the scheduler
+    /// or a hand-off): how `sysmon` tells a stuck worker from a busy one.
+    /// Owner writes (a load and a store); anyone reads.
+    pub switches: AtomicU64,
+    /// In a migrating runtime, 1 + the switch count (`switches`) at which
+    /// `sysmon` found the worker with goroutines queued and no switch for a
+    /// while, or 0: while the count has not moved since, the worker is
+    /// stuck (a goroutine running long, or blocked in a system call made
+    /// directly), and a thief may take the `next` slot as well as the
+    /// queue (Go's `retake`, and `runqsteal`'s `runnext`). `sysmon`
+    /// writes; thieves read.
     pub stuck: AtomicU64,
     /// Times `sysmon` found the worker stuck and woke an idle one to take
     /// its goroutines. `sysmon` writes; anyone reads.
@@ -206,11 +211,18 @@ impl Proc {
         self.queued.load(Relaxed)
     }
 
-    /// Whether the slice running now is one `sysmon` found stuck (see
-    /// `stuck`). Read by a thief holding the queue's lock.
+    /// Whether `sysmon` found the worker stuck and it has not switched
+    /// since (see `stuck`). Read by a thief holding the queue's lock.
     fn is_stuck(&self) -> bool {
         let stuck = self.stuck.load(Acquire);
-        stuck != 0 && stuck == self.tick.load(Acquire)
+        stuck != 0 && stuck == self.switches.load(Acquire).wrapping_add(1)
+    }
+
+    /// Counts a switch into a goroutine (see `switches`). Owner only.
+    #[inline]
+    pub(crate) fn count_switch(&self) {
+        self.switches
+            .store(self.switches.load(Relaxed).wrapping_add(1), Relaxed);
     }
 
     /// Makes the owner look at the queues again, waking it if it sleeps.

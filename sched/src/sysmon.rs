@@ -9,12 +9,14 @@
 //! refused request (the goroutine in a no-preempt region or in a shared
 //! library) is simply made again the next round.
 //!
-//! In a migrating runtime it also notices a worker that stays in one
-//! slice for a whole round with goroutines queued behind it (a goroutine
-//! running long, or blocked in a system call it made directly rather than
-//! through `blocking`): it marks the worker stuck, which lets a thief take
-//! even the worker's `next` goroutine, and wakes an idle worker to steal
-//! (Go's `retake` hands such a P to another M; here the goroutines go).
+//! In a migrating runtime it also notices a worker that has not switched
+//! goroutines for 20 µs with goroutines queued behind it (one running
+//! long, or blocked in a system call it made directly rather than through
+//! `blocking`): it marks the worker stuck, which lets a thief take even
+//! the worker's `next` goroutine, and wakes an idle worker to steal (Go's
+//! `retake` hands such a P to another M; here the goroutines go). A worker
+//! it finds with goroutines queued at a new switch count is looked at
+//! again 20 µs later rather than a round later.
 //!
 //! Go's `sysmon` notices a slice only at its own rounds, which stretch to
 //! 10 ms, so a goroutine may run for up to two of them (20 ms) before it
@@ -36,6 +38,11 @@ pub(crate) fn busy_period(slice: Duration) -> Duration {
     (slice / 8).clamp(Duration::from_micros(20), Duration::from_micros(500))
 }
 
+/// How long a migrating runtime's worker may go without switching, with
+/// goroutines queued behind it, before `sysmon` lets other workers take
+/// them (Go retakes the P of a goroutine in a system call after 20 µs).
+const RETAKE_AFTER: Duration = Duration::from_micros(20);
+
 /// The longest sleep while nothing runs.
 const IDLE_MAX: Duration = Duration::from_millis(10);
 
@@ -48,6 +55,11 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
     let n = shared.procs.len();
     // Per worker: the slice last seen, and when it was first seen.
     let mut seen: Vec<(u64, Instant)> = vec![(0, Instant::now()); n];
+    // Per worker of a migrating runtime: its switch count last seen, and
+    // when it was first seen.
+    let mut switched: Vec<(u64, Instant)> = vec![(0, Instant::now()); n];
+    // Whether the last round was a quick second look (see below).
+    let mut looked_again = false;
     let mut delay = period;
     loop {
         if shared.shutdown.load(SeqCst) {
@@ -56,27 +68,38 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
         let seq = shared.sysmon_seq.load(SeqCst);
         let now = Instant::now();
         let mut any = false;
+        let mut look_again = false;
         for (i, p) in shared.procs.iter().enumerate() {
             if p.running.load(Acquire) == 0 {
                 continue;
             }
             any = true;
+            if migrate && p.queued() > 0 {
+                // Goroutines wait behind this worker: is it stuck (no
+                // switch for `RETAKE_AFTER`)? Switches, not slices: a pair
+                // handing off to each other runs in one slice, and is not
+                // stuck.
+                let sw = p.switches.load(Acquire);
+                if switched[i].0 != sw {
+                    switched[i] = (sw, now);
+                    look_again = true;
+                } else if p.stuck.load(Relaxed) != sw.wrapping_add(1) {
+                    if now.duration_since(switched[i].1) >= RETAKE_AFTER {
+                        // Let a thief have them, `next` too (see
+                        // `Proc::stuck`), and wake one to take them: once
+                        // for each time it is found stuck.
+                        p.stuck.store(sw.wrapping_add(1), Release);
+                        p.retakes.fetch_add(1, Relaxed);
+                        shared.wake_a_sleeper();
+                    } else {
+                        look_again = true;
+                    }
+                }
+            }
             let tick = p.tick.load(Acquire);
             if seen[i].0 != tick {
                 seen[i] = (tick, now);
                 continue;
-            }
-            if migrate
-                && p.queued() > 0
-                && p.stuck.load(Relaxed) != tick
-                && now.duration_since(seen[i].1) >= period
-            {
-                // Stuck for a round with goroutines waiting: let a thief
-                // have them (see `Proc::stuck`), and wake one to take them
-                // (once a slice).
-                p.stuck.store(tick, Release);
-                p.retakes.fetch_add(1, Relaxed);
-                shared.wake_a_sleeper();
             }
             if shared.config.preemption == Preemption::Cooperative
                 || now.duration_since(seen[i].1) < slice
@@ -98,7 +121,18 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
             }
         }
         if any {
-            delay = period;
+            // A worker with goroutines waiting behind it, seen for the
+            // first time at this switch count: looked at again after
+            // `RETAKE_AFTER` rather than a whole round, so a stuck one is
+            // found within about half a round and 20 µs. Not twice in a
+            // row (a busy worker's queue is often not empty, and its count
+            // moves between two looks): at most two looks a round.
+            delay = if look_again && !looked_again && RETAKE_AFTER < period {
+                RETAKE_AFTER
+            } else {
+                period
+            };
+            looked_again = delay != period;
         } else {
             delay = (delay * 2).min(IDLE_MAX);
             // Checked by every worker that starts a goroutine.

@@ -258,6 +258,9 @@ fn run(me: &Worker, t: TaskRef, inherit: bool) {
         p.migrations.store(p.migrations.load(Relaxed) + 1, Relaxed);
     }
     prepare_switch_in(me, &t);
+    if me.migrate {
+        p.count_switch();
+    }
     if !inherit {
         end_slice(p);
     }

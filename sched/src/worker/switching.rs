@@ -295,6 +295,7 @@ fn hand_off(me: &Worker) -> bool {
     let from = unsafe { (*me.current.get()).replace(t) }.expect("a running goroutine");
     let save = from.ctx.get();
     if me.migrate {
+        p.count_switch();
         // Released by `t` once running (see `Worker::handed`).
         // SAFETY: this thread's own cell, at depth 1.
         unsafe { *me.handed.get() = Arc::as_ptr(&from) };

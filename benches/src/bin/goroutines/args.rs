@@ -45,6 +45,7 @@ pub(crate) fn parse_args() -> Args {
                     "spawn-wg",
                     "switch",
                     "switch-timeout",
+                    "pair",
                     "parked",
                     "stw",
                     "gc",

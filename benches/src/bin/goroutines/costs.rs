@@ -71,8 +71,13 @@ pub(crate) fn spawn_wg(a: &Args) {
 /// `switch`, and with `timed` (`switch-timeout`) every receive a
 /// `recv_timeout` of a second that never runs out (an alarm armed and
 /// settled each time the receiver waits).
-pub(crate) fn switch(a: &Args, timed: bool) {
-    let rt = runtime(a, 1);
+/// `switch` (one worker), `switch-timeout`, and `pair`: the same
+/// ping-pong on `--procs` workers, where the others are idle (a migrating
+/// runtime must not split the pair: `sysmon` retakes only a worker that
+/// has not switched for a while).
+pub(crate) fn switch(a: &Args, timed: bool, procs: usize) {
+    let rt = runtime(a, procs);
+    let before = rt.stats();
     let n = a.n;
     let el = rt
         .block_on(move || {
@@ -104,13 +109,17 @@ pub(crate) fn switch(a: &Args, timed: bool) {
         })
         .unwrap();
     let each = el.as_nanos() as f64 / (2 * n) as f64;
+    let s = rt.stats();
+    let (retakes, moves) = (s.retakes - before.retakes, s.migrations - before.migrations);
     emit(
         a,
         format!(
-            "switch{} pardon procs=1: {n} round trips in {el:?} ({each:.0} ns a switch)",
-            if timed { "-timeout" } else { "" }
+            "{} pardon procs={procs} migrate={}: {n} round trips in {el:?} ({each:.0} ns a switch); \
+             {retakes} retakes, {moves} moves",
+            a.mode, a.migrate
         ),
-        json!({"outcome": "ok", "n": n, "ns_a_switch": each}),
+        json!({"outcome": "ok", "n": n, "ns_a_switch": each, "retakes": retakes,
+               "migrations": moves}),
     );
 }
 

@@ -15,7 +15,8 @@
 //!   mark a `WaitGroup` done, then wait for the group: Go's `spawn` shape;
 //! - `switch`: a ping-pong over a rendezvous channel on one worker (two
 //!   switches a round); `switch-timeout` the same with every receive a
-//!   `recv_timeout` that never runs out;
+//!   `recv_timeout` that never runs out; `pair` the same on `--procs`
+//!   workers, the others idle;
 //! - `parked`: the resident memory of `--n` goroutines parked on a
 //!   channel (stack pages touched, task, closure), from `/proc/self/statm`;
 //! - `stw`: stop-the-world latency over goroutines (`Runtime::stop_the_world`,
@@ -183,8 +184,9 @@ fn main() {
         "fairness" => claims::fairness(&a),
         "spawn" => costs::spawn(&a),
         "spawn-wg" => costs::spawn_wg(&a),
-        "switch" => costs::switch(&a, false),
-        "switch-timeout" => costs::switch(&a, true),
+        "switch" => costs::switch(&a, false, 1),
+        "switch-timeout" => costs::switch(&a, true, 1),
+        "pair" => costs::switch(&a, false, a.procs),
         "parked" => costs::parked(&a),
         "stw" => stops::stw(&a),
         "gc" | "cgc" => stops::gc(&a),
