@@ -43,6 +43,9 @@ pub(crate) fn busy_period(slice: Duration) -> Duration {
 /// them (Go retakes the P of a goroutine in a system call after 20 µs).
 const RETAKE_AFTER: Duration = Duration::from_micros(20);
 
+/// Rounds `sysmon` makes every `RETAKE_AFTER` after a retake (Go: 50).
+const QUICK_ROUNDS: u32 = 50;
+
 /// The longest sleep while nothing runs.
 const IDLE_MAX: Duration = Duration::from_millis(10);
 
@@ -60,6 +63,8 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
     let mut switched: Vec<(u64, Instant)> = vec![(0, Instant::now()); n];
     // Whether the last round was a quick second look (see below).
     let mut looked_again = false;
+    // Rounds since the last retake (Go's `idle` count in `sysmon`).
+    let mut since_retake = u32::MAX;
     let mut delay = period;
     loop {
         if shared.shutdown.load(SeqCst) {
@@ -69,6 +74,7 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
         let now = Instant::now();
         let mut any = false;
         let mut look_again = false;
+        let mut retook = false;
         for (i, p) in shared.procs.iter().enumerate() {
             if p.running.load(Acquire) == 0 {
                 continue;
@@ -91,6 +97,7 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
                         p.stuck.store(sw.wrapping_add(1), Release);
                         p.retakes.fetch_add(1, Relaxed);
                         shared.wake_a_sleeper();
+                        retook = true;
                     } else {
                         look_again = true;
                     }
@@ -127,12 +134,30 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
             // found within about half a round and 20 µs. Not twice in a
             // row (a busy worker's queue is often not empty, and its count
             // moves between two looks): at most two looks a round.
-            delay = if look_again && !looked_again && RETAKE_AFTER < period {
+            //
+            // After a retake, as Go's `sysmon` does, it looks every
+            // `RETAKE_AFTER` for `QUICK_ROUNDS` rounds, then twice as long
+            // each round until its period: a program whose goroutines block
+            // in system calls again and again has them retaken in tens of
+            // microseconds, and one that does not pays nothing.
+            since_retake = if retook {
+                0
+            } else {
+                since_retake.saturating_add(1)
+            };
+            let after_retake = if since_retake < QUICK_ROUNDS {
+                RETAKE_AFTER
+            } else {
+                let doublings = (since_retake - QUICK_ROUNDS).min(16);
+                RETAKE_AFTER.saturating_mul(1 << doublings)
+            };
+            let quick = if look_again && !looked_again {
                 RETAKE_AFTER
             } else {
                 period
             };
-            looked_again = delay != period;
+            delay = period.min(after_retake).min(quick);
+            looked_again = look_again && delay < period;
         } else {
             delay = (delay * 2).min(IDLE_MAX);
             // Checked by every worker that starts a goroutine.

@@ -11,7 +11,9 @@
 //! `--samples` rounds on `--procs` workers; only rounds in which both
 //! goroutines were on one thread when the call began say anything, and
 //! only those are reported (the wait from the wake-up to the woken
-//! goroutine running), with how many of them waited out the limit.
+//! goroutine running), with how many of them waited out the limit. In a
+//! migrating runtime the waker first yields (a few times at most) until
+//! it runs on the woken one's thread.
 
 use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -67,7 +69,7 @@ fn readable(fd: i32) -> bool {
 
 pub(crate) fn stuck(a: &Args) {
     let rt = runtime(a, a.procs);
-    let (samples, limit) = (a.samples, a.timeout);
+    let (samples, limit, migrate) = (a.samples, a.timeout, a.migrate);
     let before = rt.stats();
     let waits = rt
         .block_on(move || {
@@ -98,7 +100,14 @@ pub(crate) fn stuck(a: &Args) {
             for _ in 0..samples {
                 let b_home = parked_rx.recv().unwrap();
                 // (B parks in `recv` right after its send, or is about
-                // to: its home does not change in between.)
+                // to: its home does not change in between.) In a migrating
+                // runtime, a yield may take this goroutine to B's thread,
+                // where a round says something: a few tries.
+                let mut tries = 0;
+                while migrate && tid() != b_home && tries < 100 {
+                    yield_now();
+                    tries += 1;
+                }
                 let here = tid();
                 wake_tx.send(Instant::now()).unwrap();
                 poll_readable(r, limit);
