@@ -117,7 +117,8 @@ pub(crate) struct Proc {
     /// writes; thieves read.
     pub stuck: AtomicU64,
     /// Times `sysmon` found the worker stuck and woke an idle one to take
-    /// its goroutines. `sysmon` writes; anyone reads.
+    /// its goroutines (not counted when none slept). `sysmon` writes;
+    /// anyone reads.
     pub retakes: AtomicU64,
     /// Yield signals refused on this worker, as its preempt record counts
     /// them; copied by the owner each time a goroutine switches back to

@@ -88,10 +88,10 @@ pub struct RuntimeStats {
     /// into the worker's own state (it was in this crate's code between a
     /// lookup of its worker and the use of it).
     pub stays: u64,
-    /// Times `sysmon` found a worker of a migrating runtime on one slice
-    /// for a whole round of its with goroutines queued behind it (running
-    /// long, or blocked in a system call it made directly) and woke an idle
-    /// worker to take them (`Runtime::with_migration`).
+    /// Times `sysmon` found a worker of a migrating runtime that had not
+    /// switched goroutines for 20 µs with goroutines queued behind it (one
+    /// running long, or blocked in a system call it made directly) and
+    /// woke an idle worker to take them (`Runtime::with_migration`).
     pub retakes: u64,
     /// Goroutine stacks mapped now: on goroutines (running or parked), on
     /// finished ones each worker keeps for its next spawns (at most 64 a
@@ -244,10 +244,11 @@ impl Runtime {
     /// without work: parks move goroutines too. None moves while its
     /// thread is unwinding a panic (std counts a panic per thread). A
     /// worker blocked in a system call made directly (not through
-    /// [`crate::blocking`]) gives up the goroutines queued behind it
-    /// within a round or two of `sysmon` (an eighth of the time slice,
-    /// 20-500 µs: [`RuntimeStats::retakes`]), as Go's `retake` hands off a
-    /// P stuck in a system call.
+    /// [`crate::blocking`]) gives up the goroutines queued behind it once
+    /// `sysmon` finds it 20 µs without a switch ([`RuntimeStats::retakes`]:
+    /// within a round of its, an eighth of the time slice, 20-500 µs, and
+    /// every 20 µs for a while after a retake), as Go's `retake` hands off
+    /// a P stuck in a system call.
     /// A runtime sharing a registry ([`Runtime::with_registry`]) does not
     /// migrate.
     pub unsafe fn with_migration(config: Config) -> Result<Runtime, RuntimeError> {

@@ -93,11 +93,14 @@ pub(crate) fn sysmon_main(shared: Arc<Shared>) {
                     if now.duration_since(switched[i].1) >= RETAKE_AFTER {
                         // Let a thief have them, `next` too (see
                         // `Proc::stuck`), and wake one to take them: once
-                        // for each time it is found stuck.
+                        // for each time it is found stuck. (With every
+                        // worker busy there is none to wake, and nothing
+                        // to hurry for.)
                         p.stuck.store(sw.wrapping_add(1), Release);
-                        p.retakes.fetch_add(1, Relaxed);
-                        shared.wake_a_sleeper();
-                        retook = true;
+                        if shared.wake_a_sleeper() {
+                            p.retakes.fetch_add(1, Relaxed);
+                            retook = true;
+                        }
                     } else {
                         look_again = true;
                     }
