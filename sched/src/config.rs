@@ -109,8 +109,10 @@ pub struct Config {
     /// Whether goroutines may move between workers, as Go's do: one that
     /// yields or whose slice ends goes to the runtime's global queue, from
     /// which any worker may take it, and so resumes on whichever worker
-    /// runs it next (a parked goroutine still wakes where it parked). Load
-    /// then evens out after goroutines start, not only when they start.
+    /// runs it next; a parked goroutine wakes where it parked, and a
+    /// worker without work may take it from there (so may one woken for a
+    /// worker stuck in a system call made directly). Load then evens out
+    /// after goroutines start, not only when they start.
     /// Default false; only [`Runtime::with_migration`](crate::Runtime::with_migration),
     /// which is `unsafe`, starts a runtime with it (see there why).
     pub migrate: bool,
