@@ -198,8 +198,9 @@ impl Proc {
     }
 
     /// Locks its queue for a caller already inside a no-preempt region of
-    /// its own worker's (depth 1: a park, a hand-off), which a region of
-    /// the lock's own would only look up again.
+    /// its own worker's (depth 1: a park, a hand-off, the scheduler; this
+    /// worker's queue or another's), which a region of the lock's own
+    /// would only look up again.
     pub(crate) fn lock_local_raised(&self) -> LocalGuard<'_, LockGuard<'_, Local>> {
         LocalGuard {
             locked: self.local.lock(),
@@ -469,12 +470,14 @@ impl Shared {
     /// some queued); failing all that, half of the goroutines that have
     /// not run from another's queue, if it holds `at_least` (a worker that
     /// has just run out of work waits for a batch: see
-    /// `worker::STEAL_BATCH`).
+    /// `worker::STEAL_BATCH`). Called only by worker `w`'s scheduler,
+    /// inside its no-preempt region (depth 1), so its locks enter no region
+    /// of their own.
     pub(crate) fn find(&self, w: usize, at_least: usize) -> Option<(TaskRef, bool)> {
         /// In a migrating runtime, a worker with goroutines queued takes
         /// from the global queue once in this many slices (Go: 61).
         const GLOBAL_EVERY: u64 = 61;
-        let mut l = self.procs[w].lock_local();
+        let mut l = self.procs[w].lock_local_raised();
         if let Some(t) = l.next.take() {
             return Some((t, true));
         }
@@ -492,7 +495,7 @@ impl Shared {
                     .load(Relaxed)
                     .is_multiple_of(GLOBAL_EVERY))
         {
-            let mut g = lock(&self.global);
+            let mut g = self.global.lock();
             let batch = (g.len() / self.procs.len() + 1).min(g.len());
             let mut taken = g.split_front(batch);
             l.queue.append(&mut taken);
@@ -507,7 +510,7 @@ impl Shared {
         for k in 1..n {
             let victim = (w + k) % n;
             let vp = &self.procs[victim];
-            let mut v = vp.lock_local();
+            let mut v = vp.lock_local_raised();
             // A migrating runtime's worker stuck in one slice gives up its
             // `next` goroutine too, if nothing else is to be had.
             let stuck_next = migrate && v.next.is_some() && vp.is_stuck();
@@ -549,7 +552,7 @@ impl Shared {
                 continue;
             };
             if !stolen.is_empty() {
-                self.procs[w].lock_local().queue.append(&mut stolen);
+                self.procs[w].lock_local_raised().queue.append(&mut stolen);
             }
             return Some((first, false));
         }

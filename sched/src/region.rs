@@ -65,7 +65,9 @@ impl Drop for Region {
     #[inline]
     fn drop(&mut self) {
         // The same thread's record: a region does not outlive the call
-        // that entered it, and goroutines never change thread.
+        // that entered it, and no goroutine is switched out inside one (a
+        // wait there is refused, a yield signal too), so none changes
+        // thread in it, even in a migrating runtime.
         if let Some(a) = self.attached {
             a.exit_no_preempt();
         }
