@@ -386,6 +386,12 @@ impl Shared {
         };
         if let Some(w) = target {
             if self.procs[w].kick() || !anyone {
+                if self.config.migrate && self.procs[w].is_stuck() {
+                    // Queued behind a worker `sysmon` found stuck, which
+                    // will not run it soon: another may take it (see
+                    // `Proc::stuck`), and one that sleeps is woken for it.
+                    self.wake_a_sleeper();
+                }
                 return;
             }
         }

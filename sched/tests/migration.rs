@@ -492,3 +492,82 @@ fn cooperative_pairs_keep_every_value_while_moving() {
 fn signal_preempted_pairs_keep_every_value_while_moving() {
     pairs_keep_every_value_while_moving(Preemption::Signal);
 }
+
+/// How long a call waits for the goroutine that ends it (seconds).
+const LATER_LIMIT: u64 = 60;
+
+/// A worker stays stuck after its first retake: a goroutine of its woken
+/// later, by a thread outside the runtime while the other worker sleeps,
+/// is taken too. A wakes B, then blocks in `poll(2)`; B is taken by the
+/// idle worker (the first retake) and ends; 20 ms later a thread wakes C,
+/// which had parked on A's thread too and is queued there behind the
+/// call; only C writes the pipe that ends it.
+fn a_stuck_worker_gives_up_goroutines_woken_later(preemption: Preemption) {
+    use pardon_sched::channel::channel;
+    let rt = migrating(2, preemption);
+    let start = Instant::now();
+    let (mut same_thread, mut rounds) = (0, 0);
+    while same_thread < 10 {
+        rounds += 1;
+        let (shared, freed) = rt
+            .block_on(move || {
+                let mut fds = [0i32; 2];
+                // SAFETY: pipe writes two descriptors into the array.
+                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+                let w = fds[1];
+                let (c_ready_tx, c_ready_rx) = channel::<i64>(1);
+                let (c_go_tx, c_go_rx) = channel::<()>(1);
+                let c = go(move || {
+                    c_ready_tx.send(tid()).unwrap();
+                    c_go_rx.recv().unwrap();
+                    // SAFETY: writes one byte from a live buffer.
+                    assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
+                });
+                let c_tid = c_ready_rx.recv().unwrap();
+                let (b_ready_tx, b_ready_rx) = channel::<i64>(1);
+                let (b_go_tx, b_go_rx) = channel::<()>(1);
+                let b = go(move || {
+                    b_ready_tx.send(tid()).unwrap();
+                    b_go_rx.recv().unwrap();
+                });
+                let b_tid = b_ready_rx.recv().unwrap();
+                let outside = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    c_go_tx.send(()).unwrap();
+                });
+                b_go_tx.send(()).unwrap();
+                let a_tid = tid();
+                let freed = blocked_until_readable(fds[0], Duration::from_secs(LATER_LIMIT));
+                b.join().unwrap();
+                c.join().unwrap();
+                outside.join().unwrap();
+                for fd in fds {
+                    // SAFETY: our own descriptors, closed once.
+                    unsafe { libc::close(fd) };
+                }
+                (a_tid == b_tid && a_tid == c_tid, freed)
+            })
+            .unwrap();
+        assert!(
+            freed,
+            "{preemption}: round {rounds}: a goroutine woken behind the stuck \
+             worker did not run in {LATER_LIMIT} s ({:?})",
+            rt.stats()
+        );
+        same_thread += u32::from(shared);
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{preemption}: {same_thread} rounds of {rounds} on one thread"
+        );
+    }
+}
+
+#[test]
+fn cooperative_stuck_worker_gives_up_goroutines_woken_later() {
+    a_stuck_worker_gives_up_goroutines_woken_later(Preemption::Cooperative);
+}
+
+#[test]
+fn signal_preempted_stuck_worker_gives_up_goroutines_woken_later() {
+    a_stuck_worker_gives_up_goroutines_woken_later(Preemption::Signal);
+}
