@@ -161,6 +161,57 @@ fn blocked_until_readable(fd: i32, limit: Duration) -> bool {
     }
 }
 
+/// A pipe's two descriptors (read, write).
+fn pipe() -> [i32; 2] {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    fds
+}
+
+/// Writes one byte to `fd`.
+fn write_byte(fd: i32) {
+    // SAFETY: writes one byte from a live buffer.
+    assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
+}
+
+/// Closes both ends of a pipe.
+fn close_pipe(fds: [i32; 2]) {
+    for fd in fds {
+        // SAFETY: our own descriptors, closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Runs `round` in goroutines of `rt` until `want` rounds have said the
+/// goroutines of interest were on one thread (the first of its answers),
+/// failing any round whose blocked call was not ended by them in time (the
+/// second), and giving up after 300 s.
+fn rounds_on_one_thread(
+    rt: &Runtime,
+    preemption: Preemption,
+    want: u32,
+    round: impl Fn() -> (bool, bool) + Send + Clone + 'static,
+) {
+    let start = Instant::now();
+    let (mut same_thread, mut rounds) = (0, 0);
+    while same_thread < want {
+        rounds += 1;
+        let (shared, freed) = rt.block_on(round.clone()).unwrap();
+        assert!(
+            freed,
+            "{preemption}: round {rounds}: the goroutine that ends the call \
+             did not run while the call blocked its thread ({:?})",
+            rt.stats()
+        );
+        same_thread += u32::from(shared);
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{preemption}: {same_thread} rounds of {rounds} on one thread"
+        );
+    }
+}
+
 /// A goroutine that wakes another of its worker and then blocks its
 /// worker's thread in a system call (not through `blocking`) does not keep
 /// the woken one waiting for the call: `sysmon` finds the worker stuck and
@@ -171,55 +222,31 @@ fn blocked_until_readable(fd: i32, limit: Duration) -> bool {
 fn a_blocked_worker_gives_up_its_goroutines(preemption: Preemption) {
     use pardon_sched::channel::channel;
     let rt = migrating(2, preemption);
-    let start = Instant::now();
-    let (mut same_thread, mut rounds) = (0, 0);
-    while same_thread < 20 {
-        rounds += 1;
-        let (shared, freed) = rt
-            .block_on(move || {
-                let mut fds = [0i32; 2];
-                // SAFETY: pipe writes two descriptors into the array.
-                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-                let (ready_tx, ready_rx) = channel::<i64>(1);
-                let (go_tx, go_rx) = channel::<()>(1);
-                let w = fds[1];
-                let b = go(move || {
-                    ready_tx.send(tid()).unwrap();
-                    go_rx.recv().unwrap();
-                    // SAFETY: writes one byte from a live buffer.
-                    assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
-                    tid()
-                });
-                let b_tid = ready_rx.recv().unwrap();
-                go_tx.send(()).unwrap();
-                let a_tid = tid();
-                let freed = blocked_until_readable(fds[0], Duration::from_secs(60));
-                let wrote_on = b.join().unwrap();
-                for fd in fds {
-                    // SAFETY: our own descriptors, closed once.
-                    unsafe { libc::close(fd) };
-                }
-                let shared = a_tid == b_tid;
-                // Woken on the blocked thread, it ran on another.
-                assert!(
-                    !(shared && freed && wrote_on == a_tid),
-                    "{preemption}: the woken goroutine ran on the blocked thread"
-                );
-                (shared, freed)
-            })
-            .unwrap();
+    rounds_on_one_thread(&rt, preemption, 20, move || {
+        let fds = pipe();
+        let (ready_tx, ready_rx) = channel::<i64>(1);
+        let (go_tx, go_rx) = channel::<()>(1);
+        let w = fds[1];
+        let b = go(move || {
+            ready_tx.send(tid()).unwrap();
+            go_rx.recv().unwrap();
+            write_byte(w);
+            tid()
+        });
+        let b_tid = ready_rx.recv().unwrap();
+        go_tx.send(()).unwrap();
+        let a_tid = tid();
+        let freed = blocked_until_readable(fds[0], Duration::from_secs(60));
+        let wrote_on = b.join().unwrap();
+        close_pipe(fds);
+        let shared = a_tid == b_tid;
+        // Woken on the blocked thread, it ran on another.
         assert!(
-            freed,
-            "{preemption}: round {rounds}: the goroutine woken before the call \
-             did not run in 60 s ({:?})",
-            rt.stats()
+            !(shared && freed && wrote_on == a_tid),
+            "{preemption}: the woken goroutine ran on the blocked thread"
         );
-        same_thread += u32::from(shared);
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "{preemption}: {same_thread} rounds of {rounds} on one thread"
-        );
-    }
+        (shared, freed)
+    });
     // (`retakes` counts only retakes that woke a sleeping worker: a thief
     // still spinning took the goroutine without one.)
     assert!(rt.stats().migrations >= 20, "{:?}", rt.stats());
@@ -493,9 +520,6 @@ fn signal_preempted_pairs_keep_every_value_while_moving() {
     pairs_keep_every_value_while_moving(Preemption::Signal);
 }
 
-/// How long a call waits for the goroutine that ends it (seconds).
-const LATER_LIMIT: u64 = 60;
-
 /// A worker stays stuck after its first retake: a goroutine of its woken
 /// later, by a thread outside the runtime while the other worker sleeps,
 /// is taken too. A wakes B, then blocks in `poll(2)`; B is taken by the
@@ -505,61 +529,37 @@ const LATER_LIMIT: u64 = 60;
 fn a_stuck_worker_gives_up_goroutines_woken_later(preemption: Preemption) {
     use pardon_sched::channel::channel;
     let rt = migrating(2, preemption);
-    let start = Instant::now();
-    let (mut same_thread, mut rounds) = (0, 0);
-    while same_thread < 10 {
-        rounds += 1;
-        let (shared, freed) = rt
-            .block_on(move || {
-                let mut fds = [0i32; 2];
-                // SAFETY: pipe writes two descriptors into the array.
-                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-                let w = fds[1];
-                let (c_ready_tx, c_ready_rx) = channel::<i64>(1);
-                let (c_go_tx, c_go_rx) = channel::<()>(1);
-                let c = go(move || {
-                    c_ready_tx.send(tid()).unwrap();
-                    c_go_rx.recv().unwrap();
-                    // SAFETY: writes one byte from a live buffer.
-                    assert_eq!(unsafe { libc::write(w, b"x".as_ptr().cast(), 1) }, 1);
-                });
-                let c_tid = c_ready_rx.recv().unwrap();
-                let (b_ready_tx, b_ready_rx) = channel::<i64>(1);
-                let (b_go_tx, b_go_rx) = channel::<()>(1);
-                let b = go(move || {
-                    b_ready_tx.send(tid()).unwrap();
-                    b_go_rx.recv().unwrap();
-                });
-                let b_tid = b_ready_rx.recv().unwrap();
-                let outside = std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(20));
-                    c_go_tx.send(()).unwrap();
-                });
-                b_go_tx.send(()).unwrap();
-                let a_tid = tid();
-                let freed = blocked_until_readable(fds[0], Duration::from_secs(LATER_LIMIT));
-                b.join().unwrap();
-                c.join().unwrap();
-                outside.join().unwrap();
-                for fd in fds {
-                    // SAFETY: our own descriptors, closed once.
-                    unsafe { libc::close(fd) };
-                }
-                (a_tid == b_tid && a_tid == c_tid, freed)
-            })
-            .unwrap();
-        assert!(
-            freed,
-            "{preemption}: round {rounds}: a goroutine woken behind the stuck \
-             worker did not run in {LATER_LIMIT} s ({:?})",
-            rt.stats()
-        );
-        same_thread += u32::from(shared);
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "{preemption}: {same_thread} rounds of {rounds} on one thread"
-        );
-    }
+    rounds_on_one_thread(&rt, preemption, 10, move || {
+        let fds = pipe();
+        let w = fds[1];
+        let (c_ready_tx, c_ready_rx) = channel::<i64>(1);
+        let (c_go_tx, c_go_rx) = channel::<()>(1);
+        let c = go(move || {
+            c_ready_tx.send(tid()).unwrap();
+            c_go_rx.recv().unwrap();
+            write_byte(w);
+        });
+        let c_tid = c_ready_rx.recv().unwrap();
+        let (b_ready_tx, b_ready_rx) = channel::<i64>(1);
+        let (b_go_tx, b_go_rx) = channel::<()>(1);
+        let b = go(move || {
+            b_ready_tx.send(tid()).unwrap();
+            b_go_rx.recv().unwrap();
+        });
+        let b_tid = b_ready_rx.recv().unwrap();
+        let outside = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            c_go_tx.send(()).unwrap();
+        });
+        b_go_tx.send(()).unwrap();
+        let a_tid = tid();
+        let freed = blocked_until_readable(fds[0], Duration::from_secs(60));
+        b.join().unwrap();
+        c.join().unwrap();
+        outside.join().unwrap();
+        close_pipe(fds);
+        (a_tid == b_tid && a_tid == c_tid, freed)
+    });
 }
 
 #[test]
