@@ -18,8 +18,9 @@
 //! goroutine wakes at home, as elsewhere, and a worker without work may
 //! steal it from there once its worker has let go of it (`Task::released`,
 //! set after the switch away, which the park protocol's reasoning in `task`
-//! needs); so may one that `sysmon` woke because the worker is stuck in a
-//! slice, blocked in a system call made directly, say (`Proc::stuck`). This crate's own code finds the running worker afresh
+//! needs); so may one that `sysmon` woke because the worker has not
+//! switched for 20 µs, blocked in a system call made directly, say
+//! (`Proc::stuck`). This crate's own code finds the running worker afresh
 //! at every lookup (`sys::tls`) and after every switch that may have moved
 //! the goroutine; one preempted by the signal while it holds a pointer
 //! into its worker's state stays home that time
@@ -102,8 +103,8 @@ pub struct RuntimeStats {
 
 impl Runtime {
     /// Starts `config.procs` workers (`PARDON_PROCS` overrides `procs`)
-    /// and, unless the runtime is cooperative (and does not migrate), `sysmon`. Refuses
-    /// [`Preemption::Signal`], which only
+    /// and, unless the runtime is cooperative (and does not migrate),
+    /// `sysmon`. Refuses [`Preemption::Signal`], which only
     /// [`Runtime::with_signal_preemption`] may start.
     pub fn new(config: Config) -> Result<Runtime, RuntimeError> {
         if config.migrate {

@@ -127,8 +127,10 @@ pub(crate) struct Task {
 
 // SAFETY: the cells are used by one thread at a time: the worker running
 // the task, or the scheduler that switched away from it, as the state word
-// orders (SeqCst transitions between them); the link words and
-// `wait_data` by the holder of the lock of the queue the task is on.
+// orders (SeqCst transitions between them), and in a migrating runtime a
+// thief only after the last worker's release (`released`, Release/Acquire);
+// the link words and `wait_data` by the holder of the lock of the queue
+// the task is on.
 unsafe impl Sync for Task {}
 // SAFETY: as above.
 unsafe impl Send for Task {}
