@@ -318,6 +318,9 @@ fn hand_off(me: &Worker) -> bool {
 #[inline(never)]
 fn next_to_hand_off(me: &Worker, cur: &TaskRef) -> Option<TaskRef> {
     let shared = &me.shared;
+    // No deferral to settle: a runtime that keeps task lists (a shared
+    // registry) does not migrate (`Runtime::with_registry` refuses).
+    debug_assert!(!shared.track_tasks);
     if !shared.config.hand_off || cur.state.load(Relaxed) == RUNNING || shared.shutdown.load(SeqCst)
     {
         return None;
