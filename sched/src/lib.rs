@@ -158,6 +158,7 @@ mod poll;
 mod queue;
 mod region;
 mod room;
+mod runq;
 mod runtime;
 mod sleepers;
 mod stack;
