@@ -158,7 +158,6 @@ mod poll;
 mod queue;
 mod region;
 mod room;
-mod runq;
 mod runtime;
 mod sleepers;
 mod stack;

@@ -45,7 +45,6 @@ use crate::config::Config;
 use crate::linked::{Fifo, RunLink};
 use crate::lock::{Lock, LockGuard};
 use crate::region::{lock, Locked};
-use crate::runq::{RunQueue, STEAL_MAX};
 use crate::stack::StackPool;
 use crate::task::{Task, NO_HOME};
 
@@ -59,10 +58,8 @@ pub(crate) struct Local {
     /// into `worker::Worker::next`), so a thief may take it from a worker
     /// stuck in a slice (`Proc::stuck`).
     pub(crate) next: Option<TaskRef>,
-    /// A ring of slots, then a spill linked through the goroutines
-    /// (`runq`): pushing never allocates, stealing touches no goroutine
-    /// that has not run.
-    pub(crate) queue: RunQueue,
+    /// Linked through the goroutines (`linked`): pushing never allocates.
+    pub(crate) queue: Fifo<RunLink>,
 }
 
 /// What a worker shares (Go's P, for now one per M).
@@ -251,6 +248,13 @@ pub(crate) const FREE_LOCAL_MAX: usize = 64;
 /// goroutines should not keep a million tasks once it is over).
 pub(crate) const FREE_GLOBAL_MAX: usize = 4096;
 
+/// The most goroutines one steal takes (Go's `runqsteal` takes half of a
+/// 256-slot queue).
+const STEAL_MAX: usize = 64;
+
+/// How far into a victim's queue a steal looks.
+const WINDOW: usize = 2 * STEAL_MAX;
+
 /// Where `enqueue` puts a goroutine.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Place {
@@ -426,7 +430,7 @@ impl Shared {
         for p in &self.procs {
             let mut l = p.lock_local();
             dropped.extend(l.next.take());
-            queues.push(l.queue.take_all());
+            queues.push(std::mem::take(&mut l.queue));
         }
         {
             let mut g = lock(&self.global);
@@ -519,32 +523,42 @@ impl Shared {
             // Only goroutines that may move: those that have not run, and
             // in a migrating runtime those their worker has let go of
             // (`Task::released`); as many as half the queue's length,
-            // looked for only in the front `runq::WINDOW` of it: a steal
-            // costs the same however long the victim's queue is, and reads
-            // the ring's slots, not the goroutines that have not run (a
-            // walk of them, with this lock held, kept the spawning worker
-            // waiting for it: see `runq`).
+            // looked for only in the front WINDOW of it: a steal costs the
+            // same however long the victim's queue is, and reads each task
+            // it looks at once (counting the fresh ones first read them
+            // twice: a steal was a tenth of a spawn's cost when one
+            // goroutine spawned many).
             if v.queue.len() < at_least.max(1) && !stuck_next {
                 continue;
             }
             let take = v.queue.len().div_ceil(2).min(STEAL_MAX);
-            // Acquire: the worker's last writes to the task, before its
-            // release, are seen by the thief that runs it.
-            let mut stolen = v.queue.steal(take, |t| migrate && t.released.load(Acquire));
-            let first = match stolen.pop_front() {
-                Some(t) => t,
-                None if stuck_next => match v.next.take_if(|t| t.released.load(Acquire)) {
-                    Some(t) => t,
-                    None => continue,
-                },
-                None => continue,
-            };
+            // Relinked, not copied: no allocation.
+            let mut stolen: Fifo<RunLink> = Fifo::new();
+            let mut kept: Fifo<RunLink> = Fifo::new();
+            while stolen.len() < take && stolen.len() + kept.len() < WINDOW {
+                let Some(t) = v.queue.pop_front() else { break };
+                // Acquire: the worker's last writes to the task, before
+                // its release, are seen by the thief that runs it.
+                if t.home.load(SeqCst) == NO_HOME || (migrate && t.released.load(Acquire)) {
+                    stolen.push_back(t);
+                } else {
+                    kept.push_back(t);
+                }
+            }
+            // The ones passed over go back in front, in their order.
+            kept.append(&mut v.queue);
+            v.queue = kept;
+            if stolen.is_empty() && stuck_next {
+                if let Some(t) = v.next.take_if(|t| t.released.load(Acquire)) {
+                    stolen.push_back(t);
+                }
+            }
             drop(v);
+            let Some(first) = stolen.pop_front() else {
+                continue;
+            };
             if !stolen.is_empty() {
-                self.procs[w]
-                    .lock_local_raised()
-                    .queue
-                    .push_stolen(&mut stolen);
+                self.procs[w].lock_local_raised().queue.append(&mut stolen);
             }
             return Some((first, false));
         }
