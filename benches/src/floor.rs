@@ -38,6 +38,18 @@
 //!   cannot be less (it also parks and is woken), so at one stop a
 //!   millisecond it is a floor for the signal modes' throughput loss.
 //!
+//! - `core_to_core_ns`: a round trip of one cache line between two threads
+//!   pinned to two CPUs, each spinning until the other has written it: what
+//!   any hand-over between workers on those CPUs pays at least twice (a
+//!   goroutine spawned on one and run on the other, a lock taken on both).
+//!   On the VM of `docs/benchmarks.md` it flips, within seconds and with
+//!   nothing else running, between about 55 ns and about 450 ns (the host
+//!   moving the two virtual CPUs between cores that share a cache and cores
+//!   that do not), and every figure of work handed between two workers
+//!   flips with it, Go's too: such figures are compared only in the same
+//!   state. [`core_to_core_ns`] measures it alone, for a benchmark to
+//!   report beside its figure.
+//!
 //! The cross-CPU figures need two CPUs this process may run on; with one
 //! they are `None` (`null` in JSON).
 //!
@@ -73,6 +85,9 @@ pub struct Floor {
     /// The time a signal with an empty handler takes from the thread it
     /// interrupts on another CPU.
     pub signal_victim_ns: Option<u64>,
+    /// A cache line's round trip between two CPUs (see the module
+    /// comment).
+    pub core_to_core_ns: Option<u64>,
 }
 
 /// How long the sleeper's CPU idles before a `wake_remote_ns` wake: about a
@@ -96,6 +111,7 @@ impl Floor {
             "wake_send_ns": self.wake_send_ns,
             "wake_remote_cold_ns": self.wake_remote_cold_ns,
             "signal_victim_ns": self.signal_victim_ns,
+            "core_to_core_ns": self.core_to_core_ns,
         })
     }
 
@@ -104,7 +120,7 @@ impl Floor {
         let us = |n: u64| format!("{:.1} µs", n as f64 / 1e3);
         let opt = |n: Option<u64>| n.map_or_else(|| "n/a (one CPU)".to_string(), us);
         format!(
-            "machine floor (median of {}): system call {}; tgkill to a thread running on another CPU {} (sender), its handler entered after {}; hand-off on one CPU {}; wake of a thread on a CPU idle for {:?} {} ({} for the waker), for {:?} {}; a signal takes {} from the thread it interrupts",
+            "machine floor (median of {}): system call {}; tgkill to a thread running on another CPU {} (sender), its handler entered after {}; hand-off on one CPU {}; wake of a thread on a CPU idle for {:?} {} ({} for the waker), for {:?} {}; a signal takes {} from the thread it interrupts; a cache line's round trip between two CPUs {}",
             self.samples,
             us(self.syscall_ns),
             opt(self.signal_send_ns),
@@ -116,6 +132,8 @@ impl Floor {
             COLD_IDLE,
             opt(self.wake_remote_cold_ns),
             opt(self.signal_victim_ns),
+            self.core_to_core_ns
+                .map_or_else(|| "n/a (one CPU)".to_string(), |n| format!("{n} ns")),
         )
     }
 }
@@ -146,8 +164,73 @@ pub fn measure(samples: usize) -> Result<Floor, String> {
         f.wake_send_ns = Some(send);
         f.wake_remote_cold_ns = Some(wake_remote(a, b, samples, COLD_IDLE)?.0);
         f.signal_victim_ns = Some(signal_victim(a, b, samples)?);
+        f.core_to_core_ns = Some(round_trips(a, b, CORE_TO_CORE_TRIPS)?);
     }
     Ok(f)
+}
+
+/// Round trips a `core_to_core_ns` figure averages over (about 1 ms in
+/// the fast state, 9 ms in the slow one).
+pub const CORE_TO_CORE_TRIPS: u64 = 20_000;
+
+/// A cache line's round trip between the first two CPUs this process may
+/// run on, in nanoseconds (the mean of `trips`), or `None` with one CPU
+/// (see the module comment). Pins only threads of its own.
+pub fn core_to_core_ns(trips: u64) -> Result<Option<u64>, String> {
+    if trips == 0 {
+        return Err("floor: round trips must be at least 1".into());
+    }
+    match allowed_cpus()?[..] {
+        [a, b, ..] => round_trips(a, b, trips).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// `trips` round trips of one cache line between a thread on CPU `a` and
+/// one on CPU `b`: `a` writes an odd count, `b` answers with the next even
+/// one. Mean nanoseconds a round trip.
+fn round_trips(a: usize, b: usize, trips: u64) -> Result<u64, String> {
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    /// Spins until the line holds `v` (the clock read only every 4,096
+    /// looks, not to slow the answer down; 5 s at most, as `spin_until`).
+    fn await_value(line: &Line, v: u64) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut looks = 0u32;
+        while line.0.load(Ordering::Acquire) != v {
+            looks = looks.wrapping_add(1);
+            if looks.is_multiple_of(4096) && Instant::now() > deadline {
+                return Err("floor: a core-to-core round trip did not end within 5 s".into());
+            }
+            std::hint::spin_loop();
+        }
+        Ok(())
+    }
+    let line = Arc::new(Line(AtomicU64::new(0)));
+    let l2 = line.clone();
+    let answer = std::thread::spawn(move || -> Result<(), String> {
+        pin(b)?;
+        for i in 0..trips {
+            await_value(&l2, 2 * i + 1)?;
+            l2.0.store(2 * i + 2, Ordering::Release);
+        }
+        Ok(())
+    });
+    let asked = std::thread::spawn(move || -> Result<Duration, String> {
+        pin(a)?;
+        let t0 = Instant::now();
+        for i in 0..trips {
+            line.0.store(2 * i + 1, Ordering::Release);
+            await_value(&line, 2 * i + 2)?;
+        }
+        Ok(t0.elapsed())
+    })
+    .join();
+    match (asked, answer.join()) {
+        (Ok(Ok(d)), Ok(Ok(()))) => Ok((d.as_nanos() / u128::from(trips)) as u64),
+        (Ok(Err(e)), _) | (_, Ok(Err(e))) => Err(e),
+        _ => Err("floor: a core-to-core thread panicked".into()),
+    }
 }
 
 /// CLOCK_MONOTONIC in ns; async-signal-safe (`clock_gettime` is on POSIX's
@@ -509,6 +592,9 @@ mod tests {
             // 100 ns anywhere; less means the gap was taken on the wrong
             // side of the handler (one loop iteration is ~30 ns).
             assert!(f.signal_victim_ns.unwrap() > 100, "{f:?}");
+            // A line's round trip between two CPUs takes more than a
+            // nanosecond anywhere (0 means the mean was not taken).
+            assert!(f.core_to_core_ns.unwrap() > 0, "{f:?}");
         }
         let j = f.to_json();
         assert_eq!(j["samples"], 20);
@@ -518,5 +604,15 @@ mod tests {
     #[test]
     fn zero_samples_is_an_error() {
         assert!(measure(0).unwrap_err().contains("at least 1"));
+        assert!(core_to_core_ns(0).unwrap_err().contains("at least 1"));
+    }
+
+    /// With two CPUs the round trip is measured (and is `None` with one).
+    #[test]
+    fn core_to_core_is_measured_with_two_cpus() {
+        let two = allowed_cpus().unwrap().len() >= 2;
+        let r = core_to_core_ns(1000).expect("core to core");
+        assert_eq!(r.is_some(), two, "{r:?}");
+        assert!(r.is_none_or(|n| n > 0), "{r:?}");
     }
 }

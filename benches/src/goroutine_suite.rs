@@ -14,7 +14,9 @@
 //! flat in it. Last, what goroutines cost (`spawn-wg`, Go's `spawn`
 //! shape; `spawn` joining each handle; `switch`; `parked`, the resident
 //! memory of a parked goroutine), and with `--go-sched` Go's `sched`
-//! anchor right after the spawn and switch rows with the same count.
+//! anchor right after the spawn and switch rows with the same count. The
+//! spawn rows show the host's core-to-core round trip before and after
+//! (`floor::core_to_core_ns`): their figures, and Go's, move with it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -216,7 +218,17 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
                 r["deferred"].as_u64().unwrap_or(0)
             ),
             (Some("spawn" | "spawn-wg"), Some("ok")) => {
-                format!("{:.0} ns a goroutine", r["ns_each"].as_f64().unwrap_or(0.0))
+                let c2c = |i: usize| {
+                    r["core_to_core_ns"][i]
+                        .as_u64()
+                        .map_or("n/a".to_string(), |n| n.to_string())
+                };
+                format!(
+                    "{:.0} ns a goroutine (core-to-core round trip {}/{} ns before/after)",
+                    r["ns_each"].as_f64().unwrap_or(0.0),
+                    c2c(0),
+                    c2c(1)
+                )
             }
             (Some("switch"), Some("ok")) => {
                 format!(
@@ -290,7 +302,18 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
                 "go1.19",
                 "-",
                 match g["result"]["ns"].as_f64() {
-                    Some(ns) => format!("{ns:.0} ns"),
+                    Some(ns) => {
+                        let c2c = |i: usize| {
+                            g["result"]["core_to_core_ns"][i]
+                                .as_u64()
+                                .map_or("n/a".to_string(), |n| n.to_string())
+                        };
+                        format!(
+                            "{ns:.0} ns (core-to-core round trip {}/{} ns before/after)",
+                            c2c(0),
+                            c2c(1)
+                        )
+                    }
                     None => format!("ERROR {}", g["result"]["error"]),
                 }
             );
@@ -321,6 +344,8 @@ pub fn run(a: &SuiteConfig) -> Result<(), String> {
 /// `GOMAXPROCS=procs`; a row in the suite's JSON shape, its figure in ns
 /// (a goroutine, or a switch).
 fn go_sched_row(go: &Path, mode: &str, procs: &str, n: &str) -> Value {
+    let c2c = || crate::floor::core_to_core_ns(crate::floor::CORE_TO_CORE_TRIPS).unwrap_or(None);
+    let c2c_before = c2c();
     let out = std::process::Command::new(go)
         .args(["-mode", mode, "-n", n])
         .env("GOMAXPROCS", procs)
@@ -334,7 +359,8 @@ fn go_sched_row(go: &Path, mode: &str, procs: &str, n: &str) -> Value {
                 .and_then(|(_, t)| t.split_whitespace().next())
                 .and_then(|x| x.parse::<f64>().ok());
             match ns {
-                Some(ns) => json!({"outcome": "ok", "ns": ns}),
+                Some(ns) => json!({"outcome": "ok", "ns": ns,
+                                   "core_to_core_ns": [c2c_before, c2c()]}),
                 None => json!({"outcome": "error", "error": format!(
                     "no result in its output: {text} {}", String::from_utf8_lossy(&o.stderr))}),
             }

@@ -12,7 +12,31 @@ use serde_json::json;
 
 use crate::{emit, runtime};
 
+/// The host's core-to-core round trip (`pardon_bench::floor`), in ns, or
+/// `None` with one CPU (or if it could not be measured: said on stderr).
+/// The spawn rows hand every goroutine from one worker to the other, so
+/// their figures move with it: each reports it before and after.
+fn core_to_core() -> Option<u64> {
+    pardon_bench::floor::core_to_core_ns(pardon_bench::floor::CORE_TO_CORE_TRIPS).unwrap_or_else(
+        |e| {
+            eprintln!("goroutines: {e}");
+            None
+        },
+    )
+}
+
+/// The text for a spawn row's core-to-core round trips.
+fn c2c_text(before: Option<u64>, after: Option<u64>) -> String {
+    let ns = |n: Option<u64>| n.map_or("n/a".to_string(), |n| n.to_string());
+    format!(
+        "core-to-core round trip {} ns before, {} after",
+        ns(before),
+        ns(after)
+    )
+}
+
 pub(crate) fn spawn(a: &Args) {
+    let c2c_before = core_to_core();
     let rt = runtime(a, a.procs);
     let n = a.n;
     let t0 = Instant::now();
@@ -24,20 +48,25 @@ pub(crate) fn spawn(a: &Args) {
         .unwrap();
     let el = t0.elapsed();
     assert_eq!(sum, n * (n - 1) / 2);
+    drop(rt);
+    let c2c_after = core_to_core();
     let each = el.as_nanos() as f64 / n as f64;
     emit(
         a,
         format!(
-            "spawn pardon procs={}: {n} goroutines in {el:?} ({each:.0} ns each)",
-            a.procs
+            "spawn pardon procs={}: {n} goroutines in {el:?} ({each:.0} ns each; {})",
+            a.procs,
+            c2c_text(c2c_before, c2c_after)
         ),
-        json!({"outcome": "ok", "n": n, "ns_each": each}),
+        json!({"outcome": "ok", "n": n, "ns_each": each,
+               "core_to_core_ns": [c2c_before, c2c_after]}),
     );
 }
 
 /// Go's `spawn`: a `WaitGroup`, no values, no handles kept.
 pub(crate) fn spawn_wg(a: &Args) {
     static SINK: AtomicU64 = AtomicU64::new(0);
+    let c2c_before = core_to_core();
     let rt = runtime(a, a.procs);
     let n = a.n;
     let el = rt
@@ -57,14 +86,18 @@ pub(crate) fn spawn_wg(a: &Args) {
         })
         .unwrap();
     assert_eq!(SINK.load(SeqCst), n);
+    drop(rt);
+    let c2c_after = core_to_core();
     let each = el.as_nanos() as f64 / n as f64;
     emit(
         a,
         format!(
-            "spawn-wg pardon procs={}: {n} goroutines in {el:?} ({each:.0} ns each)",
-            a.procs
+            "spawn-wg pardon procs={}: {n} goroutines in {el:?} ({each:.0} ns each; {})",
+            a.procs,
+            c2c_text(c2c_before, c2c_after)
         ),
-        json!({"outcome": "ok", "n": n, "ns_each": each}),
+        json!({"outcome": "ok", "n": n, "ns_each": each,
+               "core_to_core_ns": [c2c_before, c2c_after]}),
     );
 }
 
