@@ -3,9 +3,10 @@
 //! with blocking, timed and non-blocking sends and receives; a goroutine
 //! mutex, sometimes held across a yield; a wait group; sleeps, yields and
 //! call-free loops the time slice ends; blocking calls; children spawned,
-//! some detached and counted by the wait group, some joined. In every
-//! preemption mode, with and without migration, on more workers than
-//! CPUs.
+//! some detached and counted by the wait group, some joined; a condition
+//! variable a child notifies; and two threads outside the runtime sending
+//! and receiving on the same channels. In every preemption mode, with and
+//! without migration, on more workers than CPUs.
 //!
 //! The oracle is arithmetic over what each goroutine recorded, never what
 //! the runtime reports: every token made is either sent (and then taken
@@ -28,7 +29,8 @@ use std::time::Duration;
 
 use pardon_sched::channel::{self, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use pardon_sched::channel::{TryRecvError, TrySendError};
-use pardon_sched::{blocking, go, poll, sleep, yield_now, Config, Mutex, Preemption, Runtime};
+use pardon_sched::Runtime;
+use pardon_sched::{blocking, go, poll, sleep, yield_now, Condvar, Config, Mutex, Preemption};
 use pardon_sched::{JoinHandle, WaitGroup};
 
 /// Goroutines of a run, and steps each takes.
@@ -125,7 +127,7 @@ fn program(id: u64, steps: u64, chans: &Chans, sh: &Arc<Shared>, depth: u32) -> 
     let short = |rng: &mut Rng| Duration::from_micros(rng.below(150));
     for _ in 0..steps {
         let c = rng.below(chans.tx.len() as u64) as usize;
-        match rng.below(13) {
+        match rng.below(14) {
             0 | 1 => {
                 let t = token();
                 match chans.tx[c].send_timeout(t, short(&mut rng)) {
@@ -220,6 +222,26 @@ fn program(id: u64, steps: u64, chans: &Chans, sh: &Arc<Shared>, depth: u32) -> 
                 }
                 rec.merge(h.join().expect("a child panicked"));
             }
+            13 => {
+                // A handshake through a condition variable: a child sets
+                // the flag after a while and notifies; this goroutine
+                // waits for it (a notification before the wait is not
+                // lost: the flag is looked at under the mutex).
+                let gate = Arc::new((Mutex::new(false), Condvar::new()));
+                let g2 = gate.clone();
+                let pause = short(&mut rng);
+                let h = go(move || {
+                    sleep(pause);
+                    *g2.0.lock() = true;
+                    g2.1.notify_all();
+                });
+                let mut open = gate.0.lock();
+                while !*open {
+                    open = gate.1.wait(open);
+                }
+                drop(open);
+                h.join().expect("a notifier panicked");
+            }
             11 | 12 if depth < 2 => {
                 // A detached child, counted by the wait group: it only
                 // touches the count (its sends would have no one to tell).
@@ -240,6 +262,47 @@ fn program(id: u64, steps: u64, chans: &Chans, sh: &Arc<Shared>, depth: u32) -> 
     rec
 }
 
+/// What a thread outside the runtime does: `steps` random timed and
+/// non-blocking channel operations (it cannot park: it sleeps).
+fn outside_program(id: u64, steps: u64, chans: &Chans) -> Record {
+    let mut rng = Rng(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rec = Record::default();
+    for n in 1..=steps {
+        let c = rng.below(chans.tx.len() as u64) as usize;
+        let d = Duration::from_micros(rng.below(150));
+        let t = (id << 32) | n;
+        match rng.below(4) {
+            0 => match chans.tx[c].send_timeout(t, d) {
+                Ok(()) => rec.sent.push(t),
+                Err(SendTimeoutError::Timeout(v)) => rec.returned.push(v),
+                Err(SendTimeoutError::Disconnected(_)) => unreachable!("receivers live"),
+            },
+            1 => match chans.tx[c].try_send(t) {
+                Ok(()) => rec.sent.push(t),
+                Err(TrySendError::Full(v)) => rec.returned.push(v),
+                Err(TrySendError::Disconnected(_)) => unreachable!("receivers live"),
+            },
+            2 => match chans.rx[c].recv_timeout(d) {
+                Ok(v) => rec.got.push(v),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => unreachable!("senders live"),
+            },
+            _ => match chans.rx[c].try_recv() {
+                Ok(v) => rec.got.push(v),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => unreachable!("senders live"),
+            },
+        }
+    }
+    rec
+}
+
+/// Threads outside the runtime in a run, and steps each takes; their ids
+/// are above every goroutine's.
+const OUTSIDE: u64 = 2;
+const OUTSIDE_STEPS: u64 = 150;
+const OUTSIDE_ID: u64 = 1 << 20;
+
 fn run(rt: Runtime, what: &str) {
     let sh = Arc::new(Shared {
         count: Mutex::new(0),
@@ -249,9 +312,20 @@ fn run(rt: Runtime, what: &str) {
         next_id: AtomicU64::new(GOROUTINES + 1),
     });
     let sh2 = sh.clone();
-    let (total, drained, count, (done_at_wait, started)) = rt
+    let chans = Chans::new();
+    // The threads outside the runtime start here, not in a goroutine
+    // (`std::thread::spawn` reads thread-locals, which the contract of a
+    // migrating or signal runtime keeps out of goroutine code).
+    let threads: Vec<std::thread::JoinHandle<Record>> = (0..OUTSIDE)
+        .map(|k| {
+            let ch = chans.clone_all();
+            std::thread::spawn(move || outside_program(OUTSIDE_ID + k, OUTSIDE_STEPS, &ch))
+        })
+        .collect();
+    let ch = chans.clone_all();
+    let (mut total, count, (done_at_wait, started)) = rt
         .block_on(move || {
-            let chans = Chans::new();
+            let chans = ch;
             let hs: Vec<JoinHandle<Record>> = (1..=GOROUTINES)
                 .map(|g| {
                     let ch = chans.clone_all();
@@ -275,17 +349,21 @@ fn run(rt: Runtime, what: &str) {
             sh2.wg.wait();
             // Read as the wait returns: every detached child done by now.
             let at_wait = (sh2.detached_done.load(SeqCst), sh2.detached.load(SeqCst));
-            // Every goroutine has ended: what is queued is all that is left.
-            let mut drained = Vec::new();
-            for r in &chans.rx {
-                while let Ok(v) = r.try_recv() {
-                    drained.push(v);
-                }
-            }
             let count = *sh2.count.lock();
-            (total, drained, count, at_wait)
+            (total, count, at_wait)
         })
         .expect("the main goroutine panicked");
+    for t in threads {
+        total.merge(t.join().expect("an outside thread panicked"));
+    }
+    // Every goroutine and thread has ended: what is queued is all that is
+    // left.
+    let mut drained = Vec::new();
+    for r in &chans.rx {
+        while let Ok(v) = r.try_recv() {
+            drained.push(v);
+        }
+    }
     drop(rt);
     assert_eq!(
         done_at_wait, started,
