@@ -218,7 +218,8 @@ fn rounds_on_one_thread(
 /// an idle worker takes it, even from the `next` slot. Here the woken
 /// goroutine is what ends the call (it writes the pipe the call waits on),
 /// so a runtime without the retake waits out the limit. Rounds in which
-/// both were on one thread when the call began count; 20 of them.
+/// both were on one thread when the call began, and the woken one wrote
+/// from another, count; 20 of them.
 fn a_blocked_worker_gives_up_its_goroutines(preemption: Preemption) {
     use pardon_sched::channel::channel;
     let rt = migrating(2, preemption);
@@ -230,8 +231,10 @@ fn a_blocked_worker_gives_up_its_goroutines(preemption: Preemption) {
         let b = go(move || {
             ready_tx.send(tid()).unwrap();
             go_rx.recv().unwrap();
+            // Where it runs just before the write (it may move after).
+            let on = tid();
             write_byte(w);
-            tid()
+            on
         });
         let b_tid = ready_rx.recv().unwrap();
         go_tx.send(()).unwrap();
@@ -239,13 +242,13 @@ fn a_blocked_worker_gives_up_its_goroutines(preemption: Preemption) {
         let freed = blocked_until_readable(fds[0], Duration::from_secs(60));
         let wrote_on = b.join().unwrap();
         close_pipe(fds);
-        let shared = a_tid == b_tid;
-        // Woken on the blocked thread, it ran on another.
-        assert!(
-            !(shared && freed && wrote_on == a_tid),
-            "{preemption}: the woken goroutine ran on the blocked thread"
-        );
-        (shared, freed)
+        // Counted: both on one thread when the call began, and the write
+        // made from another while the call blocked that thread. (With the
+        // signal, the first may be switched out between its send and the
+        // call, and the woken one then writes on that thread before the
+        // call: such a round is not counted. Seen once in ~550 soak runs.)
+        let counted = a_tid == b_tid && wrote_on != a_tid;
+        (counted, freed)
     });
     // (`retakes` counts only retakes that woke a sleeping worker: a thief
     // still spinning took the goroutine without one.)
