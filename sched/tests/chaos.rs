@@ -462,3 +462,107 @@ fn signal_migrating() {
     let rt = unsafe { Runtime::with_migration(config(Preemption::Signal)) }.unwrap();
     run(rt, "signal, migrating");
 }
+
+/// The same programs, long enough to be mid-flight (parked in channels,
+/// timed waits, joins, a condition variable, blocking calls, call-free
+/// loops) when the runtime is dropped from the thread that made it, while
+/// the threads outside go on using the channels. Nothing may crash or
+/// hang: every join from outside returns (the value, or the error saying
+/// the runtime is gone), the outside threads finish, and no token is
+/// taken twice among the takes still visible (those of goroutines that
+/// never ended are gone with them).
+fn run_dropped(rt: Runtime, what: &str) {
+    // A hang is a failure, reported, not a test that never ends.
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = finished.clone();
+    let label = what.to_string();
+    std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        while !f2.load(SeqCst) {
+            if t0.elapsed() > Duration::from_secs(120) {
+                eprintln!("{label}: a run with its runtime dropped hung");
+                std::process::abort();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let sh = Arc::new(Shared {
+        count: Mutex::new(0),
+        wg: WaitGroup::new(),
+        detached_done: AtomicU64::new(0),
+        detached: AtomicU64::new(0),
+        next_id: AtomicU64::new(GOROUTINES + 1),
+    });
+    let chans = Chans::new();
+    let threads: Vec<std::thread::JoinHandle<Record>> = (0..OUTSIDE)
+        .map(|k| {
+            let ch = chans.clone_all();
+            std::thread::spawn(move || outside_program(OUTSIDE_ID + k, 400, &ch))
+        })
+        .collect();
+    let hs: Vec<JoinHandle<Record>> = (1..=GOROUTINES)
+        .map(|g| {
+            let ch = chans.clone_all();
+            let sh = sh.clone();
+            rt.go(move || program(g, 100_000, &ch, &sh, 0))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(30));
+    drop(rt);
+    let mut taken = Vec::new();
+    let mut ended = 0;
+    for h in hs {
+        // Joined from outside after the drop: a value or an error, at once.
+        if let Ok(r) = h.join() {
+            ended += 1;
+            taken.extend(r.got);
+        }
+    }
+    for t in threads {
+        taken.extend(t.join().expect("an outside thread panicked").got);
+    }
+    for r in &chans.rx {
+        while let Ok(v) = r.try_recv() {
+            taken.push(v);
+        }
+    }
+    finished.store(true, SeqCst);
+    let n = taken.len();
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), n, "{what}: a token taken twice");
+    // 100,000 steps do not end in 30 ms: the drop caught them running.
+    assert!(
+        ended < GOROUTINES,
+        "{what}: every goroutine ended before the drop"
+    );
+}
+
+#[test]
+fn dropped_mid_flight() {
+    run_dropped(
+        Runtime::new(config(Preemption::Cooperative)).unwrap(),
+        "coop, dropped",
+    );
+    run_dropped(
+        Runtime::new(config(Preemption::Poll)).unwrap(),
+        "poll, dropped",
+    );
+    // SAFETY: as for the runs above.
+    unsafe {
+        run_dropped(
+            Runtime::with_signal_preemption(config(Preemption::Signal)).unwrap(),
+            "signal, dropped",
+        );
+        for p in [
+            Preemption::Cooperative,
+            Preemption::Poll,
+            Preemption::Signal,
+        ] {
+            run_dropped(
+                Runtime::with_migration(config(p)).unwrap(),
+                "migrating, dropped",
+            );
+        }
+    }
+}
