@@ -550,16 +550,21 @@ fn a_stuck_worker_gives_up_goroutines_woken_later(preemption: Preemption) {
             b_go_rx.recv().unwrap();
         });
         let b_tid = b_ready_rx.recv().unwrap();
-        let outside = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            c_go_tx.send(()).unwrap();
+        // Started and joined from a pool thread: `std::thread::spawn`
+        // and `join` read thread-locals, which the contract keeps out of
+        // goroutine code.
+        let outside = pardon_sched::blocking(move || {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                c_go_tx.send(()).unwrap();
+            })
         });
         b_go_tx.send(()).unwrap();
         let a_tid = tid();
         let freed = blocked_until_readable(fds[0], Duration::from_secs(60));
         b.join().unwrap();
         c.join().unwrap();
-        outside.join().unwrap();
+        pardon_sched::blocking(move || outside.join()).unwrap();
         close_pipe(fds);
         (a_tid == b_tid && a_tid == c_tid, freed)
     });
