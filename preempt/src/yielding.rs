@@ -20,7 +20,7 @@
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
 
-use crate::handshake::{current, ThreadRecord};
+use crate::handshake::{current, RegistryInner, ThreadRecord};
 use crate::registry::{lock, Attached, Registry};
 use crate::state;
 use crate::sys;
@@ -287,10 +287,10 @@ pub(crate) fn begin_injected_yield(rec: &ThreadRecord) -> bool {
 /// thread that called the hook. A thread that is not attached (a hook that broke its contract) ends
 /// the process: nothing else could restore the interrupted registers.
 #[inline(never)]
-fn record_after_hook(before: &ThreadRecord) -> &'static ThreadRecord {
+fn record_after_hook(registry: *const RegistryInner) -> &'static ThreadRecord {
     match current() {
         Some(r) => {
-            debug_assert!(std::ptr::eq(r.registry(), before.registry()));
+            debug_assert!(std::ptr::eq(r.registry(), registry));
             r
         }
         None => {
@@ -311,6 +311,9 @@ fn record_after_hook(before: &ThreadRecord) -> &'static ThreadRecord {
 /// (parking there if a stop asked meanwhile). `saved_lo`: the lowest
 /// address the trampoline saved registers at (its XSAVE image).
 pub(crate) fn run_injected_yield(rec: &ThreadRecord, saved_lo: usize) {
+    // Taken before the hook: the record of the thread it leaves is not
+    // read afterwards (that thread may have detached and freed it).
+    let registry: *const RegistryInner = rec.registry();
     let token = rec.yield_token.swap(0, Ordering::SeqCst);
     if let (Some(hook), true) = (rec.registry().config.yield_hook, token != 0) {
         rec.yields.fetch_add(1, Ordering::Relaxed);
@@ -323,7 +326,7 @@ pub(crate) fn run_injected_yield(rec: &ThreadRecord, saved_lo: usize) {
     // registry, inside a region of depth 1 there (its contract: a
     // scheduler that moves tasks between threads): the call goes on with
     // the record of the thread it returned on.
-    let rec = record_after_hook(rec);
+    let rec = record_after_hook(registry);
     if rec.exit_no_preempt() == 1 && rec.poll_flag.load(Ordering::Relaxed) != 0 {
         crate::park::poll_slow(rec);
     }
