@@ -323,36 +323,68 @@ fn run(rt: Runtime, what: &str) {
         })
         .collect();
     let ch = chans.clone_all();
-    let (mut total, count, (done_at_wait, started)) = rt
-        .block_on(move || {
-            let chans = ch;
-            let hs: Vec<JoinHandle<Record>> = (1..=GOROUTINES)
-                .map(|g| {
-                    let ch = chans.clone_all();
-                    let sh = sh2.clone();
-                    go(move || program(g, STEPS, &ch, &sh, 0))
+    // In signal mode a thread outside stops and restarts the world every
+    // few hundred microseconds throughout (the runtime's own stop: every
+    // worker parked where it is, goroutines mid-step).
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let ((mut total, count, (done_at_wait, started)), (stops, stop_error)) =
+        std::thread::scope(|s| {
+            let stopper = s.spawn(|| {
+                let (mut n, mut error) = (0u64, None);
+                while rt.registry().is_some() && !done.load(SeqCst) {
+                    match rt.stop_the_world() {
+                        Ok(world) => {
+                            n += 1;
+                            drop(world);
+                        }
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+                (n, error)
+            });
+            let r = rt
+                .block_on(move || {
+                    let chans = ch;
+                    let hs: Vec<JoinHandle<Record>> = (1..=GOROUTINES)
+                        .map(|g| {
+                            let ch = chans.clone_all();
+                            let sh = sh2.clone();
+                            go(move || program(g, STEPS, &ch, &sh, 0))
+                        })
+                        .collect();
+                    let mut total = Record::default();
+                    for h in hs {
+                        total.merge(h.join().expect("a goroutine panicked"));
+                    }
+                    // One more, surely still asleep when the wait begins.
+                    sh2.wg.add(1);
+                    sh2.detached.fetch_add(1, SeqCst);
+                    let sh3 = sh2.clone();
+                    drop(go(move || {
+                        sleep(Duration::from_millis(2));
+                        sh3.detached_done.fetch_add(1, SeqCst);
+                        sh3.wg.done();
+                    }));
+                    sh2.wg.wait();
+                    // Read as the wait returns: every detached child done by now.
+                    let at_wait = (sh2.detached_done.load(SeqCst), sh2.detached.load(SeqCst));
+                    let count = *sh2.count.lock();
+                    (total, count, at_wait)
                 })
-                .collect();
-            let mut total = Record::default();
-            for h in hs {
-                total.merge(h.join().expect("a goroutine panicked"));
-            }
-            // One more, surely still asleep when the wait begins.
-            sh2.wg.add(1);
-            sh2.detached.fetch_add(1, SeqCst);
-            let sh3 = sh2.clone();
-            drop(go(move || {
-                sleep(Duration::from_millis(2));
-                sh3.detached_done.fetch_add(1, SeqCst);
-                sh3.wg.done();
-            }));
-            sh2.wg.wait();
-            // Read as the wait returns: every detached child done by now.
-            let at_wait = (sh2.detached_done.load(SeqCst), sh2.detached.load(SeqCst));
-            let count = *sh2.count.lock();
-            (total, count, at_wait)
-        })
-        .expect("the main goroutine panicked");
+                .expect("the main goroutine panicked");
+            done.store(true, SeqCst);
+            (r, stopper.join().expect("the stopper panicked"))
+        });
+    assert_eq!(stop_error, None, "{what}: a stop failed");
+    assert_eq!(
+        stops > 0,
+        rt.registry().is_some(),
+        "{what}: the stopper did not run (or ran without a registry)"
+    );
     for t in threads {
         total.merge(t.join().expect("an outside thread panicked"));
     }
