@@ -113,6 +113,18 @@ struct Shared {
     next_id: AtomicU64,
 }
 
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            count: Mutex::new(0),
+            wg: WaitGroup::new(),
+            detached_done: AtomicU64::new(0),
+            detached: AtomicU64::new(0),
+            next_id: AtomicU64::new(GOROUTINES + 1),
+        })
+    }
+}
+
 /// A goroutine's program: `steps` random operations. `id` makes its
 /// tokens unique (`id << 32 | n`); children get ids of their own
 /// (`Shared::next_id`), and a program from its id.
@@ -297,6 +309,16 @@ fn outside_program(id: u64, steps: u64, chans: &Chans) -> Record {
     rec
 }
 
+/// Starts the threads outside the runtime, `steps` each.
+fn outside_threads(chans: &Chans, steps: u64) -> Vec<std::thread::JoinHandle<Record>> {
+    (0..OUTSIDE)
+        .map(|k| {
+            let ch = chans.clone_all();
+            std::thread::spawn(move || outside_program(OUTSIDE_ID + k, steps, &ch))
+        })
+        .collect()
+}
+
 /// Threads outside the runtime in a run, and steps each takes; their ids
 /// are above every goroutine's.
 const OUTSIDE: u64 = 2;
@@ -304,24 +326,13 @@ const OUTSIDE_STEPS: u64 = 150;
 const OUTSIDE_ID: u64 = 1 << 20;
 
 fn run(rt: Runtime, what: &str) {
-    let sh = Arc::new(Shared {
-        count: Mutex::new(0),
-        wg: WaitGroup::new(),
-        detached_done: AtomicU64::new(0),
-        detached: AtomicU64::new(0),
-        next_id: AtomicU64::new(GOROUTINES + 1),
-    });
+    let sh = Shared::new();
     let sh2 = sh.clone();
     let chans = Chans::new();
     // The threads outside the runtime start here, not in a goroutine
     // (`std::thread::spawn` reads thread-locals, which the contract of a
     // migrating or signal runtime keeps out of goroutine code).
-    let threads: Vec<std::thread::JoinHandle<Record>> = (0..OUTSIDE)
-        .map(|k| {
-            let ch = chans.clone_all();
-            std::thread::spawn(move || outside_program(OUTSIDE_ID + k, OUTSIDE_STEPS, &ch))
-        })
-        .collect();
+    let threads = outside_threads(&chans, OUTSIDE_STEPS);
     let ch = chans.clone_all();
     // In signal mode a thread outside stops and restarts the world every
     // few hundred microseconds throughout (the runtime's own stop: every
@@ -454,45 +465,57 @@ fn config(preemption: Preemption) -> Config {
     }
 }
 
+/// A runtime of each kind the tests run, by name.
+fn runtime(kind: &str) -> Runtime {
+    let (p, migrating) = match kind {
+        "coop" => (Preemption::Cooperative, false),
+        "poll" => (Preemption::Poll, false),
+        "signal" => (Preemption::Signal, false),
+        "coop, migrating" => (Preemption::Cooperative, true),
+        "poll, migrating" => (Preemption::Poll, true),
+        "signal, migrating" => (Preemption::Signal, true),
+        _ => unreachable!("no runtime kind {kind}"),
+    };
+    if migrating {
+        // SAFETY: see the module comment: the goroutines keep the contract
+        // (no thread-local, nothing bound to a thread).
+        unsafe { Runtime::with_migration(config(p)) }.unwrap()
+    } else if p == Preemption::Signal {
+        // SAFETY: as above.
+        unsafe { Runtime::with_signal_preemption(config(p)) }.unwrap()
+    } else {
+        Runtime::new(config(p)).unwrap()
+    }
+}
+
 #[test]
 fn cooperative() {
-    run(
-        Runtime::new(config(Preemption::Cooperative)).unwrap(),
-        "coop",
-    );
+    run(runtime("coop"), "coop");
 }
 
 #[test]
 fn polling() {
-    run(Runtime::new(config(Preemption::Poll)).unwrap(), "poll");
+    run(runtime("poll"), "poll");
 }
 
 #[test]
 fn signal() {
-    // SAFETY: see the module comment: the goroutines keep the contract.
-    let rt = unsafe { Runtime::with_signal_preemption(config(Preemption::Signal)) }.unwrap();
-    run(rt, "signal");
+    run(runtime("signal"), "signal");
 }
 
 #[test]
 fn cooperative_migrating() {
-    // SAFETY: as above (no thread-local, nothing bound to a thread).
-    let rt = unsafe { Runtime::with_migration(config(Preemption::Cooperative)) }.unwrap();
-    run(rt, "coop, migrating");
+    run(runtime("coop, migrating"), "coop, migrating");
 }
 
 #[test]
 fn polling_migrating() {
-    // SAFETY: as above.
-    let rt = unsafe { Runtime::with_migration(config(Preemption::Poll)) }.unwrap();
-    run(rt, "poll, migrating");
+    run(runtime("poll, migrating"), "poll, migrating");
 }
 
 #[test]
 fn signal_migrating() {
-    // SAFETY: as above.
-    let rt = unsafe { Runtime::with_migration(config(Preemption::Signal)) }.unwrap();
-    run(rt, "signal, migrating");
+    run(runtime("signal, migrating"), "signal, migrating");
 }
 
 /// The same programs, long enough to be mid-flight (parked in channels,
@@ -518,20 +541,9 @@ fn run_dropped(rt: Runtime, what: &str) {
             std::thread::sleep(Duration::from_millis(50));
         }
     });
-    let sh = Arc::new(Shared {
-        count: Mutex::new(0),
-        wg: WaitGroup::new(),
-        detached_done: AtomicU64::new(0),
-        detached: AtomicU64::new(0),
-        next_id: AtomicU64::new(GOROUTINES + 1),
-    });
+    let sh = Shared::new();
     let chans = Chans::new();
-    let threads: Vec<std::thread::JoinHandle<Record>> = (0..OUTSIDE)
-        .map(|k| {
-            let ch = chans.clone_all();
-            std::thread::spawn(move || outside_program(OUTSIDE_ID + k, 400, &ch))
-        })
-        .collect();
+    let threads = outside_threads(&chans, 400);
     let hs: Vec<JoinHandle<Record>> = (1..=GOROUTINES)
         .map(|g| {
             let ch = chans.clone_all();
@@ -572,29 +584,14 @@ fn run_dropped(rt: Runtime, what: &str) {
 
 #[test]
 fn dropped_mid_flight() {
-    run_dropped(
-        Runtime::new(config(Preemption::Cooperative)).unwrap(),
-        "coop, dropped",
-    );
-    run_dropped(
-        Runtime::new(config(Preemption::Poll)).unwrap(),
-        "poll, dropped",
-    );
-    // SAFETY: as for the runs above.
-    unsafe {
-        run_dropped(
-            Runtime::with_signal_preemption(config(Preemption::Signal)).unwrap(),
-            "signal, dropped",
-        );
-        for p in [
-            Preemption::Cooperative,
-            Preemption::Poll,
-            Preemption::Signal,
-        ] {
-            run_dropped(
-                Runtime::with_migration(config(p)).unwrap(),
-                "migrating, dropped",
-            );
-        }
+    for kind in [
+        "coop",
+        "poll",
+        "signal",
+        "coop, migrating",
+        "poll, migrating",
+        "signal, migrating",
+    ] {
+        run_dropped(runtime(kind), kind);
     }
 }
