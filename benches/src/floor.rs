@@ -44,8 +44,8 @@
 //!   goroutine spawned on one and run on the other, a lock taken on both).
 //!   On the VM of `docs/benchmarks.md` it flips, within seconds and with
 //!   nothing else running, between about 55 ns and about 450 ns (the host
-//!   moving the two virtual CPUs between cores that share a cache and cores
-//!   that do not), and every figure of work handed between two workers
+//!   presumably placing the two virtual CPUs on cores that share a cache,
+//!   then on cores that do not), and every figure of work handed between two workers
 //!   flips with it, Go's too: such figures are compared only in the same
 //!   state. [`core_to_core_ns`] measures it alone, for a benchmark to
 //!   report beside its figure.
