@@ -194,8 +194,6 @@ pub(crate) fn to_scheduler_on(
     me: &'static Worker,
     prepare: impl FnOnce(&Worker, &TaskRef) -> bool,
 ) -> bool {
-    // Read before any switch (see above).
-    let migrate = me.migrate;
     if let Some(a) = me.attached() {
         // (A thread that holds a stopped world, any registry's, is in a
         // no-yield region of its own record: pardon-preempt's
@@ -209,21 +207,22 @@ pub(crate) fn to_scheduler_on(
     if go && !hand_off(me) {
         switch_out(me);
     }
-    // Switched back into by a scheduler or by another goroutine's
-    // hand-off, or not switched.
-    if go && migrate {
-        // In a migrating runtime, perhaps on another worker. What the
-        // scheduler or the other goroutine left in the vector registers
-        // is dead. A goroutine that handed off to this one is saved now.
-        crate::sys::clear_vector_registers();
+    if go {
+        // Switched back into by a scheduler or by another goroutine's
+        // hand-off: in a migrating runtime perhaps on another worker, so
+        // the worker is looked up afresh and `me` is not read (see above).
         let now = worker().expect("a goroutine runs on a worker");
-        now.release_handed();
+        if now.migrate {
+            // What the scheduler or the other goroutine left in the
+            // vector registers is dead. A goroutine that handed off to
+            // this one is saved now.
+            crate::sys::clear_vector_registers();
+            now.release_handed();
+        }
         now.lower();
     } else {
-        // Not switched, or switched back on this same worker (a runtime
-        // that does not migrate): `me` is this thread's. (Not merged with
-        // the branch above: `me`'s record, looked up for the raise, is
-        // reused here.)
+        // Not switched: `me` is this thread's. (Its record, looked up for
+        // the raise, is reused.)
         me.lower();
     }
     go
