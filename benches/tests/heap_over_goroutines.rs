@@ -446,3 +446,77 @@ fn goroutines_trigger_concurrent_cycles_on_one_worker() {
 fn goroutines_assist_concurrent_cycles_on_one_worker() {
     concurrent_cycles_on_one_worker(1000, 1);
 }
+
+/// A runtime sharing the heap's registry, dropped while its goroutines
+/// allocate, hold chains in their frames, check them and yield, and while
+/// an attached thread collects (verified) back to back before, across and
+/// after the drop. The drop takes the runtime's task source out of the
+/// registry and ends its workers in the middle of that; the collections
+/// must go on verifying, no goroutine that does end may find a chain
+/// freed under it, and every join from outside returns.
+#[test]
+fn a_runtime_dropped_while_the_heap_collects() {
+    for round in 0..3u64 {
+        let (heap, rt, ty) = setup(2, Duration::from_millis(1));
+        let stop = Arc::new(AtomicU32::new(0));
+        let collector = {
+            let (heap, stop) = (heap.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let m = heap.attach().unwrap();
+                let mut n = 0u64;
+                while stop.load(SeqCst) == 0 {
+                    let c = m.collect().expect("a collection failed");
+                    assert!(c.verified, "round {round}: a collection did not verify");
+                    churn(&m, ty, 2_000);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let joins: Vec<_> = (0..8u64)
+            .map(|g| {
+                rt.go(move || {
+                    with_mutator(|m| {
+                        let slots = Box::new([AtomicUsize::new(0)]);
+                        with_frame_slots(m.frames(), &ONE, &*slots, |fr| {
+                            for k in 0..20_000u64 {
+                                let c = (g << 32) | (k << 1);
+                                put_chain(m, ty, fr, c);
+                                fr.set_site(0);
+                                garbage(m, ty, 50);
+                                pardon_sched::yield_now();
+                                if !chain_ok(fr, c) {
+                                    return false;
+                                }
+                            }
+                            true
+                        })
+                    })
+                    .expect("a goroutine runs on a worker with a mutator")
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(rt);
+        // Collections go on after the drop, then stop.
+        std::thread::sleep(Duration::from_millis(30));
+        stop.store(1, SeqCst);
+        let collections = collector.join().expect("the collector panicked");
+        assert!(collections > 0, "round {round}: no collection ran");
+        let mut unfinished = 0;
+        for (g, j) in joins.into_iter().enumerate() {
+            // The goroutine's end, or the error that its runtime is gone.
+            match j.join() {
+                Ok(ok) => assert!(ok, "round {round}: goroutine {g} found its chain freed"),
+                Err(_) => unfinished += 1,
+            }
+        }
+        // 20,000 steps each do not end in 30 ms: the drop caught them.
+        assert!(
+            unfinished > 0,
+            "round {round}: every goroutine ended before the drop"
+        );
+        let m = heap.attach().unwrap();
+        assert!(m.collect().unwrap().verified);
+    }
+}
