@@ -595,3 +595,47 @@ fn dropped_mid_flight() {
         run_dropped(runtime(kind), kind);
     }
 }
+
+/// Each kind of runtime dropped from inside one of its own goroutines (it
+/// was sent the `Runtime` on a channel) while twelve others yield: the
+/// workers are not joined then but end on their own. Nothing may crash or
+/// hang; every join from outside returns.
+#[test]
+fn dropped_from_inside() {
+    for kind in [
+        "coop",
+        "poll",
+        "signal",
+        "coop, migrating",
+        "poll, migrating",
+        "signal, migrating",
+    ] {
+        for _ in 0..5 {
+            let rt = runtime(kind);
+            let yielders: Vec<_> = (0..12)
+                .map(|_| {
+                    rt.go(|| {
+                        for _ in 0..1_000_000 {
+                            yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let (tx, rx) = channel::channel::<Runtime>(1);
+            let dropper = rt.go(move || {
+                let rt = rx.recv().expect("the runtime is sent");
+                sleep(Duration::from_millis(20));
+                drop(rt);
+                // Goes on (or is left where it yields, its workers ending).
+                for _ in 0..100 {
+                    yield_now();
+                }
+            });
+            tx.send(rt).expect("the dropper receives");
+            let _ = dropper.join();
+            for h in yielders {
+                let _ = h.join();
+            }
+        }
+    }
+}
