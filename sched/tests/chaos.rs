@@ -465,6 +465,16 @@ fn config(preemption: Preemption) -> Config {
     }
 }
 
+/// Every kind of runtime, by the name `runtime` takes.
+const KINDS: [&str; 6] = [
+    "coop",
+    "poll",
+    "signal",
+    "coop, migrating",
+    "poll, migrating",
+    "signal, migrating",
+];
+
 /// A runtime of each kind the tests run, by name.
 fn runtime(kind: &str) -> Runtime {
     let (p, migrating) = match kind {
@@ -584,14 +594,7 @@ fn run_dropped(rt: Runtime, what: &str) {
 
 #[test]
 fn dropped_mid_flight() {
-    for kind in [
-        "coop",
-        "poll",
-        "signal",
-        "coop, migrating",
-        "poll, migrating",
-        "signal, migrating",
-    ] {
+    for kind in KINDS {
         run_dropped(runtime(kind), kind);
     }
 }
@@ -602,14 +605,7 @@ fn dropped_mid_flight() {
 /// hang; every join from outside returns.
 #[test]
 fn dropped_from_inside() {
-    for kind in [
-        "coop",
-        "poll",
-        "signal",
-        "coop, migrating",
-        "poll, migrating",
-        "signal, migrating",
-    ] {
+    for kind in KINDS {
         for _ in 0..5 {
             let rt = runtime(kind);
             let yielders: Vec<_> = (0..12)
