@@ -342,7 +342,9 @@ fn run(rt: Runtime, what: &str) {
         std::thread::scope(|s| {
             let stopper = s.spawn(|| {
                 let (mut n, mut error) = (0u64, None);
-                while rt.registry().is_some() && !done.load(SeqCst) {
+                // At least one stop, however late this thread first runs
+                // on a loaded machine (the check below counts on it).
+                while rt.registry().is_some() {
                     match rt.stop_the_world() {
                         Ok(world) => {
                             n += 1;
@@ -352,6 +354,9 @@ fn run(rt: Runtime, what: &str) {
                             error = Some(e.to_string());
                             break;
                         }
+                    }
+                    if done.load(SeqCst) {
+                        break;
                     }
                     std::thread::sleep(Duration::from_micros(300));
                 }
