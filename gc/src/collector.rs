@@ -21,6 +21,7 @@ use crate::roots::WordTable;
 use crate::rootscan::RootBuf;
 use crate::stats::{CycleStats, GcStats, StatsRecorder};
 use crate::types::{Type, TypeDesc, TypeError};
+use crate::view::RawView;
 
 /// Everything `Heap::new` can reject.
 #[derive(Debug)]
@@ -252,9 +253,12 @@ impl Heap {
         Ok(heap)
     }
 
-    /// The raw heap underneath (lookup, statistics).
-    pub fn raw(&self) -> &RawHeap {
-        &self.collector.raw
+    /// What the raw heap underneath shows while this heap's threads run:
+    /// lookups, statistics, sweeping that excludes stops (see [`RawView`];
+    /// the raw heap itself, whose collection and allocation entry points
+    /// know nothing of this heap's threads and roots, is not lent out).
+    pub fn raw(&self) -> RawView<'_> {
+        RawView::new(self)
     }
 
     /// The thread registry (for polls-only loops and the benchmark suite).
@@ -311,23 +315,57 @@ impl Heap {
 
     /// Adds a global root: `addr` keeps its object alive until the returned
     /// id is removed. Fails only past about a million global roots.
+    ///
+    /// The id owns its slot: [`Heap::remove_root`] takes it, so a slot is
+    /// removed once, and an id dropped unremoved only leaks its slot (and
+    /// keeps its object). Removing a slot twice, or another heap's slot
+    /// with the same number, let a later [`Global`](crate::Global) share
+    /// its slot with another and read that one's object as its own type.
     pub fn add_root(&self, addr: usize) -> Result<GlobalRootId, crate::RootTableFull> {
-        self.collector.globals.insert(addr).map(GlobalRootId)
+        let index = self.collector.globals.insert(addr)?;
+        Ok(GlobalRootId {
+            heap: self.collector.raw.id,
+            index,
+        })
     }
 
     /// Changes a global root's value.
-    pub fn set_root(&self, id: GlobalRootId, addr: usize) {
-        self.collector.globals.set(id.0, addr);
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
+    pub fn set_root(&self, id: &GlobalRootId, addr: usize) {
+        self.collector.globals.set(self.own_root(id), addr);
     }
 
     /// The value of a global root.
-    pub fn root_value(&self, id: GlobalRootId) -> usize {
-        self.collector.globals.get(id.0)
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
+    pub fn root_value(&self, id: &GlobalRootId) -> usize {
+        self.collector.globals.get(self.own_root(id))
     }
 
     /// Removes a global root.
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
     pub fn remove_root(&self, id: GlobalRootId) {
-        self.collector.globals.remove(id.0);
+        self.collector.globals.remove(self.own_root(&id));
+    }
+
+    /// [`Heap::remove_root`] for an id its owner is dropping in place (a
+    /// [`Global`](crate::Global)'s): the caller never uses `id` again.
+    pub(crate) fn remove_root_of_dropped(&self, id: &GlobalRootId) {
+        self.collector.globals.remove(self.own_root(id));
+    }
+
+    /// `id`'s slot number, checked to be this heap's.
+    fn own_root(&self, id: &GlobalRootId) -> usize {
+        assert!(
+            id.heap == self.collector.raw.id,
+            "a GlobalRootId used with another heap than the one that made it"
+        );
+        id.index
     }
 
     /// Collects now, fully (on a generational heap too: old garbage is
@@ -367,9 +405,23 @@ impl Heap {
     }
 }
 
-/// Identifies a global root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GlobalRootId(usize);
+/// Owns a global root of one heap ([`Heap::add_root`]): neither `Clone`
+/// nor `Copy`, so the slot it names is removed at most once, and only by
+/// its heap.
+///
+/// ```compile_fail
+/// let heap = pardon::Heap::new(pardon::Config::default()).unwrap();
+/// let id = heap.add_root(0).unwrap();
+/// heap.remove_root(id);
+/// heap.remove_root(id); // a second removal would free a slot in use
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+pub struct GlobalRootId {
+    /// The `RawHeap::id` of the heap whose table holds the slot.
+    heap: u64,
+    /// The slot in that heap's global-root table.
+    index: usize,
+}
 
 /// How long a collection may wait for mutators by default.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);

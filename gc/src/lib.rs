@@ -237,6 +237,7 @@ mod sweep;
 mod typed;
 mod types;
 mod verify;
+mod view;
 mod weak;
 pub mod words;
 
@@ -262,5 +263,6 @@ pub use stats::{CycleStats, GcStats};
 pub use typed::{__register, GcField, GcObject, Global, Member, Root, ZeroValid};
 pub use types::{Type, TypeDesc, TypeError, MAX_TYPE_WORDS};
 pub use verify::LayoutError;
+pub use view::RawView;
 pub use weak::{Weak, WeakError, WeakId};
 pub use words::WordError;

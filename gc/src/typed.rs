@@ -433,7 +433,7 @@ impl<T: GcObject> Global<T> {
             std::sync::Arc::ptr_eq(&self.heap.collector, &m.heap().collector),
             "Global::get with a mutator of another heap"
         );
-        let (slot, v) = m.root_found(|| self.heap.root_value(self.id))?;
+        let (slot, v) = m.root_found(|| self.heap.root_value(&self.id))?;
         // SAFETY: the global root kept the object live until it was rooted.
         Some(unsafe { Root::from_parts(m, slot, v) })
     }
@@ -453,17 +453,18 @@ impl<T: GcObject> Global<T> {
             }
             None => 0,
         };
-        self.heap.set_root(self.id, addr);
+        self.heap.set_root(&self.id, addr);
     }
 
     /// Whether the global holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.heap.root_value(self.id) == 0
+        self.heap.root_value(&self.id) == 0
     }
 }
 
 impl<T: GcObject> Drop for Global<T> {
     fn drop(&mut self) {
-        self.heap.remove_root(self.id);
+        // The global's own id, never used again.
+        self.heap.remove_root_of_dropped(&self.id);
     }
 }

@@ -38,9 +38,29 @@ use crate::mutator::Mutator;
 use crate::roots::RootTableFull;
 use crate::typed::{GcObject, Root};
 
-/// Names a weak reference of the raw API ([`Heap::add_weak`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct WeakId(usize);
+/// Owns a weak reference of the raw API ([`Heap::add_weak`],
+/// [`RawHeap::add_weak`]) of one heap: neither `Clone` nor `Copy`, so the
+/// slot it names is removed at most once, and only by its heap (a slot
+/// removed twice, or another heap's slot of the same number, let a later
+/// [`Weak`] share its slot with another and read that one's object as its
+/// own type).
+///
+/// ```compile_fail
+/// let heap = pardon::Heap::new(pardon::Config::default()).unwrap();
+/// let m = heap.attach().unwrap();
+/// let a = m.alloc_raw(heap.register_type(&pardon::TypeDesc {
+///     name: "leaf", size: 16, align: 8, pointer_words: &[] }).unwrap()).unwrap();
+/// let id = heap.add_weak(a).unwrap();
+/// heap.remove_weak(id);
+/// heap.remove_weak(id); // a second removal would free a slot in use
+/// ```
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct WeakId {
+    /// The `RawHeap::id` of the heap whose table holds the slot.
+    heap: u64,
+    /// The slot in that heap's weak-reference table.
+    index: usize,
+}
 
 /// Why a weak reference could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,19 +103,42 @@ impl RawHeap {
         if self.find(addr).is_none() {
             return Err(WeakError::NotAnObject { addr });
         }
-        Ok(WeakId(self.weaks.insert(addr)?))
+        Ok(self.weak_id(self.weaks.insert(addr)?))
     }
 
     /// The word of weak reference `id`: the address it was made with, or 0
     /// once its object died. Creates no root: on a threaded heap, read it
     /// as a running attached thread (see [`Mutator::weak_get`]).
-    pub fn weak_value(&self, id: WeakId) -> usize {
-        self.weaks.get(id.0)
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
+    pub fn weak_value(&self, id: &WeakId) -> usize {
+        self.weaks.get(self.own_weak(id))
     }
 
     /// Drops weak reference `id`; its slot is reused.
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
     pub fn remove_weak(&self, id: WeakId) {
-        self.weaks.remove(id.0);
+        self.weaks.remove(self.own_weak(&id));
+    }
+
+    /// The id of this heap's weak slot `index`.
+    fn weak_id(&self, index: usize) -> WeakId {
+        WeakId {
+            heap: self.id,
+            index,
+        }
+    }
+
+    /// `id`'s slot number, checked to be this heap's.
+    fn own_weak(&self, id: &WeakId) -> usize {
+        assert!(
+            id.heap == self.id,
+            "a WeakId used with another heap than the one that made it"
+        );
+        id.index
     }
 
     /// Clears every weak word whose object `m` left unmarked. Coordinator,
@@ -155,16 +198,22 @@ impl Heap {
             raw.weaks.remove(id);
             return Err(WeakError::NotAnObject { addr });
         }
-        Ok(WeakId(id))
+        Ok(raw.weak_id(id))
     }
 
     /// The word of weak reference `id` (0 once its object died). Creates no
     /// root; see [`Mutator::weak_get`].
-    pub fn weak_value(&self, id: WeakId) -> usize {
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
+    pub fn weak_value(&self, id: &WeakId) -> usize {
         self.collector.raw.weak_value(id)
     }
 
     /// Drops weak reference `id`.
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
     pub fn remove_weak(&self, id: WeakId) {
         self.collector.raw.remove_weak(id)
     }
@@ -175,7 +224,10 @@ impl Mutator {
     /// for the read): the address, which stays valid while it is in this
     /// thread's registers or stack or otherwise reachable, or 0 once the
     /// object died.
-    pub fn weak_get(&self, id: WeakId) -> usize {
+    ///
+    /// # Panics
+    /// If `id` is another heap's.
+    pub fn weak_get(&self, id: &WeakId) -> usize {
         self.as_running(|| self.heap.collector.raw.weak_value(id))
     }
 }
@@ -200,9 +252,10 @@ impl<T: GcObject> Weak<T> {
         let heap = r.mutator().heap().clone();
         // `r` roots the object throughout.
         let id = heap.collector.raw.weaks.insert(r.addr())?;
+        let id = heap.collector.raw.weak_id(id);
         Ok(Weak {
             heap,
-            id: WeakId(id),
+            id,
             _t: PhantomData,
         })
     }
@@ -218,7 +271,7 @@ impl<T: GcObject> Weak<T> {
         );
         // The load and the rooting happen where no stop can come between
         // them unseen (see `Mutator::root_found` and the module comment).
-        let (slot, v) = m.root_found(|| self.heap.collector.raw.weak_value(self.id))?;
+        let (slot, v) = m.root_found(|| self.heap.collector.raw.weak_value(&self.id))?;
         // A concurrent mark may not have reached the object (it may even
         // have been unreachable when the cycle began): now that a mutator
         // holds it, it is live, so shade it.
@@ -235,7 +288,7 @@ impl<T: GcObject> Weak<T> {
     /// Whether the object has died. A `false` can be stale by the time it
     /// is used; only [`Weak::get`] gives an object.
     pub fn is_cleared(&self) -> bool {
-        self.heap.collector.raw.weak_value(self.id) == 0
+        self.heap.collector.raw.weak_value(&self.id) == 0
     }
 }
 
@@ -254,12 +307,12 @@ impl<T: GcObject> Clone for Weak<T> {
             self.heap
                 .collector
                 .registry
-                .outside_stops(|| raw.weaks.set(id, raw.weak_value(self.id)))
+                .outside_stops(|| raw.weaks.set(id, raw.weak_value(&self.id)))
         });
         match id {
             Ok(id) => Weak {
                 heap: self.heap.clone(),
-                id: WeakId(id),
+                id: raw.weak_id(id),
                 _t: PhantomData,
             },
             Err(e) => panic!("pardon: cloning a Weak: {e}"),
@@ -269,13 +322,15 @@ impl<T: GcObject> Clone for Weak<T> {
 
 impl<T: GcObject> Drop for Weak<T> {
     fn drop(&mut self) {
-        self.heap.remove_weak(self.id);
+        // The weak's own id, never used again.
+        let raw = &self.heap.collector.raw;
+        raw.weaks.remove(raw.own_weak(&self.id));
     }
 }
 
 impl<T: GcObject> fmt::Debug for Weak<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.heap.collector.raw.weak_value(self.id) {
+        match self.heap.collector.raw.weak_value(&self.id) {
             0 => f.write_str("Weak(cleared)"),
             v => write!(f, "Weak({v:#x})"),
         }

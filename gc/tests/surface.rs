@@ -92,7 +92,7 @@ fn reference_words_hold_interior_pointers_and_tagged_integers() {
         });
     }
     on_thread(&heap, move |m| {
-        let mut cur = m.heap().root_value(head);
+        let mut cur = m.heap().root_value(&head);
         for i in 0..N {
             assert_eq!(m.load_word(cur, 0).unwrap(), 0xc0de_0000 + i, "node {i}");
             assert_eq!(m.load_word(cur, 2).unwrap(), (i << 1) | 1);

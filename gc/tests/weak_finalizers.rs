@@ -190,13 +190,13 @@ fn raw_weak_references_and_bad_addresses() {
         let a = m.alloc::<Node>().unwrap();
         // An interior address works too.
         let id = m.heap().add_weak(a.addr() + 8).unwrap();
-        assert_eq!(m.weak_get(id), a.addr() + 8);
+        assert_eq!(m.weak_get(&id), a.addr() + 8);
         let r = m.set_finalizer_raw(not_heap, |_, _| {});
         assert_eq!(r, Err(NotAnObject { addr: not_heap }));
         id
     });
     collect_full(&heap);
-    assert_eq!(heap.weak_value(id), 0);
+    assert_eq!(heap.weak_value(&id), 0);
     heap.remove_weak(id);
 }
 
