@@ -103,6 +103,7 @@ impl Registry {
                 threads: Mutex::new(Vec::new()),
                 coordinator: Mutex::new(()),
                 coordinator_tid: AtomicI32::new(0),
+                excluding_tid: AtomicI32::new(0),
                 world: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
                 outstanding: AtomicU32::new(0),
@@ -178,12 +179,39 @@ impl Registry {
     /// sweeping), which an unattached thread — never stopped — would
     /// otherwise change under a coordinator's feet. Must not be called by a
     /// thread that holds a [`StoppedWorld`](crate::StoppedWorld).
+    ///
+    /// Inside `f` on an unattached thread, a nested `outside_stops` runs at
+    /// once (stops are kept out already), and a stop of this registry
+    /// (`stop_the_world`, a collection) fails with
+    /// [`StopError::ExcludingStops`](crate::StopError::ExcludingStops):
+    /// both used to wait for ever on the lock this thread holds.
     pub fn outside_stops<R>(&self, f: impl FnOnce() -> R) -> R {
         if current().is_some_and(|r| std::ptr::eq(r.registry, &*self.inner)) {
             return self.no_preempt(f);
         }
+        let tid = sys::gettid();
+        if self.excluding_stops_here() {
+            return f();
+        }
         let _g = lock(&self.inner.coordinator);
+        self.inner.excluding_tid.store(tid, Ordering::SeqCst);
+        /// Clears the word before the lock is released (declared after the
+        /// guard, so dropped first), on return or unwinding.
+        struct Clear<'a>(&'a AtomicI32);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::SeqCst);
+            }
+        }
+        let _clear = Clear(&self.inner.excluding_tid);
         f()
+    }
+
+    /// Whether the calling thread is inside this registry's
+    /// [`outside_stops`](Registry::outside_stops) as an unattached thread
+    /// (holding the coordinator lock for it).
+    pub(crate) fn excluding_stops_here(&self) -> bool {
+        self.inner.excluding_tid.load(Ordering::SeqCst) == sys::gettid()
     }
 
     /// Runs `f` inside a no-preempt region when the calling thread is

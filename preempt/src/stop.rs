@@ -110,6 +110,10 @@ pub enum StopError {
     },
     /// The calling thread already holds this registry's stopped world.
     Reentrant,
+    /// The calling thread is inside this registry's
+    /// [`Registry::outside_stops`](crate::Registry::outside_stops) (as an
+    /// unattached thread, holding the lock that keeps stops out).
+    ExcludingStops,
     /// Signal mode, but the preemption signal's handler is not ours: the
     /// program replaced it without chaining, so no thread could be stopped
     /// by signal. Checked before any thread is asked to stop.
@@ -126,6 +130,11 @@ impl fmt::Display for StopError {
                 f,
                 "this thread already holds the stopped world (a stop inside a stop would wait \
                  for ever)"
+            ),
+            StopError::ExcludingStops => write!(
+                f,
+                "this thread is inside Registry::outside_stops, which keeps stops out until it \
+                 returns (a stop there would wait for ever)"
             ),
             StopError::HandlerReplaced { signal } => write!(
                 f,
@@ -352,6 +361,9 @@ impl Registry {
         let inner = &*self.inner;
         if self.world_held_by_me() {
             return Err(StopError::Reentrant);
+        }
+        if self.excluding_stops_here() {
+            return Err(StopError::ExcludingStops);
         }
         if inner.config.preemption.signals() && !sys::handler_installed(inner.config.signal) {
             return Err(StopError::HandlerReplaced {
