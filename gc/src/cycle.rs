@@ -61,7 +61,12 @@ impl Collector {
         let scope = NoPreemptScope(&self.registry);
         self.raw.finish_sweep_in(&scope);
         let heap_before = self.raw.stats().span_bytes;
-        let world = match self.registry.stop_the_world() {
+        // SAFETY: the stopped-world path of a collection allocates nothing
+        // and takes no lock a mutator may hold (the crate documentation;
+        // `missed_path`'s reserved buffers, `RootBuf`), so threads may be
+        // parked inside libc: a careful stop would wait for a thread in a
+        // long library call.
+        let world = match unsafe { self.registry.stop_the_world_anywhere() } {
             Ok(w) => w,
             Err(e) => {
                 let e = CollectError::Stop(e);

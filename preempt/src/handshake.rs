@@ -396,6 +396,18 @@ pub(crate) struct RegistryInner {
     /// one. The handler then defers, as in a no-preempt region, unless
     /// the thread is blocked in a system call (see `park::fork_may_park`).
     pub forking: AtomicU32,
+    /// 1 while a stop made by the safe [`Registry::stop_the_world`] is in
+    /// progress or held, 0 otherwise (written by its coordinator, under the
+    /// coordinator lock; read by the signal handler). Its coordinator may
+    /// run any code while it holds the world, allocation included, so such
+    /// a stop parks no thread where it may hold a shared library's lock
+    /// (`malloc`'s arena lock: a coordinator that allocated waited for ever
+    /// on a thread parked inside `malloc`); the handler defers as for a
+    /// fork (see `park::fork_may_park`). The collector's stops, which run
+    /// no such code, park anywhere (`stop_the_world_anywhere`).
+    ///
+    /// [`Registry::stop_the_world`]: crate::Registry::stop_the_world
+    pub careful: AtomicU32,
 }
 
 impl RegistryInner {

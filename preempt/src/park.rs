@@ -208,9 +208,11 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
         rec.deferred.fetch_add(1, Ordering::Relaxed);
         return true;
     }
+    let careful = (reg.forking.load(Ordering::SeqCst) | reg.careful.load(Ordering::SeqCst)) != 0;
     // SAFETY: caller contract: `uc` is the live ucontext.
-    if reg.forking.load(Ordering::SeqCst) != 0 && !unsafe { fork_may_park(reg, uc) } {
-        // Possibly holding a libc lock that `fork` takes next: not here.
+    if careful && !unsafe { fork_may_park(reg, uc) } {
+        // Possibly holding a libc lock that `fork` takes next, or that the
+        // coordinator of a safe stop may take: not here.
         rec.deferred.fetch_add(1, Ordering::Relaxed);
         reg.ask_retry();
         return true;
@@ -318,8 +320,10 @@ pub(crate) unsafe fn on_preempt_signal(sig: i32, uc: *mut sys::Ucontext) -> bool
 /// glibc's `free` returns memory with `madvise` while it holds its arena
 /// lock, and a thread parked there hung the fork. A blocked call is
 /// recognised as the kernel leaves one it will restart: the interrupted
-/// instruction is the `syscall` itself and RAX the call's number. If the
-/// program's code is unknown, any place is allowed, as before.
+/// instruction is the `syscall` itself and RAX the call's number; one the
+/// kernel will not restart (a timed wait) by the instruction after it with
+/// RAX at -EINTR. If the program's code is unknown, any place is allowed,
+/// as before.
 ///
 /// # Safety
 /// `uc` must be the live ucontext of a handler on this thread.
@@ -340,7 +344,22 @@ unsafe fn fork_may_park(reg: &crate::handshake::RegistryInner, uc: *mut sys::Uco
     let at_syscall =
         pc & 4095 <= 4094 && unsafe { std::ptr::read_volatile(pc as *const [u8; 2]) } == SYSCALL;
     // SAFETY: caller contract.
-    at_syscall && sys::is_waiting_syscall(unsafe { sys::interrupted_rax(uc) })
+    let rax = unsafe { sys::interrupted_rax(uc) };
+    if at_syscall && sys::is_waiting_syscall(rax) {
+        return true;
+    }
+    // A wait the kernel does not restart (a futex or `poll` with a timeout,
+    // `nanosleep`) returns EINTR when the signal arrives: the interrupted
+    // instruction is the one after the `syscall`, and RAX holds -EINTR,
+    // which only a call that was blocked in an interruptible wait returns.
+    // (Seen: a thread in `recv_timeout` looked busy in libc every time, and
+    // a careful stop waited out its timeout.)
+    const EINTR: u64 = (-(libc::EINTR as i64)) as u64;
+    // SAFETY: the two bytes before `pc` are the instruction the thread has
+    // just executed, in a mapped, readable code page (or two).
+    rax == EINTR
+        && pc >= 2
+        && unsafe { std::ptr::read_volatile((pc - 2) as *const [u8; 2]) } == SYSCALL
 }
 
 /// Called from the trampoline with every register saved on this stack.

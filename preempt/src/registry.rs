@@ -117,6 +117,7 @@ impl Registry {
                 local_wakes: AtomicU64::new(0),
                 signals_sent: AtomicU64::new(0),
                 forking: AtomicU32::new(0),
+                careful: AtomicU32::new(0),
                 sources: Mutex::new(Default::default()),
             }),
         };

@@ -299,6 +299,7 @@ impl StoppedWorld<'_> {
             me.state.store(state::RUNNING, Ordering::SeqCst);
         }
         inner.coordinator_tid.store(0, Ordering::SeqCst);
+        inner.careful.store(0, Ordering::SeqCst);
         // Records detached by this very thread while it held the world.
         let mut threads = threads;
         threads.retain(|&p| {
@@ -357,7 +358,39 @@ impl Registry {
     /// Stops every attached thread except the caller and returns a guard over
     /// the stopped world. The caller may be attached (it is reported as the
     /// coordinator) or not. Concurrent callers serialise.
+    ///
+    /// No thread is parked inside a shared library (libc), unless blocked
+    /// in a system call that waits (`read`, `futex`, `poll`, ...): a thread
+    /// found there is asked again until it is back in the program's own
+    /// code. So the holder of the world may allocate (a thread parked
+    /// inside `malloc` holds its arena's lock: a coordinator that allocated
+    /// waited for ever, reproduced with `MALLOC_ARENA_MAX=1`). It must still
+    /// not wait for a lock of the program's own that an attached thread may
+    /// hold (a `Mutex` of its own, the standard output's lock behind
+    /// `println!`): that thread is parked until the world restarts.
     pub fn stop_the_world(&self) -> Result<StoppedWorld<'_>, StopError> {
+        self.stop(true)
+    }
+
+    /// [`Registry::stop_the_world`] that parks threads wherever a signal
+    /// finds them outside no-preempt regions, inside libc too: the stop a
+    /// collector makes, which must not wait for a thread in a long library
+    /// call to come back.
+    ///
+    /// # Safety
+    /// Until the returned world is dropped, the calling thread must not
+    /// call anything that may take a lock an attached thread may hold: the
+    /// system allocator (no allocation or deallocation), the standard
+    /// streams, the dynamic loader, thread-locals with lazy
+    /// initialisation, any lock of the program's own that attached threads
+    /// take. A thread parked holding one of them would wait for the restart
+    /// while the caller waits for it.
+    pub unsafe fn stop_the_world_anywhere(&self) -> Result<StoppedWorld<'_>, StopError> {
+        self.stop(false)
+    }
+
+    /// The stop itself; `careful`: see `RegistryInner::careful`.
+    fn stop(&self, careful: bool) -> Result<StoppedWorld<'_>, StopError> {
         let inner = &*self.inner;
         if self.world_held_by_me() {
             return Err(StopError::Reentrant);
@@ -396,6 +429,8 @@ impl Registry {
         };
         let threads = lock(&inner.threads);
         inner.coordinator_tid.store(sys::gettid(), Ordering::SeqCst);
+        // Before any request: a thread asked for this stop reads it.
+        inner.careful.store(careful as u32, Ordering::SeqCst);
         // From here until the restart, a panic on this thread aborts with a
         // message rather than wait on a lock a stopped thread holds (see
         // `fatal`).

@@ -371,7 +371,10 @@ impl Runtime {
     /// Callable from any thread, a goroutine of this runtime included (its
     /// worker is the coordinator then). Fails for other modes (their
     /// workers are not attached to a registry yet) and if a worker does
-    /// not answer within the preempt registry's timeout.
+    /// not answer within the preempt registry's timeout. It is the preempt
+    /// registry's safe stop ([`pardon_preempt::Registry::stop_the_world`]):
+    /// no worker is parked inside libc, so the holder may allocate; it must
+    /// not wait for a lock a goroutine or worker may hold.
     pub fn stop_the_world(&self) -> Result<pardon_preempt::StoppedWorld<'_>, RuntimeError> {
         let Some(reg) = &self.shared.registry else {
             return Err(RuntimeError::Config(format!(

@@ -273,7 +273,9 @@ impl Collector {
 
     /// Stops the world, or counts and reports why not.
     fn stop_or_abandon(&self) -> Result<StoppedWorld<'_>, CollectError> {
-        self.registry.stop_the_world().map_err(|e| {
+        // SAFETY: as in `Collector::collect` (`cycle`): neither stop of a
+        // concurrent cycle allocates or takes a lock a mutator may hold.
+        unsafe { self.registry.stop_the_world_anywhere() }.map_err(|e| {
             let e = CollectError::Stop(e);
             self.registry
                 .outside_stops(|| lock(&self.stats).abandoned += 1);

@@ -172,7 +172,7 @@ pub(crate) unsafe fn interrupted_rax(uc: *const libc::ucontext_t) -> u64 {
 /// process (I/O, a futex, a timer, a child), where a thread holds no lock
 /// of the library that made the call.
 pub(crate) fn is_waiting_syscall(nr: u64) -> bool {
-    const WAITING: [libc::c_long; 26] = [
+    const WAITING: [libc::c_long; 27] = [
         libc::SYS_read,
         libc::SYS_write,
         libc::SYS_readv,
@@ -199,6 +199,11 @@ pub(crate) fn is_waiting_syscall(nr: u64) -> bool {
         libc::SYS_pause,
         libc::SYS_futex,
         libc::SYS_rt_sigtimedwait,
+        // What the kernel leaves in RAX to resume a timed wait (a futex or
+        // `poll` with a timeout, `nanosleep`) that a signal interrupted: a
+        // thread blocked in one looked busy in libc, and a careful stop
+        // waited out its timeout.
+        libc::SYS_restart_syscall,
     ];
     WAITING.iter().any(|&w| w as u64 == nr)
 }
