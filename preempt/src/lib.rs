@@ -21,6 +21,12 @@
 //! - [`Registry::stop_the_world`] returns a [`StoppedWorld`] guard; dropping it
 //!   restarts everyone. The caller may itself be attached (a collector runs on
 //!   an allocating mutator) or not; concurrent coordinators serialise.
+//!   That stop parks no thread inside a shared library (unless blocked in
+//!   a waiting system call), so its holder may allocate; a collector,
+//!   whose stopped-world path allocates nothing and takes no lock a
+//!   mutator may hold, uses the `unsafe`
+//!   [`Registry::stop_the_world_anywhere`], which parks threads wherever
+//!   the signal finds them and so never waits for a long library call.
 //! - The handshake, one for every route: a stop opens a new *epoch*, stores it
 //!   in each thread's `request` word and raises its `poll_flag`. A thread
 //!   stops by publishing its registers and lowest stack address, setting its
