@@ -284,3 +284,72 @@ fn an_explicit_collection_sweeps_before_it_returns() {
     );
     assert_eq!(check(&m, &keep, 7), 2047);
 }
+
+/// Two concurrent heaps sharing one preempt registry (what
+/// `Heap::with_registry` allows), each with two mutators that build,
+/// collect and check chains, while a fifth thread stops the registry's
+/// world itself now and then. A background marker asked the registry how
+/// many threads ran from inside a no-preempt region, waiting there for
+/// the thread-list lock that the other heap's (or anyone's) stop holds
+/// throughout, and that stop waited for the region: each held the other
+/// for the stop's whole timeout (a collection failed with `Timeout` after
+/// 30 s, in the first run of a reproduction). With stops limited to 5 s
+/// here, any such wait fails a collection, and the test.
+#[test]
+fn two_heaps_on_one_registry_and_outside_stops() {
+    let registry = pardon::preempt::Registry::new(pardon::preempt::Config {
+        stop_timeout: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .unwrap();
+    let make = || {
+        Heap::with_registry(
+            Config {
+                gc_percent: Some(50),
+                verify: true,
+                concurrent: true,
+                ..Config::default()
+            },
+            registry.clone(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (make(), make());
+    let done = Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let (registry, done) = (registry.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut stops = 0;
+            while !done.load(Ordering::Relaxed) {
+                drop(registry.stop_the_world().expect("an outside stop"));
+                stops += 1;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            stops
+        })
+    };
+    let workers: Vec<_> = [(a.clone(), 1), (b.clone(), 2), (a, 3), (b, 4)]
+        .into_iter()
+        .map(|(heap, tag)| {
+            std::thread::spawn(move || {
+                let m = heap.attach().unwrap();
+                for round in 0..1000 {
+                    let mut next = 0;
+                    let t = tree(&m, 6, tag, &mut next);
+                    for _ in 0..500 {
+                        drop(m.alloc::<Node>().unwrap());
+                    }
+                    if round % 5 == 0 {
+                        m.collect().unwrap_or_else(|e| panic!("heap {tag}: {e}"));
+                    }
+                    assert_eq!(check(&m, &t, tag), 127, "heap {tag}: tree broken");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(stopper.join().unwrap() > 0);
+}

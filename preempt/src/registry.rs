@@ -145,17 +145,19 @@ impl Registry {
     /// Attached threads running now: neither in a safe region nor stopped.
     /// A hint for a caller choosing whether to take a CPU (pardon's
     /// concurrent marker marks flat out when fewer threads run than there
-    /// are cores); stale as soon as it returns. Takes the thread-list lock
-    /// outside stops.
+    /// are cores); stale as soon as it returns. Takes the thread-list lock,
+    /// which a stop holds throughout: an attached caller waits for it as
+    /// a running thread, which the stop parks meanwhile. (It used to wait
+    /// inside a no-preempt region, which the stop waited for in turn: two
+    /// concurrent heaps sharing a registry, or one heap and anyone else's
+    /// stop, held each other for the stop's whole 30 s timeout.)
     pub fn running_threads(&self) -> usize {
-        self.outside_stops(|| {
-            lock(&self.inner.threads)
-                .iter()
-                // SAFETY: records in the list are live while its lock is held.
-                .map(|&p| unsafe { &*p })
-                .filter(|r| r.state.load(Ordering::Relaxed) == state::RUNNING)
-                .count()
-        })
+        lock(&self.inner.threads)
+            .iter()
+            // SAFETY: records in the list are live while its lock is held.
+            .map(|&p| unsafe { &*p })
+            .filter(|r| r.state.load(Ordering::Relaxed) == state::RUNNING)
+            .count()
     }
 
     /// Total preemption signals sent so far.
