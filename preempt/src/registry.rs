@@ -180,8 +180,10 @@ impl Registry {
     /// cannot begin meanwhile and one in progress ends first. For
     /// maintenance of state the stopped world relies on (a collector's lazy
     /// sweeping), which an unattached thread — never stopped — would
-    /// otherwise change under a coordinator's feet. Must not be called by a
-    /// thread that holds a [`StoppedWorld`](crate::StoppedWorld).
+    /// otherwise change under a coordinator's feet. On a thread that holds
+    /// this registry's [`StoppedWorld`](crate::StoppedWorld), `f` runs at
+    /// once: no other stop can begin meanwhile (it used to wait for ever
+    /// on the lock the world holds).
     ///
     /// Inside `f` on an unattached thread, a nested `outside_stops` runs at
     /// once (stops are kept out already), and a stop of this registry
@@ -193,7 +195,7 @@ impl Registry {
             return self.no_preempt(f);
         }
         let tid = sys::gettid();
-        if self.excluding_stops_here() {
+        if self.excluding_stops_here() || self.world_held_by_me() {
             return f();
         }
         let _g = lock(&self.inner.coordinator);

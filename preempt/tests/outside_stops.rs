@@ -149,6 +149,18 @@ fn outside_stops_on_an_unattached_thread_nests_and_refuses_stops() {
         }),
         "outside_stops kept its lock after a panic"
     );
+    // The holder of a stopped world (not attached) may call it: it runs at
+    // once, since no other stop can begin. It waited for ever on the lock
+    // the world holds.
+    let r = reg.clone();
+    assert!(
+        returns_within(limit, move || {
+            let world = r.stop_the_world().unwrap();
+            assert_eq!(r.outside_stops(|| 3), 3);
+            drop(world);
+        }),
+        "outside_stops while holding the stopped world waited for ever"
+    );
     // Another thread's stop is not refused by the word the others left.
     let me = reg.attach().unwrap();
     let r = reg.clone();
