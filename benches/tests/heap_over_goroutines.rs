@@ -560,13 +560,16 @@ fn the_runtimes_stops_between_the_heaps_collections() {
         let stopper = {
             let (rt, done) = (rt.clone(), done.clone());
             std::thread::spawn(move || {
+                // At least one stop, however late this thread first runs.
                 let mut stops = 0;
-                while !done.load(SeqCst) {
+                loop {
                     drop(rt.stop_the_world().expect("the runtime's stop"));
                     stops += 1;
+                    if done.load(SeqCst) {
+                        break stops;
+                    }
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                stops
             })
         };
         let collector = {

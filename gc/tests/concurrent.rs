@@ -320,13 +320,16 @@ fn two_heaps_on_one_registry_and_outside_stops() {
     let stopper = {
         let (registry, done) = (registry.clone(), done.clone());
         std::thread::spawn(move || {
+            // At least one stop, however late this thread first runs.
             let mut stops = 0;
-            while !done.load(Ordering::Relaxed) {
+            loop {
                 drop(registry.stop_the_world().expect("an outside stop"));
                 stops += 1;
+                if done.load(Ordering::Relaxed) {
+                    break stops;
+                }
                 std::thread::sleep(Duration::from_micros(100));
             }
-            stops
         })
     };
     let workers: Vec<_> = [(a.clone(), 1), (b.clone(), 2), (a, 3), (b, 4)]

@@ -135,6 +135,10 @@ fn a_careful_stop_catches_a_thread_spinning_on_yield_now() {
             }
         })
     };
+    // The spinner is attached before the first stop.
+    while reg.thread_count() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     for i in 0..20 {
         let world = reg.stop_the_world();
         assert!(world.is_ok(), "stop {i}: {:?}", world.err());
