@@ -64,12 +64,8 @@ struct Held {
     /// The thread list and the coordinator lock, when the stop failed.
     threads: Option<MutexGuard<'static, Vec<*const ThreadRecord>>>,
     _coord: Option<MutexGuard<'static, ()>>,
-    /// The forking thread is inside the registry's `outside_stops` (it
-    /// holds the coordinator lock for it): the child's copy of the thread,
-    /// with a tid of its own, takes the lock's word over.
-    excluding: bool,
     /// Boxed, so the borrows above stay valid while this moves.
-    reg: Box<Registry>,
+    _reg: Box<Registry>,
 }
 
 /// The stops, and the registry list's lock (a `Registry::new` on another
@@ -120,7 +116,6 @@ extern "C" fn prepare() {
             r.inner.forking.fetch_add(1, Ordering::SeqCst);
             let stopped = r.stop_the_world();
             r.inner.forking.fetch_sub(1, Ordering::SeqCst);
-            let excluding = matches!(stopped, Err(crate::StopError::ExcludingStops));
             let (world, coord, threads) = match stopped {
                 Ok(w) => (Some(w), None, None),
                 // The forking thread holds this world already (it forks from
@@ -128,7 +123,9 @@ extern "C" fn prepare() {
                 // guard holds the locks.
                 Err(crate::StopError::Reentrant) => (None, None, None),
                 // It forks from inside `outside_stops`: it holds the
-                // coordinator lock already; the thread list is taken here.
+                // coordinator lock already (and its child's copy of it, the
+                // same thread-local, keeps the lock's word); the thread
+                // list is taken here.
                 Err(crate::StopError::ExcludingStops) => (None, None, Some(lock(&r.inner.threads))),
                 Err(_) => {
                     let c = lock(&r.inner.coordinator);
@@ -139,8 +136,7 @@ extern "C" fn prepare() {
                 world,
                 threads,
                 _coord: coord,
-                excluding,
-                reg,
+                _reg: reg,
             });
         }
         let list = lock(&REGISTRIES);
@@ -167,12 +163,6 @@ extern "C" fn child() {
                 (Some(w), _) => w.keep_only_coordinator(pid),
                 (None, Some(t)) => crate::stop::keep_only_current(t, pid),
                 (None, None) => {}
-            }
-            if h.excluding {
-                h.reg
-                    .inner
-                    .excluding_tid
-                    .store(crate::sys::gettid(), Ordering::SeqCst);
             }
         }
     });

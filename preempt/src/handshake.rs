@@ -342,13 +342,14 @@ pub(crate) struct RegistryInner {
     /// restart before releasing it); read by any thread to refuse a
     /// re-entrant stop, which would wait for ever on `coordinator`.
     pub coordinator_tid: AtomicI32,
-    /// The tid of the unattached thread inside `Registry::outside_stops`,
-    /// which holds `coordinator` for it, or 0. Written by that thread only
-    /// (set after taking the lock, cleared before releasing it; a forked
-    /// child's copy of the thread takes it over); read to let a nested
-    /// `outside_stops` run at once and to refuse a stop there, each of
-    /// which would otherwise wait for ever on `coordinator`.
-    pub excluding_tid: AtomicI32,
+    /// Which unattached thread is inside `Registry::outside_stops`, holding
+    /// `coordinator` for it (`registry::this_thread`, no system call; a
+    /// forked child's copy of the thread has the same value), or 0.
+    /// Written by that thread only (set after taking the lock, cleared
+    /// before releasing it); read to let a nested `outside_stops` run at
+    /// once and to refuse a stop there, each of which would otherwise wait
+    /// for ever on `coordinator`.
+    pub excluding: AtomicUsize,
     /// Futex word: odd while the world is stopped.
     pub world: AtomicU32,
     /// Stop epochs; the current one is the one being acknowledged.

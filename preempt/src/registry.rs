@@ -103,7 +103,7 @@ impl Registry {
                 threads: Mutex::new(Vec::new()),
                 coordinator: Mutex::new(()),
                 coordinator_tid: AtomicI32::new(0),
-                excluding_tid: AtomicI32::new(0),
+                excluding: AtomicUsize::new(0),
                 world: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
                 outstanding: AtomicU32::new(0),
@@ -194,21 +194,24 @@ impl Registry {
         if current().is_some_and(|r| std::ptr::eq(r.registry, &*self.inner)) {
             return self.no_preempt(f);
         }
-        let tid = sys::gettid();
-        if self.excluding_stops_here() || self.world_held_by_me() {
+        // (`world_held_by_me` only when some thread holds the world: it
+        // asks the kernel for the tid.)
+        if self.excluding_stops_here()
+            || (self.inner.coordinator_tid.load(Ordering::SeqCst) != 0 && self.world_held_by_me())
+        {
             return f();
         }
         let _g = lock(&self.inner.coordinator);
-        self.inner.excluding_tid.store(tid, Ordering::SeqCst);
+        self.inner.excluding.store(this_thread(), Ordering::SeqCst);
         /// Clears the word before the lock is released (declared after the
         /// guard, so dropped first), on return or unwinding.
-        struct Clear<'a>(&'a AtomicI32);
+        struct Clear<'a>(&'a AtomicUsize);
         impl Drop for Clear<'_> {
             fn drop(&mut self) {
                 self.0.store(0, Ordering::SeqCst);
             }
         }
-        let _clear = Clear(&self.inner.excluding_tid);
+        let _clear = Clear(&self.inner.excluding);
         f()
     }
 
@@ -216,7 +219,7 @@ impl Registry {
     /// [`outside_stops`](Registry::outside_stops) as an unattached thread
     /// (holding the coordinator lock for it).
     pub(crate) fn excluding_stops_here(&self) -> bool {
-        self.inner.excluding_tid.load(Ordering::SeqCst) == sys::gettid()
+        self.inner.excluding.load(Ordering::SeqCst) == this_thread()
     }
 
     /// Runs `f` inside a no-preempt region when the calling thread is
@@ -376,6 +379,18 @@ impl Registry {
             _not_send: PhantomData,
         })
     }
+}
+
+/// The calling thread's identity for `RegistryInner::excluding`: the
+/// address of a const-initialised thread-local, distinct for every live
+/// thread and never 0, read without a system call (`outside_stops` runs
+/// for every sweeping step of an unattached collector). A forked child's
+/// copy of the thread sees the same address, so it keeps the lock's word.
+fn this_thread() -> usize {
+    thread_local! {
+        static ME: u8 = const { 0 };
+    }
+    ME.with(|me| me as *const u8 as usize)
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

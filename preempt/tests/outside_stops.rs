@@ -173,8 +173,8 @@ fn outside_stops_on_an_unattached_thread_nests_and_refuses_stops() {
 
 /// `fork` from inside `outside_stops` on an unattached thread: the fork's
 /// stop of the registry would have waited for ever on the coordinator
-/// lock the thread holds; now the fork goes ahead, and in the child, whose
-/// copy of the thread has a tid of its own, a nested `outside_stops` runs
+/// lock the thread holds; now the fork goes ahead, and in the child (a
+/// copy of the thread with a tid of its own) a nested `outside_stops` runs
 /// at once and a stop is refused, as in the parent.
 #[test]
 fn fork_inside_outside_stops() {
